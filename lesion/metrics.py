@@ -1,0 +1,39 @@
+"""Per-token log-likelihood, perplexity and the paper's degradation Delta.
+
+Delta(x, S) = log10(PPL_{M-S}(x) / PPL_M(x)) = (mean NLL masked - mean NLL clean) / ln 10.
+Losses are computed in float32 whatever the model's dtype; non-finite values are kept,
+never averaged away: a row with any non-finite token loss has a non-finite mean.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+LN10 = math.log(10.0)
+
+
+def token_nll(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) token ids -> (B, T-1) negative log-likelihood of each next token, float32."""
+    logits = model(input_ids=input_ids).logits[:, :-1].float()
+    return F.cross_entropy(logits.transpose(1, 2), input_ids[:, 1:], reduction="none")
+
+
+def mean_nll(model: torch.nn.Module, input_ids: torch.Tensor, rows: int = 1) -> torch.Tensor:
+    """Mean next-token NLL of one (1, T) text, evaluated on ``rows`` copies -> (rows,) float64."""
+    with torch.inference_mode():
+        return token_nll(model, input_ids.expand(rows, -1)).double().mean(dim=1)
+
+
+def perplexity(nll: float) -> float:
+    if math.isnan(nll):
+        return math.nan
+    return math.exp(nll) if nll < 709.0 else math.inf
+
+
+def delta(nll_masked: float, nll_clean: float) -> float:
+    """log10 perplexity ratio; NaN (a model that emits NaN) counts as an infinite collapse."""
+    if not math.isfinite(nll_masked):
+        return math.inf
+    return (nll_masked - nll_clean) / LN10

@@ -1,0 +1,83 @@
+"""The two-stage method end to end, as library calls a notebook can make.
+
+    lm = load_model("smollm2-135m")
+    study = Study.create(lm, text=BOOKENDS)
+    ranking = study.rank(alpha=5, samples=100, seed=42)
+    critical = study.identify(ranking, epsilon=1)
+"""
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from . import __version__
+from .errors import LesionError
+from .loading import LoadedModel
+from .neurons import SiteIndex, discover_sites
+from .rankers import rank
+from .results import CriticalSet, Ranking
+from .search import find_critical_set
+from .texts import BOOKENDS, encode, text_hash
+
+
+def versions() -> dict:
+    import transformers
+    return {"lesion": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version()}
+
+
+@dataclass
+class Study:
+    """One model, one text, its neuron sites: what both stages work on."""
+    lm: LoadedModel
+    text: str
+    input_ids: torch.Tensor
+    index: SiteIndex
+    components: str
+    timings: dict = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, lm: LoadedModel, text: str = BOOKENDS, components: str | None = None) -> "Study":
+        ids = encode(lm.tokenizer, text, lm.device)
+        index = discover_sites(lm.model, components)
+        return cls(lm, text, ids, index, components or "default")
+
+    def settings(self, **extra) -> dict:
+        base = {"model": self.lm.name, "model_fingerprint": self.lm.fingerprint(), "dtype": self.lm.dtype,
+                "components": self.components, "text_sha256": text_hash(self.text),
+                "text": self.text if len(self.text) <= 2000 else None,
+                "tokens": int(self.input_ids.shape[1]), "versions": versions()}
+        return {**base, **extra}
+
+    def rank(self, ranker: str = "noise", *, alpha: float = 5.0, samples: int = 100, seed: int = 42,
+             alpha_relative: bool = False, reduce: str = "max", batch_size: int = 16, keep: int = 5000,
+             progress: bool = True) -> Ranking:
+        options = {"noise": dict(alpha=alpha, samples=samples, alpha_relative=alpha_relative,
+                                 reduce=reduce, batch_size=batch_size)}.get(ranker, {})
+        settings = self.settings(ranker=ranker, seed=seed, keep=keep, **options)
+        start = time.perf_counter()
+        ranking = rank(self.lm.model, self.input_ids, self.index, ranker, keep=keep, model_name=self.lm.name,
+                       settings=settings, seed=seed, progress=progress, **options)
+        self.timings["rank_s"] = time.perf_counter() - start
+        return ranking
+
+    def identify(self, ranking: Ranking, *, epsilon: float = 1.0, step: int = 1, max_neurons: int = 1000,
+                 progress: bool = True) -> CriticalSet:
+        self.check_ranking(ranking)
+        settings = {**ranking.settings, **self.settings(), "epsilon": epsilon, "step": step,
+                    "max_neurons": max_neurons, "ranker": ranking.ranker}
+        start = time.perf_counter()
+        critical = find_critical_set(self.lm.model, self.input_ids, self.index, ranking.neurons,
+                                     epsilon=epsilon, step=step, max_neurons=max_neurons,
+                                     model_name=self.lm.name, settings=settings, progress=progress)
+        self.timings["identify_s"] = time.perf_counter() - start
+        return critical
+
+    def check_ranking(self, ranking: Ranking) -> None:
+        theirs = ranking.settings.get("model_fingerprint")
+        if theirs is not None and theirs != self.lm.fingerprint():
+            raise LesionError(f"the ranking was made on another model ({ranking.settings.get('model')!r}, "
+                              f"fingerprint {theirs}): re-rank with this --model")

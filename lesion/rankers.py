@@ -1,0 +1,122 @@
+"""Rankers: every way of ordering neurons by importance, behind one interface.
+
+A ranker is ``fn(model, input_ids, index, *, seed, **options) -> Scores``: one score per
+neuron of ``index`` (flat numbering), higher = more important. :func:`rank` turns the
+scores into a :class:`~lesion.results.Ranking`, and ``RANKERS`` maps ``--ranker`` names.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from .errors import LesionError
+from .hooks import hooked
+from .neurons import SiteIndex
+from .results import Ranking
+
+
+@dataclass(frozen=True)
+class Scores:
+    values: torch.Tensor  # (N,) float32, one per neuron of the index
+    positions: torch.Tensor | None = None  # (N,) long, token position of each neuron's score
+
+
+def _reduce(per_position: torch.Tensor, reduce: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(T, C) -> per-channel score; ``max`` is the authors' order (a channel ranks as its best position)."""
+    if reduce == "max":
+        values, positions = per_position.max(dim=0)
+        return values, positions
+    if reduce == "mean":
+        return per_position.mean(dim=0), None
+    raise LesionError(f"unknown reduction {reduce!r}: use max or mean")
+
+
+def _collect(index: SiteIndex, per_site: dict[str, torch.Tensor], reduce: str) -> Scores:
+    values, positions = [], []
+    for site in index.sites:
+        v, p = _reduce(per_site[site.name], reduce)
+        values.append(v)
+        positions.append(p)
+    pos = None if positions[0] is None else torch.cat(positions)
+    return Scores(torch.cat(values), pos)
+
+
+def noise_generator(seed: int) -> torch.Generator:
+    return torch.Generator(device="cpu").manual_seed(seed)
+
+
+def rank_by_noise(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex, *, seed: int = 42,
+                  alpha: float = 5.0, samples: int = 100, batch_size: int = 16, reduce: str = "max",
+                  alpha_relative: bool = False, progress: bool = True) -> Scores:
+    """Stage 1: Imp = (1/K) sum_k |A_clean - A(embeddings + alpha * N(0, I))|, per neuron and position.
+
+    Noise is drawn on the CPU one sample at a time from a seeded generator, so the scores
+    do not depend on the batch size or the device. Sums are streamed: memory holds the
+    clean activations and one accumulator, never K activation sets. The LM head is not
+    run: only the decoder body is needed to see every neuron.
+    """
+    if alpha <= 0 or samples < 1 or batch_size < 1:
+        raise LesionError("need alpha > 0, samples >= 1 and batch size >= 1: fix --alpha/--samples")
+    body = model.base_model
+    with torch.inference_mode():
+        clean_embeds = model.get_input_embeddings()(input_ids).float()  # (1, T, H)
+        scale = alpha * clean_embeds.pow(2).mean().sqrt().item() if alpha_relative else alpha
+        clean: dict[str, torch.Tensor] = {}
+        with hooked(model, _store(index, clean)):
+            body(inputs_embeds=clean_embeds.to(_dtype(model)))
+        sums = {name: torch.zeros_like(a) for name, a in clean.items()}
+        with hooked(model, _accumulate(index, clean, sums)):
+            gen = noise_generator(seed)
+            bar = tqdm(total=samples, desc="stage 1: noise samples", disable=not progress, leave=False)
+            for start in range(0, samples, batch_size):
+                b = min(batch_size, samples - start)
+                noise = torch.stack([torch.randn(clean_embeds.shape[1:], generator=gen) for _ in range(b)])
+                noisy = clean_embeds + scale * noise.to(clean_embeds.device)
+                body(inputs_embeds=noisy.to(_dtype(model)))
+                bar.update(b)
+            bar.close()
+    return _collect(index, {n: s / samples for n, s in sums.items()}, reduce)
+
+
+def _dtype(model) -> torch.dtype:
+    return model.get_input_embeddings().weight.dtype
+
+
+def _store(index, clean):
+    return {s.name: (lambda out, s=s: clean.__setitem__(s.name, s.channels(out)[0].float()))
+            for s in index.sites}
+
+
+def _accumulate(index, clean, sums):
+    def add(out, site):
+        ref = clean[site.name]
+        sums[site.name] += (site.channels(out, ref.shape[0]).float() - ref).abs().sum(dim=0)
+    return {s.name: (lambda out, s=s: add(out, s)) for s in index.sites}
+
+
+RANKERS: dict[str, Callable[..., Scores]] = {"noise": rank_by_noise}
+
+
+def rank(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex, ranker: str = "noise",
+         keep: int = 5000, model_name: str = "", settings: dict | None = None, **options) -> Ranking:
+    """Run a ranker and keep its top ``keep`` neurons, ties broken by site order."""
+    if ranker not in RANKERS:
+        raise LesionError(f"unknown ranker {ranker!r}: use one of {', '.join(RANKERS)}")
+    scores = RANKERS[ranker](model, input_ids, index, **options)
+    return ranking_from_scores(index, scores, ranker, keep, model_name, settings or {})
+
+
+def ranking_from_scores(index: SiteIndex, scores: Scores, ranker: str, keep: int, model_name: str,
+                        settings: dict) -> Ranking:
+    values = scores.values.float().cpu()
+    if not torch.isfinite(values).all():
+        raise LesionError(f"the {ranker} ranker produced non-finite scores (the model overflows in this "
+                          "dtype): use --dtype float32")
+    order = torch.sort(values, descending=True, stable=True).indices[:keep]
+    pos = None if scores.positions is None else tuple(scores.positions.cpu()[order].tolist())
+    return Ranking(model=model_name, ranker=ranker, neurons=tuple(index.neurons(order.tolist())),
+                   scores=tuple(values[order].tolist()), positions=pos, total_neurons=index.total,
+                   settings=settings)

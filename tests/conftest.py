@@ -1,0 +1,42 @@
+"""Tiny random models of every family, built from configs in a fraction of a second."""
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+VOCAB = 128
+COMMON = dict(vocab_size=VOCAB, num_hidden_layers=2, num_attention_heads=4, pad_token_id=0,
+              bos_token_id=1, eos_token_id=2)
+FAMILIES = {
+    "llama": dict(hidden_size=32, intermediate_size=64, num_key_value_heads=2),
+    "qwen2": dict(hidden_size=32, intermediate_size=64, num_key_value_heads=2),
+    "gemma3_text": dict(hidden_size=32, intermediate_size=64, num_key_value_heads=1, head_dim=8,
+                        sliding_window=4),
+    "phi3": dict(hidden_size=32, intermediate_size=64),
+    "gpt2": dict(n_embd=32, n_layer=2, n_head=4, n_positions=64),
+    "gpt_neox": dict(hidden_size=32, intermediate_size=64),
+    "opt": dict(hidden_size=32, ffn_dim=64, word_embed_proj_dim=32, max_position_embeddings=64),
+}
+
+
+def make_tiny(family: str, seed: int = 0, dtype=torch.float32) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model(family, **{**COMMON, **FAMILIES[family]})
+    model = AutoModelForCausalLM.from_config(config).to(dtype).eval()
+    return model
+
+
+@pytest.fixture(params=sorted(FAMILIES))
+def tiny(request):
+    return make_tiny(request.param)
+
+
+@pytest.fixture
+def tiny_llama():
+    return make_tiny("llama")
+
+
+@pytest.fixture
+def ids():
+    return torch.randint(3, VOCAB, (1, 16), generator=torch.Generator().manual_seed(0))
