@@ -17,7 +17,8 @@ from . import __version__
 from .errors import LesionError
 from .loading import LoadedModel
 from .neurons import SiteIndex, discover_sites
-from .rankers import rank
+from .cache import cached, scores_key
+from .rankers import RANKERS, ranking_from_scores
 from .results import CriticalSet, Ranking
 from .search import find_critical_set
 from .texts import BOOKENDS, encode, text_hash
@@ -54,13 +55,20 @@ class Study:
 
     def rank(self, ranker: str = "noise", *, alpha: float = 5.0, samples: int = 100, seed: int = 42,
              alpha_relative: bool = False, reduce: str = "max", batch_size: int = 16, keep: int = 5000,
-             progress: bool = True) -> Ranking:
+             progress: bool = True, use_cache: bool = True) -> Ranking:
+        """Stage 1. Scores are cached on disk by everything that determines them (not batch size)."""
+        if ranker not in RANKERS:
+            raise LesionError(f"unknown ranker {ranker!r}: use one of {', '.join(RANKERS)}")
         options = {"noise": dict(alpha=alpha, samples=samples, alpha_relative=alpha_relative,
-                                 reduce=reduce, batch_size=batch_size)}.get(ranker, {})
+                                 reduce=reduce)}.get(ranker, {})
+        speed = {"noise": dict(batch_size=batch_size)}.get(ranker, {})  # does not change the scores
         settings = self.settings(ranker=ranker, seed=seed, keep=keep, **options)
+        key = scores_key(**{k: v for k, v in settings.items() if k not in ("keep", "versions", "text")})
         start = time.perf_counter()
-        ranking = rank(self.lm.model, self.input_ids, self.index, ranker, keep=keep, model_name=self.lm.name,
-                       settings=settings, seed=seed, progress=progress, **options)
+        scores = cached(key, lambda: RANKERS[ranker](self.lm.model, self.input_ids, self.index, seed=seed,
+                                                    progress=progress, **options, **speed),
+                        enabled=use_cache)
+        ranking = ranking_from_scores(self.index, scores, ranker, keep, self.lm.name, settings)
         self.timings["rank_s"] = time.perf_counter() - start
         return ranking
 

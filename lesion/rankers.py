@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from .batching import split_on_oom
 from .errors import LesionError
 from .hooks import hooked
 from .neurons import SiteIndex
@@ -60,22 +61,32 @@ def rank_by_noise(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIn
     """
     if alpha <= 0 or samples < 1 or batch_size < 1:
         raise LesionError("need alpha > 0, samples >= 1 and batch size >= 1: fix --alpha/--samples")
-    body = model.base_model
+    body, dtype = model.base_model, _dtype(model)
     with torch.inference_mode():
         clean_embeds = model.get_input_embeddings()(input_ids).float()  # (1, T, H)
         scale = alpha * clean_embeds.pow(2).mean().sqrt().item() if alpha_relative else alpha
         clean: dict[str, torch.Tensor] = {}
         with hooked(model, _store(index, clean)):
-            body(inputs_embeds=clean_embeds.to(_dtype(model)))
+            body(inputs_embeds=clean_embeds.to(dtype))
         sums = {name: torch.zeros_like(a) for name, a in clean.items()}
-        with hooked(model, _accumulate(index, clean, sums)):
+        pending: dict[str, torch.Tensor] = {}
+
+        def run_batch(noise: torch.Tensor) -> list[dict]:
+            # Sums land in `pending` and are committed only after the whole forward, so a
+            # batch that runs out of memory half-way can be retried in halves.
+            pending.clear()
+            body(inputs_embeds=(clean_embeds + scale * noise.to(clean_embeds.device)).to(dtype))
+            return [dict(pending)]
+
+        with hooked(model, _accumulate(index, clean, pending)):
             gen = noise_generator(seed)
             bar = tqdm(total=samples, desc="stage 1: noise samples", disable=not progress, leave=False)
             for start in range(0, samples, batch_size):
                 b = min(batch_size, samples - start)
                 noise = torch.stack([torch.randn(clean_embeds.shape[1:], generator=gen) for _ in range(b)])
-                noisy = clean_embeds + scale * noise.to(clean_embeds.device)
-                body(inputs_embeds=noisy.to(_dtype(model)))
+                for part in split_on_oom(run_batch, noise):
+                    for name, value in part.items():
+                        sums[name] += value
                 bar.update(b)
             bar.close()
     return _collect(index, {n: s / samples for n, s in sums.items()}, reduce)
@@ -90,10 +101,10 @@ def _store(index, clean):
             for s in index.sites}
 
 
-def _accumulate(index, clean, sums):
+def _accumulate(index, clean, pending):
     def add(out, site):
         ref = clean[site.name]
-        sums[site.name] += (site.channels(out, ref.shape[0]).float() - ref).abs().sum(dim=0)
+        pending[site.name] = (site.channels(out, ref.shape[0]).float() - ref).abs().sum(dim=0)
     return {s.name: (lambda out, s=s: add(out, s)) for s in index.sites}
 
 

@@ -40,3 +40,30 @@ def tiny_llama():
 @pytest.fixture
 def ids():
     return torch.randint(3, VOCAB, (1, 16), generator=torch.Generator().manual_seed(0))
+
+
+def char_tokenizer():
+    """A character-level tokenizer over printable ASCII, so tiny models can go through the CLI."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>"]
+    chars = [chr(c) for c in range(32, 32 + VOCAB - len(specials))]
+    vocab = {tok: i for i, tok in enumerate(specials + chars)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>",
+                                   eos_token="</s>", pad_token="</s>")
+
+
+def save_tiny(path, family: str = "llama", seed: int = 0):
+    model = make_tiny(family, seed)
+    model.save_pretrained(path)
+    char_tokenizer().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """A saved tiny Llama with a tokenizer: a local folder `lesion --model` accepts."""
+    return str(save_tiny(tmp_path_factory.mktemp("tiny") / "llama"))

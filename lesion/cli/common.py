@@ -44,6 +44,7 @@ def add_stage1_args(p: argparse.ArgumentParser) -> None:
                    help="channel score over positions: max (the authors' order) or mean")
     g.add_argument("--batch-size", type=int, default=16, help="noise samples per forward pass")
     g.add_argument("--keep", type=int, default=5000, help="how many top neurons ranking.json keeps")
+    g.add_argument("--no-cache", action="store_true", help="recompute stage 1 even if its scores are cached")
 
 
 def add_stage2_args(p: argparse.ArgumentParser) -> None:

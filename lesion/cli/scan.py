@@ -54,7 +54,7 @@ def _study(args, components=None):
 def _rank(study, args) -> Ranking:
     return study.rank(args.ranker, alpha=args.alpha, samples=args.samples, seed=args.seed,
                       alpha_relative=args.alpha_relative, reduce=args.reduce, batch_size=args.batch_size,
-                      keep=args.keep, progress=progress_enabled(args))
+                      keep=args.keep, progress=progress_enabled(args), use_cache=not args.no_cache)
 
 
 def _identify(study, ranking, args) -> CriticalSet:
