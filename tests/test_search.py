@@ -1,0 +1,63 @@
+"""Stage 2: greedy search stops at the first crossing, reports when it never crosses."""
+import math
+
+import pytest
+import torch
+
+from lesion import LesionError, Neuron, discover_sites, find_critical_set
+from lesion.metrics import delta, mean_nll, perplexity
+from lesion.hooks import mask_neurons
+
+
+def test_first_crossing_and_trajectory_match_direct_masking(tiny_llama, ids):
+    index = discover_sites(tiny_llama, "down")
+    candidates = index.neurons(range(0, 64, 2))
+    clean = mean_nll(tiny_llama, ids).item()
+    # Direct: Delta of each top-n, one forward each.
+    direct = []
+    for n in range(1, len(candidates) + 1):
+        with mask_neurons(tiny_llama, index, candidates[:n]):
+            direct.append(delta(mean_nll(tiny_llama, ids).item(), clean))
+    epsilon = 0.9 * max(direct)
+    assert epsilon > 0
+    first = next(n for n, d in enumerate(direct, 1) if d >= epsilon)
+    result = find_critical_set(tiny_llama, ids, index, candidates, epsilon=epsilon, progress=False)
+    assert result.reached and len(result.neurons) == first
+    assert result.neurons == tuple(candidates[:first])
+    assert [s.n for s in result.trajectory] == list(range(1, first + 1))
+    for step in result.trajectory:
+        assert step.delta == pytest.approx(direct[step.n - 1], abs=1e-5)
+    assert result.baseline_ppl == pytest.approx(perplexity(clean))
+
+
+def test_threshold_never_reached_keeps_the_trajectory(tiny_llama, ids):
+    index = discover_sites(tiny_llama, "down")
+    result = find_critical_set(tiny_llama, ids, index, index.neurons(range(10)), epsilon=50, step=3,
+                               progress=False)
+    assert not result.reached and result.neurons == ()
+    assert [s.n for s in result.trajectory] == [3, 6, 9, 10]
+    assert result.delta == max(s.delta for s in result.trajectory)
+
+
+def test_bad_search_input(tiny_llama, ids):
+    index = discover_sites(tiny_llama, "down")
+    with pytest.raises(LesionError, match="ranking is empty"):
+        find_critical_set(tiny_llama, ids, index, [], progress=False)
+    with pytest.raises(LesionError, match="epsilon"):
+        find_critical_set(tiny_llama, ids, index, index.neurons([0]), epsilon=0, progress=False)
+    with pytest.raises(LesionError, match="not a neuron site"):
+        find_critical_set(tiny_llama, ids, index, [Neuron("model.layers.9.mlp.down_proj", 0)],
+                          progress=False)
+
+
+def test_non_finite_baseline_is_refused(tiny_llama, ids):
+    index = discover_sites(tiny_llama, "down")
+    with torch.no_grad():
+        tiny_llama.lm_head.weight[0, 0] = math.nan
+    with pytest.raises(LesionError, match="non-finite"):
+        find_critical_set(tiny_llama, ids, index, index.neurons([0]), progress=False)
+
+
+def test_delta_of_nan_and_inf_is_a_collapse():
+    assert delta(math.nan, 1.0) == math.inf and delta(math.inf, 1.0) == math.inf
+    assert perplexity(800.0) == math.inf and math.isnan(perplexity(math.nan))
