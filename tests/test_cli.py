@@ -1,0 +1,184 @@
+"""The CLI on a saved tiny model: outputs, determinism, bad input, interruption."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from lesion.cli import main
+from lesion.loading import load_model
+from lesion.pipeline import Study
+from conftest import save_tiny
+
+TEXT = "The quick brown fox jumps over the lazy dog near the river bank."
+
+
+def scan(tiny_dir, out, *extra):
+    return main(["scan", "--model", tiny_dir, "--text", TEXT, "--samples", "6", "--quiet",
+                 "--out", str(out), *extra])
+
+
+def test_scan_writes_ranking_and_critical_json(tiny_dir, tmp_path, capsys):
+    assert scan(tiny_dir, tmp_path, "--epsilon", "0.001", "--no-cache") == 0
+    critical = json.loads((tmp_path / "critical.json").read_text())
+    ranking = json.loads((tmp_path / "ranking.json").read_text())
+    for key in ("model", "neurons", "baseline_ppl", "masked_ppl", "delta", "trajectory", "settings"):
+        assert key in critical
+    assert critical["reached"] and critical["delta"] >= 0.001
+    assert critical["neurons"] == ranking["neurons"][:len(critical["neurons"])]
+    assert all(":" in n for n in critical["neurons"])
+    settings = critical["settings"]
+    for key in ("alpha", "samples", "epsilon", "step", "seed", "dtype", "text_sha256", "tokens", "versions"):
+        assert key in settings
+    assert len(ranking["neurons"]) == len(ranking["scores"]) == len(ranking["positions"])
+    assert ranking["scores"] == sorted(ranking["scores"], reverse=True)
+    assert "critical set" in capsys.readouterr().out
+
+
+def test_same_command_twice_gives_byte_identical_results(tiny_dir, tmp_path):
+    for run in ("a", "b"):
+        assert scan(tiny_dir, tmp_path / run, "--no-cache", "--epsilon", "0.001") == 0
+    for name in ("ranking.json", "critical.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_cached_stage1_gives_the_same_ranking(tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("LESION_CACHE", str(tmp_path / "cache"))
+    assert scan(tiny_dir, tmp_path / "a") == 0
+    assert list((tmp_path / "cache" / "scores").glob("*.pt"))
+    import lesion.pipeline
+    monkeypatch.setitem(lesion.pipeline.RANKERS, "noise", lambda *a, **k: pytest.fail("recomputed"))
+    assert scan(tiny_dir, tmp_path / "b") == 0
+    assert (tmp_path / "a/ranking.json").read_bytes() == (tmp_path / "b/ranking.json").read_bytes()
+
+
+def test_threshold_not_reached_is_a_result(tiny_dir, tmp_path, capsys):
+    assert scan(tiny_dir, tmp_path, "--epsilon", "40", "--max-neurons", "5") == 0
+    critical = json.loads((tmp_path / "critical.json").read_text())
+    assert not critical["reached"] and critical["neurons"] == []
+    assert [s["n"] for s in critical["trajectory"]] == [1, 2, 3, 4, 5]
+    assert "threshold not reached" in capsys.readouterr().out
+
+
+def test_rank_then_identify(tiny_dir, tmp_path):
+    assert main(["rank", "--model", tiny_dir, "--text", TEXT, "--samples", "4", "--quiet",
+                 "--out", str(tmp_path / "r.json")]) == 0
+    assert main(["identify", "--model", tiny_dir, "--ranking", str(tmp_path / "r.json"), "--quiet",
+                 "--epsilon", "0.001", "--out", str(tmp_path / "c.json")]) == 0
+    critical = json.loads((tmp_path / "c.json").read_text())
+    assert critical["settings"]["text_sha256"] == json.loads((tmp_path / "r.json").read_text())["settings"][
+        "text_sha256"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["scan", "--text", "too short"], "more than 10"),
+    (["scan", "--alpha", "0"], "--alpha must be > 0"),
+    (["scan", "--samples", "0"], "--samples must be >= 1"),
+    (["scan", "--epsilon", "-1"], "--epsilon must be > 0"),
+    (["scan", "--step", "0"], "--step must be >= 1"),
+    (["scan", "--components", "down,bogus"], "unknown component"),
+    (["scan", "--dtype", "float8"], "unknown dtype"),
+    (["scan", "--ranker", "astrology"], "unknown ranker"),
+    (["mask", "model.layers.999.mlp.down_proj:5"], "not a neuron site"),
+    (["mask", "model.layers.0.mlp.down_proj:99999"], "channel out of range"),
+    (["mask", "model.layers.0.mlp.down_proj"], "bad neuron"),
+])
+def test_bad_input_is_one_line_exit_2(tiny_dir, tmp_path, capsys, args, message):
+    args = args[:1] + ["--model", tiny_dir] + args[1:]
+    if args[0] == "scan":
+        args += ["--out", str(tmp_path / "out"), "--quiet"]
+        if "--text" not in args:
+            args += ["--text", TEXT]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.startswith("lesion: error:") and "\n" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_files_and_models(tiny_dir, tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    corrupt = tmp_path / "corrupt.json"
+    corrupt.write_text("{not json")
+    cases = [
+        (["scan", "--model", tiny_dir, "--text-file", str(empty)], "is empty"),
+        (["scan", "--model", tiny_dir, "--text-file", str(tmp_path / "nope.txt")], "not found"),
+        (["scan", "--model", "nonexistent-org/no-such-model", "--text", TEXT], "cannot load model"),
+        (["scan", "--model", str(tmp_path / "missing.gguf"), "--text", TEXT], "not found"),
+        (["identify", "--model", tiny_dir, "--ranking", str(corrupt)], "not valid JSON"),
+        (["identify", "--model", tiny_dir, "--ranking", str(tmp_path / "none.json")], "not found"),
+    ]
+    for args, message in cases:
+        assert main(args + ["--quiet"]) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, (args, err)
+
+
+def test_unsupported_gguf_architecture(tmp_path, capsys):
+    import gguf
+    import numpy as np
+    path = tmp_path / "odd.gguf"
+    writer = gguf.GGUFWriter(str(path), "notanarch")
+    writer.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert main(["scan", "--model", str(path), "--text", TEXT, "--quiet"]) == 2
+    assert "notanarch is not supported" in capsys.readouterr().err
+
+
+def test_ranking_from_another_model_is_refused(tiny_dir, tmp_path, capsys):
+    other = str(save_tiny(tmp_path / "other", seed=1))
+    assert main(["rank", "--model", other, "--text", TEXT, "--samples", "2", "--quiet",
+                 "--out", str(tmp_path / "r.json")]) == 0
+    assert main(["identify", "--model", tiny_dir, "--ranking", str(tmp_path / "r.json"), "--quiet",
+                 "--out", str(tmp_path / "c.json")]) == 2
+    assert "made on another model" in capsys.readouterr().err
+    assert not (tmp_path / "c.json").exists()
+
+
+@pytest.mark.parametrize("stage", ["rank", "identify"])
+def test_interruption_leaves_no_file_and_no_hook(tiny_dir, tmp_path, monkeypatch, capsys, stage):
+    import lesion.rankers
+    import lesion.search
+    target = (lesion.rankers, "split_on_oom") if stage == "rank" else (lesion.search, "split_on_oom")
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(*target, interrupt)
+    assert scan(tiny_dir, tmp_path / "out", "--no-cache") == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+    lm = load_model(tiny_dir)
+    study = Study.create(lm, TEXT)
+    with torch.no_grad():
+        before = lm.model(input_ids=study.input_ids).logits.clone()
+    with pytest.raises(KeyboardInterrupt):
+        if stage == "rank":
+            study.rank(samples=4, progress=False, use_cache=False)
+        else:
+            study.identify(study.rank(samples=4, progress=False, use_cache=False), progress=False)
+    assert all(not m._forward_hooks for m in lm.model.modules())
+    with torch.no_grad():
+        assert torch.equal(before, lm.model(input_ids=study.input_ids).logits)
+
+
+def test_sigint_in_a_real_process_writes_nothing(tiny_dir, tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "LESION_NO_PROGRESS": "1", "LESION_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "lesion", "scan", "--model", tiny_dir, "--text", TEXT,
+                             "--samples", "2000000", "--out", str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(6)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-500:]
+    assert "interrupted" in err and "Traceback" not in err
+    assert not out.exists() or not any(out.iterdir())
