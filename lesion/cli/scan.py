@@ -117,8 +117,11 @@ def print_critical(critical: CriticalSet, timings: dict) -> None:
                             f"{critical.settings.get('epsilon', 1.0)}")
         table.add_column("#")
         table.add_column("neuron")
-        for i, n in enumerate(critical.neurons, 1):
+        shown = 15
+        for i, n in enumerate(critical.neurons[:shown], 1):
             table.add_row(str(i), str(n))
+        if len(critical.neurons) > shown:
+            table.add_row("...", f"{len(critical.neurons) - shown} more in critical.json")
         console.print(table)
     else:
         console.print(f"[bold]threshold not reached[/bold]: no n <= {critical.trajectory[-1].n} masked neurons "
