@@ -21,12 +21,12 @@ def scores_key(**parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def cached(key: str, compute: Callable, enabled: bool = True):
-    """Load the object stored under ``key`` or compute and store it (atomically)."""
+def cached(key: str, compute: Callable, enabled: bool = True) -> tuple[object, bool]:
+    """(the object stored under ``key``, True), or compute and store it atomically: (it, False)."""
     path = cache_dir() / "scores" / f"{key}.pt"
     if enabled and path.is_file():
         try:
-            return torch.load(path, weights_only=False)
+            return torch.load(path, weights_only=False), True
         except Exception:  # a corrupt cache entry is recomputed, never trusted
             path.unlink(missing_ok=True)
     value = compute()
@@ -39,4 +39,4 @@ def cached(key: str, compute: Callable, enabled: bool = True):
             os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)
-    return value
+    return value, False

@@ -92,7 +92,7 @@ def run_rank(args) -> int:
         pos = "" if ranking.positions is None else str(ranking.positions[i])
         table.add_row(str(i + 1), str(neuron), fmt(ranking.scores[i]), pos)
     console.print(table)
-    console.print(f"stage 1: {study.timings['rank_s']:.1f} s; wrote {args.out}")
+    console.print(f"stage 1: {sum(study.timings.values()):.1f} s; wrote {args.out}")
     return 0
 
 
@@ -112,11 +112,10 @@ def run_identify(args) -> int:
 
 
 def print_critical(critical: CriticalSet, timings: dict) -> None:
+    epsilon = critical.settings.get("epsilon", 1.0)
     if critical.reached:
-        table = Table(title=f"critical set: {len(critical.neurons)} neuron(s) reach Delta >= "
-                            f"{critical.settings.get('epsilon', 1.0)}")
-        table.add_column("#")
-        table.add_column("neuron")
+        console.print(f"[bold]critical set[/bold]: {len(critical.neurons)} neuron(s) reach Delta >= {epsilon}")
+        table = Table("#", "neuron")
         shown = 15
         for i, n in enumerate(critical.neurons[:shown], 1):
             table.add_row(str(i), str(n))
@@ -125,8 +124,10 @@ def print_critical(critical: CriticalSet, timings: dict) -> None:
         console.print(table)
     else:
         console.print(f"[bold]threshold not reached[/bold]: no n <= {critical.trajectory[-1].n} masked neurons "
-                      f"reaches Delta >= {critical.settings.get('epsilon')}; best Delta "
-                      f"{fmt(critical.delta)}. The trajectory is written.")
-    console.print(f"perplexity {fmt(critical.baseline_ppl)} -> {fmt(critical.masked_ppl)}, "
-                  f"Delta = {fmt(critical.delta)} (log10 ratio), {critical.forward_rows} forward rows")
-    console.print("time: " + ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in timings.items()))
+                      f"reaches Delta >= {epsilon}; the best n gives the figures below. The trajectory is "
+                      "written.")
+    summary = Table("baseline PPL", "masked PPL", "Delta (log10)", "forward rows",
+                    *(f"{k[:-2].replace('_', ' ')} s" for k in timings))
+    summary.add_row(fmt(critical.baseline_ppl), fmt(critical.masked_ppl), fmt(critical.delta),
+                    str(critical.forward_rows), *(f"{v:.1f}" for v in timings.values()))
+    console.print(summary)
