@@ -85,7 +85,12 @@ class Study:
         return critical
 
     def check_ranking(self, ranking: Ranking) -> None:
-        theirs = ranking.settings.get("model_fingerprint")
-        if theirs is not None and theirs != self.lm.fingerprint():
-            raise LesionError(f"the ranking was made on another model ({ranking.settings.get('model')!r}, "
-                              f"fingerprint {theirs}): re-rank with this --model")
+        check_same_model(ranking.settings, self.lm, "ranking")
+
+
+def check_same_model(settings: dict, lm: LoadedModel, what: str) -> None:
+    """Refuse a result file made on other weights (its settings carry their fingerprint)."""
+    theirs = settings.get("model_fingerprint")
+    if theirs is not None and theirs != lm.fingerprint():
+        raise LesionError(f"the {what} was made on another model ({settings.get('model')!r}, "
+                          f"fingerprint {theirs}): re-run it with this --model")

@@ -94,3 +94,18 @@ def fmt(x: float) -> str:
     if x != x or x in (float("inf"), float("-inf")):
         return str(x)
     return f"{x:.4g}" if abs(x) < 1e5 else f"{x:.3e}"
+
+
+def load_critical(path: str, lm) -> list:
+    """The neurons of a critical.json, checked against the loaded model."""
+    from ..neurons import discover_sites
+    from ..pipeline import check_same_model
+    from ..results import CriticalSet
+
+    critical = CriticalSet.load(path)
+    if not critical.neurons:
+        raise LesionError(f"{path} has no neurons (its search did not reach epsilon): pass a critical.json "
+                          "whose 'reached' is true, or re-run lesion scan with a larger --max-neurons")
+    check_same_model(critical.settings, lm, "critical set")
+    discover_sites(lm.model, "all").check(critical.neurons)
+    return list(critical.neurons)

@@ -1,0 +1,41 @@
+"""`lesion generate`: the original and the masked continuation of a prompt, side by side."""
+from __future__ import annotations
+
+import argparse
+
+from rich.table import Table
+
+from .common import add_model_args, console, load, load_critical
+
+EXAMPLES = """examples:
+  lesion generate --neurons lesion-run/critical.json --prompt "The capital of France is"
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("generate", help="original vs masked continuation of a prompt",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p)
+    p.add_argument("--neurons", required=True, help="critical.json from lesion scan/identify")
+    p.add_argument("--prompt", action="append", required=True, help="repeatable")
+    p.add_argument("--max-new-tokens", type=int, default=40)
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..generation import generate, generate_masked, repeated_share
+    from ..neurons import discover_sites
+
+    lm = load(args)
+    neurons = load_critical(args.neurons, lm)
+    index = discover_sites(lm.model, "all")
+    table = Table("prompt", "original", f"{len(neurons)} neuron(s) masked", show_lines=True)
+    for column in table.columns:
+        column.overflow = "fold"
+    for prompt in args.prompt:
+        original = generate(lm.model, lm.tokenizer, prompt, args.max_new_tokens)
+        masked = generate_masked(lm.model, lm.tokenizer, index, neurons, prompt, args.max_new_tokens)
+        table.add_row(prompt, f"{original!r}\n({repeated_share(lm.tokenizer, original):.0%} repeated tokens)",
+                      f"{masked!r}\n({repeated_share(lm.tokenizer, masked):.0%} repeated tokens)")
+    console.print(table)
+    return 0

@@ -1,0 +1,1 @@
+"""Evaluation with and without a critical set: corpus perplexity, downstream tasks."""

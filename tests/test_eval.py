@@ -1,0 +1,134 @@
+"""Evaluation: window arithmetic, non-finite handling, masks inside the lm-eval run."""
+import json
+import math
+
+import pytest
+import torch
+
+from contextlib import contextmanager
+
+from lesion import LesionError, Neuron, discover_sites, hooked
+from lesion.cli import main
+from lesion.evaluation.corpora import load_corpus
+from lesion.evaluation.perplexity import Span, corpus_perplexity, summarise, window_losses, windows
+from lesion.metrics import token_nll
+from conftest import VOCAB, char_tokenizer
+
+
+@pytest.mark.parametrize("n, window, stride", [(12, 6, 4), (100, 16, 16), (100, 16, 5), (7, 32, 8),
+                                               (33, 8, 1), (2, 2, 1)])
+def test_every_token_but_the_first_is_scored_exactly_once(n, window, stride):
+    spans = windows(n, window, stride)
+    scored = [t for s in spans for t in range(s.first, s.end)]
+    assert scored == list(range(1, n))
+    for s in spans:
+        assert s.end - s.begin <= window and s.begin < s.first <= s.end
+
+
+def test_diagram_example():
+    assert windows(12, 6, 4) == [Span(0, 5, 1), Span(3, 9, 5), Span(6, 12, 9)]
+
+
+def test_bad_windows():
+    with pytest.raises(LesionError, match="stride"):
+        windows(100, 8, 9)
+
+
+def test_window_losses_match_a_direct_computation(tiny_llama):
+    ids = torch.randint(3, VOCAB, (40,), generator=torch.Generator().manual_seed(2))
+    spans = windows(40, 12, 5)
+    got = window_losses(tiny_llama, ids, spans, batch_size=3)
+    direct = []
+    for s in spans:  # each window alone, picking the scored targets by hand
+        nll = token_nll(tiny_llama, ids[s.begin:s.end].unsqueeze(0))[0]
+        for target in range(s.first, s.end):
+            direct.append(nll[target - s.begin - 1])
+    torch.testing.assert_close(got, torch.stack(direct), rtol=1e-5, atol=1e-5)
+    # With window >= length, it is the plain full-sequence loss.
+    full = token_nll(tiny_llama, ids.unsqueeze(0))[0]
+    torch.testing.assert_close(window_losses(tiny_llama, ids, windows(40, 64, 64), 2), full)
+
+
+def test_non_finite_losses_are_counted_not_dropped():
+    base = summarise("c", 0, torch.tensor([1.0, 2.0, 3.0]), None)
+    assert base.ppl == pytest.approx(math.exp(2.0)) and base.nonfinite_tokens == 0
+    inf = summarise("c", 1, torch.tensor([1.0, math.inf, 3.0]), base)
+    assert inf.ppl == math.inf and inf.nonfinite_tokens == 1 and inf.nan_tokens == 0
+    assert inf.ppl_finite_only == pytest.approx(math.exp(2.0)) and inf.log10_ratio == math.inf
+    nan = summarise("c", 1, torch.tensor([math.nan, 1.0]), base)
+    assert math.isnan(nan.ppl) and nan.nan_tokens == 1 and nan.tokens == 2
+    finite = summarise("c", 2, torch.tensor([2.0, 3.0, 4.0]), base)
+    assert finite.log10_ratio == pytest.approx(1 / math.log(10))
+
+
+def test_masking_raises_corpus_perplexity_and_restores(tiny_llama):
+    index = discover_sites(tiny_llama, "all")
+    docs = ["The quick brown fox jumps over the lazy dog. " * 6, "Pack my box with five dozen jugs. " * 6]
+    neurons = [Neuron("model.layers.0.mlp.down_proj", c) for c in range(32)]
+    rows = corpus_perplexity(tiny_llama, char_tokenizer(), index, "toy", docs, neurons, [0, 32], window=32,
+                             stride=16, max_tokens=None, progress=False)
+    assert [r.level for r in rows] == [0, 32] and rows[0].tokens == rows[1].tokens > 300
+    assert rows[1].ppl != rows[0].ppl and rows[0].log10_ratio == 0
+    assert rows[1].log10_ratio == pytest.approx(math.log10(rows[1].ppl / rows[0].ppl), rel=1e-6)
+    assert all(not m._forward_hooks for m in tiny_llama.modules())
+
+
+def test_local_corpora(tmp_path):
+    (tmp_path / "a.txt").write_text("first document")
+    (tmp_path / "b.jsonl").write_text('{"text": "second"}\n\n{"text": "third"}\n')
+    assert load_corpus(str(tmp_path)).documents == ("first document", "second", "third")
+    (tmp_path / "bad.jsonl").write_text('{"no_text": 1}\n')
+    with pytest.raises(LesionError, match="'text' field"):
+        load_corpus(str(tmp_path / "bad.jsonl"))
+    with pytest.raises(LesionError, match="not a known name"):
+        load_corpus(str(tmp_path / "missing"))
+
+
+def test_offline_wikipedia_corpus_is_real_text():
+    corpus = load_corpus("enwiki-gensim")
+    assert len(corpus.documents) > 90 and sum(map(len, corpus.documents)) > 2_000_000
+    assert any(doc.startswith("Autism is a neurodevelopmental disorder") for doc in corpus.documents)
+
+
+def test_masks_are_active_inside_the_lm_eval_run(tiny_dir, tmp_path, monkeypatch):
+    from lesion.evaluation import harness
+    from lesion.loading import load_model
+
+    rows = [{"context": "The sky is", "choices": [" blue", " green"], "label": 0},
+            {"context": "Two plus two is", "choices": [" four", " five"], "label": 0}]
+    (tmp_path / "toy.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = {"task": "toy_choice", "dataset_path": "json",
+            "dataset_kwargs": {"data_files": {"test": str(tmp_path / "toy.jsonl")}}, "test_split": "test",
+            "output_type": "multiple_choice", "doc_to_text": "{{context}}", "doc_to_choice": "{{choices}}",
+            "doc_to_target": "{{label}}", "metric_list": [{"metric": "acc"}]}
+    import yaml
+    (tmp_path / "toy.yaml").write_text(yaml.safe_dump(task))
+
+    lm = load_model(tiny_dir)
+    index = discover_sites(lm.model, "all")
+    neuron = Neuron("model.layers.1.mlp.down_proj", 3)
+    masked_in_harness = []
+    real_mask = harness.mask_neurons
+
+    @contextmanager
+    def mask_and_watch(model, idx, neurons):
+        with real_mask(model, idx, neurons):
+            # Registered after the mask hook, this one sees what the rest of the model sees.
+            watch = {neuron.module: lambda out: masked_in_harness.append(bool((out[..., 3] == 0).all()))}
+            with hooked(model, watch):
+                yield
+
+    monkeypatch.setattr(harness, "mask_neurons", mask_and_watch)
+    scores = harness.run_harness(lm.model, lm.tokenizer, index, [neuron], ["toy_choice"],
+                                 include_path=tmp_path, batch_size=2)
+    assert 0 <= scores["toy_choice"]["acc"] <= 1
+    assert len(masked_in_harness) >= 1 and all(masked_in_harness)  # every harness forward was masked
+    assert all(not m._forward_hooks for m in lm.model.modules())
+
+
+def test_eval_cli_bad_levels_and_empty_critical(tiny_dir, tmp_path, capsys):
+    assert main(["scan", "--model", tiny_dir, "--text", "The quick brown fox jumps over the lazy dog.",
+                 "--samples", "2", "--epsilon", "50", "--max-neurons", "2", "--quiet",
+                 "--out", str(tmp_path)]) == 0
+    assert main(["eval", "--model", tiny_dir, "--neurons", str(tmp_path / "critical.json")]) == 2
+    assert "has no neurons" in capsys.readouterr().err
