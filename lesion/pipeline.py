@@ -59,8 +59,8 @@ class Study:
         """Stage 1. Scores are cached on disk by everything that determines them (not batch size)."""
         if ranker not in RANKERS:
             raise LesionError(f"unknown ranker {ranker!r}: use one of {', '.join(RANKERS)}")
-        options = {"noise": dict(alpha=alpha, samples=samples, alpha_relative=alpha_relative,
-                                 reduce=reduce)}.get(ranker, {})
+        options = {"noise": dict(alpha=alpha, samples=samples, alpha_relative=alpha_relative, reduce=reduce),
+                   "activation": dict(reduce=reduce), "gradient": dict(reduce=reduce)}.get(ranker, {})
         speed = {"noise": dict(batch_size=batch_size)}.get(ranker, {})  # does not change the scores
         settings = self.settings(ranker=ranker, seed=seed, keep=keep, **options)
         key = scores_key(**{k: v for k, v in settings.items() if k not in ("keep", "versions", "text")})

@@ -108,7 +108,45 @@ def _accumulate(index, clean, pending):
     return {s.name: (lambda out, s=s: add(out, s)) for s in index.sites}
 
 
-RANKERS: dict[str, Callable[..., Scores]] = {"noise": rank_by_noise}
+def rank_by_activation(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex, *, seed: int = 0,
+                       reduce: str = "max", progress: bool = False) -> Scores:
+    """Baseline: |A| on the clean text (magnitude, not signed value)."""
+    clean: dict[str, torch.Tensor] = {}
+    with hooked(model, _store(index, clean)), torch.inference_mode():
+        model.base_model(input_ids=input_ids)
+    return _collect(index, {n: a.abs() for n, a in clean.items()}, reduce)
+
+
+def rank_by_gradient(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex, *, seed: int = 0,
+                     reduce: str = "max", progress: bool = False) -> Scores:
+    """Baseline: |dLoss/dA|, the gradient of the text's mean NLL wrt each neuron's activation.
+
+    ``torch.autograd.grad`` on the activations only: no parameter ``.grad`` is touched.
+    """
+    outputs: dict[str, torch.Tensor] = {}
+    with torch.enable_grad(), hooked(model, {s.name: (lambda out, s=s: outputs.__setitem__(s.name, out))
+                                             for s in index.sites}):
+        embeds = model.get_input_embeddings()(input_ids).detach().requires_grad_(True)
+        logits = model(inputs_embeds=embeds).logits[:, :-1].float()
+        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), input_ids[:, 1:])
+        names = [s.name for s in index.sites]
+        grads = torch.autograd.grad(loss, [outputs[n] for n in names], allow_unused=True)
+    tokens = input_ids.shape[1]
+    per_site = {}
+    for site, grad in zip(index.sites, grads):
+        grad = torch.zeros_like(outputs[site.name]) if grad is None else grad
+        per_site[site.name] = site.channels(grad.detach(), tokens)[0].float().abs()
+    return _collect(index, per_site, reduce)
+
+
+def rank_by_random(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex, *, seed: int = 0,
+                   progress: bool = False) -> Scores:
+    """Baseline: a seeded uniform random order over exactly the neurons the other rankers score."""
+    return Scores(torch.rand(index.total, generator=noise_generator(seed)))
+
+
+RANKERS: dict[str, Callable[..., Scores]] = {"noise": rank_by_noise, "activation": rank_by_activation,
+                                             "gradient": rank_by_gradient, "random": rank_by_random}
 
 
 def rank(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex, ranker: str = "noise",
