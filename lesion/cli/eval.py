@@ -36,7 +36,7 @@ def register(sub) -> None:
     p.add_argument("--limit", type=int, default=None, help="documents per lm-eval task")
     p.add_argument("--num-fewshot", type=int, default=None)
     p.add_argument("--humaneval", type=int, default=0, metavar="N", help="also run the first N HumanEval problems")
-    p.add_argument("--out", default="eval.json")
+    p.add_argument("--out", default="lesion-run/eval.json", help="the report reads RUN_DIR/eval.json")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=run)
 

@@ -1,0 +1,28 @@
+"""Sensitivity of the critical set to alpha and K: n*, Delta and overlap with the reference set."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from ..pipeline import Study
+
+
+def jaccard(a, b) -> float:
+    a, b = set(map(str, a)), set(map(str, b))
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
+def sensitivity_sweep(study: Study, alphas: Sequence[float] = (1, 3, 5, 7, 10),
+                      samples: Sequence[int] = (25, 50, 75, 100, 125), *, ref_alpha: float = 5.0,
+                      ref_samples: int = 100, epsilon: float = 1.0, progress: bool = True, **options) -> dict:
+    def point(alpha: float, k: int) -> dict:
+        ranking = study.rank(alpha=alpha, samples=k, progress=progress, **options)
+        critical = study.identify(ranking, epsilon=epsilon, progress=progress)
+        return {"alpha": alpha, "samples": k, "n_star": len(critical.neurons) if critical.reached else None,
+                "delta": critical.delta, "neurons": [str(n) for n in critical.neurons]}
+
+    reference = point(ref_alpha, ref_samples)
+    rows = [dict(p, varied="alpha") for p in (point(a, ref_samples) for a in alphas)]
+    rows += [dict(p, varied="samples") for p in (point(ref_alpha, k) for k in samples)]
+    for row in rows:
+        row["jaccard_to_reference"] = jaccard(row["neurons"], reference["neurons"])
+    return {"reference": reference, "rows": rows, "epsilon": epsilon}

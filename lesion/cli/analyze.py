@@ -1,0 +1,116 @@
+"""`lesion analyze NAME`: the paper's analyses, each writing OUT_DIR/analysis-NAME.json."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import LesionError
+from ..results import CriticalSet, Ranking, write_json
+from .common import (add_common_flags, add_model_args, add_text_args, console, load, progress_enabled)
+
+EXAMPLES = """examples:
+  lesion scan --out lesion-run                 # distribution and phase read its ranking and critical set
+  lesion analyze distribution --out-dir lesion-run
+  lesion analyze phase --out-dir lesion-run --max-n 30
+  lesion analyze components --levels 1,10,100,1000
+  lesion analyze sweep --alphas 1,3,5,7,10 --sample-grid 25,50,75,100,125
+  lesion analyze robustness --samples 50
+  lesion analyze precision --dtypes float32,bfloat16,float16
+"""
+NAMES = ("distribution", "phase", "components", "sweep", "robustness", "precision")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("analyze", help="distribution | phase | components | sweep | robustness | precision",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", choices=NAMES)
+    add_model_args(p)
+    add_text_args(p)
+    p.add_argument("--out-dir", default="lesion-run", help="scan folder: read ranking/critical, write analysis")
+    p.add_argument("--alpha", type=float, default=5.0)
+    p.add_argument("--samples", type=int, default=100)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--epsilon", type=float, default=1.0)
+    p.add_argument("--top-k", default="10,100,1000", help="distribution: top-k sets to count")
+    p.add_argument("--max-n", type=int, default=None, help="phase: largest n on the curve")
+    p.add_argument("--levels", default="1,3,10,100,1000", help="components: top-n per kind")
+    p.add_argument("--kinds", default=None, help="components: kinds to compare (default: all)")
+    p.add_argument("--alphas", default="1,3,5,7,10", help="sweep: alpha grid")
+    p.add_argument("--sample-grid", default="25,50,75,100,125", help="sweep: K grid")
+    p.add_argument("--dtypes", default="float32,bfloat16,float16", help="precision: dtypes")
+    add_common_flags(p)
+    p.set_defaults(run=run)
+
+
+def _scan_outputs(out_dir: Path) -> tuple[Ranking, CriticalSet]:
+    if not (out_dir / "ranking.json").is_file() or not (out_dir / "critical.json").is_file():
+        raise LesionError(f"{out_dir} has no ranking.json/critical.json: run `lesion scan --out {out_dir}` first")
+    return Ranking.load(out_dir / "ranking.json"), CriticalSet.load(out_dir / "critical.json")
+
+
+def run(args) -> int:
+    from .. import analysis
+    from ..pipeline import Study, check_same_model
+    from ..texts import read_text
+    from .compare import parse_ints
+
+    out_dir = Path(args.out_dir)
+    progress = progress_enabled(args)
+    rank_options = dict(alpha=args.alpha, samples=args.samples, seed=args.seed, progress=progress)
+    if args.name in ("distribution", "phase"):
+        ranking, critical = _scan_outputs(out_dir)
+        text = args.text if args.text is not None or args.text_file else ranking.settings.get("text")
+        lm = load(args)
+        check_same_model(ranking.settings, lm, "ranking")
+        study = Study.create(lm, read_text(text, args.text_file), ranking.settings.get("components"))
+        if args.name == "distribution":
+            result = analysis.distribution(study.index, ranking.neurons, critical.neurons,
+                                           parse_ints(args.top_k, "--top-k"))
+        else:
+            result = analysis.phase_transition(study, ranking.neurons, critical.neurons, args.max_n)
+    elif args.name == "precision":
+        dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+        result = analysis.precision(args.model, read_text(args.text, args.text_file), dtypes,
+                                    epsilon=args.epsilon, device=args.device, **rank_options)
+    elif args.name == "robustness":
+        texts = None if args.text is None and args.text_file is None else {"given": read_text(args.text, args.text_file)}
+        result = analysis.robustness(load(args), texts and {**analysis.TEXTS, **texts}, epsilon=args.epsilon,
+                                     **rank_options)
+    else:
+        study = Study.create(load(args), read_text(args.text, args.text_file))
+        if args.name == "components":
+            kinds = args.kinds.split(",") if args.kinds else None
+            result = analysis.component_ablation(study, kinds, parse_ints(args.levels, "--levels"), **rank_options)
+        else:
+            alphas = [float(a) for a in args.alphas.split(",")]
+            if min(alphas) <= 0:
+                raise LesionError("--alphas must all be > 0")
+            rank_options.pop("alpha")
+            rank_options.pop("samples")
+            result = analysis.sensitivity_sweep(study, alphas, parse_ints(args.sample_grid, "--sample-grid"),
+                                                ref_alpha=args.alpha, ref_samples=args.samples,
+                                                epsilon=args.epsilon, **rank_options)
+    path = write_json(out_dir / f"analysis-{args.name}.json", {"analysis": args.name, "model": args.model, **result})
+    summary = _summary(args.name, result)
+    for key, value in (summary.items() if isinstance(summary, dict) else enumerate(summary)):
+        console.print(f"{key}: {json.dumps(value, default=str)}", soft_wrap=True)
+    console.print(f"wrote {path}")
+    return 0
+
+
+def _summary(name: str, result: dict) -> dict:
+    """A few lines for the console; the JSON file has everything."""
+    if name == "distribution":
+        return {"critical_by_kind": result["critical"]["by_kind"], "top100_by_kind": result.get("top100", {}).get("by_kind")}
+    if name == "phase":
+        return {"n_star": result["n_star"], "joint_delta": result["joint_delta"], "alone": result["alone"],
+                "curve": [(p["n"], round(p["delta"], 3)) for p in result["curve"]]}
+    if name == "components":
+        return {k: [(r["n"], round(r["delta"], 3)) for r in v] for k, v in result["by_kind"].items()}
+    if name == "sweep":
+        return [{k: r[k] for k in ("varied", "alpha", "samples", "n_star", "jaccard_to_reference")} for r in result["rows"]]
+    if name == "robustness":
+        return {k: {"tokens": v["tokens"], "n_star": v["n_star"], "neurons": v["neurons"][:5]}
+                for k, v in result["texts"].items()}
+    return [{k: r.get(k) for k in ("dtype", "n_star", "delta", "delta_in_float32", "error")} for r in result["rows"]]

@@ -1,0 +1,74 @@
+"""`lesion compare`: the noise ranking against the baselines at several levels."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.table import Table
+
+from ..errors import LesionError
+from ..results import write_json
+from .common import (add_common_flags, add_components_arg, add_model_args, add_text_args, console, fmt, load,
+                     progress_enabled)
+
+EXAMPLES = """examples:
+  lesion compare                                           # noise,random,activation,gradient at 1,10,100,1000
+  lesion compare --rankers noise,random --levels 1,2,3,5,10,30,100,300,1000 --random-runs 5
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("compare", help="mask the top-n of several rankings, Delta per level",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p)
+    add_text_args(p)
+    add_components_arg(p)
+    p.add_argument("--rankers", default="noise,random,activation,gradient")
+    p.add_argument("--levels", default="1,10,100,1000")
+    p.add_argument("--random-runs", type=int, default=10, help="seeds averaged for the random ranker")
+    p.add_argument("--alpha", type=float, default=5.0)
+    p.add_argument("--samples", type=int, default=100)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out-dir", default="lesion-run", help="folder for compare.json (the report reads it)")
+    add_common_flags(p)
+    p.set_defaults(run=run)
+
+
+def parse_ints(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise LesionError(f"{flag} takes comma-separated whole numbers, e.g. 1,10,100") from None
+    if not values or min(values) < 1:
+        raise LesionError(f"{flag} needs whole numbers >= 1")
+    return values
+
+
+def run(args) -> int:
+    from ..compare import compare_rankers
+    from ..pipeline import Study
+    from ..rankers import RANKERS
+    from ..texts import read_text
+
+    levels = parse_ints(args.levels, "--levels")
+    rankers = [r.strip() for r in args.rankers.split(",") if r.strip()]
+    unknown = [r for r in rankers if r not in RANKERS]
+    if unknown or not rankers:
+        raise LesionError(f"unknown ranker(s) {', '.join(unknown) or '(none)'}: use {', '.join(RANKERS)}")
+    if args.random_runs < 1:
+        raise LesionError("--random-runs must be >= 1")
+    study = Study.create(load(args), read_text(args.text, args.text_file), args.components)
+    result = compare_rankers(study, rankers, levels, random_runs=args.random_runs, seed=args.seed,
+                             progress=progress_enabled(args), alpha=args.alpha, samples=args.samples)
+    path = write_json(Path(args.out_dir) / "compare.json", result)
+    table = Table("ranker", *(f"n={n}" for n in result.levels), "falls back at",
+                  title=f"Delta (log10 PPL ratio) when masking the top-n; baseline PPL {fmt(result.baseline_ppl)}")
+    for ranker in rankers:
+        cells = []
+        for n in result.levels:
+            row = next(r for r in result.rows if r.ranker == ranker and r.n == n)
+            cells.append(fmt(row.delta) + (f" ±{fmt(row.delta_std)}" if row.runs > 1 else ""))
+        table.add_row(ranker, *cells, ",".join(map(str, result.fallbacks[ranker])) or "-")
+    console.print(table)
+    console.print(f"wrote {path}")
+    return 0

@@ -1,0 +1,73 @@
+"""Noise ranking against the baselines: Delta when masking the top-n of each ranking.
+
+All levels of one ranking are evaluated in batched forwards (one mask per batch row).
+Random is averaged over several seeds (mean and standard deviation). Delta is not
+monotone in n, so each ranker's fall-backs (a level whose Delta is below the level
+before) are reported rather than assumed away.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+from .metrics import delta, perplexity
+from .pipeline import Study
+from .search import baseline_nll, masked_nll
+
+
+@dataclass(frozen=True)
+class LevelDelta:
+    ranker: str
+    n: int
+    delta: float  # mean over runs (random: over seeds)
+    delta_std: float
+    ppl: float  # perplexity at the mean Delta
+    runs: int
+
+
+@dataclass(frozen=True)
+class Comparison:
+    model: str
+    baseline_ppl: float
+    levels: tuple[int, ...]
+    rows: tuple[LevelDelta, ...]
+    fallbacks: dict  # ranker -> levels where Delta falls below the previous level's
+    settings: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "baseline_ppl": self.baseline_ppl, "levels": list(self.levels),
+                "rows": [asdict(r) for r in self.rows], "fallbacks": self.fallbacks, "settings": self.settings}
+
+    def delta(self, ranker: str, n: int) -> float:
+        return next(r.delta for r in self.rows if r.ranker == ranker and r.n == n)
+
+
+def level_deltas(study: Study, neurons: Sequence, levels: Sequence[int], clean: float) -> list[float]:
+    nlls = masked_nll(study.lm.model, study.input_ids, study.index, [list(neurons[:n]) for n in levels])
+    return [delta(nll, clean) for nll in nlls]
+
+
+def compare_rankers(study: Study, rankers: Sequence[str] = ("noise", "random", "activation", "gradient"),
+                    levels: Sequence[int] = (1, 10, 100, 1000), *, random_runs: int = 10, seed: int = 42,
+                    progress: bool = True, **noise_options) -> Comparison:
+    levels = sorted(set(levels))
+    clean = baseline_nll(study.lm.model, study.input_ids, study.lm.dtype)
+    rows, fallbacks = [], {}
+    for ranker in rankers:
+        seeds = [seed + i for i in range(random_runs)] if ranker == "random" else [seed]
+        per_seed = []
+        for s in seeds:
+            ranking = study.rank(ranker, keep=max(levels), seed=s, progress=progress,
+                                 **(noise_options if ranker == "noise" else {}))
+            per_seed.append(level_deltas(study, ranking.neurons, levels, clean))
+        means = []
+        for i, n in enumerate(levels):
+            values = [run[i] for run in per_seed]
+            mean = statistics.fmean(values)
+            std = statistics.pstdev(values) if len(values) > 1 else 0.0
+            means.append(mean)
+            rows.append(LevelDelta(ranker, n, mean, std, perplexity(clean + mean * 2.302585092994046), len(values)))
+        fallbacks[ranker] = [n for n, prev, cur in zip(levels[1:], means, means[1:]) if cur < prev]
+    settings = study.settings(rankers=list(rankers), random_runs=random_runs, seed=seed, **noise_options)
+    return Comparison(study.lm.name, perplexity(clean), tuple(levels), tuple(rows), fallbacks, settings)

@@ -1,0 +1,4 @@
+"""Reports: result JSON of a run folder -> figures -> one self-contained HTML page + markdown."""
+from .render import build_report
+
+__all__ = ["build_report"]

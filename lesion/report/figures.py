@@ -1,0 +1,102 @@
+"""One function per figure: result dict in, matplotlib Figure out (never a model)."""
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+COLORS = {"noise": "#c0392b", "random": "#7f8c8d", "activation": "#2980b9", "gradient": "#27ae60"}
+
+
+def _finite(x) -> float:
+    x = float(x)
+    return x if math.isfinite(x) else float("nan")
+
+
+def phase_curve(phase: dict) -> Figure:
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    ns = [p["n"] for p in phase["curve"]]
+    ax.plot(ns, [_finite(p["delta"]) for p in phase["curve"]], marker="o", color=COLORS["noise"])
+    ax.axvline(phase["n_star"], ls="--", color="k", lw=1, label=f"n* = {phase['n_star']}")
+    ax.axhline(phase.get("epsilon", 1.0), ls=":", color="grey", lw=1, label="epsilon")
+    ax.set(xlabel="n (top-n noise-ranked neurons masked)", ylabel="Delta = log10 PPL ratio",
+           title="Phase transition")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def ranker_comparison(compare: dict) -> Figure:
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    rankers = sorted({r["ranker"] for r in compare["rows"]}, key=lambda r: list(COLORS).index(r) if r in COLORS else 9)
+    for ranker in rankers:
+        rows = [r for r in compare["rows"] if r["ranker"] == ranker]
+        ax.errorbar([r["n"] for r in rows], [_finite(r["delta"]) for r in rows],
+                    yerr=[_finite(r["delta_std"]) for r in rows], marker="o", capsize=3, label=ranker,
+                    color=COLORS.get(ranker))
+    ax.set_xscale("log")
+    ax.set(xlabel="n (top-n masked)", ylabel="Delta = log10 PPL ratio", title="Noise ranking vs baselines")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def layer_kind_heatmap(distribution: dict, key: str) -> Figure:
+    layers, kinds = distribution["layers"], distribution["kinds"]
+    grid = [[0] * len(layers) for _ in kinds]
+    for cell in distribution[key]["cells"]:
+        grid[kinds.index(cell["kind"])][layers.index(cell["layer"])] = cell["count"]
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.25 * len(layers) + 2), 0.4 * len(kinds) + 1.6))
+    im = ax.imshow(grid, aspect="auto", cmap="Reds")
+    ax.set_yticks(range(len(kinds)), kinds)
+    ax.set_xticks(range(len(layers)), layers, fontsize=7)
+    for cell in distribution["critical"]["cells"]:
+        ax.plot(layers.index(cell["layer"]), kinds.index(cell["kind"]), marker="*", color="k", ms=12)
+    ax.set(xlabel="layer", title=f"{key} neurons by layer and component (star: critical set)")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def sweep_plot(sweep: dict) -> Figure:
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4))
+    for ax, varied, label in ((axes[0], "alpha", "alpha"), (axes[1], "samples", "K (noise samples)")):
+        rows = [r for r in sweep["rows"] if r["varied"] == varied]
+        xs = [r[varied] for r in rows]
+        ax.plot(xs, [r["n_star"] if r["n_star"] is not None else float("nan") for r in rows], marker="o",
+                label="n*")
+        ax2 = ax.twinx()
+        ax2.plot(xs, [r["jaccard_to_reference"] for r in rows], marker="s", color="grey", label="Jaccard")
+        ax2.set_ylim(0, 1.05)
+        ax.set(xlabel=label, ylabel="n*")
+        ax2.set_ylabel("Jaccard to reference set")
+    fig.suptitle("Sensitivity of the critical set")
+    fig.tight_layout()
+    return fig
+
+
+def component_plot(components: dict) -> Figure:
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for kind, rows in components["by_kind"].items():
+        ax.plot([r["n"] for r in rows], [_finite(r["delta"]) for r in rows], marker="o", label=kind)
+    ax.set_xscale("log")
+    ax.set(xlabel="top-n of one component kind masked", ylabel="Delta", title="Component ablation")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def overlap_heatmap(robustness: dict) -> Figure:
+    names = robustness["names"]
+    fig, ax = plt.subplots(figsize=(0.55 * len(names) + 2.5, 0.5 * len(names) + 1.5))
+    im = ax.imshow(robustness["jaccard"], vmin=0, vmax=1, cmap="Blues")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_title("Critical-set overlap across texts (Jaccard)")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,185 @@
+"""Turn a run folder's JSON into ``report.html`` (figures embedded as base64 PNG, no external
+reference) and ``report.md`` (figures beside it in ``figures/``)."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from ..errors import LesionError
+from . import figures
+
+CSS = ("body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}"
+       "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
+       "font-size:14px}th{background:#f3f3f3}img{max-width:100%}code{background:#f5f5f5}")
+
+
+def _load(folder: Path, name: str) -> dict | None:
+    path = folder / name
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def fmt(x) -> str:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if not math.isfinite(x):
+        return str(x)
+    return f"{x:.4g}" if abs(x) < 1e5 else f"{x:.3e}"
+
+
+class Page:
+    def __init__(self, folder: Path):
+        self.folder, self.html, self.md = folder, [], []
+        (folder / "figures").mkdir(exist_ok=True)
+
+    def heading(self, text: str) -> None:
+        self.html.append(f"<h2>{html.escape(text)}</h2>")
+        self.md.append(f"\n## {text}\n")
+
+    def para(self, text: str) -> None:
+        self.html.append(f"<p>{html.escape(text)}</p>")
+        self.md.append(text + "\n")
+
+    def table(self, header: list[str], rows: list[list]) -> None:
+        cells = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+        self.html.append(f"<table><tr>{cells}</tr>{body}</table>")
+        self.md.append("| " + " | ".join(header) + " |\n|" + " --- |" * len(header) + "\n" +
+                       "".join("| " + " | ".join(str(c) for c in row) + " |\n" for row in rows))
+
+    def figure(self, name: str, fig) -> None:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
+        plt.close(fig)
+        png = buf.getvalue()
+        (self.folder / "figures" / f"{name}.png").write_bytes(png)
+        self.html.append(f'<img alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode()}">')
+        self.md.append(f"![{name}](figures/{name}.png)\n")
+
+
+def build_report(folder: str | Path) -> tuple[Path, Path]:
+    folder = Path(folder)
+    critical = _load(folder, "critical.json")
+    if critical is None:
+        raise LesionError(f"{folder} has no critical.json: run `lesion scan --out {folder}` first")
+    page = Page(folder)
+    _summary(page, critical, _load(folder, "ranking.json"))
+    sections = [("analysis-phase.json", _phase), ("compare.json", _compare),
+                ("analysis-distribution.json", _distribution), ("analysis-components.json", _components),
+                ("analysis-sweep.json", _sweep), ("analysis-robustness.json", _robustness),
+                ("analysis-precision.json", _precision), ("eval.json", _eval)]
+    for name, render in sections:
+        data = _load(folder, name)
+        if data is not None:
+            render(page, data)
+    title = f"lesion report: {critical['model']}"
+    doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+           f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{''.join(page.html)}</body></html>")
+    return _atomic(folder / "report.html", doc), _atomic(folder / "report.md", f"# {title}\n" + "\n".join(page.md))
+
+
+def _atomic(path: Path, text: str) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def _summary(page: Page, critical: dict, ranking: dict | None) -> None:
+    s = critical["settings"]
+    page.heading("Critical set")
+    verdict = (f"{critical['n']} neuron(s) reach Delta >= {s.get('epsilon')}" if critical["reached"]
+               else f"threshold Delta >= {s.get('epsilon')} not reached within {s.get('max_neurons')} neurons")
+    page.para(f"{verdict}: perplexity {fmt(critical['baseline_ppl'])} -> {fmt(critical['masked_ppl'])}, "
+              f"Delta {fmt(critical['delta'])}. Text of {s.get('tokens')} tokens; ranker {s.get('ranker')}, "
+              f"alpha {s.get('alpha')}{' (relative)' if s.get('alpha_relative') else ''}, K {s.get('samples')}, "
+              f"seed {s.get('seed')}, dtype {s.get('dtype')}.")
+    page.table(["#", "neuron"], [[i, n] for i, n in enumerate(critical["neurons"], 1)])
+    if ranking:
+        page.para(f"Top of the ranking ({ranking['total_neurons']} neurons scored):")
+        positions = ranking.get("positions") or [""] * len(ranking["neurons"])
+        page.table(["rank", "neuron", "score", "position"],
+                   [[i + 1, n, fmt(sc), p] for i, (n, sc, p) in
+                    enumerate(zip(ranking["neurons"][:10], ranking["scores"][:10], positions[:10]))])
+    page.table(["n", "perplexity", "Delta"], [[t["n"], fmt(t["ppl"]), fmt(t["delta"])]
+                                               for t in critical["trajectory"][-10:]])
+
+
+def _phase(page: Page, phase: dict) -> None:
+    page.heading("Phase transition")
+    page.figure("phase", figures.phase_curve(phase))
+    page.para(f"Joint Delta of the critical set {fmt(phase['joint_delta'])}; sum of the neurons' effects alone "
+              f"{fmt(phase['sum_of_alone'])}.")
+    page.table(["neuron", "Delta alone"], [[a["neuron"], fmt(a["delta"])] for a in phase["alone"]])
+
+
+def _compare(page: Page, compare: dict) -> None:
+    page.heading("Noise ranking vs baselines")
+    page.figure("compare", figures.ranker_comparison(compare))
+    rankers = list(dict.fromkeys(r["ranker"] for r in compare["rows"]))
+    rows = []
+    for ranker in rankers:
+        cells = [fmt(r["delta"]) + (f" ± {fmt(r['delta_std'])}" if r["runs"] > 1 else "")
+                 for r in compare["rows"] if r["ranker"] == ranker]
+        rows.append([ranker, *cells, ",".join(map(str, compare["fallbacks"][ranker])) or "-"])
+    page.table(["ranker", *(f"n={n}" for n in compare["levels"]), "Delta falls back at"], rows)
+
+
+def _distribution(page: Page, dist: dict) -> None:
+    page.heading("Where they sit")
+    key = next((k for k in ("top100", "top1000", "top10") if k in dist), None)
+    if key:
+        page.figure("distribution", figures.layer_kind_heatmap(dist, key))
+    page.table(["set", "by component kind", "by layer"],
+               [[k, json.dumps(v["by_kind"]), json.dumps(v["by_layer"])] for k, v in dist.items()
+                if isinstance(v, dict) and "by_kind" in v])
+
+
+def _components(page: Page, comp: dict) -> None:
+    page.heading("Component ablation")
+    page.figure("components", figures.component_plot(comp))
+
+
+def _sweep(page: Page, sweep: dict) -> None:
+    page.heading("Sensitivity to alpha and K")
+    page.figure("sweep", figures.sweep_plot(sweep))
+    page.table(["varied", "alpha", "K", "n*", "Delta", "Jaccard to reference"],
+               [[r["varied"], r["alpha"], r["samples"], r["n_star"], fmt(r["delta"]),
+                 fmt(r["jaccard_to_reference"])] for r in sweep["rows"]])
+
+
+def _robustness(page: Page, rob: dict) -> None:
+    page.heading("Robustness across texts")
+    page.figure("robustness", figures.overlap_heatmap(rob))
+    page.table(["text", "tokens", "n*", "Delta", "neurons"],
+               [[k, v["tokens"], v["n_star"], fmt(v["delta"]), ", ".join(v["neurons"][:4])]
+                for k, v in rob["texts"].items()])
+
+
+def _precision(page: Page, prec: dict) -> None:
+    page.heading("Precision")
+    page.table(["dtype", "n*", "baseline PPL", "masked PPL", "Delta", "Delta of that set in float32", "note"],
+               [[r["dtype"], r.get("n_star"), fmt(r.get("baseline_ppl", "")), fmt(r.get("masked_ppl", "")),
+                 fmt(r.get("delta", "")), fmt(r.get("delta_in_float32", "")), r.get("error") or ""]
+                for r in prec["rows"]])
+
+
+def _eval(page: Page, ev: dict) -> None:
+    page.heading("Evaluation")
+    if "perplexity" in ev:
+        page.table(["corpus", "masked", "tokens", "perplexity", "log10 ratio", "non-finite tokens"],
+                   [[r["corpus"], r["level"], r["tokens"], fmt(r["ppl"]), fmt(r["log10_ratio"]),
+                     r["nonfinite_tokens"]] for r in ev["perplexity"]])
+    for level, tasks in ev.get("tasks", {}).items():
+        page.table([f"task ({level} masked)", "metric", "value"],
+                   [[t, m, fmt(v)] for t, metrics in tasks.items() for m, v in metrics.items()])
