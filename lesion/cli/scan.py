@@ -27,6 +27,7 @@ def register(sub) -> None:
                 add_common_flags):
         add(p)
     p.add_argument("--out", default="lesion-run", help="output folder for ranking.json and critical.json")
+    p.add_argument("--report", action="store_true", help="also write OUT/report.html and OUT/report.md")
     p.set_defaults(run=run_scan)
 
     p = sub.add_parser("rank", help="stage 1 only: rank neurons and write ranking.json")
@@ -77,6 +78,9 @@ def run_scan(args) -> int:
                                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     print_critical(critical, study.timings)
     console.print(f"wrote {out / 'ranking.json'}, {out / 'critical.json'}")
+    if args.report:
+        from ..report import build_report
+        console.print(f"wrote {build_report(out)[0]}")
     return 0
 
 

@@ -1,0 +1,87 @@
+"""compare, the analyses and the report, on a saved tiny model through the library and the CLI."""
+import base64
+import json
+import re
+
+import pytest
+
+from lesion.analysis import distribution, jaccard, phase_transition
+from lesion.cli import main
+from lesion.compare import compare_rankers
+from lesion.loading import load_model
+from lesion.pipeline import Study
+from lesion.report import build_report
+from lesion.search import masked_nll
+from lesion.metrics import delta, mean_nll
+
+TEXT = "The quick brown fox jumps over the lazy dog near the river bank."
+
+
+@pytest.fixture(scope="module")
+def study(tiny_dir):
+    return Study.create(load_model(tiny_dir), TEXT)
+
+
+def test_compare_levels_match_direct_masking(study):
+    result = compare_rankers(study, ["noise", "random"], [1, 5, 20], random_runs=3, samples=4, progress=False)
+    clean = mean_nll(study.lm.model, study.input_ids).item()
+    ranking = study.rank("noise", samples=4, keep=20, progress=False)
+    for n in (1, 5, 20):
+        nll = masked_nll(study.lm.model, study.input_ids, study.index, [ranking.neurons[:n]])[0]
+        assert result.delta("noise", n) == pytest.approx(delta(nll, clean), abs=1e-6)
+    random_rows = [r for r in result.rows if r.ranker == "random"]
+    assert all(r.runs == 3 for r in random_rows)
+    # The fall-backs are exactly the levels whose Delta is below the previous level's.
+    for ranker in ("noise", "random"):
+        ds = [result.delta(ranker, n) for n in (1, 5, 20)]
+        assert result.fallbacks[ranker] == [n for n, a, b in zip((5, 20), ds, ds[1:]) if b < a]
+
+
+def test_distribution_counts(study):
+    ranking = study.rank("noise", samples=4, keep=50, progress=False)
+    d = distribution(study.index, ranking.neurons, ranking.neurons[:3], [10, 50])
+    assert sum(c["count"] for c in d["top50"]["cells"]) == 50
+    assert sum(d["critical"]["by_kind"].values()) == 3
+
+
+def test_phase_curve_starts_at_zero_and_reports_alone_effects(study):
+    ranking = study.rank("noise", samples=4, keep=30, progress=False)
+    phase = phase_transition(study, ranking.neurons, ranking.neurons[:2], max_n=6)
+    assert [p["n"] for p in phase["curve"]] == list(range(7)) and phase["curve"][0]["delta"] == 0
+    assert len(phase["alone"]) == 2
+
+
+def test_jaccard():
+    assert jaccard(["a", "b"], ["b", "c"]) == pytest.approx(1 / 3) and jaccard([], []) == 1.0
+
+
+def test_cli_compare_analyze_report_is_self_contained(tiny_dir, tmp_path):
+    out = str(tmp_path)
+    common = ["--model", tiny_dir, "--text", TEXT, "--quiet"]
+    assert main(["scan", *common, "--samples", "4", "--epsilon", "0.001", "--out", out, "--report"]) == 0
+    assert "<h2>Critical set</h2>" in (tmp_path / "report.html").read_text()
+    assert main(["compare", *common, "--samples", "4", "--levels", "1,5,20", "--random-runs", "2",
+                 "--out-dir", out]) == 0
+    for name in ("distribution", "phase"):
+        assert main(["analyze", name, "--model", tiny_dir, "--quiet", "--out-dir", out, "--top-k", "10,100"]) == 0
+    assert main(["analyze", "components", *common, "--samples", "4", "--levels", "1,10", "--out-dir", out]) == 0
+    assert main(["analyze", "sweep", *common, "--alphas", "1,5", "--sample-grid", "2,4", "--samples", "4",
+                 "--epsilon", "0.001", "--out-dir", out]) == 0
+    assert main(["report", out]) == 0
+    page = (tmp_path / "report.html").read_text()
+    images = re.findall(r'<img alt="(\w+)" src="([^"]+)"', page)
+    assert {name for name, _ in images} == {"phase", "compare", "distribution", "components", "sweep"}
+    for _, src in images:  # every figure is embedded and is a real PNG
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not re.search(r'(src|href)="(http|//|file:)', page)
+    md = (tmp_path / "report.md").read_text()
+    assert "## Noise ranking vs baselines" in md and (tmp_path / "figures" / "compare.png").is_file()
+    sweep = json.loads((tmp_path / "analysis-sweep.json").read_text())
+    assert [r["varied"] for r in sweep["rows"]] == ["alpha", "alpha", "samples", "samples"]
+
+
+def test_analyze_without_a_scan_says_what_to_run(tiny_dir, tmp_path, capsys):
+    assert main(["analyze", "phase", "--model", tiny_dir, "--out-dir", str(tmp_path)]) == 2
+    assert "run `lesion scan --out" in capsys.readouterr().err
+    assert main(["report", str(tmp_path)]) == 2
