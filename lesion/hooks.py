@@ -80,3 +80,31 @@ def mask_neurons(model: torch.nn.Module, index: SiteIndex,
     fns = {name: _apply_keep(index.by_name[name], keep, positions) for name, keep in masks.items()}
     with hooked(model, fns):
         yield
+
+
+@contextmanager
+def set_neurons(model: torch.nn.Module, index: SiteIndex, values: Mapping[Neuron, torch.Tensor | float],
+                positions: slice | None = None) -> Iterator[None]:
+    """Overwrite neurons with given values instead of zero (mean or resampled ablations).
+
+    A value is a scalar or a (T,) tensor, one per token position; every batch row gets it.
+    """
+    by_site: dict[str, list[tuple[int, torch.Tensor | float]]] = {}
+    for neuron, value in values.items():
+        by_site.setdefault(index.site(neuron).name, []).append((neuron.channel, value))
+
+    def setter(site: Site, items):
+        def patch(output: torch.Tensor) -> torch.Tensor:
+            out = output.clone()
+            view = out.movedim(site.token_axis, 1) if site.token_axis else out.unsqueeze(0)
+            view = view.reshape(view.shape[0], view.shape[1], site.width)  # shares memory for contiguous layouts
+            sel = slice(None) if positions is None else positions
+            for channel, value in items:
+                value = torch.as_tensor(value, dtype=out.dtype, device=out.device)
+                view[:, sel, channel] = value if value.dim() == 0 else value[sel]
+            return view.reshape(out.movedim(site.token_axis, 1).shape).movedim(1, site.token_axis) \
+                if site.token_axis else view.reshape(output.shape)
+        return patch
+
+    with hooked(model, {name: setter(index.by_name[name], items) for name, items in by_site.items()}):
+        yield

@@ -108,12 +108,18 @@ def _accumulate(index, clean, pending):
     return {s.name: (lambda out, s=s: add(out, s)) for s in index.sites}
 
 
-def rank_by_activation(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex, *, seed: int = 0,
-                       reduce: str = "max", progress: bool = False) -> Scores:
-    """Baseline: |A| on the clean text (magnitude, not signed value)."""
+def clean_activations(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex) -> dict[str, torch.Tensor]:
+    """Every site's activations on the text, as (T, C) float32."""
     clean: dict[str, torch.Tensor] = {}
     with hooked(model, _store(index, clean)), torch.inference_mode():
         model.base_model(input_ids=input_ids)
+    return clean
+
+
+def rank_by_activation(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex, *, seed: int = 0,
+                       reduce: str = "max", progress: bool = False) -> Scores:
+    """Baseline: |A| on the clean text (magnitude, not signed value)."""
+    clean = clean_activations(model, input_ids, index)
     return _collect(index, {n: a.abs() for n, a in clean.items()}, reduce)
 
 

@@ -74,6 +74,11 @@ def run_scan(args) -> int:
     out = Path(args.out)
     write_json(out / "ranking.json", ranking)
     write_json(out / "critical.json", critical)
+    if critical.neurons:
+        from ..neurons import discover_sites
+        from ..verify import fingerprints
+        all_sites = discover_sites(study.lm.model, "all")
+        write_json(out / "fingerprints.json", fingerprints(study.lm.model, all_sites, critical.neurons, args.dtype))
     write_json(out / "run.json", {"command": "scan", "timings_s": study.timings,
                                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     print_critical(critical, study.timings)

@@ -1,0 +1,53 @@
+"""`lesion mechanism`: massive activations, super weights, positions, ablation designs, normalisation."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.table import Table
+
+from ..results import write_json
+from .common import add_model_args, console, fmt, load
+
+EXAMPLES = """examples:
+  lesion mechanism --run lesion-run
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("mechanism", help="why the critical neurons matter: activations, weights, positions",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p)
+    p.add_argument("--run", dest="run_dir", default="lesion-run", help="scan folder with critical.json")
+    p.add_argument("--seed", type=int, default=0, help="for the resampled ablation")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..analysis.robustness import TEXTS
+    from ..mechanism import mechanism
+    from ..pipeline import Study, check_same_model
+    from .analyze import _scan_outputs
+
+    run_dir = Path(args.run_dir)
+    ranking, critical = _scan_outputs(run_dir)
+    lm = load(args)
+    check_same_model(critical.settings, lm, "critical set")
+    study = Study.create(lm, critical.settings["text"])
+    result = mechanism(study, critical.neurons, other_text=TEXTS["wikipedia"], seed=args.seed)
+    path = write_json(run_dir / "mechanism.json", result)
+    table = Table("neuron", "max |a|", "at position", "x module median", "rank by |a|", "massive",
+                  "super-weight row", title="critical neurons")
+    for n in result["neurons"]:
+        table.add_row(n["neuron"], fmt(n["max_abs"]), str(n["argmax_position"]), fmt(n["ratio_to_median"]),
+                      str(n["rank_by_max_abs"]), str(n["massive"]), str(n["super_weight_row"]))
+    console.print(table)
+    lesions = Table("lesion of the critical set", "Delta")
+    for group in ("positions", "ablations"):
+        for label, value in result[group].items():
+            lesions.add_row(f"{group[:-1]}: {label}", fmt(value))
+    for label, value in result["normalisation"].items():
+        lesions.add_row(f"norm statistics {label}", fmt(value))
+    console.print(lesions)
+    console.print(f"wrote {path}")
+    return 0

@@ -1,0 +1,57 @@
+"""`lesion verify`: has a deployed copy of the model had its critical neurons tampered with?"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.table import Table
+
+from ..errors import LesionError
+from ..results import read_json, write_json
+from .common import add_model_args, console, load
+
+EXAMPLES = """examples:
+  lesion scan --out lesion-run                                  # also writes lesion-run/fingerprints.json
+  lesion verify --model ./deployed-copy --against lesion-run/critical.json
+exit code: 0 intact, 3 tampered, 2 bad input
+"""
+TAMPERED = 3
+
+
+def register(sub) -> None:
+    p = sub.add_parser("verify", help="check the weights around each critical neuron against fingerprints",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p)
+    p.add_argument("--against", required=True, help="critical.json; fingerprints.json is read beside it")
+    p.add_argument("--fingerprints", default=None, help="fingerprints file, if not beside critical.json")
+    p.add_argument("--out", default=None, help="write the per-slice verdicts as JSON")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..neurons import discover_sites
+    from ..verify import as_dicts, verify
+
+    path = Path(args.fingerprints or Path(args.against).parent / "fingerprints.json")
+    if not path.is_file():
+        raise LesionError(f"no fingerprints at {path}: `lesion scan` writes them beside critical.json; re-run it "
+                          "on the original model or pass --fingerprints")
+    reference = read_json(path)
+    if "neurons" not in reference:
+        raise LesionError(f"{path} is not a lesion fingerprints file: re-create it with lesion scan")
+    if reference.get("dtype") and reference["dtype"] != args.dtype:
+        raise LesionError(f"the fingerprints were taken in {reference['dtype']}: pass --dtype {reference['dtype']}")
+    lm = load(args)
+    checks = verify(lm.model, discover_sites(lm.model, "all"), reference)
+    bad = [c for c in checks if c.status != "intact"]
+    table = Table("neuron", "weights", "status", "detail", title=f"{len(checks)} weight slices checked")
+    for c in bad or checks[:8]:
+        table.add_row(c.neuron, c.slice, c.status, c.detail)
+    console.print(table)
+    if args.out:
+        write_json(args.out, {"model": args.model, "intact": not bad, "checks": as_dicts(checks)})
+    if bad:
+        console.print(f"[bold red]TAMPERED[/bold red]: {len(bad)} of {len(checks)} slices changed")
+        return TAMPERED
+    console.print(f"intact: all {len(checks)} slices match")
+    return 0

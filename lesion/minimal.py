@@ -1,0 +1,104 @@
+"""How close is the greedy set to the true minimum?
+
+``prune`` drops neurons from the greedy set while Delta stays >= epsilon, until no single
+neuron can go (an irreducible set). ``exhaustive_minimum`` tries every subset of the top-m
+candidates, smallest sizes first, and stops at the first size where one reaches epsilon:
+the optimum within that pool. Both evaluate their candidate sets in batched forwards.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import combinations, islice
+from math import comb
+from typing import Sequence
+
+from tqdm.auto import tqdm
+
+from .errors import LesionError
+from .metrics import delta
+from .neurons import Neuron
+from .pipeline import Study
+from .search import baseline_nll, masked_nll
+
+
+@dataclass(frozen=True)
+class MinimalSets:
+    greedy: tuple[str, ...]
+    greedy_delta: float
+    irreducible: tuple[str, ...]
+    irreducible_delta: float
+    prune_rows: int
+    optimum: tuple[str, ...] | None  # None: no subset of the pool reaches epsilon up to max_size
+    optimum_delta: float | None
+    pool: int
+    max_size: int
+    search_rows: int  # sets evaluated by the exhaustive search
+    greedy_is_optimal: bool | None  # within the pool; None when the pool does not hold the greedy set
+    settings: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+        return asdict(self)
+
+
+def _deltas(study: Study, sets: list[list[Neuron]], clean: float) -> list[float]:
+    return [delta(nll, clean) for nll in masked_nll(study.lm.model, study.input_ids, study.index, sets, max_rows=64)]
+
+
+def prune(study: Study, neurons: Sequence[Neuron], epsilon: float, clean: float) -> tuple[list[Neuron], float, int]:
+    """Greedy backward elimination: each round drops the neuron whose removal keeps Delta highest."""
+    current, rows = list(neurons), 0
+    current_delta = _deltas(study, [current], clean)[0]
+    while len(current) > 1:
+        leave_one_out = [current[:i] + current[i + 1:] for i in range(len(current))]
+        deltas = _deltas(study, leave_one_out, clean)
+        rows += len(deltas)
+        best = max(range(len(deltas)), key=lambda i: (deltas[i], -i))
+        if deltas[best] < epsilon:
+            break
+        current, current_delta = leave_one_out[best], deltas[best]
+    return current, current_delta, rows
+
+
+def exhaustive_minimum(study: Study, pool: Sequence[Neuron], epsilon: float, clean: float, max_size: int,
+                       batch: int = 64, progress: bool = True) -> tuple[list[Neuron] | None, float | None, int]:
+    rows = 0
+    total = sum(comb(len(pool), s) for s in range(1, max_size + 1))
+    bar = tqdm(total=total, desc="exhaustive search", disable=not progress, leave=False)
+    try:
+        for size in range(1, max_size + 1):
+            subsets = combinations(range(len(pool)), size)
+            while chunk := list(islice(subsets, batch)):
+                sets = [[pool[i] for i in c] for c in chunk]
+                deltas = _deltas(study, sets, clean)
+                rows += len(sets)
+                bar.update(len(sets))
+                hits = [i for i, d in enumerate(deltas) if d >= epsilon]
+                if hits:
+                    best = max(hits, key=lambda i: (deltas[i], -i))
+                    return sets[best], deltas[best], rows
+    finally:
+        bar.close()
+    return None, None, rows
+
+
+def minimal_sets(study: Study, ranking: Sequence[Neuron], greedy: Sequence[Neuron], *, epsilon: float = 1.0,
+                 pool: int = 20, max_size: int | None = None, progress: bool = True) -> MinimalSets:
+    if not greedy:
+        raise LesionError("the critical set is empty (threshold not reached): nothing to prune")
+    if pool < 1 or pool > 30:
+        raise LesionError(f"--pool must be 1..30 (got {pool}): 2^30 subsets is beyond any budget")
+    clean = baseline_nll(study.lm.model, study.input_ids, study.lm.dtype)
+    irreducible, irreducible_delta, prune_rows = prune(study, greedy, epsilon, clean)
+    candidates = list(ranking[:pool])
+    # The optimum is no larger than the irreducible set when the pool holds it; searching
+    # sizes below that certifies (or beats) it.
+    in_pool = set(irreducible) <= set(candidates)
+    max_size = max_size or (len(irreducible) if in_pool else min(len(candidates), 4))
+    optimum, optimum_delta, rows = exhaustive_minimum(study, candidates, epsilon, clean, max_size, progress=progress)
+    greedy_delta = _deltas(study, [list(greedy)], clean)[0]
+    optimal = None if not set(greedy) <= set(candidates) else (optimum is not None and len(optimum) == len(greedy))
+    return MinimalSets(tuple(map(str, greedy)), greedy_delta, tuple(map(str, irreducible)), irreducible_delta,
+                       prune_rows, None if optimum is None else tuple(map(str, optimum)), optimum_delta,
+                       len(candidates), max_size, rows, optimal,
+                       study.settings(epsilon=epsilon, pool=pool))

@@ -1,0 +1,77 @@
+"""Tamper check: fingerprints of the weights that produce and consume each critical neuron.
+
+``scan`` writes them beside ``critical.json``; ``verify`` recomputes them on a deployed copy
+and says, per weight slice, whether it is intact, zeroed, scaled or otherwise altered.
+Compare like with like: load both in the same ``--dtype`` (recorded in the file).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import torch
+
+from .errors import LesionError
+from .neurons import Neuron, SiteIndex
+from .weights import WeightSlice, consumers, producers
+
+HEAD = 8  # values kept per slice, to tell a rescaling from another change
+
+
+def _fingerprint(s: WeightSlice) -> dict:
+    v = s.values.detach().to("cpu", torch.float32).contiguous()
+    return {"slice": s.name, "sha256": hashlib.sha256(v.numpy().tobytes()).hexdigest(), "numel": v.numel(),
+            "l2": float(v.norm()), "max_abs": float(v.abs().max()), "mean": float(v.mean()),
+            "head": v.reshape(-1)[:HEAD].tolist()}
+
+
+def fingerprints(model: torch.nn.Module, index: SiteIndex, neurons: Sequence[Neuron], dtype: str = "") -> dict:
+    return {"dtype": dtype, "neurons": {str(n): [_fingerprint(s) for s in producers(model, n) +
+                                                 consumers(model, index, n)] for n in neurons}}
+
+
+@dataclass(frozen=True)
+class SliceCheck:
+    neuron: str
+    slice: str
+    status: str  # intact | zeroed | scaled | altered | missing
+    detail: str
+
+
+def _classify(ref: dict, new: dict | None) -> tuple[str, str]:
+    if new is None:
+        return "missing", "slice not found (shape or module changed)"
+    if new["sha256"] == ref["sha256"]:
+        return "intact", ""
+    if new["l2"] == 0.0 and ref["l2"] > 0:
+        return "zeroed", "all values are 0"
+    if ref["l2"] > 0 and new["numel"] == ref["numel"]:
+        pairs = [(a, b) for a, b in zip(ref["head"], new["head"]) if abs(a) > 1e-12]
+        if pairs:
+            scale = pairs[0][1] / pairs[0][0]
+            consistent = all(math.isclose(b, scale * a, rel_tol=1e-4, abs_tol=1e-7) for a, b in pairs) and \
+                math.isclose(new["l2"], abs(scale) * ref["l2"], rel_tol=1e-4)
+            if consistent and not math.isclose(scale, 1.0, rel_tol=1e-6):
+                return "scaled", f"x{scale:.6g}"
+    return "altered", f"L2 {ref['l2']:.6g} -> {new['l2']:.6g}, max |w| {ref['max_abs']:.6g} -> {new['max_abs']:.6g}"
+
+
+def verify(model: torch.nn.Module, index: SiteIndex, reference: dict) -> list[SliceCheck]:
+    checks = []
+    for neuron, ref_slices in reference["neurons"].items():
+        n = Neuron.parse(neuron)
+        try:
+            index.site(n)
+            current = {s.name: _fingerprint(s) for s in producers(model, n) + consumers(model, index, n)}
+        except LesionError:
+            current = {}
+        for ref in ref_slices:
+            status, detail = _classify(ref, current.get(ref["slice"]))
+            checks.append(SliceCheck(neuron, ref["slice"], status, detail))
+    return checks
+
+
+def as_dicts(checks: Sequence[SliceCheck]) -> list[dict]:
+    return [asdict(c) for c in checks]

@@ -1,0 +1,81 @@
+"""The weights that produce a neuron and those that consume it, for any layout.
+
+A neuron of a linear module is produced by one row of its weight (a column for GPT-2's
+``Conv1D``, which stores ``(in, out)``) and its bias entry. What reads it depends on
+where it writes: a residual writer (``down``, ``o``) is read by column ``channel`` of
+every module of the next block that takes the hidden state (and of the LM head after the
+last block), and by the next norms' scale; an MLP-internal neuron (``gate``, ``up``,
+``act``) by column ``channel`` of its block's ``down``; ``v`` by its block's ``o``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .neurons import Neuron, SiteIndex
+
+RESIDUAL_WRITERS = ("down", "o")
+READ_BY = {"gate": "down", "up": "down", "gate_up": "down", "act": "down", "v": "o", "qkv": "o"}
+
+
+@dataclass(frozen=True)
+class WeightSlice:
+    name: str  # e.g. "model.layers.11.mlp.down_proj.weight[507,:]"
+    values: torch.Tensor
+
+
+def matrix(module: torch.nn.Module) -> torch.Tensor | None:
+    """The module's weight as (out, in), or None for a module without a 2-D weight."""
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        return None
+    return weight.T if type(module).__name__ == "Conv1D" else weight
+
+
+def producers(model: torch.nn.Module, neuron: Neuron) -> list[WeightSlice]:
+    module = model.get_submodule(neuron.module)
+    out = []
+    w = matrix(module)
+    if w is not None and neuron.channel < w.shape[0]:
+        out.append(WeightSlice(f"{neuron.module}.weight[{neuron.channel},:]", w[neuron.channel].detach()))
+    for pname in ("bias", "weight"):
+        p = getattr(module, pname, None)
+        if isinstance(p, torch.Tensor) and p.dim() == 1 and neuron.channel < p.numel():
+            out.append(WeightSlice(f"{neuron.module}.{pname}[{neuron.channel}]", p[neuron.channel:neuron.channel + 1].detach()))
+    return out
+
+
+def consumers(model: torch.nn.Module, index: SiteIndex, neuron: Neuron) -> list[WeightSlice]:
+    site = index.site(neuron)
+    c = neuron.channel
+    prefix = neuron.module.rsplit(f".{site.layer}.", 1)[0]  # the blocks' ModuleList path
+    if site.kind in RESIDUAL_WRITERS:
+        n_layers = 1 + max(s.layer for s in index.sites)
+        scope = f"{prefix}.{site.layer + 1}." if site.layer + 1 < n_layers else None
+    else:
+        scope = f"{prefix}.{site.layer}."
+    wanted = READ_BY.get(site.kind)
+    out = []
+    for name, module in model.named_modules():
+        if next(module.children(), None) is not None:
+            continue
+        if scope is None:  # after the last block: the final norm and the LM head
+            if name.startswith(prefix + "."):
+                continue
+        elif not name.startswith(scope):
+            continue
+        reader = index.by_name.get(name)
+        if isinstance(module, torch.nn.Embedding):
+            continue
+        if wanted is not None and (reader is None or reader.kind != wanted):
+            continue
+        if wanted is None and reader is not None and reader.kind in RESIDUAL_WRITERS:
+            continue  # they read the attention output or the MLP hidden state, not the residual
+        w = matrix(module)
+        if w is not None and w.shape[1] == site.width:
+            out.append(WeightSlice(f"{name}.weight[:,{c}]", w[:, c].detach()))
+        elif wanted is None and w is None and isinstance(getattr(module, "weight", None), torch.Tensor) \
+                and module.weight.dim() == 1 and module.weight.numel() == site.width:
+            out.append(WeightSlice(f"{name}.weight[{c}]", module.weight[c:c + 1].detach()))
+    return out
