@@ -76,11 +76,13 @@ def build_report(folder: str | Path) -> tuple[Path, Path]:
     sections = [("analysis-phase.json", _phase), ("compare.json", _compare),
                 ("analysis-distribution.json", _distribution), ("analysis-components.json", _components),
                 ("analysis-sweep.json", _sweep), ("analysis-robustness.json", _robustness),
-                ("analysis-precision.json", _precision), ("eval.json", _eval)]
+                ("analysis-precision.json", _precision), ("mechanism.json", _mechanism), ("eval.json", _eval)]
     for name, render in sections:
         data = _load(folder, name)
         if data is not None:
             render(page, data)
+    for path in sorted(folder.glob("minimal-eps*.json")):
+        _minimal(page, json.loads(path.read_text(encoding="utf-8")))
     title = f"lesion report: {critical['model']}"
     doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{''.join(page.html)}</body></html>")
@@ -172,6 +174,24 @@ def _precision(page: Page, prec: dict) -> None:
                [[r["dtype"], r.get("n_star"), fmt(r.get("baseline_ppl", "")), fmt(r.get("masked_ppl", "")),
                  fmt(r.get("delta", "")), fmt(r.get("delta_in_float32", "")), r.get("error") or ""]
                 for r in prec["rows"]])
+
+
+def _mechanism(page: Page, mech: dict) -> None:
+    page.heading("Mechanism")
+    page.table(["neuron", "max |a|", "at position", "x module median", "rank by |a|", "massive", "super-weight row"],
+               [[n["neuron"], fmt(n["max_abs"]), n["argmax_position"], fmt(n["ratio_to_median"]),
+                 n["rank_by_max_abs"], n["massive"], n["super_weight_row"]] for n in mech["neurons"]])
+    rows = [[f"{group}: {label}", fmt(v)] for group in ("positions", "ablations") for label, v in mech[group].items()]
+    rows += [[f"norm statistics {label}", fmt(v)] for label, v in mech["normalisation"].items()]
+    page.table(["lesion of the critical set", "Delta"], rows)
+    page.para(f"Criteria: massive = {mech['criteria']['massive']}; super weight = {mech['criteria']['super_weight']}.")
+
+
+def _minimal(page: Page, m: dict) -> None:
+    page.heading(f"Minimal sets (epsilon {m['settings'].get('epsilon')})")
+    optimum = "none within the pool" if m["optimum"] is None else len(m["optimum"])
+    page.table(["greedy", "irreducible", f"optimum in top {m['pool']}", "forward rows (prune + search)"],
+               [[len(m["greedy"]), len(m["irreducible"]), optimum, m["prune_rows"] + m["search_rows"]]])
 
 
 def _eval(page: Page, ev: dict) -> None:
