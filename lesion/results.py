@@ -60,8 +60,22 @@ def read_json(path: str | Path) -> dict:
         raise LesionError(f"{str(path)!r} is not valid JSON ({e}): re-create it with lesion") from None
 
 
+class _Loadable:
+    """``load(path)``: a result file back into its type, or one line saying what to pass."""
+    SOURCE = ""
+
+    @classmethod
+    def load(cls, path: str | Path):
+        data = read_json(path)
+        try:
+            return cls.from_dict(data)
+        except (KeyError, TypeError, AttributeError) as e:
+            detail = f"missing {e}" if isinstance(e, KeyError) else "unexpected structure"
+            raise LesionError(f"{str(path)!r} is not a lesion {cls.SOURCE} ({detail})") from None
+
+
 @dataclass(frozen=True)
-class Ranking:
+class Ranking(_Loadable):
     """Neurons in decreasing order of importance (the top ``len(neurons)`` of ``total_neurons``)."""
     model: str
     ranker: str
@@ -77,21 +91,14 @@ class Ranking:
                 "scores": list(self.scores),
                 "positions": None if self.positions is None else list(self.positions)}
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "Ranking":
-        try:
-            return cls(model=d["model"], ranker=d["ranker"],
-                       neurons=tuple(Neuron.parse(s) for s in d["neurons"]),
-                       scores=tuple(as_float(s) for s in d["scores"]),
-                       positions=None if d.get("positions") is None else tuple(d["positions"]),
-                       total_neurons=d["total_neurons"], settings=d.get("settings", {}))
-        except (KeyError, TypeError) as e:
-            raise LesionError(f"not a lesion ranking file (missing {e}): pass ranking.json from "
-                              "`lesion rank` or `lesion scan`") from None
+    SOURCE = "ranking: pass ranking.json from `lesion rank` or `lesion scan`"
 
     @classmethod
-    def load(cls, path: str | Path) -> "Ranking":
-        return cls.from_dict(read_json(path))
+    def from_dict(cls, d: dict) -> "Ranking":
+        return cls(model=d["model"], ranker=d["ranker"], neurons=tuple(Neuron.parse(s) for s in d["neurons"]),
+                   scores=tuple(as_float(s) for s in d["scores"]),
+                   positions=None if d.get("positions") is None else tuple(d["positions"]),
+                   total_neurons=d["total_neurons"], settings=d.get("settings", {}))
 
 
 @dataclass(frozen=True)
@@ -102,7 +109,7 @@ class Step:
 
 
 @dataclass(frozen=True)
-class CriticalSet:
+class CriticalSet(_Loadable):
     """The first top-n of a ranking whose masking reaches Delta >= epsilon."""
     model: str
     neurons: tuple[Neuron, ...]
@@ -120,19 +127,13 @@ class CriticalSet:
                 "delta": self.delta, "forward_rows": self.forward_rows, "settings": self.settings,
                 "trajectory": [dataclasses.asdict(s) for s in self.trajectory]}
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "CriticalSet":
-        try:
-            return cls(model=d["model"], neurons=tuple(Neuron.parse(s) for s in d["neurons"]),
-                       baseline_ppl=as_float(d["baseline_ppl"]), masked_ppl=as_float(d["masked_ppl"]),
-                       delta=as_float(d["delta"]), reached=bool(d.get("reached", True)),
-                       trajectory=tuple(Step(s["n"], as_float(s["ppl"]), as_float(s["delta"]))
-                                        for s in d.get("trajectory", [])),
-                       forward_rows=d.get("forward_rows", 0), settings=d.get("settings", {}))
-        except (KeyError, TypeError) as e:
-            raise LesionError(f"not a lesion critical-set file (missing {e}): pass critical.json from "
-                              "`lesion identify` or `lesion scan`") from None
+    SOURCE = "critical set: pass critical.json from `lesion identify` or `lesion scan`"
 
     @classmethod
-    def load(cls, path: str | Path) -> "CriticalSet":
-        return cls.from_dict(read_json(path))
+    def from_dict(cls, d: dict) -> "CriticalSet":
+        return cls(model=d["model"], neurons=tuple(Neuron.parse(s) for s in d["neurons"]),
+                   baseline_ppl=as_float(d["baseline_ppl"]), masked_ppl=as_float(d["masked_ppl"]),
+                   delta=as_float(d["delta"]), reached=bool(d.get("reached", True)),
+                   trajectory=tuple(Step(s["n"], as_float(s["ppl"]), as_float(s["delta"]))
+                                    for s in d.get("trajectory", [])),
+                   forward_rows=d.get("forward_rows", 0), settings=d.get("settings", {}))

@@ -104,6 +104,8 @@ def test_bad_files_and_models(tiny_dir, tmp_path, capsys):
     empty.write_text("  \n")
     corrupt = tmp_path / "corrupt.json"
     corrupt.write_text("{not json")
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text('{"neurons": []}')
     cases = [
         (["scan", "--model", tiny_dir, "--text-file", str(empty)], "is empty"),
         (["scan", "--model", tiny_dir, "--text-file", str(tmp_path / "nope.txt")], "not found"),
@@ -111,6 +113,7 @@ def test_bad_files_and_models(tiny_dir, tmp_path, capsys):
         (["scan", "--model", str(tmp_path / "missing.gguf"), "--text", TEXT], "not found"),
         (["identify", "--model", tiny_dir, "--ranking", str(corrupt)], "not valid JSON"),
         (["identify", "--model", tiny_dir, "--ranking", str(tmp_path / "none.json")], "not found"),
+        (["identify", "--model", tiny_dir, "--ranking", str(wrong)], "is not a lesion ranking"),
     ]
     for args, message in cases:
         assert main(args + ["--quiet"]) == 2, args
