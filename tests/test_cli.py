@@ -1,6 +1,7 @@
 """The CLI on a saved tiny model: outputs, determinism, bad input, interruption."""
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -175,13 +176,19 @@ def test_interruption_leaves_no_file_and_no_hook(tiny_dir, tmp_path, monkeypatch
 
 def test_sigint_in_a_real_process_writes_nothing(tiny_dir, tmp_path):
     out = tmp_path / "out"
-    env = {**os.environ, "LESION_NO_PROGRESS": "1", "LESION_CACHE": str(tmp_path / "cache")}
+    env = {k: v for k, v in os.environ.items() if k != "LESION_NO_PROGRESS"}
+    env["LESION_CACHE"] = str(tmp_path / "cache")
     proc = subprocess.Popen([sys.executable, "-m", "lesion", "scan", "--model", tiny_dir, "--text", TEXT,
                              "--samples", "2000000", "--out", str(out)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(6)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen, deadline = b"", time.time() + 120
+    while b"stage 1" not in seen and time.time() < deadline:  # wait for Stage 1's progress bar
+        if select.select([proc.stderr], [], [], 1.0)[0]:
+            seen += os.read(proc.stderr.fileno(), 4096)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
+    err = (seen + err).decode(errors="replace")
+    assert b"stage 1" in seen, err[-500:]
     assert proc.returncode == 130, err[-500:]
     assert "interrupted" in err and "Traceback" not in err
     assert not out.exists() or not any(out.iterdir())
