@@ -10,7 +10,6 @@ from lesion.cli import main
 from lesion.compare import compare_rankers
 from lesion.loading import load_model
 from lesion.pipeline import Study
-from lesion.report import build_report
 from lesion.search import masked_nll
 from lesion.metrics import delta, mean_nll
 

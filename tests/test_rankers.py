@@ -1,5 +1,4 @@
 """Baseline rankers: magnitudes, gradients, random over the same neurons."""
-import pytest
 import torch
 
 from lesion import RANKERS, discover_sites

@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from lesion import LesionError, Neuron, discover_sites
 from conftest import make_tiny
