@@ -18,7 +18,7 @@ from .errors import LesionError
 from .loading import LoadedModel
 from .neurons import SiteIndex, discover_sites
 from .cache import cached, scores_key
-from .rankers import RANKERS, ranking_from_scores
+from .rankers import RANKERS, Scores, ranking_from_scores
 from .results import CriticalSet, Ranking
 from .search import find_critical_set
 from .texts import BOOKENDS, encode, text_hash
@@ -53,24 +53,29 @@ class Study:
                 "tokens": int(self.input_ids.shape[1]), "versions": versions()}
         return {**base, **extra}
 
-    def rank(self, ranker: str = "noise", *, alpha: float = 5.0, samples: int = 100, seed: int = 42,
-             alpha_relative: bool = False, reduce: str = "max", batch_size: int = 16, keep: int = 5000,
-             progress: bool = True, use_cache: bool = True) -> Ranking:
-        """Stage 1. Scores are cached on disk by everything that determines them (not batch size)."""
+    def scores(self, ranker: str = "noise", *, alpha: float = 5.0, samples: int = 100, seed: int = 42,
+               alpha_relative: bool = False, reduce: str = "max", batch_size: int = 16, progress: bool = True,
+               use_cache: bool = True) -> tuple[Scores, dict]:
+        """Stage 1 scores of every neuron and their settings, cached on disk by everything that
+        determines them (not the batch size)."""
         if ranker not in RANKERS:
             raise LesionError(f"unknown ranker {ranker!r}: use one of {', '.join(RANKERS)}")
         options = {"noise": dict(alpha=alpha, samples=samples, alpha_relative=alpha_relative, reduce=reduce),
                    "activation": dict(reduce=reduce), "gradient": dict(reduce=reduce)}.get(ranker, {})
-        speed = {"noise": dict(batch_size=batch_size)}.get(ranker, {})  # does not change the scores
-        settings = self.settings(ranker=ranker, seed=seed, keep=keep, **options)
-        key = scores_key(**{k: v for k, v in settings.items() if k not in ("keep", "versions", "text")})
+        speed = {"noise": dict(batch_size=batch_size)}.get(ranker, {})
+        settings = self.settings(ranker=ranker, seed=seed, **options)
+        key = scores_key(**{k: v for k, v in settings.items() if k not in ("versions", "text")})
         start = time.perf_counter()
         scores, hit = cached(key, lambda: RANKERS[ranker](self.lm.model, self.input_ids, self.index, seed=seed,
-                                                    progress=progress, **options, **speed),
-                        enabled=use_cache)
-        ranking = ranking_from_scores(self.index, scores, ranker, keep, self.lm.name, settings)
+                                                          progress=progress, **options, **speed),
+                             enabled=use_cache)
         self.timings["rank_cached_s" if hit else "rank_s"] = time.perf_counter() - start
-        return ranking
+        return scores, settings
+
+    def rank(self, ranker: str = "noise", *, keep: int = 5000, **options) -> Ranking:
+        """Stage 1: the top ``keep`` neurons of ``ranker`` (options as :meth:`scores`)."""
+        scores, settings = self.scores(ranker, **options)
+        return ranking_from_scores(self.index, scores, ranker, keep, self.lm.name, {**settings, "keep": keep})
 
     def identify(self, ranking: Ranking, *, epsilon: float = 1.0, step: int = 1, max_neurons: int = 1000,
                  progress: bool = True) -> CriticalSet:
