@@ -7,6 +7,7 @@ before) are reported rather than assumed away.
 """
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
@@ -67,7 +68,7 @@ def compare_rankers(study: Study, rankers: Sequence[str] = ("noise", "random", "
             mean = statistics.fmean(values)
             std = statistics.pstdev(values) if len(values) > 1 else 0.0
             means.append(mean)
-            rows.append(LevelDelta(ranker, n, mean, std, perplexity(clean + mean * 2.302585092994046), len(values)))
+            rows.append(LevelDelta(ranker, n, mean, std, perplexity(clean + mean * math.log(10)), len(values)))
         fallbacks[ranker] = [n for n, prev, cur in zip(levels[1:], means, means[1:]) if cur < prev]
     settings = study.settings(rankers=list(rankers), random_runs=random_runs, seed=seed, **noise_options)
     return Comparison(study.lm.name, perplexity(clean), tuple(levels), tuple(rows), fallbacks, settings)

@@ -10,6 +10,7 @@ from typing import Sequence
 import torch
 
 from ..compare import level_deltas
+from ..errors import LesionError
 from ..pipeline import Study
 from ..search import baseline_nll
 
@@ -19,7 +20,11 @@ def component_ablation(study: Study, kinds: Sequence[str] | None = None,
     scores, settings = study.scores("noise", **noise_options)
     clean = baseline_nll(study.lm.model, study.input_ids, study.lm.dtype)
     site_kind = torch.cat([torch.full((s.width,), i) for i, s in enumerate(study.index.sites)])
-    kinds = kinds or sorted({s.kind for s in study.index.sites})
+    present = sorted({s.kind for s in study.index.sites})
+    unknown = sorted(set(kinds or ()) - set(present))
+    if unknown:
+        raise LesionError(f"no {', '.join(unknown)} sites in this model: use --kinds from {', '.join(present)}")
+    kinds = kinds or present
     rows = {}
     for kind in kinds:
         in_kind = torch.tensor([s.kind == kind for s in study.index.sites])[site_kind]

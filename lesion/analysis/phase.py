@@ -10,7 +10,7 @@ from ..search import baseline_nll, masked_nll
 
 
 def phase_transition(study: Study, ranking: Sequence[Neuron], critical: Sequence[Neuron],
-                     max_n: int | None = None) -> dict:
+                     max_n: int | None = None, epsilon: float = 1.0) -> dict:
     n_star = len(critical)
     max_n = max_n or max(2 * n_star + 5, 20)
     levels = list(range(0, min(max_n, len(ranking)) + 1))
@@ -18,7 +18,7 @@ def phase_transition(study: Study, ranking: Sequence[Neuron], critical: Sequence
     nlls = masked_nll(study.lm.model, study.input_ids, study.index, [list(ranking[:n]) for n in levels])
     alone = masked_nll(study.lm.model, study.input_ids, study.index, [[n] for n in critical]) if critical else []
     joint = masked_nll(study.lm.model, study.input_ids, study.index, [list(critical)])[0] if critical else clean
-    return {"baseline_ppl": perplexity(clean), "n_star": n_star,
+    return {"baseline_ppl": perplexity(clean), "n_star": n_star, "epsilon": epsilon,
             "curve": [{"n": n, "ppl": perplexity(v), "delta": delta(v, clean)} for n, v in zip(levels, nlls)],
             "alone": [{"neuron": str(n), "delta": delta(v, clean)} for n, v in zip(critical, alone)],
             "joint_delta": delta(joint, clean),

@@ -43,6 +43,16 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
+def parse_alphas(text: str) -> list[float]:
+    try:
+        alphas = [float(a) for a in text.split(",") if a.strip()]
+    except ValueError:
+        raise LesionError("--alphas takes comma-separated numbers, e.g. 1,3,5,7,10") from None
+    if not alphas or min(alphas) <= 0:
+        raise LesionError("--alphas needs numbers > 0, e.g. 1,3,5,7,10")
+    return alphas
+
+
 def _scan_outputs(out_dir: Path) -> tuple[Ranking, CriticalSet]:
     if not (out_dir / "ranking.json").is_file() or not (out_dir / "critical.json").is_file():
         raise LesionError(f"{out_dir} has no ranking.json/critical.json: run `lesion scan --out {out_dir}` first")
@@ -68,7 +78,8 @@ def run(args) -> int:
             result = analysis.distribution(study.index, ranking.neurons, critical.neurons,
                                            parse_ints(args.top_k, "--top-k"))
         else:
-            result = analysis.phase_transition(study, ranking.neurons, critical.neurons, args.max_n)
+            result = analysis.phase_transition(study, ranking.neurons, critical.neurons, args.max_n,
+                                               epsilon=critical.settings.get("epsilon", 1.0))
     elif args.name == "precision":
         dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
         result = analysis.precision(args.model, read_text(args.text, args.text_file), dtypes,
@@ -83,9 +94,7 @@ def run(args) -> int:
             kinds = args.kinds.split(",") if args.kinds else None
             result = analysis.component_ablation(study, kinds, parse_ints(args.levels, "--levels"), **rank_options)
         else:
-            alphas = [float(a) for a in args.alphas.split(",")]
-            if min(alphas) <= 0:
-                raise LesionError("--alphas must all be > 0")
+            alphas = parse_alphas(args.alphas)
             rank_options.pop("alpha")
             rank_options.pop("samples")
             result = analysis.sensitivity_sweep(study, alphas, parse_ints(args.sample_grid, "--sample-grid"),

@@ -1,0 +1,64 @@
+"""Components, robustness and precision on a saved tiny model; bad analysis input."""
+import pytest
+
+from lesion.analysis import TEXTS, component_ablation, precision, robustness
+from lesion.cli import main
+from lesion.errors import LesionError
+from lesion.loading import load_model
+from lesion.pipeline import Study
+from lesion.texts import encode
+
+TEXT = "The old lighthouse keeper climbed the stairs every evening to light the lamp."
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_dir):
+    return load_model(tiny_dir)
+
+
+def test_component_ablation_masks_only_the_named_kind(lm):
+    study = Study.create(lm, TEXT)
+    result = component_ablation(study, ["down", "up"], [1, 10, 10_000], samples=4, progress=False)
+    widths = {k: sum(s.width for s in study.index.sites if s.kind == k) for k in ("down", "up")}
+    for kind, rows in result["by_kind"].items():
+        # Levels wider than the kind are dropped, not silently filled from other kinds.
+        assert [r["n"] for r in rows] == [n for n in (1, 10, 10_000) if n <= widths[kind]]
+    with pytest.raises(LesionError, match="use --kinds from"):
+        component_ablation(study, ["down", "nope"], [1], samples=4, progress=False)
+
+
+def test_robustness_overlap_table(lm):
+    texts = {"a": TEXT, "b": TEXT, "c": TEXTS["french"]}
+    result = robustness(lm, texts, epsilon=0.001, samples=4, progress=False)
+    assert result["names"] == ["a", "b", "c"]
+    assert all(result["jaccard"][i][i] == 1.0 for i in range(3))
+    assert result["jaccard"][0][1] == 1.0  # the same text finds the same set
+    assert result["jaccard"] == [list(r) for r in zip(*result["jaccard"])]  # symmetric
+    assert result["texts"]["a"]["tokens"] == encode(lm.tokenizer, TEXT).shape[1]
+
+
+def test_shipped_texts_span_lengths(lm):
+    lengths = {name: encode(lm.tokenizer, text).shape[1] for name, text in TEXTS.items()}
+    assert min(lengths.values()) > 10 and lengths["long"] > 150
+
+
+def test_precision_rows_and_float32_re_evaluation(tiny_dir):
+    result = precision(tiny_dir, TEXT, ["float32", "bfloat16"], epsilon=0.001, samples=4, progress=False)
+    assert [r["dtype"] for r in result["rows"]] == ["float32", "bfloat16"]
+    f32 = result["rows"][0]
+    assert f32["reached"]  # and its set re-evaluated in float32 gives its own Delta back
+    assert f32["delta_in_float32"] == pytest.approx(f32["delta"], abs=1e-5)
+    assert all("delta_in_float32" in r for r in result["rows"] if r["neurons"])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["sweep", "--alphas", "1,x"], "--alphas takes comma-separated numbers"),
+    (["sweep", "--alphas", "0,5"], "--alphas needs numbers > 0"),
+    (["components", "--kinds", "nope", "--samples", "2"], "use --kinds from"),
+])
+def test_analyze_bad_input_is_one_line_and_exit_2(tiny_dir, tmp_path, capsys, flags, message):
+    name, *rest = flags
+    assert main(["analyze", name, "--model", tiny_dir, "--text", TEXT, "--quiet", "--out-dir", str(tmp_path),
+                 *rest]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1

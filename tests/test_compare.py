@@ -1,0 +1,63 @@
+"""lesion compare: batched levels against one-at-a-time masking, random over seeds, bad input."""
+import statistics
+
+import pytest
+
+from lesion.cli import main
+from lesion.compare import compare_rankers, level_deltas
+from lesion.loading import load_model
+from lesion.metrics import delta, mean_nll
+from lesion.pipeline import Study
+from lesion.rankers import rank_by_random, ranking_from_scores
+from lesion.search import masked_nll
+
+TEXT = "A small river runs past the old mill and under the stone bridge into the lake."
+
+
+@pytest.fixture(scope="module")
+def study(tiny_dir):
+    return Study.create(load_model(tiny_dir), TEXT)
+
+
+def test_many_levels_in_chunked_batches_equal_one_mask_per_forward(study):
+    # 40 levels > the 32 rows of one forward: the chunking must not mix up the rows.
+    ranking = study.rank("activation", keep=200, progress=False)
+    levels = list(range(1, 201, 5))
+    clean = mean_nll(study.lm.model, study.input_ids).item()
+    batched = level_deltas(study, ranking.neurons, levels, clean)
+    for n, d in zip(levels[::7], batched[::7]):
+        alone = masked_nll(study.lm.model, study.input_ids, study.index, [ranking.neurons[:n]])[0]
+        assert d == pytest.approx(delta(alone, clean), abs=1e-5)
+
+
+def test_random_is_mean_and_spread_over_consecutive_seeds(study):
+    result = compare_rankers(study, ["random"], [3, 30], random_runs=3, seed=7, progress=False)
+    clean = mean_nll(study.lm.model, study.input_ids).item()
+    per_seed = []
+    for seed in (7, 8, 9):
+        scores = rank_by_random(study.lm.model, study.input_ids, study.index, seed=seed)
+        neurons = ranking_from_scores(study.index, scores, "random", 30, "", {}).neurons
+        per_seed.append(level_deltas(study, neurons, [3, 30], clean))
+    for i, row in enumerate(result.rows):
+        values = [run[i] for run in per_seed]
+        assert row.runs == 3
+        assert row.delta == pytest.approx(statistics.fmean(values), abs=1e-6)
+        assert row.delta_std == pytest.approx(statistics.pstdev(values), abs=1e-6)
+
+
+def test_levels_are_sorted_and_deduplicated(study):
+    result = compare_rankers(study, ["activation"], [10, 1, 10], progress=False)
+    assert result.levels == (1, 10) and len(result.rows) == 2
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--levels", "0,10"], "--levels needs whole numbers >= 1"),
+    (["--levels", "1,ten"], "--levels takes comma-separated whole numbers"),
+    (["--rankers", "noise,bogus"], "unknown ranker(s) bogus"),
+    (["--random-runs", "0"], "--random-runs must be >= 1"),
+])
+def test_compare_bad_input_is_one_line_and_exit_2(tiny_dir, tmp_path, capsys, flags, message):
+    assert main(["compare", "--model", tiny_dir, "--out-dir", str(tmp_path), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "compare.json").exists()

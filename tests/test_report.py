@@ -1,0 +1,58 @@
+"""The report: every section a run folder's JSON calls for, self-contained, with non-finite values."""
+import base64
+import io
+import re
+
+import pytest
+from PIL import Image
+
+from lesion.analysis import robustness
+from lesion.cli import main
+from lesion.loading import load_model
+from lesion.report import build_report
+from lesion.results import write_json
+
+TEXT = "Every morning the baker opened the shop before the first tram came down the street."
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert main(["scan", "--model", tiny_dir, "--text", TEXT, "--samples", "4", "--epsilon", "0.001",
+                 "--quiet", "--out", str(out)]) == 0
+    # A collapse to a non-finite perplexity is stored as "inf": the report must draw it, not crash.
+    rows = [{"ranker": r, "n": n, "delta": d, "delta_std": s, "ppl": 1.0, "runs": k}
+            for r, k, ds in (("noise", 1, [float("inf"), 3.0]), ("random", 5, [0.01, 0.2]))
+            for n, d, s in zip((1, 10), ds, (0.0, 0.1))]
+    write_json(out / "compare.json", {"model": "tiny", "baseline_ppl": 80.0, "levels": [1, 10], "rows": rows,
+                                      "fallbacks": {"noise": [10], "random": []}})
+    write_json(out / "analysis-robustness.json",
+               robustness(load_model(tiny_dir), {"one": TEXT, "two": TEXT[:60]}, epsilon=0.001, samples=4,
+                          progress=False))
+    write_json(out / "analysis-precision.json", {"epsilon": 1.0, "rows": [
+        {"dtype": "float16", "reached": False, "n_star": None, "neurons": [],
+         "error": "the unmasked model's perplexity is non-finite in float16: use --dtype float32"}]})
+    return out
+
+
+def test_report_sections_and_embedded_pngs(run_dir):
+    html_path, md_path = build_report(run_dir)
+    page = html_path.read_text(encoding="utf-8")
+    for heading in ("Critical set", "Noise ranking vs baselines", "Robustness across texts", "Precision"):
+        assert f"<h2>{heading}</h2>" in page and f"## {heading}" in md_path.read_text(encoding="utf-8")
+    images = dict(re.findall(r'<img alt="(\w+)" src="data:image/png;base64,([^"]+)"', page))
+    assert set(images) == {"compare", "robustness"} and page.count("<img") == len(images)
+    for name, data in images.items():
+        png = Image.open(io.BytesIO(base64.b64decode(data)))
+        png.verify()
+        assert png.format == "PNG" and (run_dir / "figures" / f"{name}.png").is_file()
+    assert not re.search(r'(src|href)=["\'](?!data:)', page)  # nothing outside the file
+    assert "inf" in page and "non-finite in float16" in page
+    assert "10" in page.split("Delta falls back at")[1].split("</table>")[0]
+
+
+def test_report_escapes_text_from_the_run(run_dir):
+    write_json(run_dir / "analysis-precision.json", {"epsilon": 1.0, "rows": [
+        {"dtype": "float16", "reached": False, "n_star": None, "neurons": [], "error": "<script>x</script>"}]})
+    page = build_report(run_dir)[0].read_text(encoding="utf-8")
+    assert "<script>" not in page and "&lt;script&gt;" in page
