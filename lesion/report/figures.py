@@ -37,7 +37,8 @@ def ranker_comparison(compare: dict) -> Figure:
         rows = [r for r in compare["rows"] if r["ranker"] == ranker]
         ax.errorbar([r["n"] for r in rows], [_finite(r["delta"]) for r in rows],
                     yerr=[_finite(r["delta_std"]) for r in rows], marker="o", capsize=3, label=ranker,
-                    color=COLORS.get(ranker))
+                    color=COLORS.get(ranker), zorder=3 if ranker == "noise" else 2,
+                    ls="--" if ranker == "activation" else "-")  # activation can overlay noise exactly
     ax.set_xscale("log")
     ax.set(xlabel="n (top-n masked)", ylabel="Delta = log10 PPL ratio", title="Noise ranking vs baselines")
     ax.legend()
