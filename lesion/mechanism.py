@@ -12,10 +12,11 @@ Criteria (stated so that results can be compared):
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
+from . import architectures
 from .hooks import hooked, mask_neurons, set_neurons
 from .metrics import delta, mean_nll
 from .neurons import Neuron, SiteIndex, discover_sites
@@ -88,17 +89,43 @@ def resample_values(study: Study, acts_other: dict, neurons: Sequence[Neuron], s
     return out
 
 
+def norm_layers(model: torch.nn.Module) -> list[str]:
+    """Names of the norm layers in forward order (block norms, per-head q/k norms, final norm)."""
+    return [n for n, m in model.named_modules()
+            if next(m.children(), None) is None and architectures.kind_of(n, m) in ("ln", "norm")]
+
+
+def forward_order(model: torch.nn.Module, input_ids: torch.Tensor) -> list[str]:
+    """Leaf modules in the order their forwards finish (registration order is not forward
+    order: Llama registers ``input_layernorm`` after ``mlp``)."""
+    order: list[str] = []
+    leaves = [n for n, m in model.named_modules() if n and next(m.children(), None) is None]
+    with hooked(model, {n: (lambda out, n=n: order.append(n)) for n in leaves}), torch.inference_mode():
+        model(input_ids=input_ids)
+    return order
+
+
+def following_norm(model: torch.nn.Module, module: str, order: Sequence[str]) -> str | None:
+    """The first residual-stream norm to run after ``module``: for a Llama ``down_proj`` the next
+    block's ``input_layernorm`` (the final norm after the last block); for Gemma's sandwich
+    layout the ``post_feedforward_layernorm`` that reads it directly."""
+    later = order[order.index(module) + 1:]
+    return next((n for n in later if architectures.kind_of(n, model.get_submodule(n)) == "ln"), None)
+
+
 @contextlib.contextmanager
-def frozen_norms(model: torch.nn.Module, input_ids: torch.Tensor):
-    """Every norm layer reuses the scale statistic (RMS, or std for LayerNorm) of the clean run."""
-    norms = {n: m for n, m in model.named_modules()
-             if next(m.children(), None) is None and "norm" in type(m).__name__.lower()}
+def frozen_norms(model: torch.nn.Module, input_ids: torch.Tensor, names: Sequence[str] | None = None):
+    """The norm layers ``names`` (default: all) reuse the scale statistic of the clean run
+    (RMS, or std for LayerNorm): out = (x - mean) / stat_clean * weight (+ bias). The clean
+    statistics are recorded on entry, so enter it before any lesion."""
+    norms = {n: model.get_submodule(n) for n in (norm_layers(model) if names is None else names)}
 
     def stat(module, x):
-        x = x.float()
+        # With the module's own epsilon, so that output * stat_masked / stat_clean is exact.
+        x, eps = x.float(), getattr(module, "variance_epsilon", getattr(module, "eps", 0.0))
         if isinstance(module, torch.nn.LayerNorm):
-            return x.std(dim=-1, keepdim=True, unbiased=False)
-        return x.pow(2).mean(dim=-1, keepdim=True).sqrt()
+            return (x.var(dim=-1, keepdim=True, unbiased=False) + eps).sqrt()
+        return (x.pow(2).mean(dim=-1, keepdim=True) + eps).sqrt()
 
     clean = {}
     record = {n: (lambda m, i, o, n=n: clean.__setitem__(n, stat(m, i[0]))) for n in norms}
@@ -106,6 +133,8 @@ def frozen_norms(model: torch.nn.Module, input_ids: torch.Tensor):
         model(input_ids=input_ids)
 
     def rescale(name):
+        # The module already divided by the masked run's statistic: multiplying by
+        # stat_masked / stat_clean swaps it for the clean one, for any norm flavour.
         def hook(module, inputs, output):
             ratio = (stat(module, inputs[0]) / clean[name]).to(output.dtype)
             bias = getattr(module, "bias", None)
@@ -149,12 +178,15 @@ def mechanism(study: Study, critical: Sequence[Neuron], *, other_text: str, seed
         "mean": lambda: set_neurons(model, index, means),
         "resample": lambda: set_neurons(model, index, resample_values(study, other, critical, seed)),
     }, clean)
-    with frozen_norms(model, ids):
-        frozen = masked_nll(model, ids, index, [critical])[0]
-    norm = {"recomputed": ablations["zero"], "frozen": delta(frozen, clean)}
+    norm = {"recomputed": ablations["zero"]}
+    order = forward_order(model, ids)
+    following = sorted({f for f in (following_norm(model, n.module, order) for n in critical) if f})
+    for label, names in (("frozen: following norm only", following), ("frozen: every norm", None)):
+        with frozen_norms(model, ids, names):
+            norm[label] = delta(masked_nll(model, ids, index, [critical])[0], clean)
     return {"neurons": neurons, "massive_activations": massive, "super_weights": supers,
             "overlap": {"critical_in_top_massive": sorted(massive_names & set(map(str, critical))),
                         "critical_on_super_weight_rows": sorted(super_rows & set(map(str, critical)))},
-            "positions": positions, "ablations": ablations, "normalisation": norm,
+            "positions": positions, "ablations": ablations, "normalisation": norm, "following_norms": following,
             "criteria": {"massive": f"|a| > {MASSIVE_ABS} and > {MASSIVE_RATIO}x its module's median |a|",
                          "super_weight": "largest |w| / median |w| of each down_proj weight"}}

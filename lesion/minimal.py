@@ -7,10 +7,10 @@ the optimum within that pool. Both evaluate their candidate sets in batched forw
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import combinations, islice
 from math import comb
-from typing import Sequence
 
 from tqdm.auto import tqdm
 
@@ -33,6 +33,7 @@ class MinimalSets:
     pool: int
     max_size: int
     search_rows: int  # sets evaluated by the exhaustive search
+    search_forwards: int  # batched forward passes of the text those sets took
     greedy_is_optimal: bool | None  # within the pool; None when the pool does not hold the greedy set
     settings: dict = field(default_factory=dict)
 
@@ -47,7 +48,7 @@ def _deltas(study: Study, sets: list[list[Neuron]], clean: float) -> list[float]
 
 def prune(study: Study, neurons: Sequence[Neuron], epsilon: float, clean: float) -> tuple[list[Neuron], float, int]:
     """Greedy backward elimination: each round drops the neuron whose removal keeps Delta highest."""
-    current, rows = list(neurons), 0
+    current, rows = list(neurons), 1
     current_delta = _deltas(study, [current], clean)[0]
     while len(current) > 1:
         leave_one_out = [current[:i] + current[i + 1:] for i in range(len(current))]
@@ -61,8 +62,12 @@ def prune(study: Study, neurons: Sequence[Neuron], epsilon: float, clean: float)
 
 
 def exhaustive_minimum(study: Study, pool: Sequence[Neuron], epsilon: float, clean: float, max_size: int,
-                       batch: int = 64, progress: bool = True) -> tuple[list[Neuron] | None, float | None, int]:
-    rows = 0
+                       batch: int = 64, progress: bool = True
+                       ) -> tuple[list[Neuron] | None, float | None, int, int]:
+    """The smallest subset of ``pool`` (up to ``max_size``) reaching epsilon, its Delta, the sets
+    evaluated and the forwards used. Among several of the smallest size the highest Delta wins,
+    but only within the batch that first holds one: the search stops there."""
+    rows = forwards = 0
     total = sum(comb(len(pool), s) for s in range(1, max_size + 1))
     bar = tqdm(total=total, desc="exhaustive search", disable=not progress, leave=False)
     try:
@@ -72,14 +77,15 @@ def exhaustive_minimum(study: Study, pool: Sequence[Neuron], epsilon: float, cle
                 sets = [[pool[i] for i in c] for c in chunk]
                 deltas = _deltas(study, sets, clean)
                 rows += len(sets)
+                forwards += 1
                 bar.update(len(sets))
                 hits = [i for i, d in enumerate(deltas) if d >= epsilon]
                 if hits:
                     best = max(hits, key=lambda i: (deltas[i], -i))
-                    return sets[best], deltas[best], rows
+                    return sets[best], deltas[best], rows, forwards
     finally:
         bar.close()
-    return None, None, rows
+    return None, None, rows, forwards
 
 
 def minimal_sets(study: Study, ranking: Sequence[Neuron], greedy: Sequence[Neuron], *, epsilon: float = 1.0,
@@ -88,6 +94,8 @@ def minimal_sets(study: Study, ranking: Sequence[Neuron], greedy: Sequence[Neuro
         raise LesionError("the critical set is empty (threshold not reached): nothing to prune")
     if pool < 1 or pool > 30:
         raise LesionError(f"--pool must be 1..30 (got {pool}): 2^30 subsets is beyond any budget")
+    if max_size is not None and not 1 <= max_size <= pool:
+        raise LesionError(f"--max-size must be 1..{pool} (the pool size), got {max_size}")
     clean = baseline_nll(study.lm.model, study.input_ids, study.lm.dtype)
     irreducible, irreducible_delta, prune_rows = prune(study, greedy, epsilon, clean)
     candidates = list(ranking[:pool])
@@ -95,10 +103,11 @@ def minimal_sets(study: Study, ranking: Sequence[Neuron], greedy: Sequence[Neuro
     # sizes below that certifies (or beats) it.
     in_pool = set(irreducible) <= set(candidates)
     max_size = max_size or (len(irreducible) if in_pool else min(len(candidates), 4))
-    optimum, optimum_delta, rows = exhaustive_minimum(study, candidates, epsilon, clean, max_size, progress=progress)
+    optimum, optimum_delta, rows, forwards = exhaustive_minimum(study, candidates, epsilon, clean, max_size,
+                                                                progress=progress)
     greedy_delta = _deltas(study, [list(greedy)], clean)[0]
     optimal = None if not set(greedy) <= set(candidates) else (optimum is not None and len(optimum) == len(greedy))
     return MinimalSets(tuple(map(str, greedy)), greedy_delta, tuple(map(str, irreducible)), irreducible_delta,
                        prune_rows, None if optimum is None else tuple(map(str, optimum)), optimum_delta,
-                       len(candidates), max_size, rows, optimal,
+                       len(candidates), max_size, rows, forwards, optimal,
                        study.settings(epsilon=epsilon, pool=pool))

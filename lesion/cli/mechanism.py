@@ -6,6 +6,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from ..errors import LesionError
 from ..results import write_json
 from .common import add_model_args, console, fmt, load
 
@@ -30,18 +31,17 @@ def run(args) -> int:
     from .analyze import _scan_outputs
 
     run_dir = Path(args.run_dir)
-    ranking, critical = _scan_outputs(run_dir)
+    _, critical = _scan_outputs(run_dir)
+    if not critical.neurons:
+        raise LesionError(f"{run_dir / 'critical.json'} has no critical set (threshold not reached): re-run "
+                          "`lesion scan` with a lower --epsilon or a larger --max-neurons")
     lm = load(args)
     check_same_model(critical.settings, lm, "critical set")
     study = Study.create(lm, critical.settings["text"])
     result = mechanism(study, critical.neurons, other_text=TEXTS["wikipedia"], seed=args.seed)
     path = write_json(run_dir / "mechanism.json", result)
-    table = Table("neuron", "max |a|", "at position", "x module median", "rank by |a|", "massive",
-                  "super-weight row", title="critical neurons")
-    for n in result["neurons"]:
-        table.add_row(n["neuron"], fmt(n["max_abs"]), str(n["argmax_position"]), fmt(n["ratio_to_median"]),
-                      str(n["rank_by_max_abs"]), str(n["massive"]), str(n["super_weight_row"]))
-    console.print(table)
+    print_neurons(result)
+    print_overlap(result)
     lesions = Table("lesion of the critical set", "Delta")
     for group in ("positions", "ablations"):
         for label, value in result[group].items():
@@ -49,5 +49,33 @@ def run(args) -> int:
     for label, value in result["normalisation"].items():
         lesions.add_row(f"norm statistics {label}", fmt(value))
     console.print(lesions)
+    console.print(f"following norm(s): {', '.join(result['following_norms']) or 'none'}", soft_wrap=True)
     console.print(f"wrote {path}")
     return 0
+
+
+def print_neurons(result: dict) -> None:
+    table = Table("neuron", "max |a|", "at position", "x module median", "rank by |a|", "massive",
+                  "super-weight row", title="critical neurons")
+    for n in result["neurons"]:
+        table.add_row(n["neuron"], fmt(n["max_abs"]), str(n["argmax_position"]), fmt(n["ratio_to_median"]),
+                      str(n["rank_by_max_abs"]), str(n["massive"]), str(n["super_weight_row"]))
+    console.print(table)
+    for n in result["neurons"]:
+        for direction in ("feeding", "leaving"):
+            for s in n[direction]:
+                top = ", ".join(f"[{i}] {fmt(v)}" for i, v in s["top"])
+                console.print(f"  {direction} {s['slice']}: largest |w| at {top}", soft_wrap=True)
+
+
+def print_overlap(result: dict) -> None:
+    """Top massive activations and data-free super-weight candidates; * marks critical neurons."""
+    critical = {n["neuron"] for n in result["neurons"]}
+    table = Table("#", "massive activation", "max |a|", "at position", "super-weight candidate",
+                  "|w| / median", title="critical set (*) among the model's outliers")
+    for i, (m, w) in enumerate(zip(result["massive_activations"], result["super_weights"]), 1):
+        row = f"{w['module']}:{w['row']}"
+        table.add_row(str(i), m["neuron"] + (" *" if m["neuron"] in critical else ""), fmt(m["max_abs"]),
+                      str(m["argmax_position"]),
+                      f"{row} (col {w['column']})" + (" *" if row in critical else ""), fmt(w["ratio_to_median"]))
+    console.print(table)

@@ -7,7 +7,14 @@ from pathlib import Path
 from rich.table import Table
 
 from ..results import write_json
-from .common import add_common_flags, add_model_args, console, fmt, load, progress_enabled
+from .common import (
+    add_common_flags,
+    add_model_args,
+    console,
+    fmt,
+    load,
+    progress_enabled,
+)
 
 EXAMPLES = """examples:
   lesion minimal --run lesion-run                    # greedy vs irreducible vs optimum over the top 20
@@ -44,14 +51,20 @@ def run(args) -> int:
     result = minimal_sets(study, ranking.neurons, greedy, epsilon=epsilon, pool=args.pool,
                           max_size=args.max_size, progress=progress_enabled(args))
     path = write_json(run_dir / f"minimal-eps{epsilon:g}.json", result)
-    table = Table("set", "size", "Delta", "forward rows", "neurons", title=f"epsilon = {epsilon:g}")
-    table.add_row("greedy", str(len(result.greedy)), fmt(result.greedy_delta), "-", ", ".join(result.greedy))
-    table.add_row("irreducible", str(len(result.irreducible)), fmt(result.irreducible_delta),
-                  str(result.prune_rows), ", ".join(result.irreducible))
-    table.add_row(f"optimum (top {result.pool}, sizes <= {result.max_size})",
-                  "-" if result.optimum is None else str(len(result.optimum)),
-                  "-" if result.optimum_delta is None else fmt(result.optimum_delta), str(result.search_rows),
-                  "none reaches epsilon" if result.optimum is None else ", ".join(result.optimum))
+    table = Table("set", "size", "Delta", "forward rows", title=f"epsilon = {epsilon:g}")
+    optimum = f"optimum (top {result.pool}, sizes <= {result.max_size})"
+    sets = {"greedy": (result.greedy, result.greedy_delta, "-"),
+            "irreducible": (result.irreducible, result.irreducible_delta, str(result.prune_rows)),
+            optimum: (result.optimum, result.optimum_delta, str(result.search_rows))}
+    for label, (neurons, value, rows) in sets.items():
+        table.add_row(label, "-" if neurons is None else str(len(neurons)),
+                      "-" if value is None else fmt(value), rows)
     console.print(table)
+    for label, (neurons, _, _) in sets.items():
+        console.print(f"{label}: " + ("no subset reaches epsilon" if neurons is None else " ".join(neurons)),
+                      soft_wrap=True)
+    console.print(f"exhaustive search: {result.search_rows} sets in {result.search_forwards} batched forwards"
+                  + ("" if result.greedy_is_optimal is None else
+                     f"; greedy set {'is' if result.greedy_is_optimal else 'is NOT'} optimal within the pool"))
     console.print(f"wrote {path}")
     return 0

@@ -1,0 +1,85 @@
+"""Tamper check: fingerprints of the weights around each critical neuron."""
+import json
+import shutil
+
+import torch
+
+from lesion import Neuron, discover_sites
+from lesion.cli import main
+from lesion.loading import load_model
+from lesion.verify import fingerprints, verify
+from lesion.weights import consumers, producers
+
+TEXT = "The quick brown fox jumps over the lazy dog near the river bank."
+
+
+def test_fingerprints_cover_producer_row_and_next_block_readers(tiny_dir):
+    lm = load_model(tiny_dir)
+    index = discover_sites(lm.model, "all")
+    names = [s.name for s in producers(lm.model, Neuron("model.layers.0.mlp.down_proj", 5)) +
+             consumers(lm.model, index, Neuron("model.layers.0.mlp.down_proj", 5))]
+    assert "model.layers.0.mlp.down_proj.weight[5,:]" in names
+    for reader in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj", "mlp.up_proj"):
+        assert f"model.layers.1.{reader}.weight[:,5]" in names
+    assert "model.layers.1.input_layernorm.weight[5]" in names
+    last = [s.name for s in consumers(lm.model, index, Neuron("model.layers.1.mlp.down_proj", 5))]
+    assert "model.norm.weight[5]" in last and "lm_head.weight[:,5]" in last
+
+
+def test_verify_tells_intact_zeroed_scaled_altered(tiny_dir):
+    lm = load_model(tiny_dir)
+    index = discover_sites(lm.model, "all")
+    neuron = Neuron("model.layers.0.mlp.down_proj", 5)
+    reference = fingerprints(lm.model, index, [neuron], "float32")
+    assert all(c.status == "intact" for c in verify(lm.model, index, reference))
+    row = lambda m: m.get_submodule(neuron.module).weight[5]
+    column = lambda m: m.get_submodule("model.layers.1.mlp.up_proj").weight[:, 5]
+    for change, target, status in [(lambda m: row(m).zero_(), "down_proj.weight[5,:]", "zeroed"),
+                                   (lambda m: row(m).mul_(0.5), "down_proj.weight[5,:]", "scaled"),
+                                   (lambda m: row(m)[3].add_(0.01), "down_proj.weight[5,:]", "altered"),
+                                   (lambda m: column(m).mul_(-2.0), "up_proj.weight[:,5]", "scaled")]:
+        copy = load_model(tiny_dir)
+        with torch.no_grad():
+            change(copy.model)
+        checks = verify(copy.model, index, reference)
+        assert [c.status for c in checks if c.slice.endswith(target)] == [status]
+        assert all(c.status == "intact" for c in checks if not c.slice.endswith(target))
+
+
+def _tamper(src, dst, fn):
+    shutil.copytree(src, dst)
+    lm = load_model(str(dst))
+    with torch.no_grad():
+        fn(lm.model)
+    lm.model.save_pretrained(dst)
+    return str(dst)
+
+
+def test_verify_cli_exit_codes_on_saved_models(tiny_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["scan", "--model", tiny_dir, "--text", TEXT, "--samples", "4", "--epsilon", "0.001",
+                 "--quiet", "--out", str(run)]) == 0
+    critical = json.loads((run / "critical.json").read_text())
+    assert set(json.loads((run / "fingerprints.json").read_text())["neurons"]) == set(critical["neurons"])
+    first = Neuron.parse(critical["neurons"][0])
+    assert main(["verify", "--model", tiny_dir, "--against", str(run / "critical.json")]) == 0
+    assert "intact" in capsys.readouterr().out
+    tampered = _tamper(tiny_dir, tmp_path / "tampered",
+                       lambda m: m.get_submodule(first.module).weight[first.channel].mul_(3.0))
+    assert main(["verify", "--model", tampered, "--against", str(run / "critical.json"),
+                 "--out", str(tmp_path / "v.json")]) == 3
+    out = capsys.readouterr().out
+    assert "TAMPERED" in out and "scaled" in out
+    report = json.loads((tmp_path / "v.json").read_text())
+    assert report["intact"] is False and any(c["status"] == "scaled" for c in report["checks"])
+    zeroed = _tamper(tiny_dir, tmp_path / "zeroed", lambda m: m.get_submodule(first.module).weight.zero_())
+    assert main(["verify", "--model", zeroed, "--against", str(run / "critical.json")]) == 3
+    assert "zeroed" in capsys.readouterr().out
+
+
+def test_verify_bad_input_is_one_line(tiny_dir, tmp_path, capsys):
+    assert main(["verify", "--model", tiny_dir, "--against", str(tmp_path / "nowhere" / "critical.json")]) == 2
+    assert "no fingerprints" in capsys.readouterr().err
+    (tmp_path / "fingerprints.json").write_text(json.dumps({"dtype": "bfloat16", "neurons": {}}))
+    assert main(["verify", "--model", tiny_dir, "--against", str(tmp_path / "critical.json")]) == 2
+    assert "--dtype bfloat16" in capsys.readouterr().err
