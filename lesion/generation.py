@@ -1,7 +1,7 @@
 """Greedy continuations with and without masks: the failure modes the paper shows."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

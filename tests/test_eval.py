@@ -1,18 +1,25 @@
 """Evaluation: window arithmetic, non-finite handling, masks inside the lm-eval run."""
 import json
 import math
+import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch
-
-from contextlib import contextmanager
+from conftest import VOCAB, char_tokenizer
 
 from lesion import LesionError, Neuron, discover_sites, hooked
 from lesion.cli import main
-from lesion.evaluation.corpora import load_corpus
-from lesion.evaluation.perplexity import Span, corpus_perplexity, summarise, window_losses, windows
+from lesion.evaluation.corpora import load_corpus, take_chars
+from lesion.evaluation.perplexity import (
+    Span,
+    corpus_perplexity,
+    summarise,
+    window_losses,
+    windows,
+)
 from lesion.metrics import token_nll
-from conftest import VOCAB, char_tokenizer
 
 
 @pytest.mark.parametrize("n, window, stride", [(12, 6, 4), (100, 16, 16), (100, 16, 5), (7, 32, 8),
@@ -126,9 +133,77 @@ def test_masks_are_active_inside_the_lm_eval_run(tiny_dir, tmp_path, monkeypatch
     assert all(not m._forward_hooks for m in lm.model.modules())
 
 
-def test_eval_cli_bad_levels_and_empty_critical(tiny_dir, tmp_path, capsys):
-    assert main(["scan", "--model", tiny_dir, "--text", "The quick brown fox jumps over the lazy dog.",
-                 "--samples", "2", "--epsilon", "50", "--max-neurons", "2", "--quiet",
-                 "--out", str(tmp_path)]) == 0
-    assert main(["eval", "--model", tiny_dir, "--neurons", str(tmp_path / "critical.json")]) == 2
+TEXT = "The quick brown fox jumps over the lazy dog near the river bank."
+
+
+def scan_to(tiny_dir, out, epsilon):
+    assert main(["scan", "--model", tiny_dir, "--text", TEXT, "--samples", "6", "--epsilon", str(epsilon),
+                 "--quiet", "--out", str(out)]) == 0
+    return str(out / "critical.json")
+
+
+def test_eval_cli_empty_critical(tiny_dir, tmp_path, capsys):
+    assert main(["eval", "--model", tiny_dir, "--neurons", scan_to(tiny_dir, tmp_path, 50)]) == 2
     assert "has no neurons" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def critical(tiny_dir, tmp_path_factory):
+    return scan_to(tiny_dir, tmp_path_factory.mktemp("scan"), 0.001)
+
+
+def test_eval_cli_on_a_local_corpus(tiny_dir, tmp_path, critical):
+    n = len(json.loads(Path(critical).read_text())["neurons"])
+    (tmp_path / "corpus.txt").write_text("Pack my box with five dozen liquor jugs. " * 40)
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--model", tiny_dir, "--neurons", critical, "--corpus", str(tmp_path / "corpus.txt"),
+                 "--window", "64", "--stride", "32", "--max-tokens", "500", "--quiet", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["perplexity"]
+    assert [r["level"] for r in rows] == [0, n] and rows[0]["tokens"] == rows[1]["tokens"] == 499
+    assert rows[0]["log10_ratio"] == 0 and rows[1]["log10_ratio"] != 0
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--levels", "0,999"], "bad level '999'"),
+    (["--levels", "0,x"], "bad level 'x'"),
+    (["--corpus", "none"], "nothing to evaluate"),
+    (["--corpus", "no/such/corpus.txt"], "not a known name or an existing path"),
+    (["--stride", "600"], "--stride <= --window"),
+    (["--corpus", "none", "--tasks", "no_such_task"], "unknown lm-eval task"),
+])
+def test_eval_cli_bad_input(tiny_dir, tmp_path, capsys, critical, extra, message):
+    assert main(["eval", "--model", tiny_dir, "--neurons", critical, "--quiet",
+                 "--out", str(tmp_path / "e.json"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "e.json").exists()
+
+
+def test_hub_corpus_fails_fast_offline(monkeypatch):
+    from lesion.evaluation import corpora
+
+    monkeypatch.setattr(corpora, "_hub_reachable", lambda: False)
+    start = time.perf_counter()
+    with pytest.raises(LesionError, match="enwiki-gensim"):
+        load_corpus("wikitext-103")
+    assert time.perf_counter() - start < 10  # no minute of retries against the hub
+
+
+def test_take_chars_stops_reading():
+    def docs():
+        yield from ["aaaa", "bbbb", "cccc"]
+        raise AssertionError("read past the budget")
+
+    assert take_chars(docs(), 5) == ["aaaa", "bbbb"]
+    assert take_chars(["aa", "bb"], None) == ["aa", "bb"]
+
+
+def test_offline_tasks_are_well_formed():
+    from lesion.evaluation.tasks import mmlu_dev_rows, wiki_cloze_rows
+
+    mmlu = mmlu_dev_rows()
+    assert len(mmlu) > 250 and len({r["subject"] for r in mmlu}) == 57
+    cloze = wiki_cloze_rows(50)
+    for row in mmlu + cloze:
+        assert len(row["choices"]) == 4 and 0 <= row["label"] < 4 and all(c.strip() for c in row["choices"])
+    assert all(len(set(r["choices"])) == 4 for r in cloze)
+    assert {r["label"] for r in cloze} == {0, 1, 2, 3}  # the true sentence is not always in one place

@@ -55,7 +55,7 @@ def parse_levels(text: str, n_neurons: int) -> list[int]:
 
 
 def run(args) -> int:
-    from ..evaluation.corpora import load_corpus
+    from ..evaluation.corpora import CHARS_PER_TOKEN, load_corpus
     from ..evaluation.perplexity import CorpusEval, corpus_perplexity
     from ..neurons import discover_sites
 
@@ -63,6 +63,8 @@ def run(args) -> int:
         raise LesionError("need --max-tokens >= 0, --window >= 2 and 1 <= --stride <= --window")
     corpora = [c for c in (args.corpus or ["enwiki-gensim"]) if c != "none"]
     tasks = [t for t in (args.tasks or "").split(",") if t]
+    if not (corpora or tasks or args.humaneval):
+        raise LesionError("nothing to evaluate: give a --corpus, --tasks or --humaneval N")
     lm = load(args)
     neurons = load_critical(args.neurons, lm)
     levels = parse_levels(args.levels, len(neurons))
@@ -74,7 +76,7 @@ def run(args) -> int:
     if corpora:
         results = []
         for spec in corpora:
-            corpus = load_corpus(spec)
+            corpus = load_corpus(spec, args.max_tokens * CHARS_PER_TOKEN or None)
             results += corpus_perplexity(lm.model, lm.tokenizer, index, corpus.name, corpus.documents, neurons,
                                          levels, window=args.window, stride=args.stride,
                                          max_tokens=args.max_tokens or None, batch_size=args.batch_size,
@@ -97,8 +99,6 @@ def run(args) -> int:
             report["humaneval"][str(level)] = {"problems": r.problems, "passed": r.passed,
                                                "pass@1": r.pass_at_1, "outcomes": dict(zip(r.task_ids, r.outcomes))}
             console.print(f"HumanEval, {level} neurons masked: {r.passed}/{r.problems} passed")
-    if not (corpora or tasks or args.humaneval):
-        raise LesionError("nothing to evaluate: give a --corpus, --tasks or --humaneval N")
     report["seconds"] = round(time.perf_counter() - start, 1)
     write_json(args.out, report)
     console.print(f"wrote {args.out}")

@@ -8,11 +8,13 @@ through ``datasets`` when the hub or its local cache has them). Paths: a ``.txt`
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
+from collections.abc import Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from unittest.mock import patch
 
 from ..errors import LesionError
 
@@ -29,14 +31,20 @@ class Corpus:
     documents: tuple[str, ...]
 
 
-def load_corpus(spec: str, max_documents: int | None = None) -> Corpus:
+# Characters per token are well under this for any tokenizer, so ``max_tokens * CHARS_PER_TOKEN``
+# characters of text always hold ``max_tokens`` tokens.
+CHARS_PER_TOKEN = 8
+
+
+def load_corpus(spec: str, max_chars: int | None = None) -> Corpus:
+    """The documents of ``spec``, stopping once they hold more than ``max_chars`` characters."""
     if spec == "enwiki-gensim":
         docs = enwiki_gensim()
     elif spec in HUB_CORPORA:
-        docs = _hub_corpus(spec, max_documents)
+        docs = _hub_corpus(spec, max_chars)
     else:
         docs = _local_corpus(Path(spec))
-    docs = [d for d in docs if d.strip()][:max_documents]
+    docs = take_chars((d for d in docs if d.strip()), max_chars)
     if not docs:
         raise LesionError(f"corpus {spec!r} has no text: {OFFLINE_HINT}")
     return Corpus(spec, tuple(docs))
@@ -72,20 +80,47 @@ def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
         return False
 
 
-def _hub_corpus(name: str, max_documents: int | None) -> list[str]:
+def take_chars(documents: Iterable[str], max_chars: int | None) -> list[str]:
+    """Leading documents up to the first that takes the total past ``max_chars``; reads no further."""
+    taken, total = [], 0
+    for doc in documents:
+        if max_chars is not None and total > max_chars:
+            break
+        taken.append(doc)
+        total += len(doc)
+    return taken
+
+
+def _hub_corpus(name: str, max_chars: int | None) -> list[str]:
     try:
         import datasets
     except ImportError:
         raise LesionError(f"corpus {name} needs the datasets package: pip install datasets") from None
     path, config, split = HUB_CORPORA[name]
-    if not _hub_reachable():
-        os.environ["HF_HUB_OFFLINE"] = "1"  # only the local cache, no retries against a dead network
     try:
-        ds = datasets.load_dataset(path, config, split=split, streaming=name == "c4")
-        rows = ds if max_documents is None else (r for _, r in zip(range(max_documents), ds))
-        return [r["text"] for r in rows]
-    except Exception as e:  # datasets raises many types for "not there"
+        with _offline_unless_reachable():
+            ds = datasets.load_dataset(path, config, split=split, streaming=name == "c4")
+            return take_chars((r["text"] for r in ds), max_chars)  # c4 streams: read only what is used
+    except Exception as e:  # noqa: BLE001  (datasets raises many types for "not there")
         raise LesionError(f"corpus {name} is not reachable ({type(e).__name__}): {OFFLINE_HINT}") from None
+
+
+@contextmanager
+def _offline_unless_reachable():
+    """Without a network, only the local cache: no minute of retries against a dead hub.
+
+    Both libraries read HF_HUB_OFFLINE once at import (lm-eval imports them early), so the
+    environment variable is too late here; their module flags are switched for this call only.
+    """
+    if _hub_reachable():
+        yield
+        return
+    import datasets.config
+    import huggingface_hub.constants
+
+    with patch.object(datasets.config, "HF_HUB_OFFLINE", True), \
+            patch.object(huggingface_hub.constants, "HF_HUB_OFFLINE", True):
+        yield
 
 
 def _local_corpus(path: Path) -> list[str]:

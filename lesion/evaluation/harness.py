@@ -7,8 +7,8 @@ is available, and the masks are gone when it returns.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..errors import LesionError
 from ..hooks import mask_neurons

@@ -2,8 +2,8 @@
 each problem's tests with the package's checker (a subprocess with a timeout)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from tqdm.auto import tqdm
 

@@ -18,8 +18,8 @@ NaN), and ``ppl_finite_only`` gives the perplexity over the finite tokens beside
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -29,6 +29,7 @@ from ..errors import LesionError
 from ..hooks import mask_neurons
 from ..metrics import LN10, perplexity, token_nll
 from ..neurons import Neuron, SiteIndex
+from .corpora import CHARS_PER_TOKEN, take_chars
 
 
 @dataclass(frozen=True)
@@ -77,11 +78,7 @@ class CorpusEval:
 
 def stream_tokens(tokenizer, documents: Sequence[str], max_tokens: int | None) -> torch.Tensor:
     """The corpus as one (N,) token stream, cut at ``max_tokens``; reads only what it needs."""
-    text, budget = [], None if max_tokens is None else max_tokens * 8  # chars: ample for any tokenizer
-    for doc in documents:
-        text.append(doc)
-        if budget is not None and sum(map(len, text)) > budget:
-            break
+    text = take_chars(documents, None if max_tokens is None else max_tokens * CHARS_PER_TOKEN)
     ids = tokenizer("\n\n".join(text), return_tensors="pt").input_ids[0]
     return ids if max_tokens is None else ids[:max_tokens]
 

@@ -1,7 +1,7 @@
 """Offline downstream tasks for lm-evaluation-harness, built from real data that installs
 from PyPI, written as lm-eval task folders (``dataset_path: json``).
 
-- ``lesion_mmlu_dev``: the 285 MMLU dev questions (57 subjects x 5) that lm-eval embeds
+- ``lesion_mmlu_dev``: the 281 clean 4-choice MMLU dev questions (57 subjects) that lm-eval embeds
   in its own ``mmlu/flan_cot_fewshot`` YAML files, asked zero-shot as 4-way multiple choice.
 - ``lesion_wiki_cloze``: 4-way next-sentence choice on the real Wikipedia articles of the
   gensim wheel: a passage, its true next sentence and three next sentences of other
@@ -77,8 +77,8 @@ def write_offline_tasks(folder: Path | None = None) -> Path:
     folder = Path(folder or cache_dir() / "tasks")
     folder.mkdir(parents=True, exist_ok=True)
     specs = {
-        "lesion_mmlu_dev": (mmlu_dev_rows, "{{question}}\\nA. {{choices[0]}}\\nB. {{choices[1]}}\\n"
-                                           "C. {{choices[2]}}\\nD. {{choices[3]}}\\nAnswer:"),
+        "lesion_mmlu_dev": (mmlu_dev_rows, ("{{question}}\nA. {{choices[0]}}\nB. {{choices[1]}}\n"
+                                            "C. {{choices[2]}}\nD. {{choices[3]}}\nAnswer:")),
         "lesion_wiki_cloze": (wiki_cloze_rows, "{{context}}"),
     }
     for name, (rows, text) in specs.items():
@@ -87,7 +87,7 @@ def write_offline_tasks(folder: Path | None = None) -> Path:
             tmp = data.with_suffix(".tmp")
             tmp.write_text("".join(json.dumps(r) + "\n" for r in rows()), encoding="utf-8")
             tmp.replace(data)
-        task = _task_yaml(name, data, text.replace("\\n", "\n"))
+        task = _task_yaml(name, data, text)
         if name == "lesion_mmlu_dev":
             task["doc_to_choice"] = [" A", " B", " C", " D"]
         (folder / f"{name}.yaml").write_text(yaml.safe_dump(task, sort_keys=False), encoding="utf-8")
