@@ -207,3 +207,12 @@ def test_offline_tasks_are_well_formed():
         assert len(row["choices"]) == 4 and 0 <= row["label"] < 4 and all(c.strip() for c in row["choices"])
     assert all(len(set(r["choices"])) == 4 for r in cloze)
     assert {r["label"] for r in cloze} == {0, 1, 2, 3}  # the true sentence is not always in one place
+
+
+def test_half_precision_model_gets_float32_losses():
+    from conftest import make_tiny
+
+    model = make_tiny("llama", dtype=torch.bfloat16)
+    ids = torch.randint(3, VOCAB, (30,), generator=torch.Generator().manual_seed(3))
+    losses = window_losses(model, ids, windows(30, 8, 8), batch_size=2)
+    assert losses.dtype == torch.float32 and losses.shape == (29,) and torch.isfinite(losses).all()
