@@ -6,6 +6,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from ..errors import LesionError
 from ..results import write_json
 from .common import (
     add_common_flags,
@@ -47,7 +48,11 @@ def run(args) -> int:
     study.check_ranking(ranking)
     greedy = critical.neurons
     if args.epsilon is not None and args.epsilon != critical.settings.get("epsilon"):
-        greedy = study.identify(ranking, epsilon=epsilon, progress=progress_enabled(args)).neurons
+        found = study.identify(ranking, epsilon=epsilon, progress=progress_enabled(args))
+        if not found.reached:
+            raise LesionError(f"greedy masking of up to {found.trajectory[-1].n} neurons never reaches Delta >= "
+                              f"{epsilon:g} (best {found.delta:.2f}): use a lower --epsilon")
+        greedy = found.neurons
     result = minimal_sets(study, ranking.neurons, greedy, epsilon=epsilon, pool=args.pool,
                           max_size=args.max_size, progress=progress_enabled(args))
     path = write_json(run_dir / f"minimal-eps{epsilon:g}.json", result)
