@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import VOCAB, char_tokenizer
+from conftest import VOCAB, char_tokenizer, make_tiny
 
 from lesion import LesionError, Neuron, discover_sites, hooked
 from lesion.cli import main
@@ -210,8 +210,6 @@ def test_offline_tasks_are_well_formed():
 
 
 def test_half_precision_model_gets_float32_losses():
-    from conftest import make_tiny
-
     model = make_tiny("llama", dtype=torch.bfloat16)
     ids = torch.randint(3, VOCAB, (30,), generator=torch.Generator().manual_seed(3))
     losses = window_losses(model, ids, windows(30, 8, 8), batch_size=2)
