@@ -56,3 +56,37 @@ def test_report_escapes_text_from_the_run(run_dir):
         {"dtype": "float16", "reached": False, "n_star": None, "neurons": [], "error": "<script>x</script>"}]})
     page = build_report(run_dir)[0].read_text(encoding="utf-8")
     assert "<script>" not in page and "&lt;script&gt;" in page
+
+
+def _browser_or_skip():
+    """CI installs Chromium (.ci/run) and must run these; a developer without it skips them."""
+    import os
+    import shutil
+    from lesion.report.browser import BROWSERS
+    if not any(shutil.which(b) for b in BROWSERS):
+        if os.environ.get("CI"):
+            pytest.fail("CI must have Chromium for the render check: .ci/run installs it")
+        pytest.skip("no Chromium on PATH (apt-get install chromium)")
+
+
+def test_report_renders_in_headless_chromium(run_dir, tmp_path, capsys):
+    _browser_or_skip()
+    shot = tmp_path / "shot.png"
+    assert main(["report", str(run_dir), "--screenshot", str(shot)]) == 0
+    assert "none broken" in capsys.readouterr().out
+    from lesion.report import check_render
+    check = check_render(run_dir / "report.html")
+    assert check.ok and check.images == 2 and check.sections >= 4
+    png = Image.open(shot)
+    assert png.size[0] == 1100 and png.size[1] == check.height > 800  # the whole page, not one screen
+
+
+def test_render_check_catches_a_broken_figure(run_dir, tmp_path, capsys):
+    _browser_or_skip()
+    build_report(run_dir)
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    broken = re.sub(r'(<img alt="robustness" src="data:image/png;base64,)[^"]+', r"\1AAAA", page)
+    (tmp_path / "report.html").write_text(broken, encoding="utf-8")
+    from lesion.report import check_render
+    check = check_render(tmp_path / "report.html")
+    assert not check.ok and check.broken == ("robustness",) and check.images == 2
