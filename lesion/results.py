@@ -33,12 +33,16 @@ def as_float(value: Any) -> float:
 
 
 def write_json(path: str | Path, data: Any) -> Path:
-    """Write JSON atomically: a reader (or an interrupted run) never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write JSON atomically (non-finite floats as strings)."""
     if dataclasses.is_dataclass(data):
         data = data.to_dict()
-    text = json.dumps(_finite_safe(data), indent=2, sort_keys=False, allow_nan=False) + "\n"
+    return write_text(path, json.dumps(_finite_safe(data), indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write a file atomically: a reader (or an interrupted run) never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

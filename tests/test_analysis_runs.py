@@ -1,9 +1,12 @@
 """Components, robustness and precision on a saved tiny model; bad analysis input."""
+import json
+
 import pytest
 
 from lesion.analysis import TEXTS, component_ablation, precision, robustness
 from lesion.cli import main
 from lesion.errors import LesionError
+from lesion.evaluation.corpora import sample_passages
 from lesion.loading import load_model
 from lesion.pipeline import Study
 from lesion.texts import encode
@@ -62,3 +65,29 @@ def test_analyze_bad_input_is_one_line_and_exit_2(tiny_dir, tmp_path, capsys, fl
                  *rest]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_passages_are_running_text_drawn_reproducibly():
+    docs = ["Title\n\n" + " ".join(f"Sentence {i} of article {a} says a little more." for i in range(20))
+            + "\n\n| a table | row |\n\nFile:x.png\nFile:y.png " + "z" * 200 for a in range(5)]
+    first = sample_passages(docs, 7, seed=3, chars=120)
+    assert first == sample_passages(docs, 7, seed=3, chars=120) != sample_passages(docs, 7, seed=4, chars=120)
+    for passage in first:
+        assert passage.startswith("Sentence") and passage.endswith(".") and 120 <= len(passage) < 200
+    # five documents, seven passages: every document is used before any is used twice
+    assert len({p.split("article ")[1][0] for p in first[:5]}) == 5
+    with pytest.raises(LesionError, match="running text"):
+        sample_passages(["| only a table |"], 3)
+
+
+def test_robustness_cli_on_corpus_passages(tiny_dir, tmp_path, capsys):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": " ".join(f"Line {i} of doc {d} is plain prose here."
+                                                           for i in range(12)) * 2}) + "\n" for d in range(3)))
+    assert main(["analyze", "robustness", "--model", tiny_dir, "--passages", "4", "--corpus", str(corpus),
+                 "--samples", "3", "--epsilon", "0.001", "--out-dir", str(tmp_path), "--quiet"]) == 0
+    result = json.loads((tmp_path / "analysis-robustness.json").read_text())
+    assert result["names"] == [f"{corpus}#{i}" for i in range(4)]
+    assert all(t["tokens"] > 10 for t in result["texts"].values())
+    assert "most common (of 4 texts)" in capsys.readouterr().out
+    assert main(["analyze", "robustness", "--model", tiny_dir, "--passages", "-1", "--out-dir", str(tmp_path)]) == 2

@@ -39,6 +39,9 @@ def register(sub) -> None:
     p.add_argument("--alphas", default="1,3,5,7,10", help="sweep: alpha grid")
     p.add_argument("--sample-grid", default="25,50,75,100,125", help="sweep: K grid")
     p.add_argument("--dtypes", default="float32,bfloat16,float16", help="precision: dtypes")
+    p.add_argument("--passages", type=int, default=0, metavar="N",
+                   help="robustness: N passages drawn from --corpus instead of lesion's ten texts")
+    p.add_argument("--corpus", default="enwiki-gensim", help="robustness: corpus for --passages (name or path)")
     add_common_flags(p)
     p.set_defaults(run=run)
 
@@ -51,6 +54,21 @@ def parse_alphas(text: str) -> list[float]:
     if not alphas or min(alphas) <= 0:
         raise LesionError("--alphas needs numbers > 0, e.g. 1,3,5,7,10")
     return alphas
+
+
+def _robustness_texts(args) -> dict[str, str]:
+    """lesion's ten texts (plus --text), or --passages N drawn from --corpus."""
+    from ..analysis import TEXTS
+    from ..texts import read_text
+    if args.passages < 0:
+        raise LesionError(f"--passages must be >= 0 (got {args.passages})")
+    if args.passages:
+        from ..evaluation.corpora import load_corpus, sample_passages
+        corpus = load_corpus(args.corpus)
+        drawn = sample_passages(corpus.documents, args.passages, seed=args.seed)
+        return {f"{corpus.name}#{i}": text for i, text in enumerate(drawn)}
+    given = {} if args.text is None and args.text_file is None else {"given": read_text(args.text, args.text_file)}
+    return {**TEXTS, **given}
 
 
 def _scan_outputs(out_dir: Path) -> tuple[Ranking, CriticalSet]:
@@ -85,9 +103,8 @@ def run(args) -> int:
         result = analysis.precision(args.model, read_text(args.text, args.text_file), dtypes,
                                     epsilon=args.epsilon, device=args.device, **rank_options)
     elif args.name == "robustness":
-        texts = None if args.text is None and args.text_file is None else {"given": read_text(args.text, args.text_file)}
-        result = analysis.robustness(load(args), texts and {**analysis.TEXTS, **texts}, epsilon=args.epsilon,
-                                     **rank_options)
+        texts = _robustness_texts(args)
+        result = analysis.robustness(load(args), texts, epsilon=args.epsilon, **rank_options)
     else:
         study = Study.create(load(args), read_text(args.text, args.text_file))
         if args.name == "components":
@@ -120,6 +137,7 @@ def _summary(name: str, result: dict) -> dict:
     if name == "sweep":
         return [{k: r[k] for k in ("varied", "alpha", "samples", "n_star", "jaccard_to_reference")} for r in result["rows"]]
     if name == "robustness":
-        return {k: {"tokens": v["tokens"], "n_star": v["n_star"], "neurons": v["neurons"][:5]}
-                for k, v in result["texts"].items()}
+        per_text = {k: {"tokens": v["tokens"], "n_star": v["n_star"], "neurons": v["neurons"][:5]}
+                    for k, v in result["texts"].items()}
+        return {**per_text, f"most common (of {len(per_text)} texts)": result["most_common"][:3]}
     return [{k: r.get(k) for k in ("dtype", "n_star", "delta", "delta_in_float32", "error")} for r in result["rows"]]

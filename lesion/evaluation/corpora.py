@@ -8,6 +8,7 @@ through ``datasets`` when the hub or its local cache has them). Paths: a ``.txt`
 from __future__ import annotations
 
 import json
+import random
 import re
 import socket
 from collections.abc import Iterable
@@ -78,6 +79,40 @@ def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
         return True
     except OSError:
         return False
+
+
+def prose_paragraphs(document: str, min_chars: int = 200) -> list[str]:
+    """Paragraphs of running text: no tables, templates or headings left over from markup."""
+    return [p for p in document.split("\n\n")
+            if len(p) > min_chars and not p.lstrip().startswith(("|", "{", "="))]
+
+
+def sentences(paragraph: str) -> list[str]:
+    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", paragraph) if s.strip()]
+
+
+def sample_passages(documents: Iterable[str], n: int, seed: int = 0, chars: int = 250) -> list[str]:
+    """``n`` passages of whole sentences, about ``chars`` characters each (a shorter paragraph
+    whole), each from a different document while there are enough, drawn with a seeded generator."""
+    rng = random.Random(seed)
+    # A paragraph that spans several lines is a gallery or a list, not running text.
+    pools = [[p for p in prose_paragraphs(d) if "\n" not in p.strip()] for d in documents]
+    pools = [p for p in pools if p]
+    if n < 1 or not pools:
+        raise LesionError(f"cannot draw {n} passages: the corpus needs paragraphs of running text, and n >= 1")
+    order = rng.sample(range(len(pools)), len(pools))
+    passages = []
+    for i in range(n):
+        parts = sentences(rng.choice(pools[order[i % len(order)]]))
+        remaining = [len(" ".join(parts[k:])) for k in range(len(parts))]
+        start = rng.choice([k for k, r in enumerate(remaining) if r >= chars] or [0])
+        taken = []
+        for part in parts[start:]:
+            taken.append(part)
+            if len(" ".join(taken)) >= chars:
+                break
+        passages.append(" ".join(taken))
+    return passages
 
 
 def take_chars(documents: Iterable[str], max_chars: int | None) -> list[str]:

@@ -17,7 +17,8 @@ from pathlib import Path
 import yaml
 
 from ..loading import cache_dir
-from .corpora import enwiki_gensim
+from ..results import write_text
+from .corpora import enwiki_gensim, prose_paragraphs, sentences
 
 TASKS = ("lesion_mmlu_dev", "lesion_wiki_cloze")
 LETTERS = "ABCD"
@@ -46,11 +47,9 @@ def wiki_cloze_rows(n: int = 300, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     articles = []
     for doc in enwiki_gensim():
-        paragraphs = [p for p in doc.split("\n\n") if len(p) > 200 and not p.lstrip().startswith(("|", "{", "="))]
-        sentences = [s.strip() for p in paragraphs for s in re.split(r"(?<=[.!?])\s+", p)]
-        sentences = [s for s in sentences if 40 <= len(s) <= 250]
-        if len(sentences) >= 4:
-            articles.append(sentences)
+        kept = [s for p in prose_paragraphs(doc) for s in sentences(p) if 40 <= len(s) <= 250]
+        if len(kept) >= 4:
+            articles.append(kept)
     rows = []
     for _ in range(n):
         a = rng.randrange(len(articles))
@@ -84,11 +83,9 @@ def write_offline_tasks(folder: Path | None = None) -> Path:
     for name, (rows, text) in specs.items():
         data = folder / f"{name}.jsonl"
         if not data.is_file():
-            tmp = data.with_suffix(".tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows()), encoding="utf-8")
-            tmp.replace(data)
+            write_text(data, "".join(json.dumps(r) + "\n" for r in rows()))
         task = _task_yaml(name, data, text)
         if name == "lesion_mmlu_dev":
             task["doc_to_choice"] = [" A", " B", " C", " D"]
-        (folder / f"{name}.yaml").write_text(yaml.safe_dump(task, sort_keys=False), encoding="utf-8")
+        write_text(folder / f"{name}.yaml", yaml.safe_dump(task, sort_keys=False))
     return folder
