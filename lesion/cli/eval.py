@@ -8,7 +8,7 @@ from rich.table import Table
 
 from ..errors import LesionError
 from ..results import write_json
-from .common import add_model_args, console, fmt, load, load_critical, progress_enabled
+from .common import add_common_flags, add_model_args, console, fmt, load, load_critical, progress_enabled
 
 EXAMPLES = """examples:
   lesion eval --neurons lesion-run/critical.json --corpus enwiki-gensim --max-tokens 20000
@@ -37,7 +37,7 @@ def register(sub) -> None:
     p.add_argument("--num-fewshot", type=int, default=None)
     p.add_argument("--humaneval", type=int, default=0, metavar="N", help="also run the first N HumanEval problems")
     p.add_argument("--out", default="lesion-run/eval.json", help="the report reads RUN_DIR/eval.json")
-    p.add_argument("--quiet", action="store_true")
+    add_common_flags(p)
     p.set_defaults(run=run)
 
 
@@ -91,14 +91,15 @@ def run(args) -> int:
                            for level in levels}
         print_tasks(report["tasks"])
     if args.humaneval:
-        from ..evaluation.humaneval import run_humaneval
+        from ..evaluation.humaneval import outcome_counts, run_humaneval
         report["humaneval"] = {}
         for level in levels:
             r = run_humaneval(lm.model, lm.tokenizer, index, neurons[:level], limit=args.humaneval,
                               progress=progress_enabled(args))
             report["humaneval"][str(level)] = {"problems": r.problems, "passed": r.passed,
                                                "pass@1": r.pass_at_1, "outcomes": dict(zip(r.task_ids, r.outcomes))}
-            console.print(f"HumanEval, {level} neurons masked: {r.passed}/{r.problems} passed")
+            kinds = ", ".join(f"{k} {v}" for k, v in outcome_counts(r.outcomes).items())
+            console.print(f"HumanEval, {level} neurons masked: {r.passed}/{r.problems} passed ({kinds})")
     report["seconds"] = round(time.perf_counter() - start, 1)
     write_json(args.out, report)
     console.print(f"wrote {args.out}")

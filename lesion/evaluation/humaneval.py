@@ -27,6 +27,23 @@ class HumanEvalResult:
         return self.passed / self.problems if self.problems else 0.0
 
 
+def outcome_kind(outcome: str) -> str:
+    """The checker's outcome in four words: passed, wrong answer, does not compile, crashed, timed out."""
+    if outcome in ("passed", "timed out"):
+        return outcome
+    detail = outcome.partition(":")[2].strip()
+    if not detail or detail.startswith("AssertionError"):
+        return "wrong answer"
+    return "does not compile" if "(<string>, line" in detail else "crashed"
+
+
+def outcome_counts(outcomes) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[outcome_kind(o)] = counts.get(outcome_kind(o), 0) + 1
+    return counts
+
+
 def truncate(completion: str) -> str:
     """Keep the function body: cut at the first top-level statement that follows it."""
     cut = min((i for i in (completion.find(s) for s in STOPS) if i >= 0), default=len(completion))

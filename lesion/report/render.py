@@ -7,13 +7,12 @@ import html
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 
 from ..errors import LesionError
+from ..results import write_text
 from . import figures
 
 CSS = ("body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}"
@@ -86,15 +85,8 @@ def build_report(folder: str | Path) -> tuple[Path, Path]:
     title = f"lesion report: {critical['model']}"
     doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{''.join(page.html)}</body></html>")
-    return _atomic(folder / "report.html", doc), _atomic(folder / "report.md", f"# {title}\n" + "\n".join(page.md))
-
-
-def _atomic(path: Path, text: str) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
+    md = f"# {title}\n" + "\n".join(page.md)
+    return write_text(folder / "report.html", doc), write_text(folder / "report.md", md)
 
 
 def _summary(page: Page, critical: dict, ranking: dict | None) -> None:
@@ -203,3 +195,10 @@ def _eval(page: Page, ev: dict) -> None:
     for level, tasks in ev.get("tasks", {}).items():
         page.table([f"task ({level} masked)", "metric", "value"],
                    [[t, m, fmt(v)] for t, metrics in tasks.items() for m, v in metrics.items()])
+    if "humaneval" in ev:
+        from ..evaluation.humaneval import outcome_counts
+        # The checker's outcomes show a collapse even where pass@1 is 0 both ways.
+        page.table(["HumanEval, masked", "passed", "pass@1", "checker outcomes"],
+                   [[level, f"{h['passed']}/{h['problems']}", fmt(h["pass@1"]),
+                     ", ".join(f"{k} {v}" for k, v in outcome_counts(h["outcomes"].values()).items())]
+                    for level, h in ev["humaneval"].items()])
