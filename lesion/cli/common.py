@@ -55,7 +55,7 @@ def add_stage2_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_common_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (accepted by every command)")
 
 
 def check_stage1(args) -> None:

@@ -5,7 +5,7 @@ import argparse
 
 from rich.table import Table
 
-from .common import add_model_args, console, load, load_critical
+from .common import add_common_flags, add_model_args, console, load, load_critical
 
 EXAMPLES = """examples:
   lesion generate --neurons lesion-run/critical.json --prompt "The capital of France is"
@@ -19,6 +19,7 @@ def register(sub) -> None:
     p.add_argument("--neurons", required=True, help="critical.json from lesion scan/identify")
     p.add_argument("--prompt", action="append", required=True, help="repeatable")
     p.add_argument("--max-new-tokens", type=int, default=40)
+    add_common_flags(p)
     p.set_defaults(run=run)
 
 

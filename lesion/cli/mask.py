@@ -6,7 +6,7 @@ import argparse
 from rich.table import Table
 
 from ..errors import LesionError
-from .common import add_model_args, add_text_args, console, fmt, load
+from .common import add_common_flags, add_model_args, add_text_args, console, fmt, load
 
 EXAMPLES = """examples:
   lesion mask model.layers.11.mlp.down_proj:507
@@ -22,6 +22,7 @@ def register(sub) -> None:
     add_text_args(p)
     p.add_argument("neuron", nargs="*", help="neurons as module:channel")
     p.add_argument("--neurons", default=None, help="critical.json whose neurons to mask")
+    add_common_flags(p)
     p.set_defaults(run=run)
 
 

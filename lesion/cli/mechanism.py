@@ -8,7 +8,7 @@ from rich.table import Table
 
 from ..errors import LesionError
 from ..results import write_json
-from .common import add_model_args, console, fmt, load
+from .common import add_common_flags, add_model_args, console, fmt, load
 
 EXAMPLES = """examples:
   lesion mechanism --run lesion-run
@@ -21,6 +21,7 @@ def register(sub) -> None:
     add_model_args(p)
     p.add_argument("--run", dest="run_dir", default="lesion-run", help="scan folder with critical.json")
     p.add_argument("--seed", type=int, default=0, help="for the resampled ablation")
+    add_common_flags(p)
     p.set_defaults(run=run)
 
 

@@ -5,7 +5,7 @@ from collections import Counter
 
 from rich.table import Table
 
-from .common import add_components_arg, add_model_args, console, load
+from .common import add_common_flags, add_components_arg, add_model_args, console, load
 
 
 def register(sub) -> None:
@@ -13,6 +13,7 @@ def register(sub) -> None:
     add_model_args(p)
     add_components_arg(p)
     p.add_argument("--all", action="store_true", help="list every module, not a summary per kind")
+    add_common_flags(p)
     p.set_defaults(run=run)
 
 

@@ -8,7 +8,7 @@ from rich.table import Table
 
 from ..errors import LesionError
 from ..results import read_json, write_json
-from .common import add_model_args, console, load
+from .common import add_common_flags, add_model_args, console, load
 
 EXAMPLES = """examples:
   lesion scan --out lesion-run                                  # also writes lesion-run/fingerprints.json
@@ -25,6 +25,7 @@ def register(sub) -> None:
     p.add_argument("--against", required=True, help="critical.json; fingerprints.json is read beside it")
     p.add_argument("--fingerprints", default=None, help="fingerprints file, if not beside critical.json")
     p.add_argument("--out", default=None, help="write the per-slice verdicts as JSON")
+    add_common_flags(p)
     p.set_defaults(run=run)
 
 
