@@ -29,14 +29,22 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        return self.model.get_input_embeddings().weight.device
+        """Where input ids go: the embedding's execution device when accelerate placed it."""
+        embeddings = self.model.get_input_embeddings()
+        placed = getattr(getattr(embeddings, "_hf_hook", None), "execution_device", None)
+        return torch.device(placed) if placed is not None else embeddings.weight.device
 
     def fingerprint(self) -> str:
-        """Identity of the weights, independent of dtype: names, shapes and a sample of values."""
+        """Identity of the weights, independent of dtype and placement: names, shapes and a
+        sample of values (read from accelerate's offload map for offloaded weights)."""
+        from .weights import parameter
+
         h = hashlib.sha256(str(getattr(self.model.config, "model_type", "")).encode())
         for name, p in self.model.named_parameters():
             h.update(f"{name}{tuple(p.shape)}".encode())
-            h.update(p.detach().reshape(-1)[:16].to("cpu", torch.float16).numpy().tobytes())
+            module, _, pname = name.rpartition(".")
+            values = parameter(self.model.get_submodule(module), pname).detach().reshape(-1)[:16]
+            h.update(values.to("cpu", torch.float16).numpy().tobytes())
         return h.hexdigest()[:16]
 
 
@@ -90,7 +98,9 @@ def _gguf_cache(folder: str, gguf: str) -> Path:
 
 
 def load_model(spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = "cpu",
-               device_map: str | None = None, use_cache: bool = True) -> LoadedModel:
+               device_map: str | dict | None = None, use_cache: bool = True) -> LoadedModel:
+    """``device_map`` ("auto", or accelerate's {module: device or "cpu" or "disk"}) shards and
+    offloads a model too large for one device; the rest of lesion works on it unchanged."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -102,7 +112,9 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = 
     folder, gguf = resolve(spec)
     kwargs = {"dtype": DTYPES[dtype]}
     if device_map is not None:
-        kwargs["device_map"] = device_map
+        # What does not fit on the devices and in memory goes to disk, under the cache, per model.
+        offload = cache_dir() / "offload" / hashlib.sha256(spec.encode()).hexdigest()[:16]
+        kwargs.update(device_map=device_map, offload_folder=str(offload))
     cached = _gguf_cache(folder, gguf) if gguf else None
     try:
         if cached is not None and use_cache and (cached / "config.json").is_file():

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import LesionError
 from .neurons import Neuron, SiteIndex
 
 RESIDUAL_WRITERS = ("down", "o")
@@ -25,9 +26,24 @@ class WeightSlice:
     values: torch.Tensor
 
 
+def parameter(module: torch.nn.Module, name: str) -> torch.Tensor | None:
+    """``module.<name>`` with its values, also when accelerate offloaded it (``--device-map``):
+    the module then holds a meta tensor, and its hook's ``weights_map`` the real one."""
+    value = getattr(module, name, None)
+    if not isinstance(value, torch.Tensor) or value.device.type != "meta":
+        return value
+    hook = getattr(module, "_hf_hook", None)
+    for h in getattr(hook, "hooks", None) or [hook]:
+        weights = getattr(h, "weights_map", None)
+        if weights is not None and name in weights:
+            return weights[name]
+    raise LesionError(f"the {name} of {type(module).__name__} has no values (a meta tensor that accelerate "
+                      "did not offload): load the model without --device-map or with enough memory")
+
+
 def matrix(module: torch.nn.Module) -> torch.Tensor | None:
     """The module's weight as (out, in), or None for a module without a 2-D weight."""
-    weight = getattr(module, "weight", None)
+    weight = parameter(module, "weight")
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
         return None
     return weight.T if type(module).__name__ == "Conv1D" else weight
@@ -40,7 +56,7 @@ def producers(model: torch.nn.Module, neuron: Neuron) -> list[WeightSlice]:
     if w is not None and neuron.channel < w.shape[0]:
         out.append(WeightSlice(f"{neuron.module}.weight[{neuron.channel},:]", w[neuron.channel].detach()))
     for pname in ("bias", "weight"):
-        p = getattr(module, pname, None)
+        p = parameter(module, pname)
         if isinstance(p, torch.Tensor) and p.dim() == 1 and neuron.channel < p.numel():
             out.append(WeightSlice(f"{neuron.module}.{pname}[{neuron.channel}]", p[neuron.channel:neuron.channel + 1].detach()))
     return out
@@ -75,7 +91,7 @@ def consumers(model: torch.nn.Module, index: SiteIndex, neuron: Neuron) -> list[
         w = matrix(module)
         if w is not None and w.shape[1] == site.width:
             out.append(WeightSlice(f"{name}.weight[:,{c}]", w[:, c].detach()))
-        elif wanted is None and w is None and isinstance(getattr(module, "weight", None), torch.Tensor) \
-                and module.weight.dim() == 1 and module.weight.numel() == site.width:
-            out.append(WeightSlice(f"{name}.weight[{c}]", module.weight[c:c + 1].detach()))
+        elif wanted is None and w is None and isinstance(scale := parameter(module, "weight"), torch.Tensor) \
+                and scale.dim() == 1 and scale.numel() == site.width:
+            out.append(WeightSlice(f"{name}.weight[{c}]", scale[c:c + 1].detach()))
     return out
