@@ -5,12 +5,15 @@ saved once as safetensors under the cache folder so later runs start in a few se
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import importlib.util
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from unittest.mock import patch
 
 import torch
 
@@ -98,7 +101,7 @@ def _gguf_cache(folder: str, gguf: str) -> Path:
 
 
 def load_model(spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = "cpu",
-               device_map: str | dict | None = None, use_cache: bool = True) -> LoadedModel:
+               device_map: str | dict | None = None, use_cache: bool = True, progress: bool = True) -> LoadedModel:
     """``device_map`` ("auto", or accelerate's {module: device or "cpu" or "disk"}) shards and
     offloads a model too large for one device; the rest of lesion works on it unchanged."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -123,7 +126,8 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = 
         else:
             local = {"gguf_file": gguf} if gguf else {"local_files_only": True}
             tokenizer = AutoTokenizer.from_pretrained(folder, **local)
-            model = AutoModelForCausalLM.from_pretrained(folder, **local, **kwargs)
+            with _gguf_progress(progress):
+                model = AutoModelForCausalLM.from_pretrained(folder, **local, **kwargs)
             if cached is not None and use_cache:
                 _save_atomically(model, tokenizer, cached)
     except (OSError, ValueError, KeyError) as e:
@@ -136,6 +140,18 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(model, tokenizer, spec, dtype)
+
+
+@contextlib.contextmanager
+def _gguf_progress(enabled: bool):
+    """transformers' GGUF dequantisation bar is a bare tqdm that its progress switch does not reach."""
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    if enabled or not hasattr(gguf_utils, "tqdm"):
+        yield
+        return
+    with patch.object(gguf_utils, "tqdm", functools.partial(gguf_utils.tqdm, disable=True)):
+        yield
 
 
 def _save_atomically(model, tokenizer, target: Path) -> None:

@@ -192,3 +192,15 @@ def test_sigint_in_a_real_process_writes_nothing(tiny_dir, tmp_path):
     assert proc.returncode == 130, err[-500:]
     assert "interrupted" in err and "Traceback" not in err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_quiet_also_silences_the_gguf_dequantisation_bar(capsys):
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    from lesion.loading import _gguf_progress
+    for enabled in (False, True):
+        with _gguf_progress(enabled):
+            for _ in gguf_utils.tqdm(range(3), desc="dequantising"):
+                pass
+        assert ("dequantising" in capsys.readouterr().err) == enabled
+    assert not hasattr(gguf_utils.tqdm, "keywords")  # the real tqdm is back

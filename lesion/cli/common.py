@@ -83,7 +83,8 @@ def load(args):
         import torch
         if not torch.cuda.is_available():
             raise LesionError(f"--device {args.device} asked for but no CUDA device is available: use --device cpu")
-    return load_model(args.model, dtype=args.dtype, device=args.device, device_map=args.device_map)
+    return load_model(args.model, dtype=args.dtype, device=args.device, device_map=args.device_map,
+                      progress=progress_enabled(args))
 
 
 def progress_enabled(args) -> bool:
