@@ -91,15 +91,15 @@ def run(args) -> int:
                            for level in levels}
         print_tasks(report["tasks"])
     if args.humaneval:
-        from ..evaluation.humaneval import outcome_counts, run_humaneval
+        from ..evaluation.humaneval import outcome_summary, run_humaneval
         report["humaneval"] = {}
         for level in levels:
             r = run_humaneval(lm.model, lm.tokenizer, index, neurons[:level], limit=args.humaneval,
                               progress=progress_enabled(args))
             report["humaneval"][str(level)] = {"problems": r.problems, "passed": r.passed,
                                                "pass@1": r.pass_at_1, "outcomes": dict(zip(r.task_ids, r.outcomes))}
-            kinds = ", ".join(f"{k} {v}" for k, v in outcome_counts(r.outcomes).items())
-            console.print(f"HumanEval, {level} neurons masked: {r.passed}/{r.problems} passed ({kinds})")
+            console.print(f"HumanEval, {level} neurons masked: {r.passed}/{r.problems} passed "
+                          f"({outcome_summary(r.outcomes)})")
     report["seconds"] = round(time.perf_counter() - start, 1)
     write_json(args.out, report)
     console.print(f"wrote {args.out}")

@@ -2,6 +2,7 @@
 each problem's tests with the package's checker (a subprocess with a timeout)."""
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -38,10 +39,12 @@ def outcome_kind(outcome: str) -> str:
 
 
 def outcome_counts(outcomes) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for o in outcomes:
-        counts[outcome_kind(o)] = counts.get(outcome_kind(o), 0) + 1
-    return counts
+    return dict(Counter(outcome_kind(o) for o in outcomes))
+
+
+def outcome_summary(outcomes) -> str:
+    """E.g. "does not compile 9, wrong answer 10, crashed 1"."""
+    return ", ".join(f"{kind} {count}" for kind, count in outcome_counts(outcomes).items())
 
 
 def truncate(completion: str) -> str:

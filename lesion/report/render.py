@@ -196,9 +196,8 @@ def _eval(page: Page, ev: dict) -> None:
         page.table([f"task ({level} masked)", "metric", "value"],
                    [[t, m, fmt(v)] for t, metrics in tasks.items() for m, v in metrics.items()])
     if "humaneval" in ev:
-        from ..evaluation.humaneval import outcome_counts
+        from ..evaluation.humaneval import outcome_summary
         # The checker's outcomes show a collapse even where pass@1 is 0 both ways.
         page.table(["HumanEval, masked", "passed", "pass@1", "checker outcomes"],
-                   [[level, f"{h['passed']}/{h['problems']}", fmt(h["pass@1"]),
-                     ", ".join(f"{k} {v}" for k, v in outcome_counts(h["outcomes"].values()).items())]
+                   [[level, f"{h['passed']}/{h['problems']}", fmt(h["pass@1"]), outcome_summary(h["outcomes"].values())]
                     for level, h in ev["humaneval"].items()])
