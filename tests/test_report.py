@@ -61,9 +61,11 @@ def test_report_escapes_text_from_the_run(run_dir):
 def _browser_or_skip():
     """CI installs Chromium (.ci/run) and must run these; a developer without it skips them."""
     import os
-    import shutil
-    from lesion.report.browser import BROWSERS
-    if not any(shutil.which(b) for b in BROWSERS):
+    from lesion.errors import LesionError
+    from lesion.report.browser import find_browser
+    try:
+        find_browser()
+    except LesionError:
         if os.environ.get("CI"):
             pytest.fail("CI must have Chromium for the render check: .ci/run installs it")
         pytest.skip("no Chromium on PATH (apt-get install chromium)")

@@ -79,6 +79,7 @@ def check_render(page: str | Path, screenshot: str | Path | None = None, width: 
         if screenshot is not None:
             target = Path(screenshot).resolve()
             target.parent.mkdir(parents=True, exist_ok=True)
+            target.unlink(missing_ok=True)  # so that a stale file cannot pass for this screenshot
             _run([f"--window-size={width},{check.height}", f"--screenshot={target}", page.resolve().as_uri()],
                  str(Path(tmp) / "profile"))
             if not target.is_file():
