@@ -44,7 +44,8 @@ def keep_masks(index: SiteIndex, neuron_sets: Sequence[Sequence[Neuron]]) -> dic
     return masks
 
 
-def _apply_keep(site: Site, keep: torch.Tensor, positions: slice | None):
+def _apply_keep(site: Site, keep: torch.Tensor, positions: slice | None, fill: torch.Tensor | None = None):
+    """Hook replacing the channels ``keep`` marks False with 0 (or ``fill``, a per-channel value)."""
     def mask(output: torch.Tensor) -> torch.Tensor:
         rows = keep.shape[0]
         if site.token_axis == 0:  # (B*T, C): with one mask row, all of it is one "row"
@@ -54,12 +55,13 @@ def _apply_keep(site: Site, keep: torch.Tensor, positions: slice | None):
         if rows not in (1, moved.shape[0]):
             raise ValueError(f"mask has {rows} rows but the batch has {moved.shape[0]}")
         k = keep.to(output.device).view(rows, 1, *site.channel_shape)
+        value = (torch.zeros((), dtype=output.dtype, device=output.device) if fill is None
+                 else fill.to(output.device, output.dtype).view(1, 1, *site.channel_shape))
         if positions is None:
-            moved = torch.where(k, moved, torch.zeros((), dtype=output.dtype, device=output.device))
+            moved = torch.where(k, moved, value)
         else:
             moved = moved.clone()
-            part = moved[:, positions]
-            moved[:, positions] = torch.where(k, part, torch.zeros((), dtype=part.dtype, device=part.device))
+            moved[:, positions] = torch.where(k, moved[:, positions], value)
         if site.token_axis == 0:
             return moved.reshape(output.shape)
         return moved.movedim(1, site.token_axis)
@@ -69,15 +71,17 @@ def _apply_keep(site: Site, keep: torch.Tensor, positions: slice | None):
 @contextmanager
 def mask_neurons(model: torch.nn.Module, index: SiteIndex,
                  neuron_sets: Sequence[Neuron] | Sequence[Sequence[Neuron]],
-                 positions: slice | None = None) -> Iterator[None]:
+                 positions: slice | None = None, fill: Mapping[str, torch.Tensor] | None = None) -> Iterator[None]:
     """Zero the given neurons at every token position (or at ``positions``).
 
     ``neuron_sets`` is one set of neurons, applied to every batch row, or a list of
     sets, one per batch row, so that several masks are evaluated in one forward pass.
+    ``fill`` maps a module name to a per-channel value (C,) used instead of zero (mean ablation).
     """
     sets = [neuron_sets] if not neuron_sets or isinstance(neuron_sets[0], Neuron) else neuron_sets
     masks = keep_masks(index, sets)
-    fns = {name: _apply_keep(index.by_name[name], keep, positions) for name, keep in masks.items()}
+    fill = fill or {}
+    fns = {name: _apply_keep(index.by_name[name], keep, positions, fill.get(name)) for name, keep in masks.items()}
     with hooked(model, fns):
         yield
 

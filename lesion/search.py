@@ -1,38 +1,16 @@
 """Stage 2: causal identification by greedy masking of the top-n of a ranking."""
 from __future__ import annotations
 
-import math
 from typing import Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from .batching import split_on_oom
 from .errors import LesionError
-from .hooks import mask_neurons
-from .metrics import delta, mean_nll, perplexity
+from .ablation import baseline_nll, masked_nll
+from .metrics import delta, perplexity
 from .neurons import Neuron, SiteIndex
 from .results import CriticalSet, Step
-
-
-def masked_nll(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex,
-               neuron_sets: Sequence[Sequence[Neuron]], max_rows: int = 32) -> list[float]:
-    """Mean NLL of the text under each neuron set: one set per batch row, ``max_rows`` rows
-    per forward, fewer if memory runs out. An empty set is the unmasked model."""
-    def run(chunk: list[list[Neuron]]) -> list[float]:
-        with mask_neurons(model, index, chunk):
-            return mean_nll(model, input_ids, rows=len(chunk)).tolist()
-
-    sets = [list(s) for s in neuron_sets]
-    return [nll for i in range(0, len(sets), max_rows) for nll in split_on_oom(run, sets[i:i + max_rows])]
-
-
-def baseline_nll(model: torch.nn.Module, input_ids: torch.Tensor, dtype: str = "") -> float:
-    nll = mean_nll(model, input_ids)[0].item()
-    if not math.isfinite(nll):
-        raise LesionError(f"the unmasked model's perplexity is non-finite{' in ' + dtype if dtype else ''}: "
-                          "use --dtype float32")
-    return nll
 
 
 def _growing_chunks(sizes: list[int], batch_size: int) -> Iterator[list[int]]:
