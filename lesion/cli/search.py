@@ -1,0 +1,152 @@
+"""`lesion search`: the smallest heel lesion can find, irreducible and certified within a pool."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.table import Table
+
+from ..errors import LesionError
+from .common import add_common_flags, add_components_arg, add_model_args, console, fmt, load, progress_enabled
+
+EXAMPLES = """examples:
+  lesion search --out heel.json                               # default model, Bookends text
+  lesion search --model gemma3-270m --out gemma-heel.json
+  lesion search --text-file de.txt --text-file fr.txt --text-file zh.txt --objective worst --transfer
+  lesion search --passages 4 --corpus enwiki-gensim --strategy topk --prune best-drop
+  lesion mask --neurons heel.json                             # reproduces the heel's Delta (zero ablation)
+
+strategies: greedy (forward selection over the screened pool), topk (first crossing of the
+pool sorted by single Delta), prefix (the paper's greedy prefix of the noise ranking).
+"""
+
+
+def register(sub) -> None:
+    from ..ablation import ABLATIONS
+    from ..heel import OBJECTIVES, PRUNERS, STRATEGIES
+
+    p = sub.add_parser("search", help="the smallest critical set: multi-signal screen, greedy selection, pruning",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p)
+    g = p.add_argument_group("texts (the objective is taken over all of them)")
+    g.add_argument("--text", action="append", default=[], help="an input text (repeatable)")
+    g.add_argument("--text-file", action="append", default=[], help="a file holding one input text (repeatable)")
+    g.add_argument("--passages", type=int, default=0, metavar="N", help="N passages drawn from --corpus")
+    g.add_argument("--corpus", default="enwiki-gensim", help="corpus for --passages (name or path)")
+    g.add_argument("--objective", default="worst", choices=OBJECTIVES,
+                   help="worst: the heel must collapse every text (default); mean: on average")
+    g.add_argument("--transfer", action="store_true",
+                   help="also find each text's own heel and tabulate every heel's Delta on every text")
+    add_components_arg(p)
+    s = p.add_argument_group("search")
+    s.add_argument("--epsilon", type=float, default=1.0, help="Delta threshold, log10 PPL ratio (paper: 1)")
+    s.add_argument("--strategy", default="greedy", choices=STRATEGIES)
+    s.add_argument("--prune", default="elimination", choices=PRUNERS,
+                   help="elimination: delta debugging + one backward pass, O(n) rows; best-drop: O(n^2)")
+    s.add_argument("--ablation", default="zero", choices=list(ABLATIONS),
+                   help="zero (the paper), mean, position0 (zero at the first token only)")
+    s.add_argument("--signals", default="noise,activation,massive,superweight,attribution",
+                   help="candidate-pool signals, comma-separated")
+    s.add_argument("--pool", type=int, default=100, help="top-m of each signal (per text) in the pool")
+    s.add_argument("--rescreen", type=int, default=32, help="greedy: candidates re-evaluated per step")
+    s.add_argument("--max-size", type=int, default=64, help="greedy/topk: largest set built")
+    s.add_argument("--certify-rows", type=int, default=2000,
+                   help="rows for the exhaustive check that no smaller set of the top screened exists")
+    s.add_argument("--max-rows", type=int, default=20000, help="budget of masked rows for the whole search")
+    n = p.add_argument_group("noise signal (stage 1)")
+    n.add_argument("--alpha", type=float, default=5.0)
+    n.add_argument("--samples", type=int, default=100)
+    n.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", default="heel.json", help="JSON to write (same shape as critical.json)")
+    add_common_flags(p)
+    p.set_defaults(run=run)
+
+
+def plan_from(args):
+    from ..heel import SearchPlan
+    plan = SearchPlan(epsilon=args.epsilon, strategy=args.strategy, prune=args.prune, ablation=args.ablation,
+                      objective=args.objective, rescreen=args.rescreen, max_size=args.max_size,
+                      certify_rows=args.certify_rows, max_rows=args.max_rows)
+    plan.check()
+    return plan
+
+
+def texts_from(args) -> tuple[list[str], list[str]]:
+    """(names, texts): every --text, every --text-file, then --passages; the Bookends default alone."""
+    from ..texts import BOOKENDS, read_text
+    if args.passages < 0:
+        raise LesionError(f"--passages must be >= 0 (got {args.passages})")
+    named = [(f"text{i + 1}", read_text(t)) for i, t in enumerate(args.text)]
+    named += [(Path(f).name, read_text(None, f)) for f in args.text_file]
+    if args.passages:
+        from ..evaluation.corpora import load_corpus, sample_passages
+        corpus = load_corpus(args.corpus)
+        named += [(f"{corpus.name}#{i}", t) for i, t in
+                  enumerate(sample_passages(corpus.documents, args.passages, seed=args.seed))]
+    named = named or [("bookends", BOOKENDS)]
+    return [n for n, _ in named], [t for _, t in named]
+
+
+def run(args) -> int:
+    from ..heel import search_heel, search_with_transfer
+    from ..results import write_json
+    from ..signals import parse_signals
+
+    plan = plan_from(args)
+    signals = parse_signals(args.signals)
+    if args.pool < 1:
+        raise LesionError(f"--pool must be >= 1 (got {args.pool})")
+    if not (args.alpha > 0 and args.alpha < float("inf")) or args.samples < 1:
+        raise LesionError("--alpha must be a finite number > 0 and --samples >= 1 (the paper: 5 and 100)")
+    if "prefix" == plan.strategy and "noise" not in signals:
+        signals.append("noise")
+    names, texts = texts_from(args)
+    if args.transfer and len(texts) < 2:
+        raise LesionError("--transfer needs at least two texts: repeat --text/--text-file or use --passages")
+    lm = load(args)
+    progress = progress_enabled(args)
+    options = dict(signals=signals, per_signal=args.pool, components=args.components, progress=progress,
+                   noise_options={"alpha": args.alpha, "samples": args.samples, "seed": args.seed},
+                   say=(lambda stage: console.print(f"[dim]{stage}...[/dim]")) if progress else None)
+    heel = (search_with_transfer(lm, texts, names, plan, **options) if args.transfer
+            else search_heel(lm, texts, plan, **options))
+    path = write_json(args.out, heel)
+    print_heel(heel, names)
+    console.print(f"wrote {path}")
+    return 0
+
+
+def print_heel(heel, names: list[str]) -> None:
+    eps = heel.settings.get("epsilon", 1.0)
+    head = (f"[bold]heel[/bold]: {len(heel.neurons)} neuron(s), Delta {fmt(heel.delta)} >= {eps:g}" if heel.reached
+            else f"[bold]no set reaches Delta >= {eps:g}[/bold] ({heel.stopped}); best Delta {fmt(heel.delta)}")
+    console.print(head)
+    table = Table("#", "neuron", "alone (screen)")
+    alone = {row["neuron"]: row["delta"] for row in heel.screen.get("top", [])}
+    for i, n in enumerate(heel.neurons, 1):
+        table.add_row(str(i), str(n), fmt(alone[str(n)]) if str(n) in alone else "-")
+    console.print(table)
+    stages = Table("stage", "rows", "seconds", "set size", "Delta")
+    for s in heel.stages:
+        stages.add_row(s["stage"], str(s["rows"]), f"{s['seconds']:.1f}", str(s["size"]),
+                       "-" if s["delta"] is None else fmt(s["delta"]))
+    console.print(stages)
+    cert = heel.certificate
+    if cert.get("note"):
+        console.print(f"certificate: {cert['note']}")
+    elif cert:
+        sizes = ", ".join(f"size {k}: {fmt(v)}" for k, v in cert.get("best_delta_by_size", {}).items())
+        verdict = ("no smaller set" if cert.get("certified") else "not certified")
+        console.print(f"certificate: {verdict} among the top {cert.get('pool')} screened neurons "
+                      f"(best Delta by size: {sizes})", soft_wrap=True)
+    if len(heel.texts) > 1:
+        per = Table("text", "tokens", "baseline PPL", "Delta")
+        for name, t in zip(names, heel.texts):
+            per.add_row(name, str(t.get("tokens")), fmt(t["baseline_ppl"]), fmt(t["delta"]))
+        console.print(per)
+    if heel.transfer:
+        tr = Table("heel \\ text", "size", *heel.transfer["texts"])
+        for label, row in heel.transfer["rows"].items():
+            tr.add_row(label, str(len(row["neurons"])), *("-" if d is None else fmt(d) for d in row["deltas"]))
+        console.print(tr)
+    console.print(f"{heel.rows} masked rows in all")

@@ -1,0 +1,512 @@
+"""The smallest heel lesion can find: screen a multi-signal pool, select greedily, prune, certify.
+
+The paper's answer is the first top-n of one ranking that crosses epsilon, a prefix that
+is long on most models. Here instead:
+
+1. **pool**: the union of several signals' top-m neurons (:mod:`lesion.signals`);
+2. **screen**: Delta of every pool neuron masked alone, one mask per batch row;
+3. **select** (``--strategy``):
+   - ``greedy``: forward selection: add the candidate that raises Delta most, re-screening
+     the ``rescreen`` most promising others with the current set masked, until Delta >= epsilon;
+   - ``topk``: mask the top-k by single Delta for k = 1, 2, ... (the first crossing);
+   - ``prefix``: the paper's greedy prefix of the noise ranking;
+4. **prune** (``--prune``): ``elimination`` = delta debugging (drop halves, quarters, ... of a
+   large set, each level one batched forward) then one backward-elimination pass, least
+   important first; O(n) rows, not O(n^2). ``best-drop`` is the O(n^2) pruning of
+   ``lesion minimal``. Either ends with a check that no single member can go: the set is
+   irreducible;
+5. **certify**: every subset of the top-p screened candidates smaller than the answer is
+   tried (smallest first): either a smaller set is found and becomes the answer, or no set
+   of the top p smaller than it reaches epsilon.
+
+The objective over several texts is the worst text's Delta (a heel that collapses the
+model on every input) or the mean. Every evaluated set is cached, so no set costs twice.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from itertools import combinations, islice
+from math import comb
+from typing import Callable, Sequence
+
+import torch
+
+from .ablation import baseline_nll, channel_means, check_ablation, set_deltas
+from .errors import LesionError
+from .metrics import LN10, perplexity
+from .neurons import Neuron, SiteIndex
+
+STRATEGIES = ("greedy", "topk", "prefix")
+PRUNERS = ("elimination", "best-drop", "none")
+OBJECTIVES = ("worst", "mean")
+LOGIT_BYTES = 2 ** 29  # float32 logits one batched forward may hold
+
+
+class BudgetExhausted(Exception):
+    """The row budget (--max-rows) ran out; the search returns its best set so far."""
+
+
+class SetScorer:
+    """Objective Delta of neuron sets over one or more texts, counting the rows it runs.
+
+    ``evaluate(sets)`` returns, per text, the Delta of every set; :meth:`for_model` builds it
+    from a model. Every set is evaluated once and remembered."""
+
+    def __init__(self, evaluate: Callable[[list[list[Neuron]]], list[list[float]]], texts: int, *,
+                 objective: str = "worst", max_rows: int = 20000, clean: Sequence[float] = ()):
+        if objective not in OBJECTIVES:
+            raise LesionError(f"unknown objective {objective!r}: use {' or '.join(OBJECTIVES)}")
+        self.evaluate, self.texts, self.objective, self.max_rows = evaluate, texts, objective, max_rows
+        self.clean = list(clean) or [0.0] * texts
+        self.known: dict[frozenset, tuple[float, ...]] = {}
+        self.rows = 0
+        self.best: tuple[float, tuple[Neuron, ...]] = (-math.inf, ())
+
+    @classmethod
+    def for_model(cls, model: torch.nn.Module, index: SiteIndex, texts: Sequence[torch.Tensor], *,
+                  ablation: str = "zero", dtype: str = "", **options) -> "SetScorer":
+        check_ablation(ablation)
+        clean = [baseline_nll(model, ids, dtype) for ids in texts]
+        names = [s.name for s in index.sites]
+        means = ([channel_means(model, ids, index, names) for ids in texts] if ablation == "mean"
+                 else [None] * len(texts))
+        vocab = model.get_output_embeddings().weight.shape[0]
+        batches = [max(1, min(64, LOGIT_BYTES // (4 * vocab * ids.shape[1]))) for ids in texts]
+
+        def evaluate(sets: list[list[Neuron]]) -> list[list[float]]:
+            return [set_deltas(model, ids, index, sets, nll, ablation=ablation, means=m, max_rows=b)
+                    for ids, nll, m, b in zip(texts, clean, means, batches)]
+        return cls(evaluate, len(texts), clean=clean, **options)
+
+    def per_text(self, sets: Sequence[Sequence[Neuron]]) -> list[tuple[float, ...]]:
+        todo = list(dict.fromkeys(frozenset(s) for s in sets if frozenset(s) not in self.known))
+        if self.rows + len(todo) * self.texts > self.max_rows:
+            raise BudgetExhausted
+        if todo:
+            columns = self.evaluate([sorted(s) for s in todo])
+            for i, key in enumerate(todo):
+                self.known[key] = tuple(col[i] for col in columns)
+        self.rows += len(todo) * self.texts
+        return [self.known[frozenset(s)] for s in sets]
+
+    def __call__(self, sets: Sequence[Sequence[Neuron]]) -> list[float]:
+        values = [self.aggregate(v) for v in self.per_text(sets)]
+        for s, v in zip(sets, values):
+            if v > self.best[0] or (v == self.best[0] and len(s) < len(self.best[1])):
+                self.best = (v, tuple(s))
+        return values
+
+    def aggregate(self, deltas: tuple[float, ...]) -> float:
+        return min(deltas) if self.objective == "worst" else sum(deltas) / len(deltas)
+
+
+def screen(score: SetScorer, pool: Sequence[Neuron], epsilon: float = math.inf) -> list[tuple[Neuron, float]]:
+    """Each candidate alone, highest Delta first (ties in pool order), in growing chunks that stop
+    once one neuron alone reaches ``epsilon``: then no smaller heel exists and the rest is not needed."""
+    deltas: list[float] = []
+    width = 8
+    while len(deltas) < len(pool):
+        deltas += score([[n] for n in pool[len(deltas):len(deltas) + width]])
+        if max(deltas) >= epsilon:
+            break
+        width *= 2
+    order = sorted(range(len(deltas)), key=lambda i: (-_finite(deltas[i]), i))
+    return [(pool[i], deltas[i]) for i in order]
+
+
+def _finite(x: float) -> float:
+    return 1e300 if x != x else x  # NaN losses count as a collapse, as metrics.delta does
+
+
+def greedy_selection(score: SetScorer, screened: Sequence[tuple[Neuron, float]], epsilon: float,
+                     rescreen: int = 32, max_size: int = 64, trace: list | None = None) -> list[Neuron]:
+    """Forward selection: each step masks the candidate that raises Delta most given the set so
+    far; only the ``rescreen`` candidates with the best latest value are re-evaluated."""
+    latest = {n: d for n, d in screened}
+    current: list[Neuron] = []
+    value = -math.inf
+    while len(current) < max_size and latest:
+        consider = sorted(latest, key=lambda n: -_finite(latest[n]))[:rescreen]
+        values = score([current + [n] for n in consider]) if current else [latest[n] for n in consider]
+        latest.update(zip(consider, values))
+        pick = max(range(len(consider)), key=lambda i: (_finite(values[i]), -i))
+        current.append(consider[pick])
+        value = values[pick]
+        del latest[consider[pick]]
+        if trace is not None:
+            trace.append({"stage": "greedy", "added": str(consider[pick]), "size": len(current), "delta": value,
+                          "rescreened": len(consider) if len(current) > 1 else 0})
+        if value >= epsilon:
+            break
+    return current
+
+
+def first_crossing(score: SetScorer, order: Sequence[Neuron], epsilon: float, trace: list | None = None,
+                   label: str = "topk") -> list[Neuron]:
+    """The first prefix of ``order`` with Delta >= epsilon (exact: every n is tried in order),
+    evaluated in growing batches (1, 2, 4, ... prefixes per call); [] if none crosses."""
+    width, n = 1, 0
+    while n < len(order):
+        sizes = list(range(n + 1, min(n + width, len(order)) + 1))
+        values = score([list(order[:k]) for k in sizes])
+        for k, v in zip(sizes, values):
+            if trace is not None:
+                trace.append({"stage": label, "size": k, "delta": v})
+            if v >= epsilon:
+                return list(order[:k])
+        n, width = sizes[-1], min(2 * width, 64)
+    return []
+
+
+def prune_elimination(score: SetScorer, members: Sequence[Neuron], epsilon: float,
+                      importance: dict[Neuron, float], trace: list | None = None) -> list[Neuron]:
+    """Delta debugging while the set is large, then one backward-elimination pass."""
+    current = list(members)
+    chunks = 2
+    while len(current) >= 8 and len(current) // chunks >= 4:
+        size = math.ceil(len(current) / chunks)
+        parts = [current[i:i + size] for i in range(0, len(current), size)]
+        rests = [[n for n in current if n not in set(p)] for p in parts]
+        values = score(rests)
+        hits = [i for i, v in enumerate(values) if v >= epsilon]
+        if hits:
+            best = max(hits, key=lambda i: (values[i], -i))
+            current = rests[best]
+            chunks = max(chunks - 1, 2)
+            _log(trace, "ddmin", size=len(current), delta=values[best], dropped=len(parts[best]))
+        else:
+            chunks *= 2
+    for n in sorted(current, key=lambda n: (_finite(importance.get(n, math.inf)), str(n))):
+        if len(current) == 1:
+            break
+        rest = [m for m in current if m != n]
+        value = score([rest])[0]
+        if value >= epsilon:
+            current = rest
+        _log(trace, "eliminate", neuron=str(n), delta_without=value, dropped=value >= epsilon)
+    return make_irreducible(score, current, epsilon, trace)
+
+
+def prune_best_drop(score: SetScorer, members: Sequence[Neuron], epsilon: float,
+                    trace: list | None = None) -> list[Neuron]:
+    """Each round tries every leave-one-out and drops the one that keeps Delta highest (O(n^2) rows)."""
+    current = list(members)
+    while len(current) > 1:
+        rests = [current[:i] + current[i + 1:] for i in range(len(current))]
+        values = score(rests)
+        best = max(range(len(rests)), key=lambda i: (_finite(values[i]), -i))
+        if values[best] < epsilon:
+            break
+        _log(trace, "best-drop", neuron=str(current[best]), delta_without=values[best])
+        current = rests[best]
+    return current
+
+
+def make_irreducible(score: SetScorer, members: Sequence[Neuron], epsilon: float,
+                     trace: list | None = None) -> list[Neuron]:
+    """Drop members while some single one can go (one batched forward per round): dropping one
+    member can make an earlier-kept one dispensable, since Delta is not monotone."""
+    current = list(members)
+    while len(current) > 1:
+        rests = [current[:i] + current[i + 1:] for i in range(len(current))]
+        values = score(rests)
+        hits = [i for i, v in enumerate(values) if v >= epsilon]
+        if not hits:
+            break
+        best = max(hits, key=lambda i: (values[i], -i))
+        _log(trace, "irreducible-check", neuron=str(current[best]), delta_without=values[best])
+        current = rests[best]
+    return current
+
+
+def _log(trace: list | None, stage: str, **fields) -> None:
+    if trace is not None:
+        trace.append({"stage": stage, **fields})
+
+
+def certify(score: SetScorer, screened: Sequence[tuple[Neuron, float]], found: Sequence[Neuron],
+            epsilon: float, pool: int, batch: int = 64) -> dict:
+    """Try every subset of the top ``pool`` screened neurons smaller than ``found``, smallest first.
+    Returns the best Delta per size and the smaller set if one reaches epsilon."""
+    top = [n for n, _ in screened[:pool]]
+    best_by_size: dict[int, float] = {1: max((d for _, d in screened), default=-math.inf)}
+    smaller, rows_before = None, score.rows
+    for size in range(2, len(found)):
+        subsets = combinations(top, size)
+        best_by_size[size] = -math.inf
+        while chunk := [list(c) for c in islice(subsets, batch)]:
+            values = score(chunk)
+            best_by_size[size] = max(best_by_size[size], *map(_finite, values))
+            hits = [i for i, v in enumerate(values) if v >= epsilon]
+            if hits:
+                smaller = chunk[max(hits, key=lambda i: (values[i], -i))]
+                break
+        if smaller is not None:
+            break
+    if len(found) > 1 and best_by_size[1] >= epsilon:
+        smaller = [screened[0][0]]
+    return {"pool": len(top), "sizes_tried": sorted(best_by_size), "best_delta_by_size": best_by_size,
+            "smaller_set": None if smaller is None else [str(n) for n in smaller],
+            "rows": score.rows - rows_before,
+            "certified": smaller is None and len(found) > 0,
+            "subsets": sum(comb(len(top), s) for s in range(2, len(found)))}
+
+
+def certify_pool_for(found: int, rows: int, cap: int = 30) -> int:
+    """The largest top-p whose subsets of sizes 2..found-1 fit in ``rows``."""
+    p = 0
+    while p < cap and sum(comb(p + 1, s) for s in range(2, found)) <= rows:
+        p += 1
+    return p
+
+
+@dataclass(frozen=True)
+class Heel:
+    """The smallest set found: same fields as a critical set (``lesion mask --neurons`` reads it)."""
+    model: str
+    neurons: tuple[Neuron, ...]
+    reached: bool
+    delta: float  # the objective: worst (or mean) Delta over the texts
+    baseline_ppl: float
+    masked_ppl: float
+    rows: int
+    texts: tuple[dict, ...]
+    stages: tuple[dict, ...]  # per stage: rows, seconds, set size, Delta
+    screen: dict
+    certificate: dict
+    trace: tuple[dict, ...]
+    stopped: str  # "reached", "max-rows", "not reached"
+    settings: dict = field(default_factory=dict)
+    transfer: dict | None = None
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "reached": self.reached, "neurons": [str(n) for n in self.neurons],
+                "n": len(self.neurons), "baseline_ppl": self.baseline_ppl, "masked_ppl": self.masked_ppl,
+                "delta": self.delta, "rows": self.rows, "forward_rows": self.rows, "stopped": self.stopped,
+                "texts": list(self.texts), "stages": list(self.stages), "screen": self.screen,
+                "certificate": self.certificate, "settings": self.settings, "transfer": self.transfer,
+                "trace": list(self.trace)}
+
+    SOURCE = "heel: pass heel.json from `lesion search`"
+
+    @classmethod
+    def load(cls, path) -> "Heel":
+        from .results import as_float, read_json
+        d = read_json(path)
+        try:
+            return cls(d["model"], tuple(Neuron.parse(s) for s in d["neurons"]), bool(d["reached"]),
+                       as_float(d["delta"]), as_float(d["baseline_ppl"]), as_float(d["masked_ppl"]), int(d["rows"]),
+                       tuple(d["texts"]), tuple(d["stages"]), d["screen"], d["certificate"], tuple(d["trace"]),
+                       d["stopped"], d.get("settings") or {}, d.get("transfer"))
+        except (KeyError, TypeError, ValueError) as e:
+            raise LesionError(f"{str(path)!r} is not a lesion heel ({type(e).__name__}: {e}): "
+                              "re-create it with lesion search") from None
+
+
+@dataclass
+class SearchPlan:
+    """What to search with: every option of :func:`find_smallest_heel` in one place."""
+    epsilon: float = 1.0
+    strategy: str = "greedy"
+    prune: str = "elimination"
+    ablation: str = "zero"
+    objective: str = "worst"
+    rescreen: int = 32
+    max_size: int = 64
+    certify_rows: int = 2000
+    max_rows: int = 20000
+
+    def check(self) -> None:
+        if not (self.epsilon > 0 and math.isfinite(self.epsilon)):
+            raise LesionError(f"--epsilon must be a finite number > 0 (got {self.epsilon}): the paper uses 1")
+        if self.strategy not in STRATEGIES:
+            raise LesionError(f"unknown strategy {self.strategy!r}: use one of {', '.join(STRATEGIES)}")
+        if self.prune not in PRUNERS:
+            raise LesionError(f"unknown pruning {self.prune!r}: use one of {', '.join(PRUNERS)}")
+        check_ablation(self.ablation)
+        if self.objective not in OBJECTIVES:
+            raise LesionError(f"unknown objective {self.objective!r}: use {' or '.join(OBJECTIVES)}")
+        for name in ("rescreen", "max_size", "max_rows"):
+            if getattr(self, name) < 1:
+                raise LesionError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(self, name)})")
+        if self.certify_rows < 0:
+            raise LesionError(f"--certify-rows must be >= 0 (got {self.certify_rows})")
+
+
+def find_smallest_heel(score: SetScorer, pool: Sequence[Neuron], plan: SearchPlan,
+                       prefix_order: Callable[[], Sequence[Neuron]] | None = None,
+                       model_name: str = "", settings: dict | None = None, pool_info: dict | None = None,
+                       text_info: Sequence[dict] = (), progress: Callable[[str], None] | None = None) -> Heel:
+    """Screen ``pool``, select, prune and certify under ``score``; see the module docstring."""
+    plan.check()
+    if not pool:
+        raise LesionError("the candidate pool is empty: widen --signals or --pool")
+    trace: list[dict] = []
+    stages: list[dict] = []
+    answer: list[Neuron] = []
+    stopped = "reached"
+    screened: list[tuple[Neuron, float]] = []
+
+    def stage(name: str, fn: Callable[[], list[Neuron]]) -> list[Neuron]:
+        if progress:
+            progress(name)
+        rows, start = score.rows, time.perf_counter()
+        found = fn()
+        stages.append({"stage": name, "rows": score.rows - rows, "seconds": round(time.perf_counter() - start, 3),
+                       "size": len(found), "delta": score([found])[0] if found else None})
+        return found
+
+    try:
+        screened = _screen_stage(score, pool, stage, plan.epsilon)
+        importance = dict(screened)
+        answer = stage(plan.strategy, lambda: _select(score, screened, plan, prefix_order, trace))
+        if not answer:
+            stopped = "not reached"
+        elif plan.prune == "elimination":
+            answer = stage("prune", lambda: prune_elimination(score, answer, plan.epsilon, importance, trace))
+        elif plan.prune == "best-drop":
+            answer = stage("prune", lambda: make_irreducible(
+                score, prune_best_drop(score, answer, plan.epsilon, trace), plan.epsilon, trace))
+    except BudgetExhausted:
+        stopped = "max-rows"
+        best_value, best_set = score.best
+        answer = list(best_set) if best_value >= plan.epsilon else []
+    certificate = _certify_stage(score, screened, answer, plan, stage) if stopped == "reached" else {}
+    if certificate.get("smaller_set"):
+        answer = [Neuron.parse(s) for s in certificate["smaller_set"]]
+    return _heel(score, answer, plan, stopped, screened, certificate, stages, trace, model_name,
+                 settings or {}, pool_info or {}, text_info, len(pool))
+
+
+def _screen_stage(score, pool, stage, epsilon: float) -> list[tuple[Neuron, float]]:
+    holder: list = []
+
+    def run() -> list[Neuron]:
+        holder.extend(screen(score, pool, epsilon))
+        return []
+    stage("screen", run)
+    return holder
+
+
+def _select(score: SetScorer, screened, plan: SearchPlan, prefix_order, trace) -> list[Neuron]:
+    if plan.strategy == "greedy":
+        found = greedy_selection(score, screened, plan.epsilon, plan.rescreen, plan.max_size, trace)
+        return found if score([found])[0] >= plan.epsilon else []
+    if plan.strategy == "topk":
+        return first_crossing(score, [n for n, _ in screened][:plan.max_size], plan.epsilon, trace, "topk")
+    if prefix_order is None:
+        raise LesionError("the prefix strategy needs a ranking")
+    return first_crossing(score, list(prefix_order()), plan.epsilon, trace, "prefix")
+
+
+def _certify_stage(score, screened, answer, plan: SearchPlan, stage) -> dict:
+    if len(answer) <= 1:
+        return {"pool": 0, "certified": bool(answer), "smaller_set": None, "rows": 0,
+                "best_delta_by_size": {1: screened[0][1]} if screened else {},
+                "note": "a single neuron: nothing smaller exists"}
+    pool = certify_pool_for(len(answer), plan.certify_rows)
+    result: dict = {}
+
+    def run() -> list[Neuron]:
+        try:
+            result.update(certify(score, screened, answer, plan.epsilon, pool))
+        except BudgetExhausted:
+            result.update({"pool": pool, "certified": False, "smaller_set": None, "note": "stopped by --max-rows"})
+        return [Neuron.parse(s) for s in result.get("smaller_set") or []] or list(answer)
+    stage("certify", run)
+    return result
+
+
+def _heel(score: SetScorer, answer, plan: SearchPlan, stopped, screened, certificate, stages, trace,
+          model_name, settings, pool_info, text_info, pool_size: int) -> Heel:
+    per_text = score.per_text([answer])[0] if answer else tuple(-math.inf for _ in range(score.texts))
+    objective = score.aggregate(per_text) if answer else -math.inf
+    texts = tuple({**info, "baseline_ppl": perplexity(clean), "delta": d,
+                   "masked_ppl": perplexity(clean + d * LN10) if answer else None}
+                  for info, clean, d in zip(_pad(text_info, score.texts), score.clean, per_text))
+    if plan.objective == "worst" and answer:
+        which = min(range(len(per_text)), key=lambda i: per_text[i])
+        clean = score.clean[which]
+    else:
+        clean = sum(score.clean) / len(score.clean)  # geometric mean of the perplexities
+    reached = bool(answer) and objective >= plan.epsilon
+    if stopped == "reached" and not reached:
+        stopped = "not reached"
+    screen_info = {**pool_info, "pool": pool_size, "screened": len(screened),
+                   "top": [{"neuron": str(n), "delta": d} for n, d in screened[:20]]}
+    return Heel(model_name, tuple(answer), reached, objective, perplexity(clean),
+                perplexity(clean + objective * LN10) if answer else math.nan, score.rows, texts, tuple(stages),
+                screen_info, certificate, tuple(trace), stopped,
+                {**settings, **{k: getattr(plan, k) for k in plan.__dataclass_fields__}})
+
+
+def _pad(info: Sequence[dict], n: int) -> list[dict]:
+    return list(info) + [{} for _ in range(n - len(info))]
+
+
+def transfer_table(score_for_each: Sequence[SetScorer], heels: dict[str, Sequence[Neuron]]) -> dict:
+    """Delta of every heel on every text: rows are heels, columns texts (one scorer per text)."""
+    return {name: [s([list(neurons)])[0] if neurons else None for s in score_for_each]
+            for name, neurons in heels.items()}
+
+
+def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence[str] = ("noise", "activation",
+                "massive", "superweight", "attribution"), per_signal: int = 100, components: str | None = None,
+                noise_options: dict | None = None, progress: bool = True,
+                say: Callable[[str], None] | None = None) -> Heel:
+    """``lesion search`` as a library call: pool from ``signals`` on every text, then
+    :func:`find_smallest_heel` with the objective over all ``texts``."""
+    from .pipeline import Study
+    from .signals import candidate_pool, signal_scores, top_neurons
+
+    plan.check()
+    if per_signal < 1:
+        raise LesionError(f"--pool must be >= 1 (got {per_signal})")
+    studies = [Study.create(lm, text, components) for text in texts]
+    index = studies[0].index
+    noise_options = {"alpha": 5.0, "samples": 100, "seed": 42, **(noise_options or {})}
+    lists: dict[str, list] = {}
+    for name in signals:
+        for study in studies:
+            noise = (lambda s=study: s.scores("noise", progress=progress, **noise_options)[0].values)
+            lists.setdefault(name, []).append(top_neurons(index, signal_scores(
+                name, lm.model, study.input_ids, index, noise), per_signal))
+            if name == "superweight":
+                break  # data-free: the same on every text
+    pool, brought = candidate_pool(lists)
+    score = SetScorer.for_model(lm.model, index, [s.input_ids for s in studies], ablation=plan.ablation,
+                                objective=plan.objective, max_rows=plan.max_rows, dtype=lm.dtype)
+
+    def prefix_order() -> list[Neuron]:
+        ranking = studies[0].rank("noise", keep=1000, progress=progress, **noise_options)
+        return list(ranking.neurons)
+
+    info = [{"sha256": s.settings()["text_sha256"], "tokens": int(s.input_ids.shape[1])} for s in studies]
+    settings = {**studies[0].settings(), "texts": len(texts), "signals": list(signals), "per_signal": per_signal,
+                "noise": noise_options}
+    settings.pop("text_sha256", None)
+    if len(texts) == 1:
+        settings["text_sha256"] = info[0]["sha256"]
+    return find_smallest_heel(score, pool, plan, prefix_order, lm.name, settings,
+                              {**brought, "per_signal": per_signal}, info, say)
+
+
+def search_with_transfer(lm, texts: Sequence[str], names: Sequence[str], plan: SearchPlan, **options) -> Heel:
+    """The joint heel over all texts, plus each text's own heel, and the Delta of every heel on
+    every text (does a heel found on one input collapse the model on the others?)."""
+    joint = search_heel(lm, texts, plan, **options)
+    own = {name: search_heel(lm, [text], plan, **options) for name, text in zip(names, texts)}
+    from .pipeline import Study
+    studies = [Study.create(lm, text, options.get("components")) for text in texts]
+    scorers = [SetScorer.for_model(lm.model, studies[0].index, [s.input_ids], ablation=plan.ablation,
+                                   max_rows=10 ** 9, dtype=lm.dtype) for s in studies]
+    heels = {"joint": joint.neurons, **{f"own:{n}": h.neurons for n, h in own.items()}}
+    table = transfer_table(scorers, heels)
+    transfer = {"texts": list(names), "rows": {k: {"neurons": [str(n) for n in heels[k]], "deltas": v}
+                                                for k, v in table.items()},
+                "own_sizes": {n: len(h.neurons) for n, h in own.items()},
+                "own_rows": {n: h.rows for n, h in own.items()},
+                "transfer_rows": sum(s.rows for s in scorers)}
+    return Heel(**{**{f: getattr(joint, f) for f in joint.__dataclass_fields__}, "transfer": transfer})

@@ -1,0 +1,120 @@
+"""Where to look for a heel: signals that each score every neuron, and the candidate pool.
+
+Each signal gives one score per neuron of a :class:`SiteIndex` (flat numbering, higher =
+more suspect). The pool :func:`candidate_pool` hands to the screen is the union of every
+signal's top-m on every text, de-duplicated, in the order the signals were asked for.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from .errors import LesionError
+from .hooks import hooked
+from .neurons import Neuron, SiteIndex
+from .rankers import clean_activations, rank_by_activation
+
+SIGNALS = {
+    "noise": "the paper's Stage 1: mean |A_clean - A_noisy| under input-embedding noise, best position",
+    "activation": "|activation| at its largest position",
+    "massive": "max |activation| over the text / median |activation| of its module (Sun et al. 2024)",
+    "superweight": "data-free: a down_proj output row's largest |w| / the matrix's median |w| (Yu et al. 2024)",
+    "attribution": "|sum over positions of a * dLoss/da|: first-order estimate of zeroing the neuron",
+}
+DEFAULT_SIGNALS = tuple(SIGNALS)
+
+
+def parse_signals(text: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in names if s not in SIGNALS]
+    if unknown or not names:
+        raise LesionError(f"unknown signal(s) {', '.join(unknown) or '(none)'}: use a comma-separated "
+                          f"list of {', '.join(SIGNALS)}")
+    return list(dict.fromkeys(names))
+
+
+def massive_scores(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex) -> torch.Tensor:
+    acts = clean_activations(model, input_ids, index)
+    parts = []
+    for site in index.sites:
+        peak = acts[site.name].abs().max(dim=0).values
+        parts.append(peak / acts[site.name].abs().median().clamp_min(1e-12))
+    return torch.cat(parts)
+
+
+def superweight_scores(model: torch.nn.Module, index: SiteIndex) -> torch.Tensor:
+    """Only ``down`` rows score (> 0); every other neuron gets 0 and never enters the pool."""
+    from .weights import matrix
+    parts = []
+    for site in index.sites:
+        if site.kind != "down":
+            parts.append(torch.zeros(site.width))
+            continue
+        w = matrix(model.get_submodule(site.name)).detach().float().abs()  # (out, in)
+        parts.append(w.max(dim=1).values.cpu() / w.median().clamp_min(1e-12).cpu())
+    return torch.cat(parts)
+
+
+def attribution_scores(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex) -> torch.Tensor:
+    """One forward and one backward: zeroing neuron i moves the loss by about -sum_t a_t g_t."""
+    outputs: dict[str, torch.Tensor] = {}
+    names = [s.name for s in index.sites]
+    keep = {n: (lambda out, n=n: outputs.__setitem__(n, out)) for n in names}
+    with torch.enable_grad(), hooked(model, keep):
+        embeds = model.get_input_embeddings()(input_ids).detach().requires_grad_(True)
+        logits = model(inputs_embeds=embeds).logits[:, :-1].float()
+        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), input_ids[:, 1:])
+        grads = torch.autograd.grad(loss, [outputs[n] for n in names], allow_unused=True)
+    tokens = input_ids.shape[1]
+    parts = []
+    for site, grad in zip(index.sites, grads):
+        if grad is None:
+            parts.append(torch.zeros(site.width))
+            continue
+        product = site.channels(outputs[site.name].detach().float() * grad.float(), tokens)[0]  # (T, C)
+        parts.append(product.sum(dim=0).abs().cpu())
+    return torch.cat(parts)
+
+
+def signal_scores(name: str, model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex,
+                  noise: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
+    """(N,) float32 scores of one signal; ``noise`` computes the noise ranking (cached by the caller)."""
+    if name == "noise":
+        if noise is None:
+            raise LesionError("the noise signal needs a Stage 1 ranking")
+        return noise().float().cpu()
+    if name == "activation":
+        return rank_by_activation(model, input_ids, index).values.float().cpu()
+    if name == "massive":
+        return massive_scores(model, input_ids, index).float().cpu()
+    if name == "superweight":
+        return superweight_scores(model, index).float()
+    if name == "attribution":
+        return attribution_scores(model, input_ids, index).float()
+    raise LesionError(f"unknown signal {name!r}: use one of {', '.join(SIGNALS)}")
+
+
+def top_neurons(index: SiteIndex, scores: torch.Tensor, m: int) -> list[Neuron]:
+    """The m best-scoring neurons with a finite score > 0, ties broken by site order."""
+    scores = torch.nan_to_num(scores.float(), nan=0.0, posinf=float(torch.finfo(torch.float32).max))
+    order = torch.sort(scores, descending=True, stable=True).indices[:m]
+    order = order[scores[order] > 0]
+    return index.neurons(order.tolist())
+
+
+def candidate_pool(per_signal: dict[str, Sequence[Sequence[Neuron]]]) -> tuple[list[Neuron], dict[str, int]]:
+    """Union of each signal's top lists (one per text), de-duplicated, interleaved by rank (every
+    list's first neuron, then every list's second, ...) so that a screen that stops early has
+    seen every signal's best; and how many neurons each signal brought that no other had."""
+    lists = [(name, list(neurons)) for name, per_text in per_signal.items() for neurons in per_text]
+    pool: dict[Neuron, str] = {}
+    for rank in range(max((len(n) for _, n in lists), default=0)):
+        for name, neurons in lists:
+            if rank < len(neurons):
+                pool.setdefault(neurons[rank], name)
+    brought = {name: sum(1 for who in pool.values() if who == name) for name in per_signal}
+    only = {name: len(set().union(*map(set, per_signal[name])) - set().union(
+        *(set(n) for other, lists_ in per_signal.items() if other != name for n in lists_)))
+        for name in per_signal}
+    return list(pool), {"first_proposed_by": brought, "only_in": only}

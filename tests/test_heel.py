@@ -1,0 +1,238 @@
+"""lesion search: screen, greedy selection, pruning and certification, on synthetic objectives
+(exact, brute-force checkable) and on a tiny Llama with a planted two-neuron heel."""
+from __future__ import annotations
+
+import json
+from itertools import combinations
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from conftest import COMMON, FAMILIES, char_tokenizer
+from lesion.cli import main
+from lesion.heel import (BudgetExhausted, SearchPlan, SetScorer, find_smallest_heel, first_crossing,
+                         make_irreducible, prune_elimination, search_heel)
+from lesion.loading import LoadedModel
+from lesion.neurons import Neuron
+from lesion.results import CriticalSet
+
+N = [Neuron("m", i) for i in range(40)]
+
+
+def synthetic(delta_of) -> SetScorer:
+    """A scorer whose Delta of a set is ``delta_of(frozenset of channel numbers)``."""
+    return SetScorer(lambda sets: [[delta_of(frozenset(n.channel for n in s)) for s in sets]], 1)
+
+
+def and_pair(s: frozenset) -> float:
+    """Channels 3 and 7 together collapse (3.0); alone 0.4 each; channel 1 alone 0.5, a decoy."""
+    singles = {1: 0.5, 3: 0.4, 7: 0.4}
+    return sum(singles.get(c, 0.01) for c in s) + (2.5 if {3, 7} <= s else 0.0)
+
+
+def assert_irreducible(score: SetScorer, found, epsilon: float) -> None:
+    assert score([found])[0] >= epsilon
+    for i in range(len(found)):
+        assert score([found[:i] + found[i + 1:]])[0] < epsilon
+
+
+def test_greedy_finds_an_and_pair_that_no_single_reaches():
+    score = synthetic(and_pair)
+    heel = find_smallest_heel(score, N, SearchPlan(epsilon=1.0))
+    assert heel.reached and sorted(n.channel for n in heel.neurons) == [3, 7]
+    assert_irreducible(score, list(heel.neurons), 1.0)
+    assert heel.certificate["certified"] and heel.certificate["best_delta_by_size"][1] < 1.0
+    # The decoy that screened best was added first and then pruned away.
+    greedy = [t for t in heel.trace if t["stage"] == "greedy"]
+    assert greedy[0]["added"] == "m:1" and len(greedy) == 3
+
+
+def test_a_single_neuron_stops_the_screen_early():
+    score = synthetic(lambda s: 5.0 if 2 in s else 0.0)
+    heel = find_smallest_heel(score, N, SearchPlan(epsilon=1.0))
+    assert [n.channel for n in heel.neurons] == [2]
+    assert heel.screen["screened"] == 8 and heel.rows == 8  # the first chunk held it
+    assert "nothing smaller" in heel.certificate["note"]
+
+
+@pytest.mark.parametrize("planted", [(5,), (2, 30), (0, 17, 39), (4, 9, 13, 21, 33)])
+def test_elimination_prunes_to_the_planted_set_in_linear_rows(planted):
+    needed = frozenset(planted)
+    score = synthetic(lambda s: 2.0 if needed <= s else 0.0)
+    found = prune_elimination(score, N, 1.0, importance={})
+    assert sorted(n.channel for n in found) == sorted(planted)
+    assert_irreducible(score, found, 1.0)
+    assert score.rows <= 2 * len(N) + len(planted) + 2  # O(n), where best-drop needs O(n^2)
+
+
+def test_pruned_sets_are_irreducible_by_brute_force():
+    """Random non-monotone objectives: whatever elimination keeps, no member can be dropped."""
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(20):
+        weights = torch.rand(12, generator=gen) - 0.3
+        pairs = torch.rand(12, 12, generator=gen) - 0.5
+
+        def delta_of(s, w=weights, p=pairs):
+            idx = torch.tensor(sorted(s), dtype=torch.long)
+            return float(w[idx].sum() + p[idx][:, idx].triu(1).sum())
+        score = synthetic(delta_of)
+        members = N[:12]
+        if score([members])[0] < 1.0:
+            continue
+        found = prune_elimination(score, members, 1.0, importance={})
+        assert_irreducible(score, found, 1.0)
+
+
+def test_make_irreducible_drops_what_became_dispensable():
+    # {0,1,2} >= 1, {0,2} < 1, {1,2} < 1, {0,1} >= 1, {1} >= 1: non-monotone on purpose.
+    table = {frozenset({0, 1, 2}): 1.5, frozenset({0, 1}): 1.2, frozenset({1}): 1.1}
+    score = synthetic(lambda s: table.get(s, 0.0))
+    assert [n.channel for n in make_irreducible(score, N[:3], 1.0)] == [1]
+
+
+def test_first_crossing_is_exact_on_a_non_monotone_order():
+    deltas = {1: 0.2, 2: 0.9, 3: 0.1, 4: 0.3, 5: 1.4, 6: 0.2}
+    score = synthetic(lambda s: deltas[len(s)])
+    found = first_crossing(score, N[:6], 1.0)
+    assert len(found) == 5 and first_crossing(synthetic(lambda s: 0.0), N[:6], 1.0) == []
+
+
+def test_certificate_finds_a_smaller_set_than_the_irreducible_one():
+    singles = {0: 0.9, 1: 0.8, 2: 0.7, 3: 0.2, 4: 0.2}
+
+    def delta_of(s):
+        if {3, 4} <= s or {0, 1, 2} <= s:
+            return 2.0
+        return 0.3 * sum(singles.get(c, 0.0) for c in s)
+    score = synthetic(delta_of)
+    heel = find_smallest_heel(score, N[:5], SearchPlan(epsilon=1.0))
+    assert sorted(n.channel for n in heel.neurons) == [3, 4]
+    assert heel.certificate["smaller_set"] == ["m:3", "m:4"]
+
+
+def test_budget_stops_with_the_best_set_so_far():
+    score = SetScorer(lambda sets: [[and_pair(frozenset(n.channel for n in s)) for s in sets]], 1, max_rows=50)
+    heel = find_smallest_heel(score, N, SearchPlan(epsilon=1.0, max_rows=50))
+    assert heel.stopped == "max-rows" and score.rows <= 50
+    with pytest.raises(BudgetExhausted):
+        score([[N[i], N[j]] for i, j in combinations(range(40), 2)])
+
+
+def test_worst_objective_needs_every_text():
+    # Text 0 collapses with channel 1 alone; text 1 only with channel 2 as well.
+    score = SetScorer(lambda sets: [[3.0 if 1 in {n.channel for n in s} else 0.0 for s in sets],
+                                    [3.0 if {1, 2} <= {n.channel for n in s} else 0.2 for s in sets]], 2)
+    heel = find_smallest_heel(score, N[:5], SearchPlan(epsilon=1.0))
+    assert sorted(n.channel for n in heel.neurons) == [1, 2]
+    mean = SetScorer(score.evaluate, 2, objective="mean")
+    assert [n.channel for n in find_smallest_heel(mean, N[:5], SearchPlan(epsilon=1.0)).neurons] == [1]
+
+
+# --- a real (tiny) model with a planted heel ------------------------------------------------
+
+MASSIVE, READOUT = 5, 9
+
+
+def planted_and_model() -> torch.nn.Module:
+    """Two down_proj channels (layers 0 and 1) each write +1000 into residual channel 5 through
+    their bias. The final RMSNorm then shrinks channel 9 (+5 from layer 0), which the LM head
+    reads with a weight of 200 for token 0. With one writer masked, channel 5 is still huge and
+    little changes; with both masked, channel 9 dominates the norm and token 0 takes every
+    prediction: neither neuron alone crosses epsilon, both together do (an AND). Rows 20-23 of
+    both down_proj weights are scaled up: noise-sensitive but harmless decoys that the noise
+    ranking puts first."""
+    config = AutoConfig.for_model("llama", **{**COMMON, **FAMILIES["llama"]}, mlp_bias=True)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():
+        for layer in (0, 1):
+            model.model.layers[layer].mlp.down_proj.bias[MASSIVE] = 1000.0
+        model.model.layers[0].mlp.down_proj.bias[READOUT] = 5.0
+        model.lm_head.weight[0, READOUT] = 200.0
+        for layer in (0, 1):
+            model.model.layers[layer].mlp.down_proj.weight[20:24] *= 30.0
+    return model
+
+
+TEXT = "A quiet morning by the river, with boats drifting past the old stone bridge."
+PAIR = {f"model.layers.{layer}.mlp.down_proj:{MASSIVE}" for layer in (0, 1)}
+
+
+@pytest.fixture(scope="module")
+def planted_lm():
+    return LoadedModel(planted_and_model(), char_tokenizer(), "planted", "float32")
+
+
+def test_search_finds_the_planted_pair_that_the_prefix_ranks_badly(planted_lm):
+    options = dict(noise_options={"samples": 8}, progress=False)
+    heel = search_heel(planted_lm, [TEXT], SearchPlan(epsilon=1.0), **options)
+    assert heel.reached and {str(n) for n in heel.neurons} == PAIR and heel.delta > 100
+    alone = {r["neuron"]: r["delta"] for r in heel.screen["top"]}
+    assert all(0 < alone[n] < 1.0 for n in PAIR)
+    prefix = search_heel(planted_lm, [TEXT], SearchPlan(epsilon=1.0, strategy="prefix", prune="none"), **options)
+    prefix_size = next(s["size"] for s in prefix.stages if s["stage"] == "prefix")
+    assert prefix_size > 2  # the paper's prefix needs more; the certificate then finds the pair in it
+    assert {str(n) for n in prefix.neurons} == PAIR and prefix.certificate["smaller_set"]
+
+
+@pytest.mark.parametrize("ablation,expect", [("zero", True), ("mean", False), ("position0", True)])
+def test_ablations_on_the_planted_heel(planted_lm, ablation, expect):
+    """The planted value is a constant bias at every position: its mean is the value itself, so
+    mean ablation removes nothing. Zeroing it at position 0 alone ruins one prediction, by
+    a loss of about 1000 nats: enough for the mean over the text, less than everywhere."""
+    plan = SearchPlan(epsilon=1.0, ablation=ablation, max_size=8)
+    heel = search_heel(planted_lm, [TEXT], plan, signals=["activation"], progress=False)
+    assert heel.reached == expect and heel.settings["ablation"] == ablation
+    if expect:
+        assert {str(n) for n in heel.neurons} == PAIR
+    if ablation == "position0":
+        zero = search_heel(planted_lm, [TEXT], SearchPlan(epsilon=1.0, max_size=8), signals=["activation"],
+                           progress=False)
+        assert 1.0 <= heel.delta < zero.delta / 10
+
+
+def test_search_cli_writes_a_heel_that_mask_reproduces(tmp_path, capsys):
+    folder = tmp_path / "planted"
+    planted_and_model().save_pretrained(folder)
+    char_tokenizer().save_pretrained(folder)
+    out = tmp_path / "heel.json"
+    assert main(["search", "--model", str(folder), "--text", TEXT, "--samples", "4", "--quiet",
+                 "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert set(data["neurons"]) == PAIR and data["rows"] == data["forward_rows"] > 0
+    assert {s["stage"] for s in data["stages"]} >= {"screen", "greedy", "prune"}
+    critical = CriticalSet.load(out)  # same shape as critical.json
+    capsys.readouterr()
+    assert main(["mask", "--model", str(folder), "--text", TEXT, "--neurons", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{critical.delta:.4g}" in printed
+
+
+def test_search_cli_bad_input(tmp_path, capsys):
+    for argv, words in ((["--epsilon", "nan"], "--epsilon"), (["--signals", "noize"], "unknown signal"),
+                        (["--pool", "0"], "--pool"), (["--transfer"], "--transfer needs"),
+                        (["--max-rows", "0"], "--max-rows")):
+        assert main(["search", "--out", str(tmp_path / "h.json"), *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and words in err
+    assert not (tmp_path / "h.json").exists()
+
+
+def test_mean_ablation_rows_equal_setting_each_mean(planted_lm):
+    """Batched mean ablation (one set per row) = overwriting each set's neurons with their means."""
+    from lesion.ablation import channel_means, masked_nll
+    from lesion.hooks import set_neurons
+    from lesion.metrics import mean_nll
+    from lesion.neurons import discover_sites
+    from lesion.texts import encode
+
+    model, ids = planted_lm.model, encode(planted_lm.tokenizer, TEXT)
+    index = discover_sites(model)
+    sets = [[Neuron("model.layers.0.mlp.up_proj", 3)],
+            [Neuron("model.layers.1.mlp.down_proj", 5), Neuron("model.layers.0.self_attn.o_proj", 2)]]
+    means = channel_means(model, ids, index, [n.module for s in sets for n in s])
+    batched = masked_nll(model, ids, index, sets, ablation="mean")
+    for s, value in zip(sets, batched):
+        with set_neurons(model, index, {n: float(means[n.module][n.channel]) for n in s}):
+            assert value == pytest.approx(mean_nll(model, ids).item(), rel=1e-5)
