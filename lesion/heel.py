@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import combinations, islice
 from math import comb
 from typing import Callable, Sequence
@@ -280,14 +280,15 @@ class Heel:
     stopped: str  # "reached", "max-rows", "not reached"
     settings: dict = field(default_factory=dict)
     transfer: dict | None = None
+    profile: tuple[dict, ...] = ()  # per neuron: layer, kind, Delta alone, where its |activation| peaks
 
     def to_dict(self) -> dict:
         return {"model": self.model, "reached": self.reached, "neurons": [str(n) for n in self.neurons],
                 "n": len(self.neurons), "baseline_ppl": self.baseline_ppl, "masked_ppl": self.masked_ppl,
                 "delta": self.delta, "rows": self.rows, "forward_rows": self.rows, "stopped": self.stopped,
                 "texts": list(self.texts), "stages": list(self.stages), "screen": self.screen,
-                "certificate": self.certificate, "settings": self.settings, "transfer": self.transfer,
-                "trace": list(self.trace)}
+                "certificate": self.certificate, "profile": list(self.profile), "settings": self.settings,
+                "transfer": self.transfer, "trace": list(self.trace)}
 
     SOURCE = "heel: pass heel.json from `lesion search`"
 
@@ -299,7 +300,7 @@ class Heel:
             return cls(d["model"], tuple(Neuron.parse(s) for s in d["neurons"]), bool(d["reached"]),
                        as_float(d["delta"]), as_float(d["baseline_ppl"]), as_float(d["masked_ppl"]), int(d["rows"]),
                        tuple(d["texts"]), tuple(d["stages"]), d["screen"], d["certificate"], tuple(d["trace"]),
-                       d["stopped"], d.get("settings") or {}, d.get("transfer"))
+                       d["stopped"], d.get("settings") or {}, d.get("transfer"), tuple(d.get("profile") or ()))
         except (KeyError, TypeError, ValueError) as e:
             raise LesionError(f"{str(path)!r} is not a lesion heel ({type(e).__name__}: {e}): "
                               "re-create it with lesion search") from None
@@ -373,9 +374,12 @@ def find_smallest_heel(score: SetScorer, pool: Sequence[Neuron], plan: SearchPla
         stopped = "max-rows"
         best_value, best_set = score.best
         answer = list(best_set) if best_value >= plan.epsilon else []
-    certificate = _certify_stage(score, screened, answer, plan, stage) if stopped == "reached" else {}
+    if stopped == "reached":
+        certificate = _certify_stage(score, screened, answer, plan, stage)
+    else:
+        certificate = _no_heel_evidence(score, screened, plan)
     if certificate.get("smaller_set"):
-        answer = [Neuron.parse(s) for s in certificate["smaller_set"]]
+        answer, stopped = [Neuron.parse(s) for s in certificate["smaller_set"]], "reached"
     return _heel(score, answer, plan, stopped, screened, certificate, stages, trace, model_name,
                  settings or {}, pool_info or {}, text_info, len(pool))
 
@@ -419,6 +423,21 @@ def _certify_stage(score, screened, answer, plan: SearchPlan, stage) -> dict:
     return result
 
 
+def _no_heel_evidence(score: SetScorer, screened, plan: SearchPlan) -> dict:
+    """No set reached epsilon: say how far the best single and the best pair of the top
+    screened neurons get, so that "no small heel" is a measured statement."""
+    pool = certify_pool_for(3, max(plan.certify_rows, 0))
+    if not screened:
+        return {"note": "nothing was screened"}
+    try:
+        evidence = certify(score, screened, [None, None, None], plan.epsilon, pool)
+    except BudgetExhausted:
+        return {"note": "stopped by --max-rows", "best_delta_by_size": {1: screened[0][1]}}
+    return {**evidence, "certified": False,
+            "note": f"no set reached epsilon; best single Delta {screened[0][1]:.3g}, best pair of the top "
+                    f"{evidence['pool']} screened {evidence['best_delta_by_size'].get(2, math.nan):.3g}"}
+
+
 def _heel(score: SetScorer, answer, plan: SearchPlan, stopped, screened, certificate, stages, trace,
           model_name, settings, pool_info, text_info, pool_size: int) -> Heel:
     per_text = score.per_text([answer])[0] if answer else tuple(-math.inf for _ in range(score.texts))
@@ -435,7 +454,9 @@ def _heel(score: SetScorer, answer, plan: SearchPlan, stopped, screened, certifi
     if stopped == "reached" and not reached:
         stopped = "not reached"
     screen_info = {**pool_info, "pool": pool_size, "screened": len(screened),
-                   "top": [{"neuron": str(n), "delta": d} for n, d in screened[:20]]}
+                   "top": [{"neuron": str(n), "delta": d} for n, d in screened[:20]],
+                   "heel_alone": {str(n): score.aggregate(score.known[frozenset([n])]) for n in answer
+                                  if frozenset([n]) in score.known}}
     return Heel(model_name, tuple(answer), reached, objective, perplexity(clean),
                 perplexity(clean + objective * LN10) if answer else math.nan, score.rows, texts, tuple(stages),
                 screen_info, certificate, tuple(trace), stopped,
@@ -489,8 +510,27 @@ def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence
     settings.pop("text_sha256", None)
     if len(texts) == 1:
         settings["text_sha256"] = info[0]["sha256"]
-    return find_smallest_heel(score, pool, plan, prefix_order, lm.name, settings,
+    heel = find_smallest_heel(score, pool, plan, prefix_order, lm.name, settings,
                               {**brought, "per_signal": per_signal}, info, say)
+    return replace(heel, profile=tuple(describe(lm.model, index, studies[0].input_ids, heel)))
+
+
+def describe(model: torch.nn.Module, index: SiteIndex, input_ids: torch.Tensor, heel: Heel) -> list[dict]:
+    """Where each heel neuron sits and where (on the first text) its |activation| peaks."""
+    from .rankers import clean_activations
+    if not heel.neurons:
+        return []
+    sites = SiteIndex([index.by_name[m] for m in dict.fromkeys(n.module for n in heel.neurons)])
+    acts = clean_activations(model, input_ids, sites)
+    alone = heel.screen.get("heel_alone", {})
+    rows = []
+    for n in heel.neurons:
+        a = acts[n.module][:, n.channel].abs()
+        site = index.by_name[n.module]
+        rows.append({"neuron": str(n), "layer": site.layer, "kind": site.kind, "alone": alone.get(str(n)),
+                     "peak_position": int(a.argmax()), "peak_abs": float(a.max()),
+                     "median_abs_of_module": float(acts[n.module].abs().median())})
+    return rows
 
 
 def search_with_transfer(lm, texts: Sequence[str], names: Sequence[str], plan: SearchPlan, **options) -> Heel:

@@ -236,3 +236,12 @@ def test_mean_ablation_rows_equal_setting_each_mean(planted_lm):
     for s, value in zip(sets, batched):
         with set_neurons(model, index, {n: float(means[n.module][n.channel]) for n in s}):
             assert value == pytest.approx(mean_nll(model, ids).item(), rel=1e-5)
+
+
+def test_no_heel_is_reported_with_the_best_single_and_pair():
+    score = synthetic(lambda s: 0.1 * len(s) if len(s) <= 2 else 0.0)
+    heel = find_smallest_heel(score, N[:10], SearchPlan(epsilon=1.0, max_size=5))
+    assert not heel.reached and heel.stopped == "not reached" and heel.neurons == ()
+    best = heel.certificate["best_delta_by_size"]
+    assert best[1] == pytest.approx(0.1) and best[2] == pytest.approx(0.2)
+    assert "best pair" in heel.certificate["note"]

@@ -12,7 +12,8 @@ from .common import add_common_flags, add_components_arg, add_model_args, consol
 EXAMPLES = """examples:
   lesion search --out heel.json                               # default model, Bookends text
   lesion search --model gemma3-270m --out gemma-heel.json
-  lesion search --text-file de.txt --text-file fr.txt --text-file zh.txt --objective worst --transfer
+  lesion search --texts wikipedia,french,german,chinese --transfer   # one heel for every language
+  lesion search --text-file de.txt --text-file fr.txt --objective mean
   lesion search --passages 4 --corpus enwiki-gensim --strategy topk --prune best-drop
   lesion mask --neurons heel.json                             # reproduces the heel's Delta (zero ablation)
 
@@ -31,6 +32,9 @@ def register(sub) -> None:
     g = p.add_argument_group("texts (the objective is taken over all of them)")
     g.add_argument("--text", action="append", default=[], help="an input text (repeatable)")
     g.add_argument("--text-file", action="append", default=[], help="a file holding one input text (repeatable)")
+    g.add_argument("--texts", default=None, metavar="NAMES",
+                   help="lesion's own texts by name, comma-separated: wikipedia, news, biography, media, "
+                        "french, german, spanish, chinese, short, long")
     g.add_argument("--passages", type=int, default=0, metavar="N", help="N passages drawn from --corpus")
     g.add_argument("--corpus", default="enwiki-gensim", help="corpus for --passages (name or path)")
     g.add_argument("--objective", default="worst", choices=OBJECTIVES,
@@ -78,6 +82,13 @@ def texts_from(args) -> tuple[list[str], list[str]]:
         raise LesionError(f"--passages must be >= 0 (got {args.passages})")
     named = [(f"text{i + 1}", read_text(t)) for i, t in enumerate(args.text)]
     named += [(Path(f).name, read_text(None, f)) for f in args.text_file]
+    if args.texts:
+        from ..analysis import TEXTS
+        names = [n.strip() for n in args.texts.split(",") if n.strip()]
+        unknown = [n for n in names if n not in TEXTS]
+        if unknown or not names:
+            raise LesionError(f"unknown text name(s) {', '.join(unknown) or '(none)'}: use {', '.join(TEXTS)}")
+        named += [(n, TEXTS[n]) for n in names]
     if args.passages:
         from ..evaluation.corpora import load_corpus, sample_passages
         corpus = load_corpus(args.corpus)
@@ -121,10 +132,10 @@ def print_heel(heel, names: list[str]) -> None:
     head = (f"[bold]heel[/bold]: {len(heel.neurons)} neuron(s), Delta {fmt(heel.delta)} >= {eps:g}" if heel.reached
             else f"[bold]no set reaches Delta >= {eps:g}[/bold] ({heel.stopped}); best Delta {fmt(heel.delta)}")
     console.print(head)
-    table = Table("#", "neuron", "alone (screen)")
-    alone = {row["neuron"]: row["delta"] for row in heel.screen.get("top", [])}
-    for i, n in enumerate(heel.neurons, 1):
-        table.add_row(str(i), str(n), fmt(alone[str(n)]) if str(n) in alone else "-")
+    table = Table("#", "neuron", "Delta alone", "peak |a|", "at token")
+    for i, row in enumerate(heel.profile, 1):
+        table.add_row(str(i), row["neuron"], "-" if row["alone"] is None else fmt(row["alone"]),
+                      fmt(row["peak_abs"]), str(row["peak_position"]))
     console.print(table)
     stages = Table("stage", "rows", "seconds", "set size", "Delta")
     for s in heel.stages:
