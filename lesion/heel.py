@@ -233,7 +233,9 @@ def certify(score: SetScorer, screened: Sequence[tuple[Neuron, float]], found: S
     top = [n for n, _ in screened[:pool]]
     best_by_size: dict[int, float] = {1: max((d for _, d in screened), default=-math.inf)}
     smaller, rows_before = None, score.rows
-    for size in range(2, len(found)):
+    if len(found) > 1 and best_by_size[1] >= epsilon:
+        smaller = [screened[0][0]]
+    for size in range(2, len(found) if smaller is None else 2):
         subsets = combinations(top, size)
         best_by_size[size] = -math.inf
         while chunk := [list(c) for c in islice(subsets, batch)]:
@@ -245,8 +247,6 @@ def certify(score: SetScorer, screened: Sequence[tuple[Neuron, float]], found: S
                 break
         if smaller is not None:
             break
-    if len(found) > 1 and best_by_size[1] >= epsilon:
-        smaller = [screened[0][0]]
     return {"pool": len(top), "sizes_tried": sorted(best_by_size), "best_delta_by_size": best_by_size,
             "smaller_set": None if smaller is None else [str(n) for n in smaller],
             "rows": score.rows - rows_before,
@@ -476,9 +476,10 @@ def transfer_table(score_for_each: Sequence[SetScorer], heels: dict[str, Sequenc
 def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence[str] = ("noise", "activation",
                 "massive", "superweight", "attribution"), per_signal: int = 100, components: str | None = None,
                 noise_options: dict | None = None, progress: bool = True,
-                say: Callable[[str], None] | None = None) -> Heel:
+                say: Callable[[str], None] | None = None, memo: dict | None = None) -> Heel:
     """``lesion search`` as a library call: pool from ``signals`` on every text, then
-    :func:`find_smallest_heel` with the objective over all ``texts``."""
+    :func:`find_smallest_heel` with the objective over all ``texts``. ``memo`` keeps each
+    (signal, text)'s top list across calls on the same model."""
     from .pipeline import Study
     from .signals import candidate_pool, signal_scores, top_neurons
 
@@ -489,11 +490,15 @@ def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence
     index = studies[0].index
     noise_options = {"alpha": 5.0, "samples": 100, "seed": 42, **(noise_options or {})}
     lists: dict[str, list] = {}
+    memo = {} if memo is None else memo
     for name in signals:
         for study in studies:
-            noise = (lambda s=study: s.scores("noise", progress=progress, **noise_options)[0].values)
-            lists.setdefault(name, []).append(top_neurons(index, signal_scores(
-                name, lm.model, study.input_ids, index, noise), per_signal))
+            key = (name, per_signal, study.settings()["text_sha256"])
+            if key not in memo:
+                noise = (lambda s=study: s.scores("noise", progress=progress, **noise_options)[0].values)
+                memo[key] = top_neurons(index, signal_scores(name, lm.model, study.input_ids, index, noise),
+                                        per_signal)
+            lists.setdefault(name, []).append(memo[key])
             if name == "superweight":
                 break  # data-free: the same on every text
     pool, brought = candidate_pool(lists)
@@ -536,8 +541,9 @@ def describe(model: torch.nn.Module, index: SiteIndex, input_ids: torch.Tensor, 
 def search_with_transfer(lm, texts: Sequence[str], names: Sequence[str], plan: SearchPlan, **options) -> Heel:
     """The joint heel over all texts, plus each text's own heel, and the Delta of every heel on
     every text (does a heel found on one input collapse the model on the others?)."""
-    joint = search_heel(lm, texts, plan, **options)
-    own = {name: search_heel(lm, [text], plan, **options) for name, text in zip(names, texts)}
+    memo: dict = {}
+    joint = search_heel(lm, texts, plan, memo=memo, **options)
+    own = {name: search_heel(lm, [text], plan, memo=memo, **options) for name, text in zip(names, texts)}
     from .pipeline import Study
     studies = [Study.create(lm, text, options.get("components")) for text in texts]
     scorers = [SetScorer.for_model(lm.model, studies[0].index, [s.input_ids], ablation=plan.ablation,

@@ -245,3 +245,16 @@ def test_no_heel_is_reported_with_the_best_single_and_pair():
     best = heel.certificate["best_delta_by_size"]
     assert best[1] == pytest.approx(0.1) and best[2] == pytest.approx(0.2)
     assert "best pair" in heel.certificate["note"]
+
+
+def test_transfer_table_applies_every_heel_to_every_text(planted_lm):
+    from lesion.heel import search_with_transfer
+    other = "Every evening the lamps along the harbour wall were lit one after another."
+    heel = search_with_transfer(planted_lm, [TEXT, other], ["river", "harbour"], SearchPlan(epsilon=1.0),
+                                signals=["activation", "attribution"], progress=False)
+    rows = heel.transfer["rows"]
+    assert set(rows) == {"joint", "own:river", "own:harbour"} and heel.transfer["texts"] == ["river", "harbour"]
+    assert all(len(r["deltas"]) == 2 for r in rows.values())
+    # The planted pair collapses both texts, so the joint heel is the pair, and worst = min over texts.
+    assert set(rows["joint"]["neurons"]) == PAIR and heel.delta == pytest.approx(min(rows["joint"]["deltas"]))
+    assert [t["delta"] for t in heel.texts] == pytest.approx(rows["joint"]["deltas"])

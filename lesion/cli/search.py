@@ -147,9 +147,13 @@ def print_heel(heel, names: list[str]) -> None:
         console.print(f"certificate: {cert['note']}")
     elif cert:
         sizes = ", ".join(f"size {k}: {fmt(v)}" for k, v in cert.get("best_delta_by_size", {}).items())
-        verdict = ("no smaller set" if cert.get("certified") else "not certified")
-        console.print(f"certificate: {verdict} among the top {cert.get('pool')} screened neurons "
-                      f"(best Delta by size: {sizes})", soft_wrap=True)
+        if cert.get("smaller_set"):
+            verdict = f"a smaller set was found and replaced the pruned one ({len(cert['smaller_set'])} neurons)"
+        elif cert.get("certified"):
+            verdict = f"no smaller set among the top {cert.get('pool')} screened neurons"
+        else:
+            verdict = f"not certified ({cert.get('note', 'search cut short')})"
+        console.print(f"certificate: {verdict}; best Delta by size: {sizes}", soft_wrap=True)
     if len(heel.texts) > 1:
         per = Table("text", "tokens", "baseline PPL", "Delta")
         for name, t in zip(names, heel.texts):
