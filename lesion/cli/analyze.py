@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 from ..errors import LesionError
-from ..results import CriticalSet, Ranking, write_json
 from .common import (add_common_flags, add_model_args, add_text_args, console, load, progress_enabled)
 
 EXAMPLES = """examples:

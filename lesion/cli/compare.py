@@ -7,7 +7,6 @@ from pathlib import Path
 from rich.table import Table
 
 from ..errors import LesionError
-from ..results import write_json
 from .common import (add_common_flags, add_components_arg, add_model_args, add_text_args, console, fmt, load,
                      progress_enabled)
 

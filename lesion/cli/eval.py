@@ -7,7 +7,6 @@ import time
 from rich.table import Table
 
 from ..errors import LesionError
-from ..results import write_json
 from .common import add_common_flags, add_model_args, console, fmt, load, load_critical, progress_enabled
 
 EXAMPLES = """examples:
@@ -58,6 +57,7 @@ def run(args) -> int:
     from ..evaluation.corpora import CHARS_PER_TOKEN, load_corpus
     from ..evaluation.perplexity import CorpusEval, corpus_perplexity
     from ..neurons import discover_sites
+    from ..results import write_json
 
     if args.max_tokens < 0 or args.window < 2 or not 1 <= args.stride <= args.window:
         raise LesionError("need --max-tokens >= 0, --window >= 2 and 1 <= --stride <= --window")

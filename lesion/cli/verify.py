@@ -7,7 +7,6 @@ from pathlib import Path
 from rich.table import Table
 
 from ..errors import LesionError
-from ..results import read_json, write_json
 from .common import add_common_flags, add_model_args, console, load
 
 EXAMPLES = """examples:
