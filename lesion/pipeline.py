@@ -33,6 +33,12 @@ def versions() -> dict:
             "transformers": transformers.__version__, "python": platform.python_version()}
 
 
+def model_provenance(lm: LoadedModel) -> dict:
+    """What a result was computed on and with: the model, its weights' fingerprint, dtype, device, versions."""
+    return {"model": lm.name, "model_fingerprint": lm.fingerprint(), "dtype": lm.dtype, "device": str(lm.device),
+            "versions": versions()}
+
+
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
     """The commit of the lesion checkout this code runs from (None for an installed copy)."""
@@ -79,9 +85,8 @@ class Study:
 
     def settings(self, **extra) -> dict:
         # The whole text is kept: lesion.run writes a long one to a file beside the result.
-        base = {"model": self.lm.name, "model_fingerprint": self.lm.fingerprint(), "dtype": self.lm.dtype,
-                "device": str(self.lm.device), "components": self.components, "text_sha256": text_hash(self.text),
-                "text": self.text, "tokens": int(self.input_ids.shape[1]), "versions": versions()}
+        base = {**model_provenance(self.lm), "components": self.components, "text_sha256": text_hash(self.text),
+                "text": self.text, "tokens": int(self.input_ids.shape[1])}
         return {**base, **extra}
 
     def scores(self, ranker: str = "noise", *, alpha: float = 5.0, samples: int = 100, seed: int = 42,

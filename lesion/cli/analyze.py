@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from ..errors import LesionError
-from .common import (add_common_flags, add_model_args, add_text_args, console, load, progress_enabled)
+from .common import (MAX_SAMPLES, add_common_flags, add_model_args, add_text_args, console, load,
+                     progress_enabled)
 
 EXAMPLES = """examples:
   lesion scan --out lesion-run                 # distribution and phase read its ranking and critical set
@@ -50,7 +51,7 @@ def parse_alphas(text: str) -> list[float]:
         alphas = [float(a) for a in text.split(",") if a.strip()]
     except ValueError:
         raise LesionError("--alphas takes comma-separated numbers, e.g. 1,3,5,7,10") from None
-    if not alphas or min(alphas) <= 0:
+    if not alphas or not all(0 < a < float("inf") for a in alphas):
         raise LesionError("--alphas needs numbers > 0, e.g. 1,3,5,7,10")
     return alphas
 
@@ -70,27 +71,52 @@ def _robustness_texts(args) -> dict[str, str]:
     return {**TEXTS, **given}
 
 
-def _scan_outputs(out_dir: Path) -> tuple[Ranking, CriticalSet]:
-    if not (out_dir / "ranking.json").is_file() or not (out_dir / "critical.json").is_file():
-        raise LesionError(f"{out_dir} has no ranking.json/critical.json: run `lesion scan --out {out_dir}` first")
-    return Ranking.load(out_dir / "ranking.json"), CriticalSet.load(out_dir / "critical.json")
+def _check(args) -> None:
+    """Every argument of the analysis, before the model loads."""
+    from .common import check_seed, finite
+    from .compare import parse_ints
+    finite(args.alpha, "--alpha")
+    finite(args.epsilon, "--epsilon")
+    check_seed(args.seed)
+    if not 1 <= args.samples <= MAX_SAMPLES:
+        raise LesionError(f"--samples must be >= 1 and <= {MAX_SAMPLES} (got {args.samples})")
+    if args.max_n is not None and args.max_n < 1:
+        raise LesionError(f"--max-n must be >= 1 (got {args.max_n})")
+    checks = {"distribution": lambda: parse_ints(args.top_k, "--top-k"),
+              "components": lambda: parse_ints(args.levels, "--levels"),
+              "sweep": lambda: (parse_alphas(args.alphas), parse_ints(args.sample_grid, "--sample-grid")),
+              "precision": lambda: parse_dtypes(args.dtypes)}
+    checks.get(args.name, lambda: None)()
+
+
+def parse_dtypes(text: str) -> list[str]:
+    from .common import DTYPES
+    dtypes = [d.strip() for d in text.split(",") if d.strip()]
+    unknown = [d for d in dtypes if d not in DTYPES]
+    if unknown or not dtypes:
+        raise LesionError(f"--dtypes takes a comma-separated list of {', '.join(DTYPES)} "
+                          f"(got {text!r})")
+    return dtypes
 
 
 def run(args) -> int:
     from .. import analysis
-    from ..pipeline import Study, check_same_model
-    from ..texts import read_text
+    from ..pipeline import Study, model_provenance
+    from ..run import RunFolder, analysis_name, write_result
+    from ..texts import BOOKENDS, read_text, text_hash
+    from .common import check_out, resolve_model_args
     from .compare import parse_ints
 
-    out_dir = Path(args.out_dir)
+    _check(args)
+    folder = RunFolder(args.out_dir)
+    check_out(folder.file(analysis_name(args.name)))
+    given = read_text(args.text, args.text_file) if args.text is not None or args.text_file else None
     progress = progress_enabled(args)
     rank_options = dict(alpha=args.alpha, samples=args.samples, seed=args.seed, progress=progress)
     if args.name in ("distribution", "phase"):
-        ranking, critical = _scan_outputs(out_dir)
-        text = args.text if args.text is not None or args.text_file else ranking.settings.get("text")
-        lm = load(args)
-        check_same_model(ranking.settings, lm, "ranking")
-        study = Study.create(lm, read_text(text, args.text_file), ranking.settings.get("components"))
+        ranking, critical = folder.ranking(), folder.critical()
+        study = folder.study(load(args, recorded=ranking.settings), given)
+        settings = study.settings()
         if args.name == "distribution":
             result = analysis.distribution(study.index, ranking.neurons, critical.neurons,
                                            parse_ints(args.top_k, "--top-k"))
@@ -98,14 +124,20 @@ def run(args) -> int:
             result = analysis.phase_transition(study, ranking.neurons, critical.neurons, args.max_n,
                                                epsilon=critical.settings.get("epsilon", 1.0))
     elif args.name == "precision":
-        dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
-        result = analysis.precision(args.model, read_text(args.text, args.text_file), dtypes,
-                                    epsilon=args.epsilon, device=args.device, **rank_options)
+        resolve_model_args(args)
+        text = given or BOOKENDS
+        result = analysis.precision(args.model, text, parse_dtypes(args.dtypes), epsilon=args.epsilon,
+                                    device=args.device, **rank_options)
+        settings = {"model": args.model, "text_sha256": text_hash(text), "text": text, "epsilon": args.epsilon,
+                    **rank_options}
     elif args.name == "robustness":
         texts = _robustness_texts(args)
-        result = analysis.robustness(load(args), texts, epsilon=args.epsilon, **rank_options)
+        lm = load(args)
+        result = analysis.robustness(lm, texts, epsilon=args.epsilon, **rank_options)
+        settings = {**model_provenance(lm), "epsilon": args.epsilon, **rank_options,
+                    "text_sha256": {name: text_hash(t) for name, t in texts.items()}}
     else:
-        study = Study.create(load(args), read_text(args.text, args.text_file))
+        study = Study.create(load(args), given or BOOKENDS)
         if args.name == "components":
             kinds = args.kinds.split(",") if args.kinds else None
             result = analysis.component_ablation(study, kinds, parse_ints(args.levels, "--levels"), **rank_options)
@@ -116,7 +148,10 @@ def run(args) -> int:
             result = analysis.sensitivity_sweep(study, alphas, parse_ints(args.sample_grid, "--sample-grid"),
                                                 ref_alpha=args.alpha, ref_samples=args.samples,
                                                 epsilon=args.epsilon, **rank_options)
-    path = write_json(out_dir / f"analysis-{args.name}.json", {"analysis": args.name, "model": args.model, **result})
+        settings = study.settings(**rank_options)
+    settings.pop("progress", None)
+    path = write_result(folder.file(analysis_name(args.name)),
+                        {"analysis": args.name, "model": args.model, **result, "settings": settings})
     summary = _summary(args.name, result)
     for key, value in (summary.items() if isinstance(summary, dict) else enumerate(summary)):
         console.print(f"{key}: {json.dumps(value, default=str)}", soft_wrap=True)
