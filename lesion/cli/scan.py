@@ -135,7 +135,8 @@ def run_identify(args) -> int:
     if args.step > min(args.max_neurons, len(ranking.neurons)):
         raise LesionError(f"--step {args.step} is larger than the {min(args.max_neurons, len(ranking.neurons))} "
                           f"candidate(s) of {args.ranking}: lower --step")
-    text = _text(args)
+    from ..run import recorded_text
+    text = recorded_text(ranking.settings, _text(args), args.ranking)  # a wrong text is refused before loading
     lm = load(args, recorded=ranking.settings)
     study = Study.recreate(lm, ranking.settings, args.ranking, text)
     critical = _identify(study, ranking, args)
