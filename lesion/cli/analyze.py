@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from ..errors import LesionError
 from .common import (MAX_SAMPLES, add_common_flags, add_model_args, add_text_args, console, load,

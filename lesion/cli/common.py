@@ -198,8 +198,3 @@ def critical_neurons(critical, lm) -> list:
     check_same_model(critical.settings, lm, "critical set")
     discover_sites(lm.model, "all").check(critical.neurons)
     return list(critical.neurons)
-
-
-def load_critical(path: str, lm) -> list:
-    """The neurons of a critical.json, checked against the loaded model."""
-    return critical_neurons(read_critical(path), lm)
