@@ -67,10 +67,10 @@ def cached_tensors(key: str, compute: Callable[[], dict[str, torch.Tensor]],
     return value, False
 
 
-def remove_orphans(folder: Path, max_age_s: float = ORPHAN_AGE_S) -> None:
-    """Delete temp files (``*.tmp``) left by runs killed mid-write; recent ones may still be in use."""
+def remove_orphans(folder: Path, pattern: str = "*.tmp*", max_age_s: float = ORPHAN_AGE_S) -> None:
+    """Delete temp files matching ``pattern`` left by runs killed mid-write; recent ones may still be in use."""
     now = time.time()
-    for tmp in folder.glob("*.tmp*"):
+    for tmp in folder.glob(pattern):
         try:
             if now - tmp.stat().st_mtime > max_age_s:
                 if tmp.is_dir():

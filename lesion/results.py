@@ -84,10 +84,12 @@ def write_text(path: str | Path, text: str) -> Path:
     private 0600 of a temp file; a failed write (read-only, full disk, no permission) is
     one line naming the path, and leaves nothing behind.
     """
+    from .cache import remove_orphans
     path = check_output_path(path)
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_orphans(path.parent, f".{path.name}.*.tmp")  # left by a run killed while writing this file
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

@@ -150,6 +150,16 @@ def test_orphan_temp_files_are_removed_but_fresh_ones_kept(tmp_path):
     assert not old.exists() and not old_dir.exists() and fresh.exists() and entry.exists()
 
 
+def test_writing_a_result_removes_its_own_old_temp_files_only(tmp_path):
+    from lesion.results import write_json
+    mine, other = tmp_path / ".r.json.abc.tmp", tmp_path / ".notes.txt.abc.tmp"
+    for f in (mine, other):
+        f.write_text("half a file")
+        os.utime(f, (0, 0))  # both from 1970: old enough to be orphans
+    write_json(tmp_path / "r.json", {"a": 1})
+    assert not mine.exists() and other.exists()  # a user's folder: only this file's temp files go
+
+
 def test_a_corrupt_dequantised_model_cache_is_rebuilt(tiny_dir, tmp_path):
     from lesion.loading import _load_cached
     broken = tmp_path / "models" / "abc"
