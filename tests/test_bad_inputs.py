@@ -185,7 +185,8 @@ CASES = [
     ("verify-fingerprints-corrupt", "verify --against {RUN}/critical.json --fingerprints {CORRUPT}",
      "not valid JSON"),
     # analyze
-    ("analyze-unknown", "analyze bogus", "invalid choice"),
+    ("analyze-unknown", "analyze bogus", "unknown analysis 'bogus'"),
+    ("analyze-typo", "analyze phse --out-dir {RUN}", "did you mean 'phase'"),
     ("analyze-alphas-nan", "analyze sweep --alphas 1,nan", "--alphas needs numbers > 0"),
     ("analyze-dtypes", "analyze precision --dtypes float32,float8", "--dtypes takes"),
     ("analyze-phase-no-run", "analyze phase --out-dir {ROOT}/none", "has no ranking.json"),
