@@ -101,8 +101,8 @@ class RunFolder:
     """A folder written by ``lesion scan``: its typed results and the Study they were made on."""
     path: Path
 
-    def __init__(self, path: str | Path):
-        object.__setattr__(self, "path", Path(path))
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))  # accept a str, as every CLI flag gives
 
     def file(self, name: str) -> Path:
         return self.path / name
