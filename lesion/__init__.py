@@ -1,15 +1,23 @@
-"""lesion: find the handful of neurons a language model cannot live without."""
+"""lesion: find the handful of neurons a language model cannot live without.
+
+The names below are imported on first use, so that ``lesion --help`` (which imports this
+package) does not wait seconds for torch and transformers.
+"""
+from importlib import import_module
+
 __version__ = "0.1.0"
 
-from .errors import LesionError  # noqa: E402
-from .neurons import Neuron, Site, SiteIndex, discover_sites  # noqa: E402
-from .hooks import hooked, mask_neurons  # noqa: E402
-from .loading import load_model  # noqa: E402
-from .rankers import RANKERS, rank, rank_by_noise  # noqa: E402
-from .results import CriticalSet, Ranking, read_json, write_json  # noqa: E402
-from .search import find_critical_set  # noqa: E402
-from .pipeline import Study  # noqa: E402
+_EXPORTS = {"LesionError": "errors", "Neuron": "neurons", "Site": "neurons", "SiteIndex": "neurons",
+            "discover_sites": "neurons", "hooked": "hooks", "mask_neurons": "hooks", "load_model": "loading",
+            "RANKERS": "rankers", "RANKER_SPECS": "rankers", "rank": "rankers", "rank_by_noise": "rankers",
+            "CriticalSet": "results", "Ranking": "results", "read_json": "results", "write_json": "results",
+            "find_critical_set": "search", "Study": "pipeline", "RunFolder": "run"}
+__all__ = list(_EXPORTS)
 
-__all__ = ["LesionError", "Neuron", "Site", "SiteIndex", "discover_sites", "hooked", "mask_neurons",
-           "load_model", "RANKERS", "rank", "rank_by_noise", "CriticalSet", "Ranking", "read_json",
-           "write_json", "find_critical_set", "Study"]
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lesion' has no attribute {name!r}")
+    value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value

@@ -10,9 +10,13 @@ from .errors import LesionError
 T = TypeVar("T")
 
 
+# CUDA says "out of memory"; the CPU allocator says "DefaultCPUAllocator: can't allocate memory".
+OOM_MESSAGES = ("out of memory", "can't allocate memory")
+
+
 def is_oom(error: BaseException) -> bool:
     return isinstance(error, torch.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
+        isinstance(error, RuntimeError) and any(m in str(error).lower() for m in OOM_MESSAGES))
 
 
 def split_on_oom(fn: Callable[[Sequence], list[T]], items: Sequence) -> list[T]:

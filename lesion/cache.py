@@ -1,7 +1,10 @@
 """On-disk cache of Stage 1 scores, keyed by everything that determines them.
 
-The key is the model fingerprint, the text, the ranker and its options, the seed, the
-dtype and the components: change any of them and the scores are recomputed.
+The key is the scorer version, the model fingerprint, the text, the ranker and its
+options, the seed, the dtype, the components and the batch size (batched forwards sum in
+a different order, so the last bits of a score depend on it). Entries are safetensors
+files: plain tensors, never pickles, so a file planted in the cache cannot run code; an
+entry that is not the shape the index expects is recomputed, never trusted.
 """
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -16,27 +20,63 @@ import torch
 
 from .loading import cache_dir
 
+# Bump when a scorer's arithmetic changes, so that scores computed by older code are not reused.
+SCORER_VERSION = 2
+ORPHAN_AGE_S = 3600  # a temp file this old belongs to a run that died mid-write
+
 
 def scores_key(**parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    parts = {**parts, "scorer_version": SCORER_VERSION}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def cached(key: str, compute: Callable, enabled: bool = True) -> tuple[object, bool]:
-    """(the object stored under ``key``, True), or compute and store it atomically: (it, False)."""
-    path = cache_dir() / "scores" / f"{key}.pt"
+def cached_tensors(key: str, compute: Callable[[], dict[str, torch.Tensor]],
+                   valid: Callable[[dict[str, torch.Tensor]], bool], enabled: bool = True
+                   ) -> tuple[dict[str, torch.Tensor], bool]:
+    """(the tensors stored under ``key``, True), or compute, store atomically and return (them, False).
+
+    ``valid`` vets a stored entry (names, shapes, dtypes); one it rejects, or one that does
+    not parse, is recomputed and overwritten.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, save_file
+
+    folder = cache_dir() / "scores"
+    path = folder / f"{key}.safetensors"
     if enabled and path.is_file():
         try:
-            return torch.load(path, weights_only=False), True
-        except Exception:  # a corrupt cache entry is recomputed, never trusted
-            path.unlink(missing_ok=True)
+            stored = load_file(path)
+            if valid(stored):
+                return stored, True
+        except (SafetensorError, OSError, ValueError, RuntimeError):
+            pass
     value = compute()
     if enabled:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
         try:
-            torch.save(value, tmp)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
+            remove_orphans(folder)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".tmp")
+            os.close(fd)
+            try:
+                save_file({k: v.detach().cpu().contiguous() for k, v in value.items()}, tmp)
+                os.replace(tmp, path)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+        except OSError:
+            pass  # a cache that cannot be written only costs time
     return value, False
+
+
+def remove_orphans(folder: Path, pattern: str = "*.tmp*", max_age_s: float = ORPHAN_AGE_S) -> None:
+    """Delete temp files matching ``pattern`` left by runs killed mid-write; recent ones may still be in use."""
+    now = time.time()
+    for tmp in folder.glob(pattern):
+        try:
+            if now - tmp.stat().st_mtime > max_age_s:
+                if tmp.is_dir():
+                    import shutil
+                    shutil.rmtree(tmp, ignore_errors=True)
+                else:
+                    tmp.unlink()
+        except OSError:
+            pass

@@ -12,9 +12,9 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
-from .metrics import delta, perplexity
+from .ablation import baseline_nll, set_deltas
+from .metrics import perplexity
 from .pipeline import Study
-from .search import baseline_nll, masked_nll
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,7 @@ class Comparison:
 
 
 def level_deltas(study: Study, neurons: Sequence, levels: Sequence[int], clean: float) -> list[float]:
-    nlls = masked_nll(study.lm.model, study.input_ids, study.index, [list(neurons[:n]) for n in levels])
-    return [delta(nll, clean) for nll in nlls]
+    return set_deltas(study.lm.model, study.input_ids, study.index, [list(neurons[:n]) for n in levels], clean)
 
 
 def compare_rankers(study: Study, rankers: Sequence[str] = ("noise", "random", "activation", "gradient"),

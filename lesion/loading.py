@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from unittest.mock import patch
@@ -38,17 +39,35 @@ class LoadedModel:
         return torch.device(placed) if placed is not None else embeddings.weight.device
 
     def fingerprint(self) -> str:
-        """Identity of the weights, independent of dtype and placement: names, shapes and a
-        sample of values (read from accelerate's offload map for offloaded weights)."""
-        from .weights import parameter
+        """Identity of the weights: a hash of every parameter's name, shape, dtype and bytes."""
+        return self._weights_digest
 
-        h = hashlib.sha256(str(getattr(self.model.config, "model_type", "")).encode())
-        for name, p in self.model.named_parameters():
-            h.update(f"{name}{tuple(p.shape)}".encode())
-            module, _, pname = name.rpartition(".")
-            values = parameter(self.model.get_submodule(module), pname).detach().reshape(-1)[:16]
-            h.update(values.to("cpu", torch.float16).numpy().tobytes())
-        return h.hexdigest()[:16]
+    @functools.cached_property
+    def _weights_digest(self) -> str:
+        # Computed once per loaded model (about 0.5 s for SmolLM2-135M in float32); lesion
+        # never changes weights, so the digest stays true for the model's lifetime.
+        return weights_fingerprint(self.model)
+
+
+FINGERPRINT_CHUNK = 1 << 24  # elements hashed per step: bounds the copy a GPU or disk weight needs
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 over every parameter's bytes, streamed in chunks, offloaded ones read from
+    accelerate's offload map. The dtype is part of the identity: a bfloat16 load of float32
+    weights holds other numbers."""
+    from .weights import parameter
+
+    h = hashlib.sha256(str(getattr(model.config, "model_type", "")).encode())
+    for name, p in model.named_parameters():
+        module, _, pname = name.rpartition(".")
+        values = parameter(model.get_submodule(module), pname).detach()
+        h.update(f"|{name}|{tuple(values.shape)}|{values.dtype}|".encode())
+        flat = values.reshape(-1)
+        for start in range(0, flat.numel(), FINGERPRINT_CHUNK):
+            chunk = flat[start:start + FINGERPRINT_CHUNK].to("cpu").contiguous()
+            h.update(chunk.view(torch.uint8).numpy())
+    return h.hexdigest()[:32]
 
 
 def cache_dir() -> Path:
@@ -118,19 +137,22 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = 
         # What does not fit on the devices and in memory goes to disk, under the cache, per model.
         offload = cache_dir() / "offload" / hashlib.sha256(spec.encode()).hexdigest()[:16]
         kwargs.update(device_map=device_map, offload_folder=str(offload))
+    # Never run code shipped with a model (an ``auto_map`` in its config): lesion needs none,
+    # and with it transformers would also stop to ask on an open stdin.
+    kwargs["trust_remote_code"] = False
     cached = _gguf_cache(folder, gguf) if gguf else None
     try:
-        if cached is not None and use_cache and (cached / "config.json").is_file():
-            tokenizer = AutoTokenizer.from_pretrained(cached)
-            model = AutoModelForCausalLM.from_pretrained(cached, **kwargs)
+        loaded = _load_cached(cached, kwargs) if cached is not None and use_cache else None
+        if loaded is not None:
+            tokenizer, model = loaded
         else:
             local = {"gguf_file": gguf} if gguf else {"local_files_only": True}
-            tokenizer = AutoTokenizer.from_pretrained(folder, **local)
+            tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False, **local)
             with _gguf_progress(progress):
                 model = AutoModelForCausalLM.from_pretrained(folder, **local, **kwargs)
             if cached is not None and use_cache:
                 _save_atomically(model, tokenizer, cached)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, struct.error, EOFError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise LesionError(f"cannot load model {spec!r} ({first[:200]}): pass a local folder, a "
                           f"supported .gguf file or an alias ({', '.join(ALIASES)})") from None
@@ -140,6 +162,22 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(model, tokenizer, spec, dtype)
+
+
+def _load_cached(cached: Path, kwargs: dict):
+    """(tokenizer, model) from the dequantised copy of a GGUF file, or None when there is none or
+    it is unreadable (a disk that filled up, a killed copy): that one is deleted and rebuilt."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (cached / "config.json").is_file():
+        return None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(cached, trust_remote_code=False)
+        return tokenizer, AutoModelForCausalLM.from_pretrained(cached, **kwargs)
+    except Exception:  # noqa: BLE001 - any failure of a cache means the same thing: rebuild it
+        import shutil
+        shutil.rmtree(cached, ignore_errors=True)
+        return None
 
 
 @contextlib.contextmanager
@@ -155,12 +193,15 @@ def _gguf_progress(enabled: bool):
 
 
 def _save_atomically(model, tokenizer, target: Path) -> None:
+    from .cache import remove_orphans
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     # The weights are already dequantised floats; the GGUF "quantizer" only blocks saving.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_orphans(target.parent)  # copies left by runs killed mid-save
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         os.replace(tmp, target)

@@ -14,11 +14,10 @@ from math import comb
 
 from tqdm.auto import tqdm
 
+from .ablation import baseline_nll, set_deltas
 from .errors import LesionError
-from .metrics import delta
 from .neurons import Neuron
 from .pipeline import Study
-from .search import baseline_nll, masked_nll
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ class MinimalSets:
 
 
 def _deltas(study: Study, sets: list[list[Neuron]], clean: float) -> list[float]:
-    return [delta(nll, clean) for nll in masked_nll(study.lm.model, study.input_ids, study.index, sets, max_rows=64)]
+    return set_deltas(study.lm.model, study.input_ids, study.index, sets, clean, max_rows=64)
 
 
 def prune(study: Study, neurons: Sequence[Neuron], epsilon: float, clean: float) -> tuple[list[Neuron], float, int]:
@@ -88,14 +87,21 @@ def exhaustive_minimum(study: Study, pool: Sequence[Neuron], epsilon: float, cle
     return None, None, rows, forwards
 
 
+MAX_POOL = 30  # 2^30 subsets is beyond any budget
+
+
+def check_search_bounds(pool: int, max_size: int | None) -> None:
+    if not 1 <= pool <= MAX_POOL:
+        raise LesionError(f"--pool must be 1..{MAX_POOL} (got {pool}): 2^{pool} subsets is beyond any budget")
+    if max_size is not None and not 1 <= max_size <= pool:
+        raise LesionError(f"--max-size must be 1..{pool} (the pool size), got {max_size}")
+
+
 def minimal_sets(study: Study, ranking: Sequence[Neuron], greedy: Sequence[Neuron], *, epsilon: float = 1.0,
                  pool: int = 20, max_size: int | None = None, progress: bool = True) -> MinimalSets:
     if not greedy:
         raise LesionError("the critical set is empty (threshold not reached): nothing to prune")
-    if pool < 1 or pool > 30:
-        raise LesionError(f"--pool must be 1..30 (got {pool}): 2^30 subsets is beyond any budget")
-    if max_size is not None and not 1 <= max_size <= pool:
-        raise LesionError(f"--max-size must be 1..{pool} (the pool size), got {max_size}")
+    check_search_bounds(pool, max_size)
     clean = baseline_nll(study.lm.model, study.input_ids, study.lm.dtype)
     irreducible, irreducible_delta, prune_rows = prune(study, greedy, epsilon, clean)
     candidates = list(ranking[:pool])

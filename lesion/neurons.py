@@ -8,6 +8,7 @@ non-token axes.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -28,7 +29,8 @@ class Neuron:
     @classmethod
     def parse(cls, text: str) -> "Neuron":
         module, sep, channel = str(text).strip().rpartition(":")
-        if not sep or not module or not channel.lstrip("-").isdigit():
+        # fullmatch, not isdigit: isdigit accepts '²' and other digits int() cannot read
+        if not sep or not module or not re.fullmatch(r"[0-9]+", channel):
             raise LesionError(f"bad neuron {text!r}: write it as '<module name>:<channel>', "
                               "e.g. 'model.layers.11.mlp.down_proj:507'")
         return cls(module, int(channel))

@@ -7,8 +7,11 @@
 """
 from __future__ import annotations
 
+import functools
 import platform
+import subprocess
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import torch
@@ -17,17 +20,37 @@ from . import __version__
 from .errors import LesionError
 from .loading import LoadedModel
 from .neurons import SiteIndex, discover_sites
-from .cache import cached, scores_key
-from .rankers import RANKERS, Scores, ranking_from_scores
+from .cache import cached_tensors, scores_key
+from .rankers import RANKER_SPECS, Scores, check_ranker, ranking_from_scores
 from .results import CriticalSet, Ranking
 from .search import find_critical_set
-from .texts import BOOKENDS, encode, text_hash
+from .texts import BOOKENDS, check_context, encode, text_hash
 
 
 def versions() -> dict:
     import transformers
-    return {"lesion": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version()}
+    return {"lesion": __version__, "git_commit": git_commit(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "python": platform.python_version()}
+
+
+def model_provenance(lm: LoadedModel) -> dict:
+    """What a result was computed on and with: the model, its weights' fingerprint, dtype, device, versions."""
+    return {"model": lm.name, "model_fingerprint": lm.fingerprint(), "dtype": lm.dtype, "device": str(lm.device),
+            "versions": versions()}
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the lesion checkout this code runs from (None for an installed copy)."""
+    source = Path(__file__).resolve().parent.parent
+    if not (source / ".git").exists():
+        return None
+    try:
+        done = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
 
 
 @dataclass
@@ -43,34 +66,49 @@ class Study:
     @classmethod
     def create(cls, lm: LoadedModel, text: str = BOOKENDS, components: str | None = None) -> "Study":
         ids = encode(lm.tokenizer, text, lm.device)
+        check_context(lm.model, ids)
         index = discover_sites(lm.model, components)
         return cls(lm, text, ids, index, components or "default")
 
+    @classmethod
+    def recreate(cls, lm: LoadedModel, settings: dict, source, text: str | None = None) -> "Study":
+        """The Study a result was made on, from its recorded settings, on ``lm``; refused when ``lm``
+        holds other weights, ``text`` is another text, or the tokenizer splits the text differently."""
+        from .run import recorded_text
+        check_same_model(settings, lm, f"result {str(source)!r}")
+        study = cls.create(lm, recorded_text(settings, text, source), settings.get("components"))
+        tokens = settings.get("tokens")
+        if tokens is not None and tokens != study.input_ids.shape[1]:
+            raise LesionError(f"{str(source)!r} was made on {tokens} tokens but this model's tokenizer gives "
+                              f"{study.input_ids.shape[1]}: use the tokenizer of the original --model")
+        return study
+
     def settings(self, **extra) -> dict:
-        base = {"model": self.lm.name, "model_fingerprint": self.lm.fingerprint(), "dtype": self.lm.dtype,
-                "components": self.components, "text_sha256": text_hash(self.text),
-                "text": self.text if len(self.text) <= 2000 else None,
-                "tokens": int(self.input_ids.shape[1]), "versions": versions()}
+        # The whole text is kept: lesion.run writes a long one to a file beside the result.
+        base = {**model_provenance(self.lm), "components": self.components, "text_sha256": text_hash(self.text),
+                "text": self.text, "tokens": int(self.input_ids.shape[1])}
         return {**base, **extra}
 
     def scores(self, ranker: str = "noise", *, alpha: float = 5.0, samples: int = 100, seed: int = 42,
                alpha_relative: bool = False, reduce: str = "max", batch_size: int = 16, progress: bool = True,
                use_cache: bool = True) -> tuple[Scores, dict]:
         """Stage 1 scores of every neuron and their settings, cached on disk by everything that
-        determines them (not the batch size)."""
-        if ranker not in RANKERS:
-            raise LesionError(f"unknown ranker {ranker!r}: use one of {', '.join(RANKERS)}")
-        options = {"noise": dict(alpha=alpha, samples=samples, alpha_relative=alpha_relative, reduce=reduce),
-                   "activation": dict(reduce=reduce), "gradient": dict(reduce=reduce)}.get(ranker, {})
-        speed = {"noise": dict(batch_size=batch_size)}.get(ranker, {})
+        determines them (the batch size included: it changes the last bits of the sums)."""
+        spec = RANKER_SPECS[check_ranker(ranker)]
+        given = dict(alpha=alpha, samples=samples, alpha_relative=alpha_relative, reduce=reduce,
+                     batch_size=batch_size)
+        options = {name: given[name] for name in spec.options}
         settings = self.settings(ranker=ranker, seed=seed, **options)
         key = scores_key(**{k: v for k, v in settings.items() if k not in ("versions", "text")})
         start = time.perf_counter()
-        scores, hit = cached(key, lambda: RANKERS[ranker](self.lm.model, self.input_ids, self.index, seed=seed,
-                                                          progress=progress, **options, **speed),
-                             enabled=use_cache)
+
+        def compute() -> dict[str, torch.Tensor]:
+            return _scores_to_tensors(spec.fn(self.lm.model, self.input_ids, self.index, seed=seed,
+                                              progress=progress, **options))
+
+        tensors, hit = cached_tensors(key, compute, lambda t: _valid_scores(t, self.index.total), enabled=use_cache)
         self.timings["rank_cached_s" if hit else "rank_s"] = time.perf_counter() - start
-        return scores, settings
+        return Scores(tensors["values"], tensors.get("positions")), settings
 
     def rank(self, ranker: str = "noise", *, keep: int = 5000, **options) -> Ranking:
         """Stage 1: the top ``keep`` neurons of ``ranker`` (options as :meth:`scores`)."""
@@ -80,6 +118,9 @@ class Study:
     def identify(self, ranking: Ranking, *, epsilon: float = 1.0, step: int = 1, max_neurons: int = 1000,
                  progress: bool = True) -> CriticalSet:
         self.check_ranking(ranking)
+        tried = min(max_neurons, len(ranking.neurons))
+        if step > tried:
+            raise LesionError(f"--step {step} is larger than the {tried} candidate(s) to try: lower --step")
         settings = {**ranking.settings, **self.settings(), "epsilon": epsilon, "step": step,
                     "max_neurons": max_neurons, "ranker": ranking.ranker}
         start = time.perf_counter()
@@ -93,9 +134,28 @@ class Study:
         check_same_model(ranking.settings, self.lm, "ranking")
 
 
+def _scores_to_tensors(scores: Scores) -> dict[str, torch.Tensor]:
+    tensors = {"values": scores.values.float().cpu()}
+    if scores.positions is not None:
+        tensors["positions"] = scores.positions.long().cpu()
+    return tensors
+
+
+def _valid_scores(tensors: dict[str, torch.Tensor], total: int) -> bool:
+    """A cache entry is used only if it is exactly what a ranker returns for this index."""
+    values, positions = tensors.get("values"), tensors.get("positions")
+    return (set(tensors) <= {"values", "positions"} and values is not None and values.dtype == torch.float32
+            and values.shape == (total,)
+            and (positions is None or (positions.dtype == torch.long and positions.shape == (total,))))
+
+
 def check_same_model(settings: dict, lm: LoadedModel, what: str) -> None:
     """Refuse a result file made on other weights (its settings carry their fingerprint)."""
     theirs = settings.get("model_fingerprint")
-    if theirs is not None and theirs != lm.fingerprint():
-        raise LesionError(f"the {what} was made on another model ({settings.get('model')!r}, "
-                          f"fingerprint {theirs}): re-run it with this --model")
+    if theirs is None:
+        raise LesionError(f"the {what} records no model_fingerprint, so the model it was made on cannot be "
+                          "checked: re-create it with lesion on this model")
+    if theirs != lm.fingerprint():
+        raise LesionError(f"the {what} was made on another model or dtype ({settings.get('model')!r}, "
+                          f"{settings.get('dtype')}, fingerprint {theirs}): pass that --model and --dtype, "
+                          "or re-run it on this one")

@@ -19,9 +19,17 @@ def read_text(text: str | None = None, text_file: str | Path | None = None) -> s
         raise LesionError("give either --text or --text-file, not both")
     if text_file is not None:
         path = Path(text_file)
+        if path.is_dir():
+            raise LesionError(f"--text-file {str(path)!r} is a folder: pass a text file")
         if not path.is_file():
             raise LesionError(f"text file {str(path)!r} not found: pass an existing file to --text-file")
-        text = path.read_text(encoding="utf-8", errors="replace")
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:  # replacing bytes would silently study another text
+            raise LesionError(f"text file {str(path)!r} is not valid UTF-8 (byte {e.start}): convert it, e.g. "
+                              f"iconv -t utf-8") from None
+        except OSError as e:
+            raise LesionError(f"cannot read text file {str(path)!r} ({e.strerror or e})") from None
         if not text.strip():
             raise LesionError(f"text file {str(path)!r} is empty: put at least 11 tokens of text in it")
     return BOOKENDS if text is None else text
@@ -34,6 +42,14 @@ def encode(tokenizer, text: str, device: torch.device | str = "cpu") -> torch.Te
         raise LesionError(f"the text has {ids.shape[1]} tokens; the method needs more than 10 "
                           "(the paper uses about 30): pass a longer --text or --text-file")
     return ids.to(device)
+
+
+def check_context(model, input_ids: torch.Tensor) -> None:
+    """Refuse a text longer than the positions the model was trained on: its scores would be noise."""
+    context = getattr(model.config, "max_position_embeddings", None)
+    if isinstance(context, int) and input_ids.shape[1] > context:
+        raise LesionError(f"the text has {input_ids.shape[1]} tokens but the model's context is {context}: "
+                          "pass a shorter --text or --text-file")
 
 
 def text_hash(text: str) -> str:

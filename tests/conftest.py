@@ -1,6 +1,9 @@
 """Tiny random models of every family, built from configs in a fraction of a second."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
@@ -18,6 +21,32 @@ FAMILIES = {
     "gpt_neox": dict(hidden_size=32, intermediate_size=64),
     "opt": dict(hidden_size=32, ffn_dim=64, word_embed_proj_dim=32, max_position_embeddings=64),
 }
+
+
+# The dequantised real model is shared (building it takes a minute); everything else a run
+# caches (Stage 1 scores, offload folders, task files) is private to each test.
+REAL_MODELS = Path(os.environ.get("LESION_CACHE", Path.home() / ".cache" / "lesion")) / "models"
+
+
+def isolated_cache(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    if REAL_MODELS.is_dir() and not (folder / "models").exists():
+        (folder / "models").symlink_to(REAL_MODELS, target_is_directory=True)
+    return folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory):
+    """For module- and session-scoped fixtures, which run before the per-test one."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LESION_CACHE", str(isolated_cache(tmp_path_factory.mktemp("lesion-cache"))))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _test_cache(tmp_path_factory, monkeypatch):
+    """No test reads a cache another test wrote: each gets its own LESION_CACHE."""
+    monkeypatch.setenv("LESION_CACHE", str(isolated_cache(tmp_path_factory.mktemp("cache"))))
 
 
 def make_tiny(family: str, seed: int = 0, dtype=torch.float32) -> torch.nn.Module:

@@ -50,9 +50,12 @@ def test_same_command_twice_gives_byte_identical_results(tiny_dir, tmp_path):
 def test_cached_stage1_gives_the_same_ranking(tiny_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("LESION_CACHE", str(tmp_path / "cache"))
     assert scan(tiny_dir, tmp_path / "a") == 0
-    assert list((tmp_path / "cache" / "scores").glob("*.pt"))
-    import lesion.pipeline
-    monkeypatch.setitem(lesion.pipeline.RANKERS, "noise", lambda *a, **k: pytest.fail("recomputed"))
+    assert list((tmp_path / "cache" / "scores").glob("*.safetensors"))
+    import dataclasses
+    import lesion.rankers
+    spec = lesion.rankers.RANKER_SPECS["noise"]
+    monkeypatch.setitem(lesion.rankers.RANKER_SPECS, "noise",
+                        dataclasses.replace(spec, fn=lambda *a, **k: pytest.fail("recomputed")))
     assert scan(tiny_dir, tmp_path / "b") == 0
     assert (tmp_path / "a/ranking.json").read_bytes() == (tmp_path / "b/ranking.json").read_bytes()
 
@@ -84,6 +87,7 @@ def test_rank_then_identify(tiny_dir, tmp_path):
     (["scan", "--components", "down,bogus"], "unknown component"),
     (["scan", "--dtype", "float8"], "unknown dtype"),
     (["scan", "--ranker", "astrology"], "unknown ranker"),
+    (["scan", "--ranker", "noize"], "did you mean 'noise'"),
     (["mask", "model.layers.999.mlp.down_proj:5"], "not a neuron site"),
     (["mask", "model.layers.0.mlp.down_proj:99999"], "channel out of range"),
     (["mask", "model.layers.0.mlp.down_proj"], "bad neuron"),
@@ -149,8 +153,8 @@ def test_ranking_from_another_model_is_refused(tiny_dir, tmp_path, capsys):
 @pytest.mark.parametrize("stage", ["rank", "identify"])
 def test_interruption_leaves_no_file_and_no_hook(tiny_dir, tmp_path, monkeypatch, capsys, stage):
     import lesion.rankers
-    import lesion.search
-    target = (lesion.rankers, "split_on_oom") if stage == "rank" else (lesion.search, "split_on_oom")
+    import lesion.ablation
+    target = (lesion.rankers, "split_on_oom") if stage == "rank" else (lesion.ablation, "split_on_oom")
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
@@ -179,7 +183,7 @@ def test_sigint_in_a_real_process_writes_nothing(tiny_dir, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "LESION_NO_PROGRESS"}
     env["LESION_CACHE"] = str(tmp_path / "cache")
     proc = subprocess.Popen([sys.executable, "-m", "lesion", "scan", "--model", tiny_dir, "--text", TEXT,
-                             "--samples", "2000000", "--out", str(out)], env=env,
+                             "--samples", "100000", "--out", str(out)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     seen, deadline = b"", time.time() + 120
     while b"stage 1" not in seen and time.time() < deadline:  # wait for Stage 1's progress bar

@@ -53,7 +53,7 @@ def test_levels_are_sorted_and_deduplicated(study):
 @pytest.mark.parametrize("flags, message", [
     (["--levels", "0,10"], "--levels needs whole numbers >= 1"),
     (["--levels", "1,ten"], "--levels takes comma-separated whole numbers"),
-    (["--rankers", "noise,bogus"], "unknown ranker(s) bogus"),
+    (["--rankers", "noise,bogus"], "unknown ranker 'bogus'"),
     (["--random-runs", "0"], "--random-runs must be >= 1"),
 ])
 def test_compare_bad_input_is_one_line_and_exit_2(tiny_dir, tmp_path, capsys, flags, message):

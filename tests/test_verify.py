@@ -77,9 +77,35 @@ def test_verify_cli_exit_codes_on_saved_models(tiny_dir, tmp_path, capsys):
     assert "zeroed" in capsys.readouterr().out
 
 
-def test_verify_bad_input_is_one_line(tiny_dir, tmp_path, capsys):
-    assert main(["verify", "--model", tiny_dir, "--against", str(tmp_path / "nowhere" / "critical.json")]) == 2
+def test_verify_refuses_to_check_nothing(tiny_dir, tmp_path, capsys):
+    """verify must never say "intact" without having compared anything: exit 2 instead."""
+    run = tmp_path / "run"
+    assert main(["scan", "--model", tiny_dir, "--text", TEXT, "--samples", "4", "--epsilon", "0.001",
+                 "--quiet", "--out", str(run)]) == 0
+    against = str(run / "critical.json")
+    reference = json.loads((run / "fingerprints.json").read_text())
+    one_neuron = dict(list(reference["neurons"].items())[:1])
+    other_neuron = {"model.layers.0.mlp.down_proj:0" if "model.layers.0.mlp.down_proj:0" not in reference["neurons"]
+                    else "model.layers.0.mlp.down_proj:1": next(iter(reference["neurons"].values()))}
+    cases = {
+        "missing critical.json": ([str(tmp_path / "nowhere" / "critical.json")], {}, "not found"),
+        "empty fingerprints": ([against], {"dtype": "float32", "neurons": {}}, "check nothing"),
+        "no neurons key": ([against], {"dtype": "float32"}, "not a lesion fingerprints file"),
+        "neuron without slices": ([against], {"dtype": "float32", "neurons": {k: [] for k in reference["neurons"]}},
+                                  "not a lesion fingerprints file"),
+        "other neurons": ([against], {"dtype": "float32", "neurons": other_neuron}, "other neurons"),
+        "dtype": ([against, "--dtype", "float32"], {**reference, "dtype": "bfloat16"}, "--dtype bfloat16"),
+    }
+    if len(reference["neurons"]) > 1:
+        cases["fewer neurons"] = ([against], {"dtype": "float32", "neurons": one_neuron}, "other neurons")
+    for name, (target, fingerprints_json, message) in cases.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(fingerprints_json))
+        assert main(["verify", "--model", tiny_dir, "--against", *target, "--fingerprints", str(path),
+                     "--out", str(tmp_path / "v.json")]) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert message in err and err.startswith("lesion: error:") and "\n" not in err, (name, err)
+        assert not (tmp_path / "v.json").exists()
+    (run / "fingerprints.json").unlink()
+    assert main(["verify", "--model", tiny_dir, "--against", against]) == 2
     assert "no fingerprints" in capsys.readouterr().err
-    (tmp_path / "fingerprints.json").write_text(json.dumps({"dtype": "bfloat16", "neurons": {}}))
-    assert main(["verify", "--model", tiny_dir, "--against", str(tmp_path / "critical.json")]) == 2
-    assert "--dtype bfloat16" in capsys.readouterr().err

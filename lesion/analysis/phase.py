@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from ..ablation import baseline_nll, masked_nll, set_deltas
 from ..metrics import delta, perplexity
 from ..neurons import Neuron
 from ..pipeline import Study
-from ..search import baseline_nll, masked_nll
 
 
 def phase_transition(study: Study, ranking: Sequence[Neuron], critical: Sequence[Neuron],
@@ -15,11 +15,13 @@ def phase_transition(study: Study, ranking: Sequence[Neuron], critical: Sequence
     max_n = max_n or max(2 * n_star + 5, 20)
     levels = list(range(0, min(max_n, len(ranking)) + 1))
     clean = baseline_nll(study.lm.model, study.input_ids, study.lm.dtype)
-    nlls = masked_nll(study.lm.model, study.input_ids, study.index, [list(ranking[:n]) for n in levels])
-    alone = masked_nll(study.lm.model, study.input_ids, study.index, [[n] for n in critical]) if critical else []
-    joint = masked_nll(study.lm.model, study.input_ids, study.index, [list(critical)])[0] if critical else clean
+    model, ids, index = study.lm.model, study.input_ids, study.index
+    nlls = masked_nll(model, ids, index, [list(ranking[:n]) for n in levels])  # the curve also needs PPL
+    # One call for each neuron alone and the whole set jointly (the last row).
+    sets = [[n] for n in critical] + [list(critical)] if critical else []
+    deltas = set_deltas(model, ids, index, sets, clean) if critical else [0.0]
+    alone, joint = deltas[:-1], deltas[-1]
     return {"baseline_ppl": perplexity(clean), "n_star": n_star, "epsilon": epsilon,
             "curve": [{"n": n, "ppl": perplexity(v), "delta": delta(v, clean)} for n, v in zip(levels, nlls)],
-            "alone": [{"neuron": str(n), "delta": delta(v, clean)} for n, v in zip(critical, alone)],
-            "joint_delta": delta(joint, clean),
-            "sum_of_alone": sum(delta(v, clean) for v in alone)}
+            "alone": [{"neuron": str(n), "delta": d} for n, d in zip(critical, alone)],
+            "joint_delta": joint, "sum_of_alone": sum(alone)}

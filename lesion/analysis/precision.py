@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from ..ablation import baseline_nll, set_deltas
 from ..errors import LesionError
 from ..loading import load_model
-from ..metrics import delta
 from ..pipeline import Study
-from ..search import baseline_nll, masked_nll
 
 
 def precision(model_spec: str, text: str, dtypes: Sequence[str] = ("float32", "bfloat16", "float16"), *,
@@ -28,9 +27,9 @@ def precision(model_spec: str, text: str, dtypes: Sequence[str] = ("float32", "b
         rows.append(row)
     reference = Study.create(load_model(model_spec, dtype="float32", device=device), text)
     clean = baseline_nll(reference.lm.model, reference.input_ids, "float32")
-    for row in rows:
-        neurons = sets.get(row["dtype"])
-        if neurons:
-            nll = masked_nll(reference.lm.model, reference.input_ids, reference.index, [neurons])[0]
-            row["delta_in_float32"] = delta(nll, clean)
+    found = [row for row in rows if sets.get(row["dtype"])]
+    deltas = set_deltas(reference.lm.model, reference.input_ids, reference.index,
+                        [sets[row["dtype"]] for row in found], clean)
+    for row, value in zip(found, deltas):
+        row["delta_in_float32"] = value
     return {"rows": rows, "epsilon": epsilon}

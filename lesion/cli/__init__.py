@@ -3,7 +3,9 @@
 Each subcommand lives in its own module of this package with ``register(subparsers)``
 (modules without it, like ``common``, are helpers); the parser it adds sets
 ``run=fn(args) -> exit code``. Bad input is a :class:`LesionError`: one line on
-stderr and exit code 2, never a traceback.
+stderr and exit code 2, never a traceback. Argument errors argparse finds are the same
+one line. Command modules import torch only inside their ``run``, so that ``--help`` is
+instant.
 """
 from __future__ import annotations
 
@@ -14,6 +16,12 @@ import sys
 from ..errors import LesionError
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors as lesion's one line (not usage text and a second line)."""
+
+    def error(self, message: str):
+        raise LesionError(f"{message} (see `{self.prog} --help`)")
+
 
 def command_modules() -> list:
     import pkgutil
@@ -22,7 +30,7 @@ def command_modules() -> list:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lesion", description="Find the neurons an LLM cannot live without.")
+    parser = Parser(prog="lesion", description="Find the neurons an LLM cannot live without.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -37,9 +45,8 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return int(args.run(args) or 0)
     except LesionError as e:
         print(f"lesion: error: {e}", file=sys.stderr)

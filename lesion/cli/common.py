@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 
 from rich.console import Console
@@ -10,12 +11,20 @@ from ..errors import LesionError
 
 console = Console(highlight=False)
 
+DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_DTYPE = "float32"
+DTYPES = ("float32", "bfloat16", "float16")
+MAX_SAMPLES = 100_000  # the paper uses 100; beyond this a typo, not a study
+MAX_SEED = 2**63 - 1  # torch's generators take a 64-bit seed
+
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", default="smollm2-135m",
-                   help="alias (smollm2-135m, gemma3-270m), local folder, .gguf file or hub id")
-    g.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
+    g.add_argument("--model", default=None,
+                   help="alias (smollm2-135m, gemma3-270m), local folder, .gguf file or hub id (default: the "
+                        f"model of the run or result read, else {DEFAULT_MODEL})")
+    g.add_argument("--dtype", default=None,
+                   help=f"{' | '.join(DTYPES)}; default: the dtype of the run or result read, else {DEFAULT_DTYPE}")
     g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
     g.add_argument("--device-map", default=None, help="'auto' to shard/offload a large model with accelerate")
 
@@ -34,7 +43,8 @@ def add_components_arg(p: argparse.ArgumentParser) -> None:
 
 def add_stage1_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("stage 1 (ranking)")
-    g.add_argument("--ranker", default="noise", help="noise | activation | gradient | random")
+    g.add_argument("--ranker", default="noise", type=ranker_name, choices=RankerNames(), metavar="RANKER",
+                   help="%(choices)s (noise is the paper's; the others are baselines)")
     g.add_argument("--alpha", type=float, default=5.0, help="noise scale (paper: 5)")
     g.add_argument("--alpha-relative", action="store_true",
                    help="alpha in units of the RMS of the clean embeddings instead of absolute")
@@ -58,33 +68,107 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars (accepted by every command)")
 
 
+def finite(value: float, flag: str, hint: str = "") -> None:
+    if not math.isfinite(value) or value <= 0:
+        raise LesionError(f"{flag} must be > 0 and finite (got {value}){hint}")
+
+
+def check_seed(seed: int) -> None:
+    if not 0 <= seed <= MAX_SEED:
+        raise LesionError(f"--seed must be 0..{MAX_SEED} (got {seed})")
+
+
 def check_stage1(args) -> None:
-    if args.alpha <= 0:
-        raise LesionError(f"--alpha must be > 0 (got {args.alpha}): the paper uses 5")
-    if args.samples < 1:
-        raise LesionError(f"--samples must be >= 1 (got {args.samples}): the paper uses 100")
+    finite(args.alpha, "--alpha", ": the paper uses 5")
+    if not 1 <= args.samples <= MAX_SAMPLES:
+        raise LesionError(f"--samples must be >= 1 and <= {MAX_SAMPLES} (got {args.samples}): the paper uses 100")
+    check_seed(args.seed)
     if args.batch_size < 1 or args.keep < 1:
         raise LesionError("--batch-size and --keep must be >= 1")
 
 
 def check_stage2(args) -> None:
-    if args.epsilon <= 0:
-        raise LesionError(f"--epsilon must be > 0 (got {args.epsilon}): the paper uses 1")
+    finite(args.epsilon, "--epsilon", ": the paper uses 1")
     if args.step < 1:
         raise LesionError(f"--step must be >= 1 (got {args.step})")
     if args.max_neurons < 1:
         raise LesionError(f"--max-neurons must be >= 1 (got {args.max_neurons})")
+    if args.step > args.max_neurons:
+        raise LesionError(f"--step {args.step} is larger than --max-neurons {args.max_neurons}: no set would "
+                          "be tried; lower --step")
 
 
-def load(args):
-    """Load the model named by the model arguments (after cheap argument checks)."""
-    from ..loading import load_model
-    if args.device_map is None and args.device.startswith("cuda"):
-        import torch
+def check_device(args) -> None:
+    """A device string torch understands and this machine has, checked before the model loads."""
+    if args.device_map is not None and args.device_map != "auto":
+        raise LesionError(f"--device-map takes 'auto' (got {args.device_map!r})")
+    import torch
+    try:
+        device = torch.device(args.device)
+    except (RuntimeError, ValueError):
+        raise LesionError(f"--device {args.device!r} is not a device: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and args.device_map is None:
         if not torch.cuda.is_available():
             raise LesionError(f"--device {args.device} asked for but no CUDA device is available: use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise LesionError(f"--device {args.device}: this machine has {torch.cuda.device_count()} CUDA "
+                              "device(s)")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise LesionError(f"--device {args.device!r}: lesion runs on cpu, cuda or mps")
+
+
+def resolve_model_args(args, recorded: dict | None = None) -> None:
+    """Fill in --model and --dtype: as given, else those the result read was made with, else defaults."""
+    recorded = recorded or {}
+    if args.model is None:
+        args.model = recorded.get("model") or DEFAULT_MODEL
+        if args.dtype is None and recorded.get("model"):
+            args.dtype = recorded.get("dtype")
+    if args.dtype is None:
+        args.dtype = DEFAULT_DTYPE
+    if args.dtype not in DTYPES:
+        raise LesionError(f"unknown dtype {args.dtype!r}: use one of {', '.join(DTYPES)}")
+
+
+def load(args, recorded: dict | None = None):
+    """Load the model named by the model arguments, or by ``recorded`` (a result's settings) when
+    --model is not given; checks the arguments before the (slow) load."""
+    from ..loading import load_model
+    resolve_model_args(args, recorded)
+    check_device(args)
     return load_model(args.model, dtype=args.dtype, device=args.device, device_map=args.device_map,
                       progress=progress_enabled(args))
+
+
+def check_out(path: str | None, flag: str = "--out") -> None:
+    """Refuse an output path that cannot be written, before any work is done."""
+    if path is not None:
+        from ..results import check_output_path
+        check_output_path(path, flag)
+
+
+def ranker_name(name: str) -> str:
+    """argparse type for --ranker: a known name, or one line with the closest one."""
+    from ..rankers import check_ranker
+    try:
+        return check_ranker(name)
+    except LesionError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+class RankerNames:
+    """The registered ranker names for argparse ``choices``, read from :mod:`lesion.rankers` only
+    when argparse looks (rankers imports torch, which ``lesion --help`` must not wait for)."""
+
+    def _names(self) -> list[str]:
+        from ..rankers import RANKER_SPECS
+        return list(RANKER_SPECS)
+
+    def __contains__(self, name) -> bool:
+        return name in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
 
 
 def progress_enabled(args) -> bool:
@@ -97,16 +181,20 @@ def fmt(x: float) -> str:
     return f"{x:.4g}" if abs(x) < 1e5 else f"{x:.3e}"
 
 
-def load_critical(path: str, lm) -> list:
-    """The neurons of a critical.json, checked against the loaded model."""
-    from ..neurons import discover_sites
-    from ..pipeline import check_same_model
+def read_critical(path: str):
+    """A critical.json with neurons, read before the model loads."""
     from ..results import CriticalSet
-
     critical = CriticalSet.load(path)
     if not critical.neurons:
         raise LesionError(f"{path} has no neurons (its search did not reach epsilon): pass a critical.json "
                           "whose 'reached' is true, or re-run lesion scan with a larger --max-neurons")
+    return critical
+
+
+def critical_neurons(critical, lm) -> list:
+    """The critical set's neurons, checked against the loaded model."""
+    from ..neurons import discover_sites
+    from ..pipeline import check_same_model
     check_same_model(critical.settings, lm, "critical set")
     discover_sites(lm.model, "all").check(critical.neurons)
     return list(critical.neurons)

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from rich.table import Table
 
 from ..errors import LesionError
-from ..results import write_json
 from .common import (add_common_flags, add_components_arg, add_model_args, add_text_args, console, fmt, load,
                      progress_enabled)
 
@@ -47,20 +45,27 @@ def parse_ints(text: str, flag: str) -> list[int]:
 def run(args) -> int:
     from ..compare import compare_rankers
     from ..pipeline import Study
-    from ..rankers import RANKERS
+    from ..rankers import check_ranker
+    from ..run import COMPARE, RunFolder
     from ..texts import read_text
+    from .common import MAX_SAMPLES, check_out, check_seed, finite
 
     levels = parse_ints(args.levels, "--levels")
-    rankers = [r.strip() for r in args.rankers.split(",") if r.strip()]
-    unknown = [r for r in rankers if r not in RANKERS]
-    if unknown or not rankers:
-        raise LesionError(f"unknown ranker(s) {', '.join(unknown) or '(none)'}: use {', '.join(RANKERS)}")
+    rankers = [check_ranker(r.strip()) for r in args.rankers.split(",") if r.strip()]
+    if not rankers:
+        raise LesionError("--rankers is empty: name at least one, e.g. noise,random")
     if args.random_runs < 1:
         raise LesionError("--random-runs must be >= 1")
+    finite(args.alpha, "--alpha")
+    check_seed(args.seed)
+    if not 1 <= args.samples <= MAX_SAMPLES:
+        raise LesionError(f"--samples must be >= 1 and <= {MAX_SAMPLES} (got {args.samples})")
+    folder = RunFolder(args.out_dir)
+    check_out(folder.file(COMPARE))
     study = Study.create(load(args), read_text(args.text, args.text_file), args.components)
     result = compare_rankers(study, rankers, levels, random_runs=args.random_runs, seed=args.seed,
                              progress=progress_enabled(args), alpha=args.alpha, samples=args.samples)
-    path = write_json(Path(args.out_dir) / "compare.json", result)
+    path = folder.write(COMPARE, result)
     table = Table("ranker", *(f"n={n}" for n in result.levels), "falls back at",
                   title=f"Delta (log10 PPL ratio) when masking the top-n; baseline PPL {fmt(result.baseline_ppl)}")
     for ranker in rankers:

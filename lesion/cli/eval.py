@@ -7,8 +7,8 @@ import time
 from rich.table import Table
 
 from ..errors import LesionError
-from ..results import write_json
-from .common import add_common_flags, add_model_args, console, fmt, load, load_critical, progress_enabled
+from .common import (add_common_flags, add_model_args, check_out, console, critical_neurons, fmt, load,
+                     progress_enabled, read_critical)
 
 EXAMPLES = """examples:
   lesion eval --neurons lesion-run/critical.json --corpus enwiki-gensim --max-tokens 20000
@@ -58,19 +58,25 @@ def run(args) -> int:
     from ..evaluation.corpora import CHARS_PER_TOKEN, load_corpus
     from ..evaluation.perplexity import CorpusEval, corpus_perplexity
     from ..neurons import discover_sites
+    from ..pipeline import model_provenance
+    from ..results import write_json
 
     if args.max_tokens < 0 or args.window < 2 or not 1 <= args.stride <= args.window:
         raise LesionError("need --max-tokens >= 0, --window >= 2 and 1 <= --stride <= --window")
+    if args.batch_size < 1 or (args.limit is not None and args.limit < 1) or args.humaneval < 0:
+        raise LesionError("need --batch-size >= 1, --limit >= 1 and --humaneval >= 0")
+    check_out(args.out)
     corpora = [c for c in (args.corpus or ["enwiki-gensim"]) if c != "none"]
     tasks = [t for t in (args.tasks or "").split(",") if t]
     if not (corpora or tasks or args.humaneval):
         raise LesionError("nothing to evaluate: give a --corpus, --tasks or --humaneval N")
-    lm = load(args)
-    neurons = load_critical(args.neurons, lm)
-    levels = parse_levels(args.levels, len(neurons))
+    critical = read_critical(args.neurons)
+    levels = parse_levels(args.levels, len(critical.neurons))
+    lm = load(args, recorded=critical.settings)
+    neurons = critical_neurons(critical, lm)
     index = discover_sites(lm.model, "all")
     report: dict = {"model": lm.name, "neurons": [str(n) for n in neurons], "levels": levels,
-                    "settings": {"window": args.window, "stride": args.stride, "max_tokens": args.max_tokens,
+                    "settings": {**model_provenance(lm), "window": args.window, "stride": args.stride, "max_tokens": args.max_tokens,
                                  "dtype": args.dtype, "loss_dtype": "float32"}}
     start = time.perf_counter()
     if corpora:

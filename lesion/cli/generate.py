@@ -5,7 +5,10 @@ import argparse
 
 from rich.table import Table
 
-from .common import add_common_flags, add_model_args, console, load, load_critical
+from ..errors import LesionError
+from .common import add_common_flags, add_model_args, console, critical_neurons, load, read_critical
+
+MAX_NEW_TOKENS = 4096
 
 EXAMPLES = """examples:
   lesion generate --neurons lesion-run/critical.json --prompt "The capital of France is"
@@ -27,8 +30,13 @@ def run(args) -> int:
     from ..generation import generate, generate_masked, repeated_share
     from ..neurons import discover_sites
 
-    lm = load(args)
-    neurons = load_critical(args.neurons, lm)
+    if not 1 <= args.max_new_tokens <= MAX_NEW_TOKENS:
+        raise LesionError(f"--max-new-tokens must be 1..{MAX_NEW_TOKENS} (got {args.max_new_tokens})")
+    if not all(p.strip() for p in args.prompt):
+        raise LesionError("--prompt is empty: give the text the model should continue")
+    critical = read_critical(args.neurons)
+    lm = load(args, recorded=critical.settings)
+    neurons = critical_neurons(critical, lm)
     index = discover_sites(lm.model, "all")
     table = Table("prompt", "original", f"{len(neurons)} neuron(s) masked", show_lines=True)
     for column in table.columns:

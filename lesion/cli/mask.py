@@ -27,20 +27,27 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..ablation import baseline_nll, masked_nll
     from ..metrics import delta, perplexity
     from ..neurons import Neuron, discover_sites
-    from ..results import CriticalSet
-    from ..search import baseline_nll, masked_nll
-    from ..texts import encode, read_text
+    from ..texts import check_context, encode, read_text
+    from .common import read_critical
 
     neurons = [Neuron.parse(s) for s in args.neuron]
+    recorded = None
     if args.neurons:
-        neurons += list(CriticalSet.load(args.neurons).neurons)
+        critical = read_critical(args.neurons)
+        neurons += list(critical.neurons)
+        recorded = critical.settings
     if not neurons:
         raise LesionError("no neurons to mask: name them (module:channel) or pass --neurons critical.json")
     text = read_text(args.text, args.text_file)
-    lm = load(args)
+    lm = load(args, recorded=recorded)
+    if recorded is not None:
+        from ..pipeline import check_same_model
+        check_same_model(recorded, lm, "critical set")
     ids = encode(lm.tokenizer, text, lm.device)
+    check_context(lm.model, ids)
     index = discover_sites(lm.model, "all")
     index.check(neurons)
     clean = baseline_nll(lm.model, ids, args.dtype)

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from rich.table import Table
 
 from ..errors import LesionError
-from ..results import write_json
 from .common import add_common_flags, add_model_args, console, fmt, load
 
 EXAMPLES = """examples:
@@ -28,19 +26,20 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..analysis.robustness import TEXTS
     from ..mechanism import mechanism
-    from ..pipeline import Study, check_same_model
-    from .analyze import _scan_outputs
+    from ..run import CRITICAL, MECHANISM, RunFolder
+    from .common import check_out, check_seed
 
-    run_dir = Path(args.run_dir)
-    _, critical = _scan_outputs(run_dir)
+    check_seed(args.seed)
+    folder = RunFolder(args.run_dir)
+    critical = folder.critical()
     if not critical.neurons:
-        raise LesionError(f"{run_dir / 'critical.json'} has no critical set (threshold not reached): re-run "
+        raise LesionError(f"{folder.file(CRITICAL)} has no critical set (threshold not reached): re-run "
                           "`lesion scan` with a lower --epsilon or a larger --max-neurons")
-    lm = load(args)
-    check_same_model(critical.settings, lm, "critical set")
-    study = Study.create(lm, critical.settings["text"])
+    check_out(folder.file(MECHANISM))
+    lm = load(args, recorded=critical.settings)
+    study = folder.study(lm)
     result = mechanism(study, critical.neurons, other_text=TEXTS["wikipedia"], seed=args.seed)
-    path = write_json(run_dir / "mechanism.json", result)
+    path = folder.write(MECHANISM, {**result, "settings": study.settings(seed=args.seed)})
     print_neurons(result)
     print_overlap(result)
     lesions = Table("lesion of the critical set", "Delta")

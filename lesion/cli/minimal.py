@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from rich.table import Table
 
 from ..errors import LesionError
-from ..results import write_json
 from .common import (
     add_common_flags,
     add_model_args,
@@ -36,16 +34,19 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..minimal import minimal_sets
-    from ..pipeline import Study
-    from .analyze import _scan_outputs
+    from ..minimal import check_search_bounds, minimal_sets
+    from ..run import RunFolder, minimal_name
+    from .common import check_out, finite
 
-    run_dir = Path(args.run_dir)
-    ranking, critical = _scan_outputs(run_dir)
+    if args.epsilon is not None:
+        finite(args.epsilon, "--epsilon")
+    check_search_bounds(args.pool, args.max_size)
+    folder = RunFolder(args.run_dir)
+    ranking, critical = folder.ranking(), folder.critical()
     epsilon = args.epsilon if args.epsilon is not None else critical.settings.get("epsilon", 1.0)
-    lm = load(args)
-    study = Study.create(lm, ranking.settings["text"], ranking.settings.get("components"))
-    study.check_ranking(ranking)
+    check_out(folder.file(minimal_name(epsilon)))
+    lm = load(args, recorded=ranking.settings)
+    study = folder.study(lm)
     greedy = critical.neurons
     if args.epsilon is not None and args.epsilon != critical.settings.get("epsilon"):
         found = study.identify(ranking, epsilon=epsilon, progress=progress_enabled(args))
@@ -55,7 +56,7 @@ def run(args) -> int:
         greedy = found.neurons
     result = minimal_sets(study, ranking.neurons, greedy, epsilon=epsilon, pool=args.pool,
                           max_size=args.max_size, progress=progress_enabled(args))
-    path = write_json(run_dir / f"minimal-eps{epsilon:g}.json", result)
+    path = folder.write(minimal_name(epsilon), result)
     table = Table("set", "size", "Delta", "forward rows", title=f"epsilon = {epsilon:g}")
     optimum = f"optimum (top {result.pool}, sizes <= {result.max_size})"
     sets = {"greedy": (result.greedy, result.greedy_delta, "-"),

@@ -3,14 +3,18 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
+
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from ..results import CriticalSet, Ranking, write_json
+from ..errors import LesionError
 from .common import (add_common_flags, add_components_arg, add_model_args, add_stage1_args,
-                     add_stage2_args, add_text_args, check_stage1, check_stage2, console, fmt, load,
+                     add_stage2_args, add_text_args, check_out, check_stage1, check_stage2, console, fmt, load,
                      progress_enabled)
+
+if TYPE_CHECKING:
+    from ..results import CriticalSet, Ranking
 
 SCAN_EXAMPLES = """examples:
   lesion scan                                   # default model, Bookends sentence
@@ -44,12 +48,18 @@ def register(sub) -> None:
     p.set_defaults(run=run_identify)
 
 
+def _text(args) -> str | None:
+    """The text given by --text/--text-file, or None (read before the model loads)."""
+    from ..texts import read_text
+    return read_text(args.text, args.text_file) if args.text is not None or args.text_file is not None else None
+
+
 def _study(args, components=None):
     from ..pipeline import Study
-    from ..texts import read_text
-    text = read_text(args.text, args.text_file)
+    from ..texts import BOOKENDS
+    text = _text(args)
     lm = load(args)
-    return Study.create(lm, text, components)
+    return Study.create(lm, BOOKENDS if text is None else text, components)
 
 
 def _rank(study, args) -> Ranking:
@@ -64,36 +74,45 @@ def _identify(study, ranking, args) -> CriticalSet:
 
 
 def run_scan(args) -> int:
+    from .. import run as runs
+    from ..results import write_json
     check_stage1(args)
     check_stage2(args)
+    out = runs.RunFolder(args.out)
+    if out.path.exists() and not out.path.is_dir():
+        raise LesionError(f"--out {args.out!r} is a file: scan writes a folder; pass a folder path")
+    for name in (runs.RANKING, runs.CRITICAL, runs.FINGERPRINTS, runs.RUN):
+        check_out(out.file(name))
     start = time.perf_counter()
     study = _study(args, args.components)
     study.timings["load_s"] = time.perf_counter() - start
     ranking = _rank(study, args)
     critical = _identify(study, ranking, args)
-    out = Path(args.out)
-    write_json(out / "ranking.json", ranking)
-    write_json(out / "critical.json", critical)
+    out.write(runs.RANKING, ranking)
+    out.write(runs.CRITICAL, critical)
     if critical.neurons:
         from ..neurons import discover_sites
         from ..verify import fingerprints
         all_sites = discover_sites(study.lm.model, "all")
-        write_json(out / "fingerprints.json", fingerprints(study.lm.model, all_sites, critical.neurons, args.dtype))
-    write_json(out / "run.json", {"command": "scan", "timings_s": study.timings,
-                                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        write_json(out.file(runs.FINGERPRINTS),
+                   fingerprints(study.lm.model, all_sites, critical.neurons, args.dtype))
+    write_json(out.file(runs.RUN), {"command": "scan", "timings_s": study.timings,
+                                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     print_critical(critical, study.timings)
-    console.print(f"wrote {out / 'ranking.json'}, {out / 'critical.json'}")
+    console.print(f"wrote {out.file(runs.RANKING)}, {out.file(runs.CRITICAL)}")
     if args.report:
         from ..report import build_report
-        console.print(f"wrote {build_report(out)[0]}")
+        console.print(f"wrote {build_report(out.path)[0]}")
     return 0
 
 
 def run_rank(args) -> int:
+    from ..run import write_result
     check_stage1(args)
+    check_out(args.out)
     study = _study(args, args.components)
     ranking = _rank(study, args)
-    write_json(args.out, ranking)
+    write_result(args.out, ranking)
     table = Table(title=f"top neurons of {ranking.total_neurons} ({ranking.ranker} ranker)")
     for col in ("rank", "neuron", "score", "position"):
         table.add_column(col)
@@ -106,15 +125,21 @@ def run_rank(args) -> int:
 
 
 def run_identify(args) -> int:
-    check_stage2(args)
-    ranking = Ranking.load(args.ranking)
-    text = args.text if args.text is not None or args.text_file is not None else ranking.settings.get("text")
     from ..pipeline import Study
-    from ..texts import read_text
-    lm = load(args)
-    study = Study.create(lm, read_text(text, args.text_file), ranking.settings.get("components"))
+    from ..results import Ranking
+    from ..run import write_result
+    check_stage2(args)
+    check_out(args.out)
+    ranking = Ranking.load(args.ranking)
+    if args.step > min(args.max_neurons, len(ranking.neurons)):
+        raise LesionError(f"--step {args.step} is larger than the {min(args.max_neurons, len(ranking.neurons))} "
+                          f"candidate(s) of {args.ranking}: lower --step")
+    from ..run import recorded_text
+    text = recorded_text(ranking.settings, _text(args), args.ranking)  # a wrong text is refused before loading
+    lm = load(args, recorded=ranking.settings)
+    study = Study.recreate(lm, ranking.settings, args.ranking, text)
     critical = _identify(study, ranking, args)
-    write_json(args.out, critical)
+    write_result(args.out, critical)
     print_critical(critical, study.timings)
     console.print(f"wrote {args.out}")
     return 0

@@ -7,7 +7,6 @@ from pathlib import Path
 from rich.table import Table
 
 from ..errors import LesionError
-from ..results import read_json, write_json
 from .common import add_common_flags, add_model_args, console, load
 
 EXAMPLES = """examples:
@@ -31,17 +30,23 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..neurons import discover_sites
+    from ..results import CriticalSet, read_json, write_json
+    from ..run import FINGERPRINTS
     from ..verify import as_dicts, verify
+    from .common import check_out, resolve_model_args
 
-    path = Path(args.fingerprints or Path(args.against).parent / "fingerprints.json")
+    check_out(args.out)
+    critical = CriticalSet.load(args.against)  # refuses a missing or malformed file
+    path = Path(args.fingerprints or Path(args.against).parent / FINGERPRINTS)
     if not path.is_file():
         raise LesionError(f"no fingerprints at {path}: `lesion scan` writes them beside critical.json; re-run it "
                           "on the original model or pass --fingerprints")
     reference = read_json(path)
-    if "neurons" not in reference:
-        raise LesionError(f"{path} is not a lesion fingerprints file: re-create it with lesion scan")
-    if reference.get("dtype") and reference["dtype"] != args.dtype:
+    check_reference(reference, critical, path, args.against)
+    if args.dtype is not None and reference["dtype"] != args.dtype:
         raise LesionError(f"the fingerprints were taken in {reference['dtype']}: pass --dtype {reference['dtype']}")
+    args.dtype = reference["dtype"]
+    resolve_model_args(args, critical.settings)
     lm = load(args)
     checks = verify(lm.model, discover_sites(lm.model, "all"), reference)
     bad = [c for c in checks if c.status != "intact"]
@@ -50,9 +55,27 @@ def run(args) -> int:
         table.add_row(c.neuron, c.slice, c.status, c.detail)
     console.print(table)
     if args.out:
-        write_json(args.out, {"model": args.model, "intact": not bad, "checks": as_dicts(checks)})
+        from ..pipeline import model_provenance
+        write_json(args.out, {"model": args.model, "intact": not bad, "checks": as_dicts(checks),
+                              "settings": model_provenance(lm)})
     if bad:
         console.print(f"[bold red]TAMPERED[/bold red]: {len(bad)} of {len(checks)} slices changed")
         return TAMPERED
     console.print(f"intact: all {len(checks)} slices match")
     return 0
+
+
+def check_reference(reference: dict, critical, path: Path, against: str) -> None:
+    """Refuse fingerprints that would check nothing, or other neurons than the critical set's."""
+    neurons = reference.get("neurons")
+    if not isinstance(neurons, dict) or not isinstance(reference.get("dtype"), str) or not all(
+            isinstance(v, list) and v and all(isinstance(s, dict) and {"slice", "sha256"} <= set(s) for s in v)
+            for v in neurons.values()):
+        raise LesionError(f"{path} is not a lesion fingerprints file: re-create it with lesion scan")
+    if not neurons:
+        raise LesionError(f"{path} fingerprints no neuron, so verify would check nothing: re-create it with "
+                          "lesion scan on the original model")
+    expected = {str(n) for n in critical.neurons}
+    if set(neurons) != expected:
+        raise LesionError(f"{path} fingerprints other neurons than the critical set in {against} "
+                          f"({len(set(neurons) ^ expected)} differ): pass the fingerprints written with it")

@@ -12,7 +12,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from ..errors import LesionError
-from ..results import write_text
+from ..results import read_json, write_text
 from . import figures
 
 CSS = ("body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}"
@@ -22,7 +22,7 @@ CSS = ("body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;co
 
 def _load(folder: Path, name: str) -> dict | None:
     path = folder / name
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    return read_json(path) if path.exists() else None
 
 
 def fmt(x) -> str:
@@ -66,7 +66,26 @@ class Page:
 
 
 def build_report(folder: str | Path) -> tuple[Path, Path]:
+    """Refuses, leaving no ``figures/`` behind, a folder whose results are corrupt or incomplete."""
     folder = Path(folder)
+    if not folder.is_dir():
+        raise LesionError(f"{folder} is not a folder: pass the folder `lesion scan --out` wrote")
+    figures_dir = folder / "figures"
+    fresh, built = not figures_dir.exists(), False
+    try:
+        paths = _build(folder)
+        built = True
+        return paths
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        raise LesionError(f"{folder} holds an incomplete or malformed result ({type(e).__name__}: {e}): "
+                          "re-create it with lesion") from None
+    finally:
+        if fresh and not built:
+            import shutil
+            shutil.rmtree(figures_dir, ignore_errors=True)
+
+
+def _build(folder: Path) -> tuple[Path, Path]:
     critical = _load(folder, "critical.json")
     if critical is None:
         raise LesionError(f"{folder} has no critical.json: run `lesion scan --out {folder}` first")
@@ -81,7 +100,7 @@ def build_report(folder: str | Path) -> tuple[Path, Path]:
         if data is not None:
             render(page, data)
     for path in sorted(folder.glob("minimal-eps*.json")):
-        _minimal(page, json.loads(path.read_text(encoding="utf-8")))
+        _minimal(page, read_json(path))
     title = f"lesion report: {critical['model']}"
     doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{''.join(page.html)}</body></html>")
