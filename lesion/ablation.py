@@ -22,9 +22,7 @@ from .hooks import mask_neurons
 from .metrics import delta, mean_nll
 from .neurons import Neuron, SiteIndex
 
-ABLATIONS = {"zero": "0 at every position (the paper)",
-             "mean": "the neuron's mean over the text at every position",
-             "position0": "0 at the first token only"}
+from .options import ABLATIONS
 
 
 def check_ablation(ablation: str) -> None:

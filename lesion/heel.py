@@ -37,10 +37,8 @@ from .ablation import baseline_nll, channel_means, check_ablation, set_deltas
 from .errors import LesionError
 from .metrics import LN10, perplexity
 from .neurons import Neuron, SiteIndex
+from .options import OBJECTIVES, PRUNERS, STRATEGIES
 
-STRATEGIES = ("greedy", "topk", "prefix")
-PRUNERS = ("elimination", "best-drop", "none")
-OBJECTIVES = ("worst", "mean")
 LOGIT_BYTES = 2 ** 29  # float32 logits one batched forward may hold
 
 
@@ -476,7 +474,8 @@ def transfer_table(score_for_each: Sequence[SetScorer], heels: dict[str, Sequenc
 def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence[str] = ("noise", "activation",
                 "massive", "superweight", "attribution"), per_signal: int = 100, components: str | None = None,
                 noise_options: dict | None = None, progress: bool = True,
-                say: Callable[[str], None] | None = None, memo: dict | None = None) -> Heel:
+                say: Callable[[str], None] | None = None, memo: dict | None = None,
+                names: Sequence[str] = ()) -> Heel:
     """``lesion search`` as a library call: pool from ``signals`` on every text, then
     :func:`find_smallest_heel` with the objective over all ``texts``. ``memo`` keeps each
     (signal, text)'s top list across calls on the same model."""
@@ -509,12 +508,11 @@ def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence
         ranking = studies[0].rank("noise", keep=1000, progress=progress, **noise_options)
         return list(ranking.neurons)
 
-    info = [{"sha256": s.settings()["text_sha256"], "tokens": int(s.input_ids.shape[1])} for s in studies]
-    settings = {**studies[0].settings(), "texts": len(texts), "signals": list(signals), "per_signal": per_signal,
-                "noise": noise_options}
-    settings.pop("text_sha256", None)
-    if len(texts) == 1:
-        settings["text_sha256"] = info[0]["sha256"]
+    info = [{"name": name, "sha256": s.settings()["text_sha256"], "tokens": int(s.input_ids.shape[1])}
+            for name, s in zip(list(names) + [f"text{i + 1}" for i in range(len(names), len(studies))], studies)]
+    settings = {**studies[0].settings(), "signals": list(signals), "per_signal": per_signal, "noise": noise_options}
+    if len(texts) > 1:  # each text is in the result's `texts`, with its hash and token count
+        settings.update(text=None, text_sha256=None, tokens=None, texts=list(texts))
     heel = find_smallest_heel(score, pool, plan, prefix_order, lm.name, settings,
                               {**brought, "per_signal": per_signal}, info, say)
     return replace(heel, profile=tuple(describe(lm.model, index, studies[0].input_ids, heel)))
@@ -542,8 +540,9 @@ def search_with_transfer(lm, texts: Sequence[str], names: Sequence[str], plan: S
     """The joint heel over all texts, plus each text's own heel, and the Delta of every heel on
     every text (does a heel found on one input collapse the model on the others?)."""
     memo: dict = {}
-    joint = search_heel(lm, texts, plan, memo=memo, **options)
-    own = {name: search_heel(lm, [text], plan, memo=memo, **options) for name, text in zip(names, texts)}
+    joint = search_heel(lm, texts, plan, memo=memo, names=names, **options)
+    own = {name: search_heel(lm, [text], plan, memo=memo, names=[name], **options)
+           for name, text in zip(names, texts)}
     from .pipeline import Study
     studies = [Study.create(lm, text, options.get("components")) for text in texts]
     scorers = [SetScorer.for_model(lm.model, studies[0].index, [s.input_ids], ablation=plan.ablation,

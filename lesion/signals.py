@@ -13,15 +13,9 @@ import torch
 from .errors import LesionError
 from .hooks import hooked
 from .neurons import Neuron, SiteIndex
+from .options import SIGNALS
 from .rankers import clean_activations, rank_by_activation
 
-SIGNALS = {
-    "noise": "the paper's Stage 1: mean |A_clean - A_noisy| under input-embedding noise, best position",
-    "activation": "|activation| at its largest position",
-    "massive": "max |activation| over the text / median |activation| of its module (Sun et al. 2024)",
-    "superweight": "data-free: a down_proj output row's largest |w| / the matrix's median |w| (Yu et al. 2024)",
-    "attribution": "|sum over positions of a * dLoss/da|: first-order estimate of zeroing the neuron",
-}
 DEFAULT_SIGNALS = tuple(SIGNALS)
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 from rich.table import Table
 
 from ..errors import LesionError
-from .common import add_common_flags, add_components_arg, add_model_args, console, fmt, load, progress_enabled
+from .common import (MAX_SAMPLES, add_common_flags, add_components_arg, add_model_args, check_out, check_seed,
+                     console, finite, fmt, load, progress_enabled)
 
 EXAMPLES = """examples:
   lesion search --out heel.json                               # default model, Bookends text
@@ -23,8 +24,7 @@ pool sorted by single Delta), prefix (the paper's greedy prefix of the noise ran
 
 
 def register(sub) -> None:
-    from ..ablation import ABLATIONS
-    from ..heel import OBJECTIVES, PRUNERS, STRATEGIES
+    from ..options import ABLATIONS, OBJECTIVES, PRUNERS, STRATEGIES
 
     p = sub.add_parser("search", help="the smallest critical set: multi-signal screen, greedy selection, pruning",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -100,15 +100,18 @@ def texts_from(args) -> tuple[list[str], list[str]]:
 
 def run(args) -> int:
     from ..heel import search_heel, search_with_transfer
-    from ..results import write_json
+    from ..run import write_result
     from ..signals import parse_signals
 
     plan = plan_from(args)
     signals = parse_signals(args.signals)
     if args.pool < 1:
         raise LesionError(f"--pool must be >= 1 (got {args.pool})")
-    if not (args.alpha > 0 and args.alpha < float("inf")) or args.samples < 1:
-        raise LesionError("--alpha must be a finite number > 0 and --samples >= 1 (the paper: 5 and 100)")
+    finite(args.alpha, "--alpha", ": the paper uses 5")
+    if not 1 <= args.samples <= MAX_SAMPLES:
+        raise LesionError(f"--samples must be 1..{MAX_SAMPLES} (got {args.samples}): the paper uses 100")
+    check_seed(args.seed)
+    check_out(args.out)
     if "prefix" == plan.strategy and "noise" not in signals:
         signals.append("noise")
     names, texts = texts_from(args)
@@ -120,8 +123,8 @@ def run(args) -> int:
                    noise_options={"alpha": args.alpha, "samples": args.samples, "seed": args.seed},
                    say=(lambda stage: console.print(f"[dim]{stage}...[/dim]")) if progress else None)
     heel = (search_with_transfer(lm, texts, names, plan, **options) if args.transfer
-            else search_heel(lm, texts, plan, **options))
-    path = write_json(args.out, heel)
+            else search_heel(lm, texts, plan, names=names, **options))
+    path = write_result(args.out, heel)
     print_heel(heel, names)
     console.print(f"wrote {path}")
     return 0
