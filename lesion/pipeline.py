@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import platform
 import time
 from dataclasses import dataclass, field
@@ -53,14 +54,17 @@ class Study:
                 "tokens": int(self.input_ids.shape[1]), "versions": versions()}
         return {**base, **extra}
 
-    def scores(self, ranker: str = "noise", *, alpha: float = 5.0, samples: int = 100, seed: int = 42,
-               alpha_relative: bool = False, reduce: str = "max", batch_size: int = 16, progress: bool = True,
-               use_cache: bool = True) -> tuple[Scores, dict]:
+    def scores(self, ranker: str = "noise", *, alpha: float = 5.0, samples: int | str = 100, seed: int = 42,
+               alpha_relative: bool = False, reduce: str = "max", batch_size: int = 16, max_samples: int = 100,
+               progress: bool = True, use_cache: bool = True) -> tuple[Scores, dict]:
         """Stage 1 scores of every neuron and their settings, cached on disk by everything that
-        determines them (not the batch size)."""
+        determines them (not the batch size). ``samples="auto"`` adds the K used and the
+        confidence of the settled top to the settings."""
         if ranker not in RANKERS:
             raise LesionError(f"unknown ranker {ranker!r}: use one of {', '.join(RANKERS)}")
-        options = {"noise": dict(alpha=alpha, samples=samples, alpha_relative=alpha_relative, reduce=reduce),
+        adaptive = dict(max_samples=max_samples) if samples == "auto" else {}
+        options = {"noise": dict(alpha=alpha, samples=samples, alpha_relative=alpha_relative, reduce=reduce,
+                                 **adaptive),
                    "activation": dict(reduce=reduce), "gradient": dict(reduce=reduce)}.get(ranker, {})
         speed = {"noise": dict(batch_size=batch_size)}.get(ranker, {})
         settings = self.settings(ranker=ranker, seed=seed, **options)
@@ -70,7 +74,7 @@ class Study:
                                                           progress=progress, **options, **speed),
                              enabled=use_cache)
         self.timings["rank_cached_s" if hit else "rank_s"] = time.perf_counter() - start
-        return scores, settings
+        return scores, {**settings, **(scores.adaptive or {})}
 
     def rank(self, ranker: str = "noise", *, keep: int = 5000, **options) -> Ranking:
         """Stage 1: the top ``keep`` neurons of ``ranker`` (options as :meth:`scores`)."""
@@ -78,15 +82,22 @@ class Study:
         return ranking_from_scores(self.index, scores, ranker, keep, self.lm.name, {**settings, "keep": keep})
 
     def identify(self, ranking: Ranking, *, epsilon: float = 1.0, step: int = 1, max_neurons: int = 1000,
-                 progress: bool = True) -> CriticalSet:
+                 stage2: str = "linear", progress: bool = True) -> CriticalSet:
+        """Stage 2. With an adaptive-K ranking, ``critical_within_settled`` in the settings says
+        whether the answer used only the settled top of the ranking (else re-rank at full K)."""
         self.check_ranking(ranking)
         settings = {**ranking.settings, **self.settings(), "epsilon": epsilon, "step": step,
-                    "max_neurons": max_neurons, "ranker": ranking.ranker}
+                    "max_neurons": max_neurons, "ranker": ranking.ranker, "stage2": stage2}
         start = time.perf_counter()
         critical = find_critical_set(self.lm.model, self.input_ids, self.index, ranking.neurons,
-                                     epsilon=epsilon, step=step, max_neurons=max_neurons,
+                                     epsilon=epsilon, step=step, max_neurons=max_neurons, stage2=stage2,
                                      model_name=self.lm.name, settings=settings, progress=progress)
         self.timings["identify_s"] = time.perf_counter() - start
+        if "settled_top" in ranking.settings:
+            used = len(critical.neurons) if critical.reached else critical.trajectory[-1].n
+            within = used <= ranking.settings["settled_top"]
+            critical = dataclasses.replace(critical, settings={**critical.settings,
+                                                               "critical_within_settled": within})
         return critical
 
     def check_ranking(self, ranking: Ranking) -> None:

@@ -148,9 +148,9 @@ def test_ranking_from_another_model_is_refused(tiny_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("stage", ["rank", "identify"])
 def test_interruption_leaves_no_file_and_no_hook(tiny_dir, tmp_path, monkeypatch, capsys, stage):
+    import lesion.ablation
     import lesion.rankers
-    import lesion.search
-    target = (lesion.rankers, "split_on_oom") if stage == "rank" else (lesion.search, "split_on_oom")
+    target = (lesion.rankers, "split_on_oom") if stage == "rank" else (lesion.ablation, "split_on_oom")
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
