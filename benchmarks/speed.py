@@ -13,7 +13,7 @@ taken in the same run, so that a busy machine slows both sides alike.
 - Start-up of ``python -m lesion --help``; model load against a bare safetensors read of
   the dequantised cache; ``lesion scan`` end to end with Stage 1 cached (warm).
 
-    PYTHONPATH=. python benchmarks/speed.py [--model smollm2-135m] [--repeats 3]
+    PYTHONPATH=. python benchmarks/speed.py [--model smollm2-135m] [--repeats 3] [--parts stage2,load]
 """
 from __future__ import annotations
 
@@ -59,26 +59,54 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--rows", type=int, default=8, help="masked rows per Stage 2 forward")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--parts", default="start,load,stage1,stage2,scan",
+                   help="which figures: start, load, stage1, stage2 (with the workloads), scan")
     args = p.parse_args()
+    parts = set(args.parts.split(","))
     r = args.repeats
     print(f"model {args.model}, {torch.get_num_threads()} threads, minimum of {r} runs per figure")
 
     # Start-up and load, before this process has imported anything heavy into the page cache's favour.
+    if "start" in parts:
+        start_up(r)
+    if "load" in parts:
+        load(args.model, r)
+    study = Study.create(load_model(args.model, progress=False), BOOKENDS)
+    if "stage2" in parts:
+        stage2(study, args, r)
+    if "stage1" in parts:
+        stage1(study, args, r)
+    if "scan" in parts:
+        scan = [sys.executable, "-m", "lesion", "scan", "--model", args.model, "--quiet", "--out",
+                "/tmp/lesion-bench-scan"]
+        subprocess.run(scan, check=True, capture_output=True)  # fills the Stage 1 cache
+        warm = best_of(r, lambda: subprocess.run(scan, check=True, capture_output=True))
+        print(f"lesion scan, warm (model cache and Stage 1 cache filled): {warm:.1f} s")
+
+
+def start_up(r: int) -> None:
     help_s = best_of(r, lambda: subprocess.run([sys.executable, "-m", "lesion", "--help"], check=True,
                                                capture_output=True))
     print(f"start-up: python -m lesion --help {help_s:.2f} s")
-    folder, gguf = resolve(args.model)
+
+
+def load(model: str, r: int) -> None:
+    folder, gguf = resolve(model)
     weights = _gguf_cache(folder, gguf) / "model.safetensors" if gguf else None
-    load_s = best_of(r, lambda: load_model(args.model, progress=False))
+    load_s = best_of(r, lambda: load_model(model, progress=False))
     if weights is not None and weights.is_file():
         from safetensors.torch import load_file
+        from transformers import AutoTokenizer
         read_s = best_of(r, lambda: load_file(weights))
-        print(f"load: {load_s:.2f} s from the dequantised cache; bare safetensors read of "
-              f"{weights.stat().st_size / 2**20:.0f} MiB {read_s:.2f} s (ratio {load_s / read_s:.1f})")
+        tokenizer_s = best_of(r, lambda: AutoTokenizer.from_pretrained(weights.parent))
+        print(f"load: {load_s:.2f} s from the dequantised cache (of which the tokenizer {tokenizer_s:.2f} s); "
+              f"bare safetensors read of {weights.stat().st_size / 2**20:.0f} MiB {read_s:.2f} s "
+              f"(ratio {load_s / read_s:.1f}; weights alone {(load_s - tokenizer_s) / read_s:.1f})")
     else:
         print(f"load: {load_s:.2f} s (no dequantised cache to compare against)")
 
-    study = Study.create(load_model(args.model, progress=False), BOOKENDS)
+
+def stage1(study, args, r: int) -> None:
     model, ids, index = study.lm.model, study.input_ids, study.index
     floor_seconds(model, ids, args.batch_size, args.batch_size, 5.0, 0)  # warm-up
     stage1, floor = paired(r, lambda: rank_by_noise(model, ids, index, samples=args.samples,
@@ -95,8 +123,11 @@ def main() -> None:
     print(f"stage 1, --samples auto: K used {used} of {args.samples} ({100 * used / args.samples:.0f}% of the "
           f"forwards), {auto_s:.2f} s, ratio to the K={args.samples} floor {auto_s / floor:.2f}")
 
-    ranking = torch.sort(adaptive["scores"].values, descending=True, stable=True).indices[:1000]
-    top = index.neurons(ranking.tolist())
+
+def stage2(study, args, r: int) -> None:
+    """On the paper's ranking (K = 100, from the Stage 1 cache when it is there)."""
+    model, ids, index = study.lm.model, study.input_ids, study.index
+    top = list(study.rank(samples=100, keep=1000, progress=False).neurons)
     sets = [top[:n] for n in range(1, args.rows + 1)]
     first = min(index.site(n).layer for n in top[:args.rows])
     bare = lambda: _rows_nll(model, ids, len(sets))  # noqa: E731
@@ -124,10 +155,6 @@ def main() -> None:
     print(f"compare (levels 1, 10, 100, 1000 of one ranking): shared {shared:.2f} s, full {full:.2f} s, "
           f"saving {100 * (1 - shared / full):.0f}%")
 
-    scan = [sys.executable, "-m", "lesion", "scan", "--model", args.model, "--quiet", "--out", "/tmp/lesion-bench-scan"]
-    subprocess.run(scan, check=True, capture_output=True)  # fills the Stage 1 cache
-    warm = best_of(r, lambda: subprocess.run(scan, check=True, capture_output=True))
-    print(f"lesion scan, warm (model cache and Stage 1 cache filled): {warm:.1f} s")
 
 
 if __name__ == "__main__":

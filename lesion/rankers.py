@@ -72,8 +72,9 @@ def settle_z(entries: int, confidence: float) -> float:
 
 def settled_top(index: SiteIndex, sums: dict[str, torch.Tensor], squares: dict[str, torch.Tensor],
                 samples: int, reduce: str, z: float) -> tuple[int, int]:
-    """(settled, head): how many leading neurons of the ranking are settled: rank i's lower bound lies above the
-    upper bound of every neuron ranked below it, so no later sample can reorder the top i.
+    """(settled, head). The top i of the ranking is settled when each of its neurons' lower
+    bound lies above the upper bound of every neuron ranked below it: then, at the stated
+    confidence, the expected scores (K -> infinity) order the top i as the estimates do.
 
     Each (position, channel) entry is a mean of ``samples`` i.i.d. |A_clean - A_noisy| with a
     normal-approximation interval mean +- z * sd / sqrt(samples). A channel's score is a max
