@@ -67,7 +67,8 @@ def masked_nll(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex
     """Mean NLL of the text under each neuron set (one set per batch row).
 
     ``share_prefix`` computes the blocks below the lowest masked one once per batch instead of
-    once per row (see the module notes); False always runs the full forward.
+    once per row (see the module notes), batching rows by their lowest masked block; False
+    always runs the full forward, ``max_rows`` rows at a time in the given order.
     """
     check_ablation(ablation)
     sets = [list(s) for s in neuron_sets]
@@ -78,8 +79,11 @@ def masked_nll(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex
     blocks = _sequential_blocks(model) if share_prefix else None
     prefixes: dict[int, object] = {}  # first masked block -> output of the block below it
 
+    def first_block(chunk: list[list[Neuron]]) -> int:
+        return min((index.site(n).layer for s in chunk for n in s), default=len(blocks)) if blocks else 0
+
     def run(chunk: list[list[Neuron]]) -> list[float]:
-        first = min((index.site(n).layer for s in chunk for n in s), default=len(blocks)) if blocks else 0
+        first = first_block(chunk)
         with mask_neurons(model, index, chunk, positions=positions, fill=fill):
             if first == 0:
                 return _rows_nll(model, input_ids, len(chunk)).tolist()
@@ -88,7 +92,18 @@ def masked_nll(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex
             with _replay_prefix(blocks, first, prefixes[first]):
                 return _rows_nll(model, input_ids, len(chunk)).tolist()
 
-    return [nll for i in range(0, len(sets), max_rows) for nll in split_on_oom(run, sets[i:i + max_rows])]
+    # Rows go to batches by their first masked block, so that one set masking block 0 does not
+    # make the whole batch recompute the prefix the others could share.
+    groups: dict[int, list[int]] = {}
+    for i, s in enumerate(sets):
+        groups.setdefault(first_block([s]), []).append(i)
+    nlls: list[float] = [math.nan] * len(sets)
+    for members in groups.values():
+        for start in range(0, len(members), max_rows):
+            batch = members[start:start + max_rows]
+            for i, nll in zip(batch, split_on_oom(run, [sets[i] for i in batch])):
+                nlls[i] = nll
+    return nlls
 
 
 def _rows_nll(model: torch.nn.Module, input_ids: torch.Tensor, rows: int) -> torch.Tensor:
