@@ -20,6 +20,13 @@ BLOCKS_BY_MODEL_TYPE = {
     "opt": "model.decoder.layers", "gptj": "transformer.h", "falcon": "transformer.h",
 }
 
+# Families whose model forward runs its blocks one after another, each fed only the previous
+# block's hidden states (attention masks and rotary tables come from positions and are made
+# before the loop): the hidden states entering block L do not depend on masks at or above L,
+# so lesion.ablation computes them once and shares them between batch rows. Only families
+# the tests check against the full forward are listed; others always run the full forward.
+SEQUENTIAL_BLOCKS = {"llama", "qwen2", "gemma3_text", "phi3"}
+
 # (pattern on the module name, kind); the first match wins.
 KIND_RULES = [
     (r"(q|k)_norm$", "norm"),

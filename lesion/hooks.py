@@ -45,18 +45,31 @@ def keep_masks(index: SiteIndex, neuron_sets: Sequence[Sequence[Neuron]]) -> dic
 
 
 def _apply_keep(site: Site, keep: torch.Tensor, positions: slice | None, fill: torch.Tensor | None = None):
-    """Hook replacing the channels ``keep`` marks False with 0 (or ``fill``, a per-channel value)."""
+    """Hook replacing the channels ``keep`` marks False with 0 (or ``fill``, a per-channel value).
+
+    The mask and the replacement are moved to the activation's device and dtype on the first
+    forward and kept there, so later forwards under the same context pay for no copy.
+    """
+    rows = keep.shape[0]
+    prepared: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # (device, dtype) -> (keep, value)
+
+    def on(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (output.device, output.dtype)
+        if key not in prepared:
+            k = keep.to(output.device).view(rows, 1, *site.channel_shape)
+            value = (torch.zeros((), dtype=output.dtype, device=output.device) if fill is None
+                     else fill.to(output.device, output.dtype).view(1, 1, *site.channel_shape))
+            prepared[key] = (k, value)
+        return prepared[key]
+
     def mask(output: torch.Tensor) -> torch.Tensor:
-        rows = keep.shape[0]
         if site.token_axis == 0:  # (B*T, C): with one mask row, all of it is one "row"
             moved = output.reshape(rows, -1, *site.channel_shape)
         else:
             moved = output.movedim(site.token_axis, 1)  # (B, T, *channel_shape)
         if rows not in (1, moved.shape[0]):
             raise ValueError(f"mask has {rows} rows but the batch has {moved.shape[0]}")
-        k = keep.to(output.device).view(rows, 1, *site.channel_shape)
-        value = (torch.zeros((), dtype=output.dtype, device=output.device) if fill is None
-                 else fill.to(output.device, output.dtype).view(1, 1, *site.channel_shape))
+        k, value = on(output)
         if positions is None:
             moved = torch.where(k, moved, value)
         else:

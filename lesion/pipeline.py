@@ -8,11 +8,12 @@
 from __future__ import annotations
 
 import functools
+import json
 import platform
 import subprocess
 import time
 from pathlib import Path
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -89,15 +90,18 @@ class Study:
                 "text": self.text, "tokens": int(self.input_ids.shape[1])}
         return {**base, **extra}
 
-    def scores(self, ranker: str = "noise", *, alpha: float = 5.0, samples: int = 100, seed: int = 42,
-               alpha_relative: bool = False, reduce: str = "max", batch_size: int = 16, progress: bool = True,
-               use_cache: bool = True) -> tuple[Scores, dict]:
+    def scores(self, ranker: str = "noise", *, alpha: float = 5.0, samples: int | str = 100, seed: int = 42,
+               alpha_relative: bool = False, reduce: str = "max", batch_size: int = 16, max_samples: int = 100,
+               progress: bool = True, use_cache: bool = True) -> tuple[Scores, dict]:
         """Stage 1 scores of every neuron and their settings, cached on disk by everything that
-        determines them (the batch size included: it changes the last bits of the sums)."""
+        determines them (the batch size included: it changes the last bits of the sums).
+        ``samples="auto"`` adds the K used and the confidence of the settled top to the settings."""
         spec = RANKER_SPECS[check_ranker(ranker)]
         given = dict(alpha=alpha, samples=samples, alpha_relative=alpha_relative, reduce=reduce,
                      batch_size=batch_size)
         options = {name: given[name] for name in spec.options}
+        if "samples" in options and samples == "auto":
+            options["max_samples"] = max_samples
         settings = self.settings(ranker=ranker, seed=seed, **options)
         key = scores_key(**{k: v for k, v in settings.items() if k not in ("versions", "text")})
         start = time.perf_counter()
@@ -108,7 +112,8 @@ class Study:
 
         tensors, hit = cached_tensors(key, compute, lambda t: _valid_scores(t, self.index.total), enabled=use_cache)
         self.timings["rank_cached_s" if hit else "rank_s"] = time.perf_counter() - start
-        return Scores(tensors["values"], tensors.get("positions")), settings
+        adaptive = json.loads(bytes(tensors["adaptive"].tolist())) if "adaptive" in tensors else None
+        return Scores(tensors["values"], tensors.get("positions"), adaptive), {**settings, **(adaptive or {})}
 
     def rank(self, ranker: str = "noise", *, keep: int = 5000, **options) -> Ranking:
         """Stage 1: the top ``keep`` neurons of ``ranker`` (options as :meth:`scores`)."""
@@ -116,18 +121,25 @@ class Study:
         return ranking_from_scores(self.index, scores, ranker, keep, self.lm.name, {**settings, "keep": keep})
 
     def identify(self, ranking: Ranking, *, epsilon: float = 1.0, step: int = 1, max_neurons: int = 1000,
-                 progress: bool = True) -> CriticalSet:
+                 stage2: str = "linear", progress: bool = True) -> CriticalSet:
+        """Stage 2. With an adaptive-K ranking, ``critical_within_settled`` in the settings says
+        whether the answer used only the settled top of the ranking (else re-rank at full K)."""
         self.check_ranking(ranking)
         tried = min(max_neurons, len(ranking.neurons))
         if step > tried:
             raise LesionError(f"--step {step} is larger than the {tried} candidate(s) to try: lower --step")
         settings = {**ranking.settings, **self.settings(), "epsilon": epsilon, "step": step,
-                    "max_neurons": max_neurons, "ranker": ranking.ranker}
+                    "max_neurons": max_neurons, "ranker": ranking.ranker, "stage2": stage2}
         start = time.perf_counter()
         critical = find_critical_set(self.lm.model, self.input_ids, self.index, ranking.neurons,
-                                     epsilon=epsilon, step=step, max_neurons=max_neurons,
+                                     epsilon=epsilon, step=step, max_neurons=max_neurons, stage2=stage2,
                                      model_name=self.lm.name, settings=settings, progress=progress)
         self.timings["identify_s"] = time.perf_counter() - start
+        if "settled_top" in ranking.settings:
+            used = len(critical.neurons) if critical.reached else critical.trajectory[-1].n
+            within = used <= ranking.settings["settled_top"]
+            critical = replace(critical, settings={**critical.settings,
+                                                               "critical_within_settled": within})
         return critical
 
     def check_ranking(self, ranking: Ranking) -> None:
@@ -138,13 +150,22 @@ def _scores_to_tensors(scores: Scores) -> dict[str, torch.Tensor]:
     tensors = {"values": scores.values.float().cpu()}
     if scores.positions is not None:
         tensors["positions"] = scores.positions.long().cpu()
+    if scores.adaptive:  # JSON bytes: the cache holds tensors only, and json.loads runs no code
+        tensors["adaptive"] = torch.tensor(list(json.dumps(scores.adaptive).encode()), dtype=torch.uint8)
     return tensors
 
 
 def _valid_scores(tensors: dict[str, torch.Tensor], total: int) -> bool:
     """A cache entry is used only if it is exactly what a ranker returns for this index."""
-    values, positions = tensors.get("values"), tensors.get("positions")
-    return (set(tensors) <= {"values", "positions"} and values is not None and values.dtype == torch.float32
+    values, positions, adaptive = tensors.get("values"), tensors.get("positions"), tensors.get("adaptive")
+    if adaptive is not None:
+        try:
+            if adaptive.dtype != torch.uint8 or not isinstance(json.loads(bytes(adaptive.tolist())), dict):
+                return False
+        except ValueError:
+            return False
+    return (set(tensors) <= {"values", "positions", "adaptive"} and values is not None
+            and values.dtype == torch.float32
             and values.shape == (total,)
             and (positions is None or (positions.dtype == torch.long and positions.shape == (total,))))
 

@@ -6,7 +6,9 @@ scores into a :class:`~lesion.results.Ranking`, and ``RANKERS`` maps ``--ranker`
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Callable
 
 import torch
@@ -23,6 +25,19 @@ from .results import Ranking
 class Scores:
     values: torch.Tensor  # (N,) float32, one per neuron of the index
     positions: torch.Tensor | None = None  # (N,) long, token position of each neuron's score
+    adaptive: dict | None = None  # --samples auto: K used, confidence, how much of the top is settled
+
+
+# Adaptive K (``samples="auto"``) looks at the ranking every SETTLE_CHECK_EVERY samples, so the
+# K it stops at does not depend on the batch size; the first look needs that many samples for
+# a variance estimate worth the name.
+SETTLE_CHECK_EVERY = 10
+CONFIDENCE = 0.95
+# How much of the ranking must settle: its head, the neurons scoring at least 1/HEAD_RATIO of
+# the top score. Critical neurons are outliers of the ranking (massive activations): every
+# critical set we have measured lies in this head (SmolLM2: 1 neuron of a head of 3; Gemma 3
+# 270M: 109 of about 200). Stage 2 records whether its answer stayed inside the settled top.
+HEAD_RATIO = 10.0
 
 
 def _reduce(per_position: torch.Tensor, reduce: str) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -49,18 +64,76 @@ def noise_generator(seed: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(seed)
 
 
+def settle_z(entries: int, confidence: float) -> float:
+    """One-sided normal quantile that makes ``entries`` bounds hold together with ``confidence``
+    (Bonferroni: each bound may fail with probability (1 - confidence) / entries)."""
+    return -NormalDist().inv_cdf((1.0 - confidence) / entries)
+
+
+def settled_top(index: SiteIndex, sums: dict[str, torch.Tensor], squares: dict[str, torch.Tensor],
+                samples: int, reduce: str, z: float) -> tuple[int, int]:
+    """(settled, head). The top i of the ranking is settled when each of its neurons' lower
+    bound lies above the upper bound of every neuron ranked below it: then, at the stated
+    confidence, the expected scores (K -> infinity) order the top i as the estimates do.
+
+    Each (position, channel) entry is a mean of ``samples`` i.i.d. |A_clean - A_noisy| with a
+    normal-approximation interval mean +- z * sd / sqrt(samples). A channel's score is a max
+    (or mean) over positions, so its bounds are the max (or mean) of its entries' bounds: if
+    every entry's interval holds, so do these, which is why ``z`` covers all entries at once.
+    ``head`` counts the neurons scoring at least 1/HEAD_RATIO of the top score.
+    """
+    lower, upper, score = [], [], []
+    for site in index.sites:
+        mean = sums[site.name] / samples  # (T, C)
+        var = ((squares[site.name] - sums[site.name] * mean) / (samples - 1)).clamp_min(0.0)
+        half = z * (var / samples).sqrt()
+        if reduce == "max":
+            best, at = mean.max(dim=0)
+            score.append(best)
+            lower.append((mean - half).gather(0, at.unsqueeze(0))[0])  # the max is >= this entry
+            upper.append((mean + half).max(dim=0).values)
+        else:
+            score.append(mean.mean(dim=0))
+            lower.append((mean - half).mean(dim=0))
+            upper.append((mean + half).mean(dim=0))
+    score = torch.cat(score)
+    order = torch.sort(score, descending=True, stable=True).indices
+    head = int((score >= score[order[0]] / HEAD_RATIO).sum())
+    lower_sorted, upper_sorted = torch.cat(lower)[order], torch.cat(upper)[order]
+    # below[i] = the highest upper bound among the neurons ranked after i
+    below = upper_sorted.flip(0).cummax(0).values.flip(0).roll(-1)
+    below[-1] = -math.inf
+    separated = lower_sorted > below
+    return int(separated.int().cumprod(0).sum()), head
+
+
 def rank_by_noise(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex, *, seed: int = 42,
-                  alpha: float = 5.0, samples: int = 100, batch_size: int = 16, reduce: str = "max",
-                  alpha_relative: bool = False, progress: bool = True) -> Scores:
+                  alpha: float = 5.0, samples: int | str = 100, batch_size: int = 16, reduce: str = "max",
+                  alpha_relative: bool = False, max_samples: int = 100, settle_top: int | None = None,
+                  confidence: float = CONFIDENCE, progress: bool = True) -> Scores:
     """Stage 1: Imp = (1/K) sum_k |A_clean - A(embeddings + alpha * N(0, I))|, per neuron and position.
 
     Noise is drawn on the CPU one sample at a time from a seeded generator, so the scores
     do not depend on the batch size or the device. Sums are streamed: memory holds the
     clean activations and one accumulator, never K activation sets. The LM head is not
     run: only the decoder body is needed to see every neuron.
+
+    ``samples="auto"`` streams sums of squares too and stops at the first multiple of
+    SETTLE_CHECK_EVERY samples where the top ``settle_top`` neurons (default: the head, see
+    HEAD_RATIO) are settled at ``confidence`` (see :func:`settled_top`), or at ``max_samples``.
+    Its samples are the first K of the same seeded stream, so its scores equal those of
+    ``samples=K`` (bit for bit when the batch size divides SETTLE_CHECK_EVERY, so that both
+    sum the same batches), and the K it stops at does not depend on the batch size.
     """
-    if alpha <= 0 or samples < 1 or batch_size < 1:
+    adaptive = samples == "auto"
+    cap = max_samples if adaptive else samples
+    if not adaptive and not isinstance(samples, int):
+        raise LesionError(f"--samples must be a number or 'auto' (got {samples!r})")
+    if alpha <= 0 or cap < 1 or batch_size < 1:
         raise LesionError("need alpha > 0, samples >= 1 and batch size >= 1: fix --alpha/--samples")
+    if adaptive and (cap < 2 or (settle_top is not None and settle_top < 1) or not 0 < confidence < 1):
+        raise LesionError("--samples auto needs --max-samples >= 2, settle_top >= 1 and 0 < confidence < 1")
+    checkpoints = list(range(SETTLE_CHECK_EVERY, cap, SETTLE_CHECK_EVERY)) + [cap] if adaptive else [cap]
     body, dtype = model.base_model, _dtype(model)
     with torch.inference_mode():
         clean_embeds = model.get_input_embeddings()(input_ids).float()  # (1, T, H)
@@ -69,7 +142,9 @@ def rank_by_noise(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIn
         with hooked(model, _store(index, clean)):
             body(inputs_embeds=clean_embeds.to(dtype))
         sums = {name: torch.zeros_like(a) for name, a in clean.items()}
+        squares = {name: torch.zeros_like(a) for name, a in clean.items()} if adaptive else None
         pending: dict[str, torch.Tensor] = {}
+        z = settle_z(index.total * (input_ids.shape[1] + 1), confidence) if adaptive else math.nan
 
         def run_batch(noise: torch.Tensor) -> list[dict]:
             # Sums land in `pending` and are committed only after the whole forward, so a
@@ -78,18 +153,35 @@ def rank_by_noise(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIn
             body(inputs_embeds=(clean_embeds + scale * noise.to(clean_embeds.device)).to(dtype))
             return [dict(pending)]
 
-        with hooked(model, _accumulate(index, clean, pending)):
+        done, settled, wanted = 0, 0, settle_top
+        with hooked(model, _accumulate(index, clean, pending, with_squares=adaptive)):
             gen = noise_generator(seed)
-            bar = tqdm(total=samples, desc="stage 1: noise samples", disable=not progress, leave=False)
-            for start in range(0, samples, batch_size):
-                b = min(batch_size, samples - start)
-                noise = torch.stack([torch.randn(clean_embeds.shape[1:], generator=gen) for _ in range(b)])
-                for part in split_on_oom(run_batch, noise):
-                    for name, value in part.items():
-                        sums[name] += value
-                bar.update(b)
+            bar = tqdm(total=cap, desc="stage 1: noise samples", disable=not progress, leave=False)
+            for checkpoint in checkpoints:
+                while done < checkpoint:  # batches end at checkpoints, whatever the batch size
+                    b = min(batch_size, checkpoint - done)
+                    noise = torch.stack([torch.randn(clean_embeds.shape[1:], generator=gen) for _ in range(b)])
+                    for part in split_on_oom(run_batch, noise):
+                        for name, (total, total_sq) in part.items():
+                            sums[name] += total
+                            if squares is not None:
+                                squares[name] += total_sq
+                    done += b
+                    bar.update(b)
+                if adaptive:
+                    settled, head = settled_top(index, sums, squares, done, reduce, z)
+                    wanted = settle_top or head
+                    if settled >= wanted:
+                        break
             bar.close()
-    return _collect(index, {n: s / samples for n, s in sums.items()}, reduce)
+    scores = _collect(index, {n: s / done for n, s in sums.items()}, reduce)
+    if not adaptive:
+        return scores
+    return Scores(scores.values, scores.positions,
+                  {"samples_used": done, "max_samples": cap, "confidence": confidence, "settle_top": wanted,
+                   "settle_rule": "given" if settle_top else f"head: score >= top / {HEAD_RATIO:g}",
+                   "settled_top": settled, "stopped": "settled" if settled >= wanted else "cap",
+                   "check_every": SETTLE_CHECK_EVERY})
 
 
 def _dtype(model) -> torch.dtype:
@@ -101,10 +193,11 @@ def _store(index, clean):
             for s in index.sites}
 
 
-def _accumulate(index, clean, pending):
+def _accumulate(index, clean, pending, with_squares: bool = False):
     def add(out, site):
         ref = clean[site.name]
-        pending[site.name] = (site.channels(out, ref.shape[0]).float() - ref).abs().sum(dim=0)
+        change = (site.channels(out, ref.shape[0]).float() - ref).abs()  # (B, T, C)
+        pending[site.name] = (change.sum(dim=0), change.square().sum(dim=0) if with_squares else None)
     return {s.name: (lambda out, s=s: add(out, s)) for s in index.sites}
 
 

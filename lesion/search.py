@@ -1,4 +1,15 @@
-"""Stage 2: causal identification by greedy masking of the top-n of a ranking."""
+"""Stage 2: causal identification by greedy masking of the top-n of a ranking.
+
+Two ways to reach the paper's answer, the first n with Delta(top-n) >= epsilon:
+
+- ``linear`` (default): n = step, 2*step, ... in order; exact, as in the paper.
+- ``gallop``: n = 1, 2, 4, 8, ... (in steps) until one crosses, then n in order inside the
+  last bracket (previous gallop point, crossing point]. It needs about 2 log2(n*) + n*/2
+  rows instead of n*, and finds the linear answer whenever no n below the bracket crosses,
+  which holds when Delta is monotone in n. Delta is not monotone in general (the authors'
+  logs), so the result says what was checked: the bracket, and whether Delta fell between
+  the n it evaluated (then an earlier crossing is likely and ``linear`` should be run).
+"""
 from __future__ import annotations
 
 from typing import Iterator, Sequence
@@ -12,6 +23,9 @@ from .metrics import delta, perplexity
 from .neurons import Neuron, SiteIndex
 from .results import CriticalSet, Step
 
+STAGE2 = {"linear": "every n in order: the paper's first crossing, exactly",
+          "gallop": "n = 1, 2, 4, ... to bracket the first crossing, then every n inside the bracket"}
+
 
 def _growing_chunks(sizes: list[int], batch_size: int) -> Iterator[list[int]]:
     """1, 2, 4, ... sizes per forward: a collapse at n=1 costs one row, a long search few forwards."""
@@ -24,40 +38,66 @@ def _growing_chunks(sizes: list[int], batch_size: int) -> Iterator[list[int]]:
 
 def find_critical_set(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex,
                       candidates: Sequence[Neuron], *, epsilon: float = 1.0, step: int = 1,
-                      max_neurons: int = 1000, batch_size: int = 8, model_name: str = "",
+                      max_neurons: int = 1000, batch_size: int = 8, stage2: str = "linear", model_name: str = "",
                       settings: dict | None = None, progress: bool = True) -> CriticalSet:
     """Mask the top n = step, 2*step, ... candidates; stop at the first Delta >= epsilon.
 
     Delta is not monotone in n, so the first crossing is the answer, as in the paper.
     When no n up to ``max_neurons`` crosses, the result has ``reached=False``, no neurons,
-    and the Delta and perplexity of the best n tried.
+    and the Delta and perplexity of the best n tried. ``stage2="gallop"`` reaches the same
+    answer in fewer rows when Delta is monotone (see the module notes); its bracket and
+    whether Delta fell between the n it tried are in ``settings["gallop"]``.
     """
     if epsilon <= 0 or step < 1 or max_neurons < 1:
         raise LesionError("need epsilon > 0, step >= 1 and max-neurons >= 1: fix --epsilon/--step")
+    if stage2 not in STAGE2:
+        raise LesionError(f"unknown stage 2 search {stage2!r}: use one of {', '.join(STAGE2)}")
     candidates = list(candidates)[:max_neurons]
     if not candidates:
         raise LesionError("the ranking is empty: rank some neurons first (lesion rank) or widen --components")
     index.check(candidates)
-    clean = baseline_nll(model, input_ids, (settings or {}).get("dtype", ""))
+    settings = dict(settings or {})
+    clean = baseline_nll(model, input_ids, settings.get("dtype", ""))
     sizes = list(range(step, len(candidates) + 1, step))
     if sizes[-1] != len(candidates):
         sizes.append(len(candidates))
-    trajectory: list[Step] = []
-    rows = 1
-    bar = tqdm(total=len(sizes), desc="stage 2: greedy masking", disable=not progress, leave=False)
-    try:
-        for chunk in _growing_chunks(sizes, batch_size):
+    evaluated: dict[int, Step] = {}  # n -> its step, up to each pass's first crossing
+    rows = 1  # the baseline, then one per masked row run (a batch may run past its crossing)
+    bar = tqdm(total=len(sizes), desc=f"stage 2: greedy masking ({stage2})", disable=not progress, leave=False)
+
+    def first_crossing(ns: list[int], width: int) -> int | None:
+        """Evaluate ``ns`` in order, in growing batches; the first n whose Delta >= epsilon."""
+        nonlocal rows
+        for chunk in _growing_chunks(ns, width):
             nlls = masked_nll(model, input_ids, index, [candidates[:n] for n in chunk])
             rows += len(chunk)
             bar.update(len(chunk))
             for n, nll in zip(chunk, nlls):
-                trajectory.append(Step(n, perplexity(nll), delta(nll, clean)))
-                if trajectory[-1].delta >= epsilon:
-                    return CriticalSet(model_name, tuple(candidates[:n]), perplexity(clean),
-                                       trajectory[-1].ppl, trajectory[-1].delta, True, tuple(trajectory),
-                                       rows, settings or {})
+                evaluated[n] = Step(n, perplexity(nll), delta(nll, clean))
+                if evaluated[n].delta >= epsilon:
+                    return n
+        return None
+
+    try:
+        if stage2 == "linear":
+            crossing = first_crossing(sizes, batch_size)
+        else:
+            points = sorted({sizes[min(2 ** k - 1, len(sizes) - 1)] for k in range(len(sizes).bit_length() + 1)})
+            high = first_crossing(points, batch_size)
+            below = max((n for n in points if high is not None and n < high), default=0)
+            crossing = first_crossing([n for n in sizes if below < n < (high or 0)], batch_size) or high
+            tried = [evaluated[n].delta for n in sorted(evaluated)]
+            settings["gallop"] = {
+                "bracket": [below, high], "points": [n for n in points if high is None or n <= high],
+                "delta_fell_between_evaluated_n": any(b < a for a, b in zip(tried, tried[1:])),
+                "exact_if": f"no n <= {below} other than the gallop points crosses (true when Delta is "
+                            "monotone in n); --stage2 linear checks every n"}
     finally:
         bar.close()
+    trajectory = tuple(evaluated[n] for n in sorted(evaluated))
+    if crossing is not None:
+        hit = evaluated[crossing]
+        return CriticalSet(model_name, tuple(candidates[:crossing]), perplexity(clean), hit.ppl, hit.delta, True,
+                           trajectory, rows, settings)
     best = max(trajectory, key=lambda s: s.delta)
-    return CriticalSet(model_name, (), perplexity(clean), best.ppl, best.delta, False, tuple(trajectory),
-                       rows, settings or {})
+    return CriticalSet(model_name, (), perplexity(clean), best.ppl, best.delta, False, trajectory, rows, settings)

@@ -152,8 +152,8 @@ def test_ranking_from_another_model_is_refused(tiny_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("stage", ["rank", "identify"])
 def test_interruption_leaves_no_file_and_no_hook(tiny_dir, tmp_path, monkeypatch, capsys, stage):
-    import lesion.rankers
     import lesion.ablation
+    import lesion.rankers
     target = (lesion.rankers, "split_on_oom") if stage == "rank" else (lesion.ablation, "split_on_oom")
 
     def interrupt(*args, **kwargs):

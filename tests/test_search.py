@@ -61,3 +61,43 @@ def test_non_finite_baseline_is_refused(tiny_llama, ids):
 def test_delta_of_nan_and_inf_is_a_collapse():
     assert delta(math.nan, 1.0) == math.inf and delta(math.inf, 1.0) == math.inf
     assert perplexity(800.0) == math.inf and math.isnan(perplexity(math.nan))
+
+
+def planted(monkeypatch, deltas):
+    """Stage 2 on a planted trajectory: Delta(top-n) = deltas[n - 1], whatever the model does."""
+    import lesion.search as search
+    ln10 = math.log(10)
+    monkeypatch.setattr(search, "baseline_nll", lambda *a, **k: 0.0)
+    monkeypatch.setattr(search, "masked_nll",
+                        lambda model, ids, index, sets, **k: [deltas[len(s) - 1] * ln10 for s in sets])
+
+
+@pytest.mark.parametrize("first", [1, 2, 3, 37, 64, 65, 200])
+def test_gallop_finds_the_linear_first_crossing_on_a_monotone_trajectory(tiny_llama, ids, monkeypatch, first):
+    index = discover_sites(tiny_llama)
+    candidates = index.neurons(range(200))
+    planted(monkeypatch, [n / first for n in range(1, 201)])  # crosses 1 first at n = first
+    linear = find_critical_set(tiny_llama, ids, index, candidates, progress=False)
+    gallop = find_critical_set(tiny_llama, ids, index, candidates, stage2="gallop", progress=False)
+    assert len(linear.neurons) == first and gallop.neurons == linear.neurons
+    assert gallop.delta == linear.delta
+    assert not gallop.settings["gallop"]["delta_fell_between_evaluated_n"]
+    low, high = gallop.settings["gallop"]["bracket"]
+    assert low < first <= high
+    if first >= 37:
+        assert gallop.forward_rows < linear.forward_rows
+
+
+def test_gallop_says_when_delta_fell_and_it_may_have_missed_a_crossing(tiny_llama, ids, monkeypatch):
+    index = discover_sites(tiny_llama)
+    candidates = index.neurons(range(100))
+    deltas = [0.1, 0.8, 2.0, 0.5] + [0.5 + n / 100 for n in range(5, 101)]  # 3 crosses, then Delta falls
+    planted(monkeypatch, deltas)
+    linear = find_critical_set(tiny_llama, ids, index, candidates, progress=False)
+    gallop = find_critical_set(tiny_llama, ids, index, candidates, stage2="gallop", progress=False)
+    assert len(linear.neurons) == 3
+    assert len(gallop.neurons) == 50  # the gallop points 1, 2, 4 miss n = 3; 64 crosses; 50 is first inside
+    assert gallop.settings["gallop"]["bracket"] == [32, 64]
+    assert gallop.settings["gallop"]["delta_fell_between_evaluated_n"]  # Delta(4) < Delta(2): it says so
+    with pytest.raises(LesionError, match="stage 2 search"):
+        find_critical_set(tiny_llama, ids, index, candidates, stage2="binary", progress=False)

@@ -48,7 +48,10 @@ def add_stage1_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--alpha", type=float, default=5.0, help="noise scale (paper: 5)")
     g.add_argument("--alpha-relative", action="store_true",
                    help="alpha in units of the RMS of the clean embeddings instead of absolute")
-    g.add_argument("--samples", type=int, default=100, help="noise samples K (paper: 100)")
+    g.add_argument("--samples", default="100",
+                   help="noise samples K (paper: 100), or 'auto': stop once the head of the ranking is "
+                        "settled at 95%% confidence, at most --max-samples")
+    g.add_argument("--max-samples", type=int, default=100, help="cap on K for --samples auto")
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--reduce", default="max", choices=["max", "mean"],
                    help="channel score over positions: max (the authors' order) or mean")
@@ -62,6 +65,9 @@ def add_stage2_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epsilon", type=float, default=1.0, help="Delta threshold, log10 PPL ratio (paper: 1)")
     g.add_argument("--step", type=int, default=1, help="n grows by this much per step (paper: 1)")
     g.add_argument("--max-neurons", type=int, default=1000, help="cap on candidates tried")
+    g.add_argument("--stage2", default="linear", choices=["linear", "gallop"],
+                   help="linear: every n, the paper's exact first crossing (default); gallop: n = 1, 2, "
+                        "4, ... then every n inside the bracket, fewer rows, exact when Delta is monotone")
 
 
 def add_common_flags(p: argparse.ArgumentParser) -> None:
@@ -80,8 +86,15 @@ def check_seed(seed: int) -> None:
 
 def check_stage1(args) -> None:
     finite(args.alpha, "--alpha", ": the paper uses 5")
-    if not 1 <= args.samples <= MAX_SAMPLES:
-        raise LesionError(f"--samples must be >= 1 and <= {MAX_SAMPLES} (got {args.samples}): the paper uses 100")
+    if args.samples != "auto":
+        if not str(args.samples).isascii() or not str(args.samples).isdigit():
+            raise LesionError(f"--samples must be a number or 'auto' (got {args.samples!r}): the paper uses 100")
+        args.samples = int(args.samples)
+        if not 1 <= args.samples <= MAX_SAMPLES:
+            raise LesionError(f"--samples must be >= 1 and <= {MAX_SAMPLES} (got {args.samples}): "
+                              "the paper uses 100")
+    elif not 2 <= args.max_samples <= MAX_SAMPLES:
+        raise LesionError(f"--max-samples must be 2..{MAX_SAMPLES} for --samples auto (got {args.max_samples})")
     check_seed(args.seed)
     if args.batch_size < 1 or args.keep < 1:
         raise LesionError("--batch-size and --keep must be >= 1")

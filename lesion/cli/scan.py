@@ -63,14 +63,15 @@ def _study(args, components=None):
 
 
 def _rank(study, args) -> Ranking:
-    return study.rank(args.ranker, alpha=args.alpha, samples=args.samples, seed=args.seed,
+    return study.rank(args.ranker, alpha=args.alpha, samples=args.samples, max_samples=args.max_samples,
+                      seed=args.seed,
                       alpha_relative=args.alpha_relative, reduce=args.reduce, batch_size=args.batch_size,
                       keep=args.keep, progress=progress_enabled(args), use_cache=not args.no_cache)
 
 
 def _identify(study, ranking, args) -> CriticalSet:
     return study.identify(ranking, epsilon=args.epsilon, step=args.step, max_neurons=args.max_neurons,
-                          progress=progress_enabled(args))
+                          stage2=args.stage2, progress=progress_enabled(args))
 
 
 def run_scan(args) -> int:

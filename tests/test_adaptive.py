@@ -1,0 +1,86 @@
+"""Adaptive K (--samples auto): stops only when the top of the ranking is settled."""
+import pytest
+import torch
+
+from lesion import LesionError, Neuron, discover_sites, rank_by_noise
+from lesion.rankers import settle_z
+from conftest import make_tiny
+
+
+def with_planted_top(scale_a: float, scale_b: float | None):
+    """Tiny Llama whose last down_proj channels 5 (and 9) dominate: 9 is 5 times (scale_b / scale_a)."""
+    model = make_tiny("llama")
+    weight = model.model.layers[1].mlp.down_proj.weight  # (out channels, in)
+    with torch.no_grad():
+        row = weight[5].clone()
+        weight[5] = scale_a * row
+        if scale_b is not None:
+            weight[9] = scale_b * row
+    return model, discover_sites(model, "down")
+
+
+def auto(model, index, ids, **options):
+    return rank_by_noise(model, ids, index, samples="auto", seed=3, alpha=0.5, progress=False, **options)
+
+
+def test_two_nearly_tied_neurons_keep_auto_sampling_to_the_cap(ids):
+    model, index = with_planted_top(300.0, 300.0 * (1 + 1e-3))
+    early = rank_by_noise(model, ids, index, samples=10, seed=3, alpha=0.5, progress=False)
+    late = rank_by_noise(model, ids, index, samples=40, seed=3, alpha=0.5, progress=False)
+    top2 = [int(i) for i in torch.topk(early.values, 2).indices]
+    assert top2 == [int(i) for i in torch.topk(late.values, 2).indices]  # the order never moves...
+    result = auto(model, index, ids, max_samples=40)
+    assert result.adaptive["samples_used"] == 40 and result.adaptive["stopped"] == "cap"
+    assert result.adaptive["settled_top"] == 0  # ...yet it is not certified: 0.1 % apart is noise
+    assert result.adaptive["settle_top"] >= 2
+
+
+def test_a_clear_winner_stops_early_with_the_scores_of_that_many_samples(ids):
+    model, index = with_planted_top(1000.0, None)
+    result = auto(model, index, ids, max_samples=100, batch_size=5)
+    a = result.adaptive
+    assert a["stopped"] == "settled" and a["samples_used"] == 10 and a["settled_top"] >= a["settle_top"] >= 1
+    assert a["confidence"] == 0.95
+    assert index.neuron(int(result.values.argmax())) == Neuron("model.layers.1.mlp.down_proj", 5)
+    fixed = rank_by_noise(model, ids, index, samples=10, batch_size=5, seed=3, alpha=0.5, progress=False)
+    assert torch.equal(result.values, fixed.values) and torch.equal(result.positions, fixed.positions)
+    again = auto(model, index, ids, max_samples=100, batch_size=5)
+    assert torch.equal(result.values, again.values) and again.adaptive == a
+    other_batch = auto(model, index, ids, max_samples=100, batch_size=16)
+    assert other_batch.adaptive["samples_used"] == 10  # K does not depend on the batch size
+
+
+def test_settle_z_covers_every_bound():
+    assert settle_z(1, 0.95) == pytest.approx(1.6449, abs=1e-4)
+    assert settle_z(10**7, 0.95) > settle_z(10**3, 0.95) > 3.8
+
+
+def test_bad_adaptive_options(tiny_llama, ids):
+    index = discover_sites(tiny_llama, "down")
+    with pytest.raises(LesionError, match="max-samples"):
+        rank_by_noise(tiny_llama, ids, index, samples="auto", max_samples=1, progress=False)
+    with pytest.raises(LesionError, match="number or 'auto'"):
+        rank_by_noise(tiny_llama, ids, index, samples="many", progress=False)
+
+
+def test_scan_records_k_used_and_confidence(tiny_dir, tmp_path, capsys):
+    from lesion.cli import main
+    from lesion.results import read_json
+    out = tmp_path / "run"
+    assert main(["scan", "--model", tiny_dir, "--text", "Later reviews were more positive, said the writer.",
+                 "--samples", "auto", "--max-samples", "20", "--stage2", "gallop", "--epsilon", "0.001",
+                 "--no-cache", "--quiet", "--out", str(out)]) == 0
+    ranking, critical = read_json(out / "ranking.json")["settings"], read_json(out / "critical.json")["settings"]
+    assert ranking["samples"] == "auto" and ranking["max_samples"] == 20
+    assert ranking["samples_used"] in (10, 20) and ranking["confidence"] == 0.95
+    assert critical["stage2"] == "gallop" and "bracket" in critical["gallop"]
+    assert isinstance(critical["critical_within_settled"], bool)
+
+
+@pytest.mark.parametrize("argv, message", [(["--samples", "lots"], "--samples must be a number or 'auto'"),
+                                           (["--samples", "auto", "--max-samples", "1"], "--max-samples")])
+def test_bad_samples_is_one_line(tiny_dir, capsys, argv, message):
+    from lesion.cli import main
+    assert main(["scan", "--model", tiny_dir, *argv, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lesion: error:") and message in err and err.count("\n") == 1
