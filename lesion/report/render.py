@@ -201,3 +201,9 @@ def _eval(page: Page, ev: dict) -> None:
         page.table(["HumanEval, masked", "passed", "pass@1", "checker outcomes"],
                    [[level, f"{h['passed']}/{h['problems']}", fmt(h["pass@1"]), outcome_summary(h["outcomes"].values())]
                     for level, h in ev["humaneval"].items()])
+    if "ifbench" in ev:
+        page.table(["IFBench, masked", "prompts", "prompt strict", "prompt loose", "instruction strict",
+                    "instruction loose", "unchecked instructions"],
+                   [[level, r["prompts"], fmt(r["prompt_strict"]), fmt(r["prompt_loose"]), fmt(r["instruction_strict"]),
+                     fmt(r["instruction_loose"]), f"{r['unchecked_instructions']}/{r['instructions']}"]
+                    for level, r in ev["ifbench"].items()])
