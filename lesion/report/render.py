@@ -105,8 +105,13 @@ def _summary(page: Page, critical: dict, ranking: dict | None) -> None:
         page.table(["rank", "neuron", "score", "position"],
                    [[i + 1, n, fmt(sc), p] for i, (n, sc, p) in
                     enumerate(zip(ranking["neurons"][:10], ranking["scores"][:10], positions[:10]))])
+    page.figure("trajectory", figures.stage2_trajectory(critical))
     page.table(["n", "perplexity", "Delta"], [[t["n"], fmt(t["ppl"]), fmt(t["delta"])]
                                                for t in critical["trajectory"][-10:]])
+    if ranking:
+        page.heading("The ranking")
+        page.figure("ranking_map", figures.ranking_map(ranking, critical))
+        page.figure("scores", figures.score_distribution(ranking, critical))
 
 
 def _phase(page: Page, phase: dict) -> None:
