@@ -9,6 +9,7 @@ from rich.table import Table
 from ..errors import LesionError
 from ..results import write_json
 from .common import add_common_flags, add_model_args, console, fmt, load, load_critical, progress_enabled
+from .tables import add_json_flag
 
 EXAMPLES = """examples:
   lesion eval --neurons lesion-run/critical.json --corpus enwiki-gensim --max-tokens 20000
@@ -43,6 +44,7 @@ def register(sub) -> None:
     p.add_argument("--out", default="lesion-run/eval.json", help="the report reads RUN_DIR/eval.json")
     add_common_flags(p)
     p.set_defaults(run=run)
+    add_json_flag(p, lambda args: args.out)
 
 
 def parse_levels(text: str, n_neurons: int) -> list[int]:
