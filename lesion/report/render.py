@@ -35,6 +35,24 @@ def fmt(x) -> str:
     return f"{x:.4g}" if abs(x) < 1e5 else f"{x:.3e}"
 
 
+def html_table(header: list[str], rows: list[list]) -> str:
+    cells = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{cells}</tr>{body}</table>"
+
+
+def png_bytes(fig) -> bytes:
+    """The figure as PNG; the figure is closed (pyplot would otherwise keep every one alive)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def html_image(name: str, png: bytes) -> str:
+    return f'<img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
 class Page:
     def __init__(self, folder: Path):
         self.folder, self.html, self.md = folder, [], []
@@ -49,19 +67,14 @@ class Page:
         self.md.append(text + "\n")
 
     def table(self, header: list[str], rows: list[list]) -> None:
-        cells = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-        self.html.append(f"<table><tr>{cells}</tr>{body}</table>")
+        self.html.append(html_table(header, rows))
         self.md.append("| " + " | ".join(header) + " |\n|" + " --- |" * len(header) + "\n" +
                        "".join("| " + " | ".join(str(c) for c in row) + " |\n" for row in rows))
 
     def figure(self, name: str, fig) -> None:
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        png = buf.getvalue()
+        png = png_bytes(fig)
         (self.folder / "figures" / f"{name}.png").write_bytes(png)
-        self.html.append(f'<img alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode()}">')
+        self.html.append(html_image(name, png))
         self.md.append(f"![{name}](figures/{name}.png)\n")
 
 
