@@ -38,7 +38,9 @@ def test_narrow_output_keeps_the_part_that_differs(width):
     # A name that does not fit is folded onto the next lines of its cell: join the cell back up.
     column = "".join(line.split("│")[2].strip() for line in text.splitlines() if line.startswith("│"))
     assert column == "".join(name.removeprefix("model.layers.") for name in NAMES)
-    assert "model.layers." in text and text.count("1.234e+05") == 3
+    assert text.count("1.234e+05") == 3
+    if width >= 40:
+        assert "(model.layers.*)" in text
     if width >= 60:  # room enough: each name whole on one line
         assert all(name.removeprefix("model.layers.") in text for name in NAMES)
 

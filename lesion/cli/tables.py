@@ -3,7 +3,7 @@
 A neuron name is long (``model.layers.11.mlp.down_proj:507``) and rich shortens a cell that
 does not fit to ``model.layers.…``, losing exactly the part that tells neurons apart: the
 layer, the module and the channel. Here the dotted prefix every name in the table shares
-(``model.layers.``) is left off and said once in the caption, and no cell is ever cut short:
+(``model.layers.``) is left off and said once in the column header, and no cell is ever cut short:
 a cell that still does not fit wraps (``overflow="fold"``).
 """
 from __future__ import annotations
@@ -38,10 +38,10 @@ def neuron_table(columns: Sequence[str], rows: Sequence[Sequence[str]], *, neuro
     ``... *``): their shared prefix is left off, and no cell is truncated."""
     names = [row[c] for row in rows for c in neuron_columns if ":" in row[c]]
     prefix = shared_prefix(name.split(" ")[0] for name in names)
-    caption = f"neuron names start with {prefix}" if prefix else None
-    table = Table(title=title, caption=caption)
-    for column in columns:
-        table.add_column(column, overflow="fold")
+    table = Table(title=title)
+    for i, column in enumerate(columns):
+        # In the header, not a caption: a caption is as narrow as the table and would wrap.
+        table.add_column(f"{column} ({prefix}*)" if prefix and i in neuron_columns else column, overflow="fold")
     for row in rows:
         table.add_row(*(cell[len(prefix):] if i in neuron_columns and prefix and cell.startswith(prefix) else cell
                         for i, cell in enumerate(row)))
