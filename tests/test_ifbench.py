@@ -25,7 +25,9 @@ def test_the_shipped_test_set_is_read_whole():
     prompts = load_prompts()
     assert len(prompts) == 294 and len({p.key for p in prompts}) == 294
     assert all(len(p.instruction_ids) == len(p.kwargs) >= 1 for p in prompts)
-    assert len(load_prompts(5)) == 5
+    spread = load_prompts(12)
+    assert [p.key for p in spread] == [prompts[i * 294 // 12].key for i in range(12)]
+    assert len({p.instruction_ids[0].split(":")[0] for p in spread}) >= 5  # not one group of the file
 
 
 def test_a_response_that_follows_the_instruction_passes_and_one_that_does_not_fails():
@@ -115,7 +117,7 @@ def test_ifbench_cli_generates_under_the_mask_and_reports(tiny_dir, critical, mo
     result = json.loads((run_dir / "eval.json").read_text())["ifbench"]
     assert set(result) == {"0", str(len(neurons))}
     for level in result.values():
-        assert level["prompts"] == 2 and [o["key"] for o in level["outcomes"]] == ["0", "1"]
+        assert level["prompts"] == 2 and [o["key"] for o in level["outcomes"]] == [p.key for p in load_prompts(2)]
         assert all(o["response"] == "nowhitespace" for o in level["outcomes"])
     assert "IFBench" in capsys.readouterr().out
     from lesion.report import build_report

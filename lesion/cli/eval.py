@@ -39,7 +39,7 @@ def register(sub) -> None:
     p.add_argument("--num-fewshot", type=int, default=None)
     p.add_argument("--humaneval", type=int, default=0, metavar="N", help="also run the first N HumanEval problems")
     p.add_argument("--ifbench", type=int, default=0, metavar="N",
-                   help="also run the first N IFBench prompts (chat template, greedy; strict and loose checks)")
+                   help="also run N IFBench prompts, spread over the 294 (chat template, greedy; strict and loose checks)")
     p.add_argument("--max-new-tokens", type=int, default=256, help="reply length limit for --ifbench")
     p.add_argument("--out", default="lesion-run/eval.json", help="the report reads RUN_DIR/eval.json")
     add_common_flags(p)
@@ -147,8 +147,10 @@ def print_tasks(by_level: dict) -> None:
 
 
 def print_ifbench(by_level: dict) -> None:
-    table = Table("masked", "prompts", "prompt strict", "prompt loose", "instruction strict", "instruction loose",
-                  "unchecked", "seconds", title="IFBench (if-verifiable checkers)")
+    table = Table(title="IFBench (if-verifiable checkers)")
+    for column in ("masked", "prompts", "prompt strict", "prompt loose", "instruction strict", "instruction loose",
+                   "unchecked", "seconds"):
+        table.add_column(column, overflow="fold")  # headers wrap on a narrow screen, never end in '…'
     for level, r in by_level.items():
         table.add_row(level, str(r["prompts"]), fmt(r["prompt_strict"]), fmt(r["prompt_loose"]),
                       fmt(r["instruction_strict"]), fmt(r["instruction_loose"]),

@@ -86,12 +86,16 @@ def require_packages() -> None:
 
 
 def load_prompts(limit: int | None = None) -> list[IFBenchPrompt]:
+    """``limit`` prompts spread evenly over the test set (all of them for None). The file is grouped
+    by instruction type, so its first prompts would test only two or three types."""
     try:
         data = importlib.resources.files("ifbench") / "data" / "IFBench_test.jsonl"
         lines = data.read_text(encoding="utf-8").splitlines()
     except (ModuleNotFoundError, FileNotFoundError):
         raise LesionError(INSTALL) from None
-    rows = [json.loads(line) for line in lines if line.strip()][:limit]
+    rows = [json.loads(line) for line in lines if line.strip()]
+    if limit is not None and limit < len(rows):
+        rows = [rows[i * len(rows) // limit] for i in range(limit)]
     return [IFBenchPrompt(str(r["key"]), r["prompt"], tuple(r["instruction_id_list"]), tuple(r["kwargs"]))
             for r in rows]
 
