@@ -166,6 +166,10 @@ class Ranking(_Loadable):
 
     SOURCE = "ranking: pass ranking.json from `lesion rank` or `lesion scan`"
 
+    def _repr_html_(self) -> str:  # a notebook shows the ranking as a table and a figure
+        from .notebook import ranking_html
+        return ranking_html(self)
+
     @classmethod
     def from_dict(cls, d: dict) -> "Ranking":
         neurons = tuple(Neuron.parse(s) for s in as_list(d["neurons"], "neurons"))
@@ -206,6 +210,10 @@ class CriticalSet(_Loadable):
                 "trajectory": [dataclasses.asdict(s) for s in self.trajectory]}
 
     SOURCE = "critical set: pass critical.json from `lesion identify` or `lesion scan`"
+
+    def _repr_html_(self) -> str:  # a notebook shows the set, its verdict and the Stage 2 trajectory
+        from .notebook import critical_html
+        return critical_html(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "CriticalSet":

@@ -89,7 +89,7 @@ CASES = [
     ("scan-alpha-negative", "scan --alpha -1", "--alpha must be > 0"),
     ("scan-samples-0", "scan --samples 0", "--samples must be >= 1"),
     ("scan-samples-huge", "scan --samples 100000000", "<= 100000"),
-    ("scan-samples-word", "scan --samples many", "invalid int value"),
+    ("scan-samples-word", "scan --samples many", "--samples must be a number or 'auto'"),
     ("scan-seed-negative", "scan --seed -1", "--seed must be"),
     ("scan-seed-overflow", "scan --seed 18446744073709551616", "--seed must be"),
     ("scan-epsilon-nan", "scan --epsilon nan", "--epsilon must be > 0 and finite"),

@@ -41,7 +41,8 @@ def test_report_sections_and_embedded_pngs(run_dir):
     for heading in ("Critical set", "Noise ranking vs baselines", "Robustness across texts", "Precision"):
         assert f"<h2>{heading}</h2>" in page and f"## {heading}" in md_path.read_text(encoding="utf-8")
     images = dict(re.findall(r'<img alt="(\w+)" src="data:image/png;base64,([^"]+)"', page))
-    assert set(images) == {"compare", "robustness"} and page.count("<img") == len(images)
+    assert set(images) == {"trajectory", "ranking_map", "scores", "compare", "robustness"}
+    assert page.count("<img") == len(images)
     for name, data in images.items():
         png = Image.open(io.BytesIO(base64.b64decode(data)))
         png.verify()
@@ -78,7 +79,7 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path, capsys):
     assert "none broken" in capsys.readouterr().out
     from lesion.report import check_render
     check = check_render(run_dir / "report.html")
-    assert check.ok and check.images == 2 and check.sections >= 4
+    assert check.ok and check.images == 5 and check.sections >= 5
     png = Image.open(shot)
     assert png.size[0] == 1100 and png.size[1] == check.height > 800  # the whole page, not one screen
 
@@ -91,4 +92,46 @@ def test_render_check_catches_a_broken_figure(run_dir, tmp_path, capsys):
     (tmp_path / "report.html").write_text(broken, encoding="utf-8")
     from lesion.report import check_render
     check = check_render(tmp_path / "report.html")
-    assert not check.ok and check.broken == ("robustness",) and check.images == 2
+    assert not check.ok and check.broken == ("robustness",) and check.images == 5
+
+
+def test_scan_figures_are_drawn_from_the_scan_files_alone(run_dir):
+    import json
+
+    from lesion.report import figures
+
+    ranking = json.loads((run_dir / "ranking.json").read_text())
+    critical = json.loads((run_dir / "critical.json").read_text())
+    heat = figures.ranking_map(ranking, critical, top=7)
+    assert heat.axes[0].images[0].get_array().sum() == 7  # every top neuron in one cell
+    stars = [line for line in heat.axes[0].lines if line.get_marker() == "*"]
+    assert len(stars) == len({figures.layer_and_kind(n) for n in critical["neurons"]})
+    trajectory = figures.stage2_trajectory(critical)
+    xs = trajectory.axes[0].lines[0].get_xdata()
+    assert list(xs) == [0] + [t["n"] for t in critical["trajectory"]]
+    scores = figures.score_distribution(ranking, critical)
+    assert len(scores.axes[0].lines[0].get_xdata()) == len(ranking["scores"])
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("model.layers.11.mlp.down_proj:507", (11, "mlp.down_proj")),
+    ("transformer.h.3.attn.c_proj:2", (3, "attn.c_proj")),
+    ("transformer.h.3.mlp.c_proj:2", (3, "mlp.c_proj")),
+])
+def test_layer_and_kind_from_the_name(name, expected):
+    from lesion.report.figures import layer_and_kind
+    assert layer_and_kind(name) == expected
+
+
+def test_n_axes_have_integer_ticks():
+    from lesion.report import figures
+
+    def ticks(fig):
+        fig.canvas.draw()
+        return [t for t in fig.axes[0].get_xticks() if fig.axes[0].get_xlim()[0] <= t <= fig.axes[0].get_xlim()[1]]
+
+    phase = {"curve": [{"n": n, "delta": d} for n, d in ((1, 0.1), (2, 0.4), (3, 2.0))], "n_star": 3}
+    critical = {"trajectory": [{"n": n, "ppl": 1.0, "delta": d} for n, d in ((1, 0.1), (2, 0.3), (3, 1.5))],
+                "settings": {"epsilon": 1.0}, "reached": True, "n": 3}
+    for fig in (figures.phase_curve(phase), figures.stage2_trajectory(critical)):
+        assert ticks(fig) and all(float(t).is_integer() for t in ticks(fig))

@@ -31,7 +31,7 @@ def command_modules() -> list:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="lesion", description="Find the neurons an LLM cannot live without.")
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--version", action=_PrintVersion)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for module in command_modules():
@@ -40,8 +40,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
+    """The version and, when run from a git checkout, its commit (an installed wheel has none)."""
+    import subprocess
+    from pathlib import Path
+
     from .. import __version__
-    return f"lesion {__version__}"
+    root = Path(__file__).resolve().parents[2]
+    if not ((root / ".git").exists() and (root / "pyproject.toml").is_file()):
+        return f"lesion {__version__}"
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=12"],
+                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):  # no git, or not a repository after all
+        return f"lesion {__version__}"
+    return f"lesion {__version__} (git {commit})"
+
+
+class _PrintVersion(argparse.Action):
+    """``--version``, computed only when asked: finding the commit runs git."""
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="print the version (and git commit) and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_version())
+        parser.exit()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ from rich.table import Table
 from ..errors import LesionError
 from .common import (add_common_flags, add_components_arg, add_model_args, add_text_args, console, fmt, load,
                      progress_enabled)
+from .tables import add_json_flag
 
 EXAMPLES = """examples:
   lesion compare                                           # noise,random,activation,gradient at 1,10,100,1000
@@ -30,6 +31,7 @@ def register(sub) -> None:
     p.add_argument("--out-dir", default="lesion-run", help="folder for compare.json (the report reads it)")
     add_common_flags(p)
     p.set_defaults(run=run)
+    add_json_flag(p, lambda args: Path(args.out_dir) / "compare.json")
 
 
 def parse_ints(text: str, flag: str) -> list[int]:

@@ -9,12 +9,14 @@ from rich.table import Table
 from ..errors import LesionError
 from .common import (add_common_flags, add_model_args, check_out, console, critical_neurons, fmt, load,
                      progress_enabled, read_critical)
+from .tables import add_json_flag
 
 EXAMPLES = """examples:
   lesion eval --neurons lesion-run/critical.json --corpus enwiki-gensim --max-tokens 20000
   lesion eval --neurons critical.json --levels 0,1,2,all --corpus wikitext-103 --corpus my_texts/
   lesion eval --neurons critical.json --corpus none --tasks lesion_wiki_cloze,lesion_mmlu_dev --limit 100
   lesion eval --neurons critical.json --corpus none --humaneval 20
+  lesion eval --neurons critical.json --corpus none --ifbench 20
 """
 
 
@@ -36,9 +38,13 @@ def register(sub) -> None:
     p.add_argument("--limit", type=int, default=None, help="documents per lm-eval task")
     p.add_argument("--num-fewshot", type=int, default=None)
     p.add_argument("--humaneval", type=int, default=0, metavar="N", help="also run the first N HumanEval problems")
+    p.add_argument("--ifbench", type=int, default=0, metavar="N",
+                   help="also run N IFBench prompts, spread over the 294 (chat template, greedy; strict and loose checks)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="reply length limit for --ifbench")
     p.add_argument("--out", default="lesion-run/eval.json", help="the report reads RUN_DIR/eval.json")
     add_common_flags(p)
     p.set_defaults(run=run)
+    add_json_flag(p, lambda args: args.out)
 
 
 def parse_levels(text: str, n_neurons: int) -> list[int]:
@@ -68,8 +74,13 @@ def run(args) -> int:
     check_out(args.out)
     corpora = [c for c in (args.corpus or ["enwiki-gensim"]) if c != "none"]
     tasks = [t for t in (args.tasks or "").split(",") if t]
-    if not (corpora or tasks or args.humaneval):
-        raise LesionError("nothing to evaluate: give a --corpus, --tasks or --humaneval N")
+    if args.ifbench < 0 or args.max_new_tokens < 1:
+        raise LesionError("need --ifbench >= 0 and --max-new-tokens >= 1")
+    if not (corpora or tasks or args.humaneval or args.ifbench):
+        raise LesionError("nothing to evaluate: give a --corpus, --tasks, --humaneval N or --ifbench N")
+    if args.ifbench:
+        from ..evaluation.ifbench import require_packages
+        require_packages()
     critical = read_critical(args.neurons)
     levels = parse_levels(args.levels, len(critical.neurons))
     lm = load(args, recorded=critical.settings)
@@ -106,6 +117,16 @@ def run(args) -> int:
                                                "pass@1": r.pass_at_1, "outcomes": dict(zip(r.task_ids, r.outcomes))}
             console.print(f"HumanEval, {level} neurons masked: {r.passed}/{r.problems} passed "
                           f"({outcome_summary(r.outcomes)})")
+    if args.ifbench:
+        from ..evaluation.ifbench import run_ifbench
+        report["ifbench"] = {}
+        for level in levels:
+            level_start = time.perf_counter()
+            r = run_ifbench(lm.model, lm.tokenizer, index, neurons[:level], limit=args.ifbench,
+                            max_new_tokens=args.max_new_tokens, progress=progress_enabled(args))
+            report["ifbench"][str(level)] = {**r.to_dict(), "max_new_tokens": args.max_new_tokens,
+                                             "seconds": round(time.perf_counter() - level_start, 1)}
+        print_ifbench(report["ifbench"])
     report["seconds"] = round(time.perf_counter() - start, 1)
     write_json(args.out, report)
     console.print(f"wrote {args.out}")
@@ -128,4 +149,16 @@ def print_tasks(by_level: dict) -> None:
         for metric in metrics:
             if metric != "sample_len":
                 table.add_row(task, metric, *(fmt(by_level[lvl][task][metric]) for lvl in by_level))
+    console.print(table)
+
+
+def print_ifbench(by_level: dict) -> None:
+    table = Table(title="IFBench (if-verifiable checkers)")
+    for column in ("masked", "prompts", "prompt strict", "prompt loose", "instruction strict", "instruction loose",
+                   "unchecked", "seconds"):
+        table.add_column(column, overflow="fold")  # headers wrap on a narrow screen, never end in '…'
+    for level, r in by_level.items():
+        table.add_row(level, str(r["prompts"]), fmt(r["prompt_strict"]), fmt(r["prompt_loose"]),
+                      fmt(r["instruction_strict"]), fmt(r["instruction_loose"]),
+                      f"{r['unchecked_instructions']}/{r['instructions']}", str(r["seconds"]))
     console.print(table)

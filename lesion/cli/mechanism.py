@@ -7,6 +7,7 @@ from rich.table import Table
 
 from ..errors import LesionError
 from .common import add_common_flags, add_model_args, console, fmt, load
+from .tables import add_json_flag, neuron_table
 
 EXAMPLES = """examples:
   lesion mechanism --run lesion-run
@@ -21,6 +22,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="for the resampled ablation")
     add_common_flags(p)
     p.set_defaults(run=run)
+    add_json_flag(p, lambda args: Path(args.run_dir) / "mechanism.json")
 
 
 def run(args) -> int:
@@ -55,12 +57,10 @@ def run(args) -> int:
 
 
 def print_neurons(result: dict) -> None:
-    table = Table("neuron", "max |a|", "at position", "x module median", "rank by |a|", "massive",
-                  "super-weight row", title="critical neurons")
-    for n in result["neurons"]:
-        table.add_row(n["neuron"], fmt(n["max_abs"]), str(n["argmax_position"]), fmt(n["ratio_to_median"]),
-                      str(n["rank_by_max_abs"]), str(n["massive"]), str(n["super_weight_row"]))
-    console.print(table)
+    rows = [[n["neuron"], fmt(n["max_abs"]), str(n["argmax_position"]), fmt(n["ratio_to_median"]),
+             str(n["rank_by_max_abs"]), str(n["massive"]), str(n["super_weight_row"])] for n in result["neurons"]]
+    console.print(neuron_table(["neuron", "max |a|", "at position", "x module median", "rank by |a|", "massive",
+                                "super-weight row"], rows, title="critical neurons"))
     for n in result["neurons"]:
         for direction in ("feeding", "leaving"):
             for s in n[direction]:
@@ -71,11 +71,12 @@ def print_neurons(result: dict) -> None:
 def print_overlap(result: dict) -> None:
     """Top massive activations and data-free super-weight candidates; * marks critical neurons."""
     critical = {n["neuron"] for n in result["neurons"]}
-    table = Table("#", "massive activation", "max |a|", "at position", "super-weight candidate",
-                  "|w| / median", title="critical set (*) among the model's outliers")
+    rows = []
     for i, (m, w) in enumerate(zip(result["massive_activations"], result["super_weights"]), 1):
         row = f"{w['module']}:{w['row']}"
-        table.add_row(str(i), m["neuron"] + (" *" if m["neuron"] in critical else ""), fmt(m["max_abs"]),
-                      str(m["argmax_position"]),
-                      f"{row} (col {w['column']})" + (" *" if row in critical else ""), fmt(w["ratio_to_median"]))
-    console.print(table)
+        rows.append([str(i), m["neuron"] + (" *" if m["neuron"] in critical else ""), fmt(m["max_abs"]),
+                     str(m["argmax_position"]), f"{row} (col {w['column']})" + (" *" if row in critical else ""),
+                     fmt(w["ratio_to_median"])])
+    console.print(neuron_table(["#", "massive activation", "max |a|", "at position", "super-weight candidate",
+                                "|w| / median"], rows, neuron_columns=(1, 4),
+                               title="critical set (*) among the model's outliers"))

@@ -12,6 +12,7 @@ from ..errors import LesionError
 from .common import (add_common_flags, add_components_arg, add_model_args, add_stage1_args,
                      add_stage2_args, add_text_args, check_out, check_stage1, check_stage2, console, fmt, load,
                      progress_enabled)
+from .tables import add_json_flag, neuron_table
 
 if TYPE_CHECKING:
     from ..results import CriticalSet, Ranking
@@ -33,12 +34,14 @@ def register(sub) -> None:
     p.add_argument("--out", default="lesion-run", help="output folder for ranking.json and critical.json")
     p.add_argument("--report", action="store_true", help="also write OUT/report.html and OUT/report.md")
     p.set_defaults(run=run_scan)
+    add_json_flag(p, lambda args: Path(args.out) / "critical.json")
 
     p = sub.add_parser("rank", help="stage 1 only: rank neurons and write ranking.json")
     for add in (add_model_args, add_text_args, add_components_arg, add_stage1_args, add_common_flags):
         add(p)
     p.add_argument("--out", default="ranking.json", help="ranking JSON to write")
     p.set_defaults(run=run_rank)
+    add_json_flag(p, lambda args: args.out)
 
     p = sub.add_parser("identify", help="stage 2 only: greedy masking over a ranking")
     for add in (add_model_args, add_text_args, add_stage2_args, add_common_flags):
@@ -46,6 +49,7 @@ def register(sub) -> None:
     p.add_argument("--ranking", required=True, help="ranking.json from `lesion rank`")
     p.add_argument("--out", default="critical.json", help="critical-set JSON to write")
     p.set_defaults(run=run_identify)
+    add_json_flag(p, lambda args: args.out)
 
 
 def _text(args) -> str | None:
@@ -114,13 +118,10 @@ def run_rank(args) -> int:
     study = _study(args, args.components)
     ranking = _rank(study, args)
     write_result(args.out, ranking)
-    table = Table(title=f"top neurons of {ranking.total_neurons} ({ranking.ranker} ranker)")
-    for col in ("rank", "neuron", "score", "position"):
-        table.add_column(col)
-    for i, neuron in enumerate(ranking.neurons[:10]):
-        pos = "" if ranking.positions is None else str(ranking.positions[i])
-        table.add_row(str(i + 1), str(neuron), fmt(ranking.scores[i]), pos)
-    console.print(table)
+    rows = [[str(i + 1), str(neuron), fmt(ranking.scores[i]), "" if ranking.positions is None else str(ranking.positions[i])]
+            for i, neuron in enumerate(ranking.neurons[:10])]
+    console.print(neuron_table(["rank", "neuron", "score", "position"], rows, neuron_columns=(1,),
+                               title=f"top neurons of {ranking.total_neurons} ({ranking.ranker} ranker)"))
     console.print(f"stage 1: {sum(study.timings.values()):.1f} s; wrote {args.out}")
     return 0
 
@@ -150,13 +151,11 @@ def print_critical(critical: CriticalSet, timings: dict) -> None:
     epsilon = critical.settings.get("epsilon", 1.0)
     if critical.reached:
         console.print(f"[bold]critical set[/bold]: {len(critical.neurons)} neuron(s) reach Delta >= {epsilon}")
-        table = Table("#", "neuron")
         shown = 15
-        for i, n in enumerate(critical.neurons[:shown], 1):
-            table.add_row(str(i), str(n))
+        rows = [[str(i), str(n)] for i, n in enumerate(critical.neurons[:shown], 1)]
         if len(critical.neurons) > shown:
-            table.add_row("...", f"{len(critical.neurons) - shown} more in critical.json")
-        console.print(table)
+            rows.append(["...", f"{len(critical.neurons) - shown} more in critical.json"])
+        console.print(neuron_table(["#", "neuron"], rows, neuron_columns=(1,)))
     else:
         console.print(f"[bold]threshold not reached[/bold]: no n <= {critical.trajectory[-1].n} masked neurons "
                       f"reaches Delta >= {epsilon}; the best n gives the figures below. The trajectory is "

@@ -4,10 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.table import Table
-
 from ..errors import LesionError
 from .common import add_common_flags, add_model_args, console, load
+from .tables import neuron_table
 
 EXAMPLES = """examples:
   lesion scan --out lesion-run                                  # also writes lesion-run/fingerprints.json
@@ -50,10 +49,9 @@ def run(args) -> int:
     lm = load(args)
     checks = verify(lm.model, discover_sites(lm.model, "all"), reference)
     bad = [c for c in checks if c.status != "intact"]
-    table = Table("neuron", "weights", "status", "detail", title=f"{len(checks)} weight slices checked")
-    for c in bad or checks[:8]:
-        table.add_row(c.neuron, c.slice, c.status, c.detail)
-    console.print(table)
+    console.print(neuron_table(["neuron", "weights", "status", "detail"],
+                               [[c.neuron, c.slice, c.status, c.detail] for c in bad or checks[:8]],
+                               title=f"{len(checks)} weight slices checked"))
     if args.out:
         from ..pipeline import model_provenance
         write_json(args.out, {"model": args.model, "intact": not bad, "checks": as_dicts(checks),

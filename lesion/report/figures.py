@@ -8,6 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 COLORS = {"noise": "#c0392b", "random": "#7f8c8d", "activation": "#2980b9", "gradient": "#27ae60"}
 
@@ -25,6 +26,7 @@ def phase_curve(phase: dict) -> Figure:
     ax.axhline(phase.get("epsilon", 1.0), ls=":", color="grey", lw=1, label="epsilon")
     ax.set(xlabel="n (top-n noise-ranked neurons masked)", ylabel="Delta = log10 PPL ratio",
            title="Phase transition")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # n counts neurons: no 2.5 tick
     ax.legend()
     fig.tight_layout()
     return fig
@@ -99,5 +101,77 @@ def overlap_heatmap(robustness: dict) -> Figure:
     ax.set_yticks(range(len(names)), names)
     ax.set_title("Critical-set overlap across texts (Jaccard)")
     fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def layer_and_kind(neuron: str) -> tuple[int, str]:
+    """``model.layers.11.mlp.down_proj:507`` -> ``(11, "mlp.down_proj")``: read from the name alone,
+    so the report needs no model. The kind keeps its parent (``attn.c_proj`` vs ``mlp.c_proj``)."""
+    parts = neuron.rpartition(":")[0].split(".")
+    at = next((i for i, part in enumerate(parts) if part.isdigit()), None)
+    if at is None:
+        return -1, ".".join(parts[-2:])
+    return int(parts[at]), ".".join(parts[at + 1:])
+
+
+def ranking_map(ranking: dict, critical: dict, top: int = 100) -> Figure:
+    """Layer x component counts of the ranking's top neurons, the critical set starred."""
+    top_cells = [layer_and_kind(n) for n in ranking["neurons"][:top]]
+    critical_cells = [layer_and_kind(n) for n in critical["neurons"]]
+    layers = sorted({layer for layer, _ in top_cells + critical_cells})
+    kinds = sorted({kind for _, kind in top_cells + critical_cells})
+    grid = [[0] * len(layers) for _ in kinds]
+    for layer, kind in top_cells:
+        grid[kinds.index(kind)][layers.index(layer)] += 1
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.35 * len(layers) + 2.5), 0.4 * len(kinds) + 1.8))
+    im = ax.imshow(grid, aspect="auto", cmap="Reds")
+    ax.set_yticks(range(len(kinds)), kinds)
+    ax.set_xticks(range(len(layers)), layers, fontsize=8)
+    for layer, kind in set(critical_cells):
+        ax.plot(layers.index(layer), kinds.index(kind), marker="*", color="k", ms=12)
+    shown = min(top, len(ranking["neurons"]))
+    ax.set(xlabel="layer (only layers holding one of them)",
+           title=f"Top {shown} of {ranking['total_neurons']} ranked neurons (star: critical set)")
+    fig.colorbar(im, ax=ax, label="neurons")
+    fig.tight_layout()
+    return fig
+
+
+def stage2_trajectory(critical: dict) -> Figure:
+    """Delta against n as Stage 2 grew the set; n = 0 is the unmasked model (Delta 0 by definition)."""
+    points = [(0, 0.0)] + [(t["n"], _finite(t["delta"])) for t in critical["trajectory"]]
+    epsilon = critical["settings"].get("epsilon", 1.0)
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    ax.plot([n for n, _ in points], [d for _, d in points], marker="o", color=COLORS["noise"])
+    ax.axhline(epsilon, ls=":", color="grey", lw=1, label=f"epsilon = {epsilon}")
+    if critical["reached"]:
+        ax.axvline(critical["n"], ls="--", color="k", lw=1, label=f"n* = {critical['n']}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="n (top-n ranked neurons masked)", ylabel="Delta = log10 PPL ratio",
+           title="Stage 2: greedy masking until Delta >= epsilon")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def score_distribution(ranking: dict, critical: dict) -> Figure:
+    """Scores of the kept top of the ranking by rank, log-log: how far the first few stand out."""
+    scores = [_finite(s) for s in ranking["scores"]]
+    ranks = range(1, len(scores) + 1)
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    ax.plot(ranks, scores, color="#555", lw=1)
+    where = {n: i for i, n in enumerate(ranking["neurons"])}
+    marked = [where[n] for n in critical["neurons"] if n in where]
+    ax.scatter([i + 1 for i in marked], [scores[i] for i in marked], marker="*", s=120, color=COLORS["noise"],
+               zorder=3, label="critical set")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    median = sorted(scores)[len(scores) // 2] if scores else float("nan")
+    stands_out = f": the top is {scores[0] / median:,.0f}x the median" if median > 0 else ""
+    ax.set(xlabel=f"rank (top {len(scores)} of {ranking['total_neurons']} kept)", ylabel=f"{ranking['ranker']} score",
+           title=f"Score by rank{stands_out}")
+    if marked:
+        ax.legend()
     fig.tight_layout()
     return fig

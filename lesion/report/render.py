@@ -35,6 +35,24 @@ def fmt(x) -> str:
     return f"{x:.4g}" if abs(x) < 1e5 else f"{x:.3e}"
 
 
+def html_table(header: list[str], rows: list[list]) -> str:
+    cells = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{cells}</tr>{body}</table>"
+
+
+def png_bytes(fig) -> bytes:
+    """The figure as PNG; the figure is closed (pyplot would otherwise keep every one alive)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def html_image(name: str, png: bytes) -> str:
+    return f'<img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
 class Page:
     def __init__(self, folder: Path):
         self.folder, self.html, self.md = folder, [], []
@@ -49,19 +67,14 @@ class Page:
         self.md.append(text + "\n")
 
     def table(self, header: list[str], rows: list[list]) -> None:
-        cells = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-        self.html.append(f"<table><tr>{cells}</tr>{body}</table>")
+        self.html.append(html_table(header, rows))
         self.md.append("| " + " | ".join(header) + " |\n|" + " --- |" * len(header) + "\n" +
                        "".join("| " + " | ".join(str(c) for c in row) + " |\n" for row in rows))
 
     def figure(self, name: str, fig) -> None:
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        png = buf.getvalue()
+        png = png_bytes(fig)
         (self.folder / "figures" / f"{name}.png").write_bytes(png)
-        self.html.append(f'<img alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode()}">')
+        self.html.append(html_image(name, png))
         self.md.append(f"![{name}](figures/{name}.png)\n")
 
 
@@ -124,8 +137,13 @@ def _summary(page: Page, critical: dict, ranking: dict | None) -> None:
         page.table(["rank", "neuron", "score", "position"],
                    [[i + 1, n, fmt(sc), p] for i, (n, sc, p) in
                     enumerate(zip(ranking["neurons"][:10], ranking["scores"][:10], positions[:10]))])
+    page.figure("trajectory", figures.stage2_trajectory(critical))
     page.table(["n", "perplexity", "Delta"], [[t["n"], fmt(t["ppl"]), fmt(t["delta"])]
                                                for t in critical["trajectory"][-10:]])
+    if ranking:
+        page.heading("The ranking")
+        page.figure("ranking_map", figures.ranking_map(ranking, critical))
+        page.figure("scores", figures.score_distribution(ranking, critical))
 
 
 def _phase(page: Page, phase: dict) -> None:
@@ -220,3 +238,9 @@ def _eval(page: Page, ev: dict) -> None:
         page.table(["HumanEval, masked", "passed", "pass@1", "checker outcomes"],
                    [[level, f"{h['passed']}/{h['problems']}", fmt(h["pass@1"]), outcome_summary(h["outcomes"].values())]
                     for level, h in ev["humaneval"].items()])
+    if "ifbench" in ev:
+        page.table(["IFBench, masked", "prompts", "prompt strict", "prompt loose", "instruction strict",
+                    "instruction loose", "unchecked instructions"],
+                   [[level, r["prompts"], fmt(r["prompt_strict"]), fmt(r["prompt_loose"]), fmt(r["instruction_strict"]),
+                     fmt(r["instruction_loose"]), f"{r['unchecked_instructions']}/{r['instructions']}"]
+                    for level, r in ev["ifbench"].items()])

@@ -1,0 +1,69 @@
+"""Console tables that keep neuron names whole, and ``--json`` output.
+
+A neuron name is long (``model.layers.11.mlp.down_proj:507``) and rich shortens a cell that
+does not fit to ``model.layers.…``, losing exactly the part that tells neurons apart: the
+layer, the module and the channel. Here the dotted prefix every name in the table shares
+(``model.layers.``) is left off and said once in the column header, and no cell is ever cut short:
+a cell that still does not fit wraps (``overflow="fold"``).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from functools import wraps
+from pathlib import Path
+
+from rich.table import Table
+
+
+def shared_prefix(names: Iterable[str]) -> str:
+    """The dotted path every name starts with, up to (not into) the first layer number:
+    ``model.layers.`` for Llama-style names, ``transformer.h.`` for GPT-2; '' if none is shared."""
+    split = [name.split(".") for name in names]
+    if not split:
+        return ""
+    shared = []
+    for parts in zip(*(s[:-1] for s in split)):  # the last part holds the channel: always kept
+        if len(set(parts)) > 1 or parts[0].isdigit():
+            break
+        shared.append(parts[0])
+    return ".".join(shared) + "." if shared else ""
+
+
+def neuron_table(columns: Sequence[str], rows: Sequence[Sequence[str]], *, neuron_columns: Sequence[int] = (0,),
+                 title: str | None = None) -> Table:
+    """A table whose ``neuron_columns`` hold neuron names (possibly followed by a remark, e.g.
+    ``... *``): their shared prefix is left off, and no cell is truncated."""
+    names = [row[c] for row in rows for c in neuron_columns if ":" in row[c]]
+    prefix = shared_prefix(name.split(" ")[0] for name in names)
+    table = Table(title=title)
+    for i, column in enumerate(columns):
+        # In the header, not a caption: a caption is as narrow as the table and would wrap.
+        table.add_column(f"{column} ({prefix}*)" if prefix and i in neuron_columns else column, overflow="fold")
+    for row in rows:
+        table.add_row(*(cell[len(prefix):] if i in neuron_columns and prefix and cell.startswith(prefix) else cell
+                        for i, cell in enumerate(row)))
+    return table
+
+
+def add_json_flag(parser, result_path: Callable) -> None:
+    """``--json``: the tables go to stderr and the result file the command wrote (``result_path(args)``)
+    goes to stdout, the same object, for a program to parse. Call after ``set_defaults(run=...)``."""
+    parser.add_argument("--json", action="store_true",
+                        help="print the result file's JSON on stdout (the tables go to stderr)")
+    run = parser.get_default("run")
+
+    @wraps(run)
+    def run_with_json(args) -> int:
+        if not args.json:
+            return run(args)
+        with contextlib.redirect_stdout(sys.stderr):  # the console writes to whatever sys.stdout is
+            code = run(args)
+        path = Path(result_path(args))
+        if code == 0 and path.is_file():
+            sys.stdout.write(json.dumps(json.loads(path.read_text(encoding="utf-8")), indent=1) + "\n")
+        return code
+
+    parser.set_defaults(run=run_with_json)

@@ -1,0 +1,41 @@
+"""How results look in a Jupyter notebook: ``_repr_html_`` of the result types renders here.
+
+The same tables and figures as the report (lesion/report), drawn from the result object alone.
+"""
+from __future__ import annotations
+
+import html
+
+from .report import figures
+from .report.render import fmt, html_image, html_table, png_bytes
+
+SHOWN = 20  # rows of neurons in a notebook cell; the object holds them all
+
+
+def _neuron_rows(neurons, *extra_columns) -> list[list]:
+    return [[i, str(n), *(fmt(c[i - 1]) for c in extra_columns)] for i, n in enumerate(neurons[:SHOWN], 1)]
+
+
+def ranking_html(ranking) -> str:
+    """Top of a :class:`~lesion.results.Ranking` and its scores by rank."""
+    positions = ranking.positions or [""] * len(ranking.neurons)
+    rows = [[*row, positions[row[0] - 1]] for row in _neuron_rows(ranking.neurons, ranking.scores)]
+    head = (f"<p><b>Ranking</b> of {ranking.total_neurons} neurons of {html.escape(ranking.model)} by the "
+            f"{html.escape(ranking.ranker)} ranker: top {min(SHOWN, len(ranking.neurons))} of the "
+            f"{len(ranking.neurons)} kept</p>")
+    figure = figures.score_distribution(ranking.to_dict(), {"neurons": []})
+    return head + html_table(["rank", "neuron", "score", "position"], rows) + html_image("scores", png_bytes(figure))
+
+
+def critical_html(critical) -> str:
+    """A :class:`~lesion.results.CriticalSet`: verdict, neurons and the Stage 2 trajectory."""
+    epsilon = critical.settings.get("epsilon", 1.0)
+    verdict = (f"{len(critical.neurons)} neuron(s) reach Delta >= {epsilon}" if critical.reached
+               else f"Delta >= {epsilon} not reached")
+    head = (f"<p><b>Critical set</b> of {html.escape(critical.model)}: {verdict}; perplexity "
+            f"{fmt(critical.baseline_ppl)} -> {fmt(critical.masked_ppl)}, Delta {fmt(critical.delta)}</p>")
+    rows = _neuron_rows(critical.neurons)
+    if len(critical.neurons) > SHOWN:
+        rows.append(["...", f"{len(critical.neurons) - SHOWN} more"])
+    figure = figures.stage2_trajectory(critical.to_dict())
+    return head + html_table(["#", "neuron"], rows) + html_image("trajectory", png_bytes(figure))
