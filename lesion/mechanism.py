@@ -227,31 +227,38 @@ def lesion_tokens(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIn
                   neurons: Sequence[Neuron], clean: float) -> dict:
     """Delta of masking ``neurons`` with the per-token view a bare Delta hides: how many token
     losses are non-finite, Delta over the finite ones, the first module (in forward order)
-    whose output is non-finite, and the largest finite |output| of any module."""
+    whose output is non-finite, and the largest finite |output| of any module of each block,
+    which shows how a value grows towards an overflow."""
+    blocks = architectures.block_prefix(model)
     first_nonfinite: list[str] = []
-    largest = torch.zeros((), dtype=torch.float64)
+    largest: dict[str, torch.Tensor] = {}
 
     def watch(name):
         def check(output):
-            nonlocal largest
             if not isinstance(output, torch.Tensor) or not output.is_floating_point():
                 return
             finite = torch.isfinite(output)
             if not first_nonfinite and not bool(finite.all()):
                 first_nonfinite.append(name)
-            largest = torch.maximum(largest, output.abs().where(finite, 0).max().double().cpu())
+            largest[name] = output.abs().where(finite, 0).max().double().cpu()
         return check
 
     leaves = [n for n, m in model.named_modules() if n and next(m.children(), None) is None]
     with mask_neurons(model, index, list(neurons)), hooked(model, {n: watch(n) for n in leaves}), \
             torch.inference_mode():
         nll = token_nll(model, input_ids)[0].double()
+    by_layer: dict[int, float] = {}
+    for name, value in largest.items():
+        if name.startswith(blocks + "."):
+            layer = architectures.layer_of(name, blocks)
+            by_layer[layer] = max(by_layer.get(layer, 0.0), float(value))
     finite = torch.isfinite(nll)
     return {"delta": delta(float(nll.mean()), clean), "tokens": int(nll.numel()),
             "nonfinite_tokens": int((~finite).sum()),
             "delta_finite_tokens": delta(float(nll[finite].mean()), clean) if bool(finite.any()) else None,
             "first_nonfinite_module": first_nonfinite[0] if first_nonfinite else None,
-            "largest_finite_abs_output": float(largest)}
+            "largest_finite_abs_output": max(map(float, largest.values()), default=0.0),
+            "largest_finite_abs_output_by_layer": [by_layer[layer] for layer in sorted(by_layer)]}
 
 
 @contextlib.contextmanager

@@ -329,3 +329,23 @@ def test_real_critical_neuron_is_a_massive_activation_at_the_first_token(smollm)
     assert result["positions"]["position 0 only"] > 4
     assert result["positions"]["all but position 0"] < 0.1
     assert result["normalisation"]["frozen: every norm"] < result["normalisation"]["recomputed"] - 2
+
+
+def test_real_frozen_norms_overflow_is_counted_and_located(smollm):
+    """With every norm frozen, masking the two writers of the sink channel 507 moves the
+    massive activation to a later token whose clean RMS is small: nothing renormalises it,
+    each gated MLP about squares it, and float32 overflows (a real overflow of the
+    counterfactual, not a broken hook). The report says so instead of a bare inf."""
+    model, ids = smollm.lm.model, smollm.input_ids
+    index = discover_sites(model, "all")
+    clean = baseline_nll(model, ids)
+    pair = [Neuron("model.layers.11.mlp.down_proj", 507), Neuron("model.layers.2.mlp.down_proj", 507)]
+    recomputed = lesion_tokens(model, ids, index, pair, clean)
+    with frozen_norms(model, ids):
+        frozen = lesion_tokens(model, ids, index, pair, clean)
+    assert recomputed["nonfinite_tokens"] == 0 and recomputed["delta"] > 1
+    assert frozen["delta"] == math.inf and frozen["nonfinite_tokens"] == frozen["tokens"]
+    assert frozen["delta_finite_tokens"] is None
+    assert frozen["first_nonfinite_module"].endswith("input_layernorm")  # x^2 overflows its statistic
+    growth = frozen["largest_finite_abs_output_by_layer"]
+    assert max(growth) > 1e20 > 1e4 > max(recomputed["largest_finite_abs_output_by_layer"])

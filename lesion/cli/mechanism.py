@@ -101,4 +101,8 @@ def print_lesions(result: dict) -> None:
         lesions.add_row(f"norm statistics {label}", value, f"{r['nonfinite_tokens']} of {r['tokens']}",
                         r["first_nonfinite_module"] or "", fmt(r["largest_finite_abs_output"]))
     console.print(lesions)
+    for label, r in result["normalisation_tokens"].items():
+        if r["nonfinite_tokens"]:
+            growth = ", ".join(f"{layer}: {fmt(v)}" for layer, v in enumerate(r["largest_finite_abs_output_by_layer"]))
+            console.print(f"norm statistics {label}: largest finite |output| by layer: {growth}", soft_wrap=True)
     console.print(f"following norm(s): {', '.join(result['following_norms']) or 'none'}", soft_wrap=True)
