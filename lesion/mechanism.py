@@ -93,9 +93,10 @@ def carrying_weights(model: torch.nn.Module, input_ids: torch.Tensor, neurons: S
                      positions: Sequence[int]) -> list[dict | None]:
     """For each neuron, the weight that carries its activation at ``positions[i]`` (where it
     peaks): the entry ``W[channel, col]`` with the largest term |w * x_col| there, and that
-    term's share of the activation. This is how Yu et al. locate a super weight from the
-    activations (row: the output channel that spikes, column: the input that spikes), which
-    can differ from the largest |w|. None for a module without a 2-D weight."""
+    term's share of the activation (of the sum of the terms, bias left out). This is how
+    Yu et al. locate a super weight from the activations (row: the output channel that
+    spikes, column: the input that spikes), which can differ from the largest |w|. None for
+    a module without a 2-D weight."""
     inputs: dict[str, torch.Tensor] = {}
     record = {n.module: (lambda m, i, o, name=n.module: inputs.__setitem__(name, i[0].detach().float()))
               for n in neurons if matrix(model.get_submodule(n.module)) is not None}
@@ -110,10 +111,10 @@ def carrying_weights(model: torch.nn.Module, input_ids: torch.Tensor, neurons: S
         x = inputs[n.module].reshape(-1, w.shape[1])[p]  # batch of one: (T, in) in every layout
         terms = w[n.channel] * x
         column = int(terms.abs().argmax())
-        total = float(terms.sum())
+        total = float(terms.sum())  # the activation less any bias
         out.append({"module": n.module, "row": n.channel, "column": column, "position": p,
-                    "weight": float(w[n.channel, column]), "input": float(x[column]),
-                    "term": float(terms[column]), "share_of_activation": float(terms[column]) / total if total else None,
+                    "weight": float(w[n.channel, column]), "input": float(x[column]), "term": float(terms[column]),
+                    "share_of_activation": float(terms[column]) / total if total else None,
                     "ratio_to_median": float(w[n.channel, column].abs() / w.abs().median().clamp_min(1e-12))})
     return out
 
@@ -327,7 +328,8 @@ def mechanism(study: Study, critical: Sequence[Neuron], *, other_text: str, seed
     # position 0 only, and single weights zeroed.
     writes = residual_writes(model, ids, index, critical, order)
     own_weights = [largest_producing_weight(model, n) for n in critical]
-    carrying = carrying_weights(model, ids, critical, [int(acts[n.module][:, n.channel].abs().argmax()) for n in critical])
+    peaks = [int(acts[n.module][:, n.channel].abs().argmax()) for n in critical]
+    carrying = carrying_weights(model, ids, critical, peaks)
     zero_at_all = list(dict.fromkeys(critical + [Neuron.parse(w["neuron"]) for w in writes if w]))
     zero_at_0 = list(dict.fromkeys(zero_at_all + [Neuron.parse(m["neuron"]) for m in massive]))
     scored = {"zero": dict(zip(zero_at_all, set_deltas(model, ids, index, [[n] for n in zero_at_all], clean,

@@ -96,8 +96,9 @@ def print_lesions(result: dict) -> None:
     for label, r in result["normalisation_tokens"].items():
         # A Delta of inf says only that some token loss is not finite: show how many, and the
         # Delta over the finite ones.
+        finite = r["delta_finite_tokens"]
         value = fmt(r["delta"]) if not r["nonfinite_tokens"] else \
-            f"{fmt(r['delta'])} (finite tokens: {fmt(r['delta_finite_tokens']) if r['delta_finite_tokens'] is not None else '-'})"
+            f"{fmt(r['delta'])} (finite tokens: {'none' if finite is None else fmt(finite)})"
         lesions.add_row(f"norm statistics {label}", value, f"{r['nonfinite_tokens']} of {r['tokens']}",
                         r["first_nonfinite_module"] or "", fmt(r["largest_finite_abs_output"]))
     console.print(lesions)
