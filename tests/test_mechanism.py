@@ -10,7 +10,7 @@ import torch
 from lesion import Neuron, discover_sites, hooked
 from lesion.cli import main
 from lesion.hooks import mask_neurons, set_neurons
-from lesion.ablation import baseline_nll, set_deltas
+from lesion.ablation import baseline_nll, masked_nll, set_deltas
 from lesion.errors import LesionError
 from lesion.loading import load_model
 from lesion.mechanism import (
@@ -293,6 +293,19 @@ def test_frozen_norms_give_finite_losses_on_tiny_models(family, ids):
     assert result["nonfinite_tokens"] == 0 and result["first_nonfinite_module"] is None
     assert math.isfinite(result["delta"]) and result["delta"] == pytest.approx(result["delta_finite_tokens"])
     assert result["tokens"] == ids.shape[1] - 1
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3_text"])
+def test_frozen_norms_score_each_batch_row_as_if_alone(family, ids):
+    """The clean statistic, recorded on one row, is shared by every row of a batched scoring."""
+    model = make_tiny(family)
+    index = discover_sites(model, "all")
+    sets = [[], [Neuron(index.sites[0].name, 1)], [Neuron(s.name, 2) for s in index.sites[-3:]]]
+    with frozen_norms(model, ids):
+        together = masked_nll(model, ids, index, sets)
+        alone = [masked_nll(model, ids, index, [s])[0] for s in sets]
+    assert together == pytest.approx(alone, abs=1e-5)
+    assert len(set(together)) == 3  # the lesions differ, so the rows do
 
 
 def test_frozen_norms_refuse_another_text_length(tiny_llama, ids):
