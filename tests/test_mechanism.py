@@ -362,3 +362,16 @@ def test_real_frozen_norms_overflow_is_counted_and_located(smollm):
     assert frozen["first_nonfinite_module"].endswith("input_layernorm")  # x^2 overflows its statistic
     growth = frozen["largest_finite_abs_output_by_layer"]
     assert max(growth) > 1e20 > 1e4 > max(recomputed["largest_finite_abs_output_by_layer"])
+
+
+def test_zeroed_weight_works_on_an_offloaded_module(tiny_dir):
+    """Layer 1 on disk holds meta tensors: the weight is read from accelerate's map, never written."""
+    from test_offload import OFFLOADED
+    ref, off = load_model(tiny_dir), load_model(tiny_dir, device_map=OFFLOADED)
+    weight = ScalarWeight("model.layers.1.mlp.down_proj", 3, 5)
+    assert off.model.get_submodule(weight.module).weight.device.type == "meta"
+    ids = Study.create(ref, TEXT).input_ids
+    clean = mean_nll(ref.model, ids).item()
+    expected = weight_deltas(ref.model, ids, [weight], clean)
+    assert weight_deltas(off.model, ids, [weight], clean) == pytest.approx(expected, abs=1e-6)
+    assert expected[0] != 0
