@@ -1,13 +1,20 @@
 """Why the critical neurons matter: massive activations, super weights, positions, ablation
 designs and normalisation.
 
-Criteria (stated so that results can be compared):
+Every label has a magnitude criterion and, beside it, a causal test (stated so that results
+can be compared):
 - massive activation (Sun et al. 2024): a neuron whose largest |activation| on the text is
-  > 100 and > 1000x the median |activation| of its module;
+  > 100 and > 1000x the median |activation| of its module; tested by zeroing its value at
+  position 0 only;
 - super weight candidate, data-free (after Yu et al. 2024): in each ``down`` weight, the
   entry with the largest |w| relative to the median |w| of that matrix; the top ones across
   the model are listed, and a critical ``down`` neuron matches when it is the row
-  (output channel) of one.
+  (output channel) of one; tested by zeroing that one scalar weight (Yu et al.'s own test,
+  done with a hook: :mod:`lesion.weight_lesions`);
+- residual write: the residual-stream channel a neuron writes into, see
+  :func:`residual_writes`; tested by zeroing that channel of the writing module.
+A test is causal when its lesion alone raises perplexity at least ten-fold (Delta >= 1, the
+paper's epsilon).
 """
 from __future__ import annotations
 
@@ -17,16 +24,22 @@ from collections.abc import Sequence
 import torch
 
 from . import architectures
+from .ablation import baseline_nll, set_deltas
+from .errors import LesionError
 from .hooks import hooked, mask_neurons, set_neurons
-from .metrics import delta, mean_nll
+from .metrics import delta, mean_nll, token_nll
 from .neurons import Neuron, SiteIndex, discover_sites
 from .pipeline import Study
 from .rankers import clean_activations, noise_generator
-from .search import baseline_nll, masked_nll
 from .texts import encode
-from .weights import consumers, producers
+from .weight_lesions import ScalarWeight, weight_deltas
+from .weights import RESIDUAL_WRITERS, consumers, matrix, producers
 
 MASSIVE_ABS, MASSIVE_RATIO = 100.0, 1000.0
+CAUSAL_DELTA = 1.0  # a lesion is called causal when it alone raises perplexity ten-fold
+# Rows per forward when scoring single lesions: a row holds the logits of the whole
+# vocabulary at every token (262k words for Gemma 3).
+SCORING_ROWS = 8
 
 
 def activation_profile(acts: dict, index: SiteIndex, neuron: Neuron, flat_max: torch.Tensor) -> dict:
@@ -47,7 +60,8 @@ def massive_activations(acts: dict, index: SiteIndex, top: int = 10) -> list[dic
 
 
 def super_weights(model: torch.nn.Module, index: SiteIndex, top: int = 10) -> list[dict]:
-    from .weights import matrix
+    """Each ``down`` weight's largest entry relative to that matrix's median |w|, the ``top``
+    of them across the model (magnitude only: :func:`mechanism` adds the causal test)."""
     rows = []
     for site in index.sites:
         if site.kind != "down":
@@ -59,6 +73,58 @@ def super_weights(model: torch.nn.Module, index: SiteIndex, top: int = 10) -> li
         rows.append({"module": site.name, "layer": site.layer, "row": out_channel, "column": in_channel,
                      "abs_weight": float(w[out_channel, in_channel]), "ratio_to_median": float(ratio.max())})
     return sorted(rows, key=lambda r: -r["ratio_to_median"])[:top]
+
+
+def largest_producing_weight(model: torch.nn.Module, neuron: Neuron) -> dict | None:
+    """The entry of the row that produces ``neuron`` with the largest |w|, measured against
+    the median |w| of the whole matrix as for :func:`super_weights`; None for a module
+    without a 2-D weight (activations, norms)."""
+    w = matrix(model.get_submodule(neuron.module))
+    if w is None or neuron.channel >= w.shape[0]:
+        return None
+    w = w.detach().float().abs()
+    column = int(w[neuron.channel].argmax())
+    return {"module": neuron.module, "row": neuron.channel, "column": column,
+            "abs_weight": float(w[neuron.channel, column]),
+            "ratio_to_median": float(w[neuron.channel, column] / w.median().clamp_min(1e-12))}
+
+
+def carrying_weights(model: torch.nn.Module, input_ids: torch.Tensor, neurons: Sequence[Neuron],
+                     positions: Sequence[int]) -> list[dict | None]:
+    """For each neuron, the weight that carries its activation at ``positions[i]`` (where it
+    peaks): the entry ``W[channel, col]`` with the largest term |w * x_col| there, and that
+    term's share of the activation (of the sum of the terms, bias left out). This is how
+    Yu et al. locate a super weight from the activations (row: the output channel that
+    spikes, column: the input that spikes), which can differ from the largest |w|. None for
+    a module without a 2-D weight."""
+    inputs: dict[str, torch.Tensor] = {}
+    record = {n.module: (lambda m, i, o, name=n.module: inputs.__setitem__(name, i[0].detach().float()))
+              for n in neurons if matrix(model.get_submodule(n.module)) is not None}
+    with hooked(model, record, raw=True), torch.inference_mode():
+        model.base_model(input_ids=input_ids)
+    out: list[dict | None] = []
+    for n, p in zip(neurons, positions):
+        if n.module not in inputs:
+            out.append(None)
+            continue
+        w = matrix(model.get_submodule(n.module)).detach().float()
+        x = inputs[n.module].reshape(-1, w.shape[1])[p]  # batch of one: (T, in) in every layout
+        terms = w[n.channel] * x
+        column = int(terms.abs().argmax())
+        total = float(terms.sum())  # the activation less any bias
+        out.append({"module": n.module, "row": n.channel, "column": column, "position": p,
+                    "weight": float(w[n.channel, column]), "input": float(x[column]), "term": float(terms[column]),
+                    "share_of_activation": float(terms[column]) / total if total else None,
+                    "ratio_to_median": float(w[n.channel, column].abs() / w.abs().median().clamp_min(1e-12))})
+    return out
+
+
+def _scalar(weight: dict) -> ScalarWeight:
+    return ScalarWeight(weight["module"], weight["row"], weight["column"])
+
+
+def verdict(delta_value: float) -> str:
+    return "causal" if delta_value >= CAUSAL_DELTA else "not causal"
 
 
 def top_weights(slices, k: int = 3) -> list[dict]:
@@ -113,11 +179,95 @@ def following_norm(model: torch.nn.Module, module: str, order: Sequence[str]) ->
     return next((n for n in later if architectures.kind_of(n, model.get_submodule(n)) == "ln"), None)
 
 
+def writer_of(model: torch.nn.Module, index: SiteIndex, neuron: Neuron, order: Sequence[str]) -> str | None:
+    """The module whose output is added to the residual stream next after ``neuron``: its own
+    module for a ``down``/``o`` neuron, else the first residual writer after it in forward
+    order (its block's ``down`` for gate/up/act, ``o`` for q/k/v and the q/k norms); None
+    after the last one."""
+    if index.site(neuron).kind in RESIDUAL_WRITERS:
+        return neuron.module
+    later = order[order.index(neuron.module) + 1:]
+    return next((n for n in later if n in index.by_name and index.by_name[n].kind in RESIDUAL_WRITERS), None)
+
+
+def residual_writes(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex,
+                    neurons: Sequence[Neuron], order: Sequence[str]) -> list[dict | None]:
+    """For each neuron, the residual-stream channel that carries most of its effect.
+
+    Defined by masking, the same way for every kind: mask the neuron and compare the output of
+    its next residual writer (:func:`writer_of`) with the clean one; the channel (and
+    position) with the largest |change| is the one it writes into. For a ``down``/``o``
+    neuron that is its own channel; for a gate/up neuron, mostly the ``down`` row whose input
+    column has the largest |w|; for q/k it depends on the attention pattern, which no single
+    weight shows. One forward, one batch row per neuron (row 0 clean). None where nothing
+    changes (a dead neuron, or no writer after it).
+    """
+    writers = [writer_of(model, index, n, order) for n in neurons]
+    outputs: dict[str, torch.Tensor] = {}
+    t = input_ids.shape[1]
+    record = {w: (lambda out, w=w: outputs.__setitem__(w, index.by_name[w].channels(out, t).float()))
+              for w in set(filter(None, writers))}
+    sets = [[]] + [[n] for n in neurons]
+    with mask_neurons(model, index, sets), hooked(model, record), torch.inference_mode():
+        model.base_model(input_ids=input_ids.expand(len(sets), -1))
+    out: list[dict | None] = []
+    for row, (neuron, writer) in enumerate(zip(neurons, writers), 1):
+        change = (outputs[writer][row] - outputs[writer][0]).abs() if writer else None
+        if change is None or not float(change.max()) > 0:
+            out.append(None)
+            continue
+        position, channel = divmod(int(change.argmax()), change.shape[1])
+        out.append({"neuron": str(Neuron(writer, channel)), "writer": writer, "channel": channel,
+                    "position": position, "largest_change": float(change.max()),
+                    "how": "its own output" if writer == neuron.module else
+                    f"largest change of {writer}'s output when the neuron is masked"})
+    return out
+
+
+def lesion_tokens(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex,
+                  neurons: Sequence[Neuron], clean: float) -> dict:
+    """Delta of masking ``neurons`` with the per-token view a bare Delta hides: how many token
+    losses are non-finite, Delta over the finite ones, the first module (in forward order)
+    whose output is non-finite, and the largest finite |output| of any module of each block,
+    which shows how a value grows towards an overflow."""
+    blocks = architectures.block_prefix(model)
+    first_nonfinite: list[str] = []
+    largest: dict[str, torch.Tensor] = {}
+
+    def watch(name):
+        def check(output):
+            if not isinstance(output, torch.Tensor) or not output.is_floating_point():
+                return
+            finite = torch.isfinite(output)
+            if not first_nonfinite and not bool(finite.all()):
+                first_nonfinite.append(name)
+            largest[name] = output.abs().where(finite, 0).max().double().cpu()
+        return check
+
+    leaves = [n for n, m in model.named_modules() if n and next(m.children(), None) is None]
+    with mask_neurons(model, index, list(neurons)), hooked(model, {n: watch(n) for n in leaves}), \
+            torch.inference_mode():
+        nll = token_nll(model, input_ids)[0].double()
+    by_layer: dict[int, float] = {}
+    for name, value in largest.items():
+        if name.startswith(blocks + "."):
+            layer = architectures.layer_of(name, blocks)
+            by_layer[layer] = max(by_layer.get(layer, 0.0), float(value))
+    finite = torch.isfinite(nll)
+    return {"delta": delta(float(nll.mean()), clean), "tokens": int(nll.numel()),
+            "nonfinite_tokens": int((~finite).sum()),
+            "delta_finite_tokens": delta(float(nll[finite].mean()), clean) if bool(finite.any()) else None,
+            "first_nonfinite_module": first_nonfinite[0] if first_nonfinite else None,
+            "largest_finite_abs_output": max(map(float, largest.values()), default=0.0),
+            "largest_finite_abs_output_by_layer": [by_layer[layer] for layer in sorted(by_layer)]}
+
+
 @contextlib.contextmanager
 def frozen_norms(model: torch.nn.Module, input_ids: torch.Tensor, names: Sequence[str] | None = None):
     """The norm layers ``names`` (default: all) reuse the scale statistic of the clean run
     (RMS, or std for LayerNorm): out = (x - mean) / stat_clean * weight (+ bias). The clean
-    statistics are recorded on entry, so enter it before any lesion."""
+    statistics are recorded on entry, on ``input_ids``, so enter it before any lesion and run
+    that same text inside (any number of batch rows); another length is refused."""
     norms = {n: model.get_submodule(n) for n in (norm_layers(model) if names is None else names)}
 
     def stat(module, x):
@@ -127,20 +277,31 @@ def frozen_norms(model: torch.nn.Module, input_ids: torch.Tensor, names: Sequenc
             return (x.var(dim=-1, keepdim=True, unbiased=False) + eps).sqrt()
         return (x.pow(2).mean(dim=-1, keepdim=True) + eps).sqrt()
 
-    clean = {}
-    record = {n: (lambda m, i, o, n=n: clean.__setitem__(n, stat(m, i[0]))) for n in norms}
+    clean: dict[str, list[torch.Tensor]] = {}
+    record = {n: (lambda m, i, o, n=n: clean.setdefault(n, []).append(stat(m, i[0]))) for n in norms}
     with hooked(model, record, raw=True), torch.inference_mode():
         model(input_ids=input_ids)
+    shared = [n for n, stats in clean.items() if len(stats) > 1]
+    if shared:
+        raise LesionError(f"cannot freeze {', '.join(shared)}: a norm that runs more than once per forward "
+                          "has no single clean statistic")
 
     def rescale(name):
+        clean_stat = clean[name][0]
+
         # The module already divided by the masked run's statistic: multiplying by
-        # stat_masked / stat_clean swaps it for the clean one, for any norm flavour.
+        # stat_masked / stat_clean swaps it for the clean one, for any norm flavour
+        # (Gemma's x * (1 + weight) included). In float32: a ratio cast to float16 overflows early.
         def hook(module, inputs, output):
-            ratio = (stat(module, inputs[0]) / clean[name]).to(output.dtype)
+            masked_stat = stat(module, inputs[0])
+            if masked_stat.shape[1:] != clean_stat.shape[1:]:
+                raise LesionError(f"{name}: frozen on a text of shape {tuple(clean_stat.shape)}, run on "
+                                  f"{tuple(masked_stat.shape)}: freeze the norms on the text you run")
+            ratio = masked_stat / clean_stat
             bias = getattr(module, "bias", None)
             if isinstance(bias, torch.Tensor):
-                return (output - bias) * ratio + bias
-            return output * ratio
+                return ((output.float() - bias.float()) * ratio + bias.float()).to(output.dtype)
+            return (output.float() * ratio).to(output.dtype)
         return hook
 
     with hooked(model, {n: rescale(n) for n in norms}, raw=True):
@@ -161,12 +322,44 @@ def mechanism(study: Study, critical: Sequence[Neuron], *, other_text: str, seed
     means = {n: float(acts[n.module][:, n.channel].mean()) for n in critical}
     massive_names = {m["neuron"] for m in massive}
     super_rows = {f"{s['module']}:{s['row']}" for s in supers}
+    order = forward_order(model, ids)
+
+    # The causal tests, each lesion alone, batched: neurons zeroed at every position and at
+    # position 0 only, and single weights zeroed.
+    writes = residual_writes(model, ids, index, critical, order)
+    own_weights = [largest_producing_weight(model, n) for n in critical]
+    peaks = [int(acts[n.module][:, n.channel].abs().argmax()) for n in critical]
+    carrying = carrying_weights(model, ids, critical, peaks)
+    zero_at_all = list(dict.fromkeys(critical + [Neuron.parse(w["neuron"]) for w in writes if w]))
+    zero_at_0 = list(dict.fromkeys(zero_at_all + [Neuron.parse(m["neuron"]) for m in massive]))
+    scored = {"zero": dict(zip(zero_at_all, set_deltas(model, ids, index, [[n] for n in zero_at_all], clean,
+                                                       max_rows=SCORING_ROWS))),
+              "position0": dict(zip(zero_at_0, set_deltas(model, ids, index, [[n] for n in zero_at_0], clean,
+                                                          max_rows=SCORING_ROWS, ablation="position0")))}
+    weights = list(dict.fromkeys([_scalar(w) for w in supers + [w for w in own_weights + carrying if w]]))
+    zeroed = dict(zip(weights, weight_deltas(model, ids, weights, clean, max_rows=SCORING_ROWS)))
+
+    for m in massive:
+        d = scored["position0"][Neuron.parse(m["neuron"])]
+        m.update(delta_position0=d, causal=d >= CAUSAL_DELTA)
+    for w in supers:
+        d = zeroed[_scalar(w)]
+        w.update(delta_zeroed=d, causal=d >= CAUSAL_DELTA)
     neurons = []
-    for n in critical:
+    for n, write, weight, carrier in zip(critical, writes, own_weights, carrying):
         profile = activation_profile(acts, index, n, flat_max)
+        alone = {"zero": scored["zero"][n], "position0": scored["position0"][n]}
+        for w in filter(None, (weight, carrier)):
+            w.update(delta_zeroed=zeroed[_scalar(w)], causal=zeroed[_scalar(w)] >= CAUSAL_DELTA)
+        if write:
+            residual = Neuron.parse(write["neuron"])
+            write.update(delta_zero=scored["zero"][residual], delta_position0=scored["position0"][residual])
         profile.update(in_top_massive=str(n) in massive_names, super_weight_row=str(n) in super_rows,
+                       alone=alone, largest_weight=weight, carrying_weight=carrier, residual_write=write,
+                       labels=labels(profile, alone, weight, carrier, write),
                        feeding=top_weights(producers(model, n)), leaving=top_weights(consumers(model, index, n)))
         neurons.append(profile)
+
     t = ids.shape[1]
     positions = _deltas(study, {
         "all positions": lambda: mask_neurons(model, index, critical),
@@ -178,15 +371,49 @@ def mechanism(study: Study, critical: Sequence[Neuron], *, other_text: str, seed
         "mean": lambda: set_neurons(model, index, means),
         "resample": lambda: set_neurons(model, index, resample_values(study, other, critical, seed)),
     }, clean)
-    norm = {"recomputed": ablations["zero"]}
-    order = forward_order(model, ids)
     following = sorted({f for f in (following_norm(model, n.module, order) for n in critical) if f})
+    norm_tokens = {"recomputed": lesion_tokens(model, ids, index, critical, clean)}
     for label, names in (("frozen: following norm only", following), ("frozen: every norm", None)):
         with frozen_norms(model, ids, names):
-            norm[label] = delta(masked_nll(model, ids, index, [critical])[0], clean)
+            norm_tokens[label] = lesion_tokens(model, ids, index, critical, clean)
     return {"neurons": neurons, "massive_activations": massive, "super_weights": supers,
             "overlap": {"critical_in_top_massive": sorted(massive_names & set(map(str, critical))),
                         "critical_on_super_weight_rows": sorted(super_rows & set(map(str, critical)))},
-            "positions": positions, "ablations": ablations, "normalisation": norm, "following_norms": following,
+            "positions": positions, "ablations": ablations,
+            "normalisation": {label: r["delta"] for label, r in norm_tokens.items()},
+            "normalisation_tokens": norm_tokens, "following_norms": following,
             "criteria": {"massive": f"|a| > {MASSIVE_ABS} and > {MASSIVE_RATIO}x its module's median |a|",
-                         "super_weight": "largest |w| / median |w| of each down_proj weight"}}
+                         "super_weight": "largest |w| / median |w| of each down_proj weight",
+                         "causal": f"the lesion alone gives Delta >= {CAUSAL_DELTA} (ten-fold perplexity)",
+                         "massive_test": "the neuron zeroed at position 0 only",
+                         "super_weight_test": "that one scalar weight zeroed (a hook subtracting w * x)",
+                         "carrying_weight": "the entry of the neuron's weight row with the largest |w * x| "
+                                            "where the neuron peaks (Yu et al.'s activation-based locator)",
+                         "residual_write": "the channel of the next residual writer (down/o) whose output "
+                                           "changes most when the neuron is masked; its own channel for "
+                                           "down/o neurons"}}
+
+
+def labels(profile: dict, alone: dict, weight: dict | None, carrier: dict | None, write: dict | None) -> list[str]:
+    """One honest sentence per label: the magnitude criterion and what its causal test gave."""
+    out = []
+    if profile["massive"]:
+        d = alone["position0"]
+        out.append(f"massive activation (max |a| {profile['max_abs']:.4g} at position {profile['argmax_position']}); "
+                   f"zeroing it at position 0: Delta {d:.2f}, {verdict(d)}")
+    if weight:
+        d = weight["delta_zeroed"]
+        name = "super weight" if d >= CAUSAL_DELTA else "largest by magnitude"
+        out.append(f"{name}: W[{weight['row']}, {weight['column']}] = {weight['ratio_to_median']:.1f}x the "
+                   f"median |w|; zeroing it: Delta {d:.2f}, {verdict(d)}")
+    if carrier:
+        d = carrier["delta_zeroed"]
+        share = "" if carrier["share_of_activation"] is None else f", {carrier['share_of_activation']:.0%} of it"
+        out.append(f"carried at position {carrier['position']} by W[{carrier['row']}, {carrier['column']}] "
+                   f"= {carrier['weight']:.4g} x input {carrier['input']:.4g} (term {carrier['term']:.4g}{share}); "
+                   f"zeroing that weight: Delta {d:.2f}, {verdict(d)}")
+    if write:
+        target = "its own channel" if write["how"] == "its own output" else write["neuron"]
+        out.append(f"writes into residual channel {write['channel']} ({target}); zeroing that: Delta "
+                   f"{write['delta_zero']:.2f}, at position 0 only: {write['delta_position0']:.2f}")
+    return out

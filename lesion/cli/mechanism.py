@@ -44,24 +44,22 @@ def run(args) -> int:
     path = folder.write(MECHANISM, {**result, "settings": study.settings(seed=args.seed)})
     print_neurons(result)
     print_overlap(result)
-    lesions = Table("lesion of the critical set", "Delta")
-    for group in ("positions", "ablations"):
-        for label, value in result[group].items():
-            lesions.add_row(f"{group[:-1]}: {label}", fmt(value))
-    for label, value in result["normalisation"].items():
-        lesions.add_row(f"norm statistics {label}", fmt(value))
-    console.print(lesions)
-    console.print(f"following norm(s): {', '.join(result['following_norms']) or 'none'}", soft_wrap=True)
+    print_lesions(result)
     console.print(f"wrote {path}")
     return 0
 
 
 def print_neurons(result: dict) -> None:
     rows = [[n["neuron"], fmt(n["max_abs"]), str(n["argmax_position"]), fmt(n["ratio_to_median"]),
-             str(n["rank_by_max_abs"]), str(n["massive"]), str(n["super_weight_row"])] for n in result["neurons"]]
+             str(n["rank_by_max_abs"]), str(n["massive"]), str(n["super_weight_row"]), fmt(n["alone"]["zero"]),
+             fmt(n["alone"]["position0"])] for n in result["neurons"]]
     console.print(neuron_table(["neuron", "max |a|", "at position", "x module median", "rank by |a|", "massive",
-                                "super-weight row"], rows, title="critical neurons"))
+                                "super-weight row", "Delta alone", "Delta at position 0"], rows,
+                               title="critical neurons"))
     for n in result["neurons"]:
+        console.print(f"{n['neuron']}:", soft_wrap=True)
+        for label in n["labels"]:
+            console.print(f"  {label}", soft_wrap=True)
         for direction in ("feeding", "leaving"):
             for s in n[direction]:
                 top = ", ".join(f"[{i}] {fmt(v)}" for i, v in s["top"])
@@ -69,14 +67,44 @@ def print_neurons(result: dict) -> None:
 
 
 def print_overlap(result: dict) -> None:
-    """Top massive activations and data-free super-weight candidates; * marks critical neurons."""
+    """Top massive activations and data-free super-weight candidates, each beside its causal
+    test; * marks critical neurons."""
     critical = {n["neuron"] for n in result["neurons"]}
     rows = []
     for i, (m, w) in enumerate(zip(result["massive_activations"], result["super_weights"]), 1):
         row = f"{w['module']}:{w['row']}"
         rows.append([str(i), m["neuron"] + (" *" if m["neuron"] in critical else ""), fmt(m["max_abs"]),
-                     str(m["argmax_position"]), f"{row} (col {w['column']})" + (" *" if row in critical else ""),
-                     fmt(w["ratio_to_median"])])
-    console.print(neuron_table(["#", "massive activation", "max |a|", "at position", "super-weight candidate",
-                                "|w| / median"], rows, neuron_columns=(1, 4),
-                               title="critical set (*) among the model's outliers"))
+                     str(m["argmax_position"]), f"{fmt(m['delta_position0'])} ({_verdict(m)})",
+                     f"{row} (col {w['column']})" + (" *" if row in critical else ""), fmt(w["ratio_to_median"]),
+                     f"{fmt(w['delta_zeroed'])} ({_verdict(w)})"])
+    console.print(neuron_table(["#", "massive activation", "max |a|", "at position", "Delta, zeroed at position 0",
+                                "super-weight candidate", "|w| / median", "Delta, that weight zeroed"], rows,
+                               neuron_columns=(1, 5),
+                               title="critical set (*) among the model's outliers, by magnitude, and their causal tests"))
+    console.print(f"causal: {result['criteria']['causal']}", soft_wrap=True)
+
+
+def _verdict(row: dict) -> str:
+    return "causal" if row["causal"] else "not causal"
+
+
+def print_lesions(result: dict) -> None:
+    lesions = Table("lesion of the critical set", "Delta", "non-finite token losses", "first non-finite output",
+                    "largest finite |output|")
+    for group in ("positions", "ablations"):
+        for label, value in result[group].items():
+            lesions.add_row(f"{group[:-1]}: {label}", fmt(value), "", "", "")
+    for label, r in result["normalisation_tokens"].items():
+        # A Delta of inf says only that some token loss is not finite: show how many, and the
+        # Delta over the finite ones.
+        finite = r["delta_finite_tokens"]
+        value = fmt(r["delta"]) if not r["nonfinite_tokens"] else \
+            f"{fmt(r['delta'])} (finite tokens: {'none' if finite is None else fmt(finite)})"
+        lesions.add_row(f"norm statistics {label}", value, f"{r['nonfinite_tokens']} of {r['tokens']}",
+                        r["first_nonfinite_module"] or "", fmt(r["largest_finite_abs_output"]))
+    console.print(lesions)
+    for label, r in result["normalisation_tokens"].items():
+        if r["nonfinite_tokens"]:
+            growth = ", ".join(f"{layer}: {fmt(v)}" for layer, v in enumerate(r["largest_finite_abs_output_by_layer"]))
+            console.print(f"norm statistics {label}: largest finite |output| by layer: {growth}", soft_wrap=True)
+    console.print(f"following norm(s): {', '.join(result['following_norms']) or 'none'}", soft_wrap=True)
