@@ -45,19 +45,14 @@ def _deltas(study: Study, sets: list[list[Neuron]], clean: float) -> list[float]
     return set_deltas(study.lm.model, study.input_ids, study.index, sets, clean, max_rows=64)
 
 
-def prune(study: Study, neurons: Sequence[Neuron], epsilon: float, clean: float) -> tuple[list[Neuron], float, int]:
-    """Greedy backward elimination: each round drops the neuron whose removal keeps Delta highest."""
-    current, rows = list(neurons), 1
-    current_delta = _deltas(study, [current], clean)[0]
-    while len(current) > 1:
-        leave_one_out = [current[:i] + current[i + 1:] for i in range(len(current))]
-        deltas = _deltas(study, leave_one_out, clean)
-        rows += len(deltas)
-        best = max(range(len(deltas)), key=lambda i: (deltas[i], -i))
-        if deltas[best] < epsilon:
-            break
-        current, current_delta = leave_one_out[best], deltas[best]
-    return current, current_delta, rows
+def prune(study: Study, neurons: Sequence[Neuron], epsilon: float) -> tuple[list[Neuron], float, int]:
+    """Greedy backward elimination, best drop first (``lesion search --prune best-drop``): the
+    irreducible set, its Delta and the sets evaluated."""
+    from .heel import SetScorer, make_irreducible, prune_best_drop
+    score = SetScorer.for_model(study.lm.model, study.index, [study.input_ids], dtype=study.lm.dtype,
+                                max_rows=2 ** 62)
+    current = make_irreducible(score, prune_best_drop(score, neurons, epsilon), epsilon)
+    return current, score([current])[0], score.rows
 
 
 def exhaustive_minimum(study: Study, pool: Sequence[Neuron], epsilon: float, clean: float, max_size: int,
@@ -103,7 +98,7 @@ def minimal_sets(study: Study, ranking: Sequence[Neuron], greedy: Sequence[Neuro
         raise LesionError("the critical set is empty (threshold not reached): nothing to prune")
     check_search_bounds(pool, max_size)
     clean = baseline_nll(study.lm.model, study.input_ids, study.lm.dtype)
-    irreducible, irreducible_delta, prune_rows = prune(study, greedy, epsilon, clean)
+    irreducible, irreducible_delta, prune_rows = prune(study, greedy, epsilon)
     candidates = list(ranking[:pool])
     # The optimum is no larger than the irreducible set when the pool holds it; searching
     # sizes below that certifies (or beats) it.

@@ -51,7 +51,7 @@ def test_pruned_set_is_irreducible(study):
     clean = mean_nll(study.lm.model, study.input_ids).item()
     greedy = study.index.neurons(range(0, 600, 40))
     epsilon = _delta(study, greedy, clean) * 0.8
-    kept, kept_delta, rows = prune(study, greedy, epsilon, clean)
+    kept, kept_delta, rows = prune(study, greedy, epsilon)
     assert set(kept) <= set(greedy) and kept_delta >= epsilon and rows >= 1
     for i in range(len(kept)):  # no single neuron can go
         rest = kept[:i] + kept[i + 1:]
