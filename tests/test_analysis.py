@@ -69,7 +69,8 @@ def test_cli_compare_analyze_report_is_self_contained(tiny_dir, tmp_path):
     assert main(["report", out]) == 0
     page = (tmp_path / "report.html").read_text()
     images = re.findall(r'<img alt="(\w+)" src="([^"]+)"', page)
-    assert {name for name, _ in images} == {"phase", "compare", "distribution", "components", "sweep"}
+    assert {name for name, _ in images} == {"trajectory", "ranking_map", "scores",  # from the scan alone
+                                            "phase", "compare", "distribution", "components", "sweep"}
     for _, src in images:  # every figure is embedded and is a real PNG
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
