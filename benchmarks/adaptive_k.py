@@ -4,7 +4,7 @@ For each model and text: Stage 1 with ``samples="auto"`` (cap 100), then Stage 2
 ranking; Stage 1 with K = 100, then Stage 2 on that. When auto reaches the cap it has used
 the same 100 samples as K = 100 (summed in other batches), so the K = 100 run is skipped.
 
-    PYTHONPATH=. python benchmarks/adaptive_k.py [--models smollm2-135m,gemma3-270m]
+    PYTHONPATH=. python benchmarks/adaptive_k.py [--models smollm2-135m,gemma3-270m] [--no-stage2-at-cap]
 """
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--models", default="smollm2-135m,gemma3-270m")
     p.add_argument("--texts", default=",".join(TEXTS))
+    p.add_argument("--no-stage2-at-cap", action="store_true",
+                   help="skip Stage 2 when auto ran to the cap: its samples are K = 100's")
     args = p.parse_args()
     for model in args.models.split(","):
         lm = load_model(model, progress=False)
@@ -43,6 +45,11 @@ def main() -> None:
             auto = rank_by_noise(m, ids, index, samples="auto", max_samples=100, progress=False)
             auto_s = time.perf_counter() - start
             a = auto.adaptive
+            if a["samples_used"] == 100 and args.no_stage2_at_cap:
+                print(f"{model} {name} ({ids.shape[1]} tokens): K used 100 of 100 (cap), settled top "
+                      f"{a['settled_top']} of head {a['settle_top']}, stage 1 {auto_s:.1f} s; the same 100 "
+                      "samples as K = 100 (Stage 2 not run)", flush=True)
+                continue
             auto_set = critical(study, auto)
             if a["samples_used"] < 100:
                 full_set = critical(study, rank_by_noise(m, ids, index, samples=100, progress=False))
