@@ -258,3 +258,41 @@ def test_transfer_table_applies_every_heel_to_every_text(planted_lm):
     # The planted pair collapses both texts, so the joint heel is the pair, and worst = min over texts.
     assert set(rows["joint"]["neurons"]) == PAIR and heel.delta == pytest.approx(min(rows["joint"]["deltas"]))
     assert [t["delta"] for t in heel.texts] == pytest.approx(rows["joint"]["deltas"])
+
+
+def test_search_interrupted_writes_nothing(tmp_path, monkeypatch, capsys):
+    import lesion.ablation
+    folder = tmp_path / "planted"
+    model = planted_and_model()
+    model.save_pretrained(folder)
+    char_tokenizer().save_pretrained(folder)
+    seen = []
+
+    def interrupt(fn, items):
+        seen.append(fn)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(lesion.ablation, "split_on_oom", interrupt)
+    out = tmp_path / "heel.json"
+    assert main(["search", "--model", str(folder), "--text", TEXT, "--samples", "4", "--quiet",
+                 "--out", str(out)]) == 130
+    assert seen and not out.exists() and "interrupted" in capsys.readouterr().err
+
+
+def test_interrupted_search_leaves_the_model_as_it_was(planted_lm, monkeypatch):
+    import lesion.ablation
+    from lesion.metrics import mean_nll
+    from lesion.texts import encode
+    ids = encode(planted_lm.tokenizer, TEXT)
+    before = mean_nll(planted_lm.model, ids).item()
+    calls = []
+
+    def interrupt_second(fn, items):
+        calls.append(len(items))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return fn(items)
+    monkeypatch.setattr(lesion.ablation, "split_on_oom", interrupt_second)
+    with pytest.raises(KeyboardInterrupt):
+        search_heel(planted_lm, [TEXT], SearchPlan(epsilon=1.0), signals=["activation"], progress=False)
+    assert not any(m._forward_hooks for m in planted_lm.model.modules())
+    assert mean_nll(planted_lm.model, ids).item() == before

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import LesionError
-from .common import (MAX_SAMPLES, add_common_flags, add_model_args, add_text_args, check_seed, console, finite,
-                     load, progress_enabled)
+from .common import (MAX_SAMPLES, add_common_flags, add_model_args, add_noise_args, add_text_args, check_seed,
+                     console, finite, load, progress_enabled)
 from .compare import parse_ints
 
 EXAMPLES = """examples:
@@ -229,9 +229,7 @@ def register(sub) -> None:
     add_model_args(p)
     add_text_args(p)
     p.add_argument("--out-dir", default="lesion-run", help="scan folder: read ranking/critical, write analysis")
-    p.add_argument("--alpha", type=float, default=5.0)
-    p.add_argument("--samples", type=int, default=100)
-    p.add_argument("--seed", type=int, default=42)
+    add_noise_args(p)
     p.add_argument("--epsilon", type=float, default=1.0)
     p.add_argument("--top-k", default="10,100,1000", help="distribution: top-k sets to count")
     p.add_argument("--max-n", type=int, default=None, help="phase: largest n on the curve")

@@ -60,6 +60,13 @@ def add_stage1_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-cache", action="store_true", help="recompute stage 1 even if its scores are cached")
 
 
+def add_noise_args(g) -> None:
+    """The noise ranking's scale, sample count and seed, for commands that rank as a step."""
+    g.add_argument("--alpha", type=float, default=5.0, help="noise scale (paper: 5)")
+    g.add_argument("--samples", type=int, default=100, help="noise samples K (paper: 100)")
+    g.add_argument("--seed", type=int, default=42)
+
+
 def add_stage2_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("stage 2 (greedy masking)")
     g.add_argument("--epsilon", type=float, default=1.0, help="Delta threshold, log10 PPL ratio (paper: 1)")

@@ -6,8 +6,8 @@ import argparse
 from rich.table import Table
 
 from ..errors import LesionError
-from .common import (add_common_flags, add_components_arg, add_model_args, add_text_args, console, fmt, load,
-                     progress_enabled)
+from .common import (add_common_flags, add_components_arg, add_model_args, add_noise_args, add_text_args,
+                     console, fmt, load, progress_enabled)
 from .tables import add_json_flag
 
 EXAMPLES = """examples:
@@ -25,9 +25,7 @@ def register(sub) -> None:
     p.add_argument("--rankers", default="noise,random,activation,gradient")
     p.add_argument("--levels", default="1,10,100,1000")
     p.add_argument("--random-runs", type=int, default=10, help="seeds averaged for the random ranker")
-    p.add_argument("--alpha", type=float, default=5.0)
-    p.add_argument("--samples", type=int, default=100)
-    p.add_argument("--seed", type=int, default=42)
+    add_noise_args(p)
     p.add_argument("--out-dir", default="lesion-run", help="folder for compare.json (the report reads it)")
     add_common_flags(p)
     p.set_defaults(run=run)

@@ -7,8 +7,8 @@ from pathlib import Path
 from rich.table import Table
 
 from ..errors import LesionError
-from .common import (MAX_SAMPLES, add_common_flags, add_components_arg, add_model_args, check_out, check_seed,
-                     console, finite, fmt, load, progress_enabled)
+from .common import (MAX_SAMPLES, add_common_flags, add_components_arg, add_model_args, add_noise_args,
+                     check_out, check_seed, console, finite, fmt, load, progress_enabled)
 
 EXAMPLES = """examples:
   lesion search --out heel.json                               # default model, Bookends text
@@ -58,9 +58,7 @@ def register(sub) -> None:
                    help="rows for the exhaustive check that no smaller set of the top screened exists")
     s.add_argument("--max-rows", type=int, default=20000, help="budget of masked rows for the whole search")
     n = p.add_argument_group("noise signal (stage 1)")
-    n.add_argument("--alpha", type=float, default=5.0)
-    n.add_argument("--samples", type=int, default=100)
-    n.add_argument("--seed", type=int, default=42)
+    add_noise_args(n)
     p.add_argument("--out", default="heel.json", help="JSON to write (same shape as critical.json)")
     add_common_flags(p)
     p.set_defaults(run=run)
@@ -134,12 +132,15 @@ def print_heel(heel, names: list[str]) -> None:
     eps = heel.settings.get("epsilon", 1.0)
     head = (f"[bold]heel[/bold]: {len(heel.neurons)} neuron(s), Delta {fmt(heel.delta)} >= {eps:g}" if heel.reached
             else f"[bold]no set reaches Delta >= {eps:g}[/bold] ({heel.stopped}); best Delta {fmt(heel.delta)}")
+    if heel.rows == 0:
+        head = f"[bold]nothing was evaluated[/bold]: --max-rows {heel.settings.get('max_rows')} is below one screen chunk"
     console.print(head)
-    table = Table("#", "neuron", "Delta alone", "peak |a|", "at token")
-    for i, row in enumerate(heel.profile, 1):
-        table.add_row(str(i), row["neuron"], "-" if row["alone"] is None else fmt(row["alone"]),
-                      fmt(row["peak_abs"]), str(row["peak_position"]))
-    console.print(table)
+    if heel.profile:
+        table = Table("#", "neuron", "Delta alone", "peak |a|", "at token")
+        for i, row in enumerate(heel.profile, 1):
+            table.add_row(str(i), row["neuron"], "-" if row["alone"] is None else fmt(row["alone"]),
+                          fmt(row["peak_abs"]), str(row["peak_position"]))
+        console.print(table)
     stages = Table("stage", "rows", "seconds", "set size", "Delta")
     for s in heel.stages:
         stages.add_row(s["stage"], str(s["rows"]), f"{s['seconds']:.1f}", str(s["size"]),
