@@ -90,17 +90,16 @@ def masked_nll(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex
             with _replay_prefix(blocks, first, prefixes[first]):
                 return _rows_nll(model, input_ids, len(chunk)).tolist()
 
-    # Rows go to batches by their first masked block, so that one set masking block 0 does not
-    # make the whole batch recompute the prefix the others could share.
-    groups: dict[int, list[int]] = {}
-    for i, s in enumerate(sets):
-        groups.setdefault(first_block([s]), []).append(i)
+    # Rows are sorted by their first masked block and cut into full batches: a batch shares the
+    # blocks below its lowest first block. Sets that mask block 0 end up together, so they do not
+    # make the others recompute the prefix, and many single-neuron rows (a screen) still share one
+    # forward instead of one forward per block.
+    order = sorted(range(len(sets)), key=lambda i: first_block([sets[i]]))
     nlls: list[float] = [math.nan] * len(sets)
-    for members in groups.values():
-        for start in range(0, len(members), max_rows):
-            batch = members[start:start + max_rows]
-            for i, nll in zip(batch, split_on_oom(run, [sets[i] for i in batch])):
-                nlls[i] = nll
+    for start in range(0, len(order), max_rows):
+        batch = order[start:start + max_rows]
+        for i, nll in zip(batch, split_on_oom(run, [sets[i] for i in batch])):
+            nlls[i] = nll
     return nlls
 
 
