@@ -67,8 +67,8 @@ def masked_nll(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex
     """Mean NLL of the text under each neuron set (one set per batch row).
 
     ``share_prefix`` computes the blocks below the lowest masked one once per batch instead of
-    once per row (see the module notes), batching rows by their lowest masked block; False
-    always runs the full forward, ``max_rows`` rows at a time in the given order.
+    once per row (see the module notes), ordering rows by their lowest masked block before
+    batching them; False always runs the full forward, ``max_rows`` rows at a time in order.
     """
     check_ablation(ablation)
     sets = [list(s) for s in neuron_sets]
@@ -92,17 +92,16 @@ def masked_nll(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex
             with _replay_prefix(blocks, first, prefixes[first]):
                 return _rows_nll(model, input_ids, len(chunk)).tolist()
 
-    # Rows go to batches by their first masked block, so that one set masking block 0 does not
-    # make the whole batch recompute the prefix the others could share.
-    groups: dict[int, list[int]] = {}
-    for i, s in enumerate(sets):
-        groups.setdefault(first_block([s]), []).append(i)
+    # Rows are ordered by their lowest masked block, highest first, before being cut into
+    # batches of max_rows: a batch then shares as much prefix as its rows allow, and no
+    # batch is split smaller than max_rows to share more (extra forwards cost more than
+    # the blocks they would save on a handful of rows).
+    order = sorted(range(len(sets)), key=lambda i: -first_block([sets[i]]))
     nlls: list[float] = [math.nan] * len(sets)
-    for members in groups.values():
-        for start in range(0, len(members), max_rows):
-            batch = members[start:start + max_rows]
-            for i, nll in zip(batch, split_on_oom(run, [sets[i] for i in batch])):
-                nlls[i] = nll
+    for start in range(0, len(order), max_rows):
+        batch = order[start:start + max_rows]
+        for i, nll in zip(batch, split_on_oom(run, [sets[i] for i in batch])):
+            nlls[i] = nll
     return nlls
 
 
