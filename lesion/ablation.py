@@ -65,8 +65,8 @@ def masked_nll(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex
     """Mean NLL of the text under each neuron set (one set per batch row).
 
     ``share_prefix`` computes the blocks below the lowest masked one once per batch instead of
-    once per row (see the module notes), batching rows by their lowest masked block; False
-    always runs the full forward, ``max_rows`` rows at a time in the given order.
+    once per row (see the module notes), ordering rows by their lowest masked block before
+    batching them; False always runs the full forward, ``max_rows`` rows at a time in order.
     """
     check_ablation(ablation)
     sets = [list(s) for s in neuron_sets]
@@ -90,11 +90,11 @@ def masked_nll(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex
             with _replay_prefix(blocks, first, prefixes[first]):
                 return _rows_nll(model, input_ids, len(chunk)).tolist()
 
-    # Rows are sorted by their first masked block and cut into full batches: a batch shares the
-    # blocks below its lowest first block. Sets that mask block 0 end up together, so they do not
-    # make the others recompute the prefix, and many single-neuron rows (a screen) still share one
-    # forward instead of one forward per block.
-    order = sorted(range(len(sets)), key=lambda i: first_block([sets[i]]))
+    # Rows are ordered by their lowest masked block, highest first, before being cut into
+    # batches of max_rows: a batch then shares as much prefix as its rows allow, and no
+    # batch is split smaller than max_rows to share more (extra forwards cost more than
+    # the blocks they would save on a handful of rows).
+    order = sorted(range(len(sets)), key=lambda i: -first_block([sets[i]]))
     nlls: list[float] = [math.nan] * len(sets)
     for start in range(0, len(order), max_rows):
         batch = order[start:start + max_rows]
