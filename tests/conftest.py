@@ -30,7 +30,8 @@ REAL_MODELS = Path(os.environ.get("LESION_CACHE", Path.home() / ".cache" / "lesi
 
 def isolated_cache(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    if REAL_MODELS.is_dir() and not (folder / "models").exists():
+    REAL_MODELS.mkdir(parents=True, exist_ok=True)  # on a fresh machine the first test fills it for all
+    if not (folder / "models").exists():
         (folder / "models").symlink_to(REAL_MODELS, target_is_directory=True)
     return folder
 
