@@ -37,7 +37,7 @@ from .ablation import baseline_nll, channel_means, check_ablation, set_deltas
 from .errors import LesionError
 from .metrics import LN10, perplexity
 from .neurons import Neuron, SiteIndex
-from .options import OBJECTIVES, PRUNERS, STRATEGIES
+from .options import OBJECTIVES, PRUNERS, SIGNALS, STRATEGIES
 
 LOGIT_BYTES = 2 ** 29  # float32 logits one batched forward may hold
 
@@ -471,8 +471,8 @@ def transfer_table(score_for_each: Sequence[SetScorer], heels: dict[str, Sequenc
             for name, neurons in heels.items()}
 
 
-def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence[str] = ("noise", "activation",
-                "massive", "superweight", "attribution"), per_signal: int = 100, components: str | None = None,
+def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence[str] = tuple(SIGNALS),
+                per_signal: int = 100, components: str | None = None,
                 noise_options: dict | None = None, progress: bool = True,
                 say: Callable[[str], None] | None = None, memo: dict | None = None,
                 names: Sequence[str] = ()) -> Heel:

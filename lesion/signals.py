@@ -16,8 +16,6 @@ from .neurons import Neuron, SiteIndex
 from .options import SIGNALS
 from .rankers import clean_activations, rank_by_activation
 
-DEFAULT_SIGNALS = tuple(SIGNALS)
-
 
 def parse_signals(text: str) -> list[str]:
     names = [s.strip() for s in text.split(",") if s.strip()]

@@ -24,7 +24,7 @@ pool sorted by single Delta), prefix (the paper's greedy prefix of the noise ran
 
 
 def register(sub) -> None:
-    from ..options import ABLATIONS, OBJECTIVES, PRUNERS, STRATEGIES
+    from ..options import ABLATIONS, OBJECTIVES, PRUNERS, SIGNALS, STRATEGIES
 
     p = sub.add_parser("search", help="the smallest critical set: multi-signal screen, greedy selection, pruning",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,7 +49,7 @@ def register(sub) -> None:
                    help="elimination: delta debugging + one backward pass, O(n) rows; best-drop: O(n^2)")
     s.add_argument("--ablation", default="zero", choices=list(ABLATIONS),
                    help="zero (the paper), mean, position0 (zero at the first token only)")
-    s.add_argument("--signals", default="noise,activation,massive,superweight,attribution",
+    s.add_argument("--signals", default=",".join(SIGNALS),
                    help="candidate-pool signals, comma-separated")
     s.add_argument("--pool", type=int, default=100, help="top-m of each signal (per text) in the pool")
     s.add_argument("--rescreen", type=int, default=32, help="greedy: candidates re-evaluated per step")
