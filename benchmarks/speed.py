@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 
 from lesion import Study, find_critical_set, load_model, rank_by_noise
-from lesion.ablation import _rows_nll, masked_nll
+from lesion.ablation import masked_nll
+from lesion.metrics import mean_nll
 from lesion.loading import _gguf_cache, resolve
 from lesion.texts import BOOKENDS
 
@@ -131,7 +132,7 @@ def stage2(study, args, r: int) -> None:
     top = list(study.rank(samples=100, keep=1000, progress=False).neurons)
     sets = [top[:n] for n in range(1, args.rows + 1)]
     first = min(index.site(n).layer for n in top[:args.rows])
-    bare = lambda: _rows_nll(model, ids, len(sets))  # noqa: E731
+    bare = lambda: mean_nll(model, ids, rows=len(sets))  # noqa: E731
     shared, bare_s = paired(r, lambda: masked_nll(model, ids, index, sets), bare)
     full, bare_s2 = paired(r, lambda: masked_nll(model, ids, index, sets, share_prefix=False), bare)
     rows = len(sets)

@@ -28,17 +28,13 @@ from contextlib import contextmanager
 from typing import Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from . import architectures
-
 from .batching import split_on_oom
 from .errors import LesionError
-from .hooks import mask_neurons
-from .hooks import hooked
+from .hooks import hooked, mask_neurons
 from .metrics import delta, mean_nll
 from .neurons import Neuron, SiteIndex
-
 from .options import ABLATIONS
 
 
@@ -84,11 +80,11 @@ def masked_nll(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex
         first = first_block(chunk)
         with mask_neurons(model, index, chunk, positions=positions, fill=fill):
             if first == 0:
-                return _rows_nll(model, input_ids, len(chunk)).tolist()
+                return mean_nll(model, input_ids, rows=len(chunk)).tolist()
             if first not in prefixes:
                 prefixes[first] = _prefix_output(model, input_ids, blocks, first)
             with _replay_prefix(blocks, first, prefixes[first]):
-                return _rows_nll(model, input_ids, len(chunk)).tolist()
+                return mean_nll(model, input_ids, rows=len(chunk)).tolist()
 
     # Rows are ordered by their lowest masked block, highest first, before being cut into
     # batches of max_rows: a batch then shares as much prefix as its rows allow, and no
@@ -101,14 +97,6 @@ def masked_nll(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex
         for i, nll in zip(batch, split_on_oom(run, [sets[i] for i in batch])):
             nlls[i] = nll
     return nlls
-
-
-def _rows_nll(model: torch.nn.Module, input_ids: torch.Tensor, rows: int) -> torch.Tensor:
-    """Mean next-token NLL of one (1, T) text on ``rows`` copies -> (rows,) float64; no KV cache."""
-    with torch.inference_mode():
-        logits = model(input_ids=input_ids.expand(rows, -1), use_cache=False).logits[:, :-1].float()
-        nll = F.cross_entropy(logits.transpose(1, 2), input_ids[:, 1:].expand(rows, -1), reduction="none")
-        return nll.double().mean(dim=1)
 
 
 def _sequential_blocks(model: torch.nn.Module) -> torch.nn.ModuleList | None:

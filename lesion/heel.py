@@ -481,6 +481,7 @@ def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence
     (signal, text)'s top list across calls on the same model."""
     from .pipeline import Study
     from .signals import candidate_pool, signal_scores, top_neurons
+    from .texts import text_hash
 
     plan.check()
     if per_signal < 1:
@@ -492,7 +493,7 @@ def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence
     memo = {} if memo is None else memo
     for name in signals:
         for study in studies:
-            key = (name, per_signal, study.settings()["text_sha256"])
+            key = (name, per_signal, text_hash(study.text))
             if key not in memo:
                 noise = (lambda s=study: s.scores("noise", progress=progress, **noise_options)[0].values)
                 memo[key] = top_neurons(index, signal_scores(name, lm.model, study.input_ids, index, noise),
@@ -508,7 +509,7 @@ def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence
         ranking = studies[0].rank("noise", keep=1000, progress=progress, **noise_options)
         return list(ranking.neurons)
 
-    info = [{"name": name, "sha256": s.settings()["text_sha256"], "tokens": int(s.input_ids.shape[1])}
+    info = [{"name": name, "sha256": text_hash(s.text), "tokens": int(s.input_ids.shape[1])}
             for name, s in zip(list(names) + [f"text{i + 1}" for i in range(len(names), len(studies))], studies)]
     settings = {**studies[0].settings(), "signals": list(signals), "per_signal": per_signal, "noise": noise_options}
     if len(texts) > 1:  # each text is in the result's `texts`, with its hash and token count

@@ -15,8 +15,11 @@ LN10 = math.log(10.0)
 
 
 def token_nll(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
-    """(B, T) token ids -> (B, T-1) negative log-likelihood of each next token, float32."""
-    logits = model(input_ids=input_ids).logits[:, :-1].float()
+    """(B, T) token ids -> (B, T-1) negative log-likelihood of each next token, float32.
+
+    No KV cache: nothing reuses it, and blocks that a shared prefix skips (lesion.ablation)
+    would leave it incomplete."""
+    logits = model(input_ids=input_ids, use_cache=False).logits[:, :-1].float()
     return F.cross_entropy(logits.transpose(1, 2), input_ids[:, 1:], reduction="none")
 
 
