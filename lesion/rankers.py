@@ -216,9 +216,10 @@ def rank_by_activation(model: torch.nn.Module, input_ids: torch.Tensor, index: S
     return _collect(index, {n: a.abs() for n, a in clean.items()}, reduce)
 
 
-def rank_by_gradient(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex, *, seed: int = 0,
-                     reduce: str = "max", progress: bool = False) -> Scores:
-    """Baseline: |dLoss/dA|, the gradient of the text's mean NLL wrt each neuron's activation.
+def activation_gradients(model: torch.nn.Module, input_ids: torch.Tensor,
+                         index: SiteIndex) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Each site's activation on the text and the gradient of the text's mean NLL wrt it, both
+    (T, C) float32 (a zero gradient where the loss does not depend on the site).
 
     ``torch.autograd.grad`` on the activations only: no parameter ``.grad`` is touched.
     """
@@ -228,14 +229,21 @@ def rank_by_gradient(model: torch.nn.Module, input_ids: torch.Tensor, index: Sit
         embeds = model.get_input_embeddings()(input_ids).detach().requires_grad_(True)
         logits = model(inputs_embeds=embeds).logits[:, :-1].float()
         loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), input_ids[:, 1:])
-        names = [s.name for s in index.sites]
-        grads = torch.autograd.grad(loss, [outputs[n] for n in names], allow_unused=True)
+        grads = torch.autograd.grad(loss, [outputs[s.name] for s in index.sites], allow_unused=True)
     tokens = input_ids.shape[1]
-    per_site = {}
+    pairs = {}
     for site, grad in zip(index.sites, grads):
-        grad = torch.zeros_like(outputs[site.name]) if grad is None else grad
-        per_site[site.name] = site.channels(grad.detach(), tokens)[0].float().abs()
-    return _collect(index, per_site, reduce)
+        activation = outputs[site.name].detach()
+        grad = torch.zeros_like(activation) if grad is None else grad.detach()
+        pairs[site.name] = (site.channels(activation, tokens)[0].float(), site.channels(grad, tokens)[0].float())
+    return pairs
+
+
+def rank_by_gradient(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex, *, seed: int = 0,
+                     reduce: str = "max", progress: bool = False) -> Scores:
+    """Baseline: |dLoss/dA|, the gradient of the text's mean NLL wrt each neuron's activation."""
+    pairs = activation_gradients(model, input_ids, index)
+    return _collect(index, {name: grad.abs() for name, (_, grad) in pairs.items()}, reduce)
 
 
 def rank_by_random(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex, *, seed: int = 0,

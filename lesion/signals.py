@@ -11,10 +11,9 @@ from typing import Callable, Sequence
 import torch
 
 from .errors import LesionError
-from .hooks import hooked
 from .neurons import Neuron, SiteIndex
 from .options import SIGNALS
-from .rankers import clean_activations, rank_by_activation
+from .rankers import activation_gradients, clean_activations, rank_by_activation
 
 
 def parse_signals(text: str) -> list[str]:
@@ -50,23 +49,8 @@ def superweight_scores(model: torch.nn.Module, index: SiteIndex) -> torch.Tensor
 
 def attribution_scores(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex) -> torch.Tensor:
     """One forward and one backward: zeroing neuron i moves the loss by about -sum_t a_t g_t."""
-    outputs: dict[str, torch.Tensor] = {}
-    names = [s.name for s in index.sites]
-    keep = {n: (lambda out, n=n: outputs.__setitem__(n, out)) for n in names}
-    with torch.enable_grad(), hooked(model, keep):
-        embeds = model.get_input_embeddings()(input_ids).detach().requires_grad_(True)
-        logits = model(inputs_embeds=embeds).logits[:, :-1].float()
-        loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), input_ids[:, 1:])
-        grads = torch.autograd.grad(loss, [outputs[n] for n in names], allow_unused=True)
-    tokens = input_ids.shape[1]
-    parts = []
-    for site, grad in zip(index.sites, grads):
-        if grad is None:
-            parts.append(torch.zeros(site.width))
-            continue
-        product = site.channels(outputs[site.name].detach().float() * grad.float(), tokens)[0]  # (T, C)
-        parts.append(product.sum(dim=0).abs().cpu())
-    return torch.cat(parts)
+    pairs = activation_gradients(model, input_ids, index)
+    return torch.cat([(pairs[s.name][0] * pairs[s.name][1]).sum(dim=0).abs().cpu() for s in index.sites])
 
 
 def signal_scores(name: str, model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex,
