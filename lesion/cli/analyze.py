@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import LesionError
-from .common import (MAX_SAMPLES, add_common_flags, add_model_args, add_noise_args, add_text_args, check_seed,
+from .common import (add_common_flags, add_model_args, add_noise_args, add_text_args, check_noise_args,
                      console, finite, load, progress_enabled)
 from .compare import parse_ints
 
@@ -189,11 +189,8 @@ def analysis_name(name: str) -> str:
 
 def _check(args) -> None:
     """Every argument of the analysis, before the model loads."""
-    finite(args.alpha, "--alpha")
+    check_noise_args(args)
     finite(args.epsilon, "--epsilon")
-    check_seed(args.seed)
-    if not 1 <= args.samples <= MAX_SAMPLES:
-        raise LesionError(f"--samples must be >= 1 and <= {MAX_SAMPLES} (got {args.samples})")
     if args.max_n is not None and args.max_n < 1:
         raise LesionError(f"--max-n must be >= 1 (got {args.max_n})")
     ANALYSES[args.name].check(args)

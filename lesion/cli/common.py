@@ -91,6 +91,14 @@ def check_seed(seed: int) -> None:
         raise LesionError(f"--seed must be 0..{MAX_SEED} (got {seed})")
 
 
+def check_noise_args(args) -> None:
+    """The options :func:`add_noise_args` adds, before any work."""
+    finite(args.alpha, "--alpha", ": the paper uses 5")
+    if not 1 <= args.samples <= MAX_SAMPLES:
+        raise LesionError(f"--samples must be >= 1 and <= {MAX_SAMPLES} (got {args.samples}): the paper uses 100")
+    check_seed(args.seed)
+
+
 def check_stage1(args) -> None:
     finite(args.alpha, "--alpha", ": the paper uses 5")
     if args.samples != "auto":

@@ -49,7 +49,7 @@ def run(args) -> int:
     from ..rankers import check_ranker
     from ..run import COMPARE, RunFolder
     from ..texts import read_text
-    from .common import MAX_SAMPLES, check_out, check_seed, finite
+    from .common import check_noise_args, check_out
 
     levels = parse_ints(args.levels, "--levels")
     rankers = [check_ranker(r.strip()) for r in args.rankers.split(",") if r.strip()]
@@ -57,10 +57,7 @@ def run(args) -> int:
         raise LesionError("--rankers is empty: name at least one, e.g. noise,random")
     if args.random_runs < 1:
         raise LesionError("--random-runs must be >= 1")
-    finite(args.alpha, "--alpha")
-    check_seed(args.seed)
-    if not 1 <= args.samples <= MAX_SAMPLES:
-        raise LesionError(f"--samples must be >= 1 and <= {MAX_SAMPLES} (got {args.samples})")
+    check_noise_args(args)
     folder = RunFolder(args.out_dir)
     check_out(folder.file(COMPARE))
     study = Study.create(load(args), read_text(args.text, args.text_file), args.components)

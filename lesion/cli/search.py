@@ -7,8 +7,8 @@ from pathlib import Path
 from rich.table import Table
 
 from ..errors import LesionError
-from .common import (MAX_SAMPLES, add_common_flags, add_components_arg, add_model_args, add_noise_args,
-                     check_out, check_seed, console, finite, fmt, load, progress_enabled)
+from .common import (add_common_flags, add_components_arg, add_model_args, add_noise_args, check_noise_args,
+                     check_out, console, fmt, load, progress_enabled)
 
 EXAMPLES = """examples:
   lesion search --out heel.json                               # default model, Bookends text
@@ -105,10 +105,7 @@ def run(args) -> int:
     signals = parse_signals(args.signals)
     if args.pool < 1:
         raise LesionError(f"--pool must be >= 1 (got {args.pool})")
-    finite(args.alpha, "--alpha", ": the paper uses 5")
-    if not 1 <= args.samples <= MAX_SAMPLES:
-        raise LesionError(f"--samples must be 1..{MAX_SAMPLES} (got {args.samples}): the paper uses 100")
-    check_seed(args.seed)
+    check_noise_args(args)
     check_out(args.out)
     if "prefix" == plan.strategy and "noise" not in signals:
         signals.append("noise")
