@@ -288,21 +288,6 @@ class Heel:
                 "certificate": self.certificate, "profile": list(self.profile), "settings": self.settings,
                 "transfer": self.transfer, "trace": list(self.trace)}
 
-    SOURCE = "heel: pass heel.json from `lesion search`"
-
-    @classmethod
-    def load(cls, path) -> "Heel":
-        from .results import as_float, read_json
-        d = read_json(path)
-        try:
-            return cls(d["model"], tuple(Neuron.parse(s) for s in d["neurons"]), bool(d["reached"]),
-                       as_float(d["delta"]), as_float(d["baseline_ppl"]), as_float(d["masked_ppl"]), int(d["rows"]),
-                       tuple(d["texts"]), tuple(d["stages"]), d["screen"], d["certificate"], tuple(d["trace"]),
-                       d["stopped"], d.get("settings") or {}, d.get("transfer"), tuple(d.get("profile") or ()))
-        except (KeyError, TypeError, ValueError) as e:
-            raise LesionError(f"{str(path)!r} is not a lesion heel ({type(e).__name__}: {e}): "
-                              "re-create it with lesion search") from None
-
 
 @dataclass
 class SearchPlan:

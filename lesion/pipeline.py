@@ -138,8 +138,7 @@ class Study:
         if "settled_top" in ranking.settings:
             used = len(critical.neurons) if critical.reached else critical.trajectory[-1].n
             within = used <= ranking.settings["settled_top"]
-            critical = replace(critical, settings={**critical.settings,
-                                                               "critical_within_settled": within})
+            critical = replace(critical, settings={**critical.settings, "critical_within_settled": within})
         return critical
 
     def check_ranking(self, ranking: Ranking) -> None:
