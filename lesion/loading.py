@@ -9,6 +9,7 @@ import contextlib
 import functools
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import struct
@@ -167,17 +168,82 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = 
 def _load_cached(cached: Path, kwargs: dict):
     """(tokenizer, model) from the dequantised copy of a GGUF file, or None when there is none or
     it is unreadable (a disk that filled up, a killed copy): that one is deleted and rebuilt."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     if not (cached / "config.json").is_file():
         return None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(cached, trust_remote_code=False)
+        tokenizer = _cached_tokenizer(cached)
         return tokenizer, AutoModelForCausalLM.from_pretrained(cached, **kwargs)
     except Exception:  # noqa: BLE001 - any failure of a cache means the same thing: rebuild it
         import shutil
         shutil.rmtree(cached, ignore_errors=True)
         return None
+
+
+# A model's own tokenizer class (GemmaTokenizer...) rebuilds its backend from tokenizer.json
+# parsed in Python (3.2 s of Gemma 3's 4.4 s load); the generic backend reads the same file in
+# Rust. The cache uses the generic one only after checking, once, that it encodes, decodes and
+# is configured exactly as the model's class; this file says so and holds the class's sides.
+FAST_TOKENIZER = "lesion-fast-tokenizer.json"
+TOKENIZER_SIDES = {"padding_side", "truncation_side"}
+TOKENIZER_PROBES = ("The Bookends sentence, with  two spaces and a tab\t.", "Der Bahnhof wurde renoviert; "
+                    "l'été dernier.", "中文文本，日本語のテキスト", "def f(x):\n    return x ** 2  # 🎉", "", " ",
+                    "<bos><eos><pad><|endoftext|><|im_start|>user", "a" * 300)
+
+
+def _cached_tokenizer(folder: Path):
+    from transformers import AutoTokenizer
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+    sides = _fast_tokenizer_sides(folder / FAST_TOKENIZER)
+    if sides is not None:
+        fast = TokenizersBackend.from_pretrained(folder, trust_remote_code=False)
+        for name, side in sides.items():
+            setattr(fast, name, side)
+        return fast
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    if type(tokenizer) is not TokenizersBackend:
+        fast = TokenizersBackend.from_pretrained(folder, trust_remote_code=False)
+        sides = {name: getattr(tokenizer, name) for name in sorted(TOKENIZER_SIDES)}
+        for name, side in sides.items():
+            setattr(fast, name, side)
+        if _same_tokenizer(tokenizer, fast):
+            from .results import write_text
+            with contextlib.suppress(LesionError):  # a cache that cannot be written only costs time
+                write_text(folder / FAST_TOKENIZER, json.dumps(sides))
+    return tokenizer
+
+
+def _fast_tokenizer_sides(marker: Path) -> dict | None:
+    """The sides a verified cache records, or None (no marker, or one lesion did not write)."""
+    try:
+        sides = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
+    ok = (isinstance(sides, dict) and set(sides) == TOKENIZER_SIDES
+          and all(v in ("left", "right") for v in sides.values()))
+    return sides if ok else None
+
+
+def _same_tokenizer(a, b) -> bool:
+    """Whether two tokenizers give the same ids, text and settings on every probe."""
+    def view(t):
+        chat = None
+        if t.chat_template:
+            try:
+                chat = t.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True,
+                                             tokenize=False)
+            except Exception:  # noqa: BLE001 - a template that fails must fail the same way in both
+                chat = "error"
+        encoded = [(t(p).input_ids, t(p, add_special_tokens=False).input_ids) for p in TOKENIZER_PROBES]
+        return (len(t), t.special_tokens_map, t.all_special_ids, t.model_max_length, t.chat_template, chat,
+                t.padding_side, t.truncation_side, encoded,
+                [t.decode(ids, skip_special_tokens=skip) for ids, _ in encoded for skip in (True, False)])
+    try:
+        return view(a) == view(b)
+    except Exception:  # noqa: BLE001 - anything the generic tokenizer cannot do means: keep the class
+        return False
 
 
 @contextlib.contextmanager
@@ -204,6 +270,7 @@ def _save_atomically(model, tokenizer, target: Path) -> None:
         remove_orphans(target.parent)  # copies left by runs killed mid-save
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        _cached_tokenizer(tmp)  # checks, once, whether later loads may take the fast tokenizer
         os.replace(tmp, target)
     except OSError:
         pass  # a cache that cannot be written only costs time

@@ -1,0 +1,51 @@
+"""The dequantised-model cache loads a tokenizer class's generic backend only where it was
+checked to be the same tokenizer."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lesion.loading import FAST_TOKENIZER, TOKENIZER_PROBES, _cached_tokenizer, _same_tokenizer
+
+
+def gemma_tokenizer_folder(path: Path) -> Path:
+    from transformers.models.gemma.tokenization_gemma import GemmaTokenizer
+    chars = [chr(c) for c in range(33, 127)]
+    vocab = {t: i for i, t in enumerate(["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "▁"] + chars
+                                        + ["▁t", "he", "▁the"])}
+    GemmaTokenizer(vocab=vocab, merges=[("▁", "t"), ("h", "e"), ("▁t", "he")]).save_pretrained(path)
+    return path
+
+
+def test_a_verified_cache_loads_the_generic_tokenizer_with_the_class_settings(tmp_path):
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
+    folder = gemma_tokenizer_folder(tmp_path / "tok")
+    first = _cached_tokenizer(folder)
+    assert type(first).__name__ == "GemmaTokenizer"  # the first load is the class's, and checks
+    assert json.loads((folder / FAST_TOKENIZER).read_text()) == {"padding_side": "left",
+                                                                  "truncation_side": "right"}
+    second = _cached_tokenizer(folder)
+    assert type(second) is TokenizersBackend and second.padding_side == "left"
+    assert _same_tokenizer(first, second)
+    assert [first(p).input_ids for p in TOKENIZER_PROBES] == [second(p).input_ids for p in TOKENIZER_PROBES]
+
+
+def test_a_tokenizer_file_the_class_reads_otherwise_keeps_the_class(tmp_path):
+    # GemmaTokenizer rebuilds its normaliser and ignores the file's; the generic backend would
+    # lowercase: another tokenizer, so the cache must never switch to it.
+    folder = gemma_tokenizer_folder(tmp_path / "tok")
+    spec = json.loads((folder / "tokenizer.json").read_text())
+    spec["normalizer"] = {"type": "Lowercase"}
+    (folder / "tokenizer.json").write_text(json.dumps(spec))
+    for _ in range(2):
+        assert type(_cached_tokenizer(folder)).__name__ == "GemmaTokenizer"
+    assert not (folder / FAST_TOKENIZER).exists()
+
+
+def test_a_planted_or_corrupt_marker_is_ignored(tmp_path):
+    folder = gemma_tokenizer_folder(tmp_path / "tok")
+    for planted in ("{not json", json.dumps({"padding_side": "up", "truncation_side": "right"}),
+                    json.dumps({"padding_side": "left", "truncation_side": "right", "chat_template": "x"}),
+                    json.dumps(["left"])):
+        (folder / FAST_TOKENIZER).write_text(planted)
+        assert type(_cached_tokenizer(folder)).__name__ == "GemmaTokenizer"
