@@ -58,6 +58,20 @@ def as_list(value: Any, name: str) -> list:
     return value
 
 
+def unsettled_note(settings: dict) -> str | None:
+    """What a --samples auto ranking could not vouch for in this critical set, in one line."""
+    if settings.get("critical_within_settled") is not False:
+        return None
+    settled, cap = settings.get("settled_top", 0), settings.get("max_samples", "its")
+    if settings.get("stopped") != "settled":
+        return (f"--samples auto used all {cap} samples and settled the order of only the top {settled} "
+                f"neuron(s) at {settings.get('confidence', 0.95):.0%} confidence: the critical set's other "
+                "neurons are ordered within noise, so another --seed can give another set (compare two seeds, "
+                "or use lesion search)")
+    return (f"the critical set reaches past the top {settled} neuron(s) that --samples auto settled: "
+            f"re-run with --samples {cap} or a larger --max-samples")
+
+
 def write_json(path: str | Path, data: Any) -> Path:
     """Write JSON atomically (non-finite floats as strings)."""
     if dataclasses.is_dataclass(data):

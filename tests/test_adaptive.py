@@ -84,3 +84,28 @@ def test_bad_samples_is_one_line(tiny_dir, capsys, argv, message):
     assert main(["scan", "--model", tiny_dir, *argv, "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("lesion: error:") and message in err and err.count("\n") == 1
+
+
+def test_a_critical_set_beyond_the_settled_top_is_said_on_screen_and_in_the_report(tiny_dir, tmp_path, capsys):
+    from lesion.cli import main
+    from lesion.results import read_json
+    out = tmp_path / "run"
+    # Two samples settle nothing on a random tiny model: the whole critical set is unvouched for.
+    assert main(["scan", "--model", tiny_dir, "--text", "Later reviews were more positive, said the writer.",
+                 "--samples", "auto", "--max-samples", "2", "--epsilon", "0.001", "--no-cache", "--quiet",
+                 "--report", "--out", str(out)]) == 0
+    critical = read_json(out / "critical.json")["settings"]
+    assert critical["stopped"] == "cap" and critical["critical_within_settled"] is False
+    screen = " ".join(capsys.readouterr().out.split())
+    assert "used all 2 samples" in screen and "another --seed can give another set" in screen
+    assert "used all 2 samples" in (out / "report.md").read_text()
+
+
+def test_the_unsettled_note_names_the_fix():
+    from lesion.results import unsettled_note
+    assert unsettled_note({"critical_within_settled": True, "stopped": "cap"}) is None
+    assert unsettled_note({}) is None  # a fixed-K ranking
+    early = unsettled_note({"critical_within_settled": False, "stopped": "settled", "settled_top": 3,
+                            "max_samples": 100})
+    assert "past the top 3" in early and "--samples 100" in early
+    assert "--seed" in unsettled_note({"critical_within_settled": False})  # a hand-edited file: no KeyError

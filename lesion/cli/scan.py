@@ -166,3 +166,8 @@ def print_critical(critical: CriticalSet, timings: dict) -> None:
     summary.add_row(fmt(critical.baseline_ppl), fmt(critical.masked_ppl), fmt(critical.delta),
                     str(critical.forward_rows), *(f"{v:.1f}" for v in timings.values()))
     console.print(summary)
+    from ..results import unsettled_note
+    note = unsettled_note(critical.settings)
+    if note:
+        console.print(f"[yellow]note[/yellow]: {note}")
+

@@ -12,7 +12,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from ..errors import LesionError
-from ..results import read_json, write_text
+from ..results import read_json, unsettled_note, write_text
 from . import figures
 
 CSS = ("body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}"
@@ -130,6 +130,9 @@ def _summary(page: Page, critical: dict, ranking: dict | None) -> None:
               f"Delta {fmt(critical['delta'])}. Text of {s.get('tokens')} tokens; ranker {s.get('ranker')}, "
               f"alpha {s.get('alpha')}{' (relative)' if s.get('alpha_relative') else ''}, K {s.get('samples')}, "
               f"seed {s.get('seed')}, dtype {s.get('dtype')}.")
+    note = unsettled_note(s)
+    if note:
+        page.para(f"Note: {note}.")
     page.table(["#", "neuron"], [[i, n] for i, n in enumerate(critical["neurons"], 1)])
     if ranking:
         page.para(f"Top of the ranking ({ranking['total_neurons']} neurons scored):")
