@@ -5,6 +5,13 @@ ranking; Stage 1 with K = 100, then Stage 2 on that. When auto reaches the cap i
 the same 100 samples as K = 100 (summed in other batches), so the K = 100 run is skipped.
 
     PYTHONPATH=. python benchmarks/adaptive_k.py [--models smollm2-135m,gemma3-270m] [--no-stage2-at-cap]
+
+``--stability`` asks what any stopping rule could achieve: Stage 2 (gallop) on the ranking
+of the first K samples for every checkpoint K = 10, 20, ..., 100 of the seeded stream, and on
+K = 100 rankings of other seeds, each critical set compared with seed 42's K = 100 set. A K
+below 100 whose set is not identical cannot be the stop of a rule that promises K = 100's set.
+
+    PYTHONPATH=. python benchmarks/adaptive_k.py --stability --models gemma3-270m --texts bookends,news
 """
 from __future__ import annotations
 
@@ -29,18 +36,44 @@ def critical(study, scores):
     return find_critical_set(study.lm.model, study.input_ids, study.index, ranking.neurons, progress=False)
 
 
+def jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
+def stability(study, seeds: list[int]) -> None:
+    """Critical sets at every checkpoint of seed 42's stream and at K = 100 of other seeds."""
+    m, ids, index = study.lm.model, study.input_ids, study.index
+    plan = [(42, 100)] + [(42, k) for k in range(10, 100, 10)] + [(seed, 100) for seed in seeds]
+    reference = None
+    for seed, k in plan:
+        scores = rank_by_noise(m, ids, index, samples=k, seed=seed, progress=False)
+        ranking = ranking_from_scores(index, scores, "noise", 1000, study.lm.name, {})
+        found = find_critical_set(m, ids, index, ranking.neurons, stage2="gallop", progress=False)
+        members = set(found.neurons)
+        reference = reference or members
+        print(f"  seed {seed} K {k:3d}: n* {len(members):4d}, Delta {found.delta:.2f}, Jaccard with seed 42 "
+              f"K = 100 {jaccard(members, reference):.3f}, identical: {members == reference}", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--models", default="smollm2-135m,gemma3-270m")
     p.add_argument("--texts", default=",".join(TEXTS))
     p.add_argument("--no-stage2-at-cap", action="store_true",
                    help="skip Stage 2 when auto ran to the cap: its samples are K = 100's")
+    p.add_argument("--stability", action="store_true",
+                   help="critical sets at every K of one stream and at K = 100 of other seeds (see above)")
+    p.add_argument("--seeds", default="43,44", help="other seeds for --stability")
     args = p.parse_args()
     for model in args.models.split(","):
         lm = load_model(model, progress=False)
         for name in args.texts.split(","):
             study = Study.create(lm, TEXTS[name])
             m, ids, index = lm.model, study.input_ids, study.index
+            if args.stability:
+                print(f"{model} {name} ({ids.shape[1]} tokens):", flush=True)
+                stability(study, [int(x) for x in args.seeds.split(",") if x])
+                continue
             start = time.perf_counter()
             auto = rank_by_noise(m, ids, index, samples="auto", max_samples=100, progress=False)
             auto_s = time.perf_counter() - start
