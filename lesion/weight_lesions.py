@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .batching import split_on_oom
 from .errors import LesionError
 from .hooks import hooked
 from .metrics import delta, mean_nll
@@ -81,11 +82,12 @@ def zeroed_weights(model: torch.nn.Module, weight_sets: Sequence[Sequence[Scalar
 def weight_deltas(model: torch.nn.Module, input_ids: torch.Tensor, weights: Sequence[ScalarWeight],
                   clean: float, max_rows: int = 8) -> list[float]:
     """Delta (log10 perplexity ratio to ``clean``, a mean NLL) when each weight alone is zeroed,
-    ``max_rows`` weights per forward."""
+    ``max_rows`` weights per forward (fewer when memory runs out)."""
+    def run(chunk: Sequence[list[ScalarWeight]]) -> list[float]:
+        with zeroed_weights(model, chunk):
+            return [delta(nll, clean) for nll in mean_nll(model, input_ids, rows=len(chunk)).tolist()]
+
     out: list[float] = []
     for i in range(0, len(weights), max_rows):
-        chunk = [[w] for w in weights[i:i + max_rows]]
-        with zeroed_weights(model, chunk):
-            out += [delta(nll, clean) for nll in mean_nll(model, input_ids, rows=len(chunk)).tolist()]
+        out += split_on_oom(run, [[w] for w in weights[i:i + max_rows]])
     return out
-

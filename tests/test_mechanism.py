@@ -171,6 +171,25 @@ def _state_bytes(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def test_weight_deltas_retry_in_halves_when_memory_runs_out(tiny_llama, ids, monkeypatch):
+    module = "model.layers.1.mlp.down_proj"
+    weights = [ScalarWeight(module, r, r + 1) for r in range(4)]
+    clean = mean_nll(tiny_llama, ids).item()
+    expected = weight_deltas(tiny_llama, ids, weights, clean, max_rows=1)
+    real_forward, seen = tiny_llama.forward, []
+
+    def small_memory(*args, **kwargs):
+        seen.append(kwargs["input_ids"].shape[0])
+        if seen[-1] > 1:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 TB")
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_llama, "forward", small_memory)
+    assert weight_deltas(tiny_llama, ids, weights, clean, max_rows=4) == pytest.approx(expected, abs=1e-6)
+    assert seen == [4, 2, 1, 1, 2, 1, 1]
+    assert all(not m._forward_hooks for m in tiny_llama.modules())
+
+
 def test_weight_check_leaves_the_model_bit_identical_also_after_an_exception(tiny_llama, ids):
     module = "model.layers.1.mlp.down_proj"
     before, logits = _state_bytes(tiny_llama), tiny_llama(input_ids=ids).logits.detach()
