@@ -182,48 +182,66 @@ def _load_cached(cached: Path, kwargs: dict):
 
 
 # A model's own tokenizer class (GemmaTokenizer...) rebuilds its backend from tokenizer.json
-# parsed in Python (3.2 s of Gemma 3's 4.4 s load); the generic backend reads the same file in
-# Rust. The cache uses the generic one only after checking, once, that it encodes, decodes and
-# is configured exactly as the model's class; this file says so and holds the class's sides.
+# parsed in Python, and any class parses it a second time for its added tokens unless it is
+# told them (Gemma 3: 2.9 s of a 3.0 s load). The generic backend, told its added tokens, reads
+# the file once, in Rust (1.5 s). The cache uses it only after checking, once, that it encodes,
+# decodes and is configured exactly as the model's class; this file records that check, the
+# class's sides and the added tokens.
 FAST_TOKENIZER = "lesion-fast-tokenizer.json"
-TOKENIZER_SIDES = {"padding_side", "truncation_side"}
+TOKENIZER_SIDES = ("padding_side", "truncation_side")
+ADDED_TOKEN_FLAGS = ("single_word", "lstrip", "rstrip", "normalized", "special")
 TOKENIZER_PROBES = ("The Bookends sentence, with  two spaces and a tab\t.", "Der Bahnhof wurde renoviert; "
                     "l'été dernier.", "中文文本，日本語のテキスト", "def f(x):\n    return x ** 2  # 🎉", "", " ",
-                    "<bos><eos><pad><|endoftext|><|im_start|>user", "a" * 300)
+                    "<bos><eos><pad><|endoftext|><|im_start|>user<start_of_turn>", "a" * 300)
 
 
 def _cached_tokenizer(folder: Path):
     from transformers import AutoTokenizer
-    from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
-    sides = _fast_tokenizer_sides(folder / FAST_TOKENIZER)
-    if sides is not None:
-        fast = TokenizersBackend.from_pretrained(folder, trust_remote_code=False)
-        for name, side in sides.items():
-            setattr(fast, name, side)
-        return fast
+    recorded = _read_fast_tokenizer(folder / FAST_TOKENIZER)
+    if recorded is not None:
+        return _generic_tokenizer(folder, recorded)
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-    if type(tokenizer) is not TokenizersBackend:
-        fast = TokenizersBackend.from_pretrained(folder, trust_remote_code=False)
-        sides = {name: getattr(tokenizer, name) for name in sorted(TOKENIZER_SIDES)}
-        for name, side in sides.items():
-            setattr(fast, name, side)
-        if _same_tokenizer(tokenizer, fast):
-            from .results import write_text
-            with contextlib.suppress(LesionError):  # a cache that cannot be written only costs time
-                write_text(folder / FAST_TOKENIZER, json.dumps(sides))
+    recorded = {**{side: getattr(tokenizer, side) for side in TOKENIZER_SIDES},
+                "added_tokens": {str(i): t.__getstate__() for i, t in tokenizer.added_tokens_decoder.items()}}
+    if _read_fast_tokenizer_data(recorded) is not None and _same_tokenizer(tokenizer,
+                                                                           _generic_tokenizer(folder, recorded)):
+        from .results import write_text
+        with contextlib.suppress(LesionError):  # a cache that cannot be written only costs time
+            write_text(folder / FAST_TOKENIZER, json.dumps(recorded))
     return tokenizer
 
 
-def _fast_tokenizer_sides(marker: Path) -> dict | None:
-    """The sides a verified cache records, or None (no marker, or one lesion did not write)."""
+def _generic_tokenizer(folder: Path, recorded: dict):
+    from tokenizers import AddedToken
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+    added = {int(i): AddedToken(**t) for i, t in recorded["added_tokens"].items()}
+    tokenizer = TokenizersBackend.from_pretrained(folder, trust_remote_code=False, added_tokens_decoder=added)
+    for side in TOKENIZER_SIDES:
+        setattr(tokenizer, side, recorded[side])
+    return tokenizer
+
+
+def _read_fast_tokenizer(path: Path) -> dict | None:
+    """What a check recorded, or None (no file, or one lesion did not write)."""
     try:
-        sides = json.loads(marker.read_text())
+        return _read_fast_tokenizer_data(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError):
         return None
-    ok = (isinstance(sides, dict) and set(sides) == TOKENIZER_SIDES
-          and all(v in ("left", "right") for v in sides.values()))
-    return sides if ok else None
+
+
+def _read_fast_tokenizer_data(data) -> dict | None:
+    if not (isinstance(data, dict) and set(data) == {*TOKENIZER_SIDES, "added_tokens"}
+            and all(data[side] in ("left", "right") for side in TOKENIZER_SIDES)
+            and isinstance(data["added_tokens"], dict)):
+        return None
+    for i, token in data["added_tokens"].items():
+        if not (isinstance(i, str) and i.isdigit() and isinstance(token, dict)
+                and set(token) == {"content", *ADDED_TOKEN_FLAGS} and isinstance(token["content"], str)
+                and all(isinstance(token[flag], bool) for flag in ADDED_TOKEN_FLAGS)):
+            return None
+    return data
 
 
 def _same_tokenizer(a, b) -> bool:
@@ -237,7 +255,8 @@ def _same_tokenizer(a, b) -> bool:
             except Exception:  # noqa: BLE001 - a template that fails must fail the same way in both
                 chat = "error"
         encoded = [(t(p).input_ids, t(p, add_special_tokens=False).input_ids) for p in TOKENIZER_PROBES]
-        return (len(t), t.special_tokens_map, t.all_special_ids, t.model_max_length, t.chat_template, chat,
+        added = {i: token.__getstate__() for i, token in t.added_tokens_decoder.items()}
+        return (len(t), added, t.special_tokens_map, t.all_special_ids, t.model_max_length, t.chat_template, chat,
                 t.padding_side, t.truncation_side, encoded,
                 [t.decode(ids, skip_special_tokens=skip) for ids, _ in encoded for skip in (True, False)])
     try:

@@ -22,8 +22,10 @@ def test_a_verified_cache_loads_the_generic_tokenizer_with_the_class_settings(tm
     folder = gemma_tokenizer_folder(tmp_path / "tok")
     first = _cached_tokenizer(folder)
     assert type(first).__name__ == "GemmaTokenizer"  # the first load is the class's, and checks
-    assert json.loads((folder / FAST_TOKENIZER).read_text()) == {"padding_side": "left",
-                                                                  "truncation_side": "right"}
+    recorded = json.loads((folder / FAST_TOKENIZER).read_text())
+    assert recorded["padding_side"] == "left" and recorded["truncation_side"] == "right"
+    assert recorded["added_tokens"]["2"] == {"content": "<bos>", "single_word": False, "lstrip": False,
+                                             "rstrip": False, "normalized": False, "special": True}
     second = _cached_tokenizer(folder)
     assert type(second) is TokenizersBackend and second.padding_side == "left"
     assert _same_tokenizer(first, second)
@@ -44,8 +46,14 @@ def test_a_tokenizer_file_the_class_reads_otherwise_keeps_the_class(tmp_path):
 
 def test_a_planted_or_corrupt_marker_is_ignored(tmp_path):
     folder = gemma_tokenizer_folder(tmp_path / "tok")
-    for planted in ("{not json", json.dumps({"padding_side": "up", "truncation_side": "right"}),
-                    json.dumps({"padding_side": "left", "truncation_side": "right", "chat_template": "x"}),
-                    json.dumps(["left"])):
-        (folder / FAST_TOKENIZER).write_text(planted)
+    first = _cached_tokenizer(folder)
+    good = json.loads((folder / FAST_TOKENIZER).read_text())
+    token = good["added_tokens"]["2"]
+    for planted in ("{not json", ["left"], {**good, "padding_side": "up"}, {**good, "chat_template": "x"},
+                    {**good, "added_tokens": {"two": token}},
+                    {**good, "added_tokens": {"2": {**token, "__class__": "os.system"}}},
+                    {**good, "added_tokens": {"2": {**token, "special": "yes"}}}):
+        (folder / FAST_TOKENIZER).write_text(planted if isinstance(planted, str) else json.dumps(planted))
         assert type(_cached_tokenizer(folder)).__name__ == "GemmaTokenizer"
+        assert json.loads((folder / FAST_TOKENIZER).read_text()) == good  # checked again and rewritten
+    assert type(first).__name__ == "GemmaTokenizer"
