@@ -92,16 +92,19 @@ class Study:
 
     def scores(self, ranker: str = "noise", *, alpha: float = 5.0, samples: int | str = 100, seed: int = 42,
                alpha_relative: bool = False, reduce: str = "max", batch_size: int = 16, max_samples: int = 100,
-               progress: bool = True, use_cache: bool = True) -> tuple[Scores, dict]:
+               settle_top: int | None = None, progress: bool = True, use_cache: bool = True) -> tuple[Scores, dict]:
         """Stage 1 scores of every neuron and their settings, cached on disk by everything that
         determines them (the batch size included: it changes the last bits of the sums).
-        ``samples="auto"`` adds the K used and the confidence of the settled top to the settings."""
+        ``samples="auto"`` adds the K used and the confidence of the settled top to the settings;
+        ``settle_top`` says how much of the top must settle (default: the head of the ranking)."""
         spec = RANKER_SPECS[check_ranker(ranker)]
         given = dict(alpha=alpha, samples=samples, alpha_relative=alpha_relative, reduce=reduce,
                      batch_size=batch_size)
         options = {name: given[name] for name in spec.options}
         if "samples" in options and samples == "auto":
             options["max_samples"] = max_samples
+            if settle_top is not None:
+                options["settle_top"] = settle_top
         settings = self.settings(ranker=ranker, seed=seed, **options)
         key = scores_key(**{k: v for k, v in settings.items() if k not in ("versions", "text")})
         start = time.perf_counter()
@@ -111,7 +114,7 @@ class Study:
                                               progress=progress, **options))
 
         tensors, hit = cached_tensors(key, compute, lambda t: _valid_scores(t, self.index.total), enabled=use_cache)
-        self.timings["rank_cached_s" if hit else "rank_s"] = time.perf_counter() - start
+        self._time("rank_cached_s" if hit else "rank_s", start)
         adaptive = json.loads(bytes(tensors["adaptive"].tolist())) if "adaptive" in tensors else None
         return Scores(tensors["values"], tensors.get("positions"), adaptive), {**settings, **(adaptive or {})}
 
@@ -134,15 +137,42 @@ class Study:
         critical = find_critical_set(self.lm.model, self.input_ids, self.index, ranking.neurons,
                                      epsilon=epsilon, step=step, max_neurons=max_neurons, stage2=stage2,
                                      model_name=self.lm.name, settings=settings, progress=progress)
-        self.timings["identify_s"] = time.perf_counter() - start
+        self._time("identify_s", start)
         if "settled_top" in ranking.settings:
-            used = len(critical.neurons) if critical.reached else critical.trajectory[-1].n
-            within = used <= ranking.settings["settled_top"]
+            within = _read_by_stage2(critical) <= ranking.settings["settled_top"]
             critical = replace(critical, settings={**critical.settings, "critical_within_settled": within})
         return critical
 
+    def scan(self, ranker: str = "noise", *, keep: int = 5000, epsilon: float = 1.0, step: int = 1,
+             max_neurons: int = 1000, stage2: str = "linear", progress: bool = True,
+             **rank_options) -> tuple[Ranking, CriticalSet]:
+        """Both stages. With ``samples="auto"``, the top that must settle covers the critical set:
+        when Stage 2 read further down the ranking than had settled and sampling stopped before
+        its cap, Stage 1 samples again until the top n* it read is settled (or the cap), and
+        Stage 2 runs on that ranking. Another pass follows only when Stage 2 read past the top that
+        just settled (at least the last pass's n*), so the top that must settle grows from pass to
+        pass and this ends, at the latest at the cap."""
+        ranking = self.rank(ranker, keep=keep, progress=progress, **rank_options)
+        while True:
+            critical = self.identify(ranking, epsilon=epsilon, step=step, max_neurons=max_neurons,
+                                     stage2=stage2, progress=progress)
+            settings = critical.settings
+            if settings.get("critical_within_settled") is not False or settings.get("stopped") != "settled":
+                return ranking, critical
+            ranking = self.rank(ranker, keep=keep, progress=progress,
+                                **{**rank_options, "settle_top": _read_by_stage2(critical)})
+
+    def _time(self, step: str, start: float) -> None:
+        # Summed: a scan whose adaptive Stage 1 had to sample again ranks and identifies twice.
+        self.timings[step] = self.timings.get(step, 0.0) + time.perf_counter() - start
+
     def check_ranking(self, ranking: Ranking) -> None:
         check_same_model(ranking.settings, self.lm, "ranking")
+
+
+def _read_by_stage2(critical: CriticalSet) -> int:
+    """How far down the ranking Stage 2's answer depends on its order: n*, or the last n tried."""
+    return len(critical.neurons) if critical.reached else critical.trajectory[-1].n
 
 
 def _scores_to_tensors(scores: Scores) -> dict[str, torch.Tensor]:

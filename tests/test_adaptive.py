@@ -109,3 +109,51 @@ def test_the_unsettled_note_names_the_fix():
                             "max_samples": 100})
     assert "past the top 3" in early and "--samples 100" in early
     assert "--seed" in unsettled_note({"critical_within_settled": False})  # a hand-edited file: no KeyError
+
+
+def planted_study(scales: dict[int, float]):
+    """A Study of a tiny Llama whose layer-1 down_proj channels are scaled by ``scales``."""
+    from conftest import char_tokenizer
+    from lesion.loading import LoadedModel
+    from lesion.pipeline import Study
+    model = make_tiny("llama")
+    weight = model.model.layers[1].mlp.down_proj.weight
+    with torch.no_grad():
+        row = weight[5].clone()
+        for channel, scale in scales.items():
+            weight[channel] = scale * row
+    lm = LoadedModel(model.eval(), char_tokenizer(), "tiny", "float32")
+    return Study.create(lm, "Later reviews were more positive, said the writer.", "down")
+
+
+def stage2_reading(n: int, calls: list):
+    """A stand-in for Stage 2 whose answer is the top n of whatever ranking it is given."""
+    from lesion.results import CriticalSet, Step
+
+    def fake(model, input_ids, index, candidates, **options):
+        calls.append(list(candidates[:n]))
+        return CriticalSet("tiny", tuple(candidates[:n]), 1.0, 100.0, 2.0, True, (Step(n, 100.0, 2.0),), n + 1,
+                           options["settings"])
+    return fake
+
+
+@pytest.mark.parametrize("cap, settles", [(100, True), (15, False)])
+def test_scan_samples_again_until_the_top_stage2_read_is_settled(monkeypatch, cap, settles):
+    # Channel 5 alone is the head (the others score under a tenth of it) and settles at K = 10;
+    # Stage 2 reads the top 3, whose order needs more samples.
+    study = planted_study({5: 1000.0, 9: 95.0, 11: 30.0})
+    calls = []
+    monkeypatch.setattr("lesion.pipeline.find_critical_set", stage2_reading(3, calls))
+    ranking, critical = study.scan(samples="auto", max_samples=cap, alpha=0.5, seed=3, use_cache=False,
+                                   progress=False)
+    first = study.rank(samples="auto", max_samples=cap, alpha=0.5, seed=3, use_cache=False, progress=False)
+    assert first.settings["settle_top"] == 1 and first.settings["samples_used"] == 10  # the head alone
+    s = ranking.settings
+    assert len(calls) == 2 and s["settle_top"] == 3 and s["samples_used"] > 10  # Stage 1 sampled again
+    assert [n.channel for n in critical.neurons] == [5, 9, 11]
+    if settles:
+        assert s["stopped"] == "settled" and s["settled_top"] >= 3 and s["samples_used"] == 20
+        assert critical.settings["critical_within_settled"] is True
+    else:
+        assert s["stopped"] == "cap" and s["samples_used"] == cap
+        assert critical.settings["critical_within_settled"] is False

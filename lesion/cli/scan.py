@@ -67,11 +67,14 @@ def _study(args, components=None):
     return Study.create(lm, BOOKENDS if text is None else text, components)
 
 
+def _rank_options(args) -> dict:
+    return dict(alpha=args.alpha, samples=args.samples, max_samples=args.max_samples, seed=args.seed,
+                alpha_relative=args.alpha_relative, reduce=args.reduce, batch_size=args.batch_size,
+                keep=args.keep, use_cache=not args.no_cache)
+
+
 def _rank(study, args) -> Ranking:
-    return study.rank(args.ranker, alpha=args.alpha, samples=args.samples, max_samples=args.max_samples,
-                      seed=args.seed,
-                      alpha_relative=args.alpha_relative, reduce=args.reduce, batch_size=args.batch_size,
-                      keep=args.keep, progress=progress_enabled(args), use_cache=not args.no_cache)
+    return study.rank(args.ranker, progress=progress_enabled(args), **_rank_options(args))
 
 
 def _identify(study, ranking, args) -> CriticalSet:
@@ -92,8 +95,9 @@ def run_scan(args) -> int:
     start = time.perf_counter()
     study = _study(args, args.components)
     study.timings["load_s"] = time.perf_counter() - start
-    ranking = _rank(study, args)
-    critical = _identify(study, ranking, args)
+    ranking, critical = study.scan(args.ranker, epsilon=args.epsilon, step=args.step,
+                                   max_neurons=args.max_neurons, stage2=args.stage2,
+                                   progress=progress_enabled(args), **_rank_options(args))
     out.write(runs.RANKING, ranking)
     out.write(runs.CRITICAL, critical)
     if critical.neurons:
