@@ -4,6 +4,7 @@
     study = Study.create(lm, text=BOOKENDS)
     ranking = study.rank(alpha=5, samples=100, seed=42)
     critical = study.identify(ranking, epsilon=1)
+    ranking, critical = study.scan(samples="auto", epsilon=1)  # both, the adaptive top covering n*
 """
 from __future__ import annotations
 
