@@ -186,7 +186,9 @@ def _load_cached(cached: Path, kwargs: dict):
 # told them (Gemma 3: 2.9 s of a 3.0 s load). The generic backend, told its added tokens, reads
 # the file once, in Rust (1.5 s). The cache uses it only after checking, once, that it encodes,
 # decodes and is configured exactly as the model's class; this file records that check, the
-# class's sides and the added tokens.
+# class's sides and added tokens, and what the check held true for: the tokenizer files' bytes
+# and the transformers and tokenizers versions (an upgrade may change a class), checked again
+# when any of them changes.
 FAST_TOKENIZER = "lesion-fast-tokenizer.json"
 TOKENIZER_SIDES = ("padding_side", "truncation_side")
 ADDED_TOKEN_FLAGS = ("single_word", "lstrip", "rstrip", "normalized", "special")
@@ -198,18 +200,31 @@ TOKENIZER_PROBES = ("The Bookends sentence, with  two spaces and a tab\t.", "Der
 def _cached_tokenizer(folder: Path):
     from transformers import AutoTokenizer
 
+    checked_for = _tokenizer_identity(folder)
     recorded = _read_fast_tokenizer(folder / FAST_TOKENIZER)
-    if recorded is not None:
+    if recorded is not None and recorded["checked_for"] == checked_for:
         return _generic_tokenizer(folder, recorded)
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     recorded = {**{side: getattr(tokenizer, side) for side in TOKENIZER_SIDES},
-                "added_tokens": {str(i): t.__getstate__() for i, t in tokenizer.added_tokens_decoder.items()}}
+                "added_tokens": {str(i): t.__getstate__() for i, t in tokenizer.added_tokens_decoder.items()},
+                "checked_for": checked_for}
     if _read_fast_tokenizer_data(recorded) is not None and _same_tokenizer(tokenizer,
                                                                            _generic_tokenizer(folder, recorded)):
         from .results import write_text
         with contextlib.suppress(LesionError):  # a cache that cannot be written only costs time
             write_text(folder / FAST_TOKENIZER, json.dumps(recorded))
     return tokenizer
+
+
+def _tokenizer_identity(folder: Path) -> dict:
+    import tokenizers
+    import transformers
+    digest = hashlib.sha256()
+    for name in sorted(p.name for p in folder.iterdir() if p.name.startswith(("tokenizer", "chat_template"))):
+        digest.update(f"|{name}|".encode())
+        digest.update((folder / name).read_bytes())
+    return {"files_sha256": digest.hexdigest(), "transformers": transformers.__version__,
+            "tokenizers": tokenizers.__version__}
 
 
 def _generic_tokenizer(folder: Path, recorded: dict):
@@ -232,9 +247,9 @@ def _read_fast_tokenizer(path: Path) -> dict | None:
 
 
 def _read_fast_tokenizer_data(data) -> dict | None:
-    if not (isinstance(data, dict) and set(data) == {*TOKENIZER_SIDES, "added_tokens"}
+    if not (isinstance(data, dict) and set(data) == {*TOKENIZER_SIDES, "added_tokens", "checked_for"}
             and all(data[side] in ("left", "right") for side in TOKENIZER_SIDES)
-            and isinstance(data["added_tokens"], dict)):
+            and isinstance(data["added_tokens"], dict) and isinstance(data["checked_for"], dict)):
         return None
     for i, token in data["added_tokens"].items():
         if not (isinstance(i, str) and i.isdigit() and isinstance(token, dict)

@@ -57,3 +57,20 @@ def test_a_planted_or_corrupt_marker_is_ignored(tmp_path):
         assert type(_cached_tokenizer(folder)).__name__ == "GemmaTokenizer"
         assert json.loads((folder / FAST_TOKENIZER).read_text()) == good  # checked again and rewritten
     assert type(first).__name__ == "GemmaTokenizer"
+
+
+def test_the_check_is_redone_when_the_tokenizer_files_or_versions_change(tmp_path, monkeypatch):
+    import transformers
+    folder = gemma_tokenizer_folder(tmp_path / "tok")
+    _cached_tokenizer(folder)
+    assert type(_cached_tokenizer(folder)).__name__ == "TokenizersBackend"
+    monkeypatch.setattr(transformers, "__version__", "99.0.0")  # an upgrade may change the class
+    assert type(_cached_tokenizer(folder)).__name__ == "GemmaTokenizer"
+    assert json.loads((folder / FAST_TOKENIZER).read_text())["checked_for"]["transformers"] == "99.0.0"
+    # An edit after the check that makes the generic backend another tokenizer: never trusted.
+    spec = json.loads((folder / "tokenizer.json").read_text())
+    spec["normalizer"] = {"type": "Lowercase"}
+    (folder / "tokenizer.json").write_text(json.dumps(spec))
+    for _ in range(2):
+        tokenizer = _cached_tokenizer(folder)
+        assert type(tokenizer).__name__ == "GemmaTokenizer" and tokenizer("The").input_ids != tokenizer("the").input_ids
