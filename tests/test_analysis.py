@@ -65,7 +65,7 @@ def test_cli_compare_analyze_report_is_self_contained(tiny_dir, tmp_path):
         assert main(["analyze", name, "--model", tiny_dir, "--quiet", "--out-dir", out, "--top-k", "10,100"]) == 0
     assert main(["analyze", "components", *common, "--samples", "4", "--levels", "1,10", "--out-dir", out]) == 0
     assert main(["analyze", "sweep", *common, "--alphas", "1,5", "--sample-grid", "2,4", "--samples", "4",
-                 "--epsilon", "0.001", "--out-dir", out]) == 0
+                 "--seed-grid", "0,7", "--epsilon", "0.001", "--out-dir", out]) == 0
     assert main(["report", out]) == 0
     page = (tmp_path / "report.html").read_text()
     images = re.findall(r'<img alt="(\w+)" src="([^"]+)"', page)
@@ -78,7 +78,9 @@ def test_cli_compare_analyze_report_is_self_contained(tiny_dir, tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "## Noise ranking vs baselines" in md and (tmp_path / "figures" / "compare.png").is_file()
     sweep = json.loads((tmp_path / "analysis-sweep.json").read_text())
-    assert [r["varied"] for r in sweep["rows"]] == ["alpha", "alpha", "samples", "samples"]
+    assert [r["varied"] for r in sweep["rows"]] == ["alpha", "alpha", "samples", "samples", "seed", "seed"]
+    assert [r["seed"] for r in sweep["rows"]] == [42, 42, 42, 42, 0, 7]
+    assert sweep["reference"]["seed"] == 42 and "| seed |" in md
 
 
 def test_analyze_without_a_scan_says_what_to_run(tiny_dir, tmp_path, capsys):

@@ -57,6 +57,9 @@ def test_precision_rows_and_float32_re_evaluation(tiny_dir):
 @pytest.mark.parametrize("flags, message", [
     (["sweep", "--alphas", "1,x"], "--alphas takes comma-separated numbers"),
     (["sweep", "--alphas", "0,5"], "--alphas needs numbers > 0"),
+    (["sweep", "--seed-grid", "43,x"], "--seed-grid takes comma-separated whole numbers"),
+    (["sweep", "--seed-grid", "-1"], "--seed-grid takes seeds in 0..2^63-1"),
+    (["sweep", "--seed-grid", str(2 ** 63)], "--seed-grid takes seeds in 0..2^63-1"),
     (["components", "--kinds", "nope", "--samples", "2"], "use --kinds from"),
 ])
 def test_analyze_bad_input_is_one_line_and_exit_2(tiny_dir, tmp_path, capsys, flags, message):

@@ -116,10 +116,20 @@ def _components(args, inputs: Inputs) -> tuple[dict, dict]:
 def _sweep(args, inputs: Inputs) -> tuple[dict, dict]:
     from ..analysis import sensitivity_sweep
     study = _on_text(args, inputs)
-    options = {k: v for k, v in inputs.rank_options.items() if k not in ("alpha", "samples")}
-    result = sensitivity_sweep(study, parse_alphas(args.alphas), parse_ints(args.sample_grid, "--sample-grid"),
-                               ref_alpha=args.alpha, ref_samples=args.samples, epsilon=args.epsilon, **options)
+    options = {k: v for k, v in inputs.rank_options.items() if k not in ("alpha", "samples", "seed")}
+    result = sensitivity_sweep(study, *_sweep_grids(args), ref_alpha=args.alpha, ref_samples=args.samples,
+                               seed=args.seed, epsilon=args.epsilon, **options)
     return result, study.settings(**options)
+
+
+def _sweep_grids(args) -> tuple[list[float], list[int], list[int]]:
+    try:
+        seeds = [int(x) for x in args.seed_grid.split(",") if x.strip()]
+    except ValueError:
+        raise LesionError("--seed-grid takes comma-separated whole numbers, e.g. 43,44 ('' for none)") from None
+    if any(not 0 <= s < 2 ** 63 for s in seeds):
+        raise LesionError("--seed-grid takes seeds in 0..2^63-1, e.g. 43,44")
+    return parse_alphas(args.alphas), parse_ints(args.sample_grid, "--sample-grid"), seeds
 
 
 def _robustness(args, inputs: Inputs) -> tuple[dict, dict]:
@@ -164,10 +174,10 @@ ANALYSES: dict[str, AnalysisSpec] = {spec.name: spec for spec in (
     AnalysisSpec("components", "Delta of the top-n neurons of each component kind",
                  lambda args: parse_ints(args.levels, "--levels"), _components,
                  lambda r: {k: [(x["n"], round(x["delta"], 3)) for x in v] for k, v in r["by_kind"].items()}),
-    AnalysisSpec("sweep", "the critical set across alpha and K",
-                 lambda args: (parse_alphas(args.alphas), parse_ints(args.sample_grid, "--sample-grid")), _sweep,
-                 lambda r: [{k: x[k] for k in ("varied", "alpha", "samples", "n_star", "jaccard_to_reference")}
-                            for x in r["rows"]]),
+    AnalysisSpec("sweep", "the critical set across alpha, K and the noise seed",
+                 _sweep_grids, _sweep,
+                 lambda r: [{k: x.get(k) for k in ("varied", "alpha", "samples", "seed", "n_star",
+                                                   "jaccard_to_reference")} for x in r["rows"]]),
     AnalysisSpec("robustness", "the critical set on several texts, and their overlap",
                  lambda args: None, _robustness, _robustness_lines),
     AnalysisSpec("precision", "the scan in float32, bfloat16 and float16",
@@ -234,6 +244,8 @@ def register(sub) -> None:
     p.add_argument("--kinds", default=None, help="components: kinds to compare (default: all)")
     p.add_argument("--alphas", default="1,3,5,7,10", help="sweep: alpha grid")
     p.add_argument("--sample-grid", default="25,50,75,100,125", help="sweep: K grid")
+    p.add_argument("--seed-grid", default="43,44",
+                   help="sweep: other noise seeds at the reference alpha and K ('' for none)")
     p.add_argument("--dtypes", default="float32,bfloat16,float16", help="precision: dtypes")
     p.add_argument("--passages", type=int, default=0, metavar="N",
                    help="robustness: N passages drawn from --corpus instead of lesion's ten texts")

@@ -66,10 +66,13 @@ def layer_kind_heatmap(distribution: dict, key: str) -> Figure:
 
 
 def sweep_plot(sweep: dict) -> Figure:
-    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4))
-    for ax, varied, label in ((axes[0], "alpha", "alpha"), (axes[1], "samples", "K (noise samples)")):
+    panels = [(v, label) for v, label in (("alpha", "alpha"), ("samples", "K (noise samples)"), ("seed", "seed"))
+              if any(r["varied"] == v for r in sweep["rows"])]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, (varied, label) in zip(axes[0], panels):
         rows = [r for r in sweep["rows"] if r["varied"] == varied]
-        xs = [r[varied] for r in rows]
+        # Seeds are labels, not a scale: one point each, evenly spaced.
+        xs = [str(r[varied]) for r in rows] if varied == "seed" else [r[varied] for r in rows]
         ax.plot(xs, [r["n_star"] if r["n_star"] is not None else float("nan") for r in rows], marker="o",
                 label="n*")
         ax2 = ax.twinx()

@@ -185,10 +185,10 @@ def _components(page: Page, comp: dict) -> None:
 
 
 def _sweep(page: Page, sweep: dict) -> None:
-    page.heading("Sensitivity to alpha and K")
+    page.heading("Sensitivity to alpha, K and the noise seed")
     page.figure("sweep", figures.sweep_plot(sweep))
-    page.table(["varied", "alpha", "K", "n*", "Delta", "Jaccard to reference"],
-               [[r["varied"], r["alpha"], r["samples"], r["n_star"], fmt(r["delta"]),
+    page.table(["varied", "alpha", "K", "seed", "n*", "Delta", "Jaccard to reference"],
+               [[r["varied"], r["alpha"], r["samples"], r.get("seed", ""), r["n_star"], fmt(r["delta"]),
                  fmt(r["jaccard_to_reference"])] for r in sweep["rows"]])
 
 
