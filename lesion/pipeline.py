@@ -148,17 +148,19 @@ class Study:
              max_neurons: int = 1000, stage2: str = "linear", progress: bool = True,
              **rank_options) -> tuple[Ranking, CriticalSet]:
         """Both stages. With ``samples="auto"``, the top that must settle covers the critical set:
-        when Stage 2 read further down the ranking than had settled and sampling stopped before
-        its cap, Stage 1 samples again until the top n* it read is settled (or the cap), and
-        Stage 2 runs on that ranking. Another pass follows only when Stage 2 read past the top that
-        just settled (at least the last pass's n*), so the top that must settle grows from pass to
-        pass and this ends, at the latest at the cap."""
+        when Stage 2 reached epsilon at an n* past the settled top and sampling stopped before its
+        cap, Stage 1 samples again until the top n* is settled (or the cap), and Stage 2 runs on
+        that ranking. Another pass follows only when Stage 2 read past the top that just settled
+        (at least the last pass's n*), so the top that must settle grows from pass to pass and
+        this ends, at the latest at the cap. A search that never reached epsilon read its whole
+        candidate list and is not repeated: its settings and the printed note say what settled."""
         ranking = self.rank(ranker, keep=keep, progress=progress, **rank_options)
         while True:
             critical = self.identify(ranking, epsilon=epsilon, step=step, max_neurons=max_neurons,
                                      stage2=stage2, progress=progress)
             settings = critical.settings
-            if settings.get("critical_within_settled") is not False or settings.get("stopped") != "settled":
+            if (settings.get("critical_within_settled") is not False or settings.get("stopped") != "settled"
+                    or not critical.reached):
                 return ranking, critical
             ranking = self.rank(ranker, keep=keep, progress=progress,
                                 **{**rank_options, "settle_top": _read_by_stage2(critical)})

@@ -126,14 +126,15 @@ def planted_study(scales: dict[int, float]):
     return Study.create(lm, "Later reviews were more positive, said the writer.", "down")
 
 
-def stage2_reading(n: int, calls: list):
-    """A stand-in for Stage 2 whose answer is the top n of whatever ranking it is given."""
+def stage2_reading(n: int, calls: list, reached: bool = True):
+    """A stand-in for Stage 2 whose answer is the top n of whatever ranking it is given (or,
+    not ``reached``, no set after reading the top n)."""
     from lesion.results import CriticalSet, Step
 
     def fake(model, input_ids, index, candidates, **options):
         calls.append(list(candidates[:n]))
-        return CriticalSet("tiny", tuple(candidates[:n]), 1.0, 100.0, 2.0, True, (Step(n, 100.0, 2.0),), n + 1,
-                           options["settings"])
+        return CriticalSet("tiny", tuple(candidates[:n]) if reached else (), 1.0, 100.0, 2.0, reached,
+                           (Step(n, 100.0, 2.0),), n + 1, options["settings"])
     return fake
 
 
@@ -157,3 +158,12 @@ def test_scan_samples_again_until_the_top_stage2_read_is_settled(monkeypatch, ca
     else:
         assert s["stopped"] == "cap" and s["samples_used"] == cap
         assert critical.settings["critical_within_settled"] is False
+
+
+def test_scan_does_not_repeat_a_search_that_never_reached_epsilon(monkeypatch):
+    study = planted_study({5: 1000.0, 9: 95.0, 11: 30.0})
+    calls = []
+    monkeypatch.setattr("lesion.pipeline.find_critical_set", stage2_reading(3, calls, reached=False))
+    ranking, critical = study.scan(samples="auto", alpha=0.5, seed=3, use_cache=False, progress=False)
+    assert len(calls) == 1 and ranking.settings["samples_used"] == 10
+    assert critical.settings["critical_within_settled"] is False  # and the note says what settled
