@@ -98,10 +98,10 @@ def load(model: str, r: int) -> None:
     if weights is not None and weights.is_file():
         from safetensors.torch import load as load_bytes
         from transformers import AutoTokenizer
-        from lesion.loading import _cached_tokenizer
+        from lesion.fast_tokenizer import load_tokenizer
         # Read every byte: load_file maps the file lazily and would time only the header.
         read_s = best_of(r, lambda: load_bytes(weights.read_bytes()))
-        tokenizer_s = best_of(r, lambda: _cached_tokenizer(weights.parent))
+        tokenizer_s = best_of(r, lambda: load_tokenizer(weights.parent))
         class_s = best_of(r, lambda: AutoTokenizer.from_pretrained(weights.parent))
         print(f"load: {load_s:.2f} s from the dequantised cache (of which the tokenizer {tokenizer_s:.2f} s; "
               f"the model's own tokenizer class would take {class_s:.2f} s); "

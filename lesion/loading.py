@@ -9,7 +9,6 @@ import contextlib
 import functools
 import hashlib
 import importlib.util
-import json
 import logging
 import os
 import struct
@@ -20,6 +19,7 @@ from unittest.mock import patch
 import torch
 
 from .errors import LesionError
+from .fast_tokenizer import load_tokenizer
 
 DEFAULT_MODEL = "smollm2-135m"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -173,111 +173,12 @@ def _load_cached(cached: Path, kwargs: dict):
     if not (cached / "config.json").is_file():
         return None
     try:
-        tokenizer = _cached_tokenizer(cached)
+        tokenizer = load_tokenizer(cached)
         return tokenizer, AutoModelForCausalLM.from_pretrained(cached, **kwargs)
     except Exception:  # noqa: BLE001 - any failure of a cache means the same thing: rebuild it
         import shutil
         shutil.rmtree(cached, ignore_errors=True)
         return None
-
-
-# A model's own tokenizer class (GemmaTokenizer...) rebuilds its backend from tokenizer.json
-# parsed in Python, and any class parses it a second time for its added tokens unless it is
-# told them (Gemma 3: 2.9 s of a 3.0 s load). The generic backend, told its added tokens, reads
-# the file once, in Rust (1.5 s). The cache uses it only after checking, once, that it encodes,
-# decodes and is configured exactly as the model's class; this file records that check, the
-# class's sides and added tokens, and what the check held true for: the tokenizer files' bytes
-# and the transformers and tokenizers versions (an upgrade may change a class), checked again
-# when any of them changes.
-FAST_TOKENIZER = "lesion-fast-tokenizer.json"
-TOKENIZER_SIDES = ("padding_side", "truncation_side")
-ADDED_TOKEN_FLAGS = ("single_word", "lstrip", "rstrip", "normalized", "special")
-TOKENIZER_PROBES = ("The Bookends sentence, with  two spaces and a tab\t.", "Der Bahnhof wurde renoviert; "
-                    "l'été dernier.", "中文文本，日本語のテキスト", "def f(x):\n    return x ** 2  # 🎉", "", " ",
-                    "<bos><eos><pad><|endoftext|><|im_start|>user<start_of_turn>", "a" * 300)
-
-
-def _cached_tokenizer(folder: Path):
-    from transformers import AutoTokenizer
-
-    checked_for = _tokenizer_identity(folder)
-    recorded = _read_fast_tokenizer(folder / FAST_TOKENIZER)
-    if recorded is not None and recorded["checked_for"] == checked_for:
-        return _generic_tokenizer(folder, recorded)
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-    recorded = {**{side: getattr(tokenizer, side) for side in TOKENIZER_SIDES},
-                "added_tokens": {str(i): t.__getstate__() for i, t in tokenizer.added_tokens_decoder.items()},
-                "checked_for": checked_for}
-    if _read_fast_tokenizer_data(recorded) is not None and _same_tokenizer(tokenizer,
-                                                                           _generic_tokenizer(folder, recorded)):
-        from .results import write_text
-        with contextlib.suppress(LesionError):  # a cache that cannot be written only costs time
-            write_text(folder / FAST_TOKENIZER, json.dumps(recorded))
-    return tokenizer
-
-
-def _tokenizer_identity(folder: Path) -> dict:
-    import tokenizers
-    import transformers
-    digest = hashlib.sha256()
-    for name in sorted(p.name for p in folder.iterdir() if p.name.startswith(("tokenizer", "chat_template"))):
-        digest.update(f"|{name}|".encode())
-        digest.update((folder / name).read_bytes())
-    return {"files_sha256": digest.hexdigest(), "transformers": transformers.__version__,
-            "tokenizers": tokenizers.__version__}
-
-
-def _generic_tokenizer(folder: Path, recorded: dict):
-    from tokenizers import AddedToken
-    from transformers.tokenization_utils_tokenizers import TokenizersBackend
-
-    added = {int(i): AddedToken(**t) for i, t in recorded["added_tokens"].items()}
-    tokenizer = TokenizersBackend.from_pretrained(folder, trust_remote_code=False, added_tokens_decoder=added)
-    for side in TOKENIZER_SIDES:
-        setattr(tokenizer, side, recorded[side])
-    return tokenizer
-
-
-def _read_fast_tokenizer(path: Path) -> dict | None:
-    """What a check recorded, or None (no file, or one lesion did not write)."""
-    try:
-        return _read_fast_tokenizer_data(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError):
-        return None
-
-
-def _read_fast_tokenizer_data(data) -> dict | None:
-    if not (isinstance(data, dict) and set(data) == {*TOKENIZER_SIDES, "added_tokens", "checked_for"}
-            and all(data[side] in ("left", "right") for side in TOKENIZER_SIDES)
-            and isinstance(data["added_tokens"], dict) and isinstance(data["checked_for"], dict)):
-        return None
-    for i, token in data["added_tokens"].items():
-        if not (isinstance(i, str) and i.isdigit() and isinstance(token, dict)
-                and set(token) == {"content", *ADDED_TOKEN_FLAGS} and isinstance(token["content"], str)
-                and all(isinstance(token[flag], bool) for flag in ADDED_TOKEN_FLAGS)):
-            return None
-    return data
-
-
-def _same_tokenizer(a, b) -> bool:
-    """Whether two tokenizers give the same ids, text and settings on every probe."""
-    def view(t):
-        chat = None
-        if t.chat_template:
-            try:
-                chat = t.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True,
-                                             tokenize=False)
-            except Exception:  # noqa: BLE001 - a template that fails must fail the same way in both
-                chat = "error"
-        encoded = [(t(p).input_ids, t(p, add_special_tokens=False).input_ids) for p in TOKENIZER_PROBES]
-        added = {i: token.__getstate__() for i, token in t.added_tokens_decoder.items()}
-        return (len(t), added, t.special_tokens_map, t.all_special_ids, t.model_max_length, t.chat_template, chat,
-                t.padding_side, t.truncation_side, encoded,
-                [t.decode(ids, skip_special_tokens=skip) for ids, _ in encoded for skip in (True, False)])
-    try:
-        return view(a) == view(b)
-    except Exception:  # noqa: BLE001 - anything the generic tokenizer cannot do means: keep the class
-        return False
 
 
 @contextlib.contextmanager
@@ -304,7 +205,7 @@ def _save_atomically(model, tokenizer, target: Path) -> None:
         remove_orphans(target.parent)  # copies left by runs killed mid-save
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        _cached_tokenizer(tmp)  # checks, once, whether later loads may take the fast tokenizer
+        load_tokenizer(tmp)  # checks, once, whether later loads may take the fast tokenizer
         os.replace(tmp, target)
     except OSError:
         pass  # a cache that cannot be written only costs time

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lesion.loading import FAST_TOKENIZER, TOKENIZER_PROBES, _cached_tokenizer, _same_tokenizer
+import pytest
+
+from lesion.fast_tokenizer import PROBES, RECORD, load_tokenizer, same_tokenizer
 
 
 def gemma_tokenizer_folder(path: Path) -> Path:
@@ -20,57 +22,59 @@ def gemma_tokenizer_folder(path: Path) -> Path:
 def test_a_verified_cache_loads_the_generic_tokenizer_with_the_class_settings(tmp_path):
     from transformers.tokenization_utils_tokenizers import TokenizersBackend
     folder = gemma_tokenizer_folder(tmp_path / "tok")
-    first = _cached_tokenizer(folder)
+    first = load_tokenizer(folder)
     assert type(first).__name__ == "GemmaTokenizer"  # the first load is the class's, and checks
-    recorded = json.loads((folder / FAST_TOKENIZER).read_text())
+    recorded = json.loads((folder / RECORD).read_text())
     assert recorded["padding_side"] == "left" and recorded["truncation_side"] == "right"
     assert recorded["added_tokens"]["2"] == {"content": "<bos>", "single_word": False, "lstrip": False,
                                              "rstrip": False, "normalized": False, "special": True}
-    second = _cached_tokenizer(folder)
+    second = load_tokenizer(folder)
     assert type(second) is TokenizersBackend and second.padding_side == "left"
-    assert _same_tokenizer(first, second)
-    assert [first(p).input_ids for p in TOKENIZER_PROBES] == [second(p).input_ids for p in TOKENIZER_PROBES]
+    assert same_tokenizer(first, second)
+    assert [first(p).input_ids for p in PROBES] == [second(p).input_ids for p in PROBES]
 
 
-def test_a_tokenizer_file_the_class_reads_otherwise_keeps_the_class(tmp_path):
+def test_a_tokenizer_file_the_class_reads_otherwise_keeps_the_class(tmp_path, monkeypatch):
     # GemmaTokenizer rebuilds its normaliser and ignores the file's; the generic backend would
     # lowercase: another tokenizer, so the cache must never switch to it.
     folder = gemma_tokenizer_folder(tmp_path / "tok")
     spec = json.loads((folder / "tokenizer.json").read_text())
     spec["normalizer"] = {"type": "Lowercase"}
     (folder / "tokenizer.json").write_text(json.dumps(spec))
-    for _ in range(2):
-        assert type(_cached_tokenizer(folder)).__name__ == "GemmaTokenizer"
-    assert not (folder / FAST_TOKENIZER).exists()
+    assert type(load_tokenizer(folder)).__name__ == "GemmaTokenizer"
+    assert json.loads((folder / RECORD).read_text())["same"] is False
+    # The outcome is kept: later loads take the class without building the generic one again.
+    monkeypatch.setattr("lesion.fast_tokenizer._generic", lambda *a: pytest.fail("checked twice"))
+    assert type(load_tokenizer(folder)).__name__ == "GemmaTokenizer"
 
 
 def test_a_planted_or_corrupt_marker_is_ignored(tmp_path):
     folder = gemma_tokenizer_folder(tmp_path / "tok")
-    first = _cached_tokenizer(folder)
-    good = json.loads((folder / FAST_TOKENIZER).read_text())
+    first = load_tokenizer(folder)
+    good = json.loads((folder / RECORD).read_text())
     token = good["added_tokens"]["2"]
     for planted in ("{not json", ["left"], {**good, "padding_side": "up"}, {**good, "chat_template": "x"},
                     {**good, "added_tokens": {"two": token}},
                     {**good, "added_tokens": {"2": {**token, "__class__": "os.system"}}},
                     {**good, "added_tokens": {"2": {**token, "special": "yes"}}}):
-        (folder / FAST_TOKENIZER).write_text(planted if isinstance(planted, str) else json.dumps(planted))
-        assert type(_cached_tokenizer(folder)).__name__ == "GemmaTokenizer"
-        assert json.loads((folder / FAST_TOKENIZER).read_text()) == good  # checked again and rewritten
+        (folder / RECORD).write_text(planted if isinstance(planted, str) else json.dumps(planted))
+        assert type(load_tokenizer(folder)).__name__ == "GemmaTokenizer"
+        assert json.loads((folder / RECORD).read_text()) == good  # checked again and rewritten
     assert type(first).__name__ == "GemmaTokenizer"
 
 
 def test_the_check_is_redone_when_the_tokenizer_files_or_versions_change(tmp_path, monkeypatch):
     import transformers
     folder = gemma_tokenizer_folder(tmp_path / "tok")
-    _cached_tokenizer(folder)
-    assert type(_cached_tokenizer(folder)).__name__ == "TokenizersBackend"
+    load_tokenizer(folder)
+    assert type(load_tokenizer(folder)).__name__ == "TokenizersBackend"
     monkeypatch.setattr(transformers, "__version__", "99.0.0")  # an upgrade may change the class
-    assert type(_cached_tokenizer(folder)).__name__ == "GemmaTokenizer"
-    assert json.loads((folder / FAST_TOKENIZER).read_text())["checked_for"]["transformers"] == "99.0.0"
+    assert type(load_tokenizer(folder)).__name__ == "GemmaTokenizer"
+    assert json.loads((folder / RECORD).read_text())["checked_for"]["transformers"] == "99.0.0"
     # An edit after the check that makes the generic backend another tokenizer: never trusted.
     spec = json.loads((folder / "tokenizer.json").read_text())
     spec["normalizer"] = {"type": "Lowercase"}
     (folder / "tokenizer.json").write_text(json.dumps(spec))
     for _ in range(2):
-        tokenizer = _cached_tokenizer(folder)
+        tokenizer = load_tokenizer(folder)
         assert type(tokenizer).__name__ == "GemmaTokenizer" and tokenizer("The").input_ids != tokenizer("the").input_ids
