@@ -71,15 +71,22 @@ def sweep_plot(sweep: dict) -> Figure:
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
     for ax, (varied, label) in zip(axes[0], panels):
         rows = [r for r in sweep["rows"] if r["varied"] == varied]
-        # Seeds are labels, not a scale: one point each, evenly spaced.
+        line = "-"
+        if varied == "seed":  # seeds are labels, not a scale: the reference's seed first, no lines between
+            rows = [{**sweep["reference"], "jaccard_to_reference": 1.0}, *rows]
+            line = "none"
         xs = [str(r[varied]) for r in rows] if varied == "seed" else [r[varied] for r in rows]
         ax.plot(xs, [r["n_star"] if r["n_star"] is not None else float("nan") for r in rows], marker="o",
-                label="n*")
+                linestyle=line, label="n*")
         ax2 = ax.twinx()
-        ax2.plot(xs, [r["jaccard_to_reference"] for r in rows], marker="s", color="grey", label="Jaccard")
+        ax2.plot(xs, [r["jaccard_to_reference"] for r in rows], marker="s", color="grey", linestyle=line,
+                 label="Jaccard")
         ax2.set_ylim(0, 1.05)
         ax.set(xlabel=label, ylabel="n*")
         ax2.set_ylabel("Jaccard to reference set")
+    handles = [h for a in fig.axes[:1] + fig.axes[len(panels):len(panels) + 1] for h in a.get_lines()]
+    fig.legend(handles, ["n* (left axis)", "Jaccard to reference (right axis)"], loc="upper left",
+               fontsize=8, frameon=False)
     fig.suptitle("Sensitivity of the critical set")
     fig.tight_layout()
     return fig
