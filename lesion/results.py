@@ -67,7 +67,7 @@ def unsettled_note(settings: dict) -> str | None:
         return (f"--samples auto used all {cap} samples and settled the order of only the top {settled} "
                 f"neuron(s) at {settings.get('confidence', 0.95):.0%} confidence: the critical set's other "
                 "neurons are ordered within noise, so another --seed can give another set (lesion analyze sweep "
-                "--seed-grid measures by how much; lesion search finds a seed-free heel)")
+                "--alphas '' --sample-grid '' measures by how much; lesion search finds a seed-free heel)")
     return (f"the critical set reaches past the top {settled} neuron(s) that --samples auto settled: "
             f"re-run with --samples {cap} or a larger --max-samples")
 

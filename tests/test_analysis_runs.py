@@ -58,6 +58,7 @@ def test_precision_rows_and_float32_re_evaluation(tiny_dir):
     (["sweep", "--alphas", "1,x"], "--alphas takes comma-separated numbers"),
     (["sweep", "--alphas", "0,5"], "--alphas needs numbers > 0"),
     (["sweep", "--seed-grid", "43,x"], "--seed-grid takes comma-separated whole numbers"),
+    (["sweep", "--alphas", "", "--sample-grid", " ", "--seed-grid", ""], "the sweep has no points"),
     (["sweep", "--seed-grid", "-1"], "--seed-grid takes seeds in 0..2^63-1"),
     (["sweep", "--seed-grid", str(2 ** 63)], "--seed-grid takes seeds in 0..2^63-1"),
     (["components", "--kinds", "nope", "--samples", "2"], "use --kinds from"),
@@ -94,3 +95,15 @@ def test_robustness_cli_on_corpus_passages(tiny_dir, tmp_path, capsys):
     assert all(t["tokens"] > 10 for t in result["texts"].values())
     assert "most common (of 4 texts)" in capsys.readouterr().out
     assert main(["analyze", "robustness", "--model", tiny_dir, "--passages", "-1", "--out-dir", str(tmp_path)]) == 2
+
+
+def test_a_seed_only_sweep_gives_one_row_per_seed_and_a_one_panel_figure(tiny_dir, tmp_path):
+    from lesion.report.figures import sweep_plot
+    out = str(tmp_path)
+    assert main(["analyze", "sweep", "--model", tiny_dir, "--text", TEXT, "--quiet", "--out-dir", out,
+                 "--alphas", "", "--sample-grid", "", "--seed-grid", "1,2", "--samples", "4",
+                 "--epsilon", "0.001"]) == 0
+    sweep = json.loads((tmp_path / "analysis-sweep.json").read_text())
+    assert [(r["varied"], r["seed"], r["samples"]) for r in sweep["rows"]] == [("seed", 1, 4), ("seed", 2, 4)]
+    assert sweep["reference"]["seed"] == 42
+    assert len(sweep_plot(sweep).axes) == 2  # one panel and its twin axis

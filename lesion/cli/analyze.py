@@ -129,7 +129,12 @@ def _sweep_grids(args) -> tuple[list[float], list[int], list[int]]:
         raise LesionError("--seed-grid takes comma-separated whole numbers, e.g. 43,44 ('' for none)") from None
     if any(not 0 <= s < 2 ** 63 for s in seeds):
         raise LesionError("--seed-grid takes seeds in 0..2^63-1, e.g. 43,44")
-    return parse_alphas(args.alphas), parse_ints(args.sample_grid, "--sample-grid"), seeds
+    # '' leaves a grid out: --alphas '' --sample-grid '' --seed-grid 43,44 is a seed check alone.
+    alphas = parse_alphas(args.alphas) if args.alphas.strip() else []
+    samples = parse_ints(args.sample_grid, "--sample-grid") if args.sample_grid.strip() else []
+    if not (alphas or samples or seeds):
+        raise LesionError("the sweep has no points: give --alphas, --sample-grid or --seed-grid")
+    return alphas, samples, seeds
 
 
 def _robustness(args, inputs: Inputs) -> tuple[dict, dict]:
@@ -242,8 +247,8 @@ def register(sub) -> None:
     p.add_argument("--max-n", type=int, default=None, help="phase: largest n on the curve")
     p.add_argument("--levels", default="1,3,10,100,1000", help="components: top-n per kind")
     p.add_argument("--kinds", default=None, help="components: kinds to compare (default: all)")
-    p.add_argument("--alphas", default="1,3,5,7,10", help="sweep: alpha grid")
-    p.add_argument("--sample-grid", default="25,50,75,100,125", help="sweep: K grid")
+    p.add_argument("--alphas", default="1,3,5,7,10", help="sweep: alpha grid ('' for none)")
+    p.add_argument("--sample-grid", default="25,50,75,100,125", help="sweep: K grid ('' for none)")
     p.add_argument("--seed-grid", default="43,44",
                    help="sweep: other noise seeds at the reference alpha and K ('' for none)")
     p.add_argument("--dtypes", default="float32,bfloat16,float16", help="precision: dtypes")
