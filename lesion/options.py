@@ -14,3 +14,5 @@ SIGNALS = {
 STRATEGIES = ("greedy", "topk", "prefix")
 PRUNERS = ("elimination", "best-drop", "none")
 OBJECTIVES = ("worst", "mean")
+STAGE2 = {"linear": "every n in order: the paper's first crossing, exactly",
+          "gallop": "n = 1, 2, 4, ... to bracket the first crossing, then every n inside the bracket"}

@@ -22,16 +22,13 @@ from .errors import LesionError
 from .ablation import baseline_nll, masked_nll
 from .metrics import delta, perplexity
 from .neurons import Neuron, SiteIndex
+from .options import STAGE2
 from .results import CriticalSet, Step
 
 # A fall of Delta smaller than this between evaluated n is float noise around a flat stretch
 # (Gemma 3's Delta wobbles by 0.001 around 0 for its first 8 neurons), not evidence of a
 # crossing that came and went.
 FALL_TOLERANCE = 0.01
-
-STAGE2 = {"linear": "every n in order: the paper's first crossing, exactly",
-          "gallop": "n = 1, 2, 4, ... to bracket the first crossing, then every n inside the bracket"}
-
 
 def _growing_chunks(sizes: list[int], batch_size: int) -> Iterator[list[int]]:
     """1, 2, 4, ... sizes per forward: a collapse at n=1 costs one row, a long search few forwards."""

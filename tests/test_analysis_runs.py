@@ -102,8 +102,9 @@ def test_a_seed_only_sweep_gives_one_row_per_seed_and_a_one_panel_figure(tiny_di
     out = str(tmp_path)
     assert main(["analyze", "sweep", "--model", tiny_dir, "--text", TEXT, "--quiet", "--out-dir", out,
                  "--alphas", "", "--sample-grid", "", "--seed-grid", "1,2", "--samples", "4",
-                 "--epsilon", "0.001"]) == 0
+                 "--epsilon", "0.001", "--stage2", "gallop"]) == 0
     sweep = json.loads((tmp_path / "analysis-sweep.json").read_text())
+    assert sweep["settings"]["stage2"] == "gallop"
     assert [(r["varied"], r["seed"], r["samples"]) for r in sweep["rows"]] == [("seed", 1, 4), ("seed", 2, 4)]
     assert sweep["reference"]["seed"] == 42
     assert len(sweep_plot(sweep).axes) == 2  # one panel and its twin axis

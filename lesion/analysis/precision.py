@@ -11,13 +11,13 @@ from ..pipeline import Study
 
 
 def precision(model_spec: str, text: str, dtypes: Sequence[str] = ("float32", "bfloat16", "float16"), *,
-              epsilon: float = 1.0, device: str = "cpu", progress: bool = True, **rank_options) -> dict:
+              epsilon: float = 1.0, device: str = "cpu", stage2: str = "linear", progress: bool = True,
+              **rank_options) -> dict:
     rows, sets = [], {}
     for dtype in dtypes:
         study = Study.create(load_model(model_spec, dtype=dtype, device=device), text)
         try:
-            critical = study.identify(study.rank(progress=progress, **rank_options), epsilon=epsilon,
-                                      progress=progress)
+            _, critical = study.scan(epsilon=epsilon, stage2=stage2, progress=progress, **rank_options)
             row = {"dtype": dtype, "reached": critical.reached, "n_star": len(critical.neurons),
                    "baseline_ppl": critical.baseline_ppl, "masked_ppl": critical.masked_ppl,
                    "delta": critical.delta, "neurons": [str(n) for n in critical.neurons], "error": None}

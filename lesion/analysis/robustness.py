@@ -45,12 +45,13 @@ TEXTS = {
 
 
 def robustness(lm: LoadedModel, texts: Mapping[str, str] | None = None, *, epsilon: float = 1.0,
-               components: str | None = None, progress: bool = True, **rank_options) -> dict:
+               components: str | None = None, stage2: str = "linear", progress: bool = True,
+               **rank_options) -> dict:
     texts = dict(texts or TEXTS)
     found = {}
     for name, text in texts.items():
         study = Study.create(lm, text, components)
-        critical = study.identify(study.rank(progress=progress, **rank_options), epsilon=epsilon, progress=progress)
+        _, critical = study.scan(epsilon=epsilon, stage2=stage2, progress=progress, **rank_options)
         found[name] = {"tokens": int(study.input_ids.shape[1]), "reached": critical.reached,
                        "n_star": len(critical.neurons), "delta": critical.delta,
                        "neurons": [str(n) for n in critical.neurons]}

@@ -15,12 +15,12 @@ def jaccard(a, b) -> float:
 def sensitivity_sweep(study: Study, alphas: Sequence[float] = (1, 3, 5, 7, 10),
                       samples: Sequence[int] = (25, 50, 75, 100, 125), seeds: Sequence[int] = (), *,
                       ref_alpha: float = 5.0, ref_samples: int = 100, seed: int = 42, epsilon: float = 1.0,
-                      progress: bool = True, **options) -> dict:
+                      stage2: str = "linear", progress: bool = True, **options) -> dict:
     """Each grid varies one of alpha, K and seed and holds the others at the reference. Another
     seed at the reference alpha and K says how much of the set is the noise draw's."""
     def point(alpha: float, k: int, s: int) -> dict:
-        ranking = study.rank(alpha=alpha, samples=k, seed=s, progress=progress, **options)
-        critical = study.identify(ranking, epsilon=epsilon, progress=progress)
+        _, critical = study.scan(alpha=alpha, samples=k, seed=s, epsilon=epsilon, stage2=stage2, progress=progress,
+                                 **options)
         return {"alpha": alpha, "samples": k, "seed": s,
                 "n_star": len(critical.neurons) if critical.reached else None,
                 "delta": critical.delta, "neurons": [str(n) for n in critical.neurons]}

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import LesionError
-from .common import (add_common_flags, add_model_args, add_noise_args, add_text_args, check_noise_args,
-                     console, finite, load, progress_enabled)
+from .common import (add_common_flags, add_model_args, add_noise_args, add_stage2_search_arg, add_text_args,
+                     check_noise_args, console, finite, load, progress_enabled)
 from .compare import parse_ints
 
 EXAMPLES = """examples:
@@ -118,8 +118,8 @@ def _sweep(args, inputs: Inputs) -> tuple[dict, dict]:
     study = _on_text(args, inputs)
     options = {k: v for k, v in inputs.rank_options.items() if k not in ("alpha", "samples", "seed")}
     result = sensitivity_sweep(study, *_sweep_grids(args), ref_alpha=args.alpha, ref_samples=args.samples,
-                               seed=args.seed, epsilon=args.epsilon, **options)
-    return result, study.settings(**options)
+                               seed=args.seed, epsilon=args.epsilon, stage2=args.stage2, **options)
+    return result, study.settings(**options, stage2=args.stage2)
 
 
 def _sweep_grids(args) -> tuple[list[float], list[int], list[int]]:
@@ -143,8 +143,8 @@ def _robustness(args, inputs: Inputs) -> tuple[dict, dict]:
     from ..texts import text_hash
     texts = _robustness_texts(args)
     lm = load(args)
-    result = robustness(lm, texts, epsilon=args.epsilon, **inputs.rank_options)
-    return result, {**model_provenance(lm), "epsilon": args.epsilon, **inputs.rank_options,
+    result = robustness(lm, texts, epsilon=args.epsilon, stage2=args.stage2, **inputs.rank_options)
+    return result, {**model_provenance(lm), "epsilon": args.epsilon, "stage2": args.stage2, **inputs.rank_options,
                     "text_sha256": {name: text_hash(t) for name, t in texts.items()}}
 
 
@@ -156,9 +156,10 @@ def _precision(args, inputs: Inputs) -> tuple[dict, dict]:
     check_device(args)
     text = inputs.text or BOOKENDS
     result = precision(args.model, text, parse_dtypes(args.dtypes), epsilon=args.epsilon, device=args.device,
+                       stage2=args.stage2,
                        **inputs.rank_options)
     return result, {"model": args.model, "text_sha256": text_hash(text), "text": text, "epsilon": args.epsilon,
-                    **inputs.rank_options}
+                    "stage2": args.stage2, **inputs.rank_options}
 
 
 def _robustness_lines(result: dict) -> dict:
@@ -243,6 +244,7 @@ def register(sub) -> None:
     p.add_argument("--out-dir", default="lesion-run", help="scan folder: read ranking/critical, write analysis")
     add_noise_args(p)
     p.add_argument("--epsilon", type=float, default=1.0)
+    add_stage2_search_arg(p)
     p.add_argument("--top-k", default="10,100,1000", help="distribution: top-k sets to count")
     p.add_argument("--max-n", type=int, default=None, help="phase: largest n on the curve")
     p.add_argument("--levels", default="1,3,10,100,1000", help="components: top-n per kind")

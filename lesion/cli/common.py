@@ -8,6 +8,7 @@ import os
 from rich.console import Console
 
 from ..errors import LesionError
+from ..options import STAGE2
 
 console = Console(highlight=False)
 
@@ -72,7 +73,11 @@ def add_stage2_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epsilon", type=float, default=1.0, help="Delta threshold, log10 PPL ratio (paper: 1)")
     g.add_argument("--step", type=int, default=1, help="n grows by this much per step (paper: 1)")
     g.add_argument("--max-neurons", type=int, default=1000, help="cap on candidates tried")
-    g.add_argument("--stage2", default="linear", choices=["linear", "gallop"],
+    add_stage2_search_arg(g)
+
+
+def add_stage2_search_arg(g) -> None:
+    g.add_argument("--stage2", default="linear", choices=list(STAGE2),
                    help="linear: every n, the paper's exact first crossing (default); gallop: n = 1, 2, "
                         "4, ... then every n inside the bracket, fewer rows, exact when Delta is monotone")
 
