@@ -14,7 +14,7 @@ from math import comb
 
 from tqdm.auto import tqdm
 
-from .ablation import baseline_nll, set_deltas
+from .ablation import set_deltas
 from .errors import LesionError
 from .neurons import Neuron
 from .pipeline import Study
@@ -45,14 +45,19 @@ def _deltas(study: Study, sets: list[list[Neuron]], clean: float) -> list[float]
     return set_deltas(study.lm.model, study.input_ids, study.index, sets, clean, max_rows=64)
 
 
-def prune(study: Study, neurons: Sequence[Neuron], epsilon: float) -> tuple[list[Neuron], float, int]:
+def prune(study: Study, neurons: Sequence[Neuron], epsilon: float, score=None) -> tuple[list[Neuron], float, int]:
     """Greedy backward elimination, best drop first (``lesion search --prune best-drop``): the
-    irreducible set, its Delta and the sets evaluated."""
-    from .heel import SetScorer, make_irreducible, prune_best_drop
-    score = SetScorer.for_model(study.lm.model, study.index, [study.input_ids], dtype=study.lm.dtype,
-                                max_rows=2 ** 62)
+    irreducible set, its Delta and the sets evaluated (by ``score``, a heel.SetScorer, or a new one)."""
+    from .heel import make_irreducible, prune_best_drop
+    score = score or _scorer(study)
     current = make_irreducible(score, prune_best_drop(score, neurons, epsilon), epsilon)
     return current, score([current])[0], score.rows
+
+
+def _scorer(study: Study):
+    from .heel import SetScorer
+    return SetScorer.for_model(study.lm.model, study.index, [study.input_ids], dtype=study.lm.dtype,
+                               max_rows=2 ** 62)
 
 
 def exhaustive_minimum(study: Study, pool: Sequence[Neuron], epsilon: float, clean: float, max_size: int,
@@ -97,8 +102,9 @@ def minimal_sets(study: Study, ranking: Sequence[Neuron], greedy: Sequence[Neuro
     if not greedy:
         raise LesionError("the critical set is empty (threshold not reached): nothing to prune")
     check_search_bounds(pool, max_size)
-    clean = baseline_nll(study.lm.model, study.input_ids, study.lm.dtype)
-    irreducible, irreducible_delta, prune_rows = prune(study, greedy, epsilon)
+    score = _scorer(study)
+    clean = score.clean[0]  # the baseline NLL, computed once for pruning and the exhaustive search
+    irreducible, irreducible_delta, prune_rows = prune(study, greedy, epsilon, score)
     candidates = list(ranking[:pool])
     # The optimum is no larger than the irreducible set when the pool holds it; searching
     # sizes below that certifies (or beats) it.
@@ -106,7 +112,7 @@ def minimal_sets(study: Study, ranking: Sequence[Neuron], greedy: Sequence[Neuro
     max_size = max_size or (len(irreducible) if in_pool else min(len(candidates), 4))
     optimum, optimum_delta, rows, forwards = exhaustive_minimum(study, candidates, epsilon, clean, max_size,
                                                                 progress=progress)
-    greedy_delta = _deltas(study, [list(greedy)], clean)[0]
+    greedy_delta = score([list(greedy)])[0]  # pruning scored it already: no forward
     optimal = None if not set(greedy) <= set(candidates) else (optimum is not None and len(optimum) == len(greedy))
     return MinimalSets(tuple(map(str, greedy)), greedy_delta, tuple(map(str, irreducible)), irreducible_delta,
                        prune_rows, None if optimum is None else tuple(map(str, optimum)), optimum_delta,
