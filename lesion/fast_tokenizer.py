@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from .errors import LesionError
@@ -38,6 +39,8 @@ def load_tokenizer(folder: Path):
             return _generic(folder, recorded)
         return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    if not os.access(folder, os.W_OK):  # a check that cannot be recorded would be paid on every load
+        return tokenizer
     recorded = {"checked_for": checked_for, "same": False, **{side: getattr(tokenizer, side) for side in SIDES},
                 "added_tokens": {str(i): t.__getstate__() for i, t in tokenizer.added_tokens_decoder.items()}}
     if _valid(recorded) is not None:

@@ -78,3 +78,13 @@ def test_the_check_is_redone_when_the_tokenizer_files_or_versions_change(tmp_pat
     for _ in range(2):
         tokenizer = load_tokenizer(folder)
         assert type(tokenizer).__name__ == "GemmaTokenizer" and tokenizer("The").input_ids != tokenizer("the").input_ids
+
+
+def test_a_read_only_cache_loads_the_class_without_a_check_it_could_not_keep(tmp_path, monkeypatch):
+    import os
+    folder = gemma_tokenizer_folder(tmp_path / "tok")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if mode == os.W_OK else real_access(path, mode))
+    monkeypatch.setattr("lesion.fast_tokenizer._generic", lambda *a: pytest.fail("checked a read-only cache"))
+    assert type(load_tokenizer(folder)).__name__ == "GemmaTokenizer"
+    assert not (folder / RECORD).exists()
