@@ -44,7 +44,10 @@ def load_tokenizer(folder: Path):
     recorded = {"checked_for": checked_for, "same": False, **{side: getattr(tokenizer, side) for side in SIDES},
                 "added_tokens": {str(i): t.__getstate__() for i, t in tokenizer.added_tokens_decoder.items()}}
     if _valid(recorded) is not None:
-        recorded["same"] = same_tokenizer(tokenizer, _generic(folder, recorded))
+        try:
+            recorded["same"] = same_tokenizer(tokenizer, _generic(folder, recorded))
+        except Exception:  # noqa: BLE001 - a generic backend that cannot even load is not the same
+            recorded["same"] = False
     from .results import write_text
     with contextlib.suppress(LesionError):  # a cache that cannot be written only costs time
         write_text(folder / RECORD, json.dumps(recorded))

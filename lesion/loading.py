@@ -205,7 +205,8 @@ def _save_atomically(model, tokenizer, target: Path) -> None:
         remove_orphans(target.parent)  # copies left by runs killed mid-save
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        load_tokenizer(tmp)  # checks, once, whether later loads may take the fast tokenizer
+        with contextlib.suppress(Exception):  # the check only ever saves time: never lose the cache to it
+            load_tokenizer(tmp)  # checks, once, whether later loads may take the fast tokenizer
         os.replace(tmp, target)
     except OSError:
         pass  # a cache that cannot be written only costs time

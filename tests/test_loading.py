@@ -88,3 +88,13 @@ def test_a_read_only_cache_loads_the_class_without_a_check_it_could_not_keep(tmp
     monkeypatch.setattr("lesion.fast_tokenizer._generic", lambda *a: pytest.fail("checked a read-only cache"))
     assert type(load_tokenizer(folder)).__name__ == "GemmaTokenizer"
     assert not (folder / RECORD).exists()
+
+
+def test_a_generic_backend_that_cannot_load_is_recorded_as_not_the_same(tmp_path, monkeypatch):
+    folder = gemma_tokenizer_folder(tmp_path / "tok")
+
+    def broken(*args):
+        raise ValueError("cannot build this backend")
+    monkeypatch.setattr("lesion.fast_tokenizer._generic", broken)
+    assert type(load_tokenizer(folder)).__name__ == "GemmaTokenizer"
+    assert json.loads((folder / RECORD).read_text())["same"] is False
