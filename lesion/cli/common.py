@@ -50,8 +50,8 @@ def add_stage1_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--alpha-relative", action="store_true",
                    help="alpha in units of the RMS of the clean embeddings instead of absolute")
     g.add_argument("--samples", default="100",
-                   help="noise samples K (paper: 100), or 'auto': stop once the head of the ranking is "
-                        "settled at 95%% confidence, at most --max-samples")
+                   help="noise samples K (paper: 100), or 'auto': stop once the head of the ranking (and, "
+                        "in scan, the top Stage 2 read) is settled at 95%% confidence, at most --max-samples")
     g.add_argument("--max-samples", type=int, default=100, help="cap on K for --samples auto")
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--reduce", default="max", choices=["max", "mean"],
