@@ -49,7 +49,7 @@ def prune(study: Study, neurons: Sequence[Neuron], epsilon: float, score=None) -
     """Greedy backward elimination, best drop first (``lesion search --prune best-drop``): the
     irreducible set, its Delta and the sets evaluated (by ``score``, a heel.SetScorer, or a new one)."""
     from .heel import make_irreducible, prune_best_drop
-    score = score or _scorer(study)
+    score = _scorer(study) if score is None else score
     current = make_irreducible(score, prune_best_drop(score, neurons, epsilon), epsilon)
     return current, score([current])[0], score.rows
 

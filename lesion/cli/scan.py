@@ -77,9 +77,12 @@ def _rank(study, args) -> Ranking:
     return study.rank(args.ranker, progress=progress_enabled(args), **_rank_options(args))
 
 
+def _stage2_options(args) -> dict:
+    return dict(epsilon=args.epsilon, step=args.step, max_neurons=args.max_neurons, stage2=args.stage2)
+
+
 def _identify(study, ranking, args) -> CriticalSet:
-    return study.identify(ranking, epsilon=args.epsilon, step=args.step, max_neurons=args.max_neurons,
-                          stage2=args.stage2, progress=progress_enabled(args))
+    return study.identify(ranking, progress=progress_enabled(args), **_stage2_options(args))
 
 
 def run_scan(args) -> int:
@@ -95,9 +98,8 @@ def run_scan(args) -> int:
     start = time.perf_counter()
     study = _study(args, args.components)
     study.timings["load_s"] = time.perf_counter() - start
-    ranking, critical = study.scan(args.ranker, epsilon=args.epsilon, step=args.step,
-                                   max_neurons=args.max_neurons, stage2=args.stage2,
-                                   progress=progress_enabled(args), **_rank_options(args))
+    ranking, critical = study.scan(args.ranker, progress=progress_enabled(args), **_stage2_options(args),
+                                   **_rank_options(args))
     out.write(runs.RANKING, ranking)
     out.write(runs.CRITICAL, critical)
     if critical.neurons:
@@ -174,4 +176,3 @@ def print_critical(critical: CriticalSet, timings: dict) -> None:
     note = unsettled_note(critical.settings)
     if note:
         console.print(f"[yellow]note[/yellow]: {note}")
-

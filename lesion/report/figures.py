@@ -76,16 +76,15 @@ def sweep_plot(sweep: dict) -> Figure:
             rows = [{**sweep["reference"], "jaccard_to_reference": 1.0}, *rows]
             line = "none"
         xs = [str(r[varied]) for r in rows] if varied == "seed" else [r[varied] for r in rows]
-        ax.plot(xs, [r["n_star"] if r["n_star"] is not None else float("nan") for r in rows], marker="o",
-                linestyle=line, label="n*")
+        n_star, = ax.plot(xs, [r["n_star"] if r["n_star"] is not None else float("nan") for r in rows],
+                          marker="o", linestyle=line)
         ax2 = ax.twinx()
-        ax2.plot(xs, [r["jaccard_to_reference"] for r in rows], marker="s", color="grey", linestyle=line,
-                 label="Jaccard")
+        overlap, = ax2.plot(xs, [r["jaccard_to_reference"] for r in rows], marker="s", color="grey",
+                            linestyle=line)
         ax2.set_ylim(0, 1.05)
         ax.set(xlabel=label, ylabel="n*")
         ax2.set_ylabel("Jaccard to reference set")
-    handles = [h for a in fig.axes[:1] + fig.axes[len(panels):len(panels) + 1] for h in a.get_lines()]
-    fig.legend(handles, ["n* (left axis)", "Jaccard to reference (right axis)"], loc="upper left",
+    fig.legend([n_star, overlap], ["n* (left axis)", "Jaccard to reference (right axis)"], loc="upper left",
                fontsize=8, frameon=False)
     fig.suptitle("Sensitivity of the critical set")
     fig.tight_layout()
