@@ -19,6 +19,7 @@ import argparse
 import time
 
 from lesion import Study, find_critical_set, load_model, rank_by_noise
+from lesion.analysis.sweep import jaccard
 from lesion.rankers import ranking_from_scores
 from lesion.texts import BOOKENDS
 
@@ -31,24 +32,19 @@ TEXTS = {
 }
 
 
-def critical(study, scores):
+def critical(study, scores, stage2: str = "linear"):
     ranking = ranking_from_scores(study.index, scores, "noise", 1000, study.lm.name, {})
-    return find_critical_set(study.lm.model, study.input_ids, study.index, ranking.neurons, progress=False)
-
-
-def jaccard(a: set, b: set) -> float:
-    return len(a & b) / len(a | b) if a | b else 1.0
+    return find_critical_set(study.lm.model, study.input_ids, study.index, ranking.neurons, stage2=stage2,
+                             progress=False)
 
 
 def stability(study, seeds: list[int]) -> None:
     """Critical sets at every checkpoint of seed 42's stream and at K = 100 of other seeds."""
-    m, ids, index = study.lm.model, study.input_ids, study.index
     plan = [(42, 100)] + [(42, k) for k in range(10, 100, 10)] + [(seed, 100) for seed in seeds]
     reference = None
     for seed, k in plan:
-        scores = rank_by_noise(m, ids, index, samples=k, seed=seed, progress=False)
-        ranking = ranking_from_scores(index, scores, "noise", 1000, study.lm.name, {})
-        found = find_critical_set(m, ids, index, ranking.neurons, stage2="gallop", progress=False)
+        scores = rank_by_noise(study.lm.model, study.input_ids, study.index, samples=k, seed=seed, progress=False)
+        found = critical(study, scores, stage2="gallop")
         members = set(found.neurons)
         reference = reference or members
         print(f"  seed {seed} K {k:3d}: n* {len(members):4d}, Delta {found.delta:.2f}, Jaccard with seed 42 "
