@@ -18,9 +18,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from lesion import Study, find_critical_set, load_model, rank_by_noise
+from lesion import Study, load_model
+from lesion.stage1 import rank_by_noise
+from lesion.stage2 import find_critical_set
 from lesion.analysis.sweep import jaccard
-from lesion.rankers import ranking_from_scores
+from lesion.stage1 import ranking_from_scores
 from lesion.texts import BOOKENDS
 
 TEXTS = {

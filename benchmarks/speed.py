@@ -25,7 +25,9 @@ from pathlib import Path
 
 import torch
 
-from lesion import Study, find_critical_set, load_model, rank_by_noise
+from lesion import Study, load_model
+from lesion.stage1 import rank_by_noise
+from lesion.stage2 import find_critical_set
 from lesion.ablation import masked_nll
 from lesion.metrics import mean_nll
 from lesion.loading import _gguf_cache, resolve

@@ -16,8 +16,9 @@ import time
 
 import torch
 
-from lesion import Study, load_model, rank_by_noise
-from lesion.rankers import noise_generator
+from lesion import Study, load_model
+from lesion.stage1 import rank_by_noise
+from lesion.stage1 import noise_generator
 from lesion.texts import BOOKENDS
 
 

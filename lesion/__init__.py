@@ -1,18 +1,26 @@
 """lesion: find the handful of neurons a language model cannot live without.
 
-The names below are imported on first use, so that ``lesion --help`` (which imports this
-package) does not wait seconds for torch and transformers.
+The top level holds what a notebook needs: :func:`load_model`, :class:`Study` (the paper's
+two stages), :func:`search_heel` (the smallest heel), and the result types. Everything else
+is one level down (``lesion.stage1``, ``lesion.hooks``, ``lesion.files``, ...).
+
+The names are imported on first use, so that ``lesion --help`` (which imports this package)
+does not wait seconds for torch and transformers.
 """
 from importlib import import_module
 
 __version__ = "0.1.0"
 
-_EXPORTS = {"LesionError": "errors", "Neuron": "neurons", "Site": "neurons", "SiteIndex": "neurons",
-            "discover_sites": "neurons", "hooked": "hooks", "mask_neurons": "hooks", "load_model": "loading",
-            "RANKERS": "rankers", "RANKER_SPECS": "rankers", "rank": "rankers", "rank_by_noise": "rankers",
-            "CriticalSet": "results", "Ranking": "results", "read_json": "results", "write_json": "results",
-            "find_critical_set": "search", "Study": "pipeline", "RunFolder": "run"}
-__all__ = list(_EXPORTS)
+_EXPORTS = {
+    "load_model": "loading", "LoadedModel": "loading",
+    "Study": "study",
+    "search_heel": "heel", "SearchPlan": "heel",
+    "Neuron": "neurons", "mask_neurons": "hooks",
+    "Ranking": "results", "CriticalSet": "results", "Heel": "results", "Result": "results",
+    "Provenance": "results", "RunFolder": "runfolder",
+    "LesionError": "errors",
+}
+__all__ = [*_EXPORTS, "__version__"]
 
 
 def __getattr__(name: str):
@@ -21,3 +29,7 @@ def __getattr__(name: str):
     value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
     globals()[name] = value  # later look-ups skip this function
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

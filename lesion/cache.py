@@ -18,11 +18,11 @@ from typing import Callable
 
 import torch
 
+from .files import remove_orphans
 from .loading import cache_dir
 
 # Bump when a scorer's arithmetic changes, so that scores computed by older code are not reused.
 SCORER_VERSION = 2
-ORPHAN_AGE_S = 3600  # a temp file this old belongs to a run that died mid-write
 
 
 def scores_key(**parts) -> str:
@@ -65,18 +65,3 @@ def cached_tensors(key: str, compute: Callable[[], dict[str, torch.Tensor]],
         except OSError:
             pass  # a cache that cannot be written only costs time
     return value, False
-
-
-def remove_orphans(folder: Path, pattern: str = "*.tmp*", max_age_s: float = ORPHAN_AGE_S) -> None:
-    """Delete temp files matching ``pattern`` left by runs killed mid-write; recent ones may still be in use."""
-    now = time.time()
-    for tmp in folder.glob(pattern):
-        try:
-            if now - tmp.stat().st_mtime > max_age_s:
-                if tmp.is_dir():
-                    import shutil
-                    shutil.rmtree(tmp, ignore_errors=True)
-                else:
-                    tmp.unlink()
-        except OSError:
-            pass

@@ -14,7 +14,7 @@ from typing import Sequence
 
 from .ablation import baseline_nll, set_deltas
 from .metrics import perplexity
-from .pipeline import Study
+from .study import Study
 
 
 @dataclass(frozen=True)

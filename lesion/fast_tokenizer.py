@@ -48,7 +48,7 @@ def load_tokenizer(folder: Path):
             recorded["same"] = same_tokenizer(tokenizer, _generic(folder, recorded))
         except Exception:  # noqa: BLE001 - a generic backend that cannot even load is not the same
             recorded["same"] = False
-    from .results import write_text
+    from .files import write_text
     with contextlib.suppress(LesionError):  # a cache that cannot be written only costs time
         write_text(folder / RECORD, json.dumps(recorded))
     return tokenizer

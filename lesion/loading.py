@@ -194,7 +194,7 @@ def _gguf_progress(enabled: bool):
 
 
 def _save_atomically(model, tokenizer, target: Path) -> None:
-    from .cache import remove_orphans
+    from .files import remove_orphans
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     # The weights are already dequantised floats; the GGUF "quantizer" only blocks saving.
     model.hf_quantizer = None

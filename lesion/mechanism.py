@@ -29,8 +29,8 @@ from .errors import LesionError
 from .hooks import hooked, mask_neurons, set_neurons
 from .metrics import delta, mean_nll, token_nll
 from .neurons import Neuron, SiteIndex, discover_sites
-from .pipeline import Study
-from .rankers import clean_activations, noise_generator
+from .study import Study
+from .stage1 import clean_activations, noise_generator
 from .texts import encode
 from .weight_lesions import ScalarWeight, weight_deltas
 from .weights import RESIDUAL_WRITERS, consumers, matrix, producers

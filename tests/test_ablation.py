@@ -3,7 +3,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from lesion import Neuron, discover_sites
+from lesion.neurons import Neuron, discover_sites
 from lesion.ablation import masked_nll
 from conftest import COMMON, FAMILIES
 

@@ -9,8 +9,8 @@ from lesion.analysis import distribution, jaccard, phase_transition
 from lesion.cli import main
 from lesion.compare import compare_rankers
 from lesion.loading import load_model
-from lesion.pipeline import Study
-from lesion.search import masked_nll
+from lesion.study import Study
+from lesion.stage2 import masked_nll
 from lesion.metrics import delta, mean_nll
 
 TEXT = "The quick brown fox jumps over the lazy dog near the river bank."

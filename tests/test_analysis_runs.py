@@ -8,7 +8,7 @@ from lesion.cli import main
 from lesion.errors import LesionError
 from lesion.evaluation.corpora import sample_passages
 from lesion.loading import load_model
-from lesion.pipeline import Study
+from lesion.study import Study
 from lesion.texts import encode
 
 TEXT = "The old lighthouse keeper climbed the stairs every evening to light the lamp."

@@ -12,7 +12,7 @@ import torch
 
 from lesion.cli import main
 from lesion.loading import load_model
-from lesion.pipeline import Study
+from lesion.study import Study
 from conftest import save_tiny
 
 TEXT = "The quick brown fox jumps over the lazy dog near the river bank."
@@ -52,9 +52,9 @@ def test_cached_stage1_gives_the_same_ranking(tiny_dir, tmp_path, monkeypatch):
     assert scan(tiny_dir, tmp_path / "a") == 0
     assert list((tmp_path / "cache" / "scores").glob("*.safetensors"))
     import dataclasses
-    import lesion.rankers
-    spec = lesion.rankers.RANKER_SPECS["noise"]
-    monkeypatch.setitem(lesion.rankers.RANKER_SPECS, "noise",
+    import lesion.stage1
+    spec = lesion.stage1.RANKER_SPECS["noise"]
+    monkeypatch.setitem(lesion.stage1.RANKER_SPECS, "noise",
                         dataclasses.replace(spec, fn=lambda *a, **k: pytest.fail("recomputed")))
     assert scan(tiny_dir, tmp_path / "b") == 0
     assert (tmp_path / "a/ranking.json").read_bytes() == (tmp_path / "b/ranking.json").read_bytes()
@@ -153,8 +153,8 @@ def test_ranking_from_another_model_is_refused(tiny_dir, tmp_path, capsys):
 @pytest.mark.parametrize("stage", ["rank", "identify"])
 def test_interruption_leaves_no_file_and_no_hook(tiny_dir, tmp_path, monkeypatch, capsys, stage):
     import lesion.ablation
-    import lesion.rankers
-    target = (lesion.rankers, "split_on_oom") if stage == "rank" else (lesion.ablation, "split_on_oom")
+    import lesion.stage1
+    target = (lesion.stage1, "split_on_oom") if stage == "rank" else (lesion.ablation, "split_on_oom")
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt

@@ -7,9 +7,9 @@ from lesion.cli import main
 from lesion.compare import compare_rankers, level_deltas
 from lesion.loading import load_model
 from lesion.metrics import delta, mean_nll
-from lesion.pipeline import Study
-from lesion.rankers import rank_by_random, ranking_from_scores
-from lesion.search import masked_nll
+from lesion.study import Study
+from lesion.stage1 import rank_by_random, ranking_from_scores
+from lesion.stage2 import masked_nll
 
 TEXT = "A small river runs past the old mill and under the stone bridge into the lake."
 

@@ -9,7 +9,9 @@ import pytest
 import torch
 from conftest import VOCAB, char_tokenizer, make_tiny
 
-from lesion import LesionError, Neuron, discover_sites, hooked
+from lesion.errors import LesionError
+from lesion.hooks import hooked
+from lesion.neurons import Neuron, discover_sites
 from lesion.cli import main
 from lesion.evaluation.corpora import load_corpus, take_chars
 from lesion.evaluation.perplexity import (

@@ -2,7 +2,8 @@
 import pytest
 from test_eval import scan_to
 
-from lesion import Neuron, discover_sites, hooked
+from lesion.hooks import hooked
+from lesion.neurons import Neuron, discover_sites
 from lesion.cli import main
 from lesion.generation import generate, generate_masked, repeated_share
 from lesion.loading import load_model

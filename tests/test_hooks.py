@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from lesion import Neuron, discover_sites, hooked, mask_neurons
-from lesion.search import masked_nll
+from lesion.hooks import hooked, mask_neurons
+from lesion.neurons import Neuron, discover_sites
+from lesion.stage2 import masked_nll
 from lesion.metrics import mean_nll
 
 

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from lesion import Neuron, discover_sites, hooked
+from lesion.hooks import hooked
+from lesion.neurons import Neuron, discover_sites
 from lesion.cli import main
 from lesion.hooks import mask_neurons, set_neurons
 from lesion.ablation import baseline_nll, masked_nll, set_deltas
@@ -24,7 +25,7 @@ from lesion.mechanism import (
     super_weights,
 )
 from lesion.metrics import mean_nll, token_nll
-from lesion.pipeline import Study
+from lesion.study import Study
 from lesion.weight_lesions import ScalarWeight, weight_deltas, zeroed_weights
 from lesion.weights import matrix
 

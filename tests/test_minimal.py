@@ -7,9 +7,9 @@ import pytest
 from lesion.cli import main
 from lesion.loading import load_model
 from lesion.metrics import delta, mean_nll
-from lesion.minimal import exhaustive_minimum, minimal_sets, prune
-from lesion.pipeline import Study
-from lesion.search import masked_nll
+from lesion.heel.minimal import exhaustive_minimum, minimal_sets, prune
+from lesion.study import Study
+from lesion.stage2 import masked_nll
 
 TEXT = "The quick brown fox jumps over the lazy dog near the river bank."
 

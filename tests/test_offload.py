@@ -1,9 +1,9 @@
 """A model sharded and offloaded by accelerate (--device-map): same neurons, same fingerprints."""
 import torch
 
-from lesion import discover_sites
+from lesion.neurons import discover_sites
 from lesion.loading import load_model
-from lesion.pipeline import Study
+from lesion.study import Study
 from lesion.verify import fingerprints
 
 TEXT = "The quick brown fox jumps over the lazy dog near the river bank."

@@ -1,8 +1,9 @@
 """Baseline rankers: magnitudes, gradients, random over the same neurons."""
 import torch
 
-from lesion import RANKERS, discover_sites
-from lesion.rankers import rank_by_activation, rank_by_gradient, rank_by_random, ranking_from_scores
+from lesion.neurons import discover_sites
+from lesion.stage1 import RANKERS
+from lesion.stage1 import rank_by_activation, rank_by_gradient, rank_by_random, ranking_from_scores
 
 
 def test_activation_ranker_is_max_abs_activation(tiny, ids):

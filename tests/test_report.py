@@ -10,7 +10,7 @@ from lesion.analysis import robustness
 from lesion.cli import main
 from lesion.loading import load_model
 from lesion.report import build_report
-from lesion.results import write_json
+from lesion.files import write_json
 
 TEXT = "Every morning the baker opened the shop before the first tram came down the street."
 

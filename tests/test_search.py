@@ -4,7 +4,9 @@ import math
 import pytest
 import torch
 
-from lesion import LesionError, Neuron, discover_sites, find_critical_set
+from lesion.errors import LesionError
+from lesion.neurons import Neuron, discover_sites
+from lesion.stage2 import find_critical_set
 from lesion.metrics import delta, mean_nll, perplexity
 from lesion.hooks import mask_neurons
 
@@ -65,7 +67,7 @@ def test_delta_of_nan_and_inf_is_a_collapse():
 
 def planted(monkeypatch, deltas):
     """Stage 2 on a planted trajectory: Delta(top-n) = deltas[n - 1], whatever the model does."""
-    import lesion.search as search
+    import lesion.stage2 as search
     ln10 = math.log(10)
     monkeypatch.setattr(search, "baseline_nll", lambda *a, **k: 0.0)
     monkeypatch.setattr(search, "masked_nll",

@@ -1,6 +1,7 @@
 import pytest
 
-from lesion import LesionError, Neuron, discover_sites
+from lesion.errors import LesionError
+from lesion.neurons import Neuron, discover_sites
 from conftest import make_tiny
 
 

@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from lesion import discover_sites, rank_by_noise
-from lesion.rankers import noise_generator
+from lesion.neurons import discover_sites
+from lesion.stage1 import rank_by_noise
+from lesion.stage1 import noise_generator
 from conftest import make_tiny
 
 

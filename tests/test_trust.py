@@ -136,7 +136,7 @@ def test_batch_size_and_scorer_version_are_in_the_key(tiny_dir, tmp_path, monkey
 
 
 def test_orphan_temp_files_are_removed_but_fresh_ones_kept(tmp_path):
-    from lesion.cache import ORPHAN_AGE_S, remove_orphans
+    from lesion.files import ORPHAN_AGE_S, remove_orphans
     old, fresh, entry = tmp_path / ".a.tmp", tmp_path / ".b.tmp", tmp_path / "c.safetensors"
     old_dir = tmp_path / "model.tmp123"
     for f in (old, fresh, entry):
@@ -151,7 +151,7 @@ def test_orphan_temp_files_are_removed_but_fresh_ones_kept(tmp_path):
 
 
 def test_writing_a_result_removes_its_own_old_temp_files_only(tmp_path):
-    from lesion.results import write_json
+    from lesion.files import write_json
     mine, other = tmp_path / ".r.json.abc.tmp", tmp_path / ".notes.txt.abc.tmp"
     for f in (mine, other):
         f.write_text("half a file")
@@ -213,7 +213,7 @@ def test_a_device_node_or_pipe_given_as_out_is_untouched(tiny_dir, tmp_path, cap
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
 def test_results_are_as_readable_as_the_umask_says(tmp_path, umask, mode):
-    from lesion.results import write_json
+    from lesion.files import write_json
     old = os.umask(umask)
     try:
         path = write_json(tmp_path / "r.json", {"a": 1})
@@ -223,15 +223,15 @@ def test_results_are_as_readable_as_the_umask_says(tmp_path, umask, mode):
 
 
 def test_a_failed_write_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
-    import lesion.results
+    import lesion.files
     from lesion.errors import LesionError
 
     def full_disk(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(lesion.results.os, "fsync", full_disk)
+    monkeypatch.setattr(lesion.files.os, "fsync", full_disk)
     with pytest.raises(LesionError, match="No space left on device"):
-        lesion.results.write_json(tmp_path / "r.json", {"a": 1})
+        lesion.files.write_json(tmp_path / "r.json", {"a": 1})
     assert list(tmp_path.iterdir()) == []
 
 

@@ -4,7 +4,7 @@ import shutil
 
 import torch
 
-from lesion import Neuron, discover_sites
+from lesion.neurons import Neuron, discover_sites
 from lesion.cli import main
 from lesion.loading import load_model
 from lesion.verify import fingerprints, verify

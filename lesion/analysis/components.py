@@ -11,8 +11,8 @@ import torch
 
 from ..compare import level_deltas
 from ..errors import LesionError
-from ..pipeline import Study
-from ..search import baseline_nll
+from ..study import Study
+from ..stage2 import baseline_nll
 
 
 def component_ablation(study: Study, kinds: Sequence[str] | None = None,

@@ -6,7 +6,7 @@ from typing import Sequence
 from ..ablation import baseline_nll, masked_nll, set_deltas
 from ..metrics import delta, perplexity
 from ..neurons import Neuron
-from ..pipeline import Study
+from ..study import Study
 
 
 def phase_transition(study: Study, ranking: Sequence[Neuron], critical: Sequence[Neuron],

@@ -7,7 +7,7 @@ from typing import Sequence
 from ..ablation import baseline_nll, set_deltas
 from ..errors import LesionError
 from ..loading import load_model
-from ..pipeline import Study
+from ..study import Study
 
 
 def precision(model_spec: str, text: str, dtypes: Sequence[str] = ("float32", "bfloat16", "float16"), *,

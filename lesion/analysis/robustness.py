@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from ..loading import LoadedModel
-from ..pipeline import Study
+from ..study import Study
 from .sweep import jaccard
 
 # Written for lesion: several kinds, languages and lengths (the shortest is just over 10 tokens).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..pipeline import Study
+from ..study import Study
 
 
 def jaccard(a, b) -> float:

@@ -30,7 +30,7 @@ EXAMPLES = """examples:
 @dataclass(frozen=True)
 class Inputs:
     """What every analysis may use: the run folder, the text given (or None), Stage 1 options."""
-    folder: object  # lesion.run.RunFolder
+    folder: object  # lesion.runfolder.RunFolder
     text: str | None
     rank_options: dict
 
@@ -85,7 +85,7 @@ def _on_run(args, inputs: Inputs):
 
 
 def _on_text(args, inputs: Inputs):
-    from ..pipeline import Study
+    from ..study import Study
     from ..texts import BOOKENDS
     return Study.create(load(args), inputs.text or BOOKENDS)
 
@@ -139,7 +139,7 @@ def _sweep_grids(args) -> tuple[list[float], list[int], list[int]]:
 
 def _robustness(args, inputs: Inputs) -> tuple[dict, dict]:
     from ..analysis import robustness
-    from ..pipeline import model_provenance
+    from ..study import model_provenance
     from ..texts import text_hash
     texts = _robustness_texts(args)
     lm = load(args)
@@ -213,7 +213,8 @@ def _check(args) -> None:
 
 
 def run(args) -> int:
-    from ..run import RunFolder, analysis_name as file_name, write_result
+    from ..results import save_result as write_result
+    from ..runfolder import RunFolder, analysis_name as file_name
     from ..texts import read_text
     from .common import check_out
 

@@ -176,13 +176,13 @@ def load(args, recorded: dict | None = None):
 def check_out(path: str | None, flag: str = "--out") -> None:
     """Refuse an output path that cannot be written, before any work is done."""
     if path is not None:
-        from ..results import check_output_path
+        from ..files import check_output_path
         check_output_path(path, flag)
 
 
 def ranker_name(name: str) -> str:
     """argparse type for --ranker: a known name, or one line with the closest one."""
-    from ..rankers import check_ranker
+    from ..stage1 import check_ranker
     try:
         return check_ranker(name)
     except LesionError as e:
@@ -190,11 +190,11 @@ def ranker_name(name: str) -> str:
 
 
 class RankerNames:
-    """The registered ranker names for argparse ``choices``, read from :mod:`lesion.rankers` only
+    """The registered ranker names for argparse ``choices``, read from :mod:`lesion.stage1` only
     when argparse looks (rankers imports torch, which ``lesion --help`` must not wait for)."""
 
     def _names(self) -> list[str]:
-        from ..rankers import RANKER_SPECS
+        from ..stage1 import RANKER_SPECS
         return list(RANKER_SPECS)
 
     def __contains__(self, name) -> bool:
@@ -215,9 +215,9 @@ def fmt(x: float) -> str:
 
 
 def read_critical(path: str):
-    """A critical.json with neurons, read before the model loads."""
-    from ..results import CriticalSet
-    critical = CriticalSet.load(path)
+    """A critical.json or heel.json with neurons, read before the model loads."""
+    from ..results import load_neuron_set
+    critical = load_neuron_set(path)
     if not critical.neurons:
         raise LesionError(f"{path} has no neurons (its search did not reach epsilon): pass a critical.json "
                           "whose 'reached' is true, or re-run lesion scan with a larger --max-neurons")
@@ -227,7 +227,7 @@ def read_critical(path: str):
 def critical_neurons(critical, lm) -> list:
     """The critical set's neurons, checked against the loaded model."""
     from ..neurons import discover_sites
-    from ..pipeline import check_same_model
+    from ..study import check_same_model
     check_same_model(critical.settings, lm, "critical set")
     discover_sites(lm.model, "all").check(critical.neurons)
     return list(critical.neurons)

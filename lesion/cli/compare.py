@@ -45,9 +45,9 @@ def parse_ints(text: str, flag: str) -> list[int]:
 
 def run(args) -> int:
     from ..compare import compare_rankers
-    from ..pipeline import Study
-    from ..rankers import check_ranker
-    from ..run import COMPARE, RunFolder
+    from ..study import Study
+    from ..stage1 import check_ranker
+    from ..runfolder import COMPARE, RunFolder
     from ..texts import read_text
     from .common import check_noise_args, check_out
 

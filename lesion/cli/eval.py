@@ -64,8 +64,8 @@ def run(args) -> int:
     from ..evaluation.corpora import CHARS_PER_TOKEN, load_corpus
     from ..evaluation.perplexity import CorpusEval, corpus_perplexity
     from ..neurons import discover_sites
-    from ..pipeline import model_provenance
-    from ..results import write_json
+    from ..study import model_provenance
+    from ..files import write_json
 
     if args.max_tokens < 0 or args.window < 2 or not 1 <= args.stride <= args.window:
         raise LesionError("need --max-tokens >= 0, --window >= 2 and 1 <= --stride <= --window")

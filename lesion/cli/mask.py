@@ -44,7 +44,7 @@ def run(args) -> int:
     text = read_text(args.text, args.text_file)
     lm = load(args, recorded=recorded)
     if recorded is not None:
-        from ..pipeline import check_same_model
+        from ..study import check_same_model
         check_same_model(recorded, lm, "critical set")
     ids = encode(lm.tokenizer, text, lm.device)
     check_context(lm.model, ids)

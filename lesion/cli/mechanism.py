@@ -29,7 +29,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..analysis.robustness import TEXTS
     from ..mechanism import mechanism
-    from ..run import CRITICAL, MECHANISM, RunFolder
+    from ..runfolder import CRITICAL, MECHANISM, RunFolder
     from .common import check_out, check_seed
 
     check_seed(args.seed)

@@ -34,8 +34,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..minimal import check_search_bounds, minimal_sets
-    from ..run import RunFolder, minimal_name
+    from ..heel.minimal import check_search_bounds, minimal_sets
+    from ..runfolder import RunFolder, minimal_name
     from .common import check_out, finite
 
     if args.epsilon is not None:

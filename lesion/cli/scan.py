@@ -60,7 +60,7 @@ def _text(args) -> str | None:
 
 
 def _study(args, components=None):
-    from ..pipeline import Study
+    from ..study import Study
     from ..texts import BOOKENDS
     text = _text(args)
     lm = load(args)
@@ -86,8 +86,8 @@ def _identify(study, ranking, args) -> CriticalSet:
 
 
 def run_scan(args) -> int:
-    from .. import run as runs
-    from ..results import write_json
+    from .. import runfolder as runs
+    from ..files import write_json
     check_stage1(args)
     check_stage2(args)
     out = runs.RunFolder(args.out)
@@ -119,7 +119,7 @@ def run_scan(args) -> int:
 
 
 def run_rank(args) -> int:
-    from ..run import write_result
+    from ..results import save_result as write_result
     check_stage1(args)
     check_out(args.out)
     study = _study(args, args.components)
@@ -134,16 +134,16 @@ def run_rank(args) -> int:
 
 
 def run_identify(args) -> int:
-    from ..pipeline import Study
+    from ..study import Study
     from ..results import Ranking
-    from ..run import write_result
+    from ..results import save_result as write_result
     check_stage2(args)
     check_out(args.out)
     ranking = Ranking.load(args.ranking)
     if args.step > min(args.max_neurons, len(ranking.neurons)):
         raise LesionError(f"--step {args.step} is larger than the {min(args.max_neurons, len(ranking.neurons))} "
                           f"candidate(s) of {args.ranking}: lower --step")
-    from ..run import recorded_text
+    from ..results import recorded_text
     text = recorded_text(ranking.settings, _text(args), args.ranking)  # a wrong text is refused before loading
     lm = load(args, recorded=ranking.settings)
     study = Study.recreate(lm, ranking.settings, args.ranking, text)

@@ -98,8 +98,8 @@ def texts_from(args) -> tuple[list[str], list[str]]:
 
 def run(args) -> int:
     from ..heel import search_heel, search_with_transfer
-    from ..run import write_result
-    from ..signals import parse_signals
+    from ..results import save_result as write_result
+    from ..heel.signals import parse_signals
 
     plan = plan_from(args)
     signals = parse_signals(args.signals)

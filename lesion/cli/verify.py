@@ -29,8 +29,9 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..neurons import discover_sites
-    from ..results import CriticalSet, read_json, write_json
-    from ..run import FINGERPRINTS
+    from ..files import read_json, write_json
+    from ..results import CriticalSet
+    from ..runfolder import FINGERPRINTS
     from ..verify import as_dicts, verify
     from .common import check_out, resolve_model_args
 
@@ -53,7 +54,7 @@ def run(args) -> int:
                                [[c.neuron, c.slice, c.status, c.detail] for c in bad or checks[:8]],
                                title=f"{len(checks)} weight slices checked"))
     if args.out:
-        from ..pipeline import model_provenance
+        from ..study import model_provenance
         write_json(args.out, {"model": args.model, "intact": not bad, "checks": as_dicts(checks),
                               "settings": model_provenance(lm)})
     if bad:

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from ..loading import cache_dir
-from ..results import write_text
+from ..files import write_text
 from .corpora import enwiki_gensim, prose_paragraphs, sentences
 
 TASKS = ("lesion_mmlu_dev", "lesion_wiki_cloze")

@@ -12,7 +12,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from ..errors import LesionError
-from ..results import read_json, unsettled_note, write_text
+from ..files import read_json, write_text
+from ..results import unsettled_note
 from . import figures
 
 CSS = ("body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}"

@@ -10,10 +10,10 @@ from typing import Callable, Sequence
 
 import torch
 
-from .errors import LesionError
-from .neurons import Neuron, SiteIndex
-from .options import SIGNALS
-from .rankers import activation_gradients, clean_activations, rank_by_activation
+from ..errors import LesionError
+from ..neurons import Neuron, SiteIndex
+from ..options import SIGNALS
+from ..stage1 import activation_gradients, clean_activations, rank_by_activation
 
 
 def parse_signals(text: str) -> list[str]:
@@ -36,7 +36,7 @@ def massive_scores(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteI
 
 def superweight_scores(model: torch.nn.Module, index: SiteIndex) -> torch.Tensor:
     """Only ``down`` rows score (> 0); every other neuron gets 0 and never enters the pool."""
-    from .weights import matrix
+    from ..weights import matrix
     parts = []
     for site in index.sites:
         if site.kind != "down":

@@ -26,78 +26,17 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from itertools import combinations, islice
 from math import comb
 from typing import Callable, Sequence
 
-import torch
-
-from .ablation import baseline_nll, channel_means, check_ablation, set_deltas
-from .errors import LesionError
-from .metrics import LN10, perplexity
-from .neurons import Neuron, SiteIndex
-from .options import OBJECTIVES, PRUNERS, SIGNALS, STRATEGIES
-
-LOGIT_BYTES = 2 ** 29  # float32 logits one batched forward may hold
-
-
-class BudgetExhausted(Exception):
-    """The row budget (--max-rows) ran out; the search returns its best set so far."""
-
-
-class SetScorer:
-    """Objective Delta of neuron sets over one or more texts, counting the rows it runs.
-
-    ``evaluate(sets)`` returns, per text, the Delta of every set; :meth:`for_model` builds it
-    from a model. Every set is evaluated once and remembered."""
-
-    def __init__(self, evaluate: Callable[[list[list[Neuron]]], list[list[float]]], texts: int, *,
-                 objective: str = "worst", max_rows: int = 20000, clean: Sequence[float] = ()):
-        if objective not in OBJECTIVES:
-            raise LesionError(f"unknown objective {objective!r}: use {' or '.join(OBJECTIVES)}")
-        self.evaluate, self.texts, self.objective, self.max_rows = evaluate, texts, objective, max_rows
-        self.clean = list(clean) or [0.0] * texts
-        self.known: dict[frozenset, tuple[float, ...]] = {}
-        self.rows = 0
-        self.best: tuple[float, tuple[Neuron, ...]] = (-math.inf, ())
-
-    @classmethod
-    def for_model(cls, model: torch.nn.Module, index: SiteIndex, texts: Sequence[torch.Tensor], *,
-                  ablation: str = "zero", dtype: str = "", **options) -> "SetScorer":
-        check_ablation(ablation)
-        clean = [baseline_nll(model, ids, dtype) for ids in texts]
-        names = [s.name for s in index.sites]
-        means = ([channel_means(model, ids, index, names) for ids in texts] if ablation == "mean"
-                 else [None] * len(texts))
-        vocab = model.get_output_embeddings().weight.shape[0]
-        batches = [max(1, min(64, LOGIT_BYTES // (4 * vocab * ids.shape[1]))) for ids in texts]
-
-        def evaluate(sets: list[list[Neuron]]) -> list[list[float]]:
-            return [set_deltas(model, ids, index, sets, nll, ablation=ablation, means=m, max_rows=b)
-                    for ids, nll, m, b in zip(texts, clean, means, batches)]
-        return cls(evaluate, len(texts), clean=clean, **options)
-
-    def per_text(self, sets: Sequence[Sequence[Neuron]]) -> list[tuple[float, ...]]:
-        todo = list(dict.fromkeys(frozenset(s) for s in sets if frozenset(s) not in self.known))
-        if self.rows + len(todo) * self.texts > self.max_rows:
-            raise BudgetExhausted
-        if todo:
-            columns = self.evaluate([sorted(s) for s in todo])
-            for i, key in enumerate(todo):
-                self.known[key] = tuple(col[i] for col in columns)
-        self.rows += len(todo) * self.texts
-        return [self.known[frozenset(s)] for s in sets]
-
-    def __call__(self, sets: Sequence[Sequence[Neuron]]) -> list[float]:
-        values = [self.aggregate(v) for v in self.per_text(sets)]
-        for s, v in zip(sets, values):
-            if v > self.best[0] or (v == self.best[0] and len(s) < len(self.best[1])):
-                self.best = (v, tuple(s))
-        return values
-
-    def aggregate(self, deltas: tuple[float, ...]) -> float:
-        return min(deltas) if self.objective == "worst" else sum(deltas) / len(deltas)
+from ..errors import LesionError
+from ..metrics import LN10, perplexity
+from ..neurons import Neuron
+from ..options import ABLATIONS, OBJECTIVES, PRUNERS, STRATEGIES
+from ..results import Heel
+from .scorer import BudgetExhausted, SetScorer
 
 
 def screen(score: SetScorer, pool: Sequence[Neuron], epsilon: float = math.inf) -> list[tuple[Neuron, float]]:
@@ -260,35 +199,6 @@ def certify_pool_for(found: int, rows: int, cap: int = 30) -> int:
     return p
 
 
-@dataclass(frozen=True)
-class Heel:
-    """The smallest set found: same fields as a critical set (``lesion mask --neurons`` reads it)."""
-    model: str
-    neurons: tuple[Neuron, ...]
-    reached: bool
-    delta: float  # the objective: worst (or mean) Delta over the texts
-    baseline_ppl: float
-    masked_ppl: float
-    rows: int
-    texts: tuple[dict, ...]
-    stages: tuple[dict, ...]  # per stage: rows, seconds, set size, Delta
-    screen: dict
-    certificate: dict
-    trace: tuple[dict, ...]
-    stopped: str  # "reached", "max-rows", "not reached"
-    settings: dict = field(default_factory=dict)
-    transfer: dict | None = None
-    profile: tuple[dict, ...] = ()  # per neuron: layer, kind, Delta alone, where its |activation| peaks
-
-    def to_dict(self) -> dict:
-        return {"model": self.model, "reached": self.reached, "neurons": [str(n) for n in self.neurons],
-                "n": len(self.neurons), "baseline_ppl": self.baseline_ppl, "masked_ppl": self.masked_ppl,
-                "delta": self.delta, "rows": self.rows, "forward_rows": self.rows, "stopped": self.stopped,
-                "texts": list(self.texts), "stages": list(self.stages), "screen": self.screen,
-                "certificate": self.certificate, "profile": list(self.profile), "settings": self.settings,
-                "transfer": self.transfer, "trace": list(self.trace)}
-
-
 @dataclass
 class SearchPlan:
     """What to search with: every option of :func:`find_smallest_heel` in one place."""
@@ -309,7 +219,8 @@ class SearchPlan:
             raise LesionError(f"unknown strategy {self.strategy!r}: use one of {', '.join(STRATEGIES)}")
         if self.prune not in PRUNERS:
             raise LesionError(f"unknown pruning {self.prune!r}: use one of {', '.join(PRUNERS)}")
-        check_ablation(self.ablation)
+        if self.ablation not in ABLATIONS:
+            raise LesionError(f"unknown ablation {self.ablation!r}: use one of {', '.join(ABLATIONS)}")
         if self.objective not in OBJECTIVES:
             raise LesionError(f"unknown objective {self.objective!r}: use {' or '.join(OBJECTIVES)}")
         for name in ("rescreen", "max_size", "max_rows"):
@@ -448,96 +359,3 @@ def _heel(score: SetScorer, answer, plan: SearchPlan, stopped, screened, certifi
 
 def _pad(info: Sequence[dict], n: int) -> list[dict]:
     return list(info) + [{} for _ in range(n - len(info))]
-
-
-def transfer_table(score_for_each: Sequence[SetScorer], heels: dict[str, Sequence[Neuron]]) -> dict:
-    """Delta of every heel on every text: rows are heels, columns texts (one scorer per text)."""
-    return {name: [s([list(neurons)])[0] if neurons else None for s in score_for_each]
-            for name, neurons in heels.items()}
-
-
-def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence[str] = tuple(SIGNALS),
-                per_signal: int = 100, components: str | None = None,
-                noise_options: dict | None = None, progress: bool = True,
-                say: Callable[[str], None] | None = None, memo: dict | None = None,
-                names: Sequence[str] = ()) -> Heel:
-    """``lesion search`` as a library call: pool from ``signals`` on every text, then
-    :func:`find_smallest_heel` with the objective over all ``texts``. ``memo`` keeps each
-    (signal, text)'s top list across calls on the same model."""
-    from .pipeline import Study
-    from .signals import candidate_pool, signal_scores, top_neurons
-    from .texts import text_hash
-
-    plan.check()
-    if per_signal < 1:
-        raise LesionError(f"--pool must be >= 1 (got {per_signal})")
-    studies = [Study.create(lm, text, components) for text in texts]
-    index = studies[0].index
-    noise_options = {"alpha": 5.0, "samples": 100, "seed": 42, **(noise_options or {})}
-    lists: dict[str, list] = {}
-    memo = {} if memo is None else memo
-    for name in signals:
-        for study in studies:
-            key = (name, per_signal, text_hash(study.text))
-            if key not in memo:
-                noise = (lambda s=study: s.scores("noise", progress=progress, **noise_options)[0].values)
-                memo[key] = top_neurons(index, signal_scores(name, lm.model, study.input_ids, index, noise),
-                                        per_signal)
-            lists.setdefault(name, []).append(memo[key])
-            if name == "superweight":
-                break  # data-free: the same on every text
-    pool, brought = candidate_pool(lists)
-    score = SetScorer.for_model(lm.model, index, [s.input_ids for s in studies], ablation=plan.ablation,
-                                objective=plan.objective, max_rows=plan.max_rows, dtype=lm.dtype)
-
-    def prefix_order() -> list[Neuron]:
-        ranking = studies[0].rank("noise", keep=1000, progress=progress, **noise_options)
-        return list(ranking.neurons)
-
-    info = [{"name": name, "sha256": text_hash(s.text), "tokens": int(s.input_ids.shape[1])}
-            for name, s in zip(list(names) + [f"text{i + 1}" for i in range(len(names), len(studies))], studies)]
-    settings = {**studies[0].settings(), "signals": list(signals), "per_signal": per_signal, "noise": noise_options}
-    if len(texts) > 1:  # each text is in the result's `texts`, with its hash and token count
-        settings.update(text=None, text_sha256=None, tokens=None, texts=list(texts))
-    heel = find_smallest_heel(score, pool, plan, prefix_order, lm.name, settings,
-                              {**brought, "per_signal": per_signal}, info, say)
-    return replace(heel, profile=tuple(describe(lm.model, index, studies[0].input_ids, heel)))
-
-
-def describe(model: torch.nn.Module, index: SiteIndex, input_ids: torch.Tensor, heel: Heel) -> list[dict]:
-    """Where each heel neuron sits and where (on the first text) its |activation| peaks."""
-    from .rankers import clean_activations
-    if not heel.neurons:
-        return []
-    sites = SiteIndex([index.by_name[m] for m in dict.fromkeys(n.module for n in heel.neurons)])
-    acts = clean_activations(model, input_ids, sites)
-    alone = heel.screen.get("heel_alone", {})
-    rows = []
-    for n in heel.neurons:
-        a = acts[n.module][:, n.channel].abs()
-        site = index.by_name[n.module]
-        rows.append({"neuron": str(n), "layer": site.layer, "kind": site.kind, "alone": alone.get(str(n)),
-                     "peak_position": int(a.argmax()), "peak_abs": float(a.max()),
-                     "median_abs_of_module": float(acts[n.module].abs().median())})
-    return rows
-
-
-def search_with_transfer(lm, texts: Sequence[str], names: Sequence[str], plan: SearchPlan, **options) -> Heel:
-    """The joint heel over all texts, plus each text's own heel, and the Delta of every heel on
-    every text (does a heel found on one input collapse the model on the others?)."""
-    memo: dict = {}
-    joint = search_heel(lm, texts, plan, memo=memo, names=names, **options)
-    own = {name: search_heel(lm, [text], plan, memo=memo, names=[name], **options)
-           for name, text in zip(names, texts)}
-    from .pipeline import Study
-    studies = [Study.create(lm, text, options.get("components")) for text in texts]
-    scorers = [SetScorer.for_model(lm.model, studies[0].index, [s.input_ids], ablation=plan.ablation,
-                                   max_rows=10 ** 9, dtype=lm.dtype) for s in studies]
-    heels = {"joint": joint.neurons, **{f"own:{n}": h.neurons for n, h in own.items()}}
-    table = transfer_table(scorers, heels)
-    transfer = {"texts": list(names), "rows": {k: {"neurons": [str(n) for n in heels[k]], "deltas": v}
-                                                for k, v in table.items()},
-                "own_sizes": {n: len(h.neurons) for n, h in own.items()},
-                "own_rows": {n: h.rows for n, h in own.items()},
-                "transfer_rows": sum(s.rows for s in scorers)}
-    return Heel(**{**{f: getattr(joint, f) for f in joint.__dataclass_fields__}, "transfer": transfer})

@@ -14,10 +14,12 @@ from math import comb
 
 from tqdm.auto import tqdm
 
-from .ablation import set_deltas
-from .errors import LesionError
-from .neurons import Neuron
-from .pipeline import Study
+from ..ablation import set_deltas
+from ..errors import LesionError
+from ..neurons import Neuron
+from ..study import Study
+from .algorithms import make_irreducible, prune_best_drop
+from .scorer import SetScorer
 
 
 @dataclass(frozen=True)
@@ -48,14 +50,12 @@ def _deltas(study: Study, sets: list[list[Neuron]], clean: float) -> list[float]
 def prune(study: Study, neurons: Sequence[Neuron], epsilon: float, score=None) -> tuple[list[Neuron], float, int]:
     """Greedy backward elimination, best drop first (``lesion search --prune best-drop``): the
     irreducible set, its Delta and the sets evaluated (by ``score``, a heel.SetScorer, or a new one)."""
-    from .heel import make_irreducible, prune_best_drop
     score = _scorer(study) if score is None else score
     current = make_irreducible(score, prune_best_drop(score, neurons, epsilon), epsilon)
     return current, score([current])[0], score.rows
 
 
 def _scorer(study: Study):
-    from .heel import SetScorer
     return SetScorer.for_model(study.lm.model, study.index, [study.input_ids], dtype=study.lm.dtype,
                                max_rows=2 ** 62)
 

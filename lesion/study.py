@@ -23,9 +23,9 @@ from .errors import LesionError
 from .loading import LoadedModel
 from .neurons import SiteIndex, discover_sites
 from .cache import cached_tensors, scores_key
-from .rankers import RANKER_SPECS, Scores, check_ranker, ranking_from_scores
+from .stage1 import RANKER_SPECS, Scores, check_ranker, ranking_from_scores
 from .results import CriticalSet, Ranking
-from .search import find_critical_set
+from .stage2 import find_critical_set
 from .texts import BOOKENDS, check_context, encode, text_hash
 
 
@@ -76,7 +76,7 @@ class Study:
     def recreate(cls, lm: LoadedModel, settings: dict, source, text: str | None = None) -> "Study":
         """The Study a result was made on, from its recorded settings, on ``lm``; refused when ``lm``
         holds other weights, ``text`` is another text, or the tokenizer splits the text differently."""
-        from .run import recorded_text
+        from .results import recorded_text
         check_same_model(settings, lm, f"result {str(source)!r}")
         study = cls.create(lm, recorded_text(settings, text, source), settings.get("components"))
         tokens = settings.get("tokens")
@@ -86,7 +86,7 @@ class Study:
         return study
 
     def settings(self, **extra) -> dict:
-        # The whole text is kept: lesion.run writes a long one to a file beside the result.
+        # The whole text is kept: lesion.runfolder writes a long one to a file beside the result.
         base = {**model_provenance(self.lm), "components": self.components, "text_sha256": text_hash(self.text),
                 "text": self.text, "tokens": int(self.input_ids.shape[1])}
         return {**base, **extra}

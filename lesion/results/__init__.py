@@ -1,0 +1,16 @@
+"""Every result lesion returns: one base (:class:`Result`), neuron sets (:class:`Ranking`,
+:class:`CriticalSet`, :class:`Heel`), and how a result and its text are kept on disk."""
+from .base import Provenance, Result, recorded_text, restore_text, save_result, text_file_name
+from .heel import Heel
+from .sets import CriticalSet, NeuronSet, Ranking, Step, unsettled_note
+
+
+def load_neuron_set(path) -> NeuronSet:
+    """A critical.json or a heel.json, whichever ``path`` holds."""
+    from ..files import read_json
+    data = read_json(path)
+    return (Heel if "stopped" in data and "screen" in data else CriticalSet).load(path)
+
+
+__all__ = ["CriticalSet", "Heel", "NeuronSet", "Provenance", "Ranking", "Result", "Step", "load_neuron_set",
+           "recorded_text", "restore_text", "save_result", "text_file_name", "unsettled_note"]

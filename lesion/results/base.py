@@ -1,0 +1,150 @@
+"""The one shape of every lesion result: ``to_dict``/``from_dict``, ``save``/``load``, a
+notebook view, and a typed :class:`Provenance` read from the result's ``settings``.
+
+Every result's ``settings`` records the text's SHA-256. A short text sits inline in
+``settings.text``; a long one is written beside the result and named in
+``settings.text_file``. Loading a result restores the text and checks it against the hash:
+a text that is missing or altered is refused, never replaced by the default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from ..errors import LesionError
+from ..files import check_output_path, read_json, write_json, write_text
+from ..texts import text_hash
+
+INLINE_TEXT_CHARS = 2000  # longer texts go to a file beside the result, keeping the JSON readable
+R = TypeVar("R", bound="Result")
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What a result was computed on and with, as recorded in its settings."""
+    model: str | None
+    model_fingerprint: str | None
+    dtype: str | None
+    device: str | None
+    text_sha256: str | None
+    tokens: int | None
+    versions: dict
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> "Provenance":
+        versions = settings.get("versions")
+        return cls(settings.get("model"), settings.get("model_fingerprint"), settings.get("dtype"),
+                   settings.get("device"), settings.get("text_sha256"), settings.get("tokens"),
+                   versions if isinstance(versions, dict) else {})
+
+
+class Result:
+    """Base of every result type (frozen dataclasses with a ``settings`` dict).
+
+    Subclasses define ``to_dict``/``from_dict`` and ``SOURCE`` (what file to pass, for errors)."""
+    SOURCE: ClassVar[str] = "result"
+    settings: dict
+
+    def to_dict(self) -> dict:
+        return _plain(dataclasses.asdict(self))  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[R], d: dict) -> R:
+        return cls(**d)
+
+    @property
+    def provenance(self) -> Provenance:
+        return Provenance.from_settings(self.settings)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the result as JSON, atomically; a long text goes to a file beside it."""
+        return save_result(path, self)
+
+    @classmethod
+    def load(cls: type[R], path: str | Path) -> R:
+        """The result in ``path``, its text restored from where it was kept and checked."""
+        data = read_json(path)
+        try:
+            result = cls.from_dict(data)
+        except (KeyError, TypeError, AttributeError, ValueError) as e:
+            detail = f"missing {e}" if isinstance(e, KeyError) else str(e) or "unexpected structure"
+            raise LesionError(f"{str(path)!r} is not a lesion {cls.SOURCE} ({detail})") from None
+        return dataclasses.replace(result, settings=restore_text(result.settings, Path(path).parent, path))
+
+    def _repr_html_(self) -> str:
+        summary = {k: v for k, v in self.to_dict().items() if k != "settings"}
+        return (f"<b>{type(self).__name__}</b><pre>"
+                f"{html.escape(json.dumps(summary, indent=1, default=str)[:4000])}</pre>")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)  # a Neuron, a Path: their string form is what files hold
+
+
+def text_file_name(sha256: str) -> str:
+    return f"text-{sha256[:16]}.txt"
+
+
+def save_result(path: str | Path, result: Any) -> Path:
+    """Write a result (a :class:`Result` or a dict) as JSON; a long text in its settings goes to
+    a file beside it, named by its hash."""
+    path = check_output_path(path)
+    data = result.to_dict() if dataclasses.is_dataclass(result) else dict(result)
+    settings = data.get("settings")
+    text = settings.get("text") if isinstance(settings, dict) else None
+    if isinstance(text, str) and len(text) > INLINE_TEXT_CHARS:
+        name = text_file_name(settings["text_sha256"])
+        write_text(path.parent / name, text)
+        data = {**data, "settings": {**settings, "text": None, "text_file": name}}
+    return write_json(path, data)
+
+
+def restore_text(settings: dict, folder: Path, source: str | Path) -> dict:
+    """``settings`` with its text back inline, checked against ``text_sha256``.
+
+    A result written before texts were always kept has ``text: null`` and no file: it is
+    returned as is, and :func:`recorded_text` asks for the text when a command needs it.
+    """
+    text, name = settings.get("text"), settings.get("text_file")
+    if text is None and name is not None:
+        if not isinstance(name, str) or Path(name).name != name:
+            raise LesionError(f"{str(source)!r} names its text file {name!r}, which is not a file name beside "
+                              "it: re-create the result with lesion")
+        file = folder / name
+        if not file.is_file():
+            raise LesionError(f"{str(source)!r} keeps its text in {str(file)!r}, which is missing: copy "
+                              f"{name} back beside it")
+        text = file.read_text(encoding="utf-8")
+    if text is None:
+        return settings
+    if not isinstance(text, str) or text_hash(text) != settings.get("text_sha256"):
+        raise LesionError(f"the text kept with {str(source)!r} does not match its recorded SHA-256 (it was "
+                          "edited or replaced): re-create the result with lesion")
+    return {**{k: v for k, v in settings.items() if k != "text_file"}, "text": text}
+
+
+def recorded_text(settings: dict, given: str | None, source: str | Path) -> str:
+    """The text a result was made on, or ``given`` (--text/--text-file) when it is the same text."""
+    sha = settings.get("text_sha256")
+    if not isinstance(sha, str):
+        raise LesionError(f"{str(source)!r} records no text_sha256, so its text cannot be checked: "
+                          "re-create it with lesion")
+    if given is not None:
+        if text_hash(given) != sha:
+            raise LesionError(f"the text given is not the one {str(source)!r} was made on (SHA-256 "
+                              f"{sha[:16]}...): drop --text/--text-file to use the recorded text")
+        return given
+    if settings.get("text") is None:
+        raise LesionError(f"{str(source)!r} records no text (an older lesion left long texts out): pass the "
+                          "text it was made on with --text-file")
+    return settings["text"]

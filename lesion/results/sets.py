@@ -1,0 +1,116 @@
+"""The neuron-set results: a Stage 1 ranking and a Stage 2 critical set."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ..files import as_float, as_int, as_list, as_settings
+from ..neurons import Neuron
+from .base import Result
+
+
+def unsettled_note(settings: dict) -> str | None:
+    """What a --samples auto ranking could not vouch for in this critical set, in one line."""
+    if settings.get("critical_within_settled") is not False:
+        return None
+    settled, cap = settings.get("settled_top", 0), settings.get("max_samples", "its")
+    if settings.get("stopped") != "settled":
+        return (f"--samples auto used all {cap} samples and settled the order of only the top {settled} "
+                f"neuron(s) at {settings.get('confidence', 0.95):.0%} confidence: the critical set's other "
+                "neurons are ordered within noise, so another --seed can give another set (lesion analyze sweep "
+                "--alphas '' --sample-grid '' measures by how much; lesion search finds a seed-free heel)")
+    return (f"the critical set reaches past the top {settled} neuron(s) that --samples auto settled: "
+            f"re-run with --samples {cap} or a larger --max-samples")
+
+
+class NeuronSet(Result):
+    """A set of neurons whose masking was scored: what :class:`CriticalSet` and
+    :class:`~lesion.results.Heel` share, and what ``lesion mask --neurons`` reads."""
+    model: str
+    neurons: tuple[Neuron, ...]
+    baseline_ppl: float
+    masked_ppl: float
+    delta: float
+    reached: bool
+
+    @property
+    def n(self) -> int:
+        return len(self.neurons)
+
+
+@dataclass(frozen=True)
+class Ranking(Result):
+    """Neurons in decreasing order of importance (the top ``len(neurons)`` of ``total_neurons``)."""
+    model: str
+    ranker: str
+    neurons: tuple[Neuron, ...]
+    scores: tuple[float, ...]
+    positions: tuple[int, ...] | None  # token position of each neuron's best score
+    total_neurons: int
+    settings: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "ranker": self.ranker, "total_neurons": self.total_neurons,
+                "settings": self.settings, "neurons": [str(n) for n in self.neurons],
+                "scores": list(self.scores),
+                "positions": None if self.positions is None else list(self.positions)}
+
+    SOURCE = "ranking: pass ranking.json from `lesion rank` or `lesion scan`"
+
+    def _repr_html_(self) -> str:  # a notebook shows the ranking as a table and a figure
+        from ..notebook import ranking_html
+        return ranking_html(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Ranking":
+        neurons = tuple(Neuron.parse(s) for s in as_list(d["neurons"], "neurons"))
+        scores = tuple(as_float(s) for s in as_list(d["scores"], "scores"))
+        positions = None if d.get("positions") is None else tuple(as_int(p) for p in as_list(d["positions"],
+                                                                                            "positions"))
+        if len(scores) != len(neurons) or (positions is not None and len(positions) != len(neurons)):
+            raise ValueError("neurons, scores and positions differ in length")
+        return cls(model=str(d["model"]), ranker=str(d["ranker"]), neurons=neurons, scores=scores,
+                   positions=positions, total_neurons=as_int(d["total_neurons"]),
+                   settings=as_settings(d["settings"]))
+
+
+@dataclass(frozen=True)
+class Step:
+    n: int
+    ppl: float
+    delta: float
+
+
+@dataclass(frozen=True)
+class CriticalSet(NeuronSet):
+    """The first top-n of a ranking whose masking reaches Delta >= epsilon."""
+    model: str
+    neurons: tuple[Neuron, ...]
+    baseline_ppl: float
+    masked_ppl: float
+    delta: float
+    reached: bool  # False: the threshold was not reached within the candidate cap
+    trajectory: tuple[Step, ...]
+    forward_rows: int  # sequences evaluated by the search (each a forward of the text)
+    settings: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "reached": self.reached, "neurons": [str(n) for n in self.neurons],
+                "n": len(self.neurons), "baseline_ppl": self.baseline_ppl, "masked_ppl": self.masked_ppl,
+                "delta": self.delta, "forward_rows": self.forward_rows, "settings": self.settings,
+                "trajectory": [dataclasses.asdict(s) for s in self.trajectory]}
+
+    SOURCE = "critical set: pass critical.json from `lesion identify` or `lesion scan`"
+
+    def _repr_html_(self) -> str:  # a notebook shows the set, its verdict and the Stage 2 trajectory
+        from ..notebook import critical_html
+        return critical_html(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CriticalSet":
+        return cls(model=str(d["model"]), neurons=tuple(Neuron.parse(s) for s in as_list(d["neurons"], "neurons")),
+                   baseline_ppl=as_float(d["baseline_ppl"]), masked_ppl=as_float(d["masked_ppl"]),
+                   delta=as_float(d["delta"]), reached=bool(d.get("reached", True)),
+                   trajectory=tuple(Step(as_int(s["n"]), as_float(s["ppl"]), as_float(s["delta"]))
+                                    for s in as_list(d.get("trajectory", []), "trajectory")),
+                   forward_rows=as_int(d.get("forward_rows", 0)), settings=as_settings(d["settings"]))
