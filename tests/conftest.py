@@ -23,6 +23,16 @@ FAMILIES = {
 }
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `large` load the 1.5B model (minutes, 7-10 GB): only on `-m large` or LESION_LARGE=1."""
+    if os.environ.get("LESION_LARGE") == "1" or "large" in (config.option.markexpr or ""):
+        return
+    skip = pytest.mark.skip(reason="a real 1.5B model: run with -m large or LESION_LARGE=1")
+    for item in items:
+        if "large" in item.keywords:
+            item.add_marker(skip)
+
+
 # The dequantised real model is shared (building it takes a minute); everything else a run
 # caches (Stage 1 scores, offload folders, task files) is private to each test.
 REAL_MODELS = Path(os.environ.get("LESION_CACHE", Path.home() / ".cache" / "lesion")) / "models"
