@@ -7,28 +7,14 @@ computes exactly what it computed before.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import torch
 
 from .neurons import Neuron, Site, SiteIndex
+from .torch_hooks import hooked
 
-
-@contextmanager
-def hooked(model: torch.nn.Module, fns: Mapping[str, Callable], raw: bool = False) -> Iterator[None]:
-    """Register a forward hook per module name.
-
-    ``fn(output) -> new output or None``; with ``raw=True`` ``fn(module, inputs, output)``.
-    """
-    handles = []
-    try:
-        for name, fn in fns.items():
-            hook = fn if raw else (lambda module, inputs, output, fn=fn: fn(output))
-            handles.append(model.get_submodule(name).register_forward_hook(hook))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
+__all__ = ["hooked", "keep_masks", "mask_neurons", "set_neurons"]
 
 
 def keep_masks(index: SiteIndex, neuron_sets: Sequence[Sequence[Neuron]]) -> dict[str, torch.Tensor]:

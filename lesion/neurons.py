@@ -16,6 +16,7 @@ import torch
 
 from . import architectures
 from .errors import LesionError
+from .torch_hooks import hooked
 
 
 @dataclass(frozen=True, order=True)
@@ -147,8 +148,6 @@ def discover_sites(model: torch.nn.Module, components: Iterable[str] | None = No
 
 
 def _probe_shapes(model, modules: dict, length: int) -> dict[str, tuple[int, ...]]:
-    from .hooks import hooked
-
     shapes: dict[str, tuple[int, ...] | None] = {}
 
     def recorder(name):

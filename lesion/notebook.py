@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 
 from .report import figures
-from .report.render import fmt, html_image, html_table, png_bytes
+from .report.html import fmt, html_image, html_table, png_bytes
 
 SHOWN = 20  # rows of neurons in a notebook cell; the object holds them all
 

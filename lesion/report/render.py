@@ -2,19 +2,15 @@
 reference) and ``report.md`` (figures beside it in ``figures/``)."""
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
-import math
 from pathlib import Path
-
-import matplotlib.pyplot as plt
 
 from ..errors import LesionError
 from ..files import read_json, write_text
 from ..results import unsettled_note
 from . import figures
+from .html import fmt, html_image, html_table, png_bytes
 
 CSS = ("body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}"
        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
@@ -24,34 +20,6 @@ CSS = ("body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;co
 def _load(folder: Path, name: str) -> dict | None:
     path = folder / name
     return read_json(path) if path.exists() else None
-
-
-def fmt(x) -> str:
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return str(x)
-    if not math.isfinite(x):
-        return str(x)
-    return f"{x:.4g}" if abs(x) < 1e5 else f"{x:.3e}"
-
-
-def html_table(header: list[str], rows: list[list]) -> str:
-    cells = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{cells}</tr>{body}</table>"
-
-
-def png_bytes(fig) -> bytes:
-    """The figure as PNG; the figure is closed (pyplot would otherwise keep every one alive)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def html_image(name: str, png: bytes) -> str:
-    return f'<img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
 class Page:
