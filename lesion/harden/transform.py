@@ -1,0 +1,209 @@
+"""The exact transformation: fold every RMSNorm scale into the layers reading its output, then
+rotate the residual stream by an orthogonal Q (and, optionally, values and queries/keys inside
+each head where that is exact).
+
+Why it is exact, for pre-norm blocks with RMSNorm: RMSNorm(h) = g * h / rms(h). With g folded
+into the readers (W <- W diag(g)) the norm is h / rms(h), and rms(h Q) = rms(h) for orthogonal Q,
+so norm(h Q) = norm(h) Q. A reader of the rotated stream recovers its input with W Q, a writer
+puts its output into the rotated basis with Q^T W, and the stream stays rotated from the
+embeddings (E Q) to the LM head (W Q). Every product is formed in float64 and cast back once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import LesionError
+from .rotations import plane_angles, random_orthogonal
+
+# model_type -> why lesion cannot rotate it exactly (one line, for the refusal).
+REFUSED = {
+    "gemma": "Gemma scales its embeddings and norms by (1 + weight); lesion does not fold that form yet",
+    "gemma2": "Gemma 2 applies a scaled RMSNorm to each branch's output before the residual add, and a "
+              "per-channel scale does not commute with a rotation of the residual stream",
+    "gemma3": "Gemma 3 applies a scaled RMSNorm to each branch's output before the residual add, and a "
+              "per-channel scale does not commute with a rotation of the residual stream",
+    "gemma3_text": "Gemma 3 applies a scaled RMSNorm to each branch's output before the residual add, and a "
+                   "per-channel scale does not commute with a rotation of the residual stream",
+}
+LAYERNORM = ("gpt2", "gpt_neox", "opt", "gptj", "falcon", "bloom", "gpt_bigcode", "phi")
+SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "phi3")
+
+
+def check_family(model: torch.nn.Module) -> str:
+    """The model type, or one LesionError line saying why it cannot be rotated exactly."""
+    model_type = getattr(model.config, "model_type", None)
+    if model_type in REFUSED:
+        raise LesionError(f"cannot harden model type {model_type!r}: {REFUSED[model_type]}")
+    if model_type in LAYERNORM:
+        raise LesionError(f"cannot harden model type {model_type!r}: its LayerNorm subtracts the mean over "
+                          "channels, and a rotation does not keep that mean (it moves the all-ones direction); "
+                          "lesion does not centre the stream first")
+    if model_type not in SUPPORTED:
+        raise LesionError(f"cannot harden model type {model_type!r}: exact rotation is implemented for "
+                          f"{', '.join(SUPPORTED)} (pre-norm RMSNorm families)")
+    return model_type
+
+
+@dataclass(frozen=True)
+class Heads:
+    """Attention geometry: query heads, key/value heads, head width, rotary width."""
+    n_heads: int
+    n_kv: int
+    head_dim: int
+    rotary_dim: int
+
+    @classmethod
+    def of(cls, config) -> "Heads":
+        n_heads = config.num_attention_heads
+        n_kv = getattr(config, "num_key_value_heads", None) or n_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_heads
+        factor = getattr(config, "partial_rotary_factor", None) or 1.0
+        return cls(n_heads, n_kv, head_dim, int(head_dim * factor))
+
+    @property
+    def q_width(self) -> int:
+        return self.n_heads * self.head_dim
+
+    @property
+    def kv_width(self) -> int:
+        return self.n_kv * self.head_dim
+
+
+class Block:
+    """One decoder block's weights as row ranges of its (possibly fused) linear layers."""
+
+    def __init__(self, layer: torch.nn.Module, heads: Heads):
+        attn, mlp = layer.self_attn, layer.mlp
+        self.input_norm, self.post_norm = layer.input_layernorm, layer.post_attention_layernorm
+        self.o, self.down = attn.o_proj, mlp.down_proj
+        if hasattr(attn, "qkv_proj"):  # Phi-3: q, k and v stacked in one layer
+            qkv, q, kv = attn.qkv_proj, heads.q_width, heads.kv_width
+            self.attn_readers = [attn.qkv_proj]
+            self.q, self.k, self.v = (qkv, slice(0, q)), (qkv, slice(q, q + kv)), (qkv, slice(q + kv, q + 2 * kv))
+        else:
+            self.attn_readers = [attn.q_proj, attn.k_proj, attn.v_proj]
+            self.q, self.k, self.v = ((m, slice(None)) for m in self.attn_readers)
+        self.mlp_readers = [mlp.gate_up_proj] if hasattr(mlp, "gate_up_proj") else [mlp.gate_proj, mlp.up_proj]
+        self.qk_normed = hasattr(attn, "q_norm")  # Qwen3: a per-channel scale inside each head
+
+
+def blocks_of(model: torch.nn.Module) -> list[Block]:
+    heads = Heads.of(model.config)
+    try:
+        return [Block(layer, heads) for layer in model.model.layers]
+    except AttributeError as e:
+        raise LesionError(f"cannot harden this {model.config.model_type!r} model: its blocks are not laid out "
+                          f"as lesion expects ({e})") from None
+
+
+def _set(param: torch.nn.Parameter, value: torch.Tensor) -> None:
+    with torch.no_grad():
+        param.copy_(value.to(param.dtype))
+
+
+def _norm_scale(norm: torch.nn.Module) -> torch.Tensor:
+    return norm.weight.detach().double()
+
+
+def fold_norms(model: torch.nn.Module) -> bool:
+    """Fold every RMSNorm scale into its readers and set the norms to ones. Returns whether the
+    embeddings were untied (the LM head reads the final norm; a tied head would change the inputs)."""
+    for block in blocks_of(model):
+        for norm, readers in ((block.input_norm, block.attn_readers), (block.post_norm, block.mlp_readers)):
+            g = _norm_scale(norm)
+            for linear in readers:
+                _set(linear.weight, linear.weight.double() * g)
+            _set(norm.weight, torch.ones_like(g))
+    g = _norm_scale(model.model.norm)
+    untied = untie_if_needed(model, g)
+    head = model.get_output_embeddings()
+    _set(head.weight, head.weight.double() * g)
+    _set(model.model.norm.weight, torch.ones_like(g))
+    return untied
+
+
+def untie_if_needed(model: torch.nn.Module, final_scale: torch.Tensor) -> bool:
+    """A head tied to the embeddings cannot take the final norm's scale: give it its own copy.
+    (Once rotated, a tied head reads E Q and would still be right; only the scale breaks it.)"""
+    head, embed = model.get_output_embeddings(), model.get_input_embeddings()
+    if head.weight.data_ptr() != embed.weight.data_ptr():
+        return False
+    if bool((final_scale == 1).all()):
+        return False
+    head.weight = torch.nn.Parameter(embed.weight.detach().clone())
+    model.config.tie_word_embeddings = False
+    if hasattr(model.config, "get_text_config"):
+        model.config.get_text_config().tie_word_embeddings = False
+    return True
+
+
+def rotate_residual(model: torch.nn.Module, q: torch.Tensor) -> None:
+    """Readers W <- W Q, writers W <- Q^T W (bias too), embeddings E <- E Q; norms must be ones."""
+    embed, head = model.get_input_embeddings(), model.get_output_embeddings()
+    _set(embed.weight, embed.weight.double() @ q)
+    if head.weight.data_ptr() != embed.weight.data_ptr():
+        _set(head.weight, head.weight.double() @ q)
+    for block in blocks_of(model):
+        for linear in block.attn_readers + block.mlp_readers:
+            _set(linear.weight, linear.weight.double() @ q)
+        for linear in (block.o, block.down):
+            _set(linear.weight, q.T @ linear.weight.double())
+            if linear.bias is not None:
+                _set(linear.bias, q.T @ linear.bias.double())
+
+
+def rotate_heads(model: torch.nn.Module, generator: torch.Generator) -> dict:
+    """Inside each attention head, where exact: values (and o_proj's input) by a random orthogonal
+    matrix per key/value head; queries and keys by a random angle in each rotary frequency plane,
+    the same for a key/value head and its query heads (rotations in one plane commute with RoPE).
+    Qwen3's per-channel q/k norm does not commute with the plane rotations: its q/k are left."""
+    heads = Heads.of(model.config)
+    group = heads.n_heads // heads.n_kv
+    qk_rotated = 0
+    for block in blocks_of(model):
+        rotations = [random_orthogonal(heads.head_dim, generator) for _ in range(heads.n_kv)]
+        _rotate_rows(block.v, heads, rotations)
+        o = block.o.weight.double().clone()
+        for i in range(heads.n_heads):
+            cols = slice(i * heads.head_dim, (i + 1) * heads.head_dim)
+            o[:, cols] = o[:, cols] @ rotations[i // group]
+        _set(block.o.weight, o)
+        if not block.qk_normed and heads.rotary_dim >= 2:
+            planes = [_plane_rotation(heads, plane_angles(heads.rotary_dim // 2, generator))
+                      for _ in range(heads.n_kv)]
+            _rotate_rows(block.k, heads, planes)
+            _rotate_rows(block.q, heads, [planes[i // group] for i in range(heads.n_heads)])
+            qk_rotated += 1
+    return {"values": True, "queries_keys_layers": qk_rotated}
+
+
+def _plane_rotation(heads: Heads, angles: torch.Tensor) -> torch.Tensor:
+    """head_dim x head_dim orthogonal R acting as a rotation by angles[i] in plane (i, i + rotary/2),
+    written as the right factor of a row vector (v' = v R), the way RoPE rotates (x1, x2)."""
+    r = torch.eye(heads.head_dim, dtype=torch.float64)
+    half = heads.rotary_dim // 2
+    idx = torch.arange(half)
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    # RoPE: x1' = x1 cos - x2 sin, x2' = x2 cos + x1 sin; as v' = v R: R[a,a]=cos, R[b,a]=-sin, R[a,b]=sin.
+    r[idx, idx], r[idx + half, idx + half] = cos, cos
+    r[idx + half, idx], r[idx, idx + half] = -sin, sin
+    return r
+
+
+def _rotate_rows(site: tuple, heads: Heads, rotations: list[torch.Tensor]) -> None:
+    """Output rows of a projection, head by head: head j's output v_j becomes v_j R_j, so its
+    rows become R_j^T W_j (its bias R_j^T b_j)."""
+    linear, rows = site
+    weight = linear.weight.double().clone()
+    bias = linear.bias.double().clone() if linear.bias is not None else None
+    start = rows.start or 0
+    for j, r in enumerate(rotations):
+        part = slice(start + j * heads.head_dim, start + (j + 1) * heads.head_dim)
+        weight[part] = r.T @ weight[part]
+        if bias is not None:
+            bias[part] = r.T @ bias[part]
+    _set(linear.weight, weight)
+    if bias is not None:
+        _set(linear.bias, bias)
