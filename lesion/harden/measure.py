@@ -1,0 +1,123 @@
+"""The heel before and after hardening, on one text: how massive the largest residual channel
+is, what masking given neurons does, the paper's prefix n* (Stage 1 + Stage 2), and the
+smallest heel ``lesion search`` finds within a fixed budget of masked rows."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+
+from ..ablation import baseline_nll, masked_nll
+from ..metrics import delta
+from ..neurons import Neuron, discover_sites
+from ..texts import encode
+from ..torch_hooks import hooked
+
+SHOWN = 10  # neurons listed per set in the report
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The same for the original and the hardened model, so their heels compare."""
+    max_neurons: int = 1000  # Stage 2 candidates
+    max_rows: int = 2000  # lesion search's masked rows
+    samples: int = 100  # Stage 1 noise samples K
+    seed: int = 42
+
+
+def residual_outliers(model: torch.nn.Module, ids: torch.Tensor) -> dict:
+    """Per block: the residual channel with the largest |activation| (over tokens) and its ratio
+    to the median channel's largest |activation|. A massive activation has a ratio in the
+    hundreds or thousands; a rotated one is spread and has a ratio near that of noise."""
+    outputs: dict[int, torch.Tensor] = {}
+
+    def keep(i):
+        def fn(module, inputs, output):
+            hidden = output[0] if isinstance(output, tuple) else output
+            outputs[i] = hidden[0].detach().float().abs().amax(dim=0)
+        return fn
+
+    blocks = {f"model.layers.{i}": keep(i) for i in range(len(model.model.layers))}
+    with torch.inference_mode(), hooked(model, blocks, raw=True):
+        model(input_ids=ids, use_cache=False)
+    rows = []
+    for i in sorted(outputs):
+        peak = outputs[i]
+        channel = int(peak.argmax())
+        median = float(peak.median())
+        rows.append({"layer": i, "channel": channel, "max": float(peak[channel]), "median": median,
+                     "ratio": float(peak[channel]) / median if median > 0 else float("inf")})
+    top = max(rows, key=lambda r: r["ratio"])
+    return {"layers": rows, "max_ratio": top["ratio"], "layer": top["layer"], "channel": top["channel"]}
+
+
+def heel_writer(model: torch.nn.Module, ids: torch.Tensor, channel: int) -> Neuron:
+    """The down_proj output neuron that writes most into residual ``channel``: the usual
+    single-neuron heel of a model with a massive activation (SmolLM2: layer 11, channel 507)."""
+    index = discover_sites(model, "down")
+    peaks: dict[str, float] = {}
+
+    def record(name):
+        def fn(output):
+            peaks[name] = float(output[..., channel].abs().max())
+            return None
+        return fn
+
+    with torch.inference_mode(), hooked(model, {s.name: record(s.name) for s in index.sites}):
+        model(input_ids=ids, use_cache=False)
+    return Neuron(max(peaks, key=peaks.get), channel)
+
+
+def mask_deltas(model: torch.nn.Module, ids: torch.Tensor, neurons: list[Neuron], dtype: str) -> list[dict]:
+    index = discover_sites(model, "all")
+    index.check(neurons)
+    clean = baseline_nll(model, ids, dtype)
+    nlls = masked_nll(model, ids, index, [[n] for n in neurons])
+    return [{"neuron": str(n), "delta": delta(nll, clean)} for n, nll in zip(neurons, nlls)]
+
+
+def where(neurons) -> dict:
+    """Where a set sits: counts by component kind and by layer."""
+    index_kinds = Counter(n.module.rsplit(".", 1)[-1] for n in neurons)
+    layers = Counter(int(n.module.split(".")[2]) for n in neurons if n.module.count(".") >= 2
+                     and n.module.split(".")[2].isdigit())
+    return {"modules": dict(index_kinds), "layers": {str(k): v for k, v in sorted(layers.items())}}
+
+
+def set_summary(neuron_set, rows: int | None = None) -> dict:
+    return {"n": len(neuron_set.neurons), "reached": bool(neuron_set.reached), "delta": neuron_set.delta,
+            "neurons": [str(n) for n in neuron_set.neurons[:SHOWN]], "where": where(neuron_set.neurons),
+            **({"rows": rows} if rows is not None else {})}
+
+
+def scan_summary(lm, text: str, budget: Budget, progress: bool) -> dict:
+    """The paper's two stages; gallop Stage 2, so a model with no small prefix costs log rows."""
+    from ..study import Study
+    study = Study.create(lm, text)
+    _, critical = study.scan(samples=budget.samples, seed=budget.seed, max_neurons=budget.max_neurons,
+                             stage2="gallop", progress=progress)
+    summary = set_summary(critical, critical.forward_rows)
+    if critical.trajectory:  # not reached: the best Delta any prefix tried gave
+        summary["best_delta"] = max(step.delta for step in critical.trajectory)
+    return summary
+
+
+def search_summary(lm, text: str, budget: Budget, progress: bool) -> dict:
+    from ..heel import SearchPlan, search_heel
+    heel = search_heel(lm, [text], SearchPlan(max_rows=budget.max_rows), progress=progress,
+                       noise_options={"samples": budget.samples, "seed": budget.seed})
+    return {**set_summary(heel, heel.rows), "stopped": heel.stopped}
+
+
+def heel_profile(lm, text: str, neurons: list[Neuron] | None, budget: Budget | None, progress: bool = True) -> dict:
+    """Everything the report compares, on one model (call it on the original, then the hardened)."""
+    ids = encode(lm.tokenizer, text, lm.device)
+    outliers = residual_outliers(lm.model, ids)
+    if neurons is None:
+        neurons = [heel_writer(lm.model, ids, outliers["channel"])]
+    profile = {"outliers": outliers, "masked": mask_deltas(lm.model, ids, neurons, lm.dtype)}
+    if budget is not None:
+        profile["scan"] = scan_summary(lm, text, budget, progress)
+        profile["search"] = search_summary(lm, text, budget, progress)
+    return profile

@@ -1,0 +1,94 @@
+"""Proof that a hardened model computes the original's function, measured rather than assumed:
+perplexity on several texts, the largest logit difference, greedy generations token for token,
+and forward time (the rotation is merged into the weights: same shapes, same work)."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..metrics import token_nll
+from ..texts import BOOKENDS, encode
+
+GENERATE_TOKENS = 64
+TIMING_REPEATS = 5
+
+
+def proof_texts() -> dict[str, str]:
+    """The Bookends sentence and lesion's own texts of other kinds and languages. The rotation is
+    data-free, so none of them was used to harden; they only check the function."""
+    from ..analysis import TEXTS
+    return {"bookends": BOOKENDS, **{name: TEXTS[name] for name in ("wikipedia", "news", "french", "chinese")}}
+
+
+PROMPTS = ("The history of the printing press begins", "Later reviews were more positive. In just over")
+
+
+@dataclass
+class Trace:
+    """What a model computes on fixed inputs: per-text mean NLL and logits, greedy generations,
+    and the fastest of a few forward passes over the longest text."""
+    nll: dict[str, float]
+    logits: dict[str, torch.Tensor]
+    generated: list[list[int]]
+    forward_s: float
+
+
+def trace(model: torch.nn.Module, tokenizer, texts: dict[str, str], prompts=PROMPTS,
+          new_tokens: int = GENERATE_TOKENS, repeats: int = TIMING_REPEATS) -> Trace:
+    device = model.get_input_embeddings().weight.device
+    nll, logits = {}, {}
+    with torch.inference_mode():
+        for name, text in texts.items():
+            ids = encode(tokenizer, text, device)
+            out = model(input_ids=ids, use_cache=False).logits[0].float().cpu()
+            logits[name] = out
+            nll[name] = float(token_nll(model, ids)[0].double().mean())
+        generated = [_greedy(model, tokenizer, p, new_tokens, device) for p in prompts]
+        longest = encode(tokenizer, max(texts.values(), key=len), device)
+        forward_s = min(_timed(model, longest) for _ in range(repeats))
+    return Trace(nll, logits, generated, forward_s)
+
+
+def _greedy(model, tokenizer, prompt: str, new_tokens: int, device) -> list[int]:
+    ids = tokenizer(prompt, return_tensors="pt").input_ids.to(device)
+    # min_new_tokens: an early end-of-sequence would compare fewer than new_tokens tokens
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                         min_new_tokens=new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    return out[0, ids.shape[1]:].tolist()
+
+
+def _timed(model, ids) -> float:
+    start = time.perf_counter()
+    model(input_ids=ids, use_cache=False)
+    return time.perf_counter() - start
+
+
+def compare(reference: Trace, hardened: Trace) -> dict:
+    """Side by side: PPL before/after and relative difference per text, the max |logit difference|
+    (and the max |logit| for scale), whether each greedy generation is identical, forward time."""
+    texts = {}
+    for name, nll in reference.nll.items():
+        before, after = math.exp(nll), math.exp(hardened.nll[name])
+        diff = (reference.logits[name] - hardened.logits[name]).abs().max()
+        texts[name] = {"ppl_before": before, "ppl_after": after, "ppl_rel_diff": abs(after - before) / before,
+                       "max_abs_logit_diff": float(diff), "max_abs_logit": float(reference.logits[name].abs().max()),
+                       "tokens": int(reference.logits[name].shape[0])}
+    generations = [{"tokens": len(a), "identical": a == b, "first_difference": _first_difference(a, b)}
+                   for a, b in zip(reference.generated, hardened.generated)]
+    return {"texts": texts,
+            "max_ppl_rel_diff": max(t["ppl_rel_diff"] for t in texts.values()),
+            "max_abs_logit_diff": max(t["max_abs_logit_diff"] for t in texts.values()),
+            "generations": generations,
+            "generations_identical": all(g["identical"] for g in generations),
+            "forward_s": {"before": reference.forward_s, "after": hardened.forward_s,
+                          "ratio": hardened.forward_s / reference.forward_s}}
+
+
+def _first_difference(a: list[int], b: list[int]) -> int | None:
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
