@@ -20,9 +20,9 @@ import torch
 
 from .errors import LesionError
 from .fast_tokenizer import load_tokenizer
+from .options import DEFAULT_MODEL, DTYPES
 
-DEFAULT_MODEL = "smollm2-135m"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TORCH_DTYPES = {name: getattr(torch, name) for name in DTYPES}
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = 
     hf_logging.disable_progress_bar()
     logging.getLogger("transformers").setLevel(logging.ERROR)
     folder, gguf = resolve(spec)
-    kwargs = {"dtype": DTYPES[dtype]}
+    kwargs = {"dtype": TORCH_DTYPES[dtype]}
     if device_map is not None:
         # What does not fit on the devices and in memory goes to disk, under the cache, per model.
         offload = cache_dir() / "offload" / hashlib.sha256(spec.encode()).hexdigest()[:16]

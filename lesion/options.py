@@ -1,6 +1,10 @@
 """The names the search and ablation options take, in a module without torch, so that the CLI
 can offer them as argparse choices without importing the libraries that use them."""
 
+DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_DTYPE = "float32"
+DTYPES = ("float32", "bfloat16", "float16")  # the names of the torch dtypes a model loads in
+
 ABLATIONS = {"zero": "0 at every position (the paper)",
              "mean": "the neuron's mean over the text at every position",
              "position0": "0 at the first token only"}

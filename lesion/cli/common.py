@@ -8,13 +8,10 @@ import os
 from rich.console import Console
 
 from ..errors import LesionError
-from ..options import STAGE2
+from ..options import DEFAULT_DTYPE, DEFAULT_MODEL, DTYPES, STAGE2
 
 console = Console(highlight=False)
 
-DEFAULT_MODEL = "smollm2-135m"
-DEFAULT_DTYPE = "float32"
-DTYPES = ("float32", "bfloat16", "float16")
 MAX_SAMPLES = 100_000  # the paper uses 100; beyond this a typo, not a study
 MAX_SEED = 2**63 - 1  # torch's generators take a 64-bit seed
 
