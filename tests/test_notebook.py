@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import importlib
 import io
+import json
 import re
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -42,3 +45,31 @@ def test_critical_set_renders_verdict_neurons_and_trajectory(run_dir):
     assert f"{len(critical.neurons)} neuron(s) reach Delta" in page
     assert str(critical.neurons[0]) in page and "<table>" in page
     assert set(images(page)) == {"trajectory"}
+
+
+# The tutorial notebook itself is executed by CI (`pytest --nbmake notebooks/`, on the real model);
+# these checks are the fast part: it parses, and every name it takes from lesion still exists.
+TUTORIAL = Path(__file__).resolve().parents[1] / "notebooks" / "tutorial.ipynb"
+
+
+def tutorial_code() -> list[str]:
+    cells = json.loads(TUTORIAL.read_text(encoding="utf-8"))["cells"]
+    return ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+
+
+def test_tutorial_compiles_and_is_committed_without_outputs():
+    cells = json.loads(TUTORIAL.read_text(encoding="utf-8"))["cells"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in cells if c["cell_type"] == "code")
+    for source in tutorial_code():
+        compile(source, str(TUTORIAL), "exec")
+
+
+def test_tutorial_imports_only_names_lesion_exports():
+    imported = {(m.group(1), name.strip()) for source in tutorial_code()
+                for m in re.finditer(r"^from (lesion[\w.]*) import (.+)$", source, re.M)
+                for name in m.group(2).split(",")}
+    assert ("lesion", "search_heel") in imported and ("lesion", "Study") in imported
+    for module, name in imported:
+        exported = importlib.import_module(module)
+        assert name in getattr(exported, "__all__", dir(exported)), f"{module}.{name}"
+        assert getattr(exported, name) is not None
