@@ -6,15 +6,17 @@ reader can load the files; :func:`as_float` turns them back.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import secrets
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .errors import LesionError
 
@@ -61,23 +63,73 @@ def as_list(value: Any, name: str) -> list:
     return value
 
 
-def write_json(path: str | Path, data: Any) -> Path:
-    """Write JSON atomically (non-finite floats as strings)."""
+def json_text(data: Any) -> str:
+    """What :func:`write_json` writes: indented JSON, non-finite floats as strings."""
     if dataclasses.is_dataclass(data):
         data = data.to_dict()
-    return write_text(path, json.dumps(_finite_safe(data), indent=2, sort_keys=False, allow_nan=False) + "\n")
+    return json.dumps(_finite_safe(data), indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write JSON atomically (non-finite floats as strings)."""
+    return write_text(path, json_text(data))
 
 
 def check_output_path(path: str | Path, flag: str = "--out") -> Path:
-    """Refuse, before any work, an output that would replace something other than a regular file
-    (a folder, a device node such as /dev/null, a pipe): the atomic rename would swap it out."""
+    """The file an output path will write, checked before any work.
+
+    Refused: a path naming no file; one that would replace something other than a regular
+    file (a folder, a device node such as /dev/null, a pipe), since the atomic rename would
+    swap it out; a folder that cannot be created or written. A symbolic link is written
+    through: the path returned is its target, which is replaced, and the link stays.
+    """
     path = Path(path)
-    if path.exists() and not path.is_file():
-        what = "a folder" if path.is_dir() else "not a regular file (a device, pipe or socket)"
-        raise LesionError(f"{flag} {str(path)!r} is {what}: pass the path of a file to write")
     if not str(path.name) or path.name in (".", ".."):
         raise LesionError(f"{flag} {str(path)!r} names no file: pass the path of a file to write")
-    return path
+    target = _link_target(path, flag)
+    if target.exists() and not target.is_file():
+        what = "a folder" if target.is_dir() else "not a regular file (a device, pipe or socket)"
+        raise LesionError(f"{flag} {str(path)!r} is {what}: pass the path of a file to write")
+    check_writable_folder(target.parent, flag, path)
+    return target
+
+
+def _link_target(path: Path, flag: str) -> Path:
+    """``path``, or the file a symbolic link at ``path`` points to (through every link)."""
+    if not path.is_symlink():
+        return path
+    try:
+        target = path.resolve(strict=False)
+    except (OSError, RuntimeError):  # a loop of links
+        raise LesionError(f"{flag} {str(path)!r} is a symbolic link that loops: pass a file path") from None
+    if not target.parent.is_dir():
+        raise LesionError(f"{flag} {str(path)!r} is a symbolic link to {str(target)!r}, whose folder does not "
+                          "exist: create it or pass another path")
+    return target
+
+
+def check_writable_folder(folder: Path, flag: str = "--out", given: Path | None = None) -> None:
+    """Refuse, before any work, a folder lesion could not create or write a file in.
+
+    The nearest folder that exists is probed with a real temp file: permission bits alone
+    do not say (root ignores them; a read-only mount or /proc does not)."""
+    shown = str(given if given is not None else folder)
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():  # a dangling link on the way: nothing can be created under it
+            raise LesionError(f"{flag} {shown!r} goes through {str(existing)!r}, a symbolic link to nothing: "
+                              "fix the link or pass another path")
+        existing = existing.parent
+    if not existing.is_dir():
+        raise LesionError(f"{flag} {shown!r} goes through {str(existing)!r}, which is not a folder: pass "
+                          "another path")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".lesion-probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise LesionError(f"cannot write {shown!r} ({e.strerror or e} in {str(existing)!r}): choose a "
+                          "writable path") from None
 
 
 def write_text(path: str | Path, text: str) -> Path:
@@ -85,27 +137,88 @@ def write_text(path: str | Path, text: str) -> Path:
 
     The file gets the permissions a plain ``open`` would (0666 less the umask), not the
     private 0600 of a temp file; a failed write (read-only, full disk, no permission) is
-    one line naming the path, and leaves nothing behind.
+    one line naming the path, and leaves nothing behind. A symbolic link is written through.
     """
-    path = check_output_path(path)
-    tmp = None
+    return write_files({Path(path): text})[0]
+
+
+def write_files(files: dict[Path, str], remove: Sequence[Path] = ()) -> list[Path]:
+    """Write several files as a unit: every one of them, or none (the old ones left as they were).
+
+    Each file is first written in full to a temp file beside it (a full disk fails here,
+    before anything is replaced); then all are renamed into place. Should a rename fail,
+    the ones already renamed are put back from hard links kept of the old files. ``remove``
+    names files of an earlier unit that this one supersedes; they go once all are in place.
+    """
+    targets = {check_output_path(path): text for path, text in files.items()}
+    temps: dict[Path, str] = {}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_orphans(path.parent, f".{path.name}.*.tmp")  # left by a run killed while writing this file
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        for target, text in targets.items():
+            temps[target] = _write_temp(target, text)
+        _swap_in(temps)
+    except OSError as e:
+        failed = getattr(e, "filename", None) or next(iter(targets))
+        raise LesionError(f"cannot write {str(failed)!r} ({e.strerror or e}): choose a writable path "
+                          "with free space") from None
+    finally:
+        for tmp in temps.values():
+            Path(tmp).unlink(missing_ok=True)
+    for old in remove:
+        Path(old).unlink(missing_ok=True)
+    return list(targets)
+
+
+def _write_temp(target: Path, text: str) -> str:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_orphans(target.parent, f".{target.name}.*.tmp")  # left by a run killed while writing this file
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())  # a full disk reports here, not after the rename
         os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
     except OSError as e:
-        raise LesionError(f"cannot write {str(path)!r} ({e.strerror or e}): choose a writable path "
-                          "with free space") from None
+        Path(tmp).unlink(missing_ok=True)
+        e.filename = str(target)
+        raise
+    return tmp
+
+
+def _swap_in(temps: dict[Path, str]) -> None:
+    """Rename every temp onto its target; on a failure, restore the targets already replaced."""
+    replaced: list[tuple[Path, Path | None]] = []  # (target, hard link to its old file, or None: it was new)
+    pending: Path | None = None
+    try:
+        for target, tmp in temps.items():
+            pending = _keep_old(target)
+            os.replace(tmp, target)
+            replaced.append((target, pending))
+            pending = None
+    except OSError:
+        for target, backup in reversed(replaced):
+            with contextlib.suppress(OSError):
+                if backup is None:
+                    target.unlink()
+                else:
+                    os.replace(backup, target)
+        raise
     finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-    return path
+        for backup in [b for _, b in replaced] + [pending]:
+            if backup is not None:
+                backup.unlink(missing_ok=True)
+
+
+def _keep_old(target: Path) -> Path | None:
+    """A hard link to the file ``target`` holds now (None when there is none), to put it back."""
+    if not target.is_file():
+        return None
+    backup = target.parent / f".{target.name}.{secrets.token_hex(6)}.old.tmp"
+    try:
+        os.link(target, backup)
+    except OSError:  # a file system without hard links
+        shutil.copy2(target, backup)
+    return backup
 
 
 def _umask() -> int:

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LesionError
-from .results import CriticalSet, Ranking, save_result
+from .results import CriticalSet, Ranking, ScanResult, save_result
+from .results.scan import CRITICAL, FINGERPRINTS, RANKING, RUN
 
-RANKING, CRITICAL, FINGERPRINTS, RUN = "ranking.json", "critical.json", "fingerprints.json", "run.json"
+__all__ = ["CRITICAL", "COMPARE", "EVAL", "FINGERPRINTS", "MECHANISM", "RANKING", "RUN", "RunFolder", "ScanResult",
+           "analysis_name", "minimal_name"]
 COMPARE, MECHANISM, EVAL = "compare.json", "mechanism.json", "eval.json"
 
 
@@ -56,6 +58,11 @@ class RunFolder:
 
     def critical(self) -> CriticalSet:
         return CriticalSet.load(self._require(CRITICAL))
+
+    def scan(self) -> ScanResult:
+        """Everything ``lesion scan`` wrote here, read back and checked."""
+        self._require(CRITICAL)
+        return ScanResult.load(self.path)
 
     def settings(self) -> dict:
         """What the run was made on (model, fingerprint, dtype, text, components), from its ranking."""

@@ -4,7 +4,9 @@
     study = Study.create(lm, text=BOOKENDS)
     ranking = study.rank(alpha=5, samples=100, seed=42)
     critical = study.identify(ranking, epsilon=1)
-    ranking, critical = study.scan(samples="auto", epsilon=1)  # both, the adaptive top covering n*
+    scan = study.scan(samples="auto", epsilon=1)  # both, the adaptive top covering n*
+    scan.save("lesion-run")                       # the run folder, written as a unit
+    ranking, critical = scan                      # a ScanResult unpacks as the two stages
 """
 from __future__ import annotations
 
@@ -24,9 +26,10 @@ from .loading import LoadedModel
 from .neurons import SiteIndex, discover_sites
 from .cache import cached_tensors, scores_key
 from .stage1 import RANKER_SPECS, Scores, check_ranker, ranking_from_scores
-from .results import CriticalSet, Ranking
+from .results import CriticalSet, Ranking, ScanResult
 from .stage2 import find_critical_set
 from .texts import BOOKENDS, check_context, encode, text_hash
+from .verify import fingerprints as weight_fingerprints
 
 
 def versions() -> dict:
@@ -146,8 +149,11 @@ class Study:
 
     def scan(self, ranker: str = "noise", *, keep: int = 5000, epsilon: float = 1.0, step: int = 1,
              max_neurons: int = 1000, stage2: str = "linear", progress: bool = True,
-             **rank_options) -> tuple[Ranking, CriticalSet]:
-        """Both stages. With ``samples="auto"``, the top that must settle covers the critical set:
+             **rank_options) -> ScanResult:
+        """Both stages, as a :class:`~lesion.results.ScanResult` (which unpacks as ``ranking,
+        critical`` and saves itself as a run folder, fingerprints included).
+
+        With ``samples="auto"``, the top that must settle covers the critical set:
         when Stage 2 reached epsilon at an n* past the settled top and sampling stopped before its
         cap, Stage 1 samples again until the top n* is settled (or the cap), and Stage 2 runs on
         that ranking. Another pass follows only when Stage 2 read past the top that just settled
@@ -161,9 +167,16 @@ class Study:
             settings = critical.settings
             if (settings.get("critical_within_settled") is not False or settings.get("stopped") != "settled"
                     or not critical.reached):
-                return ranking, critical
+                return ScanResult(ranking, critical, self.fingerprints(critical), dict(self.timings),
+                                  time.strftime("%Y-%m-%dT%H:%M:%S%z"))
             ranking = self.rank(ranker, keep=keep, progress=progress,
                                 **{**rank_options, "settle_top": _read_by_stage2(critical)})
+
+    def fingerprints(self, critical: CriticalSet) -> dict | None:
+        """What ``lesion verify`` checks: the weights that produce and consume each critical neuron."""
+        if not critical.neurons:
+            return None
+        return weight_fingerprints(self.lm.model, discover_sites(self.lm.model, "all"), critical.neurons, self.lm.dtype)
 
     def _time(self, step: str, start: float) -> None:
         # Summed: a scan whose adaptive Stage 1 had to sample again ranks and identifies twice.

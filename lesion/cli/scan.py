@@ -86,35 +86,24 @@ def _identify(study, ranking, args) -> CriticalSet:
 
 
 def run_scan(args) -> int:
-    from .. import runfolder as runs
-    from ..files import write_json
+    from ..results.scan import CRITICAL, FINGERPRINTS, RANKING, RUN
     check_stage1(args)
     check_stage2(args)
-    out = runs.RunFolder(args.out)
-    if out.path.exists() and not out.path.is_dir():
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
         raise LesionError(f"--out {args.out!r} is a file: scan writes a folder; pass a folder path")
-    for name in (runs.RANKING, runs.CRITICAL, runs.FINGERPRINTS, runs.RUN):
-        check_out(out.file(name))
+    for name in (RANKING, CRITICAL, FINGERPRINTS, RUN):
+        check_out(out / name)  # before the model loads: a path that cannot be written costs nothing
     start = time.perf_counter()
     study = _study(args, args.components)
     study.timings["load_s"] = time.perf_counter() - start
-    ranking, critical = study.scan(args.ranker, progress=progress_enabled(args), **_stage2_options(args),
-                                   **_rank_options(args))
-    out.write(runs.RANKING, ranking)
-    out.write(runs.CRITICAL, critical)
-    if critical.neurons:
-        from ..neurons import discover_sites
-        from ..verify import fingerprints
-        all_sites = discover_sites(study.lm.model, "all")
-        write_json(out.file(runs.FINGERPRINTS),
-                   fingerprints(study.lm.model, all_sites, critical.neurons, args.dtype))
-    write_json(out.file(runs.RUN), {"command": "scan", "timings_s": study.timings,
-                                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-    print_critical(critical, study.timings)
-    console.print(f"wrote {out.file(runs.RANKING)}, {out.file(runs.CRITICAL)}")
+    scan = study.scan(args.ranker, progress=progress_enabled(args), **_stage2_options(args), **_rank_options(args))
+    scan.save(out)
+    print_critical(scan.critical, scan.timings)
+    console.print(f"wrote {out / RANKING}, {out / CRITICAL}")
     if args.report:
         from ..report import build_report
-        console.print(f"wrote {build_report(out.path)[0]}")
+        console.print(f"wrote {build_report(out)[0]}")
     return 0
 
 

@@ -1,7 +1,8 @@
 """Every result lesion returns: one base (:class:`Result`), neuron sets (:class:`Ranking`,
 :class:`CriticalSet`, :class:`Heel`), and how a result and its text are kept on disk."""
-from .base import Provenance, Result, recorded_text, restore_text, save_result, text_file_name
+from .base import Provenance, Result, recorded_text, restore_text, result_files, save_result, text_file_name
 from .heel import Heel
+from .scan import ScanResult
 from .sets import CriticalSet, NeuronSet, Ranking, Step, unsettled_note
 
 
@@ -12,5 +13,5 @@ def load_neuron_set(path) -> NeuronSet:
     return (Heel if "stopped" in data and "screen" in data else CriticalSet).load(path)
 
 
-__all__ = ["CriticalSet", "Heel", "NeuronSet", "Provenance", "Ranking", "Result", "Step", "load_neuron_set",
-           "recorded_text", "restore_text", "save_result", "text_file_name", "unsettled_note"]
+__all__ = ["CriticalSet", "Heel", "NeuronSet", "Provenance", "Ranking", "Result", "ScanResult", "Step", "load_neuron_set",
+           "recorded_text", "restore_text", "result_files", "save_result", "text_file_name", "unsettled_note"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from ..errors import LesionError
-from ..files import check_output_path, read_json, write_json, write_text
+from ..files import check_output_path, json_text, read_json, write_files
 from ..texts import text_hash
 
 INLINE_TEXT_CHARS = 2000  # longer texts go to a file beside the result, keeping the JSON readable
@@ -73,7 +73,16 @@ class Result:
         except (KeyError, TypeError, AttributeError, ValueError) as e:
             detail = f"missing {e}" if isinstance(e, KeyError) else str(e) or "unexpected structure"
             raise LesionError(f"{str(path)!r} is not a lesion {cls.SOURCE} ({detail})") from None
+        problem = result.inconsistency(data)
+        if problem:
+            raise LesionError(f"{str(path)!r} contradicts itself ({problem}): it was edited or damaged; "
+                              "re-create it with lesion")
         return dataclasses.replace(result, settings=restore_text(result.settings, Path(path).parent, path))
+
+    def inconsistency(self, data: dict) -> str | None:
+        """What in this result (read from ``data``) contradicts the rest of it, naming the field; None
+        when nothing does. Subclasses check what their figures must satisfy."""
+        return None
 
     def _repr_html_(self) -> str:
         summary = {k: v for k, v in self.to_dict().items() if k != "settings"}
@@ -97,16 +106,23 @@ def text_file_name(sha256: str) -> str:
 
 def save_result(path: str | Path, result: Any) -> Path:
     """Write a result (a :class:`Result` or a dict) as JSON; a long text in its settings goes to
-    a file beside it, named by its hash."""
+    a file beside it, named by its hash. The two are written as a unit: both, or neither."""
+    return write_files(result_files(path, result))[0]
+
+
+def result_files(path: str | Path, result: Any) -> dict[Path, str]:
+    """What :func:`save_result` writes, file by file: {path: JSON} and, for a long text,
+    {its file beside the result: the text}."""
     path = check_output_path(path)
     data = result.to_dict() if dataclasses.is_dataclass(result) else dict(result)
     settings = data.get("settings")
     text = settings.get("text") if isinstance(settings, dict) else None
+    files: dict[Path, str] = {}
     if isinstance(text, str) and len(text) > INLINE_TEXT_CHARS:
         name = text_file_name(settings["text_sha256"])
-        write_text(path.parent / name, text)
+        files[path.parent / name] = text
         data = {**data, "settings": {**settings, "text": None, "text_file": name}}
-    return write_json(path, data)
+    return {path: json_text(data), **files}
 
 
 def restore_text(settings: dict, folder: Path, source: str | Path) -> dict:

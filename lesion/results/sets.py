@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from ..files import as_float, as_int, as_list, as_settings
@@ -37,6 +38,39 @@ class NeuronSet(Result):
     def n(self) -> int:
         return len(self.neurons)
 
+    def inconsistency(self, data: dict) -> str | None:
+        return check_neuron_set(self, data)
+
+
+DELTA_TOLERANCE = 1e-6  # |delta - log10(masked / baseline)|: float round-off is far below it
+
+
+def check_neuron_set(result: NeuronSet, data: dict) -> str | None:
+    """What contradicts itself in a neuron set read from ``data`` (naming the field), or None.
+
+    Checked: ``n`` against the neurons listed, no neuron twice, positive perplexities, ``delta``
+    against the two perplexities, and ``reached`` against ``delta`` and the recorded epsilon."""
+    neurons, n = result.neurons, data.get("n", len(result.neurons))
+    if n != len(neurons):
+        return f"n is {n!r} but neurons lists {len(neurons)}"
+    if len(set(neurons)) != len(neurons):
+        return "neurons lists a neuron twice"
+    if not (math.isfinite(result.baseline_ppl) and result.baseline_ppl > 0):
+        return f"baseline_ppl is {result.baseline_ppl}, not a positive perplexity"
+    if not (result.masked_ppl > 0 or (math.isnan(result.masked_ppl) and not neurons)):
+        return f"masked_ppl is {result.masked_ppl}, not a positive perplexity"
+    if neurons and math.isnan(result.delta):
+        return "delta is nan"
+    if math.isfinite(result.masked_ppl):
+        implied = math.log10(result.masked_ppl / result.baseline_ppl)
+        if not abs(implied - result.delta) <= DELTA_TOLERANCE * max(1.0, abs(implied)):
+            return f"delta is {result.delta} but log10(masked_ppl / baseline_ppl) is {implied:.6g}"
+    epsilon = result.settings.get("epsilon")
+    if isinstance(epsilon, (int, float)) and result.reached != (bool(neurons) and result.delta >= epsilon):
+        return f"reached is {str(result.reached).lower()} but delta {result.delta:.6g} with {len(neurons)} " \
+               f"neuron(s) against epsilon {epsilon:g} says otherwise"
+    return None
+
 
 @dataclass(frozen=True)
 class Ranking(Result):
@@ -56,6 +90,23 @@ class Ranking(Result):
                 "positions": None if self.positions is None else list(self.positions)}
 
     SOURCE = "ranking: pass ranking.json from `lesion rank` or `lesion scan`"
+
+    def inconsistency(self, data: dict) -> str | None:
+        """Finite scores in decreasing order, each neuron once, positions inside the text."""
+        if not all(math.isfinite(s) for s in self.scores):
+            return "scores holds a value that is not finite"
+        if any(a < b for a, b in zip(self.scores, self.scores[1:])):
+            return "scores are not in decreasing order"
+        if len(set(self.neurons)) != len(self.neurons):
+            return "neurons lists a neuron twice"
+        if len(self.neurons) > self.total_neurons:
+            return f"total_neurons is {self.total_neurons} but neurons lists {len(self.neurons)}"
+        tokens = self.settings.get("tokens")
+        if self.positions is not None and isinstance(tokens, int):
+            outside = [p for p in self.positions if not 0 <= p < tokens]
+            if outside:
+                return f"positions holds {outside[0]}, outside the text's {tokens} tokens"
+        return None
 
     def _repr_html_(self) -> str:  # a notebook shows the ranking as a table and a figure
         from ..notebook import ranking_html
@@ -101,6 +152,23 @@ class CriticalSet(NeuronSet):
                 "trajectory": [dataclasses.asdict(s) for s in self.trajectory]}
 
     SOURCE = "critical set: pass critical.json from `lesion identify` or `lesion scan`"
+
+    def inconsistency(self, data: dict) -> str | None:
+        """As every neuron set, and the trajectory: it holds the crossing (the set's own figures)
+        and, when nothing reached epsilon, its best point is the one recorded."""
+        problem = check_neuron_set(self, data)
+        if problem or not self.trajectory:
+            return problem
+        steps = {s.n: s for s in self.trajectory}
+        if self.neurons:
+            hit = steps.get(len(self.neurons))
+            if hit is None or self.trajectory[-1].n < len(self.neurons):
+                return f"the trajectory has no point at n = {len(self.neurons)}, the set's size"
+            if hit.delta != self.delta or hit.ppl != self.masked_ppl:
+                return (f"delta is {self.delta} but the trajectory gives {hit.delta} at n = {len(self.neurons)}")
+        elif max(s.delta for s in self.trajectory) != self.delta:
+            return f"delta is {self.delta} but the trajectory's best point is {max(s.delta for s in self.trajectory)}"
+        return None
 
     def _repr_html_(self) -> str:  # a notebook shows the set, its verdict and the Stage 2 trajectory
         from ..notebook import critical_html

@@ -1,0 +1,75 @@
+"""The result of ``lesion scan`` (:meth:`lesion.Study.scan`): both stages, the fingerprints
+``verify`` checks, and the timings, saved as a run folder in one unit."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import LesionError
+from ..files import json_text, read_json, write_files
+from .base import Result, result_files
+from .sets import CriticalSet, Ranking
+
+# The files of a run folder that a scan writes (lesion.runfolder names the others).
+RANKING, CRITICAL, FINGERPRINTS, RUN = "ranking.json", "critical.json", "fingerprints.json", "run.json"
+
+
+@dataclass(frozen=True)
+class ScanResult(Result):
+    """Stage 1's ranking, Stage 2's critical set, the fingerprints of the weights around each
+    critical neuron (None when no set reached epsilon), the seconds each step took and when
+    the scan finished. Unpacks as ``ranking, critical = study.scan(...)``."""
+    ranking: Ranking
+    critical: CriticalSet
+    fingerprints: dict | None
+    timings: dict = field(default_factory=dict)
+    finished: str = ""
+
+    SOURCE = "run folder: pass the folder `lesion scan --out` wrote"
+
+    def __iter__(self) -> Iterator:
+        return iter((self.ranking, self.critical))
+
+    @property
+    def settings(self) -> dict:  # type: ignore[override]
+        return self.critical.settings
+
+    def to_dict(self) -> dict:
+        return {"ranking": self.ranking.to_dict(), "critical": self.critical.to_dict(),
+                "fingerprints": self.fingerprints, "timings_s": dict(self.timings), "finished": self.finished}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ScanResult":
+        return cls(Ranking.from_dict(d["ranking"]), CriticalSet.from_dict(d["critical"]), d.get("fingerprints"),
+                   dict(d.get("timings_s") or {}), str(d.get("finished", "")))
+
+    def run_record(self) -> dict:
+        """run.json: the only file of the folder with a date, so the results beside it are
+        byte-identical between runs."""
+        return {"command": "scan", "timings_s": self.timings, "finished": self.finished}
+
+    def save(self, path: str | Path) -> Path:
+        """Write the run folder as a unit: ranking.json, critical.json, fingerprints.json and
+        run.json (and the text file of a long text) all appear, or none of them replaces what
+        was there. A fingerprints.json left by an earlier scan whose set this one does not
+        have is removed, so verify never checks another set's weights."""
+        folder = Path(path)
+        if folder.exists() and not folder.is_dir():
+            raise LesionError(f"--out {str(folder)!r} is a file: scan writes a folder; pass a folder path")
+        files = {**result_files(folder / RANKING, self.ranking), **result_files(folder / CRITICAL, self.critical)}
+        if self.fingerprints is not None:
+            files[folder / FINGERPRINTS] = json_text(self.fingerprints)
+        files[folder / RUN] = json_text(self.run_record())
+        write_files(files, remove=[] if self.fingerprints is not None else [folder / FINGERPRINTS])
+        return folder
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ScanResult":
+        folder = Path(path)
+        if not folder.is_dir():
+            raise LesionError(f"{str(folder)!r} is not a folder: {cls.SOURCE}")
+        fingerprints = read_json(folder / FINGERPRINTS) if (folder / FINGERPRINTS).is_file() else None
+        run = read_json(folder / RUN) if (folder / RUN).is_file() else {}
+        return cls(Ranking.load(folder / RANKING), CriticalSet.load(folder / CRITICAL), fingerprints,
+                   dict(run.get("timings_s") or {}), str(run.get("finished", "")))
