@@ -1,5 +1,28 @@
-"""The one exception type the CLI turns into a one-line message and exit code 2."""
+"""The exceptions lesion raises for a problem the user can fix; the CLI turns each into one line
+on stderr and exit code 2."""
+from __future__ import annotations
+
+from typing import Callable
 
 
 class LesionError(Exception):
     """A problem with the user's input: the message says what is wrong and how to fix it."""
+
+
+class ParameterError(LesionError):
+    """A bad value for one parameter of a library call.
+
+    ``parameter`` is its name in Python (``max_rows``); the message reads "max_rows must be >= 1
+    (got 0)" in a notebook, and the CLI, which knows its flags, shows the same sentence with the
+    flag in its place ("--max-rows must be >= 1 (got 0)"). ``problem`` is the rest of the
+    sentence: what the value must be, the value given, and where it helps, how to pick one.
+    """
+
+    def __init__(self, parameter: str, problem: str):
+        self.parameter = parameter
+        self.problem = problem
+        super().__init__(f"{parameter} {problem}")
+
+    def naming(self, name: Callable[[str], str]) -> str:
+        """The message with the parameter called ``name(parameter)`` (the CLI passes its flag)."""
+        return f"{name(self.parameter)} {self.problem}"
