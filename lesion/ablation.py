@@ -29,7 +29,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from . import architectures
+from . import architectures, distributed
 from .batching import split_on_oom
 from .errors import LesionError
 from .hooks import hooked, mask_neurons
@@ -90,13 +90,14 @@ def masked_nll(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex
     # batches of max_rows: a batch then shares as much prefix as its rows allow, and no
     # batch is split smaller than max_rows to share more (extra forwards cost more than
     # the blocks they would save on a handful of rows).
-    order = sorted(range(len(sets)), key=lambda i: -first_block([sets[i]]))
+    world = distributed.current()  # under torchrun, each rank runs a contiguous share of the rows
+    order = world.rows(sorted(range(len(sets)), key=lambda i: -first_block([sets[i]])))
     nlls: list[float] = [math.nan] * len(sets)
     for start in range(0, len(order), max_rows):
         batch = order[start:start + max_rows]
         for i, nll in zip(batch, split_on_oom(run, [sets[i] for i in batch])):
             nlls[i] = nll
-    return nlls
+    return world.gather_rows(nlls, order)
 
 
 def _sequential_blocks(model: torch.nn.Module) -> torch.nn.ModuleList | None:

@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .batching import split_on_oom
 from .errors import LesionError
 from .hooks import hooked
@@ -154,26 +155,29 @@ def rank_by_noise(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIn
             return [dict(pending)]
 
         done, settled, wanted = 0, 0, settle_top
+        world = distributed.current()  # under torchrun, each rank runs its share of each segment
         with hooked(model, _accumulate(index, clean, pending, with_squares=adaptive)):
             gen = noise_generator(seed)
-            bar = tqdm(total=cap, desc="stage 1: noise samples", disable=not progress, leave=False)
+            bar = tqdm(total=cap, desc="stage 1: noise samples", disable=not progress or not world.is_main,
+                       leave=False)
             for checkpoint in checkpoints:
-                while done < checkpoint:  # batches end at checkpoints, whatever the batch size
-                    b = min(batch_size, checkpoint - done)
-                    noise = torch.stack([torch.randn(clean_embeds.shape[1:], generator=gen) for _ in range(b)])
+                # batches end at checkpoints, whatever the batch size
+                for noise in world.noise_batches(gen, clean_embeds.shape[1:], done, checkpoint, batch_size):
                     for part in split_on_oom(run_batch, noise):
                         for name, (total, total_sq) in part.items():
                             sums[name] += total
                             if squares is not None:
                                 squares[name] += total_sq
-                    done += b
-                    bar.update(b)
+                    bar.update(len(noise) * world.size)
+                done = checkpoint
                 if adaptive:
-                    settled, head = settled_top(index, sums, squares, done, reduce, z)
+                    settled, head = settled_top(index, world.sum_dict(sums), world.sum_dict(squares), done,
+                                                reduce, z)
                     wanted = settle_top or head
                     if settled >= wanted:
                         break
             bar.close()
+        sums = world.sum_dict(sums)  # all_reduce across ranks (the same dict in one process)
     scores = _collect(index, {n: s / done for n, s in sums.items()}, reduce)
     if not adaptive:
         return scores

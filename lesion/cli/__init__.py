@@ -3,8 +3,9 @@
 Each subcommand lives in its own module of this package with ``register(subparsers)``
 (modules without it, like ``common``, are helpers); the parser it adds sets
 ``run=fn(args) -> exit code``. Bad input is a :class:`LesionError`: one line on
-stderr and exit code 2, never a traceback. Argument errors argparse finds are the same
-one line. Command modules import torch only inside their ``run``, so that ``--help`` is
+stderr and exit code 2, never a traceback; a :class:`ParameterError` names the library's
+parameter, which this layer shows as its flag (:func:`flag`). Argument errors argparse
+finds are the same one line. Command modules import torch only inside their ``run``, so that ``--help`` is
 instant.
 """
 from __future__ import annotations
@@ -13,7 +14,20 @@ import argparse
 import importlib
 import sys
 
-from ..errors import LesionError
+from ..errors import LesionError, ParameterError
+
+# Library parameters whose flag is not the parameter's name with dashes (``max_rows`` -> ``--max-rows``).
+FLAGS = {"per_signal": "--pool"}
+
+
+def flag(parameter: str) -> str:
+    """The command-line flag that sets a library parameter."""
+    return FLAGS.get(parameter, "--" + parameter.replace("_", "-"))
+
+
+def error_line(error: LesionError) -> str:
+    """What the CLI prints for a user error: the message, with a parameter shown as its flag."""
+    return error.naming(flag) if isinstance(error, ParameterError) else str(error)
 
 
 class Parser(argparse.ArgumentParser):
@@ -69,9 +83,10 @@ class _PrintVersion(argparse.Action):
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return int(args.run(args) or 0)
+        from ..distributed import run_command  # torch-free unless launched by torchrun
+        return int(run_command(args.run, args) or 0)
     except LesionError as e:
-        print(f"lesion: error: {e}", file=sys.stderr)
+        print(f"lesion: error: {error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lesion: interrupted: no partial result was written", file=sys.stderr)
