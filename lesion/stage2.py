@@ -13,13 +13,14 @@ Two ways to reach the paper's answer, the first n with Delta(top-n) >= epsilon:
 """
 from __future__ import annotations
 
+import math
 from typing import Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from .errors import LesionError
 from .ablation import baseline_nll, masked_nll
+from .errors import LesionError, ParameterError
 from .metrics import delta, perplexity
 from .neurons import Neuron, SiteIndex
 from .options import STAGE2
@@ -43,6 +44,16 @@ def _fell(deltas: list[float]) -> bool:
     return any(later < earlier - FALL_TOLERANCE for earlier, later in zip(deltas, deltas[1:]))
 
 
+def _check_options(epsilon: float, step: int, max_neurons: int, stage2: str) -> None:
+    if not (epsilon > 0 and math.isfinite(epsilon)):
+        raise ParameterError("epsilon", f"must be a finite number > 0 (got {epsilon}): the paper uses 1")
+    for name, value in (("step", step), ("max_neurons", max_neurons)):
+        if value < 1:
+            raise ParameterError(name, f"must be >= 1 (got {value})")
+    if stage2 not in STAGE2:
+        raise ParameterError("stage2", f"must be one of {', '.join(STAGE2)} (got {stage2!r})")
+
+
 def find_critical_set(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex,
                       candidates: Sequence[Neuron], *, epsilon: float = 1.0, step: int = 1,
                       max_neurons: int = 1000, batch_size: int = 8, stage2: str = "linear", model_name: str = "",
@@ -55,10 +66,7 @@ def find_critical_set(model: torch.nn.Module, input_ids: torch.Tensor, index: Si
     answer in fewer rows when Delta is monotone (see the module notes); its bracket and
     whether Delta fell between the n it tried are in ``settings["gallop"]``.
     """
-    if epsilon <= 0 or step < 1 or max_neurons < 1:
-        raise LesionError("need epsilon > 0, step >= 1 and max-neurons >= 1: fix --epsilon/--step")
-    if stage2 not in STAGE2:
-        raise LesionError(f"unknown stage 2 search {stage2!r}: use one of {', '.join(STAGE2)}")
+    _check_options(epsilon, step, max_neurons, stage2)
     candidates = list(candidates)[:max_neurons]
     if not candidates:
         raise LesionError("the ranking is empty: rank some neurons first (lesion rank) or widen --components")

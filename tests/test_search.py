@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from lesion.errors import LesionError
+from lesion.errors import LesionError, ParameterError
 from lesion.neurons import Neuron, discover_sites
 from lesion.stage2 import find_critical_set
 from lesion.metrics import delta, mean_nll, perplexity
@@ -103,5 +103,10 @@ def test_gallop_says_when_delta_fell_and_it_may_have_missed_a_crossing(tiny_llam
     assert gallop.settings["gallop"]["bracket"] == [32, 64]
     assert gallop.settings["gallop"]["delta_fell_at_gallop_points"]  # Delta(4) < Delta(2): it says so
     assert not gallop.settings["gallop"]["delta_fell_inside_bracket"]
-    with pytest.raises(LesionError, match="stage 2 search"):
+    with pytest.raises(ParameterError, match="stage2 must be one of linear, gallop") as raised:
         find_critical_set(tiny_llama, ids, index, candidates, stage2="binary", progress=False)
+    assert raised.value.parameter == "stage2"
+    for bad in ({"epsilon": float("nan")}, {"epsilon": 0}, {"step": 0}, {"max_neurons": 0}):
+        with pytest.raises(ParameterError, match=f"{next(iter(bad))} must be") as raised:
+            find_critical_set(tiny_llama, ids, index, candidates, progress=False, **bad)
+        assert raised.value.parameter == next(iter(bad))
