@@ -98,6 +98,9 @@ def run_scan(args) -> int:
     study = _study(args, args.components)
     study.timings["load_s"] = time.perf_counter() - start
     scan = study.scan(args.ranker, progress=progress_enabled(args), **_stage2_options(args), **_rank_options(args))
+    from ..distributed import agree
+    if not agree():  # under torchrun: every rank succeeded, and only rank 0 writes
+        return 0
     scan.save(out)
     print_critical(scan.critical, scan.timings)
     console.print(f"wrote {out / RANKING}, {out / CRITICAL}")

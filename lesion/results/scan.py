@@ -47,7 +47,8 @@ class ScanResult(Result):
     def run_record(self) -> dict:
         """run.json: the only file of the folder with a date, so the results beside it are
         byte-identical between runs."""
-        return {"command": "scan", "timings_s": self.timings, "finished": self.finished}
+        from ..distributed import record  # world_size and each rank's share under torchrun; {} in one process
+        return {"command": "scan", "timings_s": self.timings, **record(), "finished": self.finished}
 
     def save(self, path: str | Path) -> Path:
         """Write the run folder as a unit: ranking.json, critical.json, fingerprints.json and
