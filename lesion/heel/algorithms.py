@@ -39,18 +39,74 @@ from ..results import Heel
 from .scorer import BudgetExhausted, SetScorer
 
 
-def screen(score: SetScorer, pool: Sequence[Neuron], epsilon: float = math.inf) -> list[tuple[Neuron, float]]:
+def screen(score: SetScorer, pool: Sequence[Neuron], epsilon: float = math.inf,
+           limit: Callable[[int], int] | None = None) -> list[tuple[Neuron, float]]:
     """Each candidate alone, highest Delta first (ties in pool order), in growing chunks that stop
-    once one neuron alone reaches ``epsilon``: then no smaller heel exists and the rest is not needed."""
+    once one neuron alone reaches ``epsilon``: then no smaller heel exists and the rest is not needed.
+    ``limit(screened so far)`` says how much of the pool to screen (the budget's share)."""
     deltas: list[float] = []
     width = 8
-    while len(deltas) < len(pool):
-        deltas += score([[n] for n in pool[len(deltas):len(deltas) + width]])
+    while len(deltas) < min(len(pool), limit(len(deltas)) if limit else len(pool)):
+        end = min(len(deltas) + width, limit(len(deltas)) if limit else len(pool))
+        deltas += score([[n] for n in pool[len(deltas):end]])
         if max(deltas) >= epsilon:
             break
         width *= 2
+    return _by_delta(pool, deltas)
+
+
+def _by_delta(pool: Sequence[Neuron], deltas: Sequence[float]) -> list[tuple[Neuron, float]]:
     order = sorted(range(len(deltas)), key=lambda i: (-_finite(deltas[i]), i))
     return [(pool[i], deltas[i]) for i in order]
+
+
+def screened_so_far(score: SetScorer, pool: Sequence[Neuron]) -> list[tuple[Neuron, float]]:
+    """The pool neurons already evaluated alone (a screen cut short keeps what it ran)."""
+    done = [n for n in pool if frozenset([n]) in score.known]
+    return _by_delta(done, [score.aggregate(score.known[frozenset([n])]) for n in done])
+
+
+SCREEN_SHARE = 0.4  # of the rows a budget affords, what the screen may take (the rest builds the set)
+
+
+def screen_order(pool: Sequence[Neuron], estimate: dict[Neuron, float] | None) -> list[Neuron]:
+    """The pool in screening order: alternately the next by the first-order estimate and the next
+    of the signals' interleaved order, so a screen the budget cuts short holds both the
+    estimate's picks and every signal's best (the estimate misses neurons whose effect is far
+    from linear, as at the attention sink)."""
+    if not estimate:
+        return list(pool)
+    ranked = sorted(pool, key=lambda n: -_finite(estimate.get(n, 0.0)))  # stable: ties keep pool order
+    order: dict[Neuron, None] = {}
+    for a, b in zip(ranked, pool):
+        order.setdefault(a)
+        order.setdefault(b)
+    return list(order)
+
+
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Spearman rank correlation (average ranks for ties); None below 3 pairs or with no spread."""
+    if len(xs) < 3:
+        return None
+    rx, ry = _ranks([_finite(x) for x in xs]), _ranks([_finite(y) for y in ys])
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    var = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
+    return cov / var if var > 0 else None
+
+
+def _ranks(values: Sequence[float]) -> list[float]:
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2
+        i = j + 1
+    return ranks
 
 
 def _finite(x: float) -> float:
@@ -211,6 +267,8 @@ class SearchPlan:
     max_size: int = 64
     certify_rows: int = 2000
     max_rows: int = 20000
+    screen: int = 0  # pool neurons screened alone; 0: all that the budget's screen share affords
+    time_budget: float | None = None  # seconds for the whole search (the scorer holds the deadline)
 
     def check(self) -> None:
         if not (self.epsilon > 0 and math.isfinite(self.epsilon)):
@@ -228,33 +286,54 @@ class SearchPlan:
                 raise LesionError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(self, name)})")
         if self.certify_rows < 0:
             raise LesionError(f"--certify-rows must be >= 0 (got {self.certify_rows})")
+        if self.screen < 0:
+            raise LesionError(f"--screen must be >= 0 (got {self.screen}); 0 sizes it to the budget")
+        if self.time_budget is not None and not (self.time_budget > 0 and math.isfinite(self.time_budget)):
+            raise LesionError(f"--time-budget must be a finite number of seconds > 0 (got {self.time_budget})")
+
+
+STOPS = {"budget": "the budget (--max-rows / --time-budget)", "interrupted": "an interrupt (Ctrl-C / SIGTERM)"}
 
 
 def find_smallest_heel(score: SetScorer, pool: Sequence[Neuron], plan: SearchPlan,
                        prefix_order: Callable[[], Sequence[Neuron]] | None = None,
                        model_name: str = "", settings: dict | None = None, pool_info: dict | None = None,
-                       text_info: Sequence[dict] = (), progress: Callable[[str], None] | None = None) -> Heel:
-    """Screen ``pool``, select, prune and certify under ``score``; see the module docstring."""
+                       text_info: Sequence[dict] = (), progress: Callable[[str], None] | None = None,
+                       estimate: dict[Neuron, float] | None = None) -> Heel:
+    """Screen ``pool``, select, prune and certify under ``score``; see the module docstring.
+
+    Anytime: whatever stops it (``score``'s row or time budget, KeyboardInterrupt) the result is
+    the best set evaluated so far (``stopped`` says why), with the screen, stages and trace so
+    far. An interrupt before any set was evaluated propagates. ``estimate`` (a first-order
+    Delta estimate per pool neuron) orders the screen and is checked against it (Spearman)."""
     plan.check()
     if not pool:
         raise LesionError("the candidate pool is empty: widen --signals or --pool")
+    started = time.perf_counter()
     trace: list[dict] = []
     stages: list[dict] = []
     answer: list[Neuron] = []
     stopped = "reached"
     screened: list[tuple[Neuron, float]] = []
+    order = screen_order(pool, estimate)
+    sizing: dict = {}
 
     def stage(name: str, fn: Callable[[], list[Neuron]]) -> list[Neuron]:
         if progress:
             progress(name)
+        score.stage = name
         rows, start = score.rows, time.perf_counter()
-        found = fn()
-        stages.append({"stage": name, "rows": score.rows - rows, "seconds": round(time.perf_counter() - start, 3),
-                       "size": len(found), "delta": score([found])[0] if found else None})
+        entry = {"stage": name, "rows": 0, "seconds": 0.0, "size": 0, "delta": None}
+        stages.append(entry)
+        try:
+            found = fn()
+        finally:  # a stage cut short is recorded with what it ran
+            entry.update(rows=score.rows - rows, seconds=round(time.perf_counter() - start, 3))
+        entry.update(size=len(found), delta=score([found])[0] if found else None)
         return found
 
     try:
-        screened = _screen_stage(score, pool, stage, plan.epsilon)
+        screened = _screen_stage(score, order, stage, plan, sizing)
         importance = dict(screened)
         answer = stage(plan.strategy, lambda: _select(score, screened, plan, prefix_order, trace))
         if not answer:
@@ -265,24 +344,63 @@ def find_smallest_heel(score: SetScorer, pool: Sequence[Neuron], plan: SearchPla
             answer = stage("prune", lambda: make_irreducible(
                 score, prune_best_drop(score, answer, plan.epsilon, trace), plan.epsilon, trace))
     except BudgetExhausted:
-        stopped = "max-rows"
-        best_value, best_set = score.best
-        answer = list(best_set) if best_value >= plan.epsilon else []
+        stopped = "budget"
+    except KeyboardInterrupt:
+        if not score.known:
+            raise
+        stopped = "interrupted"
+    screened = screened or screened_so_far(score, order)
     if stopped == "reached":
         certificate = _certify_stage(score, screened, answer, plan, stage)
-    else:
+        stopped = certificate.pop("stopped", stopped)
+    elif stopped == "not reached":
         certificate = _no_heel_evidence(score, screened, plan)
+        stopped = certificate.pop("stopped", stopped)
+        answer = score.best_found(plan.epsilon)
+    else:
+        answer = score.best_found(plan.epsilon)
+        certificate = {"certified": False, "smaller_set": None, "best_delta_by_size": score.best_by_size(),
+                       "note": f"stopped by {STOPS[stopped]}: the best set evaluated so far, neither pruned to "
+                               "irreducible nor certified; --resume continues the search"}
     if certificate.get("smaller_set"):
         answer, stopped = [Neuron.parse(s) for s in certificate["smaller_set"]], "reached"
+    info = {**(pool_info or {}), "order": "estimate and signals, alternately" if estimate else "signals",
+            **({"sizing": sizing} if sizing else {}), **_estimate_check(estimate, screened)}
     return _heel(score, answer, plan, stopped, screened, certificate, stages, trace, model_name,
-                 settings or {}, pool_info or {}, text_info, len(pool))
+                 settings or {}, info, text_info, len(pool), time.perf_counter() - started)
 
 
-def _screen_stage(score, pool, stage, epsilon: float) -> list[tuple[Neuron, float]]:
+def _estimate_check(estimate: dict[Neuron, float] | None, screened) -> dict:
+    """How well the first-order estimate ranked the candidates that were then masked alone."""
+    if not estimate:
+        return {}
+    pairs = [(estimate[n], d) for n, d in screened if n in estimate]
+    rho = spearman([e for e, _ in pairs], [d for _, d in pairs])
+    return {"estimate": {"signal": "attribution", "masked": len(pairs),
+                         "spearman": None if rho is None else round(rho, 4)}}
+
+
+def _screen_stage(score, order, stage, plan: SearchPlan, sizing: dict) -> list[tuple[Neuron, float]]:
     holder: list = []
 
+    def limit(done: int) -> int:
+        if plan.screen:
+            return plan.screen
+        if done and "screen" not in sizing:
+            # Sized once, after the first chunk timed a batch of masked rows.
+            affordable = score.rows_affordable()
+            share = affordable * SCREEN_SHARE
+            sizing.update(row_seconds=round(score.row_seconds(), 4),
+                          affordable_rows=None if math.isinf(affordable) else int(affordable + done),
+                          screen=len(order) if share >= len(order) - done else done + int(share))
+        return sizing.get("screen", len(order))
+
     def run() -> list[Neuron]:
-        holder.extend(screen(score, pool, epsilon))
+        try:
+            holder.extend(screen(score, order, plan.epsilon, limit))
+        except (BudgetExhausted, KeyboardInterrupt):
+            holder.extend(screened_so_far(score, order))
+            raise
         return []
     stage("screen", run)
     return holder
@@ -304,36 +422,47 @@ def _certify_stage(score, screened, answer, plan: SearchPlan, stage) -> dict:
         return {"pool": 0, "certified": bool(answer), "smaller_set": None, "rows": 0,
                 "best_delta_by_size": {1: screened[0][1]} if screened else {},
                 "note": "a single neuron: nothing smaller exists"}
-    pool = certify_pool_for(len(answer), plan.certify_rows)
+    pool = certify_pool_for(len(answer), _rows_left(score, plan.certify_rows))
     result: dict = {}
 
     def run() -> list[Neuron]:
         try:
             result.update(certify(score, screened, answer, plan.epsilon, pool))
         except BudgetExhausted:
-            result.update({"pool": pool, "certified": False, "smaller_set": None, "note": "stopped by --max-rows"})
+            result.update({"pool": pool, "certified": False, "smaller_set": None, "stopped": "budget",
+                           "note": "stopped by the budget while certifying: irreducible, not certified"})
+        except KeyboardInterrupt:
+            result.update({"pool": pool, "certified": False, "smaller_set": None, "stopped": "interrupted",
+                           "note": "interrupted while certifying: irreducible, not certified"})
         return [Neuron.parse(s) for s in result.get("smaller_set") or []] or list(answer)
     stage("certify", run)
     return result
 
 
+def _rows_left(score: SetScorer, cap: int) -> int:
+    """Rows the certificate may take: ``cap``, or fewer when the budget affords fewer."""
+    return max(0, int(min(cap, score.rows_affordable() * 0.9)))
+
+
 def _no_heel_evidence(score: SetScorer, screened, plan: SearchPlan) -> dict:
     """No set reached epsilon: say how far the best single and the best pair of the top
     screened neurons get, so that "no small heel" is a measured statement."""
-    pool = certify_pool_for(3, max(plan.certify_rows, 0))
+    pool = certify_pool_for(3, _rows_left(score, max(plan.certify_rows, 0)))
     if not screened:
         return {"note": "nothing was screened"}
     try:
         evidence = certify(score, screened, [None, None, None], plan.epsilon, pool)
-    except BudgetExhausted:
-        return {"note": "stopped by --max-rows", "best_delta_by_size": {1: screened[0][1]}}
+    except (BudgetExhausted, KeyboardInterrupt) as stop:
+        return {"note": "no set reached epsilon; the budget ran out before the best pairs were tried",
+                "best_delta_by_size": score.best_by_size(), "certified": False,
+                "stopped": "budget" if isinstance(stop, BudgetExhausted) else "interrupted"}
     return {**evidence, "certified": False,
             "note": f"no set reached epsilon; best single Delta {screened[0][1]:.3g}, best pair of the top "
                     f"{evidence['pool']} screened {evidence['best_delta_by_size'].get(2, math.nan):.3g}"}
 
 
 def _heel(score: SetScorer, answer, plan: SearchPlan, stopped, screened, certificate, stages, trace,
-          model_name, settings, pool_info, text_info, pool_size: int) -> Heel:
+          model_name, settings, pool_info, text_info, pool_size: int, seconds: float) -> Heel:
     per_text = score.per_text([answer])[0] if answer else tuple(-math.inf for _ in range(score.texts))
     objective = score.aggregate(per_text) if answer else -math.inf
     texts = tuple({**info, "baseline_ppl": perplexity(clean), "delta": d,
@@ -354,7 +483,8 @@ def _heel(score: SetScorer, answer, plan: SearchPlan, stopped, screened, certifi
     return Heel(model_name, tuple(answer), reached, objective, perplexity(clean),
                 perplexity(clean + objective * LN10) if answer else math.nan, score.rows, texts, tuple(stages),
                 screen_info, certificate, tuple(trace), stopped,
-                {**settings, **{k: getattr(plan, k) for k in plan.__dataclass_fields__}})
+                {**settings, **{k: getattr(plan, k) for k in plan.__dataclass_fields__}},
+                seconds=round(seconds, 3))
 
 
 def _pad(info: Sequence[dict], n: int) -> list[dict]:

@@ -1,8 +1,15 @@
 """The model-bound objective of the heel search: Delta of neuron sets over one or more texts,
-every set evaluated once, within a row budget."""
+every set evaluated once, within a row budget and a time budget.
+
+The scorer is what makes the search *anytime*: every evaluated set is kept (and appended to a
+:class:`~lesion.heel.journal.SetJournal` when there is one), so whatever stops the search (the
+row budget, the time budget, Ctrl-C) :meth:`SetScorer.best_found` still names the best set
+seen so far. A call that would cross the row budget first evaluates the sets that still fit.
+"""
 from __future__ import annotations
 
 import math
+import time
 from typing import Callable, Sequence
 
 import torch
@@ -16,30 +23,43 @@ LOGIT_BYTES = 2 ** 29  # float32 logits one batched forward may hold
 
 
 class BudgetExhausted(Exception):
-    """The row budget (--max-rows) ran out; the search returns its best set so far."""
+    """The row budget (--max-rows) or the time budget (--time-budget) ran out; the search
+    returns its best set so far."""
 
 
 class SetScorer:
     """Objective Delta of neuron sets over one or more texts, counting the rows it runs.
 
     ``evaluate(sets)`` returns, per text, the Delta of every set; :meth:`for_model` builds it
-    from a model. Every set is evaluated once and remembered."""
+    from a model. Every set is evaluated once and remembered in ``known``. ``deadline`` is a
+    ``time.monotonic()`` instant after which no new rows start; ``piece`` is how many sets go
+    through ``evaluate`` between two budget checks (``order`` sorts them first, so that sets
+    sharing a prefix land in the same piece)."""
 
     def __init__(self, evaluate: Callable[[list[list[Neuron]]], list[list[float]]], texts: int, *,
-                 objective: str = "worst", max_rows: int = 20000, clean: Sequence[float] = ()):
+                 objective: str = "worst", max_rows: int = 20000, clean: Sequence[float] = (),
+                 deadline: float | None = None, piece: int | None = None,
+                 order: Callable[[frozenset], object] | None = None):
         if objective not in OBJECTIVES:
             raise LesionError(f"unknown objective {objective!r}: use {' or '.join(OBJECTIVES)}")
         self.evaluate, self.texts, self.objective, self.max_rows = evaluate, texts, objective, max_rows
         self.clean = list(clean) or [0.0] * texts
+        self.deadline, self.piece, self.order = deadline, piece, order
         self.known: dict[frozenset, tuple[float, ...]] = {}
-        self.rows = 0
+        self.rows = 0  # rows evaluated by this scorer (sets read from a journal cost none)
+        self.seconds = 0.0  # spent in evaluate
         self.best: tuple[float, tuple[Neuron, ...]] = (-math.inf, ())
+        self.stage = ""  # what the search is doing, for progress
+        self.journal = None  # a SetJournal: every evaluated set is appended to it
+        self.listeners: list[Callable[["SetScorer"], None]] = []  # called after every evaluated piece
 
     @classmethod
     def for_model(cls, model: torch.nn.Module, index: SiteIndex, texts: Sequence[torch.Tensor], *,
                   ablation: str = "zero", dtype: str = "", **options) -> "SetScorer":
         check_ablation(ablation)
+        start = time.perf_counter()
         clean = [baseline_nll(model, ids, dtype) for ids in texts]
+        bare_seconds = time.perf_counter() - start  # one unmasked row per text
         names = [s.name for s in index.sites]
         means = ([channel_means(model, ids, index, names) for ids in texts] if ablation == "mean"
                  else [None] * len(texts))
@@ -49,25 +69,97 @@ class SetScorer:
         def evaluate(sets: list[list[Neuron]]) -> list[list[float]]:
             return [set_deltas(model, ids, index, sets, nll, ablation=ablation, means=m, max_rows=b)
                     for ids, nll, m, b in zip(texts, clean, means, batches)]
-        return cls(evaluate, len(texts), clean=clean, **options)
+
+        def lowest_block_last(key: frozenset) -> int:  # masked_nll's own order: highest first block first
+            return -min((index.site(n).layer for n in key), default=0)
+        scorer = cls(evaluate, len(texts), clean=clean, piece=4 * min(batches), order=lowest_block_last, **options)
+        scorer.bare_row_seconds = bare_seconds / len(texts)
+        return scorer
 
     def per_text(self, sets: Sequence[Sequence[Neuron]]) -> list[tuple[float, ...]]:
         todo = list(dict.fromkeys(frozenset(s) for s in sets if frozenset(s) not in self.known))
-        if self.rows + len(todo) * self.texts > self.max_rows:
+        fits = max(0, (self.max_rows - self.rows) // self.texts)
+        if self.order is not None:
+            todo.sort(key=self.order)
+        for start in range(0, min(len(todo), fits), self.piece or len(todo) or 1):
+            self._check_time()
+            self._evaluate(todo[start:min(start + (self.piece or len(todo)), fits)])
+        if len(todo) > fits:
             raise BudgetExhausted
-        if todo:
-            columns = self.evaluate([sorted(s) for s in todo])
-            for i, key in enumerate(todo):
-                self.known[key] = tuple(col[i] for col in columns)
-        self.rows += len(todo) * self.texts
         return [self.known[frozenset(s)] for s in sets]
 
+    def _check_time(self) -> None:
+        """No new piece starts after the deadline, nor one that the rows/s so far say would end past it."""
+        if self.deadline is None:
+            return
+        expected = self.row_seconds() * (self.piece or 1) * self.texts
+        if time.monotonic() + expected > self.deadline:
+            raise BudgetExhausted
+
+    def _evaluate(self, keys: list[frozenset]) -> None:
+        start = time.perf_counter()
+        columns = self.evaluate([sorted(k) for k in keys])
+        self.seconds += time.perf_counter() - start
+        for i, key in enumerate(keys):
+            self.known[key] = tuple(float(col[i]) for col in columns)
+            self._consider(key)
+        self.rows += len(keys) * self.texts
+        if self.journal is not None:
+            self.journal.append([(k, self.known[k]) for k in keys])
+        for listener in self.listeners:
+            listener(self)
+
+    def _consider(self, key: frozenset) -> None:
+        v = self.aggregate(self.known[key])
+        if v > self.best[0] or (v == self.best[0] and len(key) < len(self.best[1])):
+            self.best = (v, tuple(sorted(key)))
+
+    def load(self, known: dict[frozenset, tuple[float, ...]]) -> int:
+        """Sets evaluated before (a journal being resumed): they cost no rows now."""
+        fresh = {k: v for k, v in known.items() if k not in self.known and len(v) == self.texts}
+        self.known.update(fresh)
+        for key in fresh:
+            self._consider(key)
+        return len(fresh)
+
+    def row_seconds(self) -> float:
+        """Measured seconds per masked row so far (0 before the first)."""
+        return self.seconds / self.rows if self.rows else 0.0
+
+    def rows_affordable(self) -> float:
+        """Rows that fit in what is left of both budgets (inf without a deadline or a measurement)."""
+        rows = (self.max_rows - self.rows) / self.texts
+        if self.deadline is not None and self.row_seconds() > 0:
+            rows = min(rows, max(0.0, self.deadline - time.monotonic()) / (self.row_seconds() * self.texts))
+        return rows
+
     def __call__(self, sets: Sequence[Sequence[Neuron]]) -> list[float]:
-        values = [self.aggregate(v) for v in self.per_text(sets)]
-        for s, v in zip(sets, values):
-            if v > self.best[0] or (v == self.best[0] and len(s) < len(self.best[1])):
-                self.best = (v, tuple(s))
-        return values
+        return [self.aggregate(v) for v in self.per_text(sets)]
 
     def aggregate(self, deltas: tuple[float, ...]) -> float:
         return min(deltas) if self.objective == "worst" else sum(deltas) / len(deltas)
+
+    def best_found(self, epsilon: float) -> list[Neuron]:
+        """Of every set evaluated: the smallest that reaches ``epsilon`` (highest Delta among those),
+        else the one with the highest Delta (smallest among those); ties by name. [] if none."""
+        def rank(item):
+            key, deltas = item
+            v = _finite(self.aggregate(deltas))
+            return (0, len(key), -v) if v >= epsilon else (1, -v, len(key))
+        candidates = [(k, d) for k, d in self.known.items() if k]
+        if not candidates:
+            return []
+        best = min(candidates, key=lambda item: (*rank(item), sorted(map(str, item[0]))))
+        return sorted(best[0])
+
+    def best_by_size(self) -> dict[int, float]:
+        """The highest Delta evaluated at each set size."""
+        out: dict[int, float] = {}
+        for key, deltas in self.known.items():
+            if key:
+                out[len(key)] = max(out.get(len(key), -math.inf), self.aggregate(deltas))
+        return dict(sorted(out.items()))
+
+
+def _finite(x: float) -> float:
+    return 1e300 if x != x else x  # NaN losses count as a collapse, as metrics.delta does

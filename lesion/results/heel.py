@@ -23,15 +23,16 @@ class Heel(NeuronSet):
     screen: dict
     certificate: dict
     trace: tuple[dict, ...]
-    stopped: str  # "reached", "max-rows", "not reached"
+    stopped: str  # "reached", "not reached", "budget" (--max-rows / --time-budget), "interrupted"
     settings: dict = field(default_factory=dict)
     transfer: dict | None = None
     profile: tuple[dict, ...] = ()  # per neuron: layer, kind, Delta alone, where its |activation| peaks
+    seconds: float = 0.0  # wall time of the search (signals, screen, selection, pruning, certificate)
 
     def to_dict(self) -> dict:
         return {"model": self.model, "reached": self.reached, "neurons": [str(n) for n in self.neurons],
                 "n": len(self.neurons), "baseline_ppl": self.baseline_ppl, "masked_ppl": self.masked_ppl,
-                "delta": self.delta, "rows": self.rows, "stopped": self.stopped,
+                "delta": self.delta, "rows": self.rows, "seconds": self.seconds, "stopped": self.stopped,
                 "texts": list(self.texts), "stages": list(self.stages), "screen": self.screen,
                 "certificate": self.certificate, "profile": list(self.profile), "settings": self.settings,
                 "transfer": self.transfer, "trace": list(self.trace)}
@@ -48,4 +49,5 @@ class Heel(NeuronSet):
                    screen=dict(d.get("screen") or {}), certificate=dict(d.get("certificate") or {}),
                    trace=tuple(as_list(d.get("trace", []), "trace")), stopped=str(d["stopped"]),
                    settings=as_settings(d["settings"]), transfer=d.get("transfer"),
-                   profile=tuple(as_list(d.get("profile", []), "profile")))
+                   profile=tuple(as_list(d.get("profile", []), "profile")),
+                   seconds=as_float(d.get("seconds", 0.0)))
