@@ -5,23 +5,42 @@ from collections.abc import Sequence
 
 import torch
 
+from .ablation import channel_means, check_ablation
 from .hooks import mask_neurons
 from .neurons import Neuron, SiteIndex
+from .texts import check_fits
 
 
-def generate(model, tokenizer, prompt: str, max_new_tokens: int = 40) -> str:
-    """Greedy continuation of ``prompt`` (deterministic), decoded without the prompt."""
+def _prompt_ids(model, tokenizer, prompt: str, max_new_tokens: int) -> torch.Tensor:
     ids = tokenizer(prompt, return_tensors="pt").input_ids.to(model.get_input_embeddings().weight.device)
+    check_fits(model, ids.shape[1] + max_new_tokens, f"the prompt ({ids.shape[1]} tokens) plus max_new_tokens",
+               "lower --max-new-tokens or shorten --prompt")
+    return ids
+
+
+def generate(model, tokenizer, prompt: str, max_new_tokens: int = 40, use_cache: bool = True) -> str:
+    """Greedy continuation of ``prompt`` (deterministic), decoded without the prompt; refused
+    when the prompt and the continuation do not fit in the model's context."""
+    ids = _prompt_ids(model, tokenizer, prompt, max_new_tokens)
     with torch.inference_mode():
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                             do_sample=False, pad_token_id=tokenizer.pad_token_id)
+                             do_sample=False, pad_token_id=tokenizer.pad_token_id, use_cache=use_cache)
     return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
 
 
 def generate_masked(model, tokenizer, index: SiteIndex, neurons: Sequence[Neuron], prompt: str,
-                    max_new_tokens: int = 40) -> str:
-    with mask_neurons(model, index, list(neurons)):
-        return generate(model, tokenizer, prompt, max_new_tokens)
+                    max_new_tokens: int = 40, ablation: str = "zero") -> str:
+    """:func:`generate` with ``neurons`` ablated as the result recorded: zero; mean (each
+    neuron's mean over the prompt); position0 (zero at the first token, which needs every
+    step to see the whole sequence, so the key-value cache is off)."""
+    check_ablation(ablation)
+    fill = None
+    if ablation == "mean":
+        ids = _prompt_ids(model, tokenizer, prompt, max_new_tokens)
+        fill = channel_means(model, ids, index, [n.module for n in neurons])
+    positions = slice(0, 1) if ablation == "position0" else None
+    with mask_neurons(model, index, list(neurons), positions=positions, fill=fill):
+        return generate(model, tokenizer, prompt, max_new_tokens, use_cache=ablation != "position0")
 
 
 def repeated_share(tokenizer, text: str) -> float:

@@ -44,12 +44,28 @@ def encode(tokenizer, text: str, device: torch.device | str = "cpu") -> torch.Te
     return ids.to(device)
 
 
+def context_length(model) -> int | None:
+    """The positions the model was trained on (``max_position_embeddings`` or GPT-2's
+    ``n_positions``), or None when its config does not say."""
+    config = model.config
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_fits(model, tokens: int, what: str, fix: str) -> None:
+    """Refuse feeding the model ``tokens`` positions when its context is shorter: past it the
+    position tables run out (an IndexError deep in the model) or the scores are noise."""
+    context = context_length(model)
+    if context is not None and tokens > context:
+        raise LesionError(f"{what} is {tokens} tokens but the model's context is {context}: {fix}")
+
+
 def check_context(model, input_ids: torch.Tensor) -> None:
     """Refuse a text longer than the positions the model was trained on: its scores would be noise."""
-    context = getattr(model.config, "max_position_embeddings", None)
-    if isinstance(context, int) and input_ids.shape[1] > context:
-        raise LesionError(f"the text has {input_ids.shape[1]} tokens but the model's context is {context}: "
-                          "pass a shorter --text or --text-file")
+    check_fits(model, int(input_ids.shape[1]), "the text", "pass a shorter --text or --text-file")
 
 
 def text_hash(text: str) -> str:

@@ -85,6 +85,10 @@ def run(args) -> int:
     levels = parse_levels(args.levels, len(critical.neurons))
     lm = load(args, recorded=critical.settings)
     neurons = critical_neurons(critical, lm)
+    from ..recorded import zero_only_note
+    from ..texts import check_fits
+    check_fits(lm.model, args.window, "--window", "pass a --window no longer than the context")
+    zero_only_note(critical.settings, args.neurons, console.print)
     index = discover_sites(lm.model, "all")
     report: dict = {"model": lm.name, "neurons": [str(n) for n in neurons], "levels": levels,
                     "settings": {**model_provenance(lm), "window": args.window, "stride": args.stride, "max_tokens": args.max_tokens,

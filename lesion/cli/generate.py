@@ -6,6 +6,7 @@ import argparse
 from rich.table import Table
 
 from ..errors import LesionError
+from ..options import ABLATIONS
 from .common import add_common_flags, add_model_args, console, critical_neurons, load, read_critical
 
 MAX_NEW_TOKENS = 4096
@@ -22,6 +23,8 @@ def register(sub) -> None:
     p.add_argument("--neurons", required=True, help="critical.json from lesion scan/identify")
     p.add_argument("--prompt", action="append", required=True, help="repeatable")
     p.add_argument("--max-new-tokens", type=int, default=40)
+    p.add_argument("--ablation", default=None, choices=list(ABLATIONS),
+                   help="how the neurons are masked; default: the ablation the result recorded (zero for a scan)")
     add_common_flags(p)
     p.set_defaults(run=run)
 
@@ -29,6 +32,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..generation import generate, generate_masked, repeated_share
     from ..neurons import discover_sites
+    from ..recorded import recorded_ablation
 
     if not 1 <= args.max_new_tokens <= MAX_NEW_TOKENS:
         raise LesionError(f"--max-new-tokens must be 1..{MAX_NEW_TOKENS} (got {args.max_new_tokens})")
@@ -38,12 +42,16 @@ def run(args) -> int:
     lm = load(args, recorded=critical.settings)
     neurons = critical_neurons(critical, lm)
     index = discover_sites(lm.model, "all")
-    table = Table("prompt", "original", f"{len(neurons)} neuron(s) masked", show_lines=True)
+    ablation = args.ablation or recorded_ablation(critical.settings)
+    if ablation != recorded_ablation(critical.settings):
+        console.print(f"[yellow]note[/yellow]: --ablation {ablation} overrides the {recorded_ablation(critical.settings)} "
+                      f"ablation {args.neurons} was found with")
+    table = Table("prompt", "original", f"{len(neurons)} neuron(s) masked ({ablation})", show_lines=True)
     for column in table.columns:
         column.overflow = "fold"
     for prompt in args.prompt:
         original = generate(lm.model, lm.tokenizer, prompt, args.max_new_tokens)
-        masked = generate_masked(lm.model, lm.tokenizer, index, neurons, prompt, args.max_new_tokens)
+        masked = generate_masked(lm.model, lm.tokenizer, index, neurons, prompt, args.max_new_tokens, ablation)
         table.add_row(prompt, f"{original!r}\n({repeated_share(lm.tokenizer, original):.0%} repeated tokens)",
                       f"{masked!r}\n({repeated_share(lm.tokenizer, masked):.0%} repeated tokens)")
     console.print(table)

@@ -6,12 +6,14 @@ import argparse
 from rich.table import Table
 
 from ..errors import LesionError
+from ..options import ABLATIONS
 from .common import add_common_flags, add_model_args, add_text_args, console, fmt, load
 
 EXAMPLES = """examples:
   lesion mask model.layers.11.mlp.down_proj:507
   lesion mask model.layers.11.mlp.down_proj:507 model.layers.28.mlp.down_proj:507 --text "..."
-  lesion mask --neurons lesion-run/critical.json
+  lesion mask --neurons lesion-run/critical.json     # on the text(s) and ablation it recorded
+  lesion mask --neurons heel.json --ablation zero      # an override: said so, and no longer a reproduction
 """
 
 
@@ -21,43 +23,54 @@ def register(sub) -> None:
     add_model_args(p)
     add_text_args(p)
     p.add_argument("neuron", nargs="*", help="neurons as module:channel")
-    p.add_argument("--neurons", default=None, help="critical.json whose neurons to mask")
+    p.add_argument("--neurons", default=None,
+                   help="critical.json or heel.json whose neurons to mask, on the text(s) and with the ablation "
+                        "it recorded (a row per text, against the recorded Delta)")
+    p.add_argument("--ablation", default=None, choices=list(ABLATIONS),
+                   help="zero (default), mean, position0; default with --neurons: the one it recorded")
     add_common_flags(p)
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
-    from ..ablation import baseline_nll, masked_nll
-    from ..metrics import delta, perplexity
-    from ..neurons import Neuron, discover_sites
-    from ..texts import check_context, encode, read_text
+    from ..neurons import Neuron
+    from ..recorded import Inputs, reproduce, resolve_inputs
+    from ..results import CriticalSet
+    from ..texts import read_text
     from .common import read_critical
 
     neurons = [Neuron.parse(s) for s in args.neuron]
-    recorded = None
+    given = read_text(args.text, args.text_file) if args.text is not None or args.text_file is not None else None
     if args.neurons:
-        critical = read_critical(args.neurons)
-        neurons += list(critical.neurons)
-        recorded = critical.settings
-    if not neurons:
+        result = read_critical(args.neurons)
+        inputs = resolve_inputs(result, args.neurons, given, args.ablation)
+    elif neurons:
+        result = CriticalSet("", (), 1.0, 1.0, 0.0, False, (), 0, {})
+        inputs = Inputs((("text", read_text(given)),), args.ablation or "zero")
+    else:
         raise LesionError("no neurons to mask: name them (module:channel) or pass --neurons critical.json")
-    text = read_text(args.text, args.text_file)
-    lm = load(args, recorded=recorded)
-    if recorded is not None:
+    lm = load(args, recorded=result.settings if args.neurons else None)
+    if args.neurons:
         from ..study import check_same_model
-        check_same_model(recorded, lm, "critical set")
-    ids = encode(lm.tokenizer, text, lm.device)
-    check_context(lm.model, ids)
-    index = discover_sites(lm.model, "all")
-    index.check(neurons)
-    clean = baseline_nll(lm.model, ids, args.dtype)
-    sets = [neurons] + ([[n] for n in neurons] if len(neurons) > 1 else [])
-    nlls = masked_nll(lm.model, ids, index, sets)
-    table = Table(title=f"{ids.shape[1]} tokens, unmasked perplexity {fmt(perplexity(clean))}")
-    for col in ("masked", "perplexity", "Delta (log10 ratio)"):
-        table.add_column(col)
-    labels = [f"all {len(neurons)}" if len(neurons) > 1 else str(neurons[0])] + [str(s[0]) for s in sets[1:]]
-    for label, nll in zip(labels, nlls):
-        table.add_row(label, fmt(perplexity(nll)), fmt(delta(nll, clean)))
-    console.print(table)
+        check_same_model(result.settings, lm, "neuron set")
+    rows = reproduce(result, lm, inputs, args.neurons or "", extra=neurons)
+    for note in inputs.notes:
+        console.print(f"[yellow]note[/yellow]: {note}")
+    print_rows(rows, len(result.neurons) + len([n for n in neurons if n not in result.neurons]), inputs.ablation)
     return 0
+
+
+def print_rows(rows, size: int, ablation: str) -> None:
+    """A row per text (its name, tokens and unmasked PPL), the whole set first, then each neuron alone."""
+    from .tables import neuron_table
+    recorded = any(r.recorded_delta is not None for r in rows)
+    columns = ["text", "masked", "PPL", "Delta", *(("recorded", "same") if recorded else ())]
+    cells = []
+    for r in rows:
+        same = {True: "yes", False: "NO", None: "-"}[r.reproduced]
+        cells.append([f"{r.name} ({r.tokens} tok, PPL {fmt(r.baseline_ppl)})", f"all {size}" if r.alone else
+                      "the set", fmt(r.masked_ppl), fmt(r.delta),
+                      *((fmt(r.recorded_delta) if r.recorded_delta is not None else "-", same) if recorded else ())])
+        cells += [["", neuron, fmt(ppl), fmt(d), *(("", "") if recorded else ())] for neuron, ppl, d in r.alone]
+    console.print(neuron_table(columns, cells, neuron_columns=(1,),
+                               title=f"{size} neuron(s) masked, {ablation} ablation; Delta = log10 PPL ratio"))

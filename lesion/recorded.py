@@ -1,0 +1,149 @@
+"""What a result was made with (its text or texts, its ablation), used unless overridden.
+
+Every command that reads a result feeds the model what the result recorded: a critical set
+its one text, a heel every text it was found on (``settings.texts`` for a multi-text heel),
+under the ablation it was scored with. The model and dtype come the same way (the CLI's
+``load(args, recorded=settings)``). An explicit override is honoured and named in a note,
+since it changes the answer; :func:`reproduce` re-scores a neuron set on what it recorded.
+
+    lm = load_model("smollm2-135m")
+    heel = Heel.load("heel.json")
+    for row in reproduce(heel, lm):
+        print(row.name, row.delta, row.recorded_delta)   # equal to 1e-6
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from .ablation import baseline_nll, check_ablation, masked_nll
+from .errors import LesionError
+from .metrics import delta, perplexity
+from .neurons import Neuron, discover_sites
+from .options import ABLATIONS
+from .results import NeuronSet, recorded_text
+from .texts import check_context, encode, text_hash
+
+REPRODUCE_TOLERANCE = 1e-6  # |Delta now - Delta recorded| a reproduction must stay within
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The texts (name, text) and ablation to score a result on, and a note per override."""
+    texts: tuple[tuple[str, str], ...]
+    ablation: str
+    notes: tuple[str, ...] = ()
+    recorded: tuple[float | None, ...] = ()  # the Delta recorded on each text, when it is recorded
+
+
+def recorded_ablation(settings: dict) -> str:
+    """The ablation a result was scored with: a heel records it; Stage 2 always zeroes."""
+    ablation = settings.get("ablation", "zero")
+    if ablation not in ABLATIONS:
+        raise LesionError(f"the result records ablation {ablation!r}, which this lesion does not know "
+                          f"({', '.join(ABLATIONS)}): re-create it with this lesion")
+    return ablation
+
+
+def recorded_texts(result: NeuronSet, source: str | Path) -> list[tuple[str, str, float | None]]:
+    """(name, text, Delta recorded on it) for every text ``result`` was found on, each checked
+    against its recorded SHA-256."""
+    settings = result.settings
+    many = settings.get("texts")
+    if not many:
+        name = (getattr(result, "texts", None) or [{}])[0].get("name") or "text"
+        return [(name, recorded_text(settings, None, source), result.delta)]
+    per_text = list(getattr(result, "texts", ()) or [])
+    if not isinstance(many, list) or not all(isinstance(t, str) for t in many) or len(per_text) != len(many):
+        raise LesionError(f"{str(source)!r} records its texts incompletely (settings.texts and texts differ): "
+                          "re-create it with lesion")
+    rows = []
+    for i, (text, info) in enumerate(zip(many, per_text)):
+        if info.get("sha256") not in (None, text_hash(text)):
+            raise LesionError(f"text {i + 1} kept with {str(source)!r} does not match its recorded SHA-256 (it "
+                              "was edited or replaced): re-create the result with lesion")
+        recorded = info.get("delta")
+        rows.append((str(info.get("name") or f"text{i + 1}"), text,
+                     recorded if isinstance(recorded, (int, float)) else None))
+    return rows
+
+
+def resolve_inputs(result: NeuronSet, source: str | Path, text: str | None = None,
+                   ablation: str | None = None) -> Inputs:
+    """The texts and ablation to score ``result`` on: the recorded ones, or ``text`` /
+    ``ablation`` where given (one note each when they differ from what was recorded)."""
+    texts = recorded_texts(result, source)
+    kept = recorded_ablation(result.settings)
+    notes = []
+    if ablation is not None:
+        check_ablation(ablation)
+        if ablation != kept:
+            notes.append(f"--ablation {ablation} overrides the {kept} ablation {str(source)!r} was scored with: "
+                         "its Delta is not reproduced")
+    chosen = kept if ablation is None else ablation
+    if text is not None:
+        same = [row for row in texts if text_hash(row[1]) == text_hash(text)]
+        if same:
+            texts = same
+        else:
+            notes.append(f"the text given is not one {str(source)!r} was found on: its recorded Delta does "
+                         "not apply (drop --text/--text-file to reproduce it)")
+            texts = [("given text", text, None)]
+    return Inputs(tuple((n, t) for n, t, _ in texts), chosen, tuple(notes),
+                  tuple(None if ablation not in (None, kept) else d for _, _, d in texts))
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    """One text's figures: the neuron set masked as a whole, then each neuron alone."""
+    name: str
+    tokens: int
+    baseline_ppl: float
+    masked_ppl: float
+    delta: float
+    recorded_delta: float | None
+    alone: tuple[tuple[str, float, float], ...] = field(default=())  # (neuron, PPL, Delta)
+
+    @property
+    def reproduced(self) -> bool | None:
+        """True when the Delta matches the recorded one to 1e-6; None when none was recorded."""
+        if self.recorded_delta is None:
+            return None
+        if math.isinf(self.recorded_delta) or math.isinf(self.delta):
+            return self.delta == self.recorded_delta
+        return abs(self.delta - self.recorded_delta) <= REPRODUCE_TOLERANCE
+
+
+def reproduce(result: NeuronSet, lm, inputs: Inputs | None = None, source: str | Path = "the result",
+              extra: Sequence[Neuron] = (), alone: bool = True) -> list[Reproduction]:
+    """Re-score ``result``'s neurons (plus ``extra``) on every text it records, under its
+    ablation (or on ``inputs`` from :func:`resolve_inputs`): one :class:`Reproduction` per text.
+    With the recorded inputs and no ``extra``, each Delta equals the recorded one to 1e-6."""
+    inputs = inputs or resolve_inputs(result, source)
+    neurons = list(result.neurons) + [n for n in extra if n not in result.neurons]
+    index = discover_sites(lm.model, "all")
+    index.check(neurons)
+    recorded = inputs.recorded if not extra else (None,) * len(inputs.texts)
+    rows = []
+    for (name, text), was in zip(inputs.texts, recorded or (None,) * len(inputs.texts)):
+        ids = encode(lm.tokenizer, text, lm.device)
+        check_context(lm.model, ids)
+        clean = baseline_nll(lm.model, ids, lm.dtype)
+        sets = [neurons] + ([[n] for n in neurons] if alone and len(neurons) > 1 else [])
+        # One set per forward, as the search scored them: batching moves the last bits of a float.
+        nlls = [masked_nll(lm.model, ids, index, [s], ablation=inputs.ablation)[0] for s in sets]
+        rows.append(Reproduction(name, int(ids.shape[1]), perplexity(clean), perplexity(nlls[0]),
+                                 delta(nlls[0], clean), was,
+                                 tuple((str(s[0]), perplexity(nll), delta(nll, clean))
+                                       for s, nll in zip(sets[1:], nlls[1:]))))
+    return rows
+
+
+def zero_only_note(settings: dict, source: str | Path, say) -> None:
+    """For a command that masks by zeroing only: say so when the result was found with another ablation."""
+    ablation = recorded_ablation(settings)
+    if ablation != "zero":
+        say(f"[yellow]note[/yellow]: this command masks by zeroing; {source} was found with the {ablation} "
+            "ablation, so its figures here differ from the recorded ones")
