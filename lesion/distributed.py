@@ -173,6 +173,11 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def speaks() -> bool:
+    """Whether this process prints errors: rank 0 under torchrun, always in one process."""
+    return not launched() or os.environ.get("RANK", "0") == "0"
+
+
 def record() -> dict:
     """What run.json records about the ranks: nothing for one process."""
     if _launched.size == 1:

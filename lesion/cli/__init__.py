@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         from ..distributed import run_command  # torch-free unless launched by torchrun
         return int(run_command(args.run, args) or 0)
     except LesionError as e:
-        print(f"lesion: error: {error_line(e)}", file=sys.stderr)
+        from ..distributed import speaks
+        if speaks():  # under torchrun every rank refuses the same input: rank 0 says it
+            print(f"lesion: error: {error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lesion: interrupted: no partial result was written", file=sys.stderr)
