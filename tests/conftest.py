@@ -1,4 +1,5 @@
-"""Tiny random models of every family, built from configs in a fraction of a second."""
+"""What the tests share: tiny random models of every family (built from configs in a fraction
+of a second), a text for them, a Study on the saved tiny Llama, and a scan of it into a run folder."""
 from __future__ import annotations
 
 import os
@@ -9,6 +10,8 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 VOCAB = 128
+# The text the tests study: long enough for Stage 1 and Stage 2 (a token a character on the tiny models).
+TEXT = "The quick brown fox jumps over the lazy dog near the river bank."
 COMMON = dict(vocab_size=VOCAB, num_hidden_layers=2, num_attention_heads=4, pad_token_id=0,
               bos_token_id=1, eos_token_id=2)
 FAMILIES = {
@@ -107,3 +110,28 @@ def save_tiny(path, family: str = "llama", seed: int = 0):
 def tiny_dir(tmp_path_factory):
     """A saved tiny Llama with a tokenizer: a local folder `lesion --model` accepts."""
     return str(save_tiny(tmp_path_factory.mktemp("tiny") / "llama"))
+
+
+@pytest.fixture(scope="module")
+def study(tiny_dir):
+    """The tiny Llama loaded through lesion, on TEXT (one per test module: tests must not change it)."""
+    from lesion.loading import load_model
+    from lesion.study import Study
+    return Study.create(load_model(tiny_dir), TEXT)
+
+
+def scan_tiny(model_dir: str, out, *extra: str, text: str = TEXT, samples: int = 4, epsilon: float = 0.001) -> Path:
+    """``lesion scan`` of a tiny model into the folder ``out``; a tiny epsilon so that the critical
+    set is not empty. Returns the folder."""
+    from lesion.cli import main
+
+    code = main(["scan", "--model", model_dir, "--text", text, "--samples", str(samples), "--epsilon", str(epsilon),
+                 "--quiet", "--out", str(out), *extra])
+    assert code == 0, f"lesion scan exited {code}"
+    return Path(out)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_dir, tmp_path_factory) -> Path:
+    """A run folder of the tiny Llama (ranking.json, critical.json), one per test module."""
+    return scan_tiny(tiny_dir, tmp_path_factory.mktemp("run"))
