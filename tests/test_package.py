@@ -1,9 +1,12 @@
-"""What users expect of a package: a version that names its commit, lm-eval task names that
-resolve, a wheel that runs without the checkout (the last is .ci/run's job: it needs a venv)."""
+"""What users expect of a package: a public API a notebook can tab-complete, type information in
+the wheel, a version that names its commit, lm-eval task names that resolve. That the wheel runs
+without the checkout is .ci/run's job (it needs a venv)."""
 from __future__ import annotations
 
 import re
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,28 @@ import lesion
 from lesion.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_NAMES = {"load_model", "Study", "search_heel", "Ranking", "CriticalSet", "Heel", "LesionError"}
+
+
+def test_the_notebook_verbs_and_types_are_at_the_top():
+    from lesion import Heel, search_heel
+    from lesion.heel import search_heel as defined
+    from lesion.results import Heel as heel_type
+
+    assert search_heel is defined and Heel is heel_type
+    assert NOTEBOOK_NAMES <= set(dir(lesion)) <= set(lesion.__all__) | {"__version__"}
+    for name in lesion.__all__:
+        assert getattr(lesion, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'rank_by_noise'"):
+        lesion.rank_by_noise  # one level down: lesion.stage1.rank_by_noise
+
+
+def test_the_wheel_ships_type_information(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path)], check=True, timeout=300, capture_output=True)
+    names = zipfile.ZipFile(next(tmp_path.glob("lesion-*.whl"))).namelist()
+    assert "lesion/py.typed" in names
+    assert "lesion/results/base.py" in names and not any(n.startswith("tests/") for n in names)
 
 
 def test_version_names_the_commit_of_a_checkout(capsys):
@@ -34,15 +59,13 @@ def test_version_outside_a_checkout_is_the_version_alone(tmp_path, monkeypatch):
     assert cli._version() == f"lesion {lesion.__version__}"
 
 
-def test_lm_eval_registry_knows_every_paper_task_the_readme_lists(monkeypatch):
+def test_lm_eval_registry_knows_every_paper_task(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     from lm_eval.tasks import TaskManager
 
     from lesion.evaluation.tasks import PAPER_TASKS
 
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert all(f"`{name}`" in readme for name in PAPER_TASKS.values())
     known = set(TaskManager().all_tasks)  # reads lm-eval's task YAML files; no network
     assert sorted(set(PAPER_TASKS.values()) - known) == []
     assert "no_such_task_lesion" not in known
