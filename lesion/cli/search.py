@@ -35,7 +35,7 @@ def register(sub) -> None:
     g.add_argument("--texts", default=None, metavar="NAMES",
                    help="lesion's own texts by name, comma-separated: wikipedia, news, biography, media, "
                         "french, german, spanish, chinese, short, long")
-    g.add_argument("--passages", type=int, default=0, metavar="N", help="N passages drawn from --corpus")
+    g.add_argument("--passages", type=int, default=None, metavar="N", help="N passages drawn from --corpus")
     g.add_argument("--corpus", default="enwiki-gensim", help="corpus for --passages (name or path)")
     g.add_argument("--objective", default="worst", choices=OBJECTIVES,
                    help="worst: the heel must collapse every text (default); mean: on average")
@@ -76,16 +76,18 @@ def plan_from(args):
 def texts_from(args) -> tuple[list[str], list[str]]:
     """(names, texts): every --text, every --text-file, then --passages; the Bookends default alone."""
     from ..texts import BOOKENDS, read_text
-    if args.passages < 0:
-        raise LesionError(f"--passages must be >= 0 (got {args.passages})")
+    if args.passages is not None and args.passages < 1:
+        raise LesionError(f"--passages must be >= 1 (got {args.passages}): leave it out to draw none")
     named = [(f"text{i + 1}", read_text(t)) for i, t in enumerate(args.text)]
-    named += [(Path(f).name, read_text(None, f)) for f in args.text_file]
-    if args.texts:
+    named += [(name, read_text(None, f)) for name, f in zip(file_names(args.text_file), args.text_file)]
+    if args.texts is not None:
         from ..analysis import TEXTS
         names = [n.strip() for n in args.texts.split(",") if n.strip()]
         unknown = [n for n in names if n not in TEXTS]
-        if unknown or not names:
-            raise LesionError(f"unknown text name(s) {', '.join(unknown) or '(none)'}: use {', '.join(TEXTS)}")
+        if not names:
+            raise LesionError(f"--texts names no text: use one or more of {', '.join(TEXTS)}, or leave it out")
+        if unknown:
+            raise LesionError(f"unknown text name(s) {', '.join(unknown)}: use {', '.join(TEXTS)}")
         named += [(n, TEXTS[n]) for n in names]
     if args.passages:
         from ..evaluation.corpora import load_corpus, sample_passages
@@ -94,6 +96,14 @@ def texts_from(args) -> tuple[list[str], list[str]]:
                   enumerate(sample_passages(corpus.documents, args.passages, seed=args.seed))]
     named = named or [("bookends", BOOKENDS)]
     return [n for n, _ in named], [t for _, t in named]
+
+
+def file_names(files: list[str]) -> list[str]:
+    """Each --text-file's name, or its path where two share a name (else the transfer table,
+    keyed by name, would fold them into one row); a path given twice is numbered."""
+    names = [Path(f).name for f in files]
+    names = [str(Path(f)) if names.count(n) > 1 else n for f, n in zip(files, names)]
+    return [f"{n}#{names[:i].count(n) + 1}" if names.count(n) > 1 else n for i, n in enumerate(names)]
 
 
 def run(args) -> int:
