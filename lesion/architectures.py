@@ -11,7 +11,7 @@ from typing import Iterable
 
 import torch
 
-from .errors import LesionError
+from .errors import LesionError, ParameterError
 
 BLOCKS_BY_MODEL_TYPE = {
     "llama": "model.layers", "mistral": "model.layers", "qwen2": "model.layers", "qwen3": "model.layers",
@@ -71,8 +71,8 @@ def resolve_components(components: Iterable[str] | str | None) -> set[str]:
         elif c in KINDS:
             kinds.add(c)
         else:
-            raise LesionError(f"unknown component {c!r}: use kinds {', '.join(KINDS)} "
-                              f"or groups {', '.join(GROUPS)}")
+            raise ParameterError("components", f"names an unknown component {c!r}: use kinds "
+                                 f"{', '.join(KINDS)} or groups {', '.join(GROUPS)}")
     return kinds
 
 

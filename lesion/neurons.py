@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 import torch
 
 from . import architectures
-from .errors import LesionError
+from .errors import LesionError, ParameterError
 from .torch_hooks import hooked
 
 
@@ -70,8 +70,8 @@ class SiteIndex:
 
     def __init__(self, sites: Sequence[Site]):
         if not sites:
-            raise LesionError("no neuron sites selected: check --components "
-                              f"(known kinds: {', '.join(architectures.KINDS)})")
+            raise ParameterError("components", "selects no neuron site of this model (known kinds: "
+                                 f"{', '.join(architectures.KINDS)})")
         self.sites = tuple(sites)
         self.by_name = {s.name: s for s in self.sites}
         widths = torch.tensor([s.width for s in self.sites])

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .batching import split_on_oom
-from .errors import LesionError
+from .errors import LesionError, ParameterError
 from .hooks import hooked
 from .neurons import SiteIndex
 from .results import Ranking
@@ -48,7 +48,7 @@ def _reduce(per_position: torch.Tensor, reduce: str) -> tuple[torch.Tensor, torc
         return values, positions
     if reduce == "mean":
         return per_position.mean(dim=0), None
-    raise LesionError(f"unknown reduction {reduce!r}: use max or mean")
+    raise ParameterError("reduce", f"must be max or mean (got {reduce!r})")
 
 
 def _collect(index: SiteIndex, per_site: dict[str, torch.Tensor], reduce: str) -> Scores:
@@ -108,6 +108,24 @@ def settled_top(index: SiteIndex, sums: dict[str, torch.Tensor], squares: dict[s
     return int(separated.int().cumprod(0).sum()), head
 
 
+def _check_noise_options(samples, alpha: float, batch_size: int, max_samples: int, settle_top: int | None,
+                         confidence: float) -> None:
+    if samples != "auto" and (not isinstance(samples, int) or isinstance(samples, bool)):
+        raise ParameterError("samples", f"must be a number or 'auto' (got {samples!r})")
+    if not (alpha > 0 and math.isfinite(alpha)):
+        raise ParameterError("alpha", f"must be a finite number > 0 (got {alpha}): the paper uses 5")
+    counts = [("batch_size", batch_size, 1)]
+    if samples == "auto":  # the adaptive stop compares two sample counts at least
+        counts += [("max_samples", max_samples, 2), ("settle_top", 1 if settle_top is None else settle_top, 1)]
+    else:
+        counts.append(("samples", samples, 1))
+    for name, value, least in counts:
+        if value < least:
+            raise ParameterError(name, f"must be >= {least} (got {value})")
+    if samples == "auto" and not 0 < confidence < 1:
+        raise ParameterError("confidence", f"must be between 0 and 1, both excluded (got {confidence})")
+
+
 def rank_by_noise(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex, *, seed: int = 42,
                   alpha: float = 5.0, samples: int | str = 100, batch_size: int = 16, reduce: str = "max",
                   alpha_relative: bool = False, max_samples: int = 100, settle_top: int | None = None,
@@ -128,12 +146,7 @@ def rank_by_noise(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIn
     """
     adaptive = samples == "auto"
     cap = max_samples if adaptive else samples
-    if not adaptive and not isinstance(samples, int):
-        raise LesionError(f"--samples must be a number or 'auto' (got {samples!r})")
-    if alpha <= 0 or cap < 1 or batch_size < 1:
-        raise LesionError("need alpha > 0, samples >= 1 and batch size >= 1: fix --alpha/--samples")
-    if adaptive and (cap < 2 or (settle_top is not None and settle_top < 1) or not 0 < confidence < 1):
-        raise LesionError("--samples auto needs --max-samples >= 2, settle_top >= 1 and 0 < confidence < 1")
+    _check_noise_options(samples, alpha, batch_size, max_samples, settle_top, confidence)
     checkpoints = list(range(SETTLE_CHECK_EVERY, cap, SETTLE_CHECK_EVERY)) + [cap] if adaptive else [cap]
     body, dtype = model.base_model, _dtype(model)
     with torch.inference_mode():
@@ -296,8 +309,8 @@ def ranking_from_scores(index: SiteIndex, scores: Scores, ranker: str, keep: int
                         settings: dict) -> Ranking:
     values = scores.values.float().cpu()
     if not torch.isfinite(values).all():
-        raise LesionError(f"the {ranker} ranker produced non-finite scores (the model overflows in this "
-                          "dtype): use --dtype float32")
+        raise ParameterError("dtype", f"is too narrow for this model: the {ranker} ranker's scores overflow to "
+                                      "non-finite values; use float32")
     order = torch.sort(values, descending=True, stable=True).indices[:keep]
     pos = None if scores.positions is None else tuple(scores.positions.cpu()[order].tolist())
     return Ranking(model=model_name, ranker=ranker, neurons=tuple(index.neurons(order.tolist())),

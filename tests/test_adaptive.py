@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from lesion.errors import LesionError
+from lesion.errors import ParameterError
 from lesion.neurons import Neuron, discover_sites
 from lesion.stage1 import rank_by_noise
 from lesion.stage1 import settle_z
@@ -59,10 +59,15 @@ def test_settle_z_covers_every_bound():
 
 def test_bad_adaptive_options(tiny_llama, ids):
     index = discover_sites(tiny_llama, "down")
-    with pytest.raises(LesionError, match="max-samples"):
-        rank_by_noise(tiny_llama, ids, index, samples="auto", max_samples=1, progress=False)
-    with pytest.raises(LesionError, match="number or 'auto'"):
+    bad = {"max_samples must be >= 2": {"max_samples": 1}, "settle_top must be >= 1": {"settle_top": 0},
+           "confidence must be between 0 and 1": {"confidence": 1.0}}
+    for message, options in bad.items():
+        with pytest.raises(ParameterError, match=message):
+            rank_by_noise(tiny_llama, ids, index, samples="auto", progress=False, **options)
+    with pytest.raises(ParameterError, match="samples must be a number or 'auto'"):
         rank_by_noise(tiny_llama, ids, index, samples="many", progress=False)
+    with pytest.raises(ParameterError, match="alpha must be a finite number > 0"):
+        rank_by_noise(tiny_llama, ids, index, alpha=float("nan"), progress=False)
 
 
 def test_scan_records_k_used_and_confidence(tiny_dir, tmp_path, capsys):

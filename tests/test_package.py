@@ -28,7 +28,7 @@ def test_the_notebook_verbs_and_types_are_at_the_top():
     for name in lesion.__all__:
         assert getattr(lesion, name) is not None, name
     with pytest.raises(AttributeError, match="no attribute 'rank_by_noise'"):
-        lesion.rank_by_noise  # one level down: lesion.stage1.rank_by_noise
+        getattr(lesion, "rank_by_noise")  # noqa: B009 -- one level down: lesion.stage1.rank_by_noise
 
 
 def test_the_wheel_ships_type_information(tmp_path):
@@ -69,3 +69,25 @@ def test_lm_eval_registry_knows_every_paper_task(monkeypatch):
     known = set(TaskManager().all_tasks)  # reads lm-eval's task YAML files; no network
     assert sorted(set(PAPER_TASKS.values()) - known) == []
     assert "no_such_task_lesion" not in known
+
+
+def test_a_parameter_error_names_the_parameter_and_the_cli_shows_its_flag():
+    from lesion.cli import error_line
+    from lesion.errors import ParameterError
+
+    error = ParameterError("max_rows", "must be >= 1 (got 0)")
+    assert isinstance(error, lesion.LesionError) and error.parameter == "max_rows"
+    assert str(error) == "max_rows must be >= 1 (got 0)"  # what a notebook shows
+    assert error_line(error) == "--max-rows must be >= 1 (got 0)"
+    assert error_line(ParameterError("per_signal", "must be >= 1 (got 0)")) == "--pool must be >= 1 (got 0)"
+    assert error_line(lesion.LesionError("--out is a file")) == "--out is a file"
+
+
+def test_the_cli_prints_a_library_parameter_error_with_the_flag(tiny_dir, capsys):
+    from lesion.architectures import resolve_components
+    from lesion.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="^components names an unknown component 'bogus'"):
+        resolve_components("down,bogus")
+    assert main(["sites", "--model", tiny_dir, "--components", "down,bogus"]) == 2
+    assert capsys.readouterr().err.startswith("lesion: error: --components names an unknown component 'bogus'")
