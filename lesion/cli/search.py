@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+import sys
 from pathlib import Path
 
 from rich.table import Table
@@ -57,6 +60,14 @@ def register(sub) -> None:
     s.add_argument("--certify-rows", type=int, default=2000,
                    help="rows for the exhaustive check that no smaller set of the top screened exists")
     s.add_argument("--max-rows", type=int, default=20000, help="budget of masked rows for the whole search")
+    s.add_argument("--time-budget", type=float, default=600.0, metavar="SECONDS",
+                   help="wall-clock budget for the whole search after the model is loaded (default 600); "
+                        "on either budget, Ctrl-C or SIGTERM the best set so far is written")
+    s.add_argument("--screen", type=int, default=0, metavar="N",
+                   help="pool neurons masked alone; 0 (default): the share of the budget's rows the "
+                        "measured cost of a row affords, chosen by attribution estimate and signal rank")
+    s.add_argument("--resume", action="store_true",
+                   help="continue the search whose sets are in OUT.sets.jsonl: no set is evaluated twice")
     n = p.add_argument_group("noise signal (stage 1)")
     add_noise_args(n)
     p.add_argument("--out", default="heel.json", help="JSON to write (same shape as critical.json)")
@@ -68,7 +79,8 @@ def plan_from(args):
     from ..heel import SearchPlan
     plan = SearchPlan(epsilon=args.epsilon, strategy=args.strategy, prune=args.prune, ablation=args.ablation,
                       objective=args.objective, rescreen=args.rescreen, max_size=args.max_size,
-                      certify_rows=args.certify_rows, max_rows=args.max_rows)
+                      certify_rows=args.certify_rows, max_rows=args.max_rows, screen=args.screen,
+                      time_budget=args.time_budget)
     plan.check()
     return plan
 
@@ -109,6 +121,7 @@ def file_names(files: list[str]) -> list[str]:
 def run(args) -> int:
     from ..heel import search_heel, search_with_transfer
     from ..results import save_result as write_result
+    from ..heel.journal import journal_path
     from ..heel.signals import parse_signals
 
     plan = plan_from(args)
@@ -122,24 +135,49 @@ def run(args) -> int:
     names, texts = texts_from(args)
     if args.transfer and len(texts) < 2:
         raise LesionError("--transfer needs at least two texts: repeat --text/--text-file or use --passages")
+    journal = journal_path(args.out)
+    if args.resume and not journal.is_file():
+        raise LesionError(f"--resume: there is no {journal} to resume: run the search without --resume first")
     lm = load(args)
     progress = progress_enabled(args)
     options = dict(signals=signals, per_signal=args.pool, components=args.components, progress=progress,
                    noise_options={"alpha": args.alpha, "samples": args.samples, "seed": args.seed},
-                   say=(lambda stage: console.print(f"[dim]{stage}...[/dim]")) if progress else None)
-    heel = (search_with_transfer(lm, texts, names, plan, **options) if args.transfer
-            else search_heel(lm, texts, plan, names=names, **options))
+                   say=(lambda stage: console.print(f"[dim]{stage}...[/dim]")) if progress else None,
+                   journal=journal, resume=args.resume)
+    with sigterm_as_interrupt():
+        heel = (search_with_transfer(lm, texts, names, plan, **options) if args.transfer
+                else search_heel(lm, texts, plan, names=names, **options))
     path = write_result(args.out, heel)
     print_heel(heel, names)
     console.print(f"wrote {path}")
+    if heel.stopped == "interrupted":
+        print(f"lesion: interrupted: wrote the best set so far to {path}; --resume continues", file=sys.stderr)
+        return 130
     return 0
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (a job scheduler's stop) takes the Ctrl-C path: the best set so far is written."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def print_heel(heel, names: list[str]) -> None:
     eps = heel.settings.get("epsilon", 1.0)
     head = (f"[bold]heel[/bold]: {len(heel.neurons)} neuron(s), Delta {fmt(heel.delta)} >= {eps:g}" if heel.reached
-            else f"[bold]no set reaches Delta >= {eps:g}[/bold] ({heel.stopped}); best Delta {fmt(heel.delta)}")
-    if heel.rows == 0:
+            else f"[bold]no set reached Delta >= {eps:g}[/bold] ({heel.stopped}); best set so far: "
+                 f"{len(heel.neurons)} neuron(s), Delta {fmt(heel.delta)}")
+    if not heel.neurons:
         head = f"[bold]nothing was evaluated[/bold]: --max-rows {heel.settings.get('max_rows')} is below one screen chunk"
     console.print(head)
     if heel.profile:
@@ -175,4 +213,9 @@ def print_heel(heel, names: list[str]) -> None:
         for label, row in heel.transfer["rows"].items():
             tr.add_row(label, str(len(row["neurons"])), *("-" if d is None else fmt(d) for d in row["deltas"]))
         console.print(tr)
-    console.print(f"{heel.rows} masked rows in all")
+    rate = f", {heel.rows / heel.seconds:.3g} rows/s" if heel.seconds else ""
+    console.print(f"{heel.rows} masked rows in all, {heel.seconds:.1f} s{rate}; stopped: {heel.stopped}")
+    estimate = heel.screen.get("estimate")
+    if estimate and estimate.get("spearman") is not None:
+        console.print(f"first-order estimate vs masked Delta of the {estimate['masked']} screened: "
+                      f"Spearman {estimate['spearman']:.2f}")

@@ -82,17 +82,18 @@ class SetScorer:
         if self.order is not None:
             todo.sort(key=self.order)
         for start in range(0, min(len(todo), fits), self.piece or len(todo) or 1):
-            self._check_time()
-            self._evaluate(todo[start:min(start + (self.piece or len(todo)), fits)])
+            piece = todo[start:min(start + (self.piece or len(todo)), fits)]
+            self._check_time(len(piece))
+            self._evaluate(piece)
         if len(todo) > fits:
             raise BudgetExhausted
         return [self.known[frozenset(s)] for s in sets]
 
-    def _check_time(self) -> None:
+    def _check_time(self, sets: int) -> None:
         """No new piece starts after the deadline, nor one that the rows/s so far say would end past it."""
         if self.deadline is None:
             return
-        expected = self.row_seconds() * (self.piece or 1) * self.texts
+        expected = self.row_seconds() * sets * self.texts
         if time.monotonic() + expected > self.deadline:
             raise BudgetExhausted
 

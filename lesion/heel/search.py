@@ -2,7 +2,9 @@
 search of :mod:`lesion.heel.algorithms` under a :class:`~lesion.heel.scorer.SetScorer`."""
 from __future__ import annotations
 
+import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -15,6 +17,8 @@ from ..stage1 import clean_activations
 from ..study import Study
 from ..texts import text_hash
 from .algorithms import SearchPlan, find_smallest_heel
+from .journal import SetJournal
+from .progress import SearchProgress
 from .scorer import SetScorer
 from .signals import candidate_pool, signal_scores, top_neurons
 
@@ -25,35 +29,38 @@ def transfer_table(score_for_each: Sequence[SetScorer], heels: dict[str, Sequenc
             for name, neurons in heels.items()}
 
 
+NOISE_FORWARDS = 2.0  # cost of one noise sample (noisy forward + differences) in bare forwards, measured
+NOISE_SHARE = 0.25  # of a time budget, the most the noise signal may take before it is left out
+
+
 def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence[str] = tuple(SIGNALS),
                 per_signal: int = 100, components: str | None = None,
                 noise_options: dict | None = None, progress: bool = True,
                 say: Callable[[str], None] | None = None, memo: dict | None = None,
-                names: Sequence[str] = ()) -> Heel:
+                names: Sequence[str] = (), journal: str | Path | None = None, resume: bool = False) -> Heel:
     """``lesion search`` as a library call: pool from ``signals`` on every text, then
     :func:`find_smallest_heel` with the objective over all ``texts``. ``memo`` keeps each
-    (signal, text)'s top list across calls on the same model."""
+    (signal, text)'s top list across calls on the same model.
+
+    ``plan.time_budget`` bounds the whole call (signals included): the noise signal is left out
+    when its estimated cost, from one timed forward, would take more than a quarter of it.
+    ``journal`` is a file every evaluated set is appended to; ``resume`` reads it first, so no
+    set it holds is evaluated again (it must come from the same model, texts and ablation)."""
     plan.check()
     if per_signal < 1:
         raise LesionError(f"--pool must be >= 1 (got {per_signal})")
+    deadline = None if plan.time_budget is None else time.monotonic() + plan.time_budget
     studies = [Study.create(lm, text, components) for text in texts]
     index = studies[0].index
     noise_options = {"alpha": 5.0, "samples": 100, "seed": 42, **(noise_options or {})}
-    lists: dict[str, list] = {}
-    memo = {} if memo is None else memo
-    for name in signals:
-        for study in studies:
-            key = (name, per_signal, text_hash(study.text))
-            if key not in memo:
-                noise = (lambda s=study: s.scores("noise", progress=progress, **noise_options)[0].values)
-                memo[key] = top_neurons(index, signal_scores(name, lm.model, study.input_ids, index, noise),
-                                        per_signal)
-            lists.setdefault(name, []).append(memo[key])
-            if name == "superweight":
-                break  # data-free: the same on every text
-    pool, brought = candidate_pool(lists)
     score = SetScorer.for_model(lm.model, index, [s.input_ids for s in studies], ablation=plan.ablation,
-                                objective=plan.objective, max_rows=plan.max_rows, dtype=lm.dtype)
+                                objective=plan.objective, max_rows=plan.max_rows, dtype=lm.dtype,
+                                deadline=deadline)
+    signals, left_out = affordable_signals(signals, score.bare_row_seconds * len(texts), noise_options, plan)
+    memo = {} if memo is None else memo
+    lists = _signal_lists(lm, studies, index, signals, per_signal, noise_options, progress, memo)
+    pool, brought = candidate_pool(lists)
+    estimate = _estimate(lm, studies, index, pool, memo)
 
     def prefix_order() -> list[Neuron]:
         ranking = studies[0].rank("noise", keep=1000, progress=progress, **noise_options)
@@ -61,12 +68,83 @@ def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence
 
     info = [{"name": name, "sha256": text_hash(s.text), "tokens": int(s.input_ids.shape[1])}
             for name, s in zip(list(names) + [f"text{i + 1}" for i in range(len(names), len(studies))], studies)]
-    settings = {**studies[0].settings(), "signals": list(signals), "per_signal": per_signal, "noise": noise_options}
+    settings = {**studies[0].settings(), "signals": list(signals), "per_signal": per_signal, "noise": noise_options,
+                "bare_row_seconds": round(score.bare_row_seconds, 4)}
+    if left_out:
+        settings["signals_left_out"] = left_out
     if len(texts) > 1:  # each text is in the result's `texts`, with its hash and token count
         settings.update(text=None, text_sha256=None, tokens=None, texts=list(texts))
-    heel = find_smallest_heel(score, pool, plan, prefix_order, lm.name, settings,
-                              {**brought, "per_signal": per_signal}, info, say)
+    pool_info = {**brought, "per_signal": per_signal}
+    bar = SearchProgress(progress).attach(score)
+    try:
+        if journal is not None:
+            pool_info["resumed_sets"] = _open_journal(score, lm, studies, plan, journal, resume)
+        heel = find_smallest_heel(score, pool, plan, prefix_order, lm.name, settings, pool_info, info, say, estimate)
+    finally:
+        bar.close()
+        if score.journal is not None:
+            score.journal.close()
+    if heel.stopped == "interrupted":
+        return heel  # an interrupt asks for the result now: no more forwards
     return replace(heel, profile=tuple(describe(lm.model, index, studies[0].input_ids, heel)))
+
+
+def affordable_signals(signals: Sequence[str], bare_seconds: float, noise_options: dict,
+                       plan: SearchPlan) -> tuple[list[str], dict]:
+    """The signals, less the noise signal when its estimated cost does not fit a quarter of the
+    time budget (on a 1.5B model, 100 noise samples take minutes); prefix needs it whatever it costs."""
+    signals = list(signals)
+    if "noise" not in signals or plan.time_budget is None or plan.strategy == "prefix" or len(signals) == 1:
+        return signals, {}
+    cost = noise_options["samples"] * bare_seconds * NOISE_FORWARDS
+    if cost <= NOISE_SHARE * plan.time_budget:
+        return signals, {}
+    signals.remove("noise")
+    return signals, {"noise": f"estimated {cost:.0f} s ({noise_options['samples']} samples) > "
+                              f"{NOISE_SHARE:.0%} of --time-budget {plan.time_budget:g} s"}
+
+
+def _signal_lists(lm, studies, index, signals, per_signal, noise_options, progress, memo):
+    """Each signal's top list per text."""
+    lists: dict[str, list] = {}
+    for name in signals:
+        for study in studies:
+            key = (name, per_signal, text_hash(study.text))
+            if key not in memo:
+                noise = (lambda s=study: s.scores("noise", progress=progress, **noise_options)[0].values)
+                values = _scores(lm, study, index, name, noise, memo)
+                memo[key] = top_neurons(index, values, per_signal)
+            lists.setdefault(name, []).append(memo[key])
+            if name == "superweight":
+                break  # data-free: the same on every text
+    return lists
+
+
+def _scores(lm, study, index, name: str, noise, memo: dict) -> torch.Tensor:
+    key = ("scores", name, text_hash(study.text))
+    if name != "attribution":
+        return signal_scores(name, lm.model, study.input_ids, index, noise)
+    if key not in memo:  # kept: the screen's first-order estimate reuses it
+        memo[key] = signal_scores(name, lm.model, study.input_ids, index, noise)
+    return memo[key]
+
+
+def _estimate(lm, studies, index, pool: Sequence[Neuron], memo: dict) -> dict[Neuron, float]:
+    """First-order estimate of each pool neuron's effect, |sum_t a dL/da| (attribution patching: one
+    forward and one backward per text), averaged over the texts."""
+    per_text = [_scores(lm, s, index, "attribution", None, memo) for s in studies]
+    flat = torch.tensor([index.flat(n) for n in pool], dtype=torch.long)
+    mean = torch.stack([scores[flat] for scores in per_text]).mean(dim=0)
+    return dict(zip(pool, mean.tolist()))
+
+
+def _open_journal(score: SetScorer, lm, studies, plan: SearchPlan, path, resume: bool) -> int:
+    journal = SetJournal(path, {"model": lm.fingerprint(), "texts": [text_hash(s.text) for s in studies],
+                                "ablation": plan.ablation})
+    resumed = score.load(journal.read()) if resume else 0
+    journal.start(resume)
+    score.journal = journal
+    return resumed
 
 
 def describe(model: torch.nn.Module, index: SiteIndex, input_ids: torch.Tensor, heel: Heel) -> list[dict]:
@@ -91,7 +169,8 @@ def search_with_transfer(lm, texts: Sequence[str], names: Sequence[str], plan: S
     every text (does a heel found on one input collapse the model on the others?)."""
     memo: dict = {}
     joint = search_heel(lm, texts, plan, memo=memo, names=names, **options)
-    own = {name: search_heel(lm, [text], plan, memo=memo, names=[name], **options)
+    alone = {k: v for k, v in options.items() if k not in ("journal", "resume")}  # the journal is the joint search's
+    own = {name: search_heel(lm, [text], plan, memo=memo, names=[name], **alone)
            for name, text in zip(names, texts)}
     studies = [Study.create(lm, text, options.get("components")) for text in texts]
     scorers = [SetScorer.for_model(lm.model, studies[0].index, [s.input_ids], ablation=plan.ablation,
