@@ -58,7 +58,8 @@ def producers(model: torch.nn.Module, neuron: Neuron) -> list[WeightSlice]:
     for pname in ("bias", "weight"):
         p = parameter(module, pname)
         if isinstance(p, torch.Tensor) and p.dim() == 1 and neuron.channel < p.numel():
-            out.append(WeightSlice(f"{neuron.module}.{pname}[{neuron.channel}]", p[neuron.channel:neuron.channel + 1].detach()))
+            values = p[neuron.channel:neuron.channel + 1].detach()
+            out.append(WeightSlice(f"{neuron.module}.{pname}[{neuron.channel}]", values))
     return out
 
 
