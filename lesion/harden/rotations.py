@@ -38,7 +38,7 @@ def randomized_hadamard(n: int, generator: torch.Generator) -> torch.Tensor:
     """diag(random signs) @ (H_{2^k} kron Q_m), Q_m random orthogonal (identity when m = 1)."""
     power = n & -n  # the largest power of two dividing n
     odd = n // power
-    block = random_orthogonal(odd, generator) if odd > 1 else torch.ones(1, 1, dtype=torch.float64)
+    block = random_orthogonal(odd, generator).contiguous() if odd > 1 else torch.ones(1, 1, dtype=torch.float64)
     signs = torch.randint(0, 2, (n,), generator=generator, dtype=torch.int64).to(torch.float64) * 2 - 1
     return signs[:, None] * torch.kron(sylvester_hadamard(power), block)
 

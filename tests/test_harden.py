@@ -1,0 +1,160 @@
+"""lesion harden: exact on every supported family, refused in one line where it cannot be exact,
+removes a planted single-channel heel, and writes a folder plain transformers loads."""
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from conftest import COMMON, FAMILIES, VOCAB, char_tokenizer, make_tiny
+from lesion.errors import LesionError
+from lesion.harden import SUPPORTED, harden_weights
+from lesion.harden.rotations import METHODS, randomized_hadamard, residual_rotation, spread
+from lesion.harden.transform import Heads, _plane_rotation
+
+ROTATABLE = sorted(f for f in FAMILIES if f in SUPPORTED)
+REFUSED = sorted(f for f in FAMILIES if f not in SUPPORTED)
+# float32 forward of a 2-layer model, weights transformed in float64 and rounded once: the
+# hardened logits differ from the original's by rounding only (measured: about 2e-7).
+LOGIT_TOLERANCE = 1e-5
+
+
+def scrambled(family: str, tied: bool = False, **config) -> torch.nn.Module:
+    """A tiny model whose norms are not ones and whose biases are not zero, so folding matters."""
+    torch.manual_seed(0)
+    cfg = AutoConfig.for_model(family, **{**COMMON, **FAMILIES.get(family, {}), **config},
+                               tie_word_embeddings=tied)
+    model = AutoModelForCausalLM.from_config(cfg).float().eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(1 + 0.5 * torch.randn_like(p))
+            elif name.endswith("bias"):
+                p.copy_(0.1 * torch.randn_like(p))
+    return model
+
+
+def logits(model, ids):
+    with torch.inference_mode():
+        return model(input_ids=ids).logits
+
+
+@pytest.mark.parametrize("family", ROTATABLE)
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("heads", [False, True])
+def test_hardened_logits_equal_original(family, method, heads, ids):
+    model = scrambled(family)
+    hardened = copy.deepcopy(model)
+    harden_weights(hardened, method, seed=3, heads=heads)
+    assert not torch.equal(hardened.model.embed_tokens.weight, model.model.embed_tokens.weight)
+    torch.testing.assert_close(logits(hardened, ids), logits(model, ids), atol=LOGIT_TOLERANCE, rtol=0)
+    norms = [p for n, p in hardened.named_parameters() if n.endswith("norm.weight") or "layernorm" in n]
+    assert norms and all(bool((p == 1).all()) for p in norms)
+
+
+def test_heads_rotate_values_and_queries(ids):
+    plain, rotated = scrambled("llama"), scrambled("llama")
+    harden_weights(plain, "rotate", seed=1)
+    info = harden_weights(rotated, "rotate", seed=1, heads=True)
+    attn_p, attn_r = plain.model.layers[0].self_attn, rotated.model.layers[0].self_attn
+    for name in ("q_proj", "k_proj", "v_proj"):
+        assert not torch.allclose(getattr(attn_p, name).weight, getattr(attn_r, name).weight)
+    assert info["heads"]["queries_keys_layers"] == 2
+    torch.testing.assert_close(logits(rotated, ids), logits(plain, ids), atol=LOGIT_TOLERANCE, rtol=0)
+
+
+def test_qwen3_qk_norm_kept_exact(ids):
+    model = scrambled("qwen3", hidden_size=32, intermediate_size=64, num_key_value_heads=2, head_dim=8)
+    hardened = copy.deepcopy(model)
+    info = harden_weights(hardened, "hadamard", seed=0, heads=True)
+    assert info["heads"]["queries_keys_layers"] == 0  # its per-channel q/k norm forbids the plane rotations
+    torch.testing.assert_close(logits(hardened, ids), logits(model, ids), atol=LOGIT_TOLERANCE, rtol=0)
+
+
+def test_tied_embeddings_are_untied_when_the_final_norm_needs_it(ids):
+    model = scrambled("llama", tied=True)
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    hardened = copy.deepcopy(model)
+    info = harden_weights(hardened, "rotate", seed=0)
+    assert info["untied_embeddings"] and hardened.config.tie_word_embeddings is False
+    assert hardened.lm_head.weight.data_ptr() != hardened.model.embed_tokens.weight.data_ptr()
+    torch.testing.assert_close(logits(hardened, ids), logits(model, ids), atol=LOGIT_TOLERANCE, rtol=0)
+
+
+@pytest.mark.parametrize("family", REFUSED)
+def test_refused_in_one_line(family):
+    model = make_tiny(family)
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    with pytest.raises(LesionError) as e:
+        harden_weights(model, "rotate", seed=0)
+    message = str(e.value)
+    assert "\n" not in message and family in message
+    assert ("residual add" in message) if family.startswith("gemma") else ("mean" in message)
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # refused before any change
+
+
+@pytest.mark.parametrize("n", [8, 12, 576, 1536])
+@pytest.mark.parametrize("method", METHODS)
+def test_rotations_are_orthogonal_and_seeded(n, method):
+    q = residual_rotation(n, method, seed=5)
+    torch.testing.assert_close(q @ q.T, torch.eye(n, dtype=torch.float64), atol=1e-12, rtol=0)
+    assert torch.equal(q, residual_rotation(n, method, seed=5))
+    assert not torch.equal(q, residual_rotation(n, method, seed=6))
+
+
+def test_hadamard_of_a_power_of_two_is_flat():
+    q = randomized_hadamard(64, torch.Generator().manual_seed(0))
+    assert torch.allclose(q.abs(), torch.full_like(q, 1 / 8))
+    assert spread(q, 7)["flatness"] == pytest.approx(1.0)
+
+
+def test_unknown_method_refused():
+    with pytest.raises(LesionError, match="unknown --method"):
+        residual_rotation(8, "svd", 0)
+
+
+def test_plane_rotation_commutes_with_rope():
+    heads = Heads(n_heads=1, n_kv=1, head_dim=8, rotary_dim=8)
+    r = _plane_rotation(heads, torch.tensor([0.3, 1.1, 2.0, -0.7], dtype=torch.float64))
+    rope = _plane_rotation(heads, torch.tensor([0.9, 0.2, 0.05, 0.01], dtype=torch.float64))
+    torch.testing.assert_close(r @ rope, rope @ r)
+    torch.testing.assert_close(r @ r.T, torch.eye(8, dtype=torch.float64))
+
+
+def planted_heel(model: torch.nn.Module, channel: int = 5, size: float = 200.0) -> None:
+    """A massive residual channel written by one neuron, as in SmolLM2: embedding channel 9 is 1 for
+    every token, so MLP neuron 3 of layer 0 (gate and up read channel 9) fires on every token, and
+    down_proj writes it into residual channel 5 times ``size``."""
+    with torch.no_grad():
+        model.model.embed_tokens.weight[:, 9] = 1.0
+        mlp = model.model.layers[0].mlp
+        for reader in (mlp.gate_proj, mlp.up_proj):
+            reader.weight[3] = 0
+            reader.weight[3, 9] = 5.0
+        mlp.down_proj.weight[:, 3] = 0
+        mlp.down_proj.weight[channel, 3] = size
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_planted_single_channel_heel_is_removed(method, ids):
+    from lesion.ablation import baseline_nll, masked_nll
+    from lesion.harden.measure import residual_outliers
+    from lesion.neurons import Neuron, discover_sites
+
+    model = scrambled("llama", hidden_size=64)
+    planted_heel(model)
+    hardened = copy.deepcopy(model)
+    harden_weights(hardened, method, seed=0)
+    torch.testing.assert_close(logits(hardened, ids), logits(model, ids), atol=LOGIT_TOLERANCE, rtol=0)
+    before, after = residual_outliers(model, ids), residual_outliers(hardened, ids)
+    assert before["channel"] == 5 and before["max_ratio"] > 1e4
+    assert after["max_ratio"] < 10  # spread over all 64 channels (measured: 3.7 rotate, 1.00 hadamard)
+    heel = [Neuron("model.layers.0.mlp.down_proj", 5)]
+    changes = []
+    for m in (model, hardened):
+        changes.append(abs(masked_nll(m, ids, discover_sites(m, "all"), [heel])[0] - baseline_nll(m, ids)))
+    # measured: 0.157 before; 0.005 (rotate) and 0.010 (hadamard) after
+    assert changes[1] < changes[0] / 10
