@@ -45,14 +45,6 @@ def test_narrow_output_keeps_the_part_that_differs(width):
         assert all(name.removeprefix("model.layers.") in text for name in NAMES)
 
 
-def test_the_old_table_would_have_truncated():
-    from rich.table import Table
-    table = Table("#", "neuron", "score", "position")
-    for i, name in enumerate(NAMES, 1):
-        table.add_row(str(i), name, "1.234e+05", "0")
-    assert "…" in render(table, 40)  # what `lesion mechanism | cat` looked like on a narrow terminal
-
-
 def test_scan_json_prints_the_critical_set_file(tiny_dir, tmp_path, capsys):
     assert main(["scan", "--model", tiny_dir, "--text", "The quick brown fox jumps over the lazy dog near the river.",
                  "--samples", "4", "--epsilon", "0.001", "--quiet", "--out", str(tmp_path), "--json"]) == 0
