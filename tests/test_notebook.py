@@ -73,3 +73,15 @@ def test_tutorial_imports_only_names_lesion_exports():
         exported = importlib.import_module(module)
         assert name in getattr(exported, "__all__", dir(exported)), f"{module}.{name}"
         assert getattr(exported, name) is not None
+
+
+README = TUTORIAL.parents[1] / "README.md"
+
+
+def test_readme_example_imports_exported_names_and_links_stay_in_the_repository():
+    text = README.read_text(encoding="utf-8")
+    assert len(text.encode()) <= 12 * 1024
+    names = {n.strip() for m in re.finditer(r"^from lesion import (.+)$", text, re.M) for n in m.group(1).split(",")}
+    assert {"load_model", "Study", "search_heel"} <= names <= set(importlib.import_module("lesion").__all__)
+    for target in re.findall(r"\]\(([^)#]+)[^)]*\)", text):
+        assert not target.startswith(("http", "..")) and (README.parent / target).exists(), target
