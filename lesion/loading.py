@@ -188,43 +188,151 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = 
     # and with it transformers would also stop to ask on an open stdin.
     kwargs["trust_remote_code"] = False
     cached = _gguf_cache(folder, gguf) if gguf else None
+    sweep_orphans(cache_dir() / "models")  # copies left by dequantisations that were killed
+    digest = None  # the weights' fingerprint, when checking the cache already computed it
     try:
-        loaded = _load_cached(cached, kwargs) if cached is not None and use_cache else None
+        loaded = _load_cached(cached, kwargs, dtype) if cached is not None and use_cache else None
         if loaded is not None:
-            tokenizer, model = loaded
+            tokenizer, model, digest = loaded
         else:
             local = {"gguf_file": gguf} if gguf else {"local_files_only": True}
             tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False, **local)
             with _gguf_progress(progress):
                 model = AutoModelForCausalLM.from_pretrained(folder, **local, **kwargs)
             if cached is not None and use_cache:
-                _save_atomically(model, tokenizer, cached)
-    except (OSError, ValueError, KeyError, struct.error, EOFError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise LesionError(f"cannot load model {spec!r} ({first[:200]}): pass a local folder, a "
-                          f"supported .gguf file or an alias ({', '.join(ALIASES)})") from None
+                digest = _save_atomically(model, tokenizer, cached, dtype)
+    except LOAD_ERRORS as e:
+        raise LesionError(_load_error(spec, e)) from None
     if device_map is None:
         model.to(device)
     model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(model, tokenizer, spec, dtype)
+    lm = LoadedModel(model, tokenizer, spec, dtype)
+    if digest is not None:
+        lm.__dict__["_weights_digest"] = digest  # the cached_property, filled: computed once per load
+    return lm
 
 
-def _load_cached(cached: Path, kwargs: dict):
-    """(tokenizer, model) from the dequantised copy of a GGUF file, or None when there is none or
-    it is unreadable (a disk that filled up, a killed copy): that one is deleted and rebuilt."""
+def _safetensors_error() -> type[Exception]:
+    try:
+        from safetensors import SafetensorError
+        return SafetensorError
+    except ImportError:  # pragma: no cover - transformers requires safetensors
+        return OSError
+
+
+# What a broken model folder raises from transformers: a missing or cut file (OSError,
+# EOFError, struct.error), weights that are not safetensors (SafetensorError), a config
+# that names shapes the weights do not have (RuntimeError: size mismatch), bad JSON (ValueError).
+LOAD_ERRORS = (OSError, ValueError, KeyError, struct.error, EOFError, RuntimeError, _safetensors_error())
+
+
+def _load_error(spec: str, e: Exception) -> str:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, RuntimeError) and "size mismatch" in str(e):
+        return (f"cannot load model {spec!r}: its config.json disagrees with its weights ({first[:160]}): "
+                "pass the folder's original config.json")
+    if isinstance(e, _safetensors_error()):
+        return (f"cannot load model {spec!r}: its weights file is not valid safetensors ({first[:160]}): "
+                "copy the model's files again")
+    return (f"cannot load model {spec!r} ({first[:200]}): pass a local folder, a supported .gguf file or an "
+            f"alias ({', '.join(ALIASES)})")
+
+
+RECORD = "lesion-weights.json"  # beside a dequantised copy: its weights' fingerprint when written
+
+
+def _load_cached(cached: Path, kwargs: dict, dtype: str):
+    """(tokenizer, model, fingerprint or None) from the dequantised copy of a GGUF file, or None
+    when there is none, it is unreadable (a disk that filled up, a killed copy), or its weights
+    are not those recorded when it was written: that copy is deleted and rebuilt from the GGUF."""
     from transformers import AutoModelForCausalLM
 
     if not (cached / "config.json").is_file():
         return None
     try:
         tokenizer = load_tokenizer(cached)
-        return tokenizer, AutoModelForCausalLM.from_pretrained(cached, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(cached, **kwargs)
+        digest = _check_record(cached, model, dtype)
     except Exception:  # noqa: BLE001 - any failure of a cache means the same thing: rebuild it
         import shutil
         shutil.rmtree(cached, ignore_errors=True)
         return None
+    return tokenizer, model, digest
+
+
+class _CacheAltered(Exception):
+    """The dequantised copy holds other weights than when it was written (or no record of them)."""
+
+
+def _check_record(cached: Path, model, dtype: str) -> str | None:
+    """Compare the copy with the record written beside it: the weights' fingerprint when loaded in
+    the dtype it was saved in (then returned, so it is not computed twice), else its files' SHA-256."""
+    import json
+    import sys
+    if not (cached / RECORD).exists():
+        return _adopt(cached, model, dtype)
+    try:
+        record = json.loads((cached / RECORD).read_text(encoding="utf-8"))
+        if record.get("dtype") == dtype:
+            digest = weights_fingerprint(model)
+            same = digest == record["weights_fingerprint"]
+        else:
+            digest = None
+            same = files_sha256(cached) == record["files_sha256"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        same, digest = False, None
+    if not same:
+        print(f"lesion: note: the dequantised copy in {cached} does not match the fingerprint recorded when it "
+              "was written (changed, damaged, or written by an older lesion): rebuilding it from the GGUF file",
+              file=sys.stderr)
+        raise _CacheAltered
+    return digest
+
+
+def _adopt(cached: Path, model, dtype: str) -> str:
+    """A copy written before lesion kept records: its record is written now, once (rebuilding
+    every such copy would cost each user minutes), and checked on every later load."""
+    from .files import json_text, write_text
+    digest = weights_fingerprint(model)
+    with contextlib.suppress(LesionError):  # a cache lesion cannot write only goes unrecorded
+        write_text(cached / RECORD, json_text({"dtype": dtype, "weights_fingerprint": digest,
+                                               "files_sha256": files_sha256(cached)}))
+    return digest
+
+
+def files_sha256(folder: Path) -> str:
+    """SHA-256 over a saved model's weight files, in name order, streamed."""
+    h = hashlib.sha256()
+    for file in sorted(folder.glob("*.safetensors")):
+        h.update(file.name.encode())
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def sweep_orphans(folder: Path) -> None:
+    """Delete the temp copies (``<key>.tmp<pid>``) of dequantisations whose process is gone
+    (a SIGKILL leaves one of hundreds of MB); a live process's copy is left to finish."""
+    import shutil
+    if not folder.is_dir():
+        return
+    for tmp in folder.glob("*.tmp*"):
+        pid = tmp.name.rpartition(".tmp")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
 
 
 @contextlib.contextmanager
@@ -239,13 +347,17 @@ def _gguf_progress(enabled: bool):
         yield
 
 
-def _save_atomically(model, tokenizer, target: Path) -> None:
+def _save_atomically(model, tokenizer, target: Path, dtype: str) -> str | None:
+    """Save the dequantised model under the cache, with a record of its weights' fingerprint
+    (in ``dtype``) and its files' SHA-256 that every later load checks; returns the fingerprint."""
+    import json
     from .files import remove_orphans
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     # The weights are already dequantised floats; the GGUF "quantizer" only blocks saving.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    digest = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         remove_orphans(target.parent)  # copies left by runs killed mid-save
@@ -253,6 +365,9 @@ def _save_atomically(model, tokenizer, target: Path) -> None:
         tokenizer.save_pretrained(tmp)
         with contextlib.suppress(Exception):  # the check only ever saves time: never lose the cache to it
             load_tokenizer(tmp)  # checks, once, whether later loads may take the fast tokenizer
+        digest = weights_fingerprint(model)
+        (tmp / RECORD).write_text(json.dumps({"dtype": dtype, "weights_fingerprint": digest,
+                                              "files_sha256": files_sha256(tmp)}), encoding="utf-8")
         os.replace(tmp, target)
     except OSError:
         pass  # a cache that cannot be written only costs time
@@ -260,3 +375,4 @@ def _save_atomically(model, tokenizer, target: Path) -> None:
         if tmp.exists():
             import shutil
             shutil.rmtree(tmp, ignore_errors=True)
+    return digest

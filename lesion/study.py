@@ -117,7 +117,8 @@ class Study:
             return _scores_to_tensors(spec.fn(self.lm.model, self.input_ids, self.index, seed=seed,
                                               progress=progress, **options))
 
-        tensors, hit = cached_tensors(key, compute, lambda t: _valid_scores(t, self.index.total), enabled=use_cache)
+        tensors, hit = cached_tensors(key, compute, lambda t: _valid_scores(t, self.index.total, self.input_ids.shape[1]),
+                                      enabled=use_cache)
         self._time("rank_cached_s" if hit else "rank_s", start)
         adaptive = json.loads(bytes(tensors["adaptive"].tolist())) if "adaptive" in tensors else None
         return Scores(tensors["values"], tensors.get("positions"), adaptive), {**settings, **(adaptive or {})}
@@ -200,8 +201,9 @@ def _scores_to_tensors(scores: Scores) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _valid_scores(tensors: dict[str, torch.Tensor], total: int) -> bool:
-    """A cache entry is used only if it is exactly what a ranker returns for this index."""
+def _valid_scores(tensors: dict[str, torch.Tensor], total: int, tokens: int) -> bool:
+    """A cache entry is used only if it is exactly what a ranker returns for this index and
+    text: one finite float32 score per neuron, each position inside the text."""
     values, positions, adaptive = tensors.get("values"), tensors.get("positions"), tensors.get("adaptive")
     if adaptive is not None:
         try:
@@ -209,10 +211,11 @@ def _valid_scores(tensors: dict[str, torch.Tensor], total: int) -> bool:
                 return False
         except ValueError:
             return False
-    return (set(tensors) <= {"values", "positions", "adaptive"} and values is not None
-            and values.dtype == torch.float32
-            and values.shape == (total,)
-            and (positions is None or (positions.dtype == torch.long and positions.shape == (total,))))
+    shaped = (set(tensors) <= {"values", "positions", "adaptive"} and values is not None
+              and values.dtype == torch.float32 and values.shape == (total,)
+              and (positions is None or (positions.dtype == torch.long and positions.shape == (total,))))
+    return (shaped and bool(torch.isfinite(values).all())
+            and (positions is None or bool(((positions >= 0) & (positions < tokens)).all())))
 
 
 def check_same_model(settings: dict, lm: LoadedModel, what: str) -> None:

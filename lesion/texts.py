@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import LesionError
+
+if TYPE_CHECKING:  # results import this module, and `lesion --help` must not wait for torch
+    import torch
 
 BOOKENDS = ("Later reviews were more positive. In just over 29 minutes, Bookends is stunning in its "
             "vision of a bewildered America in search of itself, said AllMusic writer Thom Jurek, "

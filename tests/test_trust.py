@@ -2,6 +2,7 @@
 import json
 import os
 import pickle
+import shutil
 import stat
 import subprocess
 import sys
@@ -165,9 +166,11 @@ def test_a_corrupt_dequantised_model_cache_is_rebuilt(tiny_dir, tmp_path):
     broken = tmp_path / "models" / "abc"
     broken.mkdir(parents=True)
     (broken / "config.json").write_text("{not json")
-    assert _load_cached(broken, {}) is None
+    assert _load_cached(broken, {}, "float32") is None
     assert not broken.exists()  # the next load writes a fresh copy
-    loaded = _load_cached(Path(tiny_dir), {})
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_dir, copy)
+    loaded = _load_cached(copy, {}, "float32")
     assert loaded is not None
 
 

@@ -49,7 +49,7 @@ def add_stage1_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--samples", default="100",
                    help="noise samples K (paper: 100), or 'auto': stop once the head of the ranking (and, "
                         "in scan, the top Stage 2 read) is settled at 95%% confidence, at most --max-samples")
-    g.add_argument("--max-samples", type=int, default=100, help="cap on K for --samples auto")
+    g.add_argument("--max-samples", type=int, default=None, help="cap on K for --samples auto (default 100)")
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--reduce", default="max", choices=["max", "mean"],
                    help="channel score over positions: max (the authors' order) or mean")
@@ -103,6 +103,11 @@ def check_noise_args(args) -> None:
 
 def check_stage1(args) -> None:
     finite(args.alpha, "--alpha", ": the paper uses 5")
+    if args.samples != "auto" and args.max_samples is not None:
+        raise LesionError(f"--max-samples caps --samples auto only; with --samples {args.samples} it would be "
+                          "ignored: drop it, or pass --samples auto")
+    if args.max_samples is None:
+        args.max_samples = 100
     if args.samples != "auto":
         if not str(args.samples).isascii() or not str(args.samples).isdigit():
             raise LesionError(f"--samples must be a number or 'auto' (got {args.samples!r}): the paper uses 100")
@@ -137,7 +142,7 @@ def check_device(args) -> None:
         device = torch.device(args.device)
     except (RuntimeError, ValueError):
         raise LesionError(f"--device {args.device!r} is not a device: use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and args.device_map is None:
+    if device.type == "cuda":  # with --device-map auto too: accelerate would quietly place it all on the CPU
         if not torch.cuda.is_available():
             raise LesionError(f"--device {args.device} asked for but no CUDA device is available: use --device cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
