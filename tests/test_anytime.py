@@ -1,0 +1,169 @@
+"""An anytime heel search: whatever stops it (--max-rows, --time-budget, Ctrl-C, SIGTERM), heel.json
+holds the best set evaluated so far with a finite Delta; --resume evaluates no set twice."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+
+import pytest
+
+from conftest import char_tokenizer
+from lesion.cli import main
+from lesion.heel import SearchPlan, SetScorer, find_smallest_heel
+from lesion.neurons import Neuron
+from test_heel import N, PAIR, TEXT, and_pair, planted_and_model
+
+FAST = ["--text", TEXT, "--signals", "activation,massive,superweight,attribution", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def planted_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("planted") / "model"
+    planted_and_model().save_pretrained(folder)
+    char_tokenizer().save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture
+def evaluated(monkeypatch):
+    """Every set the model scorer evaluates, per call; ``evaluated.stop_at`` = n raises
+    KeyboardInterrupt on the n-th call (as Ctrl-C would)."""
+    import lesion.heel.scorer as scorer
+    real = scorer.set_deltas
+    calls: list[list[frozenset]] = []
+
+    def recording(model, ids, index, sets, clean, **options):
+        calls.append([frozenset(map(str, s)) for s in sets])
+        if len(calls) == recording.stop_at:
+            raise KeyboardInterrupt
+        return real(model, ids, index, sets, clean, **options)
+    recording.stop_at = 0
+    recording.calls = calls
+    monkeypatch.setattr(scorer, "set_deltas", recording)
+    return recording
+
+
+def search(planted_dir, out, *flags) -> int:
+    return main(["search", "--model", planted_dir, *FAST, "--out", str(out), *flags])
+
+
+def assert_best_set(path, stopped: str) -> dict:
+    heel = json.loads(path.read_text())
+    assert heel["stopped"] == stopped and heel["neurons"] and heel["n"] == len(heel["neurons"])
+    assert math.isfinite(float(heel["delta"])) and heel["rows"] > 0 and heel["screen"]["screened"] > 0
+    assert heel["texts"][0]["delta"] == heel["delta"] and heel["seconds"] > 0
+    return heel
+
+
+def test_max_rows_40_returns_the_best_set_and_keeps_the_screen(planted_dir, tmp_path, capsys):
+    out = tmp_path / "heel.json"
+    assert search(planted_dir, out, "--max-rows", "40", "--epsilon", "1000") == 0  # the pair gives ~490
+    heel = assert_best_set(out, "budget")
+    assert heel["rows"] == 40  # the budget is spent to the last row, nothing thrown away
+    assert heel["stages"][0]["stage"] == "screen" and heel["stages"][0]["rows"] == heel["screen"]["screened"]
+    assert "best set so far" in capsys.readouterr().out
+
+
+def test_time_budget_stops_a_slow_search_with_its_best_set():
+    def slow(sets):
+        time.sleep(0.05)
+        return [[and_pair(frozenset(n.channel for n in s)) for s in sets]]
+    score = SetScorer(slow, 1, deadline=time.monotonic() + 0.4, piece=4)
+    heel = find_smallest_heel(score, N, SearchPlan(epsilon=1.0, time_budget=0.4))
+    assert heel.stopped == "budget" and heel.neurons and math.isfinite(heel.delta)
+    assert 0 < score.rows < 40 and heel.screen["screened"] > 0
+
+
+def test_time_budget_on_the_cli(planted_dir, tmp_path, monkeypatch):
+    import lesion.heel.scorer as scorer
+    real = scorer.set_deltas
+
+    def slow(*args, **kwargs):
+        time.sleep(0.2)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(scorer, "set_deltas", slow)
+    out = tmp_path / "heel.json"
+    started = time.monotonic()
+    assert search(planted_dir, out, "--time-budget", "3") == 0
+    heel = assert_best_set(out, "budget")
+    assert time.monotonic() - started < 3 + 10 and heel["settings"]["time_budget"] == 3
+
+
+def test_ctrl_c_writes_the_best_set_and_exits_130(planted_dir, tmp_path, evaluated, capsys):
+    evaluated.stop_at = 3  # two pieces of sets were scored, the third is interrupted
+    out = tmp_path / "heel.json"
+    assert search(planted_dir, out) == 130
+    assert_best_set(out, "interrupted")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "interrupted" in err[0] and "--resume" in err[0]
+
+
+def test_sigterm_takes_the_interrupt_path(planted_dir, tmp_path, monkeypatch):
+    import lesion.heel.scorer as scorer
+    real, calls = scorer.set_deltas, []
+
+    def terminated(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(scorer, "set_deltas", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "heel.json"
+    assert search(planted_dir, out) == 130
+    assert_best_set(out, "interrupted")
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_resume_evaluates_no_set_twice_and_finds_the_same_heel(planted_dir, tmp_path, evaluated):
+    whole = tmp_path / "whole.json"
+    assert search(planted_dir, whole) == 0
+    uninterrupted = json.loads(whole.read_text())
+    assert uninterrupted["reached"] and set(uninterrupted["neurons"]) == PAIR
+
+    evaluated.calls.clear()
+    evaluated.stop_at = 4
+    out = tmp_path / "heel.json"
+    assert search(planted_dir, out) == 130
+    journal = out.with_name("heel.json.sets.jsonl")
+    before = {frozenset(json.loads(line)["set"]) for line in journal.read_text().splitlines()[1:]}
+    assert before and before <= {s for call in evaluated.calls for s in call}
+
+    evaluated.calls.clear()
+    evaluated.stop_at = 0
+    assert search(planted_dir, out, "--resume") == 0
+    again = [s for call in evaluated.calls for s in call]
+    assert again and not set(again) & before and len(again) == len(set(again))
+    resumed = json.loads(out.read_text())
+    assert resumed["screen"]["resumed_sets"] == len(before)
+    for key in ("neurons", "delta", "reached", "stopped"):
+        assert resumed[key] == uninterrupted[key]
+    assert resumed["rows"] + len(before) == uninterrupted["rows"]
+
+
+def test_a_journal_of_another_model_is_refused(planted_dir, tmp_path, tiny_dir, capsys):
+    out = tmp_path / "heel.json"
+    assert search(planted_dir, out, "--max-rows", "20") == 0
+    assert main(["search", "--model", tiny_dir, *FAST, "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "another model, text or ablation" in err and "model" in err and "Traceback" not in err
+    assert main(["search", "--model", planted_dir, "--text", "another text entirely", "--quiet",
+                 "--signals", "activation", "--out", str(out), "--resume"]) == 2
+    assert "texts" in capsys.readouterr().err
+
+
+def test_resume_without_a_journal_is_refused(planted_dir, tmp_path, capsys):
+    assert search(planted_dir, tmp_path / "none.json", "--resume") == 2
+    assert "no " in capsys.readouterr().err
+
+
+def test_best_found_prefers_the_smallest_set_that_reaches():
+    score = SetScorer(lambda sets: [[and_pair(frozenset(n.channel for n in s)) for s in sets]], 1)
+    score([[N[1]], [N[1], N[3], N[7]], [N[3], N[7]], [N[1], N[3]]])
+    assert score.best_found(1.0) == [N[3], N[7]]
+    assert score.best_found(10.0) == [N[1], N[3], N[7]]  # none reaches: the highest Delta
+    assert SetScorer(lambda sets: [[0.0] * len(sets)], 1).best_found(1.0) == []
+    assert Neuron("m", 3) in score.best_found(1.0)
