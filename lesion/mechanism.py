@@ -25,10 +25,12 @@ import torch
 
 from . import architectures
 from .ablation import baseline_nll, set_deltas
+from .anytime import Anytime
 from .errors import LesionError
 from .hooks import hooked, mask_neurons, set_neurons
 from .metrics import delta, mean_nll, token_nll
 from .neurons import Neuron, SiteIndex, discover_sites
+from .results.mechanism import MechanismReport
 from .study import Study
 from .stage1 import clean_activations, noise_generator
 from .texts import encode
@@ -75,22 +77,33 @@ def super_weights(model: torch.nn.Module, index: SiteIndex, top: int = 10) -> li
     return sorted(rows, key=lambda r: -r["ratio_to_median"])[:top]
 
 
-def largest_producing_weight(model: torch.nn.Module, neuron: Neuron) -> dict | None:
+def _median_abs(w: torch.Tensor, module: str, medians: dict | None) -> float:
+    """Median |w| of a whole matrix, kept in ``medians`` per module: a 1.5B model's down
+    weight has 14M entries, and every neuron of that module would sort them again."""
+    if medians is None or module not in medians:
+        value = max(float(w.abs().median()), 1e-12)
+        if medians is None:
+            return value
+        medians[module] = value
+    return medians[module]
+
+
+def largest_producing_weight(model: torch.nn.Module, neuron: Neuron, medians: dict | None = None) -> dict | None:
     """The entry of the row that produces ``neuron`` with the largest |w|, measured against
     the median |w| of the whole matrix as for :func:`super_weights`; None for a module
     without a 2-D weight (activations, norms)."""
     w = matrix(model.get_submodule(neuron.module))
     if w is None or neuron.channel >= w.shape[0]:
         return None
-    w = w.detach().float().abs()
-    column = int(w[neuron.channel].argmax())
-    return {"module": neuron.module, "row": neuron.channel, "column": column,
-            "abs_weight": float(w[neuron.channel, column]),
-            "ratio_to_median": float(w[neuron.channel, column] / w.median().clamp_min(1e-12))}
+    w = w.detach()
+    row = w[neuron.channel].float().abs()
+    column = int(row.argmax())
+    return {"module": neuron.module, "row": neuron.channel, "column": column, "abs_weight": float(row[column]),
+            "ratio_to_median": float(row[column]) / _median_abs(w.float(), neuron.module, medians)}
 
 
 def carrying_weights(model: torch.nn.Module, input_ids: torch.Tensor, neurons: Sequence[Neuron],
-                     positions: Sequence[int]) -> list[dict | None]:
+                     positions: Sequence[int], medians: dict | None = None) -> list[dict | None]:
     """For each neuron, the weight that carries its activation at ``positions[i]`` (where it
     peaks): the entry ``W[channel, col]`` with the largest term |w * x_col| there, and that
     term's share of the activation (of the sum of the terms, bias left out). This is how
@@ -107,15 +120,15 @@ def carrying_weights(model: torch.nn.Module, input_ids: torch.Tensor, neurons: S
         if n.module not in inputs:
             out.append(None)
             continue
-        w = matrix(model.get_submodule(n.module)).detach().float()
+        w = matrix(model.get_submodule(n.module)).detach()
         x = inputs[n.module].reshape(-1, w.shape[1])[p]  # batch of one: (T, in) in every layout
-        terms = w[n.channel] * x
+        terms = w[n.channel].float() * x
         column = int(terms.abs().argmax())
         total = float(terms.sum())  # the activation less any bias
         out.append({"module": n.module, "row": n.channel, "column": column, "position": p,
                     "weight": float(w[n.channel, column]), "input": float(x[column]), "term": float(terms[column]),
                     "share_of_activation": float(terms[column]) / total if total else None,
-                    "ratio_to_median": float(w[n.channel, column].abs() / w.abs().median().clamp_min(1e-12))})
+                    "ratio_to_median": abs(float(w[n.channel, column])) / _median_abs(w.float(), n.module, medians)})
     return out
 
 
@@ -191,7 +204,8 @@ def writer_of(model: torch.nn.Module, index: SiteIndex, neuron: Neuron, order: S
 
 
 def residual_writes(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex,
-                    neurons: Sequence[Neuron], order: Sequence[str]) -> list[dict | None]:
+                    neurons: Sequence[Neuron], order: Sequence[str],
+                    acts: dict[str, torch.Tensor] | None = None) -> list[dict | None]:
     """For each neuron, the residual-stream channel that carries most of its effect.
 
     Defined by masking, the same way for every kind: mask the neuron and compare the output of
@@ -199,20 +213,31 @@ def residual_writes(model: torch.nn.Module, input_ids: torch.Tensor, index: Site
     position) with the largest |change| is the one it writes into. For a ``down``/``o``
     neuron that is its own channel; for a gate/up neuron, mostly the ``down`` row whose input
     column has the largest |w|; for q/k it depends on the attention pattern, which no single
-    weight shows. One forward, one batch row per neuron (row 0 clean). None where nothing
-    changes (a dead neuron, or no writer after it).
+    weight shows. One batch row per neuron (row 0 clean), ``SCORING_ROWS`` at a time. None
+    where nothing changes (a dead neuron, or no writer after it).
+
+    With the clean activations ``acts`` (:func:`lesion.stage1.clean_activations`), a neuron
+    that is its own writer costs no forward: masking it changes only its own channel, by its
+    own activation.
     """
     writers = [writer_of(model, index, n, order) for n in neurons]
-    outputs: dict[str, torch.Tensor] = {}
-    t = input_ids.shape[1]
-    record = {w: (lambda out, w=w: outputs.__setitem__(w, index.by_name[w].channels(out, t).float()))
-              for w in set(filter(None, writers))}
-    sets = [[]] + [[n] for n in neurons]
-    with mask_neurons(model, index, sets), hooked(model, record), torch.inference_mode():
-        model.base_model(input_ids=input_ids.expand(len(sets), -1))
+    changes: dict[int, torch.Tensor] = {}  # neuron's place -> |change| of its writer's output, (T, C)
+    masked = [i for i, (n, w) in enumerate(zip(neurons, writers))
+              if w and not (acts is not None and w == n.module and n.module in acts)]
+    for i, (n, w) in enumerate(zip(neurons, writers)):
+        if w and i not in masked:
+            change = torch.zeros_like(acts[w])
+            change[:, n.channel] = acts[w][:, n.channel].abs()
+            changes[i] = change
+    for start in range(0, len(masked), SCORING_ROWS):
+        chunk = masked[start:start + SCORING_ROWS]
+        outputs = _masked_writer_outputs(model, input_ids, index, [neurons[i] for i in chunk],
+                                         [writers[i] for i in chunk])
+        for row, i in enumerate(chunk, 1):
+            changes[i] = (outputs[writers[i]][row] - outputs[writers[i]][0]).abs()
     out: list[dict | None] = []
-    for row, (neuron, writer) in enumerate(zip(neurons, writers), 1):
-        change = (outputs[writer][row] - outputs[writer][0]).abs() if writer else None
+    for i, (neuron, writer) in enumerate(zip(neurons, writers)):
+        change = changes.get(i)
         if change is None or not float(change.max()) > 0:
             out.append(None)
             continue
@@ -222,6 +247,18 @@ def residual_writes(model: torch.nn.Module, input_ids: torch.Tensor, index: Site
                     "how": "its own output" if writer == neuron.module else
                     f"largest change of {writer}'s output when the neuron is masked"})
     return out
+
+
+def _masked_writer_outputs(model, input_ids, index, neurons, writers) -> dict[str, torch.Tensor]:
+    """Each writer's output, (rows, T, C) float32: row 0 clean, row i with ``neurons[i - 1]`` masked."""
+    outputs: dict[str, torch.Tensor] = {}
+    t = input_ids.shape[1]
+    record = {w: (lambda out, w=w: outputs.__setitem__(w, index.by_name[w].channels(out, t).float()))
+              for w in set(writers)}
+    sets = [[]] + [[n] for n in neurons]
+    with mask_neurons(model, index, sets), hooked(model, record), torch.inference_mode():
+        model.base_model(input_ids=input_ids.expand(len(sets), -1))
+    return outputs
 
 
 def lesion_tokens(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex,
@@ -308,90 +345,171 @@ def frozen_norms(model: torch.nn.Module, input_ids: torch.Tensor, names: Sequenc
         yield
 
 
-def mechanism(study: Study, critical: Sequence[Neuron], *, other_text: str, seed: int = 0) -> dict:
-    model, ids = study.lm.model, study.input_ids
-    index = discover_sites(model, "all")
+def mechanism(study: Study, critical: Sequence[Neuron], *, other_text: str, seed: int = 0,
+              max_neurons: int | None = None, time_budget: float | None = None,
+              progress: bool = False) -> MechanismReport:
+    """Magnitudes and causal tests of ``critical`` on the study's text.
+
+    The cost grows with the set: each neuron tested costs a few masked rows (itself zeroed, at
+    position 0 only, its largest and its carrying weight zeroed). ``max_neurons`` tests the
+    first that many neurons of the set (its order: Stage 1 rank); the lesions of the whole set
+    (positions, ablations, norm statistics) always mask every neuron. The work runs in steps,
+    cheapest and widest first; ``time_budget`` (seconds) or Ctrl-C stops it between steps and
+    the report holds the steps that finished (``stopped``).
+    """
     critical = list(critical)
-    acts = clean_activations(model, ids, index)
-    flat_max = torch.cat([acts[s.name].abs().max(dim=0).values for s in index.sites])
-    massive = massive_activations(acts, index)
-    supers = super_weights(model, index)
-    clean = baseline_nll(model, ids, study.lm.dtype)
-    other_ids = encode(study.lm.tokenizer, other_text, study.lm.device)
-    other = clean_activations(model, other_ids, index)
-    means = {n: float(acts[n.module][:, n.channel].mean()) for n in critical}
-    massive_names = {m["neuron"] for m in massive}
-    super_rows = {f"{s['module']}:{s['row']}" for s in supers}
-    order = forward_order(model, ids)
+    if max_neurons is not None and (isinstance(max_neurons, bool) or not isinstance(max_neurons, int)
+                                    or max_neurons < 1):
+        raise LesionError(f"max_neurons must be a whole number >= 1, got {max_neurons!r}")
+    tested = critical if max_neurons is None else critical[:max_neurons]
+    chunks = [tested[i:i + SCORING_ROWS] for i in range(0, len(tested), SCORING_ROWS)]
+    parts = _Parts(critical)
+    run = Anytime(4 + len(chunks), "mechanism", time_budget=time_budget, progress=progress)
+    with run:
+        probe = _Probe(study, critical, other_text, seed)
+        parts.magnitudes(probe)
+        run.step()
+        parts.set_lesions(probe)
+        run.step()
+        parts.norm_lesions(probe)
+        run.step()
+        parts.outlier_tests(probe)
+        run.step()
+        for chunk in chunks:
+            parts.neuron_tests(probe, chunk)
+            run.step()
+    return parts.report(run)
 
-    # The causal tests, each lesion alone, batched: neurons zeroed at every position and at
-    # position 0 only, and single weights zeroed.
-    writes = residual_writes(model, ids, index, critical, order)
-    own_weights = [largest_producing_weight(model, n) for n in critical]
-    peaks = [int(acts[n.module][:, n.channel].abs().argmax()) for n in critical]
-    carrying = carrying_weights(model, ids, critical, peaks)
-    zero_at_all = list(dict.fromkeys(critical + [Neuron.parse(w["neuron"]) for w in writes if w]))
-    zero_at_0 = list(dict.fromkeys(zero_at_all + [Neuron.parse(m["neuron"]) for m in massive]))
-    scored = {"zero": dict(zip(zero_at_all, set_deltas(model, ids, index, [[n] for n in zero_at_all], clean,
-                                                       max_rows=SCORING_ROWS))),
-              "position0": dict(zip(zero_at_0, set_deltas(model, ids, index, [[n] for n in zero_at_0], clean,
-                                                          max_rows=SCORING_ROWS, ablation="position0")))}
-    weights = list(dict.fromkeys([_scalar(w) for w in supers + [w for w in own_weights + carrying if w]]))
-    zeroed = dict(zip(weights, weight_deltas(model, ids, weights, clean, max_rows=SCORING_ROWS)))
 
-    for m in massive:
-        d = scored["position0"][Neuron.parse(m["neuron"])]
-        m.update(delta_position0=d, causal=d >= CAUSAL_DELTA)
-    for w in supers:
-        d = zeroed[_scalar(w)]
-        w.update(delta_zeroed=d, causal=d >= CAUSAL_DELTA)
-    neurons = []
-    for n, write, weight, carrier in zip(critical, writes, own_weights, carrying):
-        profile = activation_profile(acts, index, n, flat_max)
-        alone = {"zero": scored["zero"][n], "position0": scored["position0"][n]}
-        for w in filter(None, (weight, carrier)):
-            w.update(delta_zeroed=zeroed[_scalar(w)], causal=zeroed[_scalar(w)] >= CAUSAL_DELTA)
-        if write:
-            residual = Neuron.parse(write["neuron"])
-            write.update(delta_zero=scored["zero"][residual], delta_position0=scored["position0"][residual])
-        profile.update(in_top_massive=str(n) in massive_names, super_weight_row=str(n) in super_rows,
-                       alone=alone, largest_weight=weight, carrying_weight=carrier, residual_write=write,
-                       labels=labels(profile, alone, weight, carrier, write),
-                       feeding=top_weights(producers(model, n)), leaving=top_weights(consumers(model, index, n)))
-        neurons.append(profile)
+# Steps of :func:`mechanism`, each filling some fields of the report; what a stopped run never
+# reached stays empty.
+class _Probe:
+    """What every step reads: the model, the text, the clean activations and forward order."""
 
-    t = ids.shape[1]
-    positions = _deltas(study, {
-        "all positions": lambda: mask_neurons(model, index, critical),
-        "position 0 only": lambda: mask_neurons(model, index, critical, positions=slice(0, 1)),
-        "all but position 0": lambda: mask_neurons(model, index, critical, positions=slice(1, t)),
-    }, clean)
-    ablations = _deltas(study, {
-        "zero": lambda: mask_neurons(model, index, critical),
-        "mean": lambda: set_neurons(model, index, means),
-        "resample": lambda: set_neurons(model, index, resample_values(study, other, critical, seed)),
-    }, clean)
-    following = sorted({f for f in (following_norm(model, n.module, order) for n in critical) if f})
-    norm_tokens = {"recomputed": lesion_tokens(model, ids, index, critical, clean)}
-    for label, names in (("frozen: following norm only", following), ("frozen: every norm", None)):
-        with frozen_norms(model, ids, names):
-            norm_tokens[label] = lesion_tokens(model, ids, index, critical, clean)
-    return {"neurons": neurons, "massive_activations": massive, "super_weights": supers,
-            "overlap": {"critical_in_top_massive": sorted(massive_names & set(map(str, critical))),
-                        "critical_on_super_weight_rows": sorted(super_rows & set(map(str, critical)))},
-            "positions": positions, "ablations": ablations,
-            "normalisation": {label: r["delta"] for label, r in norm_tokens.items()},
-            "normalisation_tokens": norm_tokens, "following_norms": following,
-            "criteria": {"massive": f"|a| > {MASSIVE_ABS} and > {MASSIVE_RATIO}x its module's median |a|",
-                         "super_weight": "largest |w| / median |w| of each down_proj weight",
-                         "causal": f"the lesion alone gives Delta >= {CAUSAL_DELTA} (ten-fold perplexity)",
-                         "massive_test": "the neuron zeroed at position 0 only",
-                         "super_weight_test": "that one scalar weight zeroed (a hook subtracting w * x)",
-                         "carrying_weight": "the entry of the neuron's weight row with the largest |w * x| "
-                                            "where the neuron peaks (Yu et al.'s activation-based locator)",
-                         "residual_write": "the channel of the next residual writer (down/o) whose output "
-                                           "changes most when the neuron is masked; its own channel for "
-                                           "down/o neurons"}}
+    def __init__(self, study, critical, other_text, seed):
+        self.study, self.critical, self.other_text, self.seed = study, critical, other_text, seed
+        self.model, self.ids = study.lm.model, study.input_ids
+        self.index = discover_sites(self.model, "all")
+        self.acts = clean_activations(self.model, self.ids, self.index)
+        self.flat_max = torch.cat([self.acts[s.name].abs().max(dim=0).values for s in self.index.sites])
+        self.clean = baseline_nll(self.model, self.ids, study.lm.dtype)
+        self.order = forward_order(self.model, self.ids)
+        self.medians: dict[str, float] = {}  # per module: median |w| (a sort of the whole matrix, done once)
+
+    def set_deltas(self, neurons: Sequence[Neuron], **options) -> dict:
+        unique = list(dict.fromkeys(neurons))
+        return dict(zip(unique, set_deltas(self.model, self.ids, self.index, [[n] for n in unique], self.clean,
+                                           max_rows=SCORING_ROWS, **options)))
+
+    def weight_deltas(self, weights: Sequence[dict]) -> dict:
+        unique = list(dict.fromkeys(_scalar(w) for w in weights))
+        return dict(zip(unique, weight_deltas(self.model, self.ids, unique, self.clean, max_rows=SCORING_ROWS)))
+
+
+class _Parts:
+    def __init__(self, critical):
+        self.critical = critical
+        self.neurons: list[dict] = []
+        self.massive: list[dict] = []
+        self.supers: list[dict] = []
+        self.positions: dict = {}
+        self.ablations: dict = {}
+        self.norm_tokens: dict = {}
+        self.following: list[str] = []
+
+    def magnitudes(self, p: _Probe) -> None:
+        self.massive = massive_activations(p.acts, p.index)
+        self.supers = super_weights(p.model, p.index)
+        self.following = sorted({f for f in (following_norm(p.model, n.module, p.order) for n in self.critical) if f})
+
+    def set_lesions(self, p: _Probe) -> None:
+        model, index, critical, t = p.model, p.index, self.critical, p.ids.shape[1]
+        self.positions = _deltas(p.study, {
+            "all positions": lambda: mask_neurons(model, index, critical),
+            "position 0 only": lambda: mask_neurons(model, index, critical, positions=slice(0, 1)),
+            "all but position 0": lambda: mask_neurons(model, index, critical, positions=slice(1, t)),
+        }, p.clean)
+        means = {n: float(p.acts[n.module][:, n.channel].mean()) for n in critical}
+        # The resampled values come from the other text, at the critical modules only.
+        other_ids = encode(p.study.lm.tokenizer, p.other_text, p.study.lm.device)
+        modules = SiteIndex([index.by_name[m] for m in dict.fromkeys(n.module for n in critical)])
+        other = clean_activations(model, other_ids, modules)
+        self.ablations = _deltas(p.study, {
+            "zero": lambda: mask_neurons(model, index, critical),
+            "mean": lambda: set_neurons(model, index, means),
+            "resample": lambda: set_neurons(model, index, resample_values(p.study, other, critical, p.seed)),
+        }, p.clean)
+
+    def norm_lesions(self, p: _Probe) -> None:
+        tokens = {"recomputed": lesion_tokens(p.model, p.ids, p.index, self.critical, p.clean)}
+        for label, names in (("frozen: following norm only", self.following), ("frozen: every norm", None)):
+            with frozen_norms(p.model, p.ids, names):
+                tokens[label] = lesion_tokens(p.model, p.ids, p.index, self.critical, p.clean)
+        self.norm_tokens = tokens
+
+    def outlier_tests(self, p: _Probe) -> None:
+        """The causal test beside each of the model's top outliers, by magnitude."""
+        at_0 = p.set_deltas([Neuron.parse(m["neuron"]) for m in self.massive], ablation="position0")
+        zeroed = p.weight_deltas(self.supers)
+        for m in self.massive:
+            d = at_0[Neuron.parse(m["neuron"])]
+            m.update(delta_position0=d, causal=d >= CAUSAL_DELTA)
+        for w in self.supers:
+            d = zeroed[_scalar(w)]
+            w.update(delta_zeroed=d, causal=d >= CAUSAL_DELTA)
+
+    def neuron_tests(self, p: _Probe, chunk: Sequence[Neuron]) -> None:
+        """Each neuron of ``chunk`` alone: zeroed, zeroed at position 0, its weights and its
+        residual write zeroed; batched over the chunk."""
+        writes = residual_writes(p.model, p.ids, p.index, chunk, p.order, p.acts)
+        own = [largest_producing_weight(p.model, n, p.medians) for n in chunk]
+        peaks = [int(p.acts[n.module][:, n.channel].abs().argmax()) for n in chunk]
+        carrying = carrying_weights(p.model, p.ids, chunk, peaks, p.medians)
+        singles = list(chunk) + [Neuron.parse(w["neuron"]) for w in writes if w]
+        zero, at_0 = p.set_deltas(singles), p.set_deltas(singles, ablation="position0")
+        zeroed = p.weight_deltas([w for w in own + carrying if w])
+        massive_names = {m["neuron"] for m in self.massive}
+        super_rows = {f"{s['module']}:{s['row']}" for s in self.supers}
+        for n, write, weight, carrier in zip(chunk, writes, own, carrying):
+            profile = activation_profile(p.acts, p.index, n, p.flat_max)
+            alone = {"zero": zero[n], "position0": at_0[n]}
+            for w in filter(None, (weight, carrier)):
+                w.update(delta_zeroed=zeroed[_scalar(w)], causal=zeroed[_scalar(w)] >= CAUSAL_DELTA)
+            if write:
+                residual = Neuron.parse(write["neuron"])
+                write.update(delta_zero=zero[residual], delta_position0=at_0[residual])
+            profile.update(in_top_massive=str(n) in massive_names, super_weight_row=str(n) in super_rows,
+                           alone=alone, largest_weight=weight, carrying_weight=carrier, residual_write=write,
+                           labels=labels(profile, alone, weight, carrier, write),
+                           feeding=top_weights(producers(p.model, n)),
+                           leaving=top_weights(consumers(p.model, p.index, n)))
+            self.neurons.append(profile)
+
+    def report(self, run: Anytime) -> MechanismReport:
+        names = set(map(str, self.critical))
+        massive_names = {m["neuron"] for m in self.massive}
+        super_rows = {f"{s['module']}:{s['row']}" for s in self.supers}
+        return MechanismReport(
+            neurons=tuple(self.neurons), massive_activations=tuple(self.massive), super_weights=tuple(self.supers),
+            overlap={"critical_in_top_massive": sorted(massive_names & names),
+                     "critical_on_super_weight_rows": sorted(super_rows & names)},
+            positions=self.positions, ablations=self.ablations,
+            normalisation={label: r["delta"] for label, r in self.norm_tokens.items()},
+            normalisation_tokens=self.norm_tokens, following_norms=tuple(self.following), criteria=CRITERIA,
+            stopped=run.stopped, critical_size=len(self.critical), neurons_tested=len(self.neurons),
+            seconds=run.seconds)
+
+
+CRITERIA = {"massive": f"|a| > {MASSIVE_ABS} and > {MASSIVE_RATIO}x its module's median |a|",
+            "super_weight": "largest |w| / median |w| of each down_proj weight",
+            "causal": f"the lesion alone gives Delta >= {CAUSAL_DELTA} (ten-fold perplexity)",
+            "massive_test": "the neuron zeroed at position 0 only",
+            "super_weight_test": "that one scalar weight zeroed (a hook subtracting w * x)",
+            "carrying_weight": "the entry of the neuron's weight row with the largest |w * x| "
+                               "where the neuron peaks (Yu et al.'s activation-based locator)",
+            "residual_write": "the channel of the next residual writer (down/o) whose output "
+                              "changes most when the neuron is masked; its own channel for "
+                              "down/o neurons"}
 
 
 def labels(profile: dict, alone: dict, weight: dict | None, carrier: dict | None, write: dict | None) -> list[str]:

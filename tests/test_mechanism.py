@@ -25,6 +25,7 @@ from lesion.mechanism import (
     super_weights,
 )
 from lesion.metrics import mean_nll, token_nll
+from lesion.results.mechanism import MechanismReport
 from lesion.study import Study
 from lesion.weight_lesions import ScalarWeight, weight_deltas, zeroed_weights
 from lesion.weights import matrix
@@ -115,15 +116,15 @@ def test_super_weight_is_found_when_planted(tiny_dir):
 def test_mechanism_report(study):
     critical = [Neuron("model.layers.0.mlp.down_proj", 3)]
     result = mechanism(study, critical, other_text=OTHER)
-    assert set(result["positions"]) == {"all positions", "position 0 only", "all but position 0"}
-    assert set(result["ablations"]) == {"zero", "mean", "resample"}
-    assert result["ablations"]["zero"] == pytest.approx(result["positions"]["all positions"])
-    assert set(result["normalisation"]) == {"recomputed", "frozen: following norm only", "frozen: every norm"}
-    assert result["following_norms"] == ["model.layers.1.input_layernorm"]
-    profile = result["neurons"][0]
+    assert set(result.positions) == {"all positions", "position 0 only", "all but position 0"}
+    assert set(result.ablations) == {"zero", "mean", "resample"}
+    assert result.ablations["zero"] == pytest.approx(result.positions["all positions"])
+    assert set(result.normalisation) == {"recomputed", "frozen: following norm only", "frozen: every norm"}
+    assert result.following_norms == ("model.layers.1.input_layernorm",)
+    profile = result.neurons[0]
     assert profile["neuron"] == str(critical[0]) and profile["feeding"] and profile["leaving"]
     assert 0 <= profile["argmax_position"] < study.input_ids.shape[1]
-    assert profile["in_top_massive"] == (str(critical[0]) in {m["neuron"] for m in result["massive_activations"]})
+    assert profile["in_top_massive"] == (str(critical[0]) in {m["neuron"] for m in result.massive_activations})
 
 
 def test_mechanism_cli(tiny_dir, tmp_path, capsys):
@@ -132,10 +133,14 @@ def test_mechanism_cli(tiny_dir, tmp_path, capsys):
                  "--quiet", "--out", str(run)]) == 0
     assert main(["mechanism", "--model", tiny_dir, "--run", str(run)]) == 0
     result = json.loads((run / "mechanism.json").read_text())
-    assert len(result["neurons"]) == len(json.loads((run / "critical.json").read_text())["neurons"])
-    assert "among the model's outliers" in capsys.readouterr().out
+    size = len(json.loads((run / "critical.json").read_text())["neurons"])
+    assert size > 12 and len(result["neurons"]) == result["neurons_tested"] == 12  # --max-neurons default
+    assert result["critical_size"] == size and result["stopped"] == "complete"
+    out = capsys.readouterr().out
+    assert "among the model's outliers" in out and f"12 of {size} critical neurons tested" in out
+    assert MechanismReport.load(run / "mechanism.json").to_dict() == MechanismReport.from_dict(result).to_dict()
     critical = json.loads((run / "critical.json").read_text())
-    (run / "critical.json").write_text(json.dumps({**critical, "neurons": [], "reached": False}))
+    (run / "critical.json").write_text(json.dumps({**critical, "neurons": [], "n": 0, "reached": False}))
     assert main(["mechanism", "--model", tiny_dir, "--run", str(run)]) == 2
     assert "no critical set" in capsys.readouterr().err
 
@@ -249,16 +254,60 @@ def planted(tiny_dir):
     return study
 
 
+def test_mechanism_spent_budget_keeps_what_finished(study):
+    critical = [Neuron("model.layers.0.mlp.down_proj", 3)]
+    report = mechanism(study, critical, other_text=OTHER, time_budget=1e-9)
+    assert report.stopped == "budget" and not report.finished
+    assert report.massive_activations and report.super_weights  # the first step finished
+    assert report.positions == {} and report.neurons == () and report.neurons_tested == 0
+    with pytest.raises(LesionError, match="time_budget"):
+        mechanism(study, critical, other_text=OTHER, time_budget=-1)
+    with pytest.raises(LesionError, match="max_neurons"):
+        mechanism(study, critical, other_text=OTHER, max_neurons=0)
+
+
+def test_mechanism_interrupted_keeps_what_finished(study, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr("lesion.mechanism.lesion_tokens", interrupt)
+    report = mechanism(study, [Neuron("model.layers.0.mlp.down_proj", 3)], other_text=OTHER)
+    assert report.stopped == "interrupted"
+    assert set(report.positions) == {"all positions", "position 0 only", "all but position 0"}
+    assert report.normalisation == {} and report.neurons == ()
+    assert all(not m._forward_hooks for m in study.lm.model.modules())
+
+
+def test_mechanism_max_neurons_tests_the_first_ones_and_lesions_the_whole_set(study):
+    critical = [Neuron("model.layers.0.mlp.down_proj", 3), Neuron("model.layers.1.mlp.gate_proj", 5)]
+    report = mechanism(study, critical, other_text=OTHER, max_neurons=1)
+    whole = mechanism(study, critical, other_text=OTHER)
+    assert [n["neuron"] for n in report.neurons] == [str(critical[0])] and report.critical_size == 2
+    assert report.positions == pytest.approx(whole.positions)
+    assert report.neurons[0]["alone"] == pytest.approx(whole.neurons[0]["alone"])
+
+
+def test_mechanism_cli_time_budget_writes_what_finished(tiny_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["scan", "--model", tiny_dir, "--text", TEXT, "--samples", "4", "--epsilon", "0.001",
+                 "--quiet", "--out", str(run)]) == 0
+    assert main(["mechanism", "--model", tiny_dir, "--run", str(run), "--time-budget", "1e-9"]) == 0
+    result = json.loads((run / "mechanism.json").read_text())
+    assert result["stopped"] == "budget" and result["neurons"] == [] and result["massive_activations"]
+    assert "stopped by --time-budget" in capsys.readouterr().out
+    assert main(["mechanism", "--model", tiny_dir, "--run", str(run), "--time-budget", "-3"]) == 2
+    assert "--time-budget must be a positive" in capsys.readouterr().err
+
+
 def test_planted_super_weight_label_follows_the_causal_test(planted):
     critical = Neuron(CAUSAL[0], CAUSAL[1])
     result = mechanism(planted, [critical], other_text=OTHER)
-    by_place = {(w["module"], w["row"], w["column"]): w for w in result["super_weights"]}
+    by_place = {(w["module"], w["row"], w["column"]): w for w in result.super_weights}
     causal, harmless = by_place[CAUSAL], by_place[HARMLESS]
     assert harmless["ratio_to_median"] > causal["ratio_to_median"]  # magnitude ranks the harmless one first
-    assert result["super_weights"][0] is harmless
+    assert result.super_weights[0] is harmless
     assert harmless["delta_zeroed"] == pytest.approx(0, abs=1e-6) and not harmless["causal"]
     assert causal["delta_zeroed"] >= CAUSAL_DELTA and causal["causal"]
-    profile = result["neurons"][0]
+    profile = result.neurons[0]
     assert profile["largest_weight"]["column"] == CAUSAL[2] and profile["largest_weight"]["causal"]
     assert profile["carrying_weight"]["column"] == CAUSAL[2]
     assert profile["carrying_weight"]["delta_zeroed"] == causal["delta_zeroed"]
@@ -272,7 +321,7 @@ def test_position_zero_check_zeroes_only_the_first_token(planted):
     model, ids = planted.lm.model, planted.input_ids
     neuron = Neuron(CAUSAL[0], CAUSAL[1])
     result = mechanism(planted, [neuron], other_text=OTHER)
-    alone = result["neurons"][0]["alone"]
+    alone = result.neurons[0]["alone"]
     clean = baseline_nll(model, ids)
     with mask_neurons(model, planted.index, [neuron], positions=slice(0, 1)):
         expected = (mean_nll(model, ids).item() - clean) / math.log(10)
@@ -280,9 +329,9 @@ def test_position_zero_check_zeroes_only_the_first_token(planted):
     assert alone["zero"] >= CAUSAL_DELTA > 5 * alone["position0"]
     # The table of massive activations carries the same test.
     index = discover_sites(model, "all")
-    top = [Neuron.parse(m["neuron"]) for m in result["massive_activations"]]
+    top = [Neuron.parse(m["neuron"]) for m in result.massive_activations]
     expected = set_deltas(model, ids, index, [[n] for n in top], clean, ablation="position0")
-    assert [m["delta_position0"] for m in result["massive_activations"]] == pytest.approx(expected, abs=1e-6)
+    assert [m["delta_position0"] for m in result.massive_activations] == pytest.approx(expected, abs=1e-6)
 
 
 def test_residual_write_of_each_kind(study):
@@ -355,13 +404,13 @@ def smollm():
 def test_real_critical_neuron_is_a_massive_activation_at_the_first_token(smollm):
     neuron = Neuron("model.layers.11.mlp.down_proj", 507)
     result = mechanism(smollm, [neuron], other_text=OTHER)
-    profile = result["neurons"][0]
+    profile = result.neurons[0]
     assert profile["massive"] and profile["argmax_position"] == 0 and profile["rank_by_max_abs"] == 1
     assert profile["super_weight_row"]
     # The collapse lives at the sink token: position 0 alone does it, the rest does not.
-    assert result["positions"]["position 0 only"] > 4
-    assert result["positions"]["all but position 0"] < 0.1
-    assert result["normalisation"]["frozen: every norm"] < result["normalisation"]["recomputed"] - 2
+    assert result.positions["position 0 only"] > 4
+    assert result.positions["all but position 0"] < 0.1
+    assert result.normalisation["frozen: every norm"] < result.normalisation["recomputed"] - 2
 
 
 def test_real_frozen_norms_overflow_is_counted_and_located(smollm):

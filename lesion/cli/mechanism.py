@@ -2,17 +2,21 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from rich.table import Table
 
 from ..errors import LesionError
-from .common import add_common_flags, add_model_args, console, fmt, load
+from ..results.mechanism import MechanismReport
+from .common import add_common_flags, add_model_args, console, fmt, load, progress_enabled
 from .tables import add_json_flag, neuron_table
 
 EXAMPLES = """examples:
   lesion mechanism --run lesion-run
+  lesion mechanism --run lesion-run --max-neurons 4 --time-budget 300
 """
+MAX_NEURONS = 12  # each neuron tested costs about four masked rows
 
 
 def register(sub) -> None:
@@ -21,6 +25,11 @@ def register(sub) -> None:
     add_model_args(p)
     p.add_argument("--run", dest="run_dir", default="lesion-run", help="scan folder with critical.json")
     p.add_argument("--seed", type=int, default=0, help="for the resampled ablation")
+    p.add_argument("--max-neurons", type=int, default=MAX_NEURONS,
+                   help=f"test the first N critical neurons one by one (default {MAX_NEURONS}; 0: all); "
+                        "the lesions of the whole set always mask every neuron")
+    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="stop after this many seconds and write what finished (default: no limit)")
     add_common_flags(p)
     p.set_defaults(run=run)
     add_json_flag(p, lambda args: Path(args.run_dir) / "mechanism.json")
@@ -33,6 +42,8 @@ def run(args) -> int:
     from .common import check_out, check_seed
 
     check_seed(args.seed)
+    if args.max_neurons < 0:
+        raise LesionError(f"--max-neurons must be >= 0 (0: all), got {args.max_neurons}")
     folder = RunFolder(args.run_dir)
     critical = folder.critical()
     if not critical.neurons:
@@ -41,13 +52,31 @@ def run(args) -> int:
     check_out(folder.file(MECHANISM))
     lm = load(args, recorded=critical.settings)
     study = folder.study(lm)
-    result = mechanism(study, critical.neurons, other_text=TEXTS["wikipedia"], seed=args.seed)
-    path = folder.write(MECHANISM, {**result, "settings": study.settings(seed=args.seed)})
+    try:
+        report = mechanism(study, critical.neurons, other_text=TEXTS["wikipedia"], seed=args.seed,
+                           max_neurons=args.max_neurons or None, time_budget=args.time_budget,
+                           progress=progress_enabled(args))
+    except LesionError as e:
+        raise LesionError(str(e).replace("time_budget", "--time-budget")) from None
+    report = dataclasses.replace(report, settings=study.settings(seed=args.seed, max_neurons=args.max_neurons,
+                                                                 time_budget=args.time_budget))
+    path = folder.write(MECHANISM, report.to_dict())
+    result = report.to_dict()
     print_neurons(result)
     print_overlap(result)
     print_lesions(result)
+    print_coverage(report)
     console.print(f"wrote {path}")
     return 0
+
+
+def print_coverage(report: MechanismReport) -> None:
+    if report.finished:
+        return
+    why = {"budget": "stopped by --time-budget", "interrupted": "interrupted"}.get(report.stopped, "complete")
+    console.print(f"{why} after {report.seconds:.0f} s: {report.neurons_tested} of {report.critical_size} "
+                  "critical neurons tested one by one" + ("" if report.stopped != "complete" else
+                                                          " (raise --max-neurons, 0 for all)"), soft_wrap=True)
 
 
 def print_neurons(result: dict) -> None:
@@ -75,9 +104,9 @@ def print_overlap(result: dict) -> None:
     for i, (m, w) in enumerate(zip(result["massive_activations"], result["super_weights"]), 1):
         row = f"{w['module']}:{w['row']}"
         rows.append([str(i), m["neuron"] + (" *" if m["neuron"] in critical else ""), fmt(m["max_abs"]),
-                     str(m["argmax_position"]), f"{fmt(m['delta_position0'])} ({_verdict(m)})",
+                     str(m["argmax_position"]), _tested(m, "delta_position0"),
                      f"{row} (col {w['column']})" + (" *" if row in critical else ""), fmt(w["ratio_to_median"]),
-                     f"{fmt(w['delta_zeroed'])} ({_verdict(w)})"])
+                     _tested(w, "delta_zeroed")])
     console.print(neuron_table(["#", "massive activation", "max |a|", "at position", "Delta, zeroed at position 0",
                                 "super-weight candidate", "|w| / median", "Delta, that weight zeroed"], rows,
                                neuron_columns=(1, 5),
@@ -85,8 +114,11 @@ def print_overlap(result: dict) -> None:
     console.print(f"causal: {result['criteria']['causal']}", soft_wrap=True)
 
 
-def _verdict(row: dict) -> str:
-    return "causal" if row["causal"] else "not causal"
+def _tested(row: dict, key: str) -> str:
+    """The causal test's Delta and verdict; a run stopped before the test says so."""
+    if key not in row:
+        return "not tested (stopped)"
+    return f"{fmt(row[key])} ({'causal' if row['causal'] else 'not causal'})"
 
 
 def print_lesions(result: dict) -> None:

@@ -1,0 +1,80 @@
+"""Long work that can stop at any step and still hand back what it finished.
+
+A command whose cost grows with the set or the model runs its steps inside :class:`Anytime`:
+each finished step calls :meth:`Anytime.step`, which advances a progress bar and stops the
+work once the time budget is spent. Ctrl-C (and SIGTERM, in the main thread) stop it the same
+way. Either way the ``with`` block is left quietly and :attr:`Anytime.stopped` says why
+(``complete``, ``budget`` or ``interrupted``), so the caller returns and writes the steps that
+finished instead of losing them.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+
+from tqdm.auto import tqdm
+
+from .errors import LesionError
+
+COMPLETE, BUDGET, INTERRUPTED = "complete", "budget", "interrupted"
+
+
+class _BudgetSpent(Exception):
+    """Raised by :meth:`Anytime.step` to leave the work early; caught by :class:`Anytime`."""
+
+
+def check_time_budget(seconds: float | None, name: str = "time_budget") -> None:
+    if seconds is not None and not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
+        raise LesionError(f"{name} must be a positive number of seconds, got {seconds!r}")
+
+
+class Anytime:
+    """``with Anytime(total, desc, time_budget=..., progress=...) as run: ... run.step()``."""
+
+    def __init__(self, total: int, desc: str, *, time_budget: float | None = None, progress: bool = False,
+                 unit: str = "step"):
+        check_time_budget(time_budget)
+        self.budget = time_budget
+        self.stopped = COMPLETE
+        self.steps = 0
+        self._bar = tqdm(total=total, desc=desc, unit=unit, disable=not progress, leave=False)
+        self._started = time.perf_counter()
+        self._previous_sigterm = None
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self._started
+
+    def over_budget(self) -> bool:
+        return self.budget is not None and self.seconds >= self.budget
+
+    def step(self, n: int = 1) -> None:
+        """One more step finished; stops the work here if the budget is spent."""
+        self.steps += n
+        self._bar.update(n)
+        if self.over_budget():
+            raise _BudgetSpent
+
+    def __enter__(self) -> "Anytime":
+        if threading.current_thread() is threading.main_thread():
+            # SIGTERM (a scheduler, `kill`) stops the work like Ctrl-C does.
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
+        return self
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        self._bar.close()
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+        if kind is _BudgetSpent:
+            self.stopped = BUDGET
+            return True
+        if kind is KeyboardInterrupt:
+            self.stopped = INTERRUPTED
+            return True
+        return False
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
