@@ -7,7 +7,6 @@ reader can load the files; :func:`as_float` turns them back.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import os
@@ -65,7 +64,7 @@ def as_list(value: Any, name: str) -> list:
 
 def json_text(data: Any) -> str:
     """What :func:`write_json` writes: indented JSON, non-finite floats as strings."""
-    if dataclasses.is_dataclass(data):
+    if hasattr(data, "to_dict"):  # a result
         data = data.to_dict()
     return json.dumps(_finite_safe(data), indent=2, sort_keys=False, allow_nan=False) + "\n"
 

@@ -77,7 +77,8 @@ class Result:
         if problem:
             raise LesionError(f"{str(path)!r} contradicts itself ({problem}): it was edited or damaged; "
                               "re-create it with lesion")
-        return dataclasses.replace(result, settings=restore_text(result.settings, Path(path).parent, path))
+        # every concrete result is a dataclass (the base is not, so the checker cannot tell)
+        return dataclasses.replace(result, settings=restore_text(result.settings, Path(path).parent, path))  # type: ignore[type-var]
 
     def inconsistency(self, data: dict) -> str | None:
         """What in this result (read from ``data``) contradicts the rest of it, naming the field; None
@@ -114,9 +115,10 @@ def result_files(path: str | Path, result: Any) -> dict[Path, str]:
     """What :func:`save_result` writes, file by file: {path: JSON} and, for a long text,
     {its file beside the result: the text}."""
     path = check_output_path(path)
-    data = result.to_dict() if dataclasses.is_dataclass(result) else dict(result)
+    data = result.to_dict() if hasattr(result, "to_dict") else dict(result)
     settings = data.get("settings")
-    text = settings.get("text") if isinstance(settings, dict) else None
+    settings = settings if isinstance(settings, dict) else {}
+    text = settings.get("text")
     files: dict[Path, str] = {}
     if isinstance(text, str) and len(text) > INLINE_TEXT_CHARS:
         name = text_file_name(settings["text_sha256"])
