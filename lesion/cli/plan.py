@@ -1,0 +1,101 @@
+"""`lesion plan`: neurons, memory, device map and time of a study, from the config alone."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..errors import LesionError
+from .common import console
+
+PLAN_EXAMPLES = """examples:
+  lesion plan                                       # the default model on this CPU
+  lesion plan --model gemma3-270m --samples auto
+  lesion plan --config tests/data/configs/llama-3.1-70b.json --gpus 8 --gpu-memory 80
+  lesion plan --config tests/data/configs/qwen2.5-72b.json --gpus 4 --gpu-memory 80 --json
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("plan", help="memory, device map and time of a study, before reading any weight",
+                       epilog=PLAN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model", default=None, help="alias, local folder, .gguf file or hub id (config read only)")
+    src.add_argument("--config", default=None, help="a model's config.json instead of --model")
+    p.add_argument("--components", default=None, help="neuron components, as for scan (default: default)")
+    p.add_argument("--gpus", type=int, default=0, help="GPUs to plan for (0: this CPU only)")
+    p.add_argument("--gpu-memory", type=float, default=80.0, metavar="GB", help="memory of each GPU in GiB")
+    p.add_argument("--gpu-tflops", type=float, default=None,
+                   help="assumed effective TFLOPS of one model copy on the GPUs (default 200; not measured)")
+    p.add_argument("--dtype", default="bfloat16", help="weights' dtype on the GPUs (float32, bfloat16, float16)")
+    p.add_argument("--tokens", type=int, default=49, help="text length in tokens (49: Bookends on SmolLM2)")
+    p.add_argument("--samples", default="100", help="Stage 1 noise samples K, or 'auto' (planned at its cap, 100)")
+    p.add_argument("--stage2-rows", type=int, default=100, help="masked rows Stage 2 runs (about n*)")
+    p.add_argument("--search-rows", type=int, default=1000, help="masked rows a heel search runs")
+    p.add_argument("--ranks", type=int, default=None, help="data-parallel ranks (default: copies the GPUs hold)")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(run=run_plan)
+
+
+def run_plan(args) -> int:
+    from ..plan import DEFAULT_GPU_TFLOPS, make_plan, read_config, shapes
+    adaptive = args.samples == "auto"
+    try:
+        samples = 100 if adaptive else int(args.samples)
+    except ValueError:
+        raise LesionError(f"--samples must be a number or 'auto' (got {args.samples!r})") from None
+    name, config = read_config(args.model, args.config)
+    plan = make_plan(shapes(name, config, args.components), tokens=args.tokens, samples=samples,
+                     adaptive=adaptive, gpus=args.gpus, gpu_gib=args.gpu_memory, dtype=args.dtype,
+                     stage2_rows=args.stage2_rows, search_rows=args.search_rows, ranks=args.ranks,
+                     gpu_tflops=args.gpu_tflops or DEFAULT_GPU_TFLOPS)
+    if args.json:
+        print(json.dumps(plan, indent=2))
+    else:
+        print_plan(plan)
+    return 0
+
+
+def print_plan(plan: dict) -> None:
+    from rich.table import Table
+
+    from ..plan import human_bytes, human_seconds
+    neurons = plan["neurons"]
+    console.print(f"[bold]{plan['model']}[/bold] ({plan['model_type']}): {plan['parameters'] / 1e9:.3g} B "
+                  f"parameters, {plan['layers']} layers, {neurons['total']:,} neurons; "
+                  f"{plan['tokens']} tokens, K = {plan['samples']}")
+    table = Table("component", "neurons")
+    for kind, count in neurons.items():
+        if kind != "total":
+            table.add_row(kind, f"{count:,}")
+    console.print(table)
+    mem = plan["memory_gib"]
+    table = Table("memory", "size")
+    for dtype, gib in mem["weights"].items():
+        table.add_row(f"weights, {dtype}", human_bytes(gib))
+    table.add_row(f"Stage 1 state ({mem['stage1_state_terms']})", human_bytes(mem["stage1_state"]))
+    rows = mem["rows_per_batch"]
+    table.add_row(f"masked rows, Stage 2 batch of {rows['stage2']} (float32 logits)",
+                  human_bytes(mem["masked_rows_stage2"]))
+    table.add_row(f"masked rows, search batch of {rows['search']}", human_bytes(mem["masked_rows_search"]))
+    console.print(table)
+    if "device_map" in plan:
+        dm = plan["device_map"]
+        if dm.get("weights_gib") is None:
+            console.print(f"[red]does not fit[/red]: {dm['why']}")
+        else:
+            fit = "fits" if dm["fits"] else "[red]does not fit[/red] (the rest lands on the CPU)"
+            console.print(f"device map, {dm['gpus']} GPU(s) of {dm['gpu_gib']:g} GiB, {dm['reserve_gib']:g} GiB "
+                          f"kept free on each: one copy {fit}; " + ", ".join(
+                              f"{d}: {g:g} GiB, {dm['blocks'].get(d, 0)} blocks" for d, g in dm["weights_gib"].items()))
+            console.print(f"data-parallel ranks (copies the GPUs hold): {plan['data_parallel_ranks']}")
+    times = plan["time_s"]
+    table = Table("time", *(k for k in ("cpu_this_machine", "gpu_assumed") if k in times))
+    for step, label in (("stage1", "Stage 1"), ("per_masked_row", "one masked row"),
+                        ("stage2", f"Stage 2 ({times['rows']['stage2']} rows)"),
+                        ("search", f"search ({times['rows']['search']} rows)")):
+        table.add_row(label, *(human_seconds(times[k][step]) for k in ("cpu_this_machine", "gpu_assumed")
+                               if k in times))
+    console.print(table)
+    console.print(f"CPU: {times['calibration']}")
+    if "gpu_assumption" in times:
+        console.print(f"GPU: {times['gpu_assumption']}, {times['rows']['ranks']} rank(s)")
