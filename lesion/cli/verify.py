@@ -53,14 +53,20 @@ def run(args) -> int:
     console.print(neuron_table(["neuron", "weights", "status", "detail"],
                                [[c.neuron, c.slice, c.status, c.detail] for c in bad or checks[:8]],
                                title=f"{len(checks)} weight slices checked"))
+    recorded = critical.settings.get("model_fingerprint")
+    whole_model_same = recorded == lm.fingerprint()
     if args.out:
         from ..study import model_provenance
         write_json(args.out, {"model": args.model, "intact": not bad, "checks": as_dicts(checks),
-                              "settings": model_provenance(lm)})
+                              "whole_model_matches": whole_model_same, "settings": model_provenance(lm)})
     if bad:
         console.print(f"[bold red]TAMPERED[/bold red]: {len(bad)} of {len(checks)} slices changed")
         return TAMPERED
     console.print(f"intact: all {len(checks)} slices match")
+    if not whole_model_same:
+        console.print(f"[yellow]note[/yellow]: the whole model's fingerprint ({lm.fingerprint()}) is not the one "
+                      f"{args.against} recorded ({recorded}): weights outside the checked slices differ (another "
+                      "model, a fine-tune, or edits elsewhere); the critical neurons' own weights are intact")
     return 0
 
 
