@@ -138,3 +138,12 @@ def test_shares_are_counted_for_every_rank():
     assert world.rows(list(range(7))) == [2, 3]
     world.count("stage1_samples", 10)
     assert world.shares == {"masked_rows": [2, 2, 3], "stage1_samples": [3, 3, 4]}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message a machine without CUDA gets")
+def test_gpu_script_stops_with_one_line_without_cuda(tmp_path):
+    done = subprocess.run(["bash", "benchmarks/gpu.sh", str(tmp_path / "runs")], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()] and "no CUDA device" in done.stderr
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# GPU figures in one short run (target: under ten minutes on one H100-class GPU).
+#
+#   benchmarks/gpu.sh [OUT]          # OUT: a folder for the runs (default: gpu-runs)
+#   GPU_SH_MODELS="smollm2-135m" benchmarks/gpu.sh    # only the default model
+#
+# 1. Checks CUDA against the CPU on the default model: `lesion scan` on both, float32; the
+#    same top neuron, the same critical set, Delta within 1e-3. Exit 1 if not.
+# 2. For each model (default model, then the 1.5B Qwen when it is installed) and each dtype
+#    (float32, bfloat16), prints Stage 1 against its floor (K = 100 bare forwards of the
+#    same noisy batches, no hooks), masked rows per second (64 rows masking block 0, so each
+#    is a full forward), and the wall time of `lesion search` end to end.
+#
+# Without CUDA it stops at once with one line and exit code 2. GPU_SH_DEVICE=cpu runs the
+# same steps on the CPU with a small K, to check the script itself where no GPU is lent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-gpu-runs}
+DEVICE=${GPU_SH_DEVICE:-cuda}
+MODELS=${GPU_SH_MODELS:-"smollm2-135m qwen2.5-coder-1.5b"}
+SAMPLES=${GPU_SH_SAMPLES:-100}
+export LESION_NO_PROGRESS=1
+
+if [ "$DEVICE" = cuda ] && ! python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    echo "benchmarks/gpu.sh: no CUDA device here (torch.cuda.is_available() is False): run it on a GPU machine, or GPU_SH_DEVICE=cpu to check the script" >&2
+    exit 2
+fi
+mkdir -p "$OUT"
+python - "$OUT" "$DEVICE" "$SAMPLES" <<'EOF'
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+out, device = sys.argv[1], sys.argv[2]
+print(f"device: {device}" + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else ""), flush=True)
+print(f"torch {torch.__version__}", flush=True)
+EOF
+
+echo "== 1. CUDA against CPU, default model, float32 =="
+for dev in cpu "$DEVICE"; do
+    start=$(date +%s.%N)
+    lesion scan --device "$dev" --dtype float32 --samples "$SAMPLES" --no-cache --quiet --out "$OUT/scan-$dev" > "$OUT/scan-$dev.log"
+    echo "scan on $dev: $(python -c "print(f'{$(date +%s.%N) - $start:.1f} s')")"
+done
+python - "$OUT/scan-cpu" "$OUT/scan-$DEVICE" <<'EOF'
+import json
+import sys
+from pathlib import Path
+
+cpu, dev = (Path(p) for p in sys.argv[1:3])
+read = lambda folder, name: json.loads((folder / name).read_text())
+top = [read(f, "ranking.json")["neurons"][0] for f in (cpu, dev)]
+sets = [read(f, "critical.json") for f in (cpu, dev)]
+same_top, same_set = top[0] == top[1], sets[0]["neurons"] == sets[1]["neurons"]
+gap = abs(sets[0]["delta"] - sets[1]["delta"])
+print(f"top neuron: {top[0]} (cpu) vs {top[1]} ({dev.name[5:]}): {'same' if same_top else 'DIFFERENT'}")
+print(f"critical set: {len(sets[0]['neurons'])} vs {len(sets[1]['neurons'])} neurons: {'same' if same_set else 'DIFFERENT'}")
+print(f"Delta: {sets[0]['delta']:.6f} vs {sets[1]['delta']:.6f}, |difference| {gap:.2e} (limit 1e-3)")
+if not (same_top and same_set and gap <= 1e-3):
+    sys.exit("CUDA and CPU disagree: see the lines above")
+EOF
+
+echo "== 2. speed: Stage 1 against its floor, masked rows per second, a search =="
+for model in $MODELS; do
+    for dtype in float32 bfloat16; do
+        python - "$model" "$dtype" "$DEVICE" "$SAMPLES" <<'EOF' || echo "$model $dtype: skipped (see the line above)"
+import sys
+import time
+
+import torch
+
+from lesion.ablation import masked_nll
+from lesion.errors import LesionError
+from lesion.loading import load_model
+from lesion.stage1 import noise_generator, rank_by_noise
+from lesion.study import Study
+
+model, dtype, device, samples = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+BATCH, ALPHA, SEED, ROWS = 16, 5.0, 42, 64
+
+
+def sync():
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def seconds(fn) -> float:
+    """Minimum of two timed runs (the first also warms up kernels and allocator)."""
+    best = float("inf")
+    for _ in range(2):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def floor(lm, ids):
+    """K bare forwards of the same noisy batches through the decoder body: no hooks, no sums."""
+    with torch.inference_mode():
+        embeds = lm.model.get_input_embeddings()(ids).float()
+        gen = noise_generator(SEED)
+        for first in range(0, samples, BATCH):
+            b = min(BATCH, samples - first)
+            noise = torch.stack([torch.randn(embeds.shape[1:], generator=gen) for _ in range(b)])
+            lm.model.base_model(inputs_embeds=(embeds + ALPHA * noise.to(embeds.device)).to(lm.model.dtype))
+
+
+try:
+    start = time.perf_counter()
+    lm = load_model(model, dtype=dtype, device=device, progress=False)
+except LesionError as e:
+    sys.exit(f"{model}: not loadable here: {e}")
+load_s = time.perf_counter() - start
+study = Study.create(lm)
+ids, index = study.input_ids, study.index
+stage1 = seconds(lambda: rank_by_noise(lm.model, ids, index, samples=samples, batch_size=BATCH, seed=SEED,
+                                       progress=False))
+bare = seconds(lambda: floor(lm, ids))
+sets = [[n] for n in index.neurons(range(ROWS))]  # block 0: no shared prefix, a full forward per row
+rows = seconds(lambda: masked_nll(lm.model, ids, index, sets, max_rows=32))
+peak = f", peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if device == "cuda" else ""
+print(f"{model} {dtype}: load {load_s:.1f} s; Stage 1 (K={samples}) {stage1:.2f} s against floor {bare:.2f} s "
+      f"(ratio {stage1 / bare:.2f}); masked rows {ROWS / rows:.1f} rows/s{peak}", flush=True)
+EOF
+        start=$(date +%s.%N)
+        if lesion search --model "$model" --dtype "$dtype" --device "$DEVICE" --quiet --time-budget 120 \
+                --out "$OUT/search-$model-$dtype.json" > "$OUT/search-$model-$dtype.log" 2>&1; then
+            echo "$model $dtype: lesion search end to end $(python -c "print(f'{$(date +%s.%N) - $start:.1f} s')")"
+        else
+            echo "$model $dtype: lesion search failed: $(tail -1 "$OUT/search-$model-$dtype.log")"
+        fi
+    done
+done
