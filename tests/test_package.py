@@ -81,6 +81,9 @@ def test_a_parameter_error_names_the_parameter_and_the_cli_shows_its_flag():
     assert error_line(error) == "--max-rows must be >= 1 (got 0)"
     assert error_line(ParameterError("per_signal", "must be >= 1 (got 0)")) == "--pool must be >= 1 (got 0)"
     assert error_line(lesion.LesionError("--out is a file")) == "--out is a file"
+    both = ParameterError("text_file", "cannot be given with `text`: give one of them")
+    assert str(both) == "text_file cannot be given with `text`: give one of them"
+    assert error_line(both) == "--text-file cannot be given with --text: give one of them"
 
 
 def test_the_cli_prints_a_library_parameter_error_with_the_flag(tiny_dir, capsys):
