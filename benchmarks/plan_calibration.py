@@ -1,14 +1,16 @@
 """Measure what `lesion plan`'s cost model predicts, on this machine: Stage 1 and masked rows.
 
-    PYTHONPATH=. python benchmarks/plan_calibration.py --model smollm2-135m --samples 20 --rows 16
-    flock /tmp/lesion-heavy.lock python benchmarks/plan_calibration.py --model qwen2.5-coder-1.5b ...
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/plan_calibration.py --model smollm2-135m --samples 10 --rows 8
+    OMP_NUM_THREADS=1 flock /tmp/lesion-heavy.lock python benchmarks/plan_calibration.py --model gemma3-270m ...
 
 Prints one JSON line per model: FLOPs from the meta model's shapes (lesion.plan), the wall
 seconds and the process CPU seconds (all threads) of Stage 1 (K noise samples, batches of
 16) and of masked rows (batches of 8, each row masking one neuron of block 0, so no prefix
 is shared: a full forward per row, what the plan assumes), and seconds per FLOP of each.
-CPU seconds are what the plan is calibrated on: on a machine shared with other jobs, wall
-time measures the neighbours, CPU time the work. Each figure is the minimum of --repeats.
+CPU seconds of one thread (OMP_NUM_THREADS=1) are what the plan is calibrated on: on a
+machine shared with other jobs, wall time measures the neighbours, and the CPU time of
+several threads counts their spin-waits for a core; one thread's CPU time is the work.
+Each figure is the minimum of --repeats.
 """
 from __future__ import annotations
 
