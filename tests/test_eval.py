@@ -262,3 +262,55 @@ def test_humaneval_cli_is_masked_and_in_the_report(tiny_dir, tmp_path, critical,
     from lesion.report import build_report
     page = build_report(run_dir)[0].read_text()
     assert "HumanEval, masked" in page and "0/2" in page
+
+
+def test_evaluate_is_a_library_call_with_a_typed_report(tiny_dir, tmp_path, critical):
+    from lesion.evaluation import EvalPlan, evaluate
+    from lesion.loading import load_model
+    from lesion.results.evaluation import EvalReport
+
+    lm = load_model(tiny_dir)
+    neurons = [Neuron.parse(n) for n in json.loads(Path(critical).read_text())["neurons"]]
+    (tmp_path / "c.txt").write_text("Pack my box with five dozen liquor jugs. " * 40)
+    plan = EvalPlan(corpora=(str(tmp_path / "c.txt"),), max_tokens=200, window=64, stride=32)
+    report = evaluate(lm, neurons, plan, levels=[0, 1, len(neurons)])
+    assert isinstance(report, EvalReport) and report.stopped == "complete"
+    assert [r["level"] for r in report.perplexity] == [0, 1, len(neurons)] and report.tasks is None
+    path = report.save(tmp_path / "eval.json")
+    assert EvalReport.load(path).to_dict() == report.to_dict()
+    # A spent budget keeps the levels that finished: level 0 is always the first.
+    stopped = evaluate(lm, neurons, plan, levels=[0, 1, len(neurons)], time_budget=1e-9)
+    assert stopped.stopped == "budget" and [r["level"] for r in stopped.perplexity] == [0]
+    assert stopped.perplexity[0] == report.perplexity[0]
+    with pytest.raises(LesionError, match="stride <= window"):
+        evaluate(lm, neurons, EvalPlan(window=8, stride=9))
+    with pytest.raises(LesionError, match="levels must be whole numbers"):
+        evaluate(lm, neurons, plan, levels=[len(neurons) + 1])
+
+
+def test_offline_switch_is_put_back(monkeypatch):
+    """The hub's offline flags are set for the call only, without unittest.mock in the library."""
+    import datasets.config
+    import huggingface_hub.constants
+    from lesion.evaluation import corpora
+
+    monkeypatch.setattr(corpora, "_hub_reachable", lambda: False)
+    before = (datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE)
+    with corpora._offline_unless_reachable():
+        assert datasets.config.HF_HUB_OFFLINE is True and huggingface_hub.constants.HF_HUB_OFFLINE is True
+    assert (datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE) == before
+    assert "unittest" not in Path(corpora.__file__).read_text()
+
+
+def test_eval_cli_time_budget_writes_what_finished(tiny_dir, tmp_path, critical, capsys):
+    (tmp_path / "c.txt").write_text("Pack my box with five dozen liquor jugs. " * 40)
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--model", tiny_dir, "--neurons", critical, "--corpus", str(tmp_path / "c.txt"),
+                 "--window", "64", "--stride", "32", "--max-tokens", "200", "--quiet", "--time-budget", "1e-9",
+                 "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["stopped"] == "budget" and [r["level"] for r in result["perplexity"]] == [0]
+    assert "stopped by --time-budget" in capsys.readouterr().out
+    assert main(["eval", "--model", tiny_dir, "--neurons", critical, "--time-budget", "0", "--quiet",
+                 "--out", str(tmp_path / "e2.json")]) == 2
+    assert "--time-budget must be a positive" in capsys.readouterr().err

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import time
+import re
 
 from rich.table import Table
 
@@ -42,6 +42,8 @@ def register(sub) -> None:
                    help="also run N IFBench prompts, spread over the 294 (chat template, greedy; strict and loose checks)")
     p.add_argument("--max-new-tokens", type=int, default=256, help="reply length limit for --ifbench")
     p.add_argument("--out", default="lesion-run/eval.json", help="the report reads RUN_DIR/eval.json")
+    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="stop after this many seconds (between levels) and write what finished")
     add_common_flags(p)
     p.set_defaults(run=run)
     add_json_flag(p, lambda args: args.out)
@@ -60,81 +62,60 @@ def parse_levels(text: str, n_neurons: int) -> list[int]:
     return sorted(levels | {0})
 
 
-def run(args) -> int:
-    from ..evaluation.corpora import CHARS_PER_TOKEN, load_corpus
-    from ..evaluation.perplexity import CorpusEval, corpus_perplexity
-    from ..neurons import discover_sites
-    from ..study import model_provenance
-    from ..files import write_json
+# Library parameters -> this command's flags, for the library's one-line errors.
+FLAGS = re.compile(r"\b(max_tokens|window|stride|batch_size|limit|humaneval|ifbench|max_new_tokens|time_budget)\b")
 
-    if args.max_tokens < 0 or args.window < 2 or not 1 <= args.stride <= args.window:
-        raise LesionError("need --max-tokens >= 0, --window >= 2 and 1 <= --stride <= --window")
-    if args.batch_size < 1 or (args.limit is not None and args.limit < 1) or args.humaneval < 0:
-        raise LesionError("need --batch-size >= 1, --limit >= 1 and --humaneval >= 0")
+
+def as_flags(error: LesionError) -> LesionError:
+    return LesionError(FLAGS.sub(lambda m: "--" + m.group(1).replace("_", "-"), str(error)))
+
+
+def run(args) -> int:
+    from ..evaluation.suite import EvalPlan, evaluate
+    from ..recorded import zero_only_note
+
+    if args.max_tokens < 0:
+        raise LesionError("need --max-tokens >= 0 (0: all)")
+    corpora = tuple(c for c in (args.corpus or ["enwiki-gensim"]) if c != "none")
+    plan = EvalPlan(corpora=corpora, max_tokens=args.max_tokens or None, window=args.window, stride=args.stride,
+                    batch_size=args.batch_size, tasks=tuple(t for t in (args.tasks or "").split(",") if t),
+                    limit=args.limit, num_fewshot=args.num_fewshot, humaneval=args.humaneval,
+                    ifbench=args.ifbench, max_new_tokens=args.max_new_tokens)
+    try:
+        plan.check()
+    except LesionError as e:
+        raise as_flags(e) from None
     check_out(args.out)
-    corpora = [c for c in (args.corpus or ["enwiki-gensim"]) if c != "none"]
-    tasks = [t for t in (args.tasks or "").split(",") if t]
-    if args.ifbench < 0 or args.max_new_tokens < 1:
-        raise LesionError("need --ifbench >= 0 and --max-new-tokens >= 1")
-    if not (corpora or tasks or args.humaneval or args.ifbench):
-        raise LesionError("nothing to evaluate: give a --corpus, --tasks, --humaneval N or --ifbench N")
-    if args.ifbench:
-        from ..evaluation.ifbench import require_packages
-        require_packages()
     critical = read_critical(args.neurons)
     levels = parse_levels(args.levels, len(critical.neurons))
     lm = load(args, recorded=critical.settings)
     neurons = critical_neurons(critical, lm)
-    from ..recorded import zero_only_note
-    from ..texts import check_fits
-    check_fits(lm.model, args.window, "--window", "pass a --window no longer than the context")
     zero_only_note(critical.settings, args.neurons, console.print)
-    index = discover_sites(lm.model, "all")
-    report: dict = {"model": lm.name, "neurons": [str(n) for n in neurons], "levels": levels,
-                    "settings": {**model_provenance(lm), "window": args.window, "stride": args.stride, "max_tokens": args.max_tokens,
-                                 "dtype": args.dtype, "loss_dtype": "float32"}}
-    start = time.perf_counter()
-    if corpora:
-        results = []
-        for spec in corpora:
-            corpus = load_corpus(spec, args.max_tokens * CHARS_PER_TOKEN or None)
-            results += corpus_perplexity(lm.model, lm.tokenizer, index, corpus.name, corpus.documents, neurons,
-                                         levels, window=args.window, stride=args.stride,
-                                         max_tokens=args.max_tokens or None, batch_size=args.batch_size,
-                                         progress=progress_enabled(args))
-        report["perplexity"] = CorpusEval(lm.name, tuple(report["neurons"]), tuple(results),
-                                          report["settings"]).to_dict()["results"]
-        print_perplexity(report["perplexity"])
-    if tasks:
-        from ..evaluation.harness import run_harness
-        report["tasks"] = {str(level): run_harness(lm.model, lm.tokenizer, index, neurons[:level], tasks,
-                                                   limit=args.limit, num_fewshot=args.num_fewshot)
-                           for level in levels}
-        print_tasks(report["tasks"])
-    if args.humaneval:
-        from ..evaluation.humaneval import outcome_summary, run_humaneval
-        report["humaneval"] = {}
-        for level in levels:
-            r = run_humaneval(lm.model, lm.tokenizer, index, neurons[:level], limit=args.humaneval,
-                              progress=progress_enabled(args))
-            report["humaneval"][str(level)] = {"problems": r.problems, "passed": r.passed,
-                                               "pass@1": r.pass_at_1, "outcomes": dict(zip(r.task_ids, r.outcomes))}
-            console.print(f"HumanEval, {level} neurons masked: {r.passed}/{r.problems} passed "
-                          f"({outcome_summary(r.outcomes)})")
-    if args.ifbench:
-        from ..evaluation.ifbench import run_ifbench
-        report["ifbench"] = {}
-        for level in levels:
-            level_start = time.perf_counter()
-            r = run_ifbench(lm.model, lm.tokenizer, index, neurons[:level], limit=args.ifbench,
-                            max_new_tokens=args.max_new_tokens, progress=progress_enabled(args))
-            report["ifbench"][str(level)] = {**r.to_dict(), "max_new_tokens": args.max_new_tokens,
-                                             "seconds": round(time.perf_counter() - level_start, 1)}
-        print_ifbench(report["ifbench"])
-    report["seconds"] = round(time.perf_counter() - start, 1)
-    write_json(args.out, report)
+    try:
+        report = evaluate(lm, neurons, plan, levels=levels, time_budget=args.time_budget,
+                          progress=progress_enabled(args))
+    except LesionError as e:
+        raise as_flags(e) from None
+    print_report(report)
+    report.save(args.out)
     console.print(f"wrote {args.out}")
     return 0
+
+
+def print_report(report) -> None:
+    if report.perplexity is not None:
+        print_perplexity(list(report.perplexity))
+    if report.tasks:
+        print_tasks(report.tasks)
+    for level, h in (report.humaneval or {}).items():
+        from ..evaluation.humaneval import outcome_summary
+        console.print(f"HumanEval, {level} neurons masked: {h['passed']}/{h['problems']} passed "
+                      f"({outcome_summary(h['outcomes'].values())})")
+    if report.ifbench:
+        print_ifbench(report.ifbench)
+    if report.stopped != "complete":
+        why = "stopped by --time-budget" if report.stopped == "budget" else "interrupted"
+        console.print(f"{why} after {report.seconds:.0f} s: the report holds the levels that finished")
 
 
 def print_perplexity(rows: list[dict]) -> None:

@@ -15,7 +15,6 @@ from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from unittest.mock import patch
 
 from ..errors import LesionError
 
@@ -153,9 +152,20 @@ def _offline_unless_reachable():
     import datasets.config
     import huggingface_hub.constants
 
-    with patch.object(datasets.config, "HF_HUB_OFFLINE", True), \
-            patch.object(huggingface_hub.constants, "HF_HUB_OFFLINE", True):
+    with _attribute(datasets.config, "HF_HUB_OFFLINE", True), \
+            _attribute(huggingface_hub.constants, "HF_HUB_OFFLINE", True):
         yield
+
+
+@contextmanager
+def _attribute(owner, name: str, value):
+    """``owner.name`` set to ``value`` inside the block, put back as it was on the way out."""
+    before = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, before)
 
 
 def _local_corpus(path: Path) -> list[str]:

@@ -18,7 +18,7 @@ NaN), and ``ppl_finite_only`` gives the perplexity over the finite tokens beside
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -131,13 +131,24 @@ def corpus_perplexity(model, tokenizer, index: SiteIndex, corpus_name: str, docu
                       stride: int = 512, max_tokens: int | None = 20000, batch_size: int = 4,
                       progress: bool = True) -> list[LevelResult]:
     """Perplexity of one corpus with the first ``level`` neurons masked, for each level."""
+    return list(corpus_levels(model, tokenizer, index, corpus_name, documents, neurons, levels, window=window,
+                              stride=stride, max_tokens=max_tokens, batch_size=batch_size, progress=progress))
+
+
+def corpus_levels(model, tokenizer, index: SiteIndex, corpus_name: str, documents: Sequence[str],
+                  neurons: Sequence[Neuron], levels: Sequence[int], *, window: int = 512, stride: int = 512,
+                  max_tokens: int | None = 20000, batch_size: int = 4,
+                  progress: bool = True) -> Iterator[LevelResult]:
+    """:func:`corpus_perplexity` one level at a time, level 0 first: a caller with a budget
+    keeps the levels that finished."""
     ids = stream_tokens(tokenizer, documents, max_tokens)
     if ids.numel() < 2:
         raise LesionError(f"corpus {corpus_name!r} has fewer than 2 tokens: give it more text")
     spans = windows(ids.numel(), window, stride)
-    results: list[LevelResult] = []
+    base: LevelResult | None = None
     for level in sorted(set(levels) | {0}):  # level 0, the unmasked model, is the reference
         with mask_neurons(model, index, list(neurons[:level])):
             losses = window_losses(model, ids, spans, batch_size, progress)
-        results.append(summarise(corpus_name, level, losses, results[0] if results else None))
-    return results
+        result = summarise(corpus_name, level, losses, base)
+        base = base or result
+        yield result

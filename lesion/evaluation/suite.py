@@ -1,0 +1,134 @@
+"""One call for what ``lesion eval`` does: corpus perplexity and downstream scores, with the
+first ``level`` critical neurons masked, for each level."""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..anytime import Anytime, check_time_budget
+from ..errors import LesionError
+from ..neurons import Neuron, discover_sites
+from ..results.evaluation import EvalReport
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """What to evaluate; validated once, here (errors name these fields)."""
+    corpora: tuple[str, ...] = ("enwiki-gensim",)
+    max_tokens: int | None = 20000  # per corpus; None: all
+    window: int = 512
+    stride: int = 512
+    batch_size: int = 4
+    tasks: tuple[str, ...] = ()
+    limit: int | None = None
+    num_fewshot: int | None = None
+    humaneval: int = 0
+    ifbench: int = 0
+    max_new_tokens: int = 256
+
+    def check(self) -> None:
+        if (self.max_tokens is not None and self.max_tokens < 1) or self.window < 2 \
+                or not 1 <= self.stride <= self.window:
+            raise LesionError("need max_tokens >= 1 (or None for all), window >= 2 and 1 <= stride <= window")
+        if self.batch_size < 1 or (self.limit is not None and self.limit < 1) or self.humaneval < 0:
+            raise LesionError("need batch_size >= 1, limit >= 1 and humaneval >= 0")
+        if self.ifbench < 0 or self.max_new_tokens < 1:
+            raise LesionError("need ifbench >= 0 and max_new_tokens >= 1")
+        if not (self.corpora or self.tasks or self.humaneval or self.ifbench):
+            raise LesionError("nothing to evaluate: give corpora, tasks, humaneval or ifbench")
+
+    def steps(self, levels: int) -> int:
+        return levels * (len(self.corpora) + bool(self.tasks) + bool(self.humaneval) + bool(self.ifbench))
+
+
+def check_levels(levels: Sequence[int], n_neurons: int) -> list[int]:
+    bad = [v for v in levels if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= n_neurons]
+    if bad:
+        raise LesionError(f"levels must be whole numbers 0..{n_neurons}, got {bad[0]!r}")
+    return sorted(set(levels) | {0})
+
+
+def evaluate(lm, neurons: Sequence[Neuron], plan: EvalPlan = EvalPlan(), *, levels: Sequence[int] | None = None,
+             time_budget: float | None = None, progress: bool = False) -> EvalReport:
+    """Score ``lm`` with the first ``level`` of ``neurons`` masked, for each level (default: 0
+    and all). Each (part, level) is a step; ``time_budget`` (seconds) or Ctrl-C stops the run
+    between steps and the report keeps the steps that finished (``stopped``)."""
+    from ..study import model_provenance
+    from ..texts import check_fits
+
+    plan.check()
+    check_time_budget(time_budget)
+    neurons = list(neurons)
+    levels = check_levels([0, len(neurons)] if levels is None else list(levels), len(neurons))
+    if plan.ifbench:
+        from .ifbench import require_packages
+        require_packages()
+    if plan.corpora:
+        check_fits(lm.model, plan.window, "window", "pass a window no longer than the context")
+    index = discover_sites(lm.model, "all")
+    settings = {**model_provenance(lm), "window": plan.window, "stride": plan.stride,
+                "max_tokens": plan.max_tokens or 0, "loss_dtype": "float32"}
+    parts: dict = {}
+    run = Anytime(plan.steps(len(levels)), "eval", time_budget=time_budget, progress=progress)
+    with run:
+        _perplexity(lm, index, neurons, levels, plan, parts, run, progress)
+        _by_level(parts, "tasks", plan.tasks, levels, run, lambda level: _tasks(lm, index, neurons[:level], plan))
+        _by_level(parts, "humaneval", plan.humaneval, levels, run,
+                  lambda level: _humaneval(lm, index, neurons[:level], plan, progress))
+        _by_level(parts, "ifbench", plan.ifbench, levels, run,
+                  lambda level: _ifbench(lm, index, neurons[:level], plan, progress))
+    rows = parts.get("perplexity")
+    return EvalReport(model=lm.name, neurons=tuple(map(str, neurons)), levels=tuple(levels), settings=settings,
+                      perplexity=None if rows is None else tuple(rows), tasks=parts.get("tasks"),
+                      humaneval=parts.get("humaneval"), ifbench=parts.get("ifbench"),
+                      seconds=round(run.seconds, 1), stopped=run.stopped)
+
+
+def _perplexity(lm, index, neurons, levels, plan: EvalPlan, parts: dict, run: Anytime, progress: bool) -> None:
+    from dataclasses import asdict
+
+    from .corpora import CHARS_PER_TOKEN, load_corpus
+    from .perplexity import corpus_levels
+
+    if not plan.corpora:
+        return
+    rows = parts["perplexity"] = []
+    for spec in plan.corpora:
+        corpus = load_corpus(spec, (plan.max_tokens or 0) * CHARS_PER_TOKEN or None)
+        for result in corpus_levels(lm.model, lm.tokenizer, index, corpus.name, corpus.documents, neurons, levels,
+                                    window=plan.window, stride=plan.stride, max_tokens=plan.max_tokens,
+                                    batch_size=plan.batch_size, progress=progress):
+            rows.append(asdict(result))
+            run.step()
+
+
+def _by_level(parts: dict, name: str, wanted, levels, run: Anytime, score) -> None:
+    """``parts[name][str(level)] = score(level)`` for each level, one step each."""
+    if not wanted:
+        return
+    parts[name] = {}
+    for level in levels:
+        parts[name][str(level)] = score(level)
+        run.step()
+
+
+def _tasks(lm, index, neurons, plan: EvalPlan) -> dict:
+    from .harness import run_harness
+    return run_harness(lm.model, lm.tokenizer, index, neurons, list(plan.tasks), limit=plan.limit,
+                       num_fewshot=plan.num_fewshot)
+
+
+def _humaneval(lm, index, neurons, plan: EvalPlan, progress: bool) -> dict:
+    from .humaneval import run_humaneval
+    r = run_humaneval(lm.model, lm.tokenizer, index, neurons, limit=plan.humaneval, progress=progress)
+    return {"problems": r.problems, "passed": r.passed, "pass@1": r.pass_at_1,
+            "outcomes": dict(zip(r.task_ids, r.outcomes))}
+
+
+def _ifbench(lm, index, neurons, plan: EvalPlan, progress: bool) -> dict:
+    from .ifbench import run_ifbench
+    start = time.perf_counter()
+    r = run_ifbench(lm.model, lm.tokenizer, index, neurons, limit=plan.ifbench, max_new_tokens=plan.max_new_tokens,
+                    progress=progress)
+    return {**r.to_dict(), "max_new_tokens": plan.max_new_tokens, "seconds": round(time.perf_counter() - start, 1)}
