@@ -2,6 +2,8 @@
 :class:`CriticalSet`, :class:`Heel`), and how a result and its text are kept on disk."""
 from .base import Provenance, Result, recorded_text, restore_text, result_files, save_result, text_file_name
 from .heel import Heel
+from .evaluation import EvalReport
+from .mechanism import MechanismReport
 from .scan import ScanResult
 from .sets import CriticalSet, NeuronSet, Ranking, Step, unsettled_note
 
@@ -13,5 +15,5 @@ def load_neuron_set(path) -> NeuronSet:
     return (Heel if "stopped" in data and "screen" in data else CriticalSet).load(path)
 
 
-__all__ = ["CriticalSet", "Heel", "NeuronSet", "Provenance", "Ranking", "Result", "ScanResult", "Step", "load_neuron_set",
+__all__ = ["CriticalSet", "EvalReport", "Heel", "MechanismReport", "NeuronSet", "Provenance", "Ranking", "Result", "ScanResult", "Step", "load_neuron_set",
            "recorded_text", "restore_text", "result_files", "save_result", "text_file_name", "unsettled_note"]
