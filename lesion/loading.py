@@ -230,7 +230,7 @@ LOAD_ERRORS = (OSError, ValueError, KeyError, struct.error, EOFError, RuntimeErr
 
 def _load_error(spec: str, e: Exception) -> str:
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if isinstance(e, RuntimeError) and "size mismatch" in str(e):
+    if isinstance(e, RuntimeError) and ("size mismatch" in str(e) or "ignore_mismatched_sizes" in str(e)):
         return (f"cannot load model {spec!r}: its config.json disagrees with its weights ({first[:160]}): "
                 "pass the folder's original config.json")
     if isinstance(e, _safetensors_error()):

@@ -52,6 +52,17 @@ def inputs(tmp_path_factory):
     with open(tiny + "/model.safetensors", "rb") as f:
         head = f.read(20)
     gguf = write("cut.gguf", b"GGUF\x03\x00\x00\x00" + head[:6])
+    critical = json.loads((run / "critical.json").read_text())
+    best = max(critical["trajectory"], key=lambda step: step["delta"])  # what a search that never crossed records
+    random_weights = root / "random-weights"
+    shutil.copytree(tiny, random_weights)
+    (random_weights / "model.safetensors").write_bytes(os.urandom(4096))
+    mismatch = root / "mismatch"
+    shutil.copytree(tiny, mismatch)
+    config = json.loads((mismatch / "config.json").read_text())
+    (mismatch / "config.json").write_text(json.dumps({**config, "intermediate_size": 96}))
+    (root / "dangling-folder").symlink_to(root / "nowhere" / "deeper")
+    (root / "dangling-file.json").symlink_to(root / "nowhere" / "x.json")
     return {
         "TINY": tiny, "RUN": str(run), "SHORT": str(short_context), "ROOT": str(root),
         "BADREPORT": str(bad_report), "INCOMPLETE": str(incomplete),
@@ -75,8 +86,15 @@ def inputs(tmp_path_factory):
                                                           + ranking["neurons"][1:]})),
         "LATIN1": write("latin1.txt", "Café au lait, déjà vu, naïve façade: caractères accentués ici.".encode("latin-1")),
         "EMPTY": write("empty.txt", "  \n"),
-        "EMPTYCRIT": write("empty-critical.json", json.dumps({**json.loads((run / "critical.json").read_text()),
-                                                              "neurons": [], "reached": False})),
+        "EMPTYCRIT": write("empty-critical.json", json.dumps({**critical, "neurons": [], "n": 0, "reached": False,
+                                                              "delta": best["delta"], "masked_ppl": best["ppl"]})),
+        "EDITEDN": write("edited-n.json", json.dumps({**critical, "n": 5})),
+        "EDITEDDELTA": write("edited-delta.json", json.dumps({**critical, "delta": 99})),
+        "NEGPPL": write("negative-ppl.json", json.dumps({**critical, "baseline_ppl": -5})),
+        "FARPOS": write("far-position.json", json.dumps({**ranking, "positions": [10 ** 12] + ranking["positions"][1:]})),
+        "HUGESCORE": write("unordered.json", json.dumps({**ranking, "scores": ranking["scores"][:-1] + [4.3e9]})),
+        "RANDOMST": str(random_weights), "MISMATCH": str(mismatch),
+        "DANGLING": str(root / "dangling-folder"), "DANGLINGFILE": str(root / "dangling-file.json"),
         "OTHERTEXT": "A different sentence that is long enough to be a text for the method here.",
     }
 
@@ -121,6 +139,11 @@ CASES = [
     ("scan-gguf-cut-short", "scan --model {GGUF}", "cannot load model"),
     ("scan-model-empty-folder", "scan --model {FOLDER}", "cannot load model"),
     ("scan-out-is-a-file", "scan --out {LATIN1}", "scan writes a folder"),
+    ("scan-max-samples-without-auto", "scan --samples 4 --max-samples 2", "--max-samples caps --samples auto only"),
+    ("scan-weights-random-bytes", "scan --model {RANDOMST}", "not valid safetensors"),
+    ("scan-config-disagrees-with-weights", "scan --model {MISMATCH}", "config.json disagrees with its weights"),
+    ("scan-out-dangling-link", "scan --out {DANGLING}", "a symbolic link to nothing"),
+    ("scan-out-under-a-file", "scan --out {LATIN1}/run", "which is not a folder"),
     # rank
     ("rank-out-folder", "rank --out {FOLDER}", "is a folder"),
     ("rank-out-fifo", "rank --out {FIFO}", "not a regular file"),
@@ -128,6 +151,7 @@ CASES = [
     ("rank-out-unwritable", "rank --out /proc/lesion-test/ranking.json", "cannot write"),
     ("rank-keep-negative", "rank --keep -5", "--batch-size and --keep must be >= 1"),
     ("rank-alpha-nan", "rank --alpha nan", "--alpha must be > 0 and finite"),
+    ("rank-out-dangling-link", "rank --out {DANGLINGFILE}", "whose folder does not exist"),
     # identify
     ("identify-ranking-missing", "identify --ranking {ROOT}/none.json", "not found"),
     ("identify-ranking-corrupt", "identify --ranking {CORRUPT}", "not valid JSON"),
@@ -147,6 +171,8 @@ CASES = [
      "larger than the"),
     ("identify-epsilon-negative", "identify --ranking {RUN}/ranking.json --epsilon -1", "--epsilon must be > 0"),
     ("identify-out-folder", "identify --ranking {RUN}/ranking.json --out {FOLDER}", "is a folder"),
+    ("identify-position-outside-text", "identify --ranking {FARPOS}", "positions holds 1000000000000, outside"),
+    ("identify-scores-out-of-order", "identify --ranking {HUGESCORE}", "scores are not in decreasing order"),
     # mask
     ("mask-channel-superscript", f"mask {SITE}:²", "bad neuron"),
     ("mask-channel-negative", f"mask {SITE}:-1", "bad neuron"),
@@ -156,6 +182,9 @@ CASES = [
     ("mask-channel-out-of-range", f"mask {SITE}:99999", "channel out of range"),
     ("mask-neurons-corrupt", "mask --neurons {CORRUPT}", "not valid JSON"),
     ("mask-neurons-empty-set", "mask --neurons {EMPTYCRIT}", "has no neurons"),
+    ("mask-edited-n", "mask --neurons {EDITEDN}", "n is 5 but neurons lists 1"),
+    ("mask-edited-delta", "mask --neurons {EDITEDDELTA}", "delta is 99.0 but log10(masked_ppl / baseline_ppl)"),
+    ("mask-negative-ppl", "mask --neurons {NEGPPL}", "baseline_ppl is -5"),
     # generate
     ("generate-max-new-tokens-negative", "generate --neurons {RUN}/critical.json --prompt Hi --max-new-tokens -1",
      "--max-new-tokens must be"),
@@ -163,12 +192,18 @@ CASES = [
      "--max-new-tokens must be"),
     ("generate-empty-prompt", "generate --neurons {RUN}/critical.json --prompt ''", "--prompt is empty"),
     ("generate-neurons-missing", "generate --neurons {ROOT}/none.json --prompt Hi", "not found"),
+    ("generate-past-context", "generate --model {SHORT} --neurons {RUN}/critical.json --prompt Hi",
+     "the model's context is 32"),
     # eval
     ("eval-batch-size-0", "eval --neurons {RUN}/critical.json --batch-size 0 --out {OUT}", "--batch-size >= 1"),
     ("eval-window-1", "eval --neurons {RUN}/critical.json --window 1 --out {OUT}", "--window >= 2"),
     ("eval-levels", "eval --neurons {RUN}/critical.json --levels 0,x --out {OUT}", "bad level"),
     ("eval-nothing", "eval --neurons {RUN}/critical.json --corpus none --out {OUT}", "nothing to evaluate"),
     ("eval-out-folder", "eval --neurons {RUN}/critical.json --out {FOLDER}", "is a folder"),
+    ("eval-window-past-context", "eval --neurons {RUN}/critical.json --window 100000 --stride 512 --out {OUT}",
+     "--window is 100000 tokens but the model's context is"),
+    ("eval-corpus-past-short-context", "eval --model {SHORT} --neurons {RUN}/critical.json --out {OUT}",
+     "the model's context is 32"),
     # minimal
     ("minimal-run-missing", "minimal --run {ROOT}/none", "has no ranking.json"),
     ("minimal-run-is-file", "minimal --run {LATIN1}", "is not a folder"),
@@ -184,6 +219,12 @@ CASES = [
     ("verify-against-corrupt", "verify --against {CORRUPT}", "not valid JSON"),
     ("verify-fingerprints-corrupt", "verify --against {RUN}/critical.json --fingerprints {CORRUPT}",
      "not valid JSON"),
+    ("verify-edited-n", "verify --against {EDITEDN}", "n is 5 but neurons lists 1"),
+    ("verify-edited-delta", "verify --against {EDITEDDELTA}", "delta is 99"),
+    ("verify-negative-ppl", "verify --against {NEGPPL}", "baseline_ppl is -5"),
+    # search
+    ("search-texts-empty", "search --texts '' --out {OUT}", "--texts names no text"),
+    ("search-passages-0", "search --passages 0 --out {OUT}", "--passages must be >= 1"),
     # analyze
     ("analyze-unknown", "analyze bogus", "unknown analysis 'bogus'"),
     ("analyze-typo", "analyze phse --out-dir {RUN}", "did you mean 'phase'"),
@@ -207,7 +248,7 @@ CASES = [
     ("unknown-command", "scna", "invalid choice"),
 ]
 MODEL_COMMANDS = {"scan", "rank", "identify", "mask", "generate", "eval", "minimal", "mechanism", "verify",
-                  "analyze", "compare", "sites"}
+                  "analyze", "compare", "sites", "search"}
 
 
 def files_under(*folders) -> set:

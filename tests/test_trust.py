@@ -309,3 +309,210 @@ def test_help_imports_neither_torch_nor_transformers():
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+# --- issue 18: every result reproduces itself or is refused --------------------------------
+
+OTHER = "A heel found on this sentence is scored on this sentence, never on the default one."
+
+
+def _search(tiny_dir, out, *extra):
+    assert main(["search", "--model", tiny_dir, "--samples", "3", "--epsilon", "0.0005", "--pool", "8",
+                 "--max-rows", "400", "--certify-rows", "20", "--quiet", "--out", str(out), *extra]) == 0
+    return json.loads(Path(out).read_text())
+
+
+@pytest.mark.parametrize("ablation", ["zero", "mean"])
+def test_mask_reproduces_a_heel_on_its_own_text_and_ablation(tiny_dir, tmp_path, capsys, ablation):
+    """The old mask scored the default sentence with zeroing, whatever the heel recorded."""
+    from lesion.recorded import reproduce
+    from lesion.results import Heel
+    heel = _search(tiny_dir, tmp_path / "heel.json", "--text", OTHER, "--ablation", ablation)
+    assert heel["neurons"]
+    capsys.readouterr()
+    assert main(["mask", "--model", tiny_dir, "--neurons", str(tmp_path / "heel.json"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"{ablation} ablation" in out and "NO" not in out and "yes" in out
+    rows = reproduce(Heel.load(tmp_path / "heel.json"), load_model(tiny_dir, progress=False))
+    assert len(rows) == 1 and rows[0].tokens == heel["texts"][0]["tokens"]
+    assert abs(rows[0].delta - heel["texts"][0]["delta"]) <= 1e-6 * max(1, abs(heel["delta"]))
+
+
+def test_mask_reproduces_a_multi_text_heel_on_every_text(tiny_dir, tmp_path, capsys):
+    """A multi-text heel records settings.texts (settings.text is null): a row per text."""
+    from lesion.recorded import reproduce
+    from lesion.results import Heel
+    heel = _search(tiny_dir, tmp_path / "heel.json", "--text", OTHER, "--text", TEXT)
+    assert heel["settings"]["text"] is None and len(heel["settings"]["texts"]) == 2
+    rows = reproduce(Heel.load(tmp_path / "heel.json"), load_model(tiny_dir, progress=False))
+    assert [r.name for r in rows] == ["text1", "text2"]
+    for row, recorded in zip(rows, heel["texts"]):
+        assert row.reproduced and row.tokens == recorded["tokens"]
+
+
+def test_an_override_is_used_and_said(tiny_dir, tmp_path, capsys):
+    _search(tiny_dir, tmp_path / "heel.json", "--text", OTHER, "--ablation", "mean")
+    capsys.readouterr()
+    assert main(["mask", "--model", tiny_dir, "--neurons", str(tmp_path / "heel.json"), "--ablation", "zero",
+                 "--text", TEXT, "--quiet"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--ablation zero overrides the mean ablation" in out and "not one" in out and "zero ablation" in out
+
+
+def test_a_stage1_cache_entry_with_a_position_past_the_text_is_recomputed(tiny_dir, tmp_path):
+    """The old cache check looked at shapes only: a score of 4.3e9 at position 10^12 was used."""
+    from safetensors.torch import load_file, save_file
+    cache = Path(os.environ["LESION_CACHE"]) / "scores"
+    rank = ["rank", "--model", tiny_dir, "--text", TEXT, "--samples", "3", "--quiet"]
+    assert main(rank + ["--out", str(tmp_path / "a.json")]) == 0
+    entry = next(cache.glob("*.safetensors"))
+    planted = load_file(str(entry))
+    planted["values"][5], planted["positions"][5] = 4.3e9, 10 ** 12
+    save_file(planted, str(entry))
+    assert main(rank + ["--out", str(tmp_path / "b.json")]) == 0
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+    planted = load_file(str(entry))
+    planted["values"][5] = float("nan")
+    save_file(planted, str(entry))
+    assert main(rank + ["--out", str(tmp_path / "c.json")]) == 0
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "c.json").read_bytes()
+
+
+def _cached_copy(tiny_dir, target):
+    from lesion.loading import _save_atomically
+    lm = load_model(tiny_dir, progress=False)
+    return _save_atomically(lm.model, lm.tokenizer, target, "float32")
+
+
+def test_one_changed_weight_in_the_dequantised_cache_is_rebuilt(tiny_dir, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+    from lesion.loading import _load_cached, weights_fingerprint
+    target = tmp_path / "models" / "key"
+    digest = _cached_copy(tiny_dir, target)
+    tokenizer, model, checked = _load_cached(target, {}, "float32")
+    assert checked == digest == weights_fingerprint(model)
+    assert _load_cached(target, {"dtype": torch.bfloat16}, "bfloat16") is not None  # other dtype: files' SHA-256
+    weights = load_file(str(target / "model.safetensors"))
+    name = next(iter(weights))
+    weights[name].view(-1)[0] += 0.001
+    save_file(weights, str(target / "model.safetensors"), metadata={"format": "pt"})
+    capsys.readouterr()
+    assert _load_cached(target, {}, "float32") is None
+    assert not target.exists()  # the next load rebuilds it from the GGUF
+    err = capsys.readouterr().err
+    assert "does not match the fingerprint recorded" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_killed_dequantisation_is_swept_on_every_load(tiny_dir, monkeypatch):
+    import lesion.loading
+    models = Path(os.environ["LESION_CACHE"]) / "models-sweep"
+    monkeypatch.setattr(lesion.loading, "cache_dir", lambda: models.parent / "sweep-root")
+    folder = models.parent / "sweep-root" / "models"
+    dead, alive = folder / "0123.tmp999999999", folder / f"4567.tmp{os.getpid()}"
+    for tmp in (dead, alive):
+        tmp.mkdir(parents=True)
+        (tmp / "model.safetensors").write_bytes(b"x" * 100)
+    load_model(tiny_dir, progress=False)  # a folder, not a GGUF: the sweep runs all the same
+    assert not dead.exists() and alive.exists()
+
+
+def test_out_through_a_symbolic_link_replaces_the_target_not_the_link(tiny_dir, tmp_path):
+    target = tmp_path / "real" / "ranking.json"
+    target.parent.mkdir()
+    target.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    assert main(["rank", "--model", tiny_dir, "--text", TEXT, "--samples", "3", "--quiet", "--out", str(link)]) == 0
+    assert link.is_symlink() and json.loads(target.read_text())["ranker"] == "noise"
+
+
+def test_a_run_folder_is_written_as_a_unit(tiny_dir, tmp_path, monkeypatch):
+    """A failure while the files are swapped in leaves the earlier run as it was, and a new
+    folder empty: never a critical.json without its fingerprints.json and run.json."""
+    from lesion.errors import LesionError
+    from lesion.results import ScanResult
+    run = tmp_path / "run"
+    assert main(["scan", "--model", tiny_dir, "--text", TEXT, "--samples", "3", "--epsilon", "0.001", "--quiet",
+                 "--out", str(run)]) == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    scan = ScanResult.load(run)
+    other = ScanResult(scan.ranking, scan.critical, scan.fingerprints, {"load_s": 1.0}, "another day")
+    real_replace, calls = os.replace, []
+
+    def failing_replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(LesionError, match="No space left"):
+        other.save(run)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # no temp or backup left either
+    calls.clear()
+    with pytest.raises(LesionError):
+        other.save(tmp_path / "fresh")
+    assert list((tmp_path / "fresh").iterdir()) == []
+    monkeypatch.setattr(os, "replace", real_replace)
+    other.save(run)
+    assert json.loads((run / "run.json").read_text())["finished"] == "another day"
+
+
+def test_a_failed_write_leaves_no_orphan_text_file(tmp_path, monkeypatch):
+    from lesion.errors import LesionError
+    from lesion.results import save_result
+    text = "x" * 3000
+    from lesion.texts import text_hash
+    result = {"model": "m", "settings": {"text": text, "text_sha256": text_hash(text)}}
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if str(dst).endswith(".json"):
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(LesionError):
+        save_result(tmp_path / "heel.json", result)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_without_a_set_removes_the_fingerprints_of_the_last_one(tiny_dir, tmp_path):
+    run = tmp_path / "run"
+    base = ["scan", "--model", tiny_dir, "--text", TEXT, "--samples", "3", "--quiet", "--out", str(run)]
+    assert main(base + ["--epsilon", "0.001"]) == 0
+    assert (run / "fingerprints.json").exists()
+    assert main(base + ["--epsilon", "50", "--max-neurons", "3"]) == 0
+    assert not json.loads((run / "critical.json").read_text())["reached"]
+    assert not (run / "fingerprints.json").exists()
+
+
+def test_study_scan_is_the_library_call_behind_lesion_scan(tiny_dir, tmp_path):
+    from lesion import Study
+    from lesion.results import ScanResult
+    lm = load_model(tiny_dir, progress=False)
+    scan = Study.create(lm, TEXT).scan(samples=3, epsilon=0.001, progress=False)
+    ranking, critical = scan
+    scan.save(tmp_path / "lib")
+    assert main(["scan", "--model", tiny_dir, "--text", TEXT, "--samples", "3", "--epsilon", "0.001", "--quiet",
+                 "--out", str(tmp_path / "cli")]) == 0
+    for name in ("ranking.json", "critical.json", "fingerprints.json"):
+        assert (tmp_path / "lib" / name).read_bytes() == (tmp_path / "cli" / name).read_bytes()
+    assert ScanResult.load(tmp_path / "lib").critical == critical
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_cuda_with_device_map_auto_is_refused_without_a_gpu(tiny_dir, capsys):
+    assert main(["mask", "--model", tiny_dir, "--device", "cuda:0", "--device-map", "auto",
+                 "model.layers.0.mlp.down_proj:1"]) == 2
+    assert "no CUDA device is available" in capsys.readouterr().err
+
+
+def test_two_text_files_of_one_name_stay_two_texts(tmp_path):
+    import argparse
+    from lesion.cli.search import texts_from
+    for folder, text in (("a", TEXT), ("b", OTHER)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "de.txt").write_text(text)
+    files = [str(tmp_path / "a" / "de.txt"), str(tmp_path / "b" / "de.txt")]
+    args = argparse.Namespace(text=[], text_file=files, texts=None, passages=None, corpus="", seed=0)
+    names, texts = texts_from(args)
+    assert names == files and texts == [TEXT, OTHER]

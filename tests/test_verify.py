@@ -109,3 +109,34 @@ def test_verify_refuses_to_check_nothing(tiny_dir, tmp_path, capsys):
     (run / "fingerprints.json").unlink()
     assert main(["verify", "--model", tiny_dir, "--against", against]) == 2
     assert "no fingerprints" in capsys.readouterr().err
+
+
+def test_verify_says_when_the_whole_model_differs_though_the_slices_match(tiny_dir, tmp_path, capsys):
+    """The old verify said "intact" and nothing else when only weights outside the slices changed."""
+    run = tmp_path / "run"
+    assert main(["scan", "--model", tiny_dir, "--text", TEXT, "--samples", "4", "--epsilon", "0.001",
+                 "--quiet", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["verify", "--model", tiny_dir, "--against", str(run / "critical.json")]) == 0
+    assert "whole model" not in capsys.readouterr().out
+    elsewhere = _tamper(tiny_dir, tmp_path / "elsewhere",
+                        lambda m: m.get_input_embeddings().weight[5, 0].add_(1.0))
+    assert main(["verify", "--model", elsewhere, "--against", str(run / "critical.json"),
+                 "--out", str(tmp_path / "v.json")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "intact" in out and "whole model's fingerprint" in out and "outside the checked slices" in out
+    assert json.loads((tmp_path / "v.json").read_text())["whole_model_matches"] is False
+
+
+def test_verify_refuses_a_hand_edited_critical_set(tiny_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["scan", "--model", tiny_dir, "--text", TEXT, "--samples", "4", "--epsilon", "0.001",
+                 "--quiet", "--out", str(run)]) == 0
+    critical = json.loads((run / "critical.json").read_text())
+    for edit, message in (({"n": len(critical["neurons"]) + 4}, "n is"), ({"delta": 99}, "delta is 99"),
+                          ({"baseline_ppl": -5}, "baseline_ppl is -5")):
+        (run / "critical.json").write_text(json.dumps({**critical, **edit}))
+        capsys.readouterr()
+        assert main(["verify", "--model", tiny_dir, "--against", str(run / "critical.json")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "contradicts itself" in err and "\n" not in err
