@@ -49,7 +49,8 @@ def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence
     plan.check()
     if per_signal < 1:
         raise LesionError(f"--pool must be >= 1 (got {per_signal})")
-    deadline = None if plan.time_budget is None else time.monotonic() + plan.time_budget
+    began = time.monotonic()
+    deadline = None if plan.time_budget is None else began + plan.time_budget
     studies = [Study.create(lm, text, components) for text in texts]
     index = studies[0].index
     noise_options = {"alpha": 5.0, "samples": 100, "seed": 42, **(noise_options or {})}
@@ -58,9 +59,12 @@ def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence
                                 deadline=deadline)
     signals, left_out = affordable_signals(signals, score.bare_row_seconds * len(texts), noise_options, plan)
     memo = {} if memo is None else memo
-    lists = _signal_lists(lm, studies, index, signals, per_signal, noise_options, progress, memo)
+    signal_seconds: dict[str, float] = {}
+    lists = _signal_lists(lm, studies, index, signals, per_signal, noise_options, progress, memo, signal_seconds)
     pool, brought = candidate_pool(lists)
+    start = time.perf_counter()
     estimate = _estimate(lm, studies, index, pool, memo)
+    signal_seconds["estimate"] = round(time.perf_counter() - start, 3)
 
     def prefix_order() -> list[Neuron]:
         ranking = studies[0].rank("noise", keep=1000, progress=progress, **noise_options)
@@ -74,7 +78,7 @@ def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence
         settings["signals_left_out"] = left_out
     if len(texts) > 1:  # each text is in the result's `texts`, with its hash and token count
         settings.update(text=None, text_sha256=None, tokens=None, texts=list(texts))
-    pool_info = {**brought, "per_signal": per_signal}
+    pool_info = {**brought, "per_signal": per_signal, "signal_seconds": signal_seconds}
     bar = SearchProgress(progress).attach(score)
     try:
         if journal is not None:
@@ -84,6 +88,7 @@ def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence
         bar.close()
         if score.journal is not None:
             score.journal.close()
+    heel = replace(heel, seconds=round(time.monotonic() - began, 3))  # the signals included
     if heel.stopped == "interrupted":
         return heel  # an interrupt asks for the result now: no more forwards
     return replace(heel, profile=tuple(describe(lm.model, index, studies[0].input_ids, heel)))
@@ -104,10 +109,11 @@ def affordable_signals(signals: Sequence[str], bare_seconds: float, noise_option
                               f"{NOISE_SHARE:.0%} of --time-budget {plan.time_budget:g} s"}
 
 
-def _signal_lists(lm, studies, index, signals, per_signal, noise_options, progress, memo):
-    """Each signal's top list per text."""
+def _signal_lists(lm, studies, index, signals, per_signal, noise_options, progress, memo, seconds: dict):
+    """Each signal's top list per text; ``seconds`` gets each signal's wall time."""
     lists: dict[str, list] = {}
     for name in signals:
+        start = time.perf_counter()
         for study in studies:
             key = (name, per_signal, text_hash(study.text))
             if key not in memo:
@@ -117,13 +123,22 @@ def _signal_lists(lm, studies, index, signals, per_signal, noise_options, progre
             lists.setdefault(name, []).append(memo[key])
             if name == "superweight":
                 break  # data-free: the same on every text
+        seconds[name] = round(time.perf_counter() - start, 3)
+    for key in [k for k in memo if k[0] == "acts"]:
+        del memo[key]  # every signal that reads them has run
     return lists
 
 
 def _scores(lm, study, index, name: str, noise, memo: dict) -> torch.Tensor:
     key = ("scores", name, text_hash(study.text))
+    acts_key = ("acts", text_hash(study.text))
+
+    def acts() -> dict:  # one clean forward for activation and massive
+        if acts_key not in memo:
+            memo[acts_key] = clean_activations(lm.model, study.input_ids, index)
+        return memo[acts_key]
     if name != "attribution":
-        return signal_scores(name, lm.model, study.input_ids, index, noise)
+        return signal_scores(name, lm.model, study.input_ids, index, noise, acts)
     if key not in memo:  # kept: the screen's first-order estimate reuses it
         memo[key] = signal_scores(name, lm.model, study.input_ids, index, noise)
     return memo[key]

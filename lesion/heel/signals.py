@@ -13,7 +13,7 @@ import torch
 from ..errors import LesionError
 from ..neurons import Neuron, SiteIndex
 from ..options import SIGNALS
-from ..stage1 import activation_gradients, clean_activations, rank_by_activation
+from ..stage1 import _collect, activation_gradients, clean_activations, rank_by_activation
 
 
 def parse_signals(text: str) -> list[str]:
@@ -25,8 +25,9 @@ def parse_signals(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def massive_scores(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex) -> torch.Tensor:
-    acts = clean_activations(model, input_ids, index)
+def massive_scores(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex,
+                   acts: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    acts = clean_activations(model, input_ids, index) if acts is None else acts
     parts = []
     for site in index.sites:
         peak = acts[site.name].abs().max(dim=0).values
@@ -54,16 +55,20 @@ def attribution_scores(model: torch.nn.Module, input_ids: torch.Tensor, index: S
 
 
 def signal_scores(name: str, model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex,
-                  noise: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
-    """(N,) float32 scores of one signal; ``noise`` computes the noise ranking (cached by the caller)."""
+                  noise: Callable[[], torch.Tensor] | None = None,
+                  acts: Callable[[], dict[str, torch.Tensor]] | None = None) -> torch.Tensor:
+    """(N,) float32 scores of one signal; ``noise`` computes the noise ranking (cached by the caller);
+    ``acts`` returns the clean activations, so that activation and massive share one forward."""
     if name == "noise":
         if noise is None:
             raise LesionError("the noise signal needs a Stage 1 ranking")
         return noise().float().cpu()
     if name == "activation":
+        if acts is not None:
+            return _collect(index, {n: a.abs() for n, a in acts().items()}, "max").values.float().cpu()
         return rank_by_activation(model, input_ids, index).values.float().cpu()
     if name == "massive":
-        return massive_scores(model, input_ids, index).float().cpu()
+        return massive_scores(model, input_ids, index, None if acts is None else acts()).float().cpu()
     if name == "superweight":
         return superweight_scores(model, index).float()
     if name == "attribution":
