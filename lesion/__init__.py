@@ -17,7 +17,7 @@ _EXPORTS = {
     "search_heel": "heel", "SearchPlan": "heel",
     "Neuron": "neurons", "mask_neurons": "hooks",
     "Ranking": "results", "CriticalSet": "results", "Heel": "results", "Result": "results",
-    "Provenance": "results", "RunFolder": "runfolder",
+    "Provenance": "results", "RunFolder": "runfolder", "ScanResult": "results", "reproduce": "recorded",
     "LesionError": "errors",
 }
 __all__ = [*_EXPORTS, "__version__"]
