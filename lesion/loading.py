@@ -60,7 +60,7 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     from .weights import parameter
 
     h = hashlib.sha256(str(getattr(model.config, "model_type", "")).encode())
-    for name, p in model.named_parameters():
+    for name, _ in model.named_parameters():
         module, _, pname = name.rpartition(".")
         values = parameter(model.get_submodule(module), pname).detach()
         h.update(f"|{name}|{tuple(values.shape)}|{values.dtype}|".encode())

@@ -12,7 +12,6 @@ How a result's text is kept beside it: :mod:`lesion.results.base`.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

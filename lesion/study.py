@@ -117,7 +117,8 @@ class Study:
             return _scores_to_tensors(spec.fn(self.lm.model, self.input_ids, self.index, seed=seed,
                                               progress=progress, **options))
 
-        tensors, hit = cached_tensors(key, compute, lambda t: _valid_scores(t, self.index.total, self.input_ids.shape[1]),
+        tokens = self.input_ids.shape[1]
+        tensors, hit = cached_tensors(key, compute, lambda t: _valid_scores(t, self.index.total, tokens),
                                       enabled=use_cache)
         self._time("rank_cached_s" if hit else "rank_s", start)
         adaptive = json.loads(bytes(tensors["adaptive"].tolist())) if "adaptive" in tensors else None

@@ -42,10 +42,11 @@ def run(args) -> int:
     lm = load(args, recorded=critical.settings)
     neurons = critical_neurons(critical, lm)
     index = discover_sites(lm.model, "all")
-    ablation = args.ablation or recorded_ablation(critical.settings)
-    if ablation != recorded_ablation(critical.settings):
-        console.print(f"[yellow]note[/yellow]: --ablation {ablation} overrides the {recorded_ablation(critical.settings)} "
-                      f"ablation {args.neurons} was found with")
+    recorded = recorded_ablation(critical.settings)
+    ablation = args.ablation or recorded
+    if ablation != recorded:
+        console.print(f"[yellow]note[/yellow]: --ablation {ablation} overrides the {recorded} ablation "
+                      f"{args.neurons} was found with")
     table = Table("prompt", "original", f"{len(neurons)} neuron(s) masked ({ablation})", show_lines=True)
     for column in table.columns:
         column.overflow = "fold"

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from rich.table import Table
-
 from ..errors import LesionError
 from ..options import ABLATIONS
 from .common import add_common_flags, add_model_args, add_text_args, console, fmt, load

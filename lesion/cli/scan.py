@@ -117,7 +117,8 @@ def run_rank(args) -> int:
     study = _study(args, args.components)
     ranking = _rank(study, args)
     write_result(args.out, ranking)
-    rows = [[str(i + 1), str(neuron), fmt(ranking.scores[i]), "" if ranking.positions is None else str(ranking.positions[i])]
+    rows = [[str(i + 1), str(neuron), fmt(ranking.scores[i]),
+             "" if ranking.positions is None else str(ranking.positions[i])]
             for i, neuron in enumerate(ranking.neurons[:10])]
     console.print(neuron_table(["rank", "neuron", "score", "position"], rows, neuron_columns=(1,),
                                title=f"top neurons of {ranking.total_neurons} ({ranking.ranker} ranker)"))
