@@ -7,6 +7,7 @@ import pytest
 
 from lesion.analysis import distribution, jaccard, phase_transition
 from lesion.cli import main
+from lesion.errors import LesionError
 from lesion.compare import compare_rankers
 from lesion.loading import load_model
 from lesion.study import Study
@@ -87,3 +88,22 @@ def test_analyze_without_a_scan_says_what_to_run(tiny_dir, tmp_path, capsys):
     assert main(["analyze", "phase", "--model", tiny_dir, "--out-dir", str(tmp_path)]) == 2
     assert "run `lesion scan --out" in capsys.readouterr().err
     assert main(["report", str(tmp_path)]) == 2
+
+
+def test_run_analysis_is_the_library_call_behind_the_command(study, tmp_path):
+    from lesion.analysis import REGISTRY, AnalysisInputs, run_analysis
+    from lesion.results.analysis import AnalysisResult
+
+    ranking = study.rank("noise", samples=4, keep=50, progress=False)
+    critical = study.identify(ranking, epsilon=0.001)
+    result = run_analysis("distribution", AnalysisInputs(study=study, ranking=ranking, critical=critical),
+                          top_k=[10])
+    assert isinstance(result, AnalysisResult) and result.analysis == "distribution"
+    assert result["critical"] == distribution(study.index, ranking.neurons, critical.neurons, [10])["critical"]
+    path = result.save(tmp_path / "analysis-distribution.json")
+    saved = json.loads(path.read_text())
+    assert saved["analysis"] == "distribution" and "critical" in saved and "settings" in saved
+    assert AnalysisResult.load(path).to_dict() == result.to_dict()
+    assert set(REGISTRY) == {"distribution", "phase", "components", "sweep", "robustness", "precision"}
+    with pytest.raises(LesionError, match="unknown analysis 'nope'"):
+        run_analysis("nope", AnalysisInputs())

@@ -1,16 +1,16 @@
 """`lesion analyze NAME`: the paper's analyses, each writing OUT_DIR/analysis-NAME.json.
 
-Each analysis is registered once, in ``ANALYSES``: its name, one line of help, the check of
-its own options (run before the model loads), how it computes its result and settings,
-and the few lines it prints. argparse's choices and the did-you-mean come from there.
+The analyses are registered once, in :mod:`lesion.analysis.registry` (name, help, what each
+runs on, how it computes, what it prints); argparse's choices and the did-you-mean come from
+there. This module parses the flags into each analysis' options, loads what it runs on, and
+calls :func:`lesion.analysis.run_analysis`.
 """
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
-from typing import Callable
 
+from ..analysis.registry import REGISTRY as ANALYSES
 from ..errors import LesionError
 from .common import (add_common_flags, add_model_args, add_noise_args, add_stage2_search_arg, add_text_args,
                      check_noise_args, console, finite, load, progress_enabled)
@@ -27,23 +27,6 @@ EXAMPLES = """examples:
 """
 
 
-@dataclass(frozen=True)
-class Inputs:
-    """What every analysis may use: the run folder, the text given (or None), Stage 1 options."""
-    folder: object  # lesion.runfolder.RunFolder
-    text: str | None
-    rank_options: dict
-
-
-@dataclass(frozen=True)
-class AnalysisSpec:
-    name: str
-    summary: str
-    check: Callable[[argparse.Namespace], object]  # its own options, before the model loads
-    compute: Callable[[argparse.Namespace, Inputs], tuple[dict, dict]]  # -> (result, settings)
-    lines: Callable[[dict], dict | list]  # a few lines for the console; the JSON has everything
-
-
 def parse_alphas(text: str) -> list[float]:
     try:
         alphas = [float(a) for a in text.split(",") if a.strip()]
@@ -52,6 +35,42 @@ def parse_alphas(text: str) -> list[float]:
     if not alphas or not all(0 < a < float("inf") for a in alphas):
         raise LesionError("--alphas needs numbers > 0, e.g. 1,3,5,7,10")
     return alphas
+
+
+def parse_dtypes(text: str) -> list[str]:
+    from .common import DTYPES
+    dtypes = [d.strip() for d in text.split(",") if d.strip()]
+    unknown = [d for d in dtypes if d not in DTYPES]
+    if unknown or not dtypes:
+        raise LesionError(f"--dtypes takes a comma-separated list of {', '.join(DTYPES)} (got {text!r})")
+    return dtypes
+
+
+def _sweep_grids(args) -> dict:
+    try:
+        seeds = [int(x) for x in args.seed_grid.split(",") if x.strip()]
+    except ValueError:
+        raise LesionError("--seed-grid takes comma-separated whole numbers, e.g. 43,44 ('' for none)") from None
+    if any(not 0 <= s < 2 ** 63 for s in seeds):
+        raise LesionError("--seed-grid takes seeds in 0..2^63-1, e.g. 43,44")
+    # '' leaves a grid out: --alphas '' --sample-grid '' --seed-grid 43,44 is a seed check alone.
+    alphas = parse_alphas(args.alphas) if args.alphas.strip() else []
+    samples = parse_ints(args.sample_grid, "--sample-grid") if args.sample_grid.strip() else []
+    if not (alphas or samples or seeds):
+        raise LesionError("the sweep has no points: give --alphas, --sample-grid or --seed-grid")
+    return dict(alphas=alphas, sample_grid=samples, seed_grid=seeds, epsilon=args.epsilon, stage2=args.stage2)
+
+
+# Each analysis' own options, from its flags; parsed (and so checked) before the model loads.
+OPTIONS = {
+    "distribution": lambda args: dict(top_k=parse_ints(args.top_k, "--top-k")),
+    "phase": lambda args: dict(max_n=args.max_n),
+    "components": lambda args: dict(kinds=args.kinds.split(",") if args.kinds else None,
+                                    levels=parse_ints(args.levels, "--levels")),
+    "sweep": _sweep_grids,
+    "robustness": lambda args: dict(epsilon=args.epsilon, stage2=args.stage2),
+    "precision": lambda args: dict(dtypes=parse_dtypes(args.dtypes), epsilon=args.epsilon, stage2=args.stage2),
+}
 
 
 def _robustness_texts(args) -> dict[str, str]:
@@ -69,128 +88,24 @@ def _robustness_texts(args) -> dict[str, str]:
     return {**TEXTS, **given}
 
 
-def parse_dtypes(text: str) -> list[str]:
-    from .common import DTYPES
-    dtypes = [d.strip() for d in text.split(",") if d.strip()]
-    unknown = [d for d in dtypes if d not in DTYPES]
-    if unknown or not dtypes:
-        raise LesionError(f"--dtypes takes a comma-separated list of {', '.join(DTYPES)} (got {text!r})")
-    return dtypes
-
-
-def _on_run(args, inputs: Inputs):
-    """(study, ranking, critical) of the run folder, on its model unless --model overrides it."""
-    ranking, critical = inputs.folder.ranking(), inputs.folder.critical()
-    return inputs.folder.study(load(args, recorded=ranking.settings), inputs.text), ranking, critical
-
-
-def _on_text(args, inputs: Inputs):
-    from ..study import Study
-    from ..texts import BOOKENDS
-    return Study.create(load(args), inputs.text or BOOKENDS)
-
-
-def _distribution(args, inputs: Inputs) -> tuple[dict, dict]:
-    from ..analysis import distribution
-    study, ranking, critical = _on_run(args, inputs)
-    return distribution(study.index, ranking.neurons, critical.neurons, parse_ints(args.top_k, "--top-k")), \
-        study.settings()
-
-
-def _phase(args, inputs: Inputs) -> tuple[dict, dict]:
-    from ..analysis import phase_transition
-    study, ranking, critical = _on_run(args, inputs)
-    result = phase_transition(study, ranking.neurons, critical.neurons, args.max_n,
-                              epsilon=critical.settings.get("epsilon", 1.0))
-    return result, study.settings()
-
-
-def _components(args, inputs: Inputs) -> tuple[dict, dict]:
-    from ..analysis import component_ablation
-    study = _on_text(args, inputs)
-    kinds = args.kinds.split(",") if args.kinds else None
-    result = component_ablation(study, kinds, parse_ints(args.levels, "--levels"), **inputs.rank_options)
-    return result, study.settings(**inputs.rank_options)
-
-
-def _sweep(args, inputs: Inputs) -> tuple[dict, dict]:
-    from ..analysis import sensitivity_sweep
-    study = _on_text(args, inputs)
-    options = {k: v for k, v in inputs.rank_options.items() if k not in ("alpha", "samples", "seed")}
-    result = sensitivity_sweep(study, *_sweep_grids(args), ref_alpha=args.alpha, ref_samples=args.samples,
-                               seed=args.seed, epsilon=args.epsilon, stage2=args.stage2, **options)
-    return result, study.settings(**options, stage2=args.stage2)
-
-
-def _sweep_grids(args) -> tuple[list[float], list[int], list[int]]:
-    try:
-        seeds = [int(x) for x in args.seed_grid.split(",") if x.strip()]
-    except ValueError:
-        raise LesionError("--seed-grid takes comma-separated whole numbers, e.g. 43,44 ('' for none)") from None
-    if any(not 0 <= s < 2 ** 63 for s in seeds):
-        raise LesionError("--seed-grid takes seeds in 0..2^63-1, e.g. 43,44")
-    # '' leaves a grid out: --alphas '' --sample-grid '' --seed-grid 43,44 is a seed check alone.
-    alphas = parse_alphas(args.alphas) if args.alphas.strip() else []
-    samples = parse_ints(args.sample_grid, "--sample-grid") if args.sample_grid.strip() else []
-    if not (alphas or samples or seeds):
-        raise LesionError("the sweep has no points: give --alphas, --sample-grid or --seed-grid")
-    return alphas, samples, seeds
-
-
-def _robustness(args, inputs: Inputs) -> tuple[dict, dict]:
-    from ..analysis import robustness
-    from ..study import model_provenance
-    from ..texts import text_hash
-    texts = _robustness_texts(args)
-    lm = load(args)
-    result = robustness(lm, texts, epsilon=args.epsilon, stage2=args.stage2, **inputs.rank_options)
-    return result, {**model_provenance(lm), "epsilon": args.epsilon, "stage2": args.stage2, **inputs.rank_options,
-                    "text_sha256": {name: text_hash(t) for name, t in texts.items()}}
-
-
-def _precision(args, inputs: Inputs) -> tuple[dict, dict]:
-    from ..analysis import precision
-    from ..texts import BOOKENDS, text_hash
+def _inputs(args, on: str, folder, text: str | None, rank_options: dict):
+    """What the analysis runs on (see lesion.analysis.AnalysisInputs): loads the model once."""
+    from ..analysis import AnalysisInputs
+    if on == "run":
+        ranking, critical = folder.ranking(), folder.critical()
+        study = folder.study(load(args, recorded=ranking.settings), text)
+        return AnalysisInputs(study=study, ranking=ranking, critical=critical, rank_options=rank_options)
+    if on == "text":
+        from ..study import Study
+        from ..texts import BOOKENDS
+        return AnalysisInputs(study=Study.create(load(args), text or BOOKENDS), rank_options=rank_options)
+    if on == "model":
+        texts = _robustness_texts(args)
+        return AnalysisInputs(lm=load(args), texts=texts, rank_options=rank_options)
     from .common import check_device, resolve_model_args
     resolve_model_args(args)
     check_device(args)
-    text = inputs.text or BOOKENDS
-    result = precision(args.model, text, parse_dtypes(args.dtypes), epsilon=args.epsilon, device=args.device,
-                       stage2=args.stage2,
-                       **inputs.rank_options)
-    return result, {"model": args.model, "text_sha256": text_hash(text), "text": text, "epsilon": args.epsilon,
-                    "stage2": args.stage2, **inputs.rank_options}
-
-
-def _robustness_lines(result: dict) -> dict:
-    per_text = {k: {"tokens": v["tokens"], "n_star": v["n_star"], "neurons": v["neurons"][:5]}
-                for k, v in result["texts"].items()}
-    return {**per_text, f"most common (of {len(per_text)} texts)": result["most_common"][:3]}
-
-
-ANALYSES: dict[str, AnalysisSpec] = {spec.name: spec for spec in (
-    AnalysisSpec("distribution", "where the critical and top-k neurons sit, by layer and kind",
-                 lambda args: parse_ints(args.top_k, "--top-k"), _distribution,
-                 lambda r: {"critical_by_kind": r["critical"]["by_kind"],
-                            "top100_by_kind": r.get("top100", {}).get("by_kind")}),
-    AnalysisSpec("phase", "Delta as n grows past n*, and each critical neuron alone vs jointly",
-                 lambda args: None, _phase,
-                 lambda r: {"n_star": r["n_star"], "joint_delta": r["joint_delta"], "alone": r["alone"],
-                            "curve": [(p["n"], round(p["delta"], 3)) for p in r["curve"]]}),
-    AnalysisSpec("components", "Delta of the top-n neurons of each component kind",
-                 lambda args: parse_ints(args.levels, "--levels"), _components,
-                 lambda r: {k: [(x["n"], round(x["delta"], 3)) for x in v] for k, v in r["by_kind"].items()}),
-    AnalysisSpec("sweep", "the critical set across alpha, K and the noise seed",
-                 _sweep_grids, _sweep,
-                 lambda r: [{k: x.get(k) for k in ("varied", "alpha", "samples", "seed", "n_star",
-                                                   "jaccard_to_reference")} for x in r["rows"]]),
-    AnalysisSpec("robustness", "the critical set on several texts, and their overlap",
-                 lambda args: None, _robustness, _robustness_lines),
-    AnalysisSpec("precision", "the scan in float32, bfloat16 and float16",
-                 lambda args: parse_dtypes(args.dtypes), _precision,
-                 lambda r: [{k: x.get(k) for k in ("dtype", "n_star", "delta", "delta_in_float32", "error")}
-                            for x in r["rows"]]),
-)}
+    return AnalysisInputs(model=args.model, text=text, device=args.device, rank_options=rank_options)
 
 
 def analysis_name(name: str) -> str:
@@ -203,32 +118,30 @@ def analysis_name(name: str) -> str:
                                      f"use one of {', '.join(ANALYSES)}")
 
 
-def _check(args) -> None:
-    """Every argument of the analysis, before the model loads."""
+def _check(args) -> dict:
+    """Every argument of the analysis, before the model loads; its own options."""
     check_noise_args(args)
     finite(args.epsilon, "--epsilon")
     if args.max_n is not None and args.max_n < 1:
         raise LesionError(f"--max-n must be >= 1 (got {args.max_n})")
-    ANALYSES[args.name].check(args)
+    return OPTIONS[args.name](args)
 
 
 def run(args) -> int:
-    from ..results import save_result as write_result
+    from ..analysis import run_analysis
     from ..runfolder import RunFolder, analysis_name as file_name
     from ..texts import read_text
     from .common import check_out
 
-    _check(args)
+    options = _check(args)
     folder = RunFolder(args.out_dir)
     check_out(folder.file(file_name(args.name)))
     given = read_text(args.text, args.text_file) if args.text is not None or args.text_file else None
     rank_options = dict(alpha=args.alpha, samples=args.samples, seed=args.seed, progress=progress_enabled(args))
-    spec = ANALYSES[args.name]
-    result, settings = spec.compute(args, Inputs(folder, given, rank_options))
-    settings.pop("progress", None)
-    path = write_result(folder.file(file_name(args.name)),
-                        {"analysis": args.name, "model": args.model, **result, "settings": settings})
-    lines = spec.lines(result)
+    inputs = _inputs(args, ANALYSES[args.name].on, folder, given, rank_options)
+    result = run_analysis(args.name, inputs, **options)
+    path = result.save(folder.file(file_name(args.name)))
+    lines = ANALYSES[args.name].lines(result.data)
     for key, value in (lines.items() if isinstance(lines, dict) else enumerate(lines)):
         console.print(f"{key}: {json.dumps(value, default=str)}", soft_wrap=True)
     console.print(f"wrote {path}")

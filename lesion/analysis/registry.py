@@ -1,0 +1,128 @@
+"""The analyses, registered once each: name, one line of help, what it runs on, how it
+computes, and the few lines a console shows. ``lesion analyze`` is built from this table;
+:func:`run_analysis` is the library call that does what the command does."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+from ..errors import LesionError
+
+if TYPE_CHECKING:  # the registry is read by `lesion --help`, which must not wait for torch
+    from ..results.analysis import AnalysisResult
+
+
+@dataclass(frozen=True)
+class AnalysisInputs:
+    """What an analysis may run on. ``on`` of its entry says which it needs: ``run`` (a study
+    on the run folder's model and text, with its ranking and critical set), ``text`` (a study
+    on a text), ``model`` (a loaded model and several texts) or ``spec`` (a model spec, loaded
+    once per dtype)."""
+    study: object = None  # lesion.study.Study
+    ranking: object = None  # lesion.results.Ranking
+    critical: object = None  # lesion.results.CriticalSet
+    lm: object = None  # lesion.loading.LoadedModel
+    texts: dict = field(default_factory=dict)
+    model: str | None = None
+    text: str | None = None
+    device: str = "cpu"
+    rank_options: dict = field(default_factory=dict)  # Stage 1: alpha, samples, seed, progress
+
+
+@dataclass(frozen=True)
+class Analysis:
+    name: str
+    summary: str
+    on: str  # run | text | model | spec
+    compute: Callable[..., tuple[dict, dict]]  # (inputs, **options) -> (figures, settings)
+    lines: Callable[[dict], dict | list]  # a few lines for the console; the JSON has everything
+
+
+def _distribution(i: AnalysisInputs, top_k=(10, 100, 1000)):
+    from .distribution import distribution
+    return distribution(i.study.index, i.ranking.neurons, i.critical.neurons, list(top_k)), i.study.settings()
+
+
+def _phase(i: AnalysisInputs, max_n=None):
+    from .phase import phase_transition
+    result = phase_transition(i.study, i.ranking.neurons, i.critical.neurons, max_n,
+                              epsilon=i.critical.settings.get("epsilon", 1.0))
+    return result, i.study.settings()
+
+
+def _components(i: AnalysisInputs, kinds=None, levels=(1, 3, 10, 100, 1000)):
+    from .components import component_ablation
+    return (component_ablation(i.study, kinds, list(levels), **i.rank_options),
+            i.study.settings(**_recorded(i.rank_options)))
+
+
+def _sweep(i: AnalysisInputs, alphas=(1, 3, 5, 7, 10), sample_grid=(25, 50, 75, 100, 125), seed_grid=(43, 44),
+           epsilon=1.0, stage2="linear"):
+    from .sweep import sensitivity_sweep
+    options = {k: v for k, v in i.rank_options.items() if k not in ("alpha", "samples", "seed")}
+    if not (alphas or sample_grid or seed_grid):
+        raise LesionError("the sweep has no points: give alphas, sample_grid or seed_grid")
+    result = sensitivity_sweep(i.study, list(alphas), list(sample_grid), list(seed_grid),
+                               ref_alpha=i.rank_options.get("alpha", 5.0),
+                               ref_samples=i.rank_options.get("samples", 100), seed=i.rank_options.get("seed", 42),
+                               epsilon=epsilon, stage2=stage2, **options)
+    return result, i.study.settings(**_recorded(options), stage2=stage2)
+
+
+def _robustness(i: AnalysisInputs, epsilon=1.0, stage2="linear"):
+    from ..study import model_provenance
+    from ..texts import text_hash
+    from .robustness import robustness
+    result = robustness(i.lm, i.texts, epsilon=epsilon, stage2=stage2, **i.rank_options)
+    return result, {**model_provenance(i.lm), "epsilon": epsilon, "stage2": stage2, **_recorded(i.rank_options),
+                    "text_sha256": {name: text_hash(t) for name, t in i.texts.items()}}
+
+
+def _precision(i: AnalysisInputs, dtypes=("float32", "bfloat16", "float16"), epsilon=1.0, stage2="linear"):
+    from ..texts import BOOKENDS, text_hash
+    from .precision import precision
+    text = i.text or BOOKENDS
+    result = precision(i.model, text, list(dtypes), epsilon=epsilon, device=i.device, stage2=stage2,
+                       **i.rank_options)
+    return result, {"model": i.model, "text_sha256": text_hash(text), "text": text, "epsilon": epsilon,
+                    "stage2": stage2, **_recorded(i.rank_options)}
+
+
+def _recorded(options: dict) -> dict:
+    return {k: v for k, v in options.items() if k != "progress"}  # how it was shown is not how it was made
+
+
+def _robustness_lines(result: dict) -> dict:
+    per_text = {k: {"tokens": v["tokens"], "n_star": v["n_star"], "neurons": v["neurons"][:5]}
+                for k, v in result["texts"].items()}
+    return {**per_text, f"most common (of {len(per_text)} texts)": result["most_common"][:3]}
+
+
+REGISTRY: dict[str, Analysis] = {a.name: a for a in (
+    Analysis("distribution", "where the critical and top-k neurons sit, by layer and kind", "run", _distribution,
+             lambda r: {"critical_by_kind": r["critical"]["by_kind"],
+                        "top100_by_kind": r.get("top100", {}).get("by_kind")}),
+    Analysis("phase", "Delta as n grows past n*, and each critical neuron alone vs jointly", "run", _phase,
+             lambda r: {"n_star": r["n_star"], "joint_delta": r["joint_delta"], "alone": r["alone"],
+                        "curve": [(p["n"], round(p["delta"], 3)) for p in r["curve"]]}),
+    Analysis("components", "Delta of the top-n neurons of each component kind", "text", _components,
+             lambda r: {k: [(x["n"], round(x["delta"], 3)) for x in v] for k, v in r["by_kind"].items()}),
+    Analysis("sweep", "the critical set across alpha, K and the noise seed", "text", _sweep,
+             lambda r: [{k: x.get(k) for k in ("varied", "alpha", "samples", "seed", "n_star",
+                                               "jaccard_to_reference")} for x in r["rows"]]),
+    Analysis("robustness", "the critical set on several texts, and their overlap", "model", _robustness,
+             _robustness_lines),
+    Analysis("precision", "the scan in float32, bfloat16 and float16", "spec", _precision,
+             lambda r: [{k: x.get(k) for k in ("dtype", "n_star", "delta", "delta_in_float32", "error")}
+                        for x in r["rows"]]),
+)}
+
+
+def run_analysis(name: str, inputs: AnalysisInputs, **options) -> "AnalysisResult":
+    """Run analysis ``name`` on ``inputs`` with its own ``options`` (see each entry's compute)."""
+    from ..results.analysis import AnalysisResult
+    if name not in REGISTRY:
+        raise LesionError(f"unknown analysis {name!r}: use one of {', '.join(REGISTRY)}")
+    data, settings = REGISTRY[name].compute(inputs, **options)
+    model = inputs.model if inputs.model is not None else settings.get("model")
+    return AnalysisResult(analysis=name, model=model, data=data, settings=settings)
