@@ -32,13 +32,13 @@ def bare_rows_per_second(lm, rows: int = 8, repeats: int = 3) -> float:
     return rows / best
 
 
-def run(model: str, strategies: list[str], repeats: int) -> None:
+def run(model: str, strategies: list[str], repeats: int, time_budget: float | None = None) -> None:
     lm = load_model(model, progress=False)
     floor = bare_rows_per_second(lm)
     print(f"\n{model}: bare forward {floor:.1f} rows/s (batch of 8, Bookends text, min of 3)")
     print(f"{'strategy':<8} {'stage':<9} {'rows':>6} {'seconds':>8} {'rows/s':>7} {'size':>5} {'Delta':>7}")
     for strategy in strategies:
-        runs = [search_heel(lm, [BOOKENDS], SearchPlan(strategy=strategy), progress=False) for _ in range(repeats)]
+        runs = [search_heel(lm, [BOOKENDS], SearchPlan(strategy=strategy, time_budget=time_budget), progress=False) for _ in range(repeats)]
         for i, stage in enumerate(runs[0].stages):
             seconds = min(r.stages[i]["seconds"] for r in runs)
             rate = stage["rows"] / seconds if seconds and stage["rows"] else float("nan")
@@ -46,7 +46,8 @@ def run(model: str, strategies: list[str], repeats: int) -> None:
             print(f"{strategy:<8} {stage['stage']:<9} {stage['rows']:>6} {seconds:>8.1f} {rate:>7.1f} "
                   f"{stage['size']:>5} {delta:>7}")
         heel = runs[0]
-        print(f"{strategy:<8} answer: {len(heel.neurons)} neuron(s), Delta {heel.delta:.3f}, {heel.rows} rows: "
+        print(f"{strategy:<8} answer: {len(heel.neurons)} neuron(s), Delta {heel.delta:.3f}, {heel.rows} rows, "
+              f"{heel.seconds:.1f} s in all, stopped: {heel.stopped}: "
               + " ".join(map(str, heel.neurons[:6])) + (" ..." if len(heel.neurons) > 6 else ""))
 
 
@@ -55,11 +56,12 @@ def main() -> None:
     parser.add_argument("--models", default="smollm2-135m,gemma3-270m")
     parser.add_argument("--strategies", default="greedy,prefix")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--time-budget", type=float, default=None, help="seconds per search (default: none)")
     args = parser.parse_args()
     os.environ.setdefault("LESION_NO_PROGRESS", "1")
     torch.manual_seed(0)
     for model in args.models.split(","):
-        run(model, args.strategies.split(","), args.repeats)
+        run(model, args.strategies.split(","), args.repeats, args.time_budget)
 
 
 if __name__ == "__main__":
