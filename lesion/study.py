@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from . import __version__
-from .errors import LesionError
+from .errors import LesionError, ParameterError
 from .loading import LoadedModel
 from .neurons import SiteIndex, discover_sites
 from .cache import cached_tensors, scores_key
@@ -136,7 +136,7 @@ class Study:
         self.check_ranking(ranking)
         tried = min(max_neurons, len(ranking.neurons))
         if step > tried:
-            raise LesionError(f"--step {step} is larger than the {tried} candidate(s) to try: lower --step")
+            raise ParameterError("step", f"{step} is larger than the {tried} candidate(s) to try: lower it")
         settings = {**ranking.settings, **self.settings(), "epsilon": epsilon, "step": step,
                     "max_neurons": max_neurons, "ranker": ranking.ranker, "stage2": stage2}
         start = time.perf_counter()

@@ -5,7 +5,7 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import LesionError
+from .errors import LesionError, ParameterError
 
 if TYPE_CHECKING:  # results import this module, and `lesion --help` must not wait for torch
     import torch
@@ -18,13 +18,13 @@ MIN_TOKENS = 11  # the method needs T > 10 for a stable ranking
 
 def read_text(text: str | None = None, text_file: str | Path | None = None) -> str:
     if text is not None and text_file is not None:
-        raise LesionError("give either --text or --text-file, not both")
+        raise ParameterError("text_file", "and `text` were both given: give one, not both")
     if text_file is not None:
         path = Path(text_file)
         if path.is_dir():
-            raise LesionError(f"--text-file {str(path)!r} is a folder: pass a text file")
+            raise ParameterError("text_file", f"{str(path)!r} is a folder: pass a text file")
         if not path.is_file():
-            raise LesionError(f"text file {str(path)!r} not found: pass an existing file to --text-file")
+            raise ParameterError("text_file", f"{str(path)!r} not found: pass an existing file")
         try:
             text = path.read_bytes().decode("utf-8")
         except UnicodeDecodeError as e:  # replacing bytes would silently study another text
@@ -41,8 +41,8 @@ def encode(tokenizer, text: str, device: torch.device | str = "cpu") -> torch.Te
     """Text -> (1, T) token ids, refusing texts of 10 tokens or fewer."""
     ids = tokenizer(text, return_tensors="pt").input_ids
     if ids.shape[1] < MIN_TOKENS:
-        raise LesionError(f"the text has {ids.shape[1]} tokens; the method needs more than 10 "
-                          "(the paper uses about 30): pass a longer --text or --text-file")
+        raise ParameterError("text", f"has {ids.shape[1]} tokens; the method needs more than 10 "
+                                     "(the paper uses about 30): pass a longer one")
     return ids.to(device)
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from lesion.analysis import TEXTS, component_ablation, precision, robustness
 from lesion.cli import main
-from lesion.errors import LesionError
+from lesion.errors import LesionError, ParameterError
 from lesion.evaluation.corpora import sample_passages
 from lesion.loading import load_model
 from lesion.study import Study
@@ -26,7 +26,7 @@ def test_component_ablation_masks_only_the_named_kind(lm):
     for kind, rows in result["by_kind"].items():
         # Levels wider than the kind are dropped, not silently filled from other kinds.
         assert [r["n"] for r in rows] == [n for n in (1, 10, 10_000) if n <= widths[kind]]
-    with pytest.raises(LesionError, match="use --kinds from"):
+    with pytest.raises(ParameterError, match="^kinds names nope, of which this model has no sites"):
         component_ablation(study, ["down", "nope"], [1], samples=4, progress=False)
 
 
@@ -61,7 +61,7 @@ def test_precision_rows_and_float32_re_evaluation(tiny_dir):
     (["sweep", "--alphas", "", "--sample-grid", " ", "--seed-grid", ""], "the sweep has no points"),
     (["sweep", "--seed-grid", "-1"], "--seed-grid takes seeds in 0..2^63-1"),
     (["sweep", "--seed-grid", str(2 ** 63)], "--seed-grid takes seeds in 0..2^63-1"),
-    (["components", "--kinds", "nope", "--samples", "2"], "use --kinds from"),
+    (["components", "--kinds", "nope", "--samples", "2"], "--kinds names nope, of which this model has no sites"),
 ])
 def test_analyze_bad_input_is_one_line_and_exit_2(tiny_dir, tmp_path, capsys, flags, message):
     name, *rest = flags

@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 
 from ..compare import level_deltas
-from ..errors import LesionError
+from ..errors import ParameterError
 from ..study import Study
 from ..stage2 import baseline_nll
 
@@ -23,7 +23,8 @@ def component_ablation(study: Study, kinds: Sequence[str] | None = None,
     present = sorted({s.kind for s in study.index.sites})
     unknown = sorted(set(kinds or ()) - set(present))
     if unknown:
-        raise LesionError(f"no {', '.join(unknown)} sites in this model: use --kinds from {', '.join(present)}")
+        raise ParameterError("kinds", f"names {', '.join(unknown)}, of which this model has no sites: use "
+                                      f"{', '.join(present)}")
     kinds = kinds or present
     rows = {}
     for kind in kinds:

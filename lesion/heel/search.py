@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..errors import LesionError
+from ..errors import ParameterError
 from ..neurons import Neuron, SiteIndex
 from ..options import SIGNALS
 from ..results import Heel
@@ -48,7 +48,7 @@ def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence
     set it holds is evaluated again (it must come from the same model, texts and ablation)."""
     plan.check()
     if per_signal < 1:
-        raise LesionError(f"--pool must be >= 1 (got {per_signal})")
+        raise ParameterError("per_signal", f"must be >= 1 (got {per_signal})")
     began = time.monotonic()
     deadline = None if plan.time_budget is None else began + plan.time_budget
     studies = [Study.create(lm, text, components) for text in texts]
