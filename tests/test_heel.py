@@ -113,13 +113,23 @@ def test_certificate_finds_a_smaller_set_than_the_irreducible_one():
 
 
 def test_budget_stops_with_the_best_set_so_far():
+    score = SetScorer(lambda sets: [[and_pair(frozenset(n.channel for n in s)) for s in sets]], 1, max_rows=20)
+    heel = find_smallest_heel(score, N, SearchPlan(epsilon=1.0, max_rows=20))
+    # The budget is spent to the last row; the screen took its share, greedy and pruning the rest.
+    assert heel.stopped == "budget" and score.rows == heel.rows == 20
+    assert heel.reached and {n.channel for n in heel.neurons} >= {3, 7}
+    assert heel.delta == score([list(heel.neurons)])[0] >= 1.0
+    assert 8 <= heel.screen["screened"] < 40 and heel.screen["sizing"]["screen"] == heel.screen["screened"]
+    assert [s["stage"] for s in heel.stages] == ["screen", "greedy", "prune"]
+    assert "not certified" in heel.certificate["note"] or "nor certified" in heel.certificate["note"]
+
+
+def test_a_tight_budget_takes_narrow_greedy_steps_and_still_finds_the_pair():
     score = SetScorer(lambda sets: [[and_pair(frozenset(n.channel for n in s)) for s in sets]], 1, max_rows=50)
     heel = find_smallest_heel(score, N, SearchPlan(epsilon=1.0, max_rows=50))
-    # The budget is spent to the last row; the screen took its share and greedy got the rest.
-    assert heel.stopped == "budget" and score.rows == heel.rows == 50
-    assert heel.neurons and heel.delta == score([list(heel.neurons)])[0] > 0.5
-    assert 8 <= heel.screen["screened"] < 40 and heel.screen["sizing"]["screen"] == heel.screen["screened"]
-    assert [s["stage"] for s in heel.stages] == ["screen", "greedy"]
+    assert heel.stopped == "reached" and sorted(n.channel for n in heel.neurons) == [3, 7] and heel.rows <= 50
+    widths = [t["rescreened"] for t in heel.trace if t["stage"] == "greedy" and t["rescreened"]]
+    assert widths and max(widths) < 32  # the default rescreen would have spent the budget in one step
     with pytest.raises(BudgetExhausted):
         score([[N[i], N[j]] for i, j in combinations(range(40), 2)])
 

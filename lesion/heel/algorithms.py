@@ -121,7 +121,7 @@ def greedy_selection(score: SetScorer, screened: Sequence[tuple[Neuron, float]],
     current: list[Neuron] = []
     value = -math.inf
     while len(current) < max_size and latest:
-        consider = sorted(latest, key=lambda n: -_finite(latest[n]))[:rescreen]
+        consider = sorted(latest, key=lambda n: -_finite(latest[n]))[:step_width(score, rescreen)]
         values = score([current + [n] for n in consider]) if current else [latest[n] for n in consider]
         latest.update(zip(consider, values))
         pick = max(range(len(consider)), key=lambda i: (_finite(values[i]), -i))
@@ -134,6 +134,13 @@ def greedy_selection(score: SetScorer, screened: Sequence[tuple[Neuron, float]],
         if value >= epsilon:
             break
     return current
+
+
+def step_width(score: SetScorer, rescreen: int) -> int:
+    """Candidates one greedy step re-evaluates: ``rescreen``, or a quarter of the rows the budget
+    still affords when that is fewer (at least 4), so a tight budget still takes several steps."""
+    affordable = score.rows_affordable()
+    return rescreen if math.isinf(affordable) else max(4, min(rescreen, int(affordable / 4)))
 
 
 def first_crossing(score: SetScorer, order: Sequence[Neuron], epsilon: float, trace: list | None = None,
