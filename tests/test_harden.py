@@ -158,3 +158,42 @@ def test_planted_single_channel_heel_is_removed(method, ids):
         changes.append(abs(masked_nll(m, ids, discover_sites(m, "all"), [heel])[0] - baseline_nll(m, ids)))
     # measured: 0.157 before; 0.005 (rotate) and 0.010 (hadamard) after
     assert changes[1] < changes[0] / 10
+
+
+def run_cli(*argv) -> int:
+    from lesion.cli import main
+    return main(["harden", "--quiet", *map(str, argv)])
+
+
+def test_cli_writes_a_folder_plain_transformers_loads(tiny_dir, tmp_path, ids):
+    out = tmp_path / "hardened"
+    assert run_cli("--model", tiny_dir, "--method", "hadamard", "--seed", "7", "--out", out) == 0
+    original = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
+    hardened = AutoModelForCausalLM.from_pretrained(out).eval()  # no lesion code involved
+    torch.testing.assert_close(logits(hardened, ids), logits(original, ids), atol=LOGIT_TOLERANCE, rtol=0)
+    assert (out / "tokenizer.json").is_file() and list(out.glob("*.safetensors"))
+    record = json.loads((out / "lesion-harden.json").read_text())
+    assert record["rotation"]["method"] == "hadamard" and record["rotation"]["seed"] == 7
+    assert len(record["source_fingerprint"]) == 32
+    proof = record["proof"]["float32"]
+    assert proof["max_ppl_rel_diff"] < 1e-4 and proof["generations_identical"]
+    assert {"before", "after"} <= set(record["heel"]) and "bfloat16" in record["proof"]
+    assert "| Delta masking" in (out / "harden.md").read_text()
+    # the same seed gives the same weights bit for bit: a second run replaces the folder with its twin
+    first = {n: p.clone() for n, p in hardened.named_parameters()}
+    assert run_cli("--model", tiny_dir, "--method", "hadamard", "--seed", "7", "--out", out) == 0
+    again = AutoModelForCausalLM.from_pretrained(out)
+    assert all(torch.equal(p, first[n]) for n, p in again.named_parameters())
+
+
+def test_cli_refuses_in_one_line(tmp_path, capsys):
+    from conftest import save_tiny
+    gemma = save_tiny(tmp_path / "gemma", "gemma3_text")
+    assert run_cli("--model", gemma, "--out", tmp_path / "out") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "residual add" in err and not (tmp_path / "out").exists()
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    assert run_cli("--out", tmp_path / "busy") == 2
+    assert "other files" in capsys.readouterr().err
+    assert run_cli("--out", tmp_path / "x", "--max-rows", "0") == 2

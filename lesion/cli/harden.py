@@ -140,5 +140,5 @@ def print_summary(record, out) -> None:
         console.print(f"{precision}: max relative PPL difference {proof['max_ppl_rel_diff']:.2e}, max |logit "
                       f"difference| {proof['max_abs_logit_diff']:.2e}, generations identical: "
                       f"{proof['generations_identical']}, forward time ratio {proof['forward_s']['ratio']:.2f}")
-    console.print("\n".join(heel_table(record.heel)), markup=False)
+    print("\n".join(heel_table(record.heel)))  # markdown rows: never wrapped
     console.print(f"wrote {out} (a Hugging Face model folder; lesion-harden.json and harden.md inside)")

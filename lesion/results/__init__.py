@@ -1,6 +1,7 @@
 """Every result lesion returns: one base (:class:`Result`), neuron sets (:class:`Ranking`,
 :class:`CriticalSet`, :class:`Heel`), and how a result and its text are kept on disk."""
 from .base import Provenance, Result, recorded_text, restore_text, result_files, save_result, text_file_name
+from .harden import HardenRecord
 from .heel import Heel
 from .evaluation import EvalReport
 from .mechanism import MechanismReport
@@ -15,5 +16,5 @@ def load_neuron_set(path) -> NeuronSet:
     return (Heel if "stopped" in data and "screen" in data else CriticalSet).load(path)
 
 
-__all__ = ["CriticalSet", "EvalReport", "Heel", "MechanismReport", "NeuronSet", "Provenance", "Ranking", "Result", "ScanResult", "Step", "load_neuron_set",
+__all__ = ["CriticalSet", "EvalReport", "HardenRecord", "Heel", "MechanismReport", "NeuronSet", "Provenance", "Ranking", "Result", "ScanResult", "Step", "load_neuron_set",
            "recorded_text", "restore_text", "result_files", "save_result", "text_file_name", "unsettled_note"]
