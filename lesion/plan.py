@@ -10,7 +10,7 @@ plan for a 72B model costs seconds. Memory and time come from shapes:
 - one batch of masked rows holds float32 logits, vocab x T x rows x 4 bytes;
 - time: a forward costs FLOPs ~ 2 x parameters x tokens (Stage 1 runs the decoder body,
   no LM head; a masked row runs the whole model), times seconds per FLOP measured on runs
-  of this machine (CALIBRATION, from ``benchmarks/plan_calibration.py``), divided by the
+  of this machine (CALIBRATION: the default model's measured figures), divided by the
   data-parallel ranks. GPU times use an *assumed* throughput (``--gpu-tflops``): no GPU
   has been measured.
 """
@@ -26,14 +26,14 @@ from .errors import LesionError
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 GIB = 2 ** 30
 
-# Seconds per FLOP on this project's 2-core CPU, float32, fitted on measured runs
-# (benchmarks/plan_calibration.py; docs/plan.md has the runs and the validation table).
-# Stage 1: K noisy forwards of the decoder body in batches of 16; rows: masked rows of the
-# whole model in batches of 8 (Stage 2's widest chunk).
+# Wall seconds per FLOP of this project's machine (2 CPU cores, float32, quiet), from the
+# default model's measured figures in docs/speed.md (benchmarks/speed.py): Stage 1, K = 100,
+# 49 tokens, 1.041e12 FLOPs in 6.02 s; full-forward masked rows, 13.5 rows/s of 1.318e10
+# FLOPs each. Validated out of sample on Gemma 3 270M in docs/plan.md.
 CALIBRATION = {
-    "stage1_s_per_flop": 6.0e-12,
-    "row_s_per_flop": 6.0e-12,
-    "source": "placeholder until benchmarks/plan_calibration.py runs",
+    "stage1_s_per_flop": 5.78e-12,
+    "row_s_per_flop": 5.62e-12,
+    "source": "calibrated on SmolLM2-135M's measured Stage 1 and masked rows, 2 quiet CPU cores (docs/plan.md)",
 }
 DEFAULT_GPU_TFLOPS = 200.0  # assumed effective bfloat16 throughput of one H100-class GPU (not measured)
 STAGE2_ROW_BATCH = 8  # find_critical_set's widest chunk

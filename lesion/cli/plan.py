@@ -89,12 +89,12 @@ def print_plan(plan: dict) -> None:
                               f"{d}: {g:g} GiB, {dm['blocks'].get(d, 0)} blocks" for d, g in dm["weights_gib"].items()))
             console.print(f"data-parallel ranks (copies the GPUs hold): {plan['data_parallel_ranks']}")
     times = plan["time_s"]
-    table = Table("time", *(k for k in ("cpu_this_machine", "gpu_assumed") if k in times))
+    columns = ("cpu_this_machine", "gpu_assumed")
+    table = Table("time", *(c.replace("_", " ") for c in columns if c in times))
     for step, label in (("stage1", "Stage 1"), ("per_masked_row", "one masked row"),
                         ("stage2", f"Stage 2 ({times['rows']['stage2']} rows)"),
                         ("search", f"search ({times['rows']['search']} rows)")):
-        table.add_row(label, *(human_seconds(times[k][step]) for k in ("cpu_this_machine", "gpu_assumed")
-                               if k in times))
+        table.add_row(label, *(human_seconds(times[k][step]) for k in columns if k in times))
     console.print(table)
     console.print(f"CPU: {times['calibration']}")
     if "gpu_assumption" in times:
