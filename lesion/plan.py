@@ -94,10 +94,12 @@ def shapes(name: str, config, components: str | None = None) -> Shapes:
     from .neurons import discover_sites
     with init_empty_weights():
         meta = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    total = sum(p.numel() for p in meta.parameters())
     embed = meta.get_input_embeddings().weight
     head = meta.get_output_embeddings().weight
-    tied = head is embed
+    # A meta model built from a config does not tie its head (transformers ties at load): the
+    # config says whether the loaded model holds one matrix or two.
+    tied = head is embed or bool(getattr(config.get_text_config(), "tie_word_embeddings", False))
+    total = sum(p.numel() for p in meta.parameters()) - (head.numel() if tied and head is not embed else 0)
     body = total - embed.numel() - (0 if tied else head.numel())
     index = discover_sites(meta, components)
     neurons: dict[str, int] = {}
