@@ -10,7 +10,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from conftest import COMMON, FAMILIES, VOCAB, char_tokenizer, make_tiny
-from lesion.errors import LesionError
+from lesion.errors import LesionError, ParameterError
 from lesion.harden import SUPPORTED, harden_weights
 from lesion.harden.rotations import METHODS, randomized_hadamard, residual_rotation, spread
 from lesion.harden.transform import Heads, _plane_rotation
@@ -112,8 +112,9 @@ def test_hadamard_of_a_power_of_two_is_flat():
 
 
 def test_unknown_method_refused():
-    with pytest.raises(LesionError, match="unknown --method"):
+    with pytest.raises(ParameterError, match="^method must be one of") as raised:
         residual_rotation(8, "svd", 0)
+    assert raised.value.parameter == "method"  # the CLI shows it as --method
 
 
 def test_plane_rotation_commutes_with_rope():

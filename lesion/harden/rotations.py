@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from ..errors import LesionError
+from ..errors import ParameterError
 
 METHODS = ("rotate", "hadamard")
 
@@ -46,7 +46,7 @@ def randomized_hadamard(n: int, generator: torch.Generator) -> torch.Tensor:
 def residual_rotation(n: int, method: str, seed: int) -> torch.Tensor:
     """The n x n orthogonal Q (float64) that ``method`` and ``seed`` name."""
     if method not in METHODS:
-        raise LesionError(f"unknown --method {method!r}: use one of {', '.join(METHODS)}")
+        raise ParameterError("method", f"must be one of {', '.join(METHODS)} (got {method!r})")
     generator = torch.Generator().manual_seed(seed)
     return random_orthogonal(n, generator) if method == "rotate" else randomized_hadamard(n, generator)
 

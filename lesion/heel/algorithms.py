@@ -31,7 +31,7 @@ from itertools import combinations, islice
 from math import comb
 from typing import Callable, Sequence
 
-from ..errors import LesionError
+from ..errors import LesionError, ParameterError
 from ..metrics import LN10, perplexity
 from ..neurons import Neuron
 from ..options import ABLATIONS, OBJECTIVES, PRUNERS, STRATEGIES
@@ -279,24 +279,20 @@ class SearchPlan:
 
     def check(self) -> None:
         if not (self.epsilon > 0 and math.isfinite(self.epsilon)):
-            raise LesionError(f"--epsilon must be a finite number > 0 (got {self.epsilon}): the paper uses 1")
-        if self.strategy not in STRATEGIES:
-            raise LesionError(f"unknown strategy {self.strategy!r}: use one of {', '.join(STRATEGIES)}")
-        if self.prune not in PRUNERS:
-            raise LesionError(f"unknown pruning {self.prune!r}: use one of {', '.join(PRUNERS)}")
-        if self.ablation not in ABLATIONS:
-            raise LesionError(f"unknown ablation {self.ablation!r}: use one of {', '.join(ABLATIONS)}")
-        if self.objective not in OBJECTIVES:
-            raise LesionError(f"unknown objective {self.objective!r}: use {' or '.join(OBJECTIVES)}")
+            raise ParameterError("epsilon", f"must be a finite number > 0 (got {self.epsilon}): the paper uses 1")
+        for name, known in (("strategy", STRATEGIES), ("prune", PRUNERS), ("ablation", ABLATIONS),
+                            ("objective", OBJECTIVES)):
+            if getattr(self, name) not in known:
+                raise ParameterError(name, f"must be one of {', '.join(known)} (got {getattr(self, name)!r})")
         for name in ("rescreen", "max_size", "max_rows"):
             if getattr(self, name) < 1:
-                raise LesionError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(self, name)})")
+                raise ParameterError(name, f"must be >= 1 (got {getattr(self, name)})")
         if self.certify_rows < 0:
-            raise LesionError(f"--certify-rows must be >= 0 (got {self.certify_rows})")
+            raise ParameterError("certify_rows", f"must be >= 0 (got {self.certify_rows})")
         if self.screen < 0:
-            raise LesionError(f"--screen must be >= 0 (got {self.screen}); 0 sizes it to the budget")
+            raise ParameterError("screen", f"must be >= 0 (got {self.screen}); 0 sizes it to the budget")
         if self.time_budget is not None and not (self.time_budget > 0 and math.isfinite(self.time_budget)):
-            raise LesionError(f"--time-budget must be a finite number of seconds > 0 (got {self.time_budget})")
+            raise ParameterError("time_budget", f"must be a finite number of seconds > 0 (got {self.time_budget})")
 
 
 STOPS = {"budget": "the budget (--max-rows / --time-budget)", "interrupted": "an interrupt (Ctrl-C / SIGTERM)"}
