@@ -40,6 +40,10 @@ def inputs(tmp_path_factory):
     bad_report = root / "bad-report"
     shutil.copytree(run, bad_report)
     (bad_report / "compare.json").write_text('{"rows": [')
+    edited_run = root / "edited-run"
+    shutil.copytree(run, edited_run)
+    (edited_run / "critical.json").write_text(json.dumps({**json.loads((run / "critical.json").read_text()),
+                                                          "n": 5}))
     incomplete = root / "incomplete-report"
     shutil.copytree(run, incomplete)
     (incomplete / "compare.json").write_text('{"levels": [1]}')
@@ -65,7 +69,7 @@ def inputs(tmp_path_factory):
     (root / "dangling-file.json").symlink_to(root / "nowhere" / "x.json")
     return {
         "TINY": tiny, "RUN": str(run), "SHORT": str(short_context), "ROOT": str(root),
-        "BADREPORT": str(bad_report), "INCOMPLETE": str(incomplete),
+        "BADREPORT": str(bad_report), "EDITEDRUN": str(edited_run), "INCOMPLETE": str(incomplete),
         "OUT": str(root / "out.json"), "OUTDIR": str(root / "outdir"),
         "FOLDER": str(files), "FIFO": str(files / "fifo"), "DEVICE": str(device), "GGUF": gguf,
         "CORRUPT": write("corrupt.json", '{"model": "x", "neurons": ['),
@@ -243,6 +247,7 @@ CASES = [
     ("report-missing", "report {ROOT}/none", "is not a folder"),
     ("report-corrupt-json", "report {BADREPORT}", "not valid JSON"),
     ("report-incomplete-json", "report {INCOMPLETE}", "incomplete or malformed"),
+    ("report-edited-critical", "report {EDITEDRUN}", "n is 5 but neurons lists 1"),
     # sites and the command itself
     ("sites-components", "sites --components bogus", "unknown component"),
     ("sites-device", "sites --device foo", "is not a device"),
