@@ -183,6 +183,8 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = 
     if device_map is not None:
         # What does not fit on the devices and in memory goes to disk, under the cache, per model.
         offload = cache_dir() / "offload" / hashlib.sha256(spec.encode()).hexdigest()[:16]
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun, ranks on a node offload apart
+            offload = offload.with_name(f"{offload.name}-rank{os.environ.get('LOCAL_RANK', '0')}")
         kwargs.update(device_map=device_map, offload_folder=str(offload))
     # Never run code shipped with a model (an ``auto_map`` in its config): lesion needs none,
     # and with it transformers would also stop to ask on an open stdin.
