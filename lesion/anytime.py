@@ -31,12 +31,18 @@ def check_time_budget(seconds: float | None, name: str = "time_budget") -> None:
 
 
 class Anytime:
-    """``with Anytime(total, desc, time_budget=..., progress=...) as run: ... run.step()``."""
+    """``with Anytime(total, desc, time_budget=..., progress=...) as run: ... run.step()``.
+
+    ``max_steps`` is a second budget, in the caller's unit (rows, sets): spent once that many
+    steps have finished."""
 
     def __init__(self, total: int, desc: str, *, time_budget: float | None = None, progress: bool = False,
-                 unit: str = "step"):
+                 unit: str = "step", max_steps: int | None = None):
         check_time_budget(time_budget)
+        if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
+            raise LesionError(f"max_rows must be a whole number >= 1, got {max_steps!r}")
         self.budget = time_budget
+        self.max_steps = max_steps
         self.stopped = COMPLETE
         self.steps = 0
         self._bar = tqdm(total=total, desc=desc, unit=unit, disable=not progress, leave=False)
@@ -48,7 +54,8 @@ class Anytime:
         return time.perf_counter() - self._started
 
     def over_budget(self) -> bool:
-        return self.budget is not None and self.seconds >= self.budget
+        return (self.budget is not None and self.seconds >= self.budget) or \
+            (self.max_steps is not None and self.steps >= self.max_steps)
 
     def step(self, n: int = 1) -> None:
         """One more step finished; stops the work here if the budget is spent."""

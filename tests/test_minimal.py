@@ -88,3 +88,38 @@ def test_minimal_cli(tiny_dir, tmp_path, capsys):
                      (["--epsilon", "1000"], "never reaches Delta >= 1000")):
         assert main(["minimal", "--model", tiny_dir, "--run", str(run), "--quiet", *bad]) == 2
         assert fix in capsys.readouterr().err
+
+
+def test_minimal_stopped_by_its_row_budget_keeps_what_finished(study, tmp_path):
+    from lesion.heel.minimal import MinimalSets
+
+    clean = mean_nll(study.lm.model, study.input_ids).item()
+    greedy = study.index.neurons(range(0, 300, 60))
+    epsilon = _delta(study, greedy, clean) * 0.9
+    whole = minimal_sets(study, greedy, greedy, epsilon=epsilon, pool=len(greedy), progress=False)
+    # Enough rows to prune, not to search: the irreducible set is kept, the optimum is not certified.
+    stopped = minimal_sets(study, greedy, greedy, epsilon=epsilon, pool=len(greedy), progress=False,
+                           max_rows=whole.prune_rows)
+    assert stopped.stopped == "budget" and stopped.irreducible == whole.irreducible
+    assert stopped.search_rows == 0 and stopped.optimum is None and stopped.greedy_is_optimal is None
+    spent = minimal_sets(study, greedy, greedy, epsilon=epsilon, pool=len(greedy), progress=False, time_budget=1e-9)
+    assert spent.stopped == "budget" and spent.greedy == whole.greedy
+    path = stopped.save(tmp_path / "minimal.json")
+    assert MinimalSets.load(path).to_dict() == stopped.to_dict()
+    with pytest.raises(Exception, match="max_rows"):
+        minimal_sets(study, greedy, greedy, epsilon=epsilon, pool=len(greedy), progress=False, max_rows=0)
+
+
+def test_minimal_interrupted_keeps_the_pruned_set(study, monkeypatch):
+    from lesion.heel import minimal
+
+    clean = mean_nll(study.lm.model, study.input_ids).item()
+    greedy = study.index.neurons(range(0, 300, 60))
+    epsilon = _delta(study, greedy, clean) * 0.9
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(minimal, "_deltas", interrupt)  # the exhaustive search's forwards
+    result = minimal_sets(study, greedy, greedy, epsilon=epsilon, pool=len(greedy), progress=False)
+    assert result.stopped == "interrupted" and len(result.irreducible) <= len(result.greedy)
+    assert result.optimum is None and result.searched_size == 0

@@ -29,6 +29,10 @@ def register(sub) -> None:
     p.add_argument("--epsilon", type=float, default=None, help="default: the scan's epsilon")
     p.add_argument("--pool", type=int, default=20, help="exhaustive search over subsets of the top-m")
     p.add_argument("--max-size", type=int, default=None, help="largest subset size searched")
+    p.add_argument("--max-rows", type=int, default=None,
+                   help="stop after this many sets evaluated (pruning included) and write what finished")
+    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="stop after this many seconds and write what finished")
     add_common_flags(p)
     p.set_defaults(run=run)
 
@@ -54,8 +58,12 @@ def run(args) -> int:
             raise LesionError(f"greedy masking of up to {found.trajectory[-1].n} neurons never reaches Delta >= "
                               f"{epsilon:g} (best {found.delta:.2f}): use a lower --epsilon")
         greedy = found.neurons
-    result = minimal_sets(study, ranking.neurons, greedy, epsilon=epsilon, pool=args.pool,
-                          max_size=args.max_size, progress=progress_enabled(args))
+    try:
+        result = minimal_sets(study, ranking.neurons, greedy, epsilon=epsilon, pool=args.pool,
+                              max_size=args.max_size, progress=progress_enabled(args),
+                              time_budget=args.time_budget, max_rows=args.max_rows)
+    except LesionError as e:
+        raise LesionError(str(e).replace("time_budget", "--time-budget").replace("max_rows", "--max-rows")) from None
     path = folder.write(minimal_name(epsilon), result)
     table = Table("set", "size", "Delta", "forward rows", title=f"epsilon = {epsilon:g}")
     optimum = f"optimum (top {result.pool}, sizes <= {result.max_size})"
@@ -72,5 +80,9 @@ def run(args) -> int:
     console.print(f"exhaustive search: {result.search_rows} sets in {result.search_forwards} batched forwards"
                   + ("" if result.greedy_is_optimal is None else
                      f"; greedy set {'is' if result.greedy_is_optimal else 'is NOT'} optimal within the pool"))
+    if result.stopped != "complete":
+        why = "stopped by its budget" if result.stopped == "budget" else "interrupted"
+        console.print(f"{why} after {result.seconds:.0f} s: every subset up to size {result.searched_size} was "
+                      "searched; the optimum above that is not certified")
     console.print(f"wrote {path}")
     return 0

@@ -12,18 +12,18 @@ from dataclasses import dataclass, field
 from itertools import combinations, islice
 from math import comb
 
-from tqdm.auto import tqdm
-
 from ..ablation import set_deltas
+from ..anytime import Anytime
 from ..errors import LesionError
 from ..neurons import Neuron
+from ..results.base import Result
 from ..study import Study
 from .algorithms import make_irreducible, prune_best_drop
 from .scorer import SetScorer
 
 
 @dataclass(frozen=True)
-class MinimalSets:
+class MinimalSets(Result):
     greedy: tuple[str, ...]
     greedy_delta: float
     irreducible: tuple[str, ...]
@@ -37,10 +37,20 @@ class MinimalSets:
     search_forwards: int  # batched forward passes of the text those sets took
     greedy_is_optimal: bool | None  # within the pool; None when the pool does not hold the greedy set
     settings: dict = field(default_factory=dict)
+    stopped: str = "complete"  # complete | budget | interrupted: a stopped search certifies sizes < searched_size + 1 only
+    searched_size: int = 0  # every subset up to this size was evaluated
+    seconds: float = 0.0
+
+    SOURCE = "minimal sets: pass minimal-eps<E>.json from `lesion minimal`"
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MinimalSets":
+        lists = ("greedy", "irreducible", "optimum")
+        return cls(**{k: (tuple(v) if k in lists and v is not None else v) for k, v in d.items()})
 
 
 def _deltas(study: Study, sets: list[list[Neuron]], clean: float) -> list[float]:
@@ -66,25 +76,36 @@ def exhaustive_minimum(study: Study, pool: Sequence[Neuron], epsilon: float, cle
     """The smallest subset of ``pool`` (up to ``max_size``) reaching epsilon, its Delta, the sets
     evaluated and the forwards used. Among several of the smallest size the highest Delta wins,
     but only within the batch that first holds one: the search stops there."""
-    rows = forwards = 0
     total = sum(comb(len(pool), s) for s in range(1, max_size + 1))
-    bar = tqdm(total=total, desc="exhaustive search", disable=not progress, leave=False)
-    try:
+    found = _Search()
+    with Anytime(total, "exhaustive search", progress=progress, unit="set") as run:
+        found.run(study, pool, epsilon, clean, max_size, batch, run)
+    return found.best, found.best_delta, found.rows, found.forwards
+
+
+class _Search:
+    """The exhaustive search's state, kept when a budget or Ctrl-C stops it between batches."""
+
+    def __init__(self):
+        self.best: list[Neuron] | None = None
+        self.best_delta: float | None = None
+        self.rows = self.forwards = self.searched_size = 0
+
+    def run(self, study, pool, epsilon, clean, max_size, batch, run: Anytime) -> None:
         for size in range(1, max_size + 1):
             subsets = combinations(range(len(pool)), size)
             while chunk := list(islice(subsets, batch)):
                 sets = [[pool[i] for i in c] for c in chunk]
                 deltas = _deltas(study, sets, clean)
-                rows += len(sets)
-                forwards += 1
-                bar.update(len(sets))
+                self.rows += len(sets)
+                self.forwards += 1
                 hits = [i for i, d in enumerate(deltas) if d >= epsilon]
                 if hits:
                     best = max(hits, key=lambda i: (deltas[i], -i))
-                    return sets[best], deltas[best], rows, forwards
-    finally:
-        bar.close()
-    return None, None, rows, forwards
+                    self.best, self.best_delta, self.searched_size = sets[best], deltas[best], size
+                    return
+                run.step(len(sets))
+            self.searched_size = size
 
 
 MAX_POOL = 30  # 2^30 subsets is beyond any budget
@@ -98,23 +119,37 @@ def check_search_bounds(pool: int, max_size: int | None) -> None:
 
 
 def minimal_sets(study: Study, ranking: Sequence[Neuron], greedy: Sequence[Neuron], *, epsilon: float = 1.0,
-                 pool: int = 20, max_size: int | None = None, progress: bool = True) -> MinimalSets:
+                 pool: int = 20, max_size: int | None = None, progress: bool = True,
+                 time_budget: float | None = None, max_rows: int | None = None) -> MinimalSets:
+    """Greedy vs irreducible vs the optimum within the top ``pool``. ``time_budget`` (seconds),
+    ``max_rows`` (sets evaluated, pruning included) or Ctrl-C stop the work between batches:
+    the result keeps the irreducible set if pruning finished (else the greedy set) and says how
+    far the exhaustive search got (``stopped``, ``searched_size``)."""
     if not greedy:
         raise LesionError("the critical set is empty (threshold not reached): nothing to prune")
     check_search_bounds(pool, max_size)
     score = _scorer(study)
     clean = score.clean[0]  # the baseline NLL, computed once for pruning and the exhaustive search
-    irreducible, irreducible_delta, prune_rows = prune(study, greedy, epsilon, score)
+    greedy_delta = score([list(greedy)])[0]  # pruning starts from it: scored once
+    irreducible, irreducible_delta = list(greedy), greedy_delta
     candidates = list(ranking[:pool])
-    # The optimum is no larger than the irreducible set when the pool holds it; searching
-    # sizes below that certifies (or beats) it.
-    in_pool = set(irreducible) <= set(candidates)
-    max_size = max_size or (len(irreducible) if in_pool else min(len(candidates), 4))
-    optimum, optimum_delta, rows, forwards = exhaustive_minimum(study, candidates, epsilon, clean, max_size,
-                                                                progress=progress)
-    greedy_delta = score([list(greedy)])[0]  # pruning scored it already: no forward
-    optimal = None if not set(greedy) <= set(candidates) else (optimum is not None and len(optimum) == len(greedy))
+    search = _Search()
+    total = sum(comb(len(candidates), s) for s in range(1, (max_size or len(candidates)) + 1))
+    run = Anytime(total, "exhaustive search", time_budget=time_budget, progress=progress, unit="set",
+                  max_steps=max_rows)
+    with run:
+        irreducible, irreducible_delta, _ = prune(study, greedy, epsilon, score)
+        run.step(score.rows)
+        # The optimum is no larger than the irreducible set when the pool holds it; searching
+        # sizes below that certifies (or beats) it.
+        in_pool = set(irreducible) <= set(candidates)
+        max_size = max_size or (len(irreducible) if in_pool else min(len(candidates), 4))
+        search.run(study, candidates, epsilon, clean, max_size, 64, run)
+    optimum = search.best
+    optimal = None if not set(greedy) <= set(candidates) or run.stopped != "complete" else \
+        (optimum is not None and len(optimum) == len(greedy))
     return MinimalSets(tuple(map(str, greedy)), greedy_delta, tuple(map(str, irreducible)), irreducible_delta,
-                       prune_rows, None if optimum is None else tuple(map(str, optimum)), optimum_delta,
-                       len(candidates), max_size, rows, forwards, optimal,
-                       study.settings(epsilon=epsilon, pool=pool))
+                       score.rows, None if optimum is None else tuple(map(str, optimum)), search.best_delta,
+                       len(candidates), max_size or 0, search.rows, search.forwards, optimal,
+                       study.settings(epsilon=epsilon, pool=pool), stopped=run.stopped,
+                       searched_size=search.searched_size, seconds=round(run.seconds, 1))
