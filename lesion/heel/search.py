@@ -91,7 +91,10 @@ def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence
     heel = replace(heel, seconds=round(time.monotonic() - began, 3))  # the signals included
     if heel.stopped == "interrupted":
         return heel  # an interrupt asks for the result now: no more forwards
-    return replace(heel, profile=tuple(describe(lm.model, index, studies[0].input_ids, heel)))
+    try:
+        return replace(heel, profile=tuple(describe(lm.model, index, studies[0].input_ids, heel)))
+    except KeyboardInterrupt:  # during the profile's one forward: the set is found, keep it
+        return replace(heel, stopped="interrupted")
 
 
 def affordable_signals(signals: Sequence[str], bare_seconds: float, noise_options: dict,
