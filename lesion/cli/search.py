@@ -178,7 +178,7 @@ def print_heel(heel, names: list[str]) -> None:
             else f"[bold]no set reached Delta >= {eps:g}[/bold] ({heel.stopped}); best set so far: "
                  f"{len(heel.neurons)} neuron(s), Delta {fmt(heel.delta)}")
     if not heel.neurons:
-        head = f"[bold]nothing was evaluated[/bold]: --max-rows {heel.settings.get('max_rows')} is below one screen chunk"
+        head = "[bold]no set was evaluated[/bold] within the budget: raise --max-rows or --time-budget"
     console.print(head)
     if heel.profile:
         table = Table("#", "neuron", "Delta alone", "peak |a|", "at token")
