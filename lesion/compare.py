@@ -13,7 +13,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 from .ablation import baseline_nll, set_deltas
+from .anytime import Anytime
 from .metrics import perplexity
+from .results.base import Result
 from .study import Study
 
 
@@ -28,17 +30,32 @@ class LevelDelta:
 
 
 @dataclass(frozen=True)
-class Comparison:
+class Comparison(Result):
     model: str
     baseline_ppl: float
     levels: tuple[int, ...]
     rows: tuple[LevelDelta, ...]
     fallbacks: dict  # ranker -> levels where Delta falls below the previous level's
     settings: dict = field(default_factory=dict)
+    stopped: str = "complete"  # complete | budget | interrupted: rows hold the rankers that finished
+    seconds: float = 0.0
+
+    SOURCE = "comparison: pass compare.json from `lesion compare`"
 
     def to_dict(self) -> dict:
         return {"model": self.model, "baseline_ppl": self.baseline_ppl, "levels": list(self.levels),
-                "rows": [asdict(r) for r in self.rows], "fallbacks": self.fallbacks, "settings": self.settings}
+                "rows": [asdict(r) for r in self.rows], "fallbacks": self.fallbacks, "settings": self.settings,
+                "stopped": self.stopped, "seconds": self.seconds}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Comparison":
+        return cls(model=d["model"], baseline_ppl=d["baseline_ppl"], levels=tuple(d["levels"]),
+                   rows=tuple(LevelDelta(**r) for r in d["rows"]), fallbacks=dict(d["fallbacks"]),
+                   settings=dict(d["settings"]), stopped=d.get("stopped", "complete"), seconds=d.get("seconds", 0.0))
+
+    @property
+    def rankers(self) -> list[str]:
+        return list(dict.fromkeys(r.ranker for r in self.rows))
 
     def delta(self, ranker: str, n: int) -> float:
         return next(r.delta for r in self.rows if r.ranker == ranker and r.n == n)
@@ -50,24 +67,36 @@ def level_deltas(study: Study, neurons: Sequence, levels: Sequence[int], clean: 
 
 def compare_rankers(study: Study, rankers: Sequence[str] = ("noise", "random", "activation", "gradient"),
                     levels: Sequence[int] = (1, 10, 100, 1000), *, random_runs: int = 10, seed: int = 42,
-                    progress: bool = True, **noise_options) -> Comparison:
+                    progress: bool = True, time_budget: float | None = None, **noise_options) -> Comparison:
+    """Delta of each ranker's top-n, for each n in ``levels``. Each ranker (random: all its
+    seeds) is a step; ``time_budget`` (seconds) or Ctrl-C stops between steps and the
+    result holds the rankers that finished (``stopped``)."""
     levels = sorted(set(levels))
     clean = baseline_nll(study.lm.model, study.input_ids, study.lm.dtype)
     rows, fallbacks = [], {}
-    for ranker in rankers:
-        seeds = [seed + i for i in range(random_runs)] if ranker == "random" else [seed]
-        per_seed = []
-        for s in seeds:
-            ranking = study.rank(ranker, keep=max(levels), seed=s, progress=progress,
-                                 **(noise_options if ranker == "noise" else {}))
-            per_seed.append(level_deltas(study, ranking.neurons, levels, clean))
-        means = []
-        for i, n in enumerate(levels):
-            values = [run[i] for run in per_seed]
-            mean = statistics.fmean(values)
-            std = statistics.pstdev(values) if len(values) > 1 else 0.0
-            means.append(mean)
-            rows.append(LevelDelta(ranker, n, mean, std, perplexity(clean + mean * math.log(10)), len(values)))
-        fallbacks[ranker] = [n for n, prev, cur in zip(levels[1:], means, means[1:]) if cur < prev]
+    run = Anytime(len(rankers), "compare", time_budget=time_budget, progress=progress, unit="ranker")
+    with run:
+        for ranker in rankers:
+            seeds = [seed + i for i in range(random_runs)] if ranker == "random" else [seed]
+            per_seed = []
+            for s in seeds:
+                ranking = study.rank(ranker, keep=max(levels), seed=s, progress=progress,
+                                     **(noise_options if ranker == "noise" else {}))
+                per_seed.append(level_deltas(study, ranking.neurons, levels, clean))
+            rows += _level_rows(ranker, levels, per_seed, clean)
+            means = [r.delta for r in rows[-len(levels):]]
+            fallbacks[ranker] = [n for n, prev, cur in zip(levels[1:], means, means[1:]) if cur < prev]
+            run.step()
     settings = study.settings(rankers=list(rankers), random_runs=random_runs, seed=seed, **noise_options)
-    return Comparison(study.lm.name, perplexity(clean), tuple(levels), tuple(rows), fallbacks, settings)
+    return Comparison(study.lm.name, perplexity(clean), tuple(levels), tuple(rows), fallbacks, settings,
+                      stopped=run.stopped, seconds=round(run.seconds, 1))
+
+
+def _level_rows(ranker: str, levels: Sequence[int], per_seed: list[list[float]], clean: float) -> list[LevelDelta]:
+    rows = []
+    for i, n in enumerate(levels):
+        values = [run[i] for run in per_seed]
+        mean = statistics.fmean(values)
+        std = statistics.pstdev(values) if len(values) > 1 else 0.0
+        rows.append(LevelDelta(ranker, n, mean, std, perplexity(clean + mean * math.log(10)), len(values)))
+    return rows

@@ -61,3 +61,23 @@ def test_compare_bad_input_is_one_line_and_exit_2(tiny_dir, tmp_path, capsys, fl
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "compare.json").exists()
+
+
+def test_compare_stopped_keeps_the_rankers_that_finished(study, tmp_path, monkeypatch):
+    from lesion.compare import Comparison
+
+    whole = compare_rankers(study, ["noise", "activation"], [1, 5], samples=4, progress=False)
+    spent = compare_rankers(study, ["noise", "activation"], [1, 5], samples=4, progress=False, time_budget=1e-9)
+    assert spent.stopped == "budget" and spent.rankers == ["noise"]
+    assert spent.delta("noise", 5) == whole.delta("noise", 5) and "activation" not in spent.fallbacks
+    path = spent.save(tmp_path / "compare.json")
+    assert Comparison.load(path).to_dict() == spent.to_dict()
+    real_rank = study.rank
+
+    def rank(ranker, **options):
+        if ranker == "activation":
+            raise KeyboardInterrupt
+        return real_rank(ranker, **options)
+    monkeypatch.setattr(study, "rank", rank)
+    stopped = compare_rankers(study, ["noise", "activation"], [1, 5], samples=4, progress=False)
+    assert stopped.stopped == "interrupted" and stopped.rankers == ["noise"]

@@ -28,6 +28,8 @@ def register(sub) -> None:
     p.add_argument("--random-runs", type=int, default=10, help="seeds averaged for the random ranker")
     add_noise_args(p)
     p.add_argument("--out-dir", default="lesion-run", help="folder for compare.json (the report reads it)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="stop after this many seconds (between rankings) and write the rankers that finished")
     add_common_flags(p)
     p.set_defaults(run=run)
     add_json_flag(p, lambda args: Path(args.out_dir) / "compare.json")
@@ -61,17 +63,25 @@ def run(args) -> int:
     folder = RunFolder(args.out_dir)
     check_out(folder.file(COMPARE))
     study = Study.create(load(args), read_text(args.text, args.text_file), args.components)
-    result = compare_rankers(study, rankers, levels, random_runs=args.random_runs, seed=args.seed,
-                             progress=progress_enabled(args), alpha=args.alpha, samples=args.samples)
+    try:
+        result = compare_rankers(study, rankers, levels, random_runs=args.random_runs, seed=args.seed,
+                                 progress=progress_enabled(args), time_budget=args.time_budget, alpha=args.alpha,
+                                 samples=args.samples)
+    except LesionError as e:
+        raise LesionError(str(e).replace("time_budget", "--time-budget")) from None
     path = folder.write(COMPARE, result)
     table = Table("ranker", *(f"n={n}" for n in result.levels), "falls back at",
                   title=f"Delta (log10 PPL ratio) when masking the top-n; baseline PPL {fmt(result.baseline_ppl)}")
-    for ranker in rankers:
+    for ranker in result.rankers:
         cells = []
         for n in result.levels:
             row = next(r for r in result.rows if r.ranker == ranker and r.n == n)
             cells.append(fmt(row.delta) + (f" ±{fmt(row.delta_std)}" if row.runs > 1 else ""))
         table.add_row(ranker, *cells, ",".join(map(str, result.fallbacks[ranker])) or "-")
     console.print(table)
+    if result.stopped != "complete":
+        why = "stopped by --time-budget" if result.stopped == "budget" else "interrupted"
+        console.print(f"{why} after {result.seconds:.0f} s: {', '.join(result.rankers) or 'no ranker'} finished "
+                      f"of {', '.join(rankers)}")
     console.print(f"wrote {path}")
     return 0
