@@ -65,6 +65,21 @@ def test_ranks_give_the_ranking_and_critical_set_of_one_process(ranks, one_proce
     assert "world_size" not in read(one_process, "run.json")  # one process records nothing about ranks
 
 
+def test_adaptive_samples_agree_across_ranks(tiny_dir, tmp_path):
+    """--samples auto: the ranks sum their shares at every check, so they stop at the K one process stops at."""
+    auto = [*SCAN, "--samples", "auto", "--max-samples", "30", "--model", tiny_dir]
+    assert main([*auto, "--out", str(tmp_path / "one")]) == 0
+    done = torchrun(2, *auto, "--out", str(tmp_path / "two"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    ref, got = read(tmp_path / "one", "ranking.json"), read(tmp_path / "two", "ranking.json")
+    for key in ("samples_used", "settled_top", "stopped", "settle_top"):
+        assert got["settings"][key] == ref["settings"][key]
+    assert got["neurons"] == ref["neurons"]
+    assert got["scores"] == pytest.approx(ref["scores"], rel=SCORE_RTOL, abs=0)
+    shares = read(tmp_path / "two", "run.json")["shares"]["stage1_samples"]
+    assert sum(shares) == ref["settings"]["samples_used"]
+
+
 FAILING_RANK = """
 import os, sys
 from lesion import stage1
