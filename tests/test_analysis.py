@@ -107,3 +107,21 @@ def test_run_analysis_is_the_library_call_behind_the_command(study, tmp_path):
     assert set(REGISTRY) == {"distribution", "phase", "components", "sweep", "robustness", "precision"}
     with pytest.raises(LesionError, match="unknown analysis 'nope'"):
         run_analysis("nope", AnalysisInputs())
+
+
+def test_sweep_and_robustness_stopped_keep_the_scans_that_finished(study):
+    from lesion.analysis import robustness, sensitivity_sweep
+
+    sweep = sensitivity_sweep(study, [3], [4], [], ref_alpha=5, ref_samples=4, epsilon=0.001, progress=False,
+                              time_budget=1e-9)
+    assert sweep["stopped"] == "budget" and sweep["reference"]["samples"] == 4 and sweep["rows"] == []
+    texts = {"a": TEXT, "b": TEXT + " Again."}
+    found = robustness(study.lm, texts, epsilon=0.001, samples=4, progress=False, time_budget=1e-9)
+    assert found["stopped"] == "budget" and found["names"] == ["a"]
+
+
+def test_analyze_time_budget_only_where_it_bounds_something(tiny_dir, tmp_path, capsys):
+    assert main(["analyze", "phase", "--model", tiny_dir, "--out-dir", str(tmp_path), "--time-budget", "5"]) == 2
+    assert "--time-budget bounds sweep and robustness" in capsys.readouterr().err
+    assert main(["analyze", "sweep", "--model", tiny_dir, "--out-dir", str(tmp_path), "--time-budget", "-1"]) == 2
+    assert "--time-budget must be a positive" in capsys.readouterr().err

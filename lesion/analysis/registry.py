@@ -57,7 +57,7 @@ def _components(i: AnalysisInputs, kinds=None, levels=(1, 3, 10, 100, 1000)):
 
 
 def _sweep(i: AnalysisInputs, alphas=(1, 3, 5, 7, 10), sample_grid=(25, 50, 75, 100, 125), seed_grid=(43, 44),
-           epsilon=1.0, stage2="linear"):
+           epsilon=1.0, stage2="linear", time_budget=None):
     from .sweep import sensitivity_sweep
     options = {k: v for k, v in i.rank_options.items() if k not in ("alpha", "samples", "seed")}
     if not (alphas or sample_grid or seed_grid):
@@ -65,15 +65,15 @@ def _sweep(i: AnalysisInputs, alphas=(1, 3, 5, 7, 10), sample_grid=(25, 50, 75, 
     result = sensitivity_sweep(i.study, list(alphas), list(sample_grid), list(seed_grid),
                                ref_alpha=i.rank_options.get("alpha", 5.0),
                                ref_samples=i.rank_options.get("samples", 100), seed=i.rank_options.get("seed", 42),
-                               epsilon=epsilon, stage2=stage2, **options)
+                               epsilon=epsilon, stage2=stage2, time_budget=time_budget, **options)
     return result, i.study.settings(**_recorded(options), stage2=stage2)
 
 
-def _robustness(i: AnalysisInputs, epsilon=1.0, stage2="linear"):
+def _robustness(i: AnalysisInputs, epsilon=1.0, stage2="linear", time_budget=None):
     from ..study import model_provenance
     from ..texts import text_hash
     from .robustness import robustness
-    result = robustness(i.lm, i.texts, epsilon=epsilon, stage2=stage2, **i.rank_options)
+    result = robustness(i.lm, i.texts, epsilon=epsilon, stage2=stage2, time_budget=time_budget, **i.rank_options)
     return result, {**model_provenance(i.lm), "epsilon": epsilon, "stage2": stage2, **_recorded(i.rank_options),
                     "text_sha256": {name: text_hash(t) for name, t in i.texts.items()}}
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from ..anytime import Anytime
 from ..loading import LoadedModel
 from ..study import Study
 from .sweep import jaccard
@@ -46,15 +47,20 @@ TEXTS = {
 
 def robustness(lm: LoadedModel, texts: Mapping[str, str] | None = None, *, epsilon: float = 1.0,
                components: str | None = None, stage2: str = "linear", progress: bool = True,
-               **rank_options) -> dict:
+               time_budget: float | None = None, **rank_options) -> dict:
+    """The critical set of each text and their overlap. Each text is a scan; ``time_budget``
+    (seconds) or Ctrl-C stops between texts and the result holds those that finished."""
     texts = dict(texts or TEXTS)
     found = {}
-    for name, text in texts.items():
-        study = Study.create(lm, text, components)
-        _, critical = study.scan(epsilon=epsilon, stage2=stage2, progress=progress, **rank_options)
-        found[name] = {"tokens": int(study.input_ids.shape[1]), "reached": critical.reached,
-                       "n_star": len(critical.neurons), "delta": critical.delta,
-                       "neurons": [str(n) for n in critical.neurons]}
+    run = Anytime(len(texts), "robustness", time_budget=time_budget, progress=progress, unit="text")
+    with run:
+        for name, text in texts.items():
+            study = Study.create(lm, text, components)
+            _, critical = study.scan(epsilon=epsilon, stage2=stage2, progress=progress, **rank_options)
+            found[name] = {"tokens": int(study.input_ids.shape[1]), "reached": critical.reached,
+                           "n_star": len(critical.neurons), "delta": critical.delta,
+                           "neurons": [str(n) for n in critical.neurons]}
+            run.step()
     names = list(found)
     overlap = [[jaccard(found[a]["neurons"], found[b]["neurons"]) for b in names] for a in names]
     counts: dict[str, int] = {}
@@ -63,4 +69,4 @@ def robustness(lm: LoadedModel, texts: Mapping[str, str] | None = None, *, epsil
             counts[n] = counts.get(n, 0) + 1
     common = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:20]
     return {"texts": found, "names": names, "jaccard": overlap,
-            "most_common": [{"neuron": n, "texts": c} for n, c in common]}
+            "most_common": [{"neuron": n, "texts": c} for n, c in common], "stopped": run.stopped}

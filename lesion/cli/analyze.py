@@ -58,7 +58,8 @@ def _sweep_grids(args) -> dict:
     samples = parse_ints(args.sample_grid, "--sample-grid") if args.sample_grid.strip() else []
     if not (alphas or samples or seeds):
         raise LesionError("the sweep has no points: give --alphas, --sample-grid or --seed-grid")
-    return dict(alphas=alphas, sample_grid=samples, seed_grid=seeds, epsilon=args.epsilon, stage2=args.stage2)
+    return dict(alphas=alphas, sample_grid=samples, seed_grid=seeds, epsilon=args.epsilon, stage2=args.stage2,
+                time_budget=args.time_budget)
 
 
 # Each analysis' own options, from its flags; parsed (and so checked) before the model loads.
@@ -68,7 +69,7 @@ OPTIONS = {
     "components": lambda args: dict(kinds=args.kinds.split(",") if args.kinds else None,
                                     levels=parse_ints(args.levels, "--levels")),
     "sweep": _sweep_grids,
-    "robustness": lambda args: dict(epsilon=args.epsilon, stage2=args.stage2),
+    "robustness": lambda args: dict(epsilon=args.epsilon, stage2=args.stage2, time_budget=args.time_budget),
     "precision": lambda args: dict(dtypes=parse_dtypes(args.dtypes), epsilon=args.epsilon, stage2=args.stage2),
 }
 
@@ -124,6 +125,14 @@ def _check(args) -> dict:
     finite(args.epsilon, "--epsilon")
     if args.max_n is not None and args.max_n < 1:
         raise LesionError(f"--max-n must be >= 1 (got {args.max_n})")
+    if args.time_budget is not None and args.name not in ("sweep", "robustness"):
+        raise LesionError(f"--time-budget bounds sweep and robustness (a scan per point or text); "
+                          f"{args.name} has no such loop: drop it")
+    from ..anytime import check_time_budget
+    try:
+        check_time_budget(args.time_budget)
+    except LesionError as e:
+        raise LesionError(str(e).replace("time_budget", "--time-budget")) from None
     return OPTIONS[args.name](args)
 
 
@@ -142,6 +151,8 @@ def run(args) -> int:
     result = run_analysis(args.name, inputs, **options)
     path = result.save(folder.file(file_name(args.name)))
     lines = ANALYSES[args.name].lines(result.data)
+    if result.data.get("stopped", "complete") != "complete":
+        console.print(f"{result.data['stopped']}: the file holds the scans that finished")
     for key, value in (lines.items() if isinstance(lines, dict) else enumerate(lines)):
         console.print(f"{key}: {json.dumps(value, default=str)}", soft_wrap=True)
     console.print(f"wrote {path}")
@@ -171,6 +182,8 @@ def register(sub) -> None:
     p.add_argument("--passages", type=int, default=0, metavar="N",
                    help="robustness: N passages drawn from --corpus instead of lesion's ten texts")
     p.add_argument("--corpus", default="enwiki-gensim", help="robustness: corpus for --passages (name or path)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="sweep, robustness: stop after this many seconds (between scans) and write what finished")
     add_common_flags(p)
     p.set_defaults(run=run)
 
