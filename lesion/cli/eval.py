@@ -39,7 +39,8 @@ def register(sub) -> None:
     p.add_argument("--num-fewshot", type=int, default=None)
     p.add_argument("--humaneval", type=int, default=0, metavar="N", help="also run the first N HumanEval problems")
     p.add_argument("--ifbench", type=int, default=0, metavar="N",
-                   help="also run N IFBench prompts, spread over the 294 (chat template, greedy; strict and loose checks)")
+                   help="also run N IFBench prompts, spread over the 294 (chat template, greedy; strict and "
+                        "loose checks)")
     p.add_argument("--max-new-tokens", type=int, default=256, help="reply length limit for --ifbench")
     p.add_argument("--out", default="lesion-run/eval.json", help="the report reads RUN_DIR/eval.json")
     p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",

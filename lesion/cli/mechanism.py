@@ -110,7 +110,8 @@ def print_overlap(result: dict) -> None:
     console.print(neuron_table(["#", "massive activation", "max |a|", "at position", "Delta, zeroed at position 0",
                                 "super-weight candidate", "|w| / median", "Delta, that weight zeroed"], rows,
                                neuron_columns=(1, 5),
-                               title="critical set (*) among the model's outliers, by magnitude, and their causal tests"))
+                               title="critical set (*) among the model's outliers, by magnitude, "
+                                     "and their causal tests"))
     console.print(f"causal: {result['criteria']['causal']}", soft_wrap=True)
 
 
