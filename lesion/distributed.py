@@ -224,6 +224,19 @@ def start(args) -> World:
     return _world
 
 
+def init(device: str = "cpu", device_map=None) -> World:
+    """For library code launched by torchrun: join the process group as ``lesion scan`` does and
+    return this rank's World (one process: the World of one). Until :func:`stop`, Stage 1
+    (``rank_by_noise``) and every ``masked_nll`` caller (Stage 2, the heel scorer) split their
+    work across the ranks; every rank must make the same calls, so a heel search must run on
+    a row budget alone (``SearchPlan(time_budget=None)``: a wall clock differs between ranks).
+    Load the model on ``world.device`` when it is a GPU."""
+    if not launched():
+        return current()
+    from types import SimpleNamespace
+    return start(SimpleNamespace(device=device, device_map=device_map))
+
+
 def stop() -> None:
     global _world
     import torch.distributed as dist

@@ -80,6 +80,42 @@ def test_adaptive_samples_agree_across_ranks(tiny_dir, tmp_path):
     assert sum(shares) == ref["settings"]["samples_used"]
 
 
+SCORER = """
+import json, sys
+import torch
+sys.path.insert(0, sys.argv[2])
+from conftest import make_tiny
+from lesion import distributed
+from lesion.heel.scorer import SetScorer
+from lesion.neurons import discover_sites
+world = distributed.init()
+model = make_tiny("llama")
+index = discover_sites(model)
+ids = torch.randint(3, 128, (1, 16), generator=torch.Generator().manual_seed(0))
+score = SetScorer.for_model(model, index, [ids])
+sets = [index.neurons(range(i, i + 1 + i % 3)) for i in range(0, 600, 15)]
+values = score(sets)
+if world.is_main:
+    json.dump({"values": values, "rows": score.rows, "shares": world.shares}, open(sys.argv[1], "w"))
+distributed.stop()
+"""
+
+
+def test_heel_scorer_rows_split_across_ranks(tmp_path):
+    """The heel search's objective: each rank scores its share of the sets, every rank gets all."""
+    script = tmp_path / "scorer.py"
+    script.write_text(SCORER)
+    tests = str(Path(__file__).resolve().parent)
+    done = torchrun(2, str(tmp_path / "two.json"), tests, script=str(script))
+    assert done.returncode == 0, done.stderr[-2000:]
+    subprocess.run([sys.executable, str(script), str(tmp_path / "one.json"), tests], check=True, timeout=240,
+                   env={**os.environ, "WORLD_SIZE": "1"})
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert two["rows"] == one["rows"] == 40
+    assert two["values"] == pytest.approx(one["values"], rel=1e-5, abs=1e-6)
+    assert two["shares"] == {"masked_rows": [20, 20]} and one["shares"] == {}
+
+
 FAILING_RANK = """
 import os, sys
 from lesion import stage1
