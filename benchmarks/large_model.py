@@ -30,7 +30,7 @@ from lesion.study import Study
 from lesion.texts import BOOKENDS, encode
 
 MODEL = "qwen2.5-coder-1.5b"
-PREFIXES = (1, 2, 4, 8, 16, 32, 64)
+PREFIXES = (1, 4, 16, 64)
 
 
 def timed(fn, repeats: int) -> float:
