@@ -14,7 +14,7 @@ from math import comb
 
 from ..ablation import set_deltas
 from ..anytime import Anytime
-from ..errors import LesionError
+from ..errors import LesionError, ParameterError
 from ..neurons import Neuron
 from ..results.base import Result
 from ..study import Study
@@ -37,7 +37,8 @@ class MinimalSets(Result):
     search_forwards: int  # batched forward passes of the text those sets took
     greedy_is_optimal: bool | None  # within the pool; None when the pool does not hold the greedy set
     settings: dict = field(default_factory=dict)
-    stopped: str = "complete"  # complete | budget | interrupted: a stopped search certifies sizes < searched_size + 1 only
+    # complete | budget | interrupted: a stopped search certifies sizes < searched_size + 1 only
+    stopped: str = "complete"
     searched_size: int = 0  # every subset up to this size was evaluated
     seconds: float = 0.0
 
@@ -113,9 +114,9 @@ MAX_POOL = 30  # 2^30 subsets is beyond any budget
 
 def check_search_bounds(pool: int, max_size: int | None) -> None:
     if not 1 <= pool <= MAX_POOL:
-        raise LesionError(f"--pool must be 1..{MAX_POOL} (got {pool}): 2^{pool} subsets is beyond any budget")
+        raise ParameterError("pool", f"must be 1..{MAX_POOL} (got {pool}): 2^{pool} subsets is beyond any budget")
     if max_size is not None and not 1 <= max_size <= pool:
-        raise LesionError(f"--max-size must be 1..{pool} (the pool size), got {max_size}")
+        raise ParameterError("max_size", f"must be 1..{pool} (the pool size), got {max_size}")
 
 
 def minimal_sets(study: Study, ranking: Sequence[Neuron], greedy: Sequence[Neuron], *, epsilon: float = 1.0,
