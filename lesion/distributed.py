@@ -117,7 +117,7 @@ class World:
         summed = []
         for t in tensors:
             moved = t.detach().to(self.device, copy=True)
-            _collective(lambda: dist.all_reduce(moved))
+            _collective(lambda moved=moved: dist.all_reduce(moved))
             summed.append(moved.to(t.device))
         return summed
 

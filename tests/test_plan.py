@@ -9,7 +9,7 @@ from conftest import COMMON, FAMILIES, make_tiny
 
 from lesion.cli import main
 from lesion.neurons import discover_sites
-from lesion.plan import BYTES, CALIBRATION, make_plan, read_config, shapes
+from lesion.plan import CALIBRATION, make_plan, read_config, shapes
 
 LLAMA_70B = "tests/data/configs/llama-3.1-70b.json"
 QWEN_72B = "tests/data/configs/qwen2.5-72b.json"
@@ -72,6 +72,14 @@ def test_seventy_b_plan_from_the_published_config(capsys):
     dm = plan["device_map"]
     assert dm["fits"] and dm["used_gpus"] == 2 and sum(dm["blocks"].values()) == 80
     assert plan["data_parallel_ranks"] == 4
+
+
+def test_qwen_72b_plan_from_the_published_config(capsys):
+    assert main(["plan", "--config", QWEN_72B, "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert round(plan["parameters"] / 1e9, 1) == 72.7  # Qwen2.5-72B's published size
+    assert plan["neurons"]["total"] == 80 * (3 * 29568 + 3 * 8192 + 2 * 1024)
+    assert "device_map" not in plan and plan["time_s"]["rows"]["ranks"] == 1
 
 
 def test_bad_input_is_one_line(tmp_path, capsys):
