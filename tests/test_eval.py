@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import VOCAB, char_tokenizer, make_tiny
+from conftest import VOCAB, char_tokenizer, make_tiny, scan_tiny
 
 from lesion.errors import LesionError
 from lesion.hooks import hooked
@@ -135,13 +135,8 @@ def test_masks_are_active_inside_the_lm_eval_run(tiny_dir, tmp_path, monkeypatch
     assert all(not m._forward_hooks for m in lm.model.modules())
 
 
-TEXT = "The quick brown fox jumps over the lazy dog near the river bank."
-
-
 def scan_to(tiny_dir, out, epsilon):
-    assert main(["scan", "--model", tiny_dir, "--text", TEXT, "--samples", "6", "--epsilon", str(epsilon),
-                 "--quiet", "--out", str(out)]) == 0
-    return str(out / "critical.json")
+    return str(scan_tiny(tiny_dir, out, samples=6, epsilon=epsilon) / "critical.json")
 
 
 def test_eval_cli_empty_critical(tiny_dir, tmp_path, capsys):

@@ -12,7 +12,7 @@ from lesion.evaluation import ifbench
 from lesion.evaluation.ifbench import IFBenchPrompt, IFBenchResult, PromptOutcome, check_response, load_prompts
 from lesion.hooks import hooked
 
-from conftest import char_tokenizer, make_tiny
+from conftest import char_tokenizer, make_tiny, scan_tiny
 
 SIMPLE_CHAT = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}<a>{% endif %}"
 
@@ -88,10 +88,7 @@ def test_chat_generation_needs_a_chat_template():
 
 @pytest.fixture(scope="module")
 def critical(tiny_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("scan")
-    assert main(["scan", "--model", tiny_dir, "--text", "The quick brown fox jumps over the lazy dog near the river.",
-                 "--samples", "6", "--epsilon", "0.001", "--quiet", "--out", str(out)]) == 0
-    return str(out / "critical.json")
+    return str(scan_tiny(tiny_dir, tmp_path_factory.mktemp("scan"), samples=6) / "critical.json")
 
 
 def test_ifbench_cli_generates_under_the_mask_and_reports(tiny_dir, critical, monkeypatch, capsys):

@@ -9,19 +9,9 @@ import json
 import re
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
-from lesion.cli import main
 from lesion.results import CriticalSet, Ranking
-
-
-@pytest.fixture(scope="module")
-def run_dir(tiny_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    assert main(["scan", "--model", tiny_dir, "--text", "Every morning the baker opened the shop early.",
-                 "--samples", "4", "--epsilon", "0.001", "--quiet", "--out", str(out)]) == 0
-    return out
 
 
 def images(page: str) -> dict:

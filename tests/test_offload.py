@@ -5,8 +5,8 @@ from lesion.neurons import discover_sites
 from lesion.loading import load_model
 from lesion.study import Study
 from lesion.verify import fingerprints
+from conftest import TEXT
 
-TEXT = "The quick brown fox jumps over the lazy dog near the river bank."
 # Layer 1 lives on disk: its modules hold meta tensors and accelerate loads them per forward.
 OFFLOADED = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk",
              "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"}

@@ -11,15 +11,14 @@ from lesion.cli import main
 from lesion.loading import load_model
 from lesion.report import build_report
 from lesion.files import write_json
+from conftest import scan_tiny
 
 TEXT = "Every morning the baker opened the shop before the first tram came down the street."
 
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    assert main(["scan", "--model", tiny_dir, "--text", TEXT, "--samples", "4", "--epsilon", "0.001",
-                 "--quiet", "--out", str(out)]) == 0
+    out = scan_tiny(tiny_dir, tmp_path_factory.mktemp("run"), text=TEXT)
     # A collapse to a non-finite perplexity is stored as "inf": the report must draw it, not crash.
     rows = [{"ranker": r, "n": n, "delta": d, "delta_std": s, "ppl": 1.0, "runs": k}
             for r, k, ds in (("noise", 1, [float("inf"), 3.0]), ("random", 5, [0.01, 0.2]))

@@ -7,8 +7,8 @@ import json
 import pytest
 from rich.console import Console
 
-from lesion.cli import main
 from lesion.cli.tables import neuron_table, shared_prefix
+from conftest import scan_tiny
 
 NAMES = ["model.layers.11.mlp.down_proj:507", "model.layers.28.mlp.down_proj:507", "model.layers.3.self_attn.o_proj:12"]
 
@@ -46,8 +46,7 @@ def test_narrow_output_keeps_the_part_that_differs(width):
 
 
 def test_scan_json_prints_the_critical_set_file(tiny_dir, tmp_path, capsys):
-    assert main(["scan", "--model", tiny_dir, "--text", "The quick brown fox jumps over the lazy dog near the river.",
-                 "--samples", "4", "--epsilon", "0.001", "--quiet", "--out", str(tmp_path), "--json"]) == 0
+    scan_tiny(tiny_dir, tmp_path, "--json")
     captured = capsys.readouterr()
     assert json.loads(captured.out) == json.loads((tmp_path / "critical.json").read_text())
     assert "wrote" in captured.err  # the human summary still there, on stderr

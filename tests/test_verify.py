@@ -9,8 +9,7 @@ from lesion.cli import main
 from lesion.loading import load_model
 from lesion.verify import fingerprints, verify
 from lesion.weights import consumers, producers
-
-TEXT = "The quick brown fox jumps over the lazy dog near the river bank."
+from conftest import TEXT
 
 
 def test_fingerprints_cover_producer_row_and_next_block_readers(tiny_dir):
