@@ -16,7 +16,7 @@ import time
 
 from tqdm.auto import tqdm
 
-from .errors import LesionError
+from .errors import ParameterError
 
 COMPLETE, BUDGET, INTERRUPTED = "complete", "budget", "interrupted"
 
@@ -27,7 +27,7 @@ class _BudgetSpent(Exception):
 
 def check_time_budget(seconds: float | None, name: str = "time_budget") -> None:
     if seconds is not None and not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
-        raise LesionError(f"{name} must be a positive number of seconds, got {seconds!r}")
+        raise ParameterError(name, f"must be a positive number of seconds, got {seconds!r}")
 
 
 class Anytime:
@@ -40,7 +40,7 @@ class Anytime:
                  unit: str = "step", max_steps: int | None = None):
         check_time_budget(time_budget)
         if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
-            raise LesionError(f"max_rows must be a whole number >= 1, got {max_steps!r}")
+            raise ParameterError("max_rows", f"must be a whole number >= 1, got {max_steps!r}")
         self.budget = time_budget
         self.max_steps = max_steps
         self.stopped = COMPLETE

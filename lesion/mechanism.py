@@ -26,7 +26,7 @@ import torch
 from . import architectures
 from .ablation import baseline_nll, set_deltas
 from .anytime import Anytime
-from .errors import LesionError
+from .errors import LesionError, ParameterError
 from .hooks import hooked, mask_neurons, set_neurons
 from .metrics import delta, mean_nll, token_nll
 from .neurons import Neuron, SiteIndex, discover_sites
@@ -360,7 +360,7 @@ def mechanism(study: Study, critical: Sequence[Neuron], *, other_text: str, seed
     critical = list(critical)
     if max_neurons is not None and (isinstance(max_neurons, bool) or not isinstance(max_neurons, int)
                                     or max_neurons < 1):
-        raise LesionError(f"max_neurons must be a whole number >= 1, got {max_neurons!r}")
+        raise ParameterError("max_neurons", f"must be a whole number >= 1, got {max_neurons!r}")
     tested = critical if max_neurons is None else critical[:max_neurons]
     chunks = [tested[i:i + SCORING_ROWS] for i in range(0, len(tested), SCORING_ROWS)]
     parts = _Parts(critical)

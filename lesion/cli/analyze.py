@@ -129,10 +129,7 @@ def _check(args) -> dict:
         raise LesionError(f"--time-budget bounds sweep and robustness (a scan per point or text); "
                           f"{args.name} has no such loop: drop it")
     from ..anytime import check_time_budget
-    try:
-        check_time_budget(args.time_budget)
-    except LesionError as e:
-        raise LesionError(str(e).replace("time_budget", "--time-budget")) from None
+    check_time_budget(args.time_budget)
     return OPTIONS[args.name](args)
 
 

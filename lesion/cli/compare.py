@@ -63,12 +63,9 @@ def run(args) -> int:
     folder = RunFolder(args.out_dir)
     check_out(folder.file(COMPARE))
     study = Study.create(load(args), read_text(args.text, args.text_file), args.components)
-    try:
-        result = compare_rankers(study, rankers, levels, random_runs=args.random_runs, seed=args.seed,
-                                 progress=progress_enabled(args), time_budget=args.time_budget, alpha=args.alpha,
-                                 samples=args.samples)
-    except LesionError as e:
-        raise LesionError(str(e).replace("time_budget", "--time-budget")) from None
+    result = compare_rankers(study, rankers, levels, random_runs=args.random_runs, seed=args.seed,
+                             progress=progress_enabled(args), time_budget=args.time_budget, alpha=args.alpha,
+                             samples=args.samples)
     path = folder.write(COMPARE, result)
     table = Table("ranker", *(f"n={n}" for n in result.levels), "falls back at",
                   title=f"Delta (log10 PPL ratio) when masking the top-n; baseline PPL {fmt(result.baseline_ppl)}")

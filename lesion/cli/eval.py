@@ -6,7 +6,7 @@ import re
 
 from rich.table import Table
 
-from ..errors import LesionError
+from ..errors import LesionError, ParameterError
 from .common import (add_common_flags, add_model_args, check_out, console, critical_neurons, fmt, load,
                      progress_enabled, read_critical)
 from .tables import add_json_flag
@@ -64,7 +64,7 @@ def parse_levels(text: str, n_neurons: int) -> list[int]:
 
 
 # Library parameters -> this command's flags, for the library's one-line errors.
-FLAGS = re.compile(r"\b(max_tokens|window|stride|batch_size|limit|humaneval|ifbench|max_new_tokens|time_budget)\b")
+FLAGS = re.compile(r"\b(max_tokens|window|stride|batch_size|limit|humaneval|ifbench|max_new_tokens)\b")
 
 
 def as_flags(error: LesionError) -> LesionError:
@@ -95,6 +95,8 @@ def run(args) -> int:
     try:
         report = evaluate(lm, neurons, plan, levels=levels, time_budget=args.time_budget,
                           progress=progress_enabled(args))
+    except ParameterError:
+        raise  # the CLI names the flag
     except LesionError as e:
         raise as_flags(e) from None
     print_report(report)

@@ -52,12 +52,9 @@ def run(args) -> int:
     check_out(folder.file(MECHANISM))
     lm = load(args, recorded=critical.settings)
     study = folder.study(lm)
-    try:
-        report = mechanism(study, critical.neurons, other_text=TEXTS["wikipedia"], seed=args.seed,
-                           max_neurons=args.max_neurons or None, time_budget=args.time_budget,
-                           progress=progress_enabled(args))
-    except LesionError as e:
-        raise LesionError(str(e).replace("time_budget", "--time-budget")) from None
+    report = mechanism(study, critical.neurons, other_text=TEXTS["wikipedia"], seed=args.seed,
+                       max_neurons=args.max_neurons or None, time_budget=args.time_budget,
+                       progress=progress_enabled(args))
     report = dataclasses.replace(report, settings=study.settings(seed=args.seed, max_neurons=args.max_neurons,
                                                                  time_budget=args.time_budget))
     path = folder.write(MECHANISM, report.to_dict())

@@ -58,12 +58,9 @@ def run(args) -> int:
             raise LesionError(f"greedy masking of up to {found.trajectory[-1].n} neurons never reaches Delta >= "
                               f"{epsilon:g} (best {found.delta:.2f}): use a lower --epsilon")
         greedy = found.neurons
-    try:
-        result = minimal_sets(study, ranking.neurons, greedy, epsilon=epsilon, pool=args.pool,
-                              max_size=args.max_size, progress=progress_enabled(args),
-                              time_budget=args.time_budget, max_rows=args.max_rows)
-    except LesionError as e:
-        raise LesionError(str(e).replace("time_budget", "--time-budget").replace("max_rows", "--max-rows")) from None
+    result = minimal_sets(study, ranking.neurons, greedy, epsilon=epsilon, pool=args.pool,
+                          max_size=args.max_size, progress=progress_enabled(args),
+                          time_budget=args.time_budget, max_rows=args.max_rows)
     path = folder.write(minimal_name(epsilon), result)
     table = Table("set", "size", "Delta", "forward rows", title=f"epsilon = {epsilon:g}")
     optimum = f"optimum (top {result.pool}, sizes <= {result.max_size})"
