@@ -38,7 +38,8 @@ def run(model: str, strategies: list[str], repeats: int, time_budget: float | No
     print(f"\n{model}: bare forward {floor:.1f} rows/s (batch of 8, Bookends text, min of 3)")
     print(f"{'strategy':<8} {'stage':<9} {'rows':>6} {'seconds':>8} {'rows/s':>7} {'size':>5} {'Delta':>7}")
     for strategy in strategies:
-        runs = [search_heel(lm, [BOOKENDS], SearchPlan(strategy=strategy, time_budget=time_budget), progress=False) for _ in range(repeats)]
+        plan = SearchPlan(strategy=strategy, time_budget=time_budget)
+        runs = [search_heel(lm, [BOOKENDS], plan, progress=False) for _ in range(repeats)]
         for i, stage in enumerate(runs[0].stages):
             seconds = min(r.stages[i]["seconds"] for r in runs)
             rate = stage["rows"] / seconds if seconds and stage["rows"] else float("nan")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from conftest import COMMON, FAMILIES, VOCAB, char_tokenizer, make_tiny
+from conftest import COMMON, FAMILIES, make_tiny
 from lesion.errors import LesionError, ParameterError
 from lesion.harden import SUPPORTED, harden_weights
 from lesion.harden.rotations import METHODS, randomized_hadamard, residual_rotation, spread

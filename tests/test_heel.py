@@ -16,7 +16,7 @@ from lesion.heel import BudgetExhausted, SearchPlan, SetScorer, find_smallest_he
 from lesion.heel.algorithms import first_crossing, make_irreducible, prune_elimination
 from lesion.loading import LoadedModel
 from lesion.neurons import Neuron
-from lesion.results import CriticalSet, load_neuron_set
+from lesion.results import load_neuron_set
 
 N = [Neuron("m", i) for i in range(40)]
 
@@ -70,7 +70,7 @@ def test_elimination_prunes_to_the_planted_set_in_linear_rows(planted):
 def test_pruned_sets_are_irreducible_by_brute_force():
     """Random non-monotone objectives: whatever elimination keeps, no member can be dropped."""
     gen = torch.Generator().manual_seed(0)
-    for trial in range(20):
+    for _ in range(20):
         weights = torch.rand(12, generator=gen) - 0.3
         pairs = torch.rand(12, 12, generator=gen) - 0.5
 

@@ -14,7 +14,8 @@ from lesion.hooks import hooked
 
 from conftest import char_tokenizer, make_tiny, scan_tiny
 
-SIMPLE_CHAT = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}<a>{% endif %}"
+SIMPLE_CHAT = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
+               "{% if add_generation_prompt %}<a>{% endif %}")
 
 
 def prompt_with(instruction_id: str) -> IFBenchPrompt:

@@ -18,7 +18,8 @@ def proof_table(proof: dict) -> list[str]:
     for name, t in proof["texts"].items():
         lines.append(f"| {name} | {t['tokens']} | {_g(t['ppl_before'])} | {_g(t['ppl_after'])} | "
                      f"{_g(t['ppl_rel_diff'])} | {_g(t['max_abs_logit_diff'])} ({_g(t['max_abs_logit'])}) |")
-    gens = ", ".join(f"{g['tokens']} tokens {'identical' if g['identical'] else 'differ at ' + str(g['first_difference'])}"
+    gens = ", ".join(f"{g['tokens']} tokens "
+                     f"{'identical' if g['identical'] else 'differ at ' + str(g['first_difference'])}"
                      for g in proof["generations"])
     f = proof["forward_s"]
     lines += ["", f"Greedy generations: {gens}.", "",

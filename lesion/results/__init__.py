@@ -16,5 +16,6 @@ def load_neuron_set(path) -> NeuronSet:
     return (Heel if "stopped" in data and "screen" in data else CriticalSet).load(path)
 
 
-__all__ = ["CriticalSet", "EvalReport", "HardenRecord", "Heel", "MechanismReport", "NeuronSet", "Provenance", "Ranking", "Result", "ScanResult", "Step", "load_neuron_set",
-           "recorded_text", "restore_text", "result_files", "save_result", "text_file_name", "unsettled_note"]
+__all__ = ["CriticalSet", "EvalReport", "HardenRecord", "Heel", "MechanismReport", "NeuronSet", "Provenance", "Ranking",
+           "Result", "ScanResult", "Step", "load_neuron_set", "recorded_text", "restore_text", "result_files",
+           "save_result", "text_file_name", "unsettled_note"]
