@@ -4,13 +4,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
 from ..errors import LesionError
-from ..results.mechanism import MechanismReport
 from .common import add_common_flags, add_model_args, console, fmt, load, progress_enabled
 from .tables import add_json_flag, neuron_table
+
+if TYPE_CHECKING:  # lesion.results imports torch, which `lesion --help` must not wait for
+    from ..results.mechanism import MechanismReport
 
 EXAMPLES = """examples:
   lesion mechanism --run lesion-run
