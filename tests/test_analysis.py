@@ -9,17 +9,9 @@ from lesion.analysis import distribution, jaccard, phase_transition
 from lesion.cli import main
 from lesion.errors import LesionError
 from lesion.compare import compare_rankers
-from lesion.loading import load_model
-from lesion.study import Study
 from lesion.stage2 import masked_nll
 from lesion.metrics import delta, mean_nll
-
-TEXT = "The quick brown fox jumps over the lazy dog near the river bank."
-
-
-@pytest.fixture(scope="module")
-def study(tiny_dir):
-    return Study.create(load_model(tiny_dir), TEXT)
+from conftest import TEXT
 
 
 def test_compare_levels_match_direct_masking(study):

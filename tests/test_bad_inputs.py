@@ -12,9 +12,7 @@ import stat
 import pytest
 
 from lesion.cli import main
-from conftest import save_tiny
-
-TEXT = "The quick brown fox jumps over the lazy dog near the river bank."
+from conftest import TEXT, save_tiny, scan_tiny
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +20,7 @@ def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad")
     tiny = str(save_tiny(root / "tiny"))
     run = root / "run"
-    assert main(["scan", "--model", tiny, "--text", TEXT, "--samples", "4", "--epsilon", "0.001",
-                 "--quiet", "--out", str(run)]) == 0
+    scan_tiny(tiny, run)
     ranking = json.loads((run / "ranking.json").read_text())
     files = root / "files"
     files.mkdir()
@@ -88,7 +85,8 @@ def inputs(tmp_path_factory):
             **ranking["settings"], "text": None, "text_file": "../../etc/passwd"}})),
         "BADNEURON": write("bad-neuron.json", json.dumps({**ranking, "neurons": ["model.layers.0.mlp.down_proj:²"]
                                                           + ranking["neurons"][1:]})),
-        "LATIN1": write("latin1.txt", "Café au lait, déjà vu, naïve façade: caractères accentués ici.".encode("latin-1")),
+        "LATIN1": write("latin1.txt",
+                        "Café au lait, déjà vu, naïve façade: caractères accentués ici.".encode("latin-1")),
         "EMPTY": write("empty.txt", "  \n"),
         "EMPTYCRIT": write("empty-critical.json", json.dumps({**critical, "neurons": [], "n": 0, "reached": False,
                                                               "delta": best["delta"], "masked_ppl": best["ppl"]})),

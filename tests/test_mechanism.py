@@ -30,15 +30,9 @@ from lesion.study import Study
 from lesion.weight_lesions import ScalarWeight, weight_deltas, zeroed_weights
 from lesion.weights import matrix
 
-from conftest import make_tiny
+from conftest import TEXT, make_tiny, scan_tiny
 
-TEXT = "The quick brown fox jumps over the lazy dog near the river bank."
 OTHER = "A different sentence about rivers, mountains and the sea."
-
-
-@pytest.fixture(scope="module")
-def study(tiny_dir):
-    return Study.create(load_model(tiny_dir), TEXT)
 
 
 def test_set_neurons_to_zero_is_masking_for_every_layout(tiny, ids):
@@ -128,9 +122,7 @@ def test_mechanism_report(study):
 
 
 def test_mechanism_cli(tiny_dir, tmp_path, capsys):
-    run = tmp_path / "run"
-    assert main(["scan", "--model", tiny_dir, "--text", TEXT, "--samples", "4", "--epsilon", "0.001",
-                 "--quiet", "--out", str(run)]) == 0
+    run = scan_tiny(tiny_dir, tmp_path / "run")
     assert main(["mechanism", "--model", tiny_dir, "--run", str(run)]) == 0
     result = json.loads((run / "mechanism.json").read_text())
     size = len(json.loads((run / "critical.json").read_text())["neurons"])
@@ -287,9 +279,7 @@ def test_mechanism_max_neurons_tests_the_first_ones_and_lesions_the_whole_set(st
 
 
 def test_mechanism_cli_time_budget_writes_what_finished(tiny_dir, tmp_path, capsys):
-    run = tmp_path / "run"
-    assert main(["scan", "--model", tiny_dir, "--text", TEXT, "--samples", "4", "--epsilon", "0.001",
-                 "--quiet", "--out", str(run)]) == 0
+    run = scan_tiny(tiny_dir, tmp_path / "run")
     assert main(["mechanism", "--model", tiny_dir, "--run", str(run), "--time-budget", "1e-9"]) == 0
     result = json.loads((run / "mechanism.json").read_text())
     assert result["stopped"] == "budget" and result["neurons"] == [] and result["massive_activations"]

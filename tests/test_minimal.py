@@ -5,18 +5,10 @@ from itertools import combinations
 import pytest
 
 from lesion.cli import main
-from lesion.loading import load_model
 from lesion.metrics import delta, mean_nll
 from lesion.heel.minimal import exhaustive_minimum, minimal_sets, prune
-from lesion.study import Study
 from lesion.stage2 import masked_nll
-
-TEXT = "The quick brown fox jumps over the lazy dog near the river bank."
-
-
-@pytest.fixture(scope="module")
-def study(tiny_dir):
-    return Study.create(load_model(tiny_dir), TEXT)
+from conftest import scan_tiny
 
 
 def _delta(study, neurons, clean):
@@ -75,9 +67,7 @@ def test_optimum_certifies_the_irreducible_size(study):
 
 
 def test_minimal_cli(tiny_dir, tmp_path, capsys):
-    run = tmp_path / "run"
-    assert main(["scan", "--model", tiny_dir, "--text", TEXT, "--samples", "4", "--epsilon", "0.001",
-                 "--quiet", "--out", str(run)]) == 0
+    run = scan_tiny(tiny_dir, tmp_path / "run")
     assert main(["minimal", "--model", tiny_dir, "--run", str(run), "--pool", "6", "--quiet"]) == 0
     result = json.loads((run / "minimal-eps0.001.json").read_text())
     assert len(result["irreducible"]) <= len(result["greedy"])

@@ -14,9 +14,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from lesion.cli import main
 from lesion.loading import load_model
-from conftest import COMMON, FAMILIES, char_tokenizer, save_tiny
-
-TEXT = "The quick brown fox jumps over the lazy dog near the river bank."
+from conftest import COMMON, FAMILIES, TEXT, char_tokenizer, save_tiny
 
 
 # --- 1. a long text is kept, checked and used, never replaced by the default ----------------
