@@ -13,9 +13,7 @@ import torch
 from lesion.cli import main
 from lesion.loading import load_model
 from lesion.study import Study
-from conftest import save_tiny
-
-TEXT = "The quick brown fox jumps over the lazy dog near the river bank."
+from conftest import TEXT, save_tiny
 
 
 def scan(tiny_dir, out, *extra):

@@ -5,18 +5,9 @@ import pytest
 
 from lesion.cli import main
 from lesion.compare import compare_rankers, level_deltas
-from lesion.loading import load_model
 from lesion.metrics import delta, mean_nll
-from lesion.study import Study
 from lesion.stage1 import rank_by_random, ranking_from_scores
 from lesion.stage2 import masked_nll
-
-TEXT = "A small river runs past the old mill and under the stone bridge into the lake."
-
-
-@pytest.fixture(scope="module")
-def study(tiny_dir):
-    return Study.create(load_model(tiny_dir), TEXT)
 
 
 def test_many_levels_in_chunked_batches_equal_one_mask_per_forward(study):
