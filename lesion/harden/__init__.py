@@ -41,8 +41,9 @@ def harden_weights(model: torch.nn.Module, method: str = "rotate", seed: int = 0
 def harden_model(lm, method: str = "rotate", seed: int = 0, heads: bool = False, inplace: bool = False,
                  watch: int | None = None):
     """(hardened model, HardenRecord) for a :class:`lesion.loading.LoadedModel`. The record holds
-    the rotation and the source's fingerprint; :func:`lesion.harden.proof.prove` adds the proof
-    that the function is kept. ``inplace`` transforms ``lm.model`` itself (no second copy)."""
+    the rotation and the source's fingerprint; :func:`lesion.harden.proof.trace` and
+    :func:`~lesion.harden.proof.compare` measure that the function is kept (``lesion harden`` adds it).
+    ``inplace`` transforms ``lm.model`` itself (no second copy)."""
     from ..results.harden import HardenRecord
     check_family(lm.model)
     source = lm.fingerprint()

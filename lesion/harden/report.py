@@ -47,7 +47,7 @@ def heel_table(heel: dict) -> list[str]:
 
 def _set(s: dict) -> str:
     if s["reached"]:
-        text = f"{s['n']} neurons, Delta {_g(s['delta'])}"
+        text = f"{s['n']} neuron{'s' if s['n'] != 1 else ''}, Delta {_g(s['delta'])}"
     else:
         best = s.get("best_delta", s["delta"])
         text = f"none within the budget (best Delta {_g(best)})"
