@@ -10,19 +10,15 @@
 """
 from __future__ import annotations
 
-import functools
 import json
-import platform
-import subprocess
 import time
-from pathlib import Path
 from dataclasses import dataclass, field, replace
 
 import torch
 
-from . import __version__
 from .errors import LesionError, ParameterError
 from .loading import LoadedModel
+from .provenance import model_provenance
 from .neurons import SiteIndex, discover_sites
 from .cache import cached_tensors, scores_key
 from .stage1 import RANKER_SPECS, Scores, check_ranker, ranking_from_scores
@@ -30,32 +26,6 @@ from .results import CriticalSet, Ranking, ScanResult
 from .stage2 import find_critical_set
 from .texts import BOOKENDS, check_context, encode, text_hash
 from .verify import fingerprints as weight_fingerprints
-
-
-def versions() -> dict:
-    import transformers
-    return {"lesion": __version__, "git_commit": git_commit(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "python": platform.python_version()}
-
-
-def model_provenance(lm: LoadedModel) -> dict:
-    """What a result was computed on and with: the model, its weights' fingerprint, dtype, device, versions."""
-    return {"model": lm.name, "model_fingerprint": lm.fingerprint(), "dtype": lm.dtype, "device": str(lm.device),
-            "versions": versions()}
-
-
-@functools.lru_cache(maxsize=1)
-def git_commit() -> str | None:
-    """The commit of the lesion checkout this code runs from (None for an installed copy)."""
-    source = Path(__file__).resolve().parent.parent
-    if not (source / ".git").exists():
-        return None
-    try:
-        done = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=5, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
 
 
 @dataclass

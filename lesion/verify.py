@@ -10,11 +10,16 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
 from .errors import LesionError
-from .neurons import Neuron, SiteIndex
+from .files import read_json
+from .loading import LoadedModel
+from .neurons import Neuron, SiteIndex, discover_sites
+from .provenance import model_provenance
+from .results import CriticalSet, Result
 from .weights import WeightSlice, consumers, producers
 
 HEAD = 8  # values kept per slice, to tell a rescaling from another change
@@ -75,3 +80,59 @@ def verify(model: torch.nn.Module, index: SiteIndex, reference: dict) -> list[Sl
 
 def as_dicts(checks: Sequence[SliceCheck]) -> list[dict]:
     return [asdict(c) for c in checks]
+
+
+@dataclass(frozen=True)
+class VerifyReport(Result):
+    """Every fingerprinted weight slice of a critical set, checked on a (deployed) model."""
+    model: str
+    checks: tuple[SliceCheck, ...]
+    whole_model_matches: bool  # the whole model's fingerprint is the one the critical set recorded
+    settings: dict
+
+    SOURCE = "verify report: pass the file `lesion verify --out` wrote"
+
+    @property
+    def changed(self) -> list[SliceCheck]:
+        return [c for c in self.checks if c.status != "intact"]
+
+    @property
+    def intact(self) -> bool:
+        return not self.changed
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "intact": self.intact, "checks": as_dicts(self.checks),
+                "whole_model_matches": self.whole_model_matches, "settings": self.settings}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> VerifyReport:
+        return cls(str(d["model"]), tuple(SliceCheck(**c) for c in d["checks"]), bool(d["whole_model_matches"]),
+                   dict(d["settings"]))
+
+
+def read_fingerprints(critical: CriticalSet, path: Path, against: str | Path) -> dict:
+    """The fingerprints written with ``critical``; refused if they would check nothing or other neurons."""
+    if not path.is_file():
+        raise LesionError(f"no fingerprints at {path}: `lesion scan` writes them beside critical.json; re-run it "
+                          "on the original model or pass --fingerprints")
+    reference = read_json(path)
+    neurons = reference.get("neurons")
+    if not isinstance(neurons, dict) or not isinstance(reference.get("dtype"), str) or not all(
+            isinstance(v, list) and v and all(isinstance(s, dict) and {"slice", "sha256"} <= set(s) for s in v)
+            for v in neurons.values()):
+        raise LesionError(f"{path} is not a lesion fingerprints file: re-create it with lesion scan")
+    if not neurons:
+        raise LesionError(f"{path} fingerprints no neuron, so verify would check nothing: re-create it with "
+                          "lesion scan on the original model")
+    expected = {str(n) for n in critical.neurons}
+    if set(neurons) != expected:
+        raise LesionError(f"{path} fingerprints other neurons than the critical set in {against} "
+                          f"({len(set(neurons) ^ expected)} differ): pass the fingerprints written with it")
+    return reference
+
+
+def verify_model(lm: LoadedModel, critical: CriticalSet, reference: dict) -> VerifyReport:
+    """``lesion verify`` as a library call: the slices ``reference`` fingerprinted, checked on ``lm``."""
+    checks = verify(lm.model, discover_sites(lm.model, "all"), reference)
+    same = critical.settings.get("model_fingerprint") == lm.fingerprint()
+    return VerifyReport(lm.name, tuple(checks), same, model_provenance(lm))

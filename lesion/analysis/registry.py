@@ -70,7 +70,7 @@ def _sweep(i: AnalysisInputs, alphas=(1, 3, 5, 7, 10), sample_grid=(25, 50, 75, 
 
 
 def _robustness(i: AnalysisInputs, epsilon=1.0, stage2="linear", time_budget=None):
-    from ..study import model_provenance
+    from ..provenance import model_provenance
     from ..texts import text_hash
     from .robustness import robustness
     result = robustness(i.lm, i.texts, epsilon=epsilon, stage2=stage2, time_budget=time_budget, **i.rank_options)

@@ -54,7 +54,7 @@ def evaluate(lm, neurons: Sequence[Neuron], plan: EvalPlan = EvalPlan(), *, leve
     """Score ``lm`` with the first ``level`` of ``neurons`` masked, for each level (default: 0
     and all). Each (part, level) is a step; ``time_budget`` (seconds) or Ctrl-C stops the run
     between steps and the report keeps the steps that finished (``stopped``)."""
-    from ..study import model_provenance
+    from ..provenance import model_provenance
     from ..texts import check_fits
 
     plan.check()
