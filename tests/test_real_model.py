@@ -36,5 +36,5 @@ def test_ranking_top_is_position_zero_down_proj(scan_dir):
 def test_mask_command_reproduces_the_collapse(capsys):
     assert main(["mask", "model.layers.11.mlp.down_proj:507"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"unmasked perplexity 8[45]\.\d", out)
-    assert re.search(r"down_proj:507\s*│\s*5\.\d+e\+06", out)
+    assert re.search(r"49 tok, PPL 8[45]\.\d", out)  # the unmasked perplexity of the default text
+    assert re.search(r"the set\s*│\s*5\.\d+e\+06\s*│\s*4\.8\d", out)
