@@ -35,6 +35,13 @@ CALIBRATION = {
     "row_s_per_flop": 5.62e-12,
     "source": "calibrated on SmolLM2-135M's measured Stage 1 and masked rows, 2 quiet CPU cores (docs/plan.md)",
 }
+# Seconds per FLOP fall with the model's width on this CPU (wider matrices use its vector units
+# better): one thread's CPU seconds per FLOP, SmolLM2 (hidden 576) against Qwen2.5-Coder-1.5B
+# (hidden 1536), measured with benchmarks/plan_calibration.py, give s/FLOP ~ hidden^-0.40 in
+# Stage 1 and hidden^-0.43 in masked rows. Applied between the two measured widths only (no
+# extrapolation); validated out of sample on Gemma 3 270M and a Qwen2 0.5B (docs/plan.md).
+WIDTH_EXPONENT = {"stage1": -0.40, "row": -0.43}
+CALIBRATED_WIDTHS = (576, 1536)
 DEFAULT_GPU_TFLOPS = 200.0  # assumed effective bfloat16 throughput of one H100-class GPU (not measured)
 STAGE2_ROW_BATCH = 8  # find_critical_set's widest chunk
 LOGIT_BYTES = 2 ** 29  # heel.scorer's cap on one batch's float32 logits
@@ -52,6 +59,7 @@ class Shapes:
     layers: int
     neurons: dict[str, int]  # component kind -> neurons
     model: object  # the meta model (for the device map)
+    hidden: int = 0  # residual width: wider matrices run faster per FLOP (see WIDTH_EXPONENT)
 
 
 def read_config(model: str | None = None, config: str | None = None):
@@ -106,7 +114,8 @@ def shapes(name: str, config, components: str | None = None) -> Shapes:
     for site in index.sites:
         neurons[site.kind] = neurons.get(site.kind, 0) + site.width
     return Shapes(name, config.model_type, total, body, head.numel(), head.shape[0],
-                  getattr(config, "num_hidden_layers", 0), neurons, meta)
+                  getattr(config, "num_hidden_layers", 0), neurons, meta,
+                  int(getattr(config.get_text_config(), "hidden_size", 0) or 0))
 
 
 def device_map(s: Shapes, gpus: int, gpu_gib: float, dtype: str, reserve_gib: float) -> dict:
@@ -185,7 +194,8 @@ def make_plan(s: Shapes, *, tokens: int = 49, samples: int = 100, adaptive: bool
     cpu = CALIBRATION
     plan["time_s"] = {
         "cpu_this_machine": _times(stage1_flops, row_flops, stage2_rows, search_rows, ranks if not gpus else 1,
-                                   cpu["stage1_s_per_flop"], cpu["row_s_per_flop"]),
+                                   cpu["stage1_s_per_flop"] * width_factor(s.hidden, "stage1"),
+                                   cpu["row_s_per_flop"] * width_factor(s.hidden, "row")),
         "calibration": cpu["source"],
     }
     if gpus:
@@ -194,6 +204,14 @@ def make_plan(s: Shapes, *, tokens: int = 49, samples: int = 100, adaptive: bool
         plan["time_s"]["gpu_assumption"] = f"{gpu_tflops:g} TFLOPS effective per model copy (assumed, not measured)"
     plan["time_s"]["rows"] = {"stage2": stage2_rows, "search": search_rows, "ranks": ranks}
     return plan
+
+
+def width_factor(hidden: int, part: str) -> float:
+    """How much faster per FLOP than SmolLM2's width a model of residual width ``hidden`` runs."""
+    low, high = CALIBRATED_WIDTHS
+    if hidden <= 0:
+        return 1.0
+    return (min(max(hidden, low), high) / low) ** WIDTH_EXPONENT[part]
 
 
 def _times(stage1_flops, row_flops, stage2_rows, search_rows, ranks, s1, row) -> dict:
