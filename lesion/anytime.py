@@ -9,9 +9,9 @@ finished instead of losing them.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
-import threading
 import time
 
 from tqdm.auto import tqdm
@@ -47,7 +47,7 @@ class Anytime:
         self.steps = 0
         self._bar = tqdm(total=total, desc=desc, unit=unit, disable=not progress, leave=False)
         self._started = time.perf_counter()
-        self._previous_sigterm = None
+        self._sigterm = sigterm_as_interrupt()
 
     @property
     def seconds(self) -> float:
@@ -65,15 +65,12 @@ class Anytime:
             raise _BudgetSpent
 
     def __enter__(self) -> "Anytime":
-        if threading.current_thread() is threading.main_thread():
-            # SIGTERM (a scheduler, `kill`) stops the work like Ctrl-C does.
-            self._previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
+        self._sigterm.__enter__()
         return self
 
     def __exit__(self, kind, error, traceback) -> bool:
         self._bar.close()
-        if self._previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, self._previous_sigterm)
+        self._sigterm.__exit__(None, None, None)
         if kind is _BudgetSpent:
             self.stopped = BUDGET
             return True
@@ -83,5 +80,18 @@ class Anytime:
         return False
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (a job scheduler's stop, `kill`) takes the Ctrl-C path while inside: the work stops
+    as on KeyboardInterrupt and what finished is kept. Outside the main thread signals are left alone."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
 import sys
 from pathlib import Path
 
@@ -144,6 +142,7 @@ def run(args) -> int:
                    noise_options={"alpha": args.alpha, "samples": args.samples, "seed": args.seed},
                    say=(lambda stage: console.print(f"[dim]{stage}...[/dim]")) if progress else None,
                    journal=journal, resume=args.resume)
+    from ..anytime import sigterm_as_interrupt
     with sigterm_as_interrupt():
         heel = (search_with_transfer(lm, texts, names, plan, **options) if args.transfer
                 else search_heel(lm, texts, plan, names=names, **options))
@@ -154,22 +153,6 @@ def run(args) -> int:
         print(f"lesion: interrupted: wrote the best set so far to {path}; --resume continues", file=sys.stderr)
         return 130
     return 0
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt():
-    """SIGTERM (a job scheduler's stop) takes the Ctrl-C path: the best set so far is written."""
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def print_heel(heel, names: list[str]) -> None:
