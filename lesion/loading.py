@@ -14,13 +14,13 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from unittest.mock import patch
 
 import torch
 
 from .errors import LesionError
 from .fast_tokenizer import load_tokenizer
 from .options import DEFAULT_MODEL, DTYPES
+from .temporary import temporarily
 
 TORCH_DTYPES = {name: getattr(torch, name) for name in DTYPES}
 
@@ -299,9 +299,13 @@ def _adopt(cached: Path, model, dtype: str) -> str:
     from .files import json_text, write_text
     digest = weights_fingerprint(model)
     with contextlib.suppress(LesionError):  # a cache lesion cannot write only goes unrecorded
-        write_text(cached / RECORD, json_text({"dtype": dtype, "weights_fingerprint": digest,
-                                               "files_sha256": files_sha256(cached)}))
+        write_text(cached / RECORD, json_text(_weights_record(cached, dtype, digest)))
     return digest
+
+
+def _weights_record(folder: Path, dtype: str, digest: str) -> dict:
+    """What a dequantised copy is checked against on every load."""
+    return {"dtype": dtype, "weights_fingerprint": digest, "files_sha256": files_sha256(folder)}
 
 
 def files_sha256(folder: Path) -> str:
@@ -345,7 +349,7 @@ def _gguf_progress(enabled: bool):
     if enabled or not hasattr(gguf_utils, "tqdm"):
         yield
         return
-    with patch.object(gguf_utils, "tqdm", functools.partial(gguf_utils.tqdm, disable=True)):
+    with temporarily(gguf_utils, "tqdm", functools.partial(gguf_utils.tqdm, disable=True)):
         yield
 
 
@@ -368,8 +372,7 @@ def _save_atomically(model, tokenizer, target: Path, dtype: str) -> str | None:
         with contextlib.suppress(Exception):  # the check only ever saves time: never lose the cache to it
             load_tokenizer(tmp)  # checks, once, whether later loads may take the fast tokenizer
         digest = weights_fingerprint(model)
-        (tmp / RECORD).write_text(json.dumps({"dtype": dtype, "weights_fingerprint": digest,
-                                              "files_sha256": files_sha256(tmp)}), encoding="utf-8")
+        (tmp / RECORD).write_text(json.dumps(_weights_record(tmp, dtype, digest)), encoding="utf-8")
         os.replace(tmp, target)
     except OSError:
         pass  # a cache that cannot be written only costs time

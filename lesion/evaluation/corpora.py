@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LesionError
+from ..temporary import temporarily
 
 HUB_CORPORA = {
     "wikitext-103": ("Salesforce/wikitext", "wikitext-103-raw-v1", "test"),
@@ -152,20 +153,9 @@ def _offline_unless_reachable():
     import datasets.config
     import huggingface_hub.constants
 
-    with _attribute(datasets.config, "HF_HUB_OFFLINE", True), \
-            _attribute(huggingface_hub.constants, "HF_HUB_OFFLINE", True):
+    with temporarily(datasets.config, "HF_HUB_OFFLINE", True), \
+            temporarily(huggingface_hub.constants, "HF_HUB_OFFLINE", True):
         yield
-
-
-@contextmanager
-def _attribute(owner, name: str, value):
-    """``owner.name`` set to ``value`` inside the block, put back as it was on the way out."""
-    before = getattr(owner, name)
-    setattr(owner, name, value)
-    try:
-        yield
-    finally:
-        setattr(owner, name, before)
 
 
 def _local_corpus(path: Path) -> list[str]:
