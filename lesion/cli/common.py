@@ -210,6 +210,11 @@ def progress_enabled(args) -> bool:
     return not getattr(args, "quiet", False) and os.environ.get("LESION_NO_PROGRESS") is None
 
 
+def stopped_why(stopped: str, budget: str = "--time-budget") -> str:
+    """Why a command that keeps what it finished stopped early: its budget, or an interrupt."""
+    return f"stopped by {budget}" if stopped == "budget" else "interrupted"
+
+
 def fmt(x: float) -> str:
     if x != x or x in (float("inf"), float("-inf")):
         return str(x)

@@ -7,6 +7,7 @@ from pathlib import Path
 from rich.table import Table
 
 from ..errors import LesionError
+from .common import stopped_why
 from .common import (add_common_flags, add_components_arg, add_model_args, add_noise_args, add_text_args,
                      console, fmt, load, progress_enabled)
 from .tables import add_json_flag
@@ -77,8 +78,8 @@ def run(args) -> int:
         table.add_row(ranker, *cells, ",".join(map(str, result.fallbacks[ranker])) or "-")
     console.print(table)
     if result.stopped != "complete":
-        why = "stopped by --time-budget" if result.stopped == "budget" else "interrupted"
-        console.print(f"{why} after {result.seconds:.0f} s: {', '.join(result.rankers) or 'no ranker'} finished "
+        console.print(f"{stopped_why(result.stopped)} after {result.seconds:.0f} s: "
+                      f"{', '.join(result.rankers) or 'no ranker'} finished "
                       f"of {', '.join(rankers)}")
     console.print(f"wrote {path}")
     return 0

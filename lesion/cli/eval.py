@@ -7,6 +7,7 @@ import re
 from rich.table import Table
 
 from ..errors import LesionError, ParameterError
+from .common import stopped_why
 from .common import (add_common_flags, add_model_args, check_out, console, critical_neurons, fmt, load,
                      progress_enabled, read_critical)
 from .tables import add_json_flag
@@ -117,8 +118,8 @@ def print_report(report) -> None:
     if report.ifbench:
         print_ifbench(report.ifbench)
     if report.stopped != "complete":
-        why = "stopped by --time-budget" if report.stopped == "budget" else "interrupted"
-        console.print(f"{why} after {report.seconds:.0f} s: the report holds the levels that finished")
+        console.print(f"{stopped_why(report.stopped)} after {report.seconds:.0f} s: the report holds the levels "
+                      "that finished")
 
 
 def print_perplexity(rows: list[dict]) -> None:

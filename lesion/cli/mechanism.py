@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from ..errors import LesionError
+from .common import stopped_why
 from .common import add_common_flags, add_model_args, console, fmt, load, progress_enabled
 from .tables import add_json_flag, neuron_table
 
@@ -60,8 +61,8 @@ def run(args) -> int:
                        progress=progress_enabled(args))
     report = dataclasses.replace(report, settings=study.settings(seed=args.seed, max_neurons=args.max_neurons,
                                                                  time_budget=args.time_budget))
-    path = folder.write(MECHANISM, report.to_dict())
     result = report.to_dict()
+    path = folder.write(MECHANISM, result)
     print_neurons(result)
     print_overlap(result)
     print_lesions(result)
@@ -73,7 +74,7 @@ def run(args) -> int:
 def print_coverage(report: MechanismReport) -> None:
     if report.finished:
         return
-    why = {"budget": "stopped by --time-budget", "interrupted": "interrupted"}.get(report.stopped, "complete")
+    why = "complete" if report.stopped == "complete" else stopped_why(report.stopped)
     console.print(f"{why} after {report.seconds:.0f} s: {report.neurons_tested} of {report.critical_size} "
                   "critical neurons tested one by one" + ("" if report.stopped != "complete" else
                                                           " (raise --max-neurons, 0 for all)"), soft_wrap=True)

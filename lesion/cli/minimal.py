@@ -6,6 +6,7 @@ import argparse
 from rich.table import Table
 
 from ..errors import LesionError
+from .common import stopped_why
 from .common import (
     add_common_flags,
     add_model_args,
@@ -78,8 +79,8 @@ def run(args) -> int:
                   + ("" if result.greedy_is_optimal is None else
                      f"; greedy set {'is' if result.greedy_is_optimal else 'is NOT'} optimal within the pool"))
     if result.stopped != "complete":
-        why = "stopped by its budget" if result.stopped == "budget" else "interrupted"
-        console.print(f"{why} after {result.seconds:.0f} s: every subset up to size {result.searched_size} was "
+        console.print(f"{stopped_why(result.stopped, 'its budget')} after {result.seconds:.0f} s: every subset up "
+                      f"to size {result.searched_size} was "
                       "searched; the optimum above that is not certified")
     console.print(f"wrote {path}")
     return 0
