@@ -58,9 +58,6 @@ class SetScorer:
                   ablation: str = "zero", dtype: str = "", **options) -> "SetScorer":
         check_ablation(ablation)
         clean = [baseline_nll(model, ids, dtype) for ids in texts]
-        start = time.perf_counter()  # timed once warm: a first forward also pays for allocations
-        baseline_nll(model, texts[0], dtype)
-        bare_seconds = time.perf_counter() - start  # one unmasked row of the first text
         names = [s.name for s in index.sites]
         means = ([channel_means(model, ids, index, names) for ids in texts] if ablation == "mean"
                  else [None] * len(texts))
@@ -73,9 +70,7 @@ class SetScorer:
 
         def lowest_block_last(key: frozenset) -> int:  # masked_nll's own order: highest first block first
             return -min((index.site(n).layer for n in key), default=0)
-        scorer = cls(evaluate, len(texts), clean=clean, piece=4 * min(batches), order=lowest_block_last, **options)
-        scorer.bare_row_seconds = bare_seconds
-        return scorer
+        return cls(evaluate, len(texts), clean=clean, piece=4 * min(batches), order=lowest_block_last, **options)
 
     def per_text(self, sets: Sequence[Sequence[Neuron]]) -> list[tuple[float, ...]]:
         todo = list(dict.fromkeys(frozenset(s) for s in sets if frozenset(s) not in self.known))

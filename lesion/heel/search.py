@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..ablation import baseline_nll
 from ..errors import ParameterError
 from ..neurons import Neuron, SiteIndex
 from ..options import SIGNALS
@@ -57,7 +58,8 @@ def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence
     score = SetScorer.for_model(lm.model, index, [s.input_ids for s in studies], ablation=plan.ablation,
                                 objective=plan.objective, max_rows=plan.max_rows, dtype=lm.dtype,
                                 deadline=deadline)
-    signals, left_out = affordable_signals(signals, score.bare_row_seconds * len(texts), noise_options, plan)
+    bare_row_seconds = _bare_row_seconds(lm, studies[0].input_ids)
+    signals, left_out = affordable_signals(signals, bare_row_seconds * len(texts), noise_options, plan)
     memo = {} if memo is None else memo
     signal_seconds: dict[str, float] = {}
     lists = _signal_lists(lm, studies, index, signals, per_signal, noise_options, progress, memo, signal_seconds)
@@ -73,7 +75,7 @@ def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence
     info = [{"name": name, "sha256": text_hash(s.text), "tokens": int(s.input_ids.shape[1])}
             for name, s in zip(list(names) + [f"text{i + 1}" for i in range(len(names), len(studies))], studies)]
     settings = {**studies[0].settings(), "signals": list(signals), "per_signal": per_signal, "noise": noise_options,
-                "bare_row_seconds": round(score.bare_row_seconds, 4)}
+                "bare_row_seconds": round(bare_row_seconds, 4)}
     if left_out:
         settings["signals_left_out"] = left_out
     if len(texts) > 1:  # each text is in the result's `texts`, with its hash and token count
@@ -95,6 +97,14 @@ def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence
         return replace(heel, profile=tuple(describe(lm.model, index, studies[0].input_ids, heel)))
     except KeyboardInterrupt:  # during the profile's one forward: the set is found, keep it
         return replace(heel, stopped="interrupted")
+
+
+def _bare_row_seconds(lm, input_ids: torch.Tensor) -> float:
+    """One unmasked row of the first text, timed warm (the scorer's baselines ran the first
+    forward, which also pays for allocations)."""
+    start = time.perf_counter()
+    baseline_nll(lm.model, input_ids, lm.dtype)
+    return time.perf_counter() - start
 
 
 def affordable_signals(signals: Sequence[str], bare_seconds: float, noise_options: dict,
