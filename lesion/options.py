@@ -20,3 +20,4 @@ PRUNERS = ("elimination", "best-drop", "none")
 OBJECTIVES = ("worst", "mean")
 STAGE2 = {"linear": "every n in order: the paper's first crossing, exactly",
           "gallop": "n = 1, 2, 4, ... to bracket the first crossing, then every n inside the bracket"}
+HARDEN_METHODS = ("rotate", "hadamard")  # lesion harden --method: a random orthogonal or a randomized Hadamard Q

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import LesionError
+from ..errors import ParameterError
+from ..options import HARDEN_METHODS as METHODS
 from .common import add_common_flags, add_text_args, check_seed, console, progress_enabled
 
-METHODS = ("rotate", "hadamard")  # lesion.harden.rotations.METHODS, without importing torch for --help
 
 EXAMPLES = """examples:
   lesion harden --out smollm2-hardened                  # random rotation, seed 0
@@ -56,7 +56,7 @@ def check_args(args) -> None:
     check_seed(args.seed)
     for flag in ("max_rows", "max_neurons", "samples"):
         if getattr(args, flag) < 1:
-            raise LesionError(f"--{flag.replace('_', '-')} must be >= 1 (got {getattr(args, flag)})")
+            raise ParameterError(flag, f"must be >= 1 (got {getattr(args, flag)})")
 
 
 def run(args) -> int:
@@ -99,6 +99,7 @@ def harden_and_prove(args, text: str, neurons) -> None:
     model, record = harden_model(lm, args.method, args.seed, args.heads, inplace=True,
                                  watch=before["outliers"]["channel"])
     hardened = LoadedModel(model, lm.tokenizer, str(args.out), "float32")
+    hardened.__dict__["_weights_digest"] = record.hardened_fingerprint  # hashed by harden_model: not again
     console.print(f"hardened ({args.method}, seed {args.seed}); measuring it (float32)")
     proof = {"float32": compare(reference, trace(model, lm.tokenizer, texts))}
     after = heel_profile(hardened, text, neurons, budget, progress)

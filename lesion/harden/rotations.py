@@ -14,8 +14,9 @@ import math
 import torch
 
 from ..errors import ParameterError
+from ..options import HARDEN_METHODS
 
-METHODS = ("rotate", "hadamard")
+METHODS = HARDEN_METHODS
 
 
 def random_orthogonal(n: int, generator: torch.Generator) -> torch.Tensor:
