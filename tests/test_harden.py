@@ -12,7 +12,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from conftest import COMMON, FAMILIES, make_tiny
 from lesion.errors import LesionError, ParameterError
 from lesion.harden import SUPPORTED, harden_weights
-from lesion.harden.rotations import METHODS, randomized_hadamard, residual_rotation, spread
+from lesion.harden.rotations import METHODS, hadamard, randomized_hadamard, residual_rotation, spread
 from lesion.harden.transform import Heads, _plane_rotation
 
 ROTATABLE = sorted(f for f in FAMILIES if f in SUPPORTED)
@@ -111,6 +111,22 @@ def test_hadamard_of_a_power_of_two_is_flat():
     assert spread(q, 7)["flatness"] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("n", [12, 28, 36, 576, 896, 1536])
+def test_hadamard_of_a_model_width_is_flat(n):
+    """Paley's construction times Sylvester's: every residual channel spread exactly evenly."""
+    h = hadamard(n)
+    torch.testing.assert_close(h @ h.T, torch.eye(n, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(h.abs(), torch.full_like(h, n ** -0.5), atol=1e-15, rtol=0)
+    q = randomized_hadamard(n, torch.Generator().manual_seed(1))
+    assert spread(q, n // 3)["top_share"] == pytest.approx(1 / n)
+
+
+def test_hadamard_falls_back_where_none_is_built():
+    assert hadamard(6) is None and hadamard(18) is None  # no Hadamard of order 6; 18 = 2 x 9 is not a 4k
+    q = randomized_hadamard(18, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(q @ q.T, torch.eye(18, dtype=torch.float64), atol=1e-12, rtol=0)
+
+
 def test_unknown_method_refused():
     with pytest.raises(ParameterError, match="^method must be one of") as raised:
         residual_rotation(8, "svd", 0)
@@ -198,3 +214,18 @@ def test_cli_refuses_in_one_line(tmp_path, capsys):
     assert run_cli("--out", tmp_path / "busy") == 2
     assert "other files" in capsys.readouterr().err
     assert run_cli("--out", tmp_path / "x", "--max-rows", "0") == 2
+
+
+def test_report_masks_the_fixed_basis_heel_on_the_hardened_model(tiny_dir, tmp_path):
+    """--report searches the MLP's intermediate neurons of the original and masks that set on the
+    hardened model: no rotation moves those neurons, so its Delta is the same after."""
+    out = tmp_path / "reported"
+    assert run_cli("--model", tiny_dir, "--method", "hadamard", "--heads", "--report", "--max-rows", "30",
+                   "--samples", "3", "--max-neurons", "20", "--out", out) == 0
+    heel = json.loads((out / "lesion-harden.json").read_text())["heel"]
+    before, after = heel["before"]["fixed_basis"], heel["after"]["fixed_basis"]
+    assert before["all_neurons"] and all(".mlp." in n and ("act" in n or "gate" in n or "up" in n)
+                                         for n in before["all_neurons"])
+    assert after["same_set"] and after["n"] == len(before["all_neurons"])
+    assert after["delta"] == pytest.approx(before["delta"], rel=1e-4, abs=1e-6)
+    assert "which no rotation moves" in (out / "harden.md").read_text()

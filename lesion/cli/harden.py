@@ -102,7 +102,7 @@ def harden_and_prove(args, text: str, neurons) -> None:
     hardened.__dict__["_weights_digest"] = record.hardened_fingerprint  # hashed by harden_model: not again
     console.print(f"hardened ({args.method}, seed {args.seed}); measuring it (float32)")
     proof = {"float32": compare(reference, trace(model, lm.tokenizer, texts))}
-    after = heel_profile(hardened, text, neurons, budget, progress)
+    after = heel_profile(hardened, text, neurons, budget, progress, original=before)
     console.print("bfloat16: both models")
     proof["bfloat16"] = bfloat16_proof(args, model, lm.tokenizer, texts, progress)
     gc.collect()

@@ -29,7 +29,7 @@ def harden_weights(model: torch.nn.Module, method: str = "rotate", seed: int = 0
     q = residual_rotation(hidden, method, seed)
     untied = fold_norms(model)
     rotate_residual(model, q)
-    head_info = rotate_heads(model, torch.Generator().manual_seed(seed + 1)) if heads else None
+    head_info = rotate_heads(model, torch.Generator().manual_seed(seed + 1), method) if heads else None
     done = {"method": method, "seed": seed, "heads": head_info, "model_type": model_type,
             "hidden_size": hidden, "untied_embeddings": untied, "seconds": time.perf_counter() - start,
             "orthogonality_error": float((q @ q.T - torch.eye(hidden, dtype=torch.float64)).abs().max())}

@@ -15,6 +15,9 @@ from ..texts import encode
 from ..torch_hooks import hooked
 
 SHOWN = 10  # neurons listed per set in the report
+# The MLP's intermediate neurons: the elementwise nonlinearity fixes their basis, so no exact
+# rotation moves them, and a heel made of them is a heel of the hardened model too.
+FIXED_BASIS = "gate,up,act"
 
 
 @dataclass(frozen=True)
@@ -103,15 +106,33 @@ def scan_summary(lm, text: str, budget: Budget, progress: bool) -> dict:
     return summary
 
 
-def search_summary(lm, text: str, budget: Budget, progress: bool) -> dict:
+def search_summary(lm, text: str, budget: Budget, progress: bool, components: str | None = None) -> dict:
     from ..heel import SearchPlan, search_heel
-    heel = search_heel(lm, [text], SearchPlan(max_rows=budget.max_rows), progress=progress,
+    heel = search_heel(lm, [text], SearchPlan(max_rows=budget.max_rows), progress=progress, components=components,
                        noise_options={"samples": budget.samples, "seed": budget.seed})
-    return {**set_summary(heel, heel.rows), "stopped": heel.stopped}
+    summary = {**set_summary(heel, heel.rows), "stopped": heel.stopped, "epsilon": heel.settings.get("epsilon", 1.0)}
+    if components is not None:
+        summary["all_neurons"] = [str(n) for n in heel.neurons]
+    return summary
 
 
-def heel_profile(lm, text: str, neurons: list[Neuron] | None, budget: Budget | None, progress: bool = True) -> dict:
-    """Everything the report compares, on one model (call it on the original, then the hardened)."""
+def fixed_basis_after(lm, ids: torch.Tensor, before: dict) -> dict:
+    """The original's fixed-basis heel masked as one set on the hardened model: the same neurons
+    compute the same values there, so its Delta should not move."""
+    neurons = [Neuron.parse(n) for n in before["all_neurons"]]
+    d = 0.0
+    if neurons:  # a search that found nothing at all has nothing to mask
+        index = discover_sites(lm.model, "all")
+        index.check(neurons)
+        d = delta(masked_nll(lm.model, ids, index, [neurons])[0], baseline_nll(lm.model, ids, lm.dtype))
+    return {"n": len(neurons), "same_set": True, "delta": d, "reached": bool(d >= before["epsilon"]),
+            "neurons": before["neurons"], "where": before["where"], "rows": 1}
+
+
+def heel_profile(lm, text: str, neurons: list[Neuron] | None, budget: Budget | None, progress: bool = True,
+                 original: dict | None = None) -> dict:
+    """Everything the report compares, on one model: call it on the original, then on the hardened
+    with ``original`` (the first call's profile), whose fixed-basis heel is masked as it is."""
     ids = encode(lm.tokenizer, text, lm.device)
     outliers = residual_outliers(lm.model, ids)
     if neurons is None:
@@ -120,4 +141,6 @@ def heel_profile(lm, text: str, neurons: list[Neuron] | None, budget: Budget | N
     if budget is not None:
         profile["scan"] = scan_summary(lm, text, budget, progress)
         profile["search"] = search_summary(lm, text, budget, progress)
+        profile["fixed_basis"] = (search_summary(lm, text, budget, progress, FIXED_BASIS) if original is None
+                                  else fixed_basis_after(lm, ids, original["fixed_basis"]))
     return profile

@@ -36,8 +36,10 @@ def heel_table(heel: dict) -> list[str]:
              f"{_g(after['outliers']['max_ratio'])} ({after['outliers']['layer']}, {after['outliers']['channel']})")]
     for b, a in zip(before["masked"], after["masked"]):
         rows.append((f"Delta masking `{b['neuron']}` alone", _g(b["delta"]), _g(a["delta"])))
-    for key, label in (("scan", "prefix n* (Stage 1 + 2)"), ("search", "smallest heel `lesion search` finds")):
-        if key in before:
+    for key, label in (("scan", "prefix n* (Stage 1 + 2)"), ("search", "smallest heel `lesion search` finds"),
+                       ("fixed_basis", "smallest heel among the MLP's intermediate neurons (gate, up, act), "
+                                       "which no rotation moves")):
+        if key in before and key in after:
             rows.append((label, _set(before[key]), _set(after[key])))
             rows.append((f"{label}: where", _where(before[key]), _where(after[key])))
     lines = ["| | original | hardened |", "|---|---|---|"]
@@ -46,6 +48,8 @@ def heel_table(heel: dict) -> list[str]:
 
 
 def _set(s: dict) -> str:
+    if s.get("same_set"):
+        return f"the same {s['n']} neuron{'s' if s['n'] != 1 else ''}: Delta {_g(s['delta'])}"
     if s["reached"]:
         text = f"{s['n']} neuron{'s' if s['n'] != 1 else ''}, Delta {_g(s['delta'])}"
     else:
@@ -55,7 +59,7 @@ def _set(s: dict) -> str:
 
 
 def _where(s: dict) -> str:
-    if not s["reached"]:
+    if not s["reached"] and not s.get("same_set"):
         return "-"
     modules = ", ".join(f"{k} {v}" for k, v in s["where"]["modules"].items())
     layers = ", ".join(s["where"]["layers"])

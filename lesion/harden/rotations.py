@@ -2,10 +2,13 @@
 
 Both are built in float64 from a seeded generator, so the same seed gives the same matrix bit
 for bit on any machine. A Hadamard matrix of order n exists for n = 1, 2 and (as far as anyone
-knows) every multiple of 4, but only powers of two have the one-line Sylvester construction;
-a width n = 2^k * m with m odd (SmolLM2: 576 = 64 * 9) gets the Kronecker product of the
-Sylvester Hadamard of order 2^k with a random orthogonal m x m block, so every entry has the
-magnitude of a Hadamard entry scaled by one entry of that small block.
+knows) every multiple of 4. Powers of two have Sylvester's construction; a width n = 2^k * m
+with m odd gets a true Hadamard when Paley's construction gives one of order c = m * 2^j (c - 1
+a prime = 3 mod 4, or c / 2 - 1 a prime = 1 mod 4) and n / c is a power of two: H_c kron
+H_{n/c}. That covers the widths of the models lesion meets (SmolLM2 576 = 36 * 16, Qwen2.5
+896 = 28 * 32 and 1536 = 12 * 128, 960 = 60 * 16, 5120 = 20 * 256). Every entry is then
++-1/sqrt(n): each residual channel is spread exactly evenly. Other widths fall back to the
+Sylvester part times a random orthogonal m x m block, which spreads less evenly.
 """
 from __future__ import annotations
 
@@ -35,21 +38,72 @@ def sylvester_hadamard(n: int) -> torch.Tensor:
     return h / math.sqrt(n)
 
 
-def randomized_hadamard(n: int, generator: torch.Generator) -> torch.Tensor:
-    """diag(random signs) @ (H_{2^k} kron Q_m), Q_m random orthogonal (identity when m = 1)."""
+def _is_prime(q: int) -> bool:
+    return q >= 2 and all(q % d for d in range(2, math.isqrt(q) + 1))
+
+
+def _jacobsthal(q: int) -> torch.Tensor:
+    """Q[i, j] = chi(j - i), chi the Legendre symbol mod the prime q."""
+    chi = -torch.ones(q, dtype=torch.float64)
+    chi[torch.unique(torch.arange(1, q) ** 2 % q)] = 1
+    chi[0] = 0
+    i = torch.arange(q)
+    return chi[(i[None, :] - i[:, None]) % q]
+
+
+def paley_hadamard(c: int) -> torch.Tensor | None:
+    """A +-1 Hadamard matrix of order c by Paley's constructions with a prime q, or None.
+    I: q = c - 1 = 3 mod 4, H = I + S with S the skew conference matrix. II: q = c/2 - 1 = 1 mod 4,
+    the symmetric conference matrix with each entry replaced by a 2 x 2 block."""
+    q = c - 1
+    if _is_prime(q) and q % 4 == 3:
+        s = torch.zeros(c, c, dtype=torch.float64)
+        s[0, 1:], s[1:, 0], s[1:, 1:] = 1, -1, _jacobsthal(q)
+        return torch.eye(c, dtype=torch.float64) + s
+    q = c // 2 - 1
+    if c % 2 == 0 and _is_prime(q) and q % 4 == 1:
+        conference = torch.zeros(q + 1, q + 1, dtype=torch.float64)
+        conference[0, 1:], conference[1:, 0], conference[1:, 1:] = 1, 1, _jacobsthal(q)
+        one = torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=torch.float64)
+        zero = torch.tensor([[1.0, -1.0], [-1.0, -1.0]], dtype=torch.float64)
+        return torch.kron(conference, one) + torch.kron((conference == 0).double(), zero)
+    return None
+
+
+def hadamard(n: int) -> torch.Tensor | None:
+    """An orthogonal n x n matrix with every entry +-1/sqrt(n), or None where lesion cannot build one:
+    H_c (Paley, or 1) kron the Sylvester H_{n/c}, for the smallest such c = (odd part) * 2^j."""
     power = n & -n  # the largest power of two dividing n
-    odd = n // power
-    block = random_orthogonal(odd, generator).contiguous() if odd > 1 else torch.ones(1, 1, dtype=torch.float64)
+    c = n // power
+    while c <= n:
+        block = torch.ones(1, 1, dtype=torch.float64) if c == 1 else paley_hadamard(c)
+        if block is not None:
+            return torch.kron(block, sylvester_hadamard(n // c) * math.sqrt(n // c)) / math.sqrt(n)
+        c *= 2
+    return None
+
+
+def randomized_hadamard(n: int, generator: torch.Generator) -> torch.Tensor:
+    """diag(random signs) @ H_n; where no Hadamard of order n is built, H_{2^k} kron Q_m with Q_m
+    random orthogonal (2^k the largest power of two dividing n)."""
     signs = torch.randint(0, 2, (n,), generator=generator, dtype=torch.int64).to(torch.float64) * 2 - 1
-    return signs[:, None] * torch.kron(sylvester_hadamard(power), block)
+    h = hadamard(n)
+    if h is None:
+        power = n & -n
+        h = torch.kron(sylvester_hadamard(power), random_orthogonal(n // power, generator).contiguous())
+    return signs[:, None] * h
+
+
+def orthogonal(n: int, method: str, generator: torch.Generator) -> torch.Tensor:
+    """An n x n orthogonal matrix (float64) of ``method`` drawn from ``generator``."""
+    if method not in METHODS:
+        raise ParameterError("method", f"must be one of {', '.join(METHODS)} (got {method!r})")
+    return random_orthogonal(n, generator) if method == "rotate" else randomized_hadamard(n, generator)
 
 
 def residual_rotation(n: int, method: str, seed: int) -> torch.Tensor:
     """The n x n orthogonal Q (float64) that ``method`` and ``seed`` name."""
-    if method not in METHODS:
-        raise ParameterError("method", f"must be one of {', '.join(METHODS)} (got {method!r})")
-    generator = torch.Generator().manual_seed(seed)
-    return random_orthogonal(n, generator) if method == "rotate" else randomized_hadamard(n, generator)
+    return orthogonal(n, method, torch.Generator().manual_seed(seed))
 
 
 def plane_angles(planes: int, generator: torch.Generator) -> torch.Tensor:

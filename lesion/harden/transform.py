@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import LesionError
-from .rotations import plane_angles, random_orthogonal
+from .rotations import orthogonal, plane_angles
 
 # model_type -> why lesion cannot rotate it exactly (one line, for the refusal).
 REFUSED = {
@@ -98,6 +98,12 @@ def blocks_of(model: torch.nn.Module) -> list[Block]:
                           f"as lesion expects ({e})") from None
 
 
+def _on(matrix: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``matrix`` (built on the CPU) on ``like``'s device: a model on a GPU, or spread over several,
+    is transformed where each weight lives."""
+    return matrix if matrix.device == like.device else matrix.to(like.device)
+
+
 def _set(param: torch.nn.Parameter, value: torch.Tensor) -> None:
     with torch.no_grad():
         param.copy_(value.to(param.dtype))
@@ -114,12 +120,12 @@ def fold_norms(model: torch.nn.Module) -> bool:
         for norm, readers in ((block.input_norm, block.attn_readers), (block.post_norm, block.mlp_readers)):
             g = _norm_scale(norm)
             for linear in readers:
-                _set(linear.weight, linear.weight.double() * g)
+                _set(linear.weight, linear.weight.double() * g.to(linear.weight.device))
             _set(norm.weight, torch.ones_like(g))
     g = _norm_scale(model.model.norm)
     untied = untie_if_needed(model, g)
     head = model.get_output_embeddings()
-    _set(head.weight, head.weight.double() * g)
+    _set(head.weight, head.weight.double() * g.to(head.weight.device))
     _set(model.model.norm.weight, torch.ones_like(g))
     return untied
 
@@ -142,33 +148,33 @@ def untie_if_needed(model: torch.nn.Module, final_scale: torch.Tensor) -> bool:
 def rotate_residual(model: torch.nn.Module, q: torch.Tensor) -> None:
     """Readers W <- W Q, writers W <- Q^T W (bias too), embeddings E <- E Q; norms must be ones."""
     embed, head = model.get_input_embeddings(), model.get_output_embeddings()
-    _set(embed.weight, embed.weight.double() @ q)
+    _set(embed.weight, embed.weight.double() @ _on(q, embed.weight))
     if head.weight.data_ptr() != embed.weight.data_ptr():
-        _set(head.weight, head.weight.double() @ q)
+        _set(head.weight, head.weight.double() @ _on(q, head.weight))
     for block in blocks_of(model):
         for linear in block.attn_readers + block.mlp_readers:
-            _set(linear.weight, linear.weight.double() @ q)
+            _set(linear.weight, linear.weight.double() @ _on(q, linear.weight))
         for linear in (block.o, block.down):
-            _set(linear.weight, q.T @ linear.weight.double())
+            _set(linear.weight, _on(q, linear.weight).T @ linear.weight.double())
             if linear.bias is not None:
-                _set(linear.bias, q.T @ linear.bias.double())
+                _set(linear.bias, _on(q, linear.bias).T @ linear.bias.double())
 
 
-def rotate_heads(model: torch.nn.Module, generator: torch.Generator) -> dict:
-    """Inside each attention head, where exact: values (and o_proj's input) by a random orthogonal
-    matrix per key/value head; queries and keys by a random angle in each rotary frequency plane,
+def rotate_heads(model: torch.nn.Module, generator: torch.Generator, method: str = "rotate") -> dict:
+    """Inside each attention head, where exact: values (and o_proj's input) by an orthogonal matrix
+    per key/value head (random, or a randomized Hadamard for ``method="hadamard"``); queries and keys by a random angle in each rotary frequency plane,
     the same for a key/value head and its query heads (rotations in one plane commute with RoPE).
     Qwen3's per-channel q/k norm does not commute with the plane rotations: its q/k are left."""
     heads = Heads.of(model.config)
     group = heads.n_heads // heads.n_kv
     qk_rotated = 0
     for block in blocks_of(model):
-        rotations = [random_orthogonal(heads.head_dim, generator) for _ in range(heads.n_kv)]
+        rotations = [orthogonal(heads.head_dim, method, generator) for _ in range(heads.n_kv)]
         _rotate_rows(block.v, heads, rotations)
         o = block.o.weight.double().clone()
         for i in range(heads.n_heads):
             cols = slice(i * heads.head_dim, (i + 1) * heads.head_dim)
-            o[:, cols] = o[:, cols] @ rotations[i // group]
+            o[:, cols] = o[:, cols] @ _on(rotations[i // group], o)
         _set(block.o.weight, o)
         if not block.qk_normed and heads.rotary_dim >= 2:
             planes = [_plane_rotation(heads, plane_angles(heads.rotary_dim // 2, generator))
@@ -201,9 +207,9 @@ def _rotate_rows(site: tuple, heads: Heads, rotations: list[torch.Tensor]) -> No
     start = rows.start or 0
     for j, r in enumerate(rotations):
         part = slice(start + j * heads.head_dim, start + (j + 1) * heads.head_dim)
-        weight[part] = r.T @ weight[part]
+        weight[part] = _on(r, weight).T @ weight[part]
         if bias is not None:
-            bias[part] = r.T @ bias[part]
+            bias[part] = _on(r, bias).T @ bias[part]
     _set(linear.weight, weight)
     if bias is not None:
         _set(linear.bias, bias)
