@@ -42,7 +42,7 @@ def interleaved(models: dict, work, device: str, repeats: int) -> dict[str, floa
     best = {name: float("inf") for name in models}
     for _ in range(repeats):
         for name, model in models.items():
-            best[name] = min(best[name], timed(lambda: work(model), device))
+            best[name] = min(best[name], timed(lambda m=model: work(m), device))
     return best
 
 

@@ -162,8 +162,9 @@ def rotate_residual(model: torch.nn.Module, q: torch.Tensor) -> None:
 
 def rotate_heads(model: torch.nn.Module, generator: torch.Generator, method: str = "rotate") -> dict:
     """Inside each attention head, where exact: values (and o_proj's input) by an orthogonal matrix
-    per key/value head (random, or a randomized Hadamard for ``method="hadamard"``); queries and keys by a random angle in each rotary frequency plane,
-    the same for a key/value head and its query heads (rotations in one plane commute with RoPE).
+    per key/value head (random, or a randomized Hadamard for ``method="hadamard"``); queries and
+    keys by a random angle in each rotary frequency plane, the same for a key/value head and its
+    query heads (rotations in one plane commute with RoPE).
     Qwen3's per-channel q/k norm does not commute with the plane rotations: its q/k are left."""
     heads = Heads.of(model.config)
     group = heads.n_heads // heads.n_kv
