@@ -19,8 +19,12 @@ def token_nll(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
 
     No KV cache: nothing reuses it, and blocks that a shared prefix skips (lesion.ablation)
     would leave it incomplete."""
-    logits = model(input_ids=input_ids, use_cache=False).logits[:, :-1].float()
-    return F.cross_entropy(logits.transpose(1, 2), input_ids[:, 1:], reduction="none")
+    return nll_of_logits(model(input_ids=input_ids, use_cache=False).logits, input_ids)
+
+
+def nll_of_logits(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T, V) logits of (B, T) ids -> (B, T-1) next-token NLL, float32."""
+    return F.cross_entropy(logits[:, :-1].float().transpose(1, 2), input_ids[:, 1:], reduction="none")
 
 
 def mean_nll(model: torch.nn.Module, input_ids: torch.Tensor, rows: int = 1) -> torch.Tensor:

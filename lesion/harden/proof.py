@@ -1,19 +1,19 @@
 """Proof that a hardened model computes the original's function, measured rather than assumed:
-perplexity on several texts, the largest logit difference, greedy generations token for token,
-and forward time (the rotation is merged into the weights: same shapes, same work)."""
+perplexity on several texts, the largest logit difference, greedy generations token for token.
+Speed is not timed here: the two models run minutes apart, so a timing would measure the machine's
+load, not the rotation (merged into the weights: same shapes, same work). benchmarks/harden_speed.py
+times both models in alternation."""
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import torch
 
-from ..metrics import token_nll
+from ..metrics import nll_of_logits
 from ..texts import BOOKENDS, encode
 
 GENERATE_TOKENS = 64
-TIMING_REPEATS = 5
 
 
 def proof_texts() -> dict[str, str]:
@@ -28,28 +28,24 @@ PROMPTS = ("The history of the printing press begins", "Later reviews were more 
 
 @dataclass
 class Trace:
-    """What a model computes on fixed inputs: per-text mean NLL and logits, greedy generations,
-    and the fastest of a few forward passes over the longest text."""
+    """What a model computes on fixed inputs: per-text mean NLL and logits, greedy generations."""
     nll: dict[str, float]
     logits: dict[str, torch.Tensor]
     generated: list[list[int]]
-    forward_s: float
 
 
 def trace(model: torch.nn.Module, tokenizer, texts: dict[str, str], prompts=PROMPTS,
-          new_tokens: int = GENERATE_TOKENS, repeats: int = TIMING_REPEATS) -> Trace:
+          new_tokens: int = GENERATE_TOKENS) -> Trace:
     device = model.get_input_embeddings().weight.device
     nll, logits = {}, {}
     with torch.inference_mode():
         for name, text in texts.items():
             ids = encode(tokenizer, text, device)
-            out = model(input_ids=ids, use_cache=False).logits[0].float().cpu()
-            logits[name] = out
-            nll[name] = float(token_nll(model, ids)[0].double().mean())
+            out = model(input_ids=ids, use_cache=False).logits
+            logits[name] = out[0].float().cpu()
+            nll[name] = float(nll_of_logits(out, ids)[0].double().mean())
         generated = [_greedy(model, tokenizer, p, new_tokens, device) for p in prompts]
-        longest = encode(tokenizer, max(texts.values(), key=len), device)
-        forward_s = min(_timed(model, longest) for _ in range(repeats))
-    return Trace(nll, logits, generated, forward_s)
+    return Trace(nll, logits, generated)
 
 
 def _greedy(model, tokenizer, prompt: str, new_tokens: int, device) -> list[int]:
@@ -60,15 +56,9 @@ def _greedy(model, tokenizer, prompt: str, new_tokens: int, device) -> list[int]
     return out[0, ids.shape[1]:].tolist()
 
 
-def _timed(model, ids) -> float:
-    start = time.perf_counter()
-    model(input_ids=ids, use_cache=False)
-    return time.perf_counter() - start
-
-
 def compare(reference: Trace, hardened: Trace) -> dict:
     """Side by side: PPL before/after and relative difference per text, the max |logit difference|
-    (and the max |logit| for scale), whether each greedy generation is identical, forward time."""
+    (and the max |logit| for scale), whether each greedy generation is identical."""
     texts = {}
     for name, nll in reference.nll.items():
         before, after = math.exp(nll), math.exp(hardened.nll[name])
@@ -82,9 +72,7 @@ def compare(reference: Trace, hardened: Trace) -> dict:
             "max_ppl_rel_diff": max(t["ppl_rel_diff"] for t in texts.values()),
             "max_abs_logit_diff": max(t["max_abs_logit_diff"] for t in texts.values()),
             "generations": generations,
-            "generations_identical": all(g["identical"] for g in generations),
-            "forward_s": {"before": reference.forward_s, "after": hardened.forward_s,
-                          "ratio": hardened.forward_s / reference.forward_s}}
+            "generations_identical": all(g["identical"] for g in generations)}
 
 
 def _first_difference(a: list[int], b: list[int]) -> int | None:
