@@ -229,3 +229,16 @@ def test_report_masks_the_fixed_basis_heel_on_the_hardened_model(tiny_dir, tmp_p
     assert after["same_set"] and after["n"] == len(before["all_neurons"])
     assert after["delta"] == pytest.approx(before["delta"], rel=1e-4, abs=1e-6)
     assert "which no rotation moves" in (out / "harden.md").read_text()
+
+
+def test_quiet_save_hides_transformers_bar_and_puts_it_back(tmp_path, monkeypatch):
+    """--quiet: transformers' "Writing model shards" bar is off while saving, and on again after."""
+    from transformers.utils import logging as hf_logging
+
+    from lesion.harden.folder import _save_model
+    model, seen = scrambled("llama"), []
+    monkeypatch.setattr(type(model), "save_pretrained",
+                        lambda self, *a, **k: seen.append(hf_logging.is_progress_bar_enabled()))
+    _save_model(model, tmp_path, progress=False)
+    _save_model(model, tmp_path, progress=True)
+    assert seen == [False, True] and hf_logging.is_progress_bar_enabled()

@@ -109,7 +109,7 @@ def harden_and_prove(args, text: str, neurons) -> None:
     heel = {"text_sha256": text_hash(text), "before": before, "after": after,
             "budget": None if budget is None else vars(budget)}
     record = record.with_(proof=proof, heel=heel, rotation={**record.rotation, "text_sha256": text_hash(text)})
-    save_folder(model, lm.tokenizer, record, markdown(record), args.out)
+    save_folder(model, lm.tokenizer, record, markdown(record), args.out, progress)
     print_summary(record, args.out)
 
 

@@ -28,14 +28,15 @@ def check_out_folder(path: str | Path) -> Path:
     return path
 
 
-def save_folder(model: torch.nn.Module, tokenizer, record, report: str, path: str | Path) -> Path:
+def save_folder(model: torch.nn.Module, tokenizer, record, report: str, path: str | Path,
+                progress: bool = True) -> Path:
     path = check_out_folder(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_orphans(path.parent, f".{path.name}.*")
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     old = path.with_name(f".{path.name}.old{os.getpid()}")
     try:
-        _save_model(model, tmp)
+        _save_model(model, tmp, progress)
         tokenizer.save_pretrained(tmp)
         record.save(tmp / RECORD)
         write_text(tmp / REPORT, report)
@@ -51,9 +52,18 @@ def save_folder(model: torch.nn.Module, tokenizer, record, report: str, path: st
     return path
 
 
-def _save_model(model: torch.nn.Module, folder: Path) -> None:
+def _save_model(model: torch.nn.Module, folder: Path, progress: bool) -> None:
+    from transformers.utils import logging as hf_logging
+
     # A model dequantised from GGUF still carries its "quantizer", which only blocks saving.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.save_pretrained(folder, safe_serialization=True)
+    bars = hf_logging.is_progress_bar_enabled()
+    if not progress:  # --quiet: transformers' own "Writing model shards" bar too
+        hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(folder, safe_serialization=True)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
