@@ -1,4 +1,5 @@
 """The CLI on a saved tiny model: outputs, determinism, bad input, interruption."""
+import argparse
 import json
 import os
 import select
@@ -206,3 +207,13 @@ def test_quiet_also_silences_the_gguf_dequantisation_bar(capsys):
                 pass
         assert ("dequantising" in capsys.readouterr().err) == enabled
     assert not hasattr(gguf_utils.tqdm, "keywords")  # the real tqdm is back
+
+
+def test_every_command_accepts_quiet():
+    """--help promises --quiet on every command: a script passing it everywhere must not break."""
+    from lesion.cli import build_parser
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    missing = [name for name, sub in commands.items()
+               if not any("--quiet" in a.option_strings for a in sub._actions)]
+    assert len(commands) >= 15 and missing == []
