@@ -25,7 +25,8 @@ def register(sub) -> None:
     p.add_argument("--gpus", type=int, default=0, help="GPUs to plan for (0: this CPU only)")
     p.add_argument("--gpu-memory", type=float, default=80.0, metavar="GB", help="memory of each GPU in GiB")
     p.add_argument("--gpu-tflops", type=float, default=None,
-                   help="assumed effective TFLOPS of one model copy on the GPUs (default 200, an assumption; a 135M model measured about 17 on one H100)")
+                   help="assumed effective TFLOPS of one model copy on the GPUs (default 200; a 135M model "
+                        "measured about 17 on one H100)")
     p.add_argument("--dtype", default="bfloat16", help="weights' dtype on the GPUs (float32, bfloat16, float16)")
     p.add_argument("--tokens", type=int, default=49, help="text length in tokens (49: Bookends on SmolLM2)")
     p.add_argument("--samples", default="100", help="Stage 1 noise samples K, or 'auto' (planned at its cap, 100)")
