@@ -245,9 +245,10 @@ def stop() -> None:
     _world = _ONE
 
 
-def run_command(run: Callable, args) -> int:
+def run_command(run: Callable, args, describe: Callable[[LesionError], str] = str) -> int:
     """Run a CLI command: directly in one process, on every rank under torchrun. Under torchrun
-    a failure anywhere is one message from rank 0 and exit code 2 on every rank."""
+    a failure anywhere is one message from rank 0 and exit code 2 on every rank; ``describe``
+    words a user error (the CLI's shows a parameter as its flag)."""
     if not launched():
         return run(args)
     if args.command not in COMMANDS:
@@ -265,7 +266,7 @@ def run_command(run: Callable, args) -> int:
         except Exception as error:  # tell the others, who are waiting at (or will reach) a collective
             if current().size == 1:
                 raise  # after agree(): rank 0 alone, writing; the others have finished
-            world._check_peers(_one_line(error))
+            world._check_peers(_one_line(error, describe))
             raise  # not reached: _check_peers raised _Stop
     except _Stop as stopped:
         return _stopped(world, str(stopped))
@@ -276,8 +277,8 @@ def run_command(run: Callable, args) -> int:
         stop()
 
 
-def _one_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
+def _one_line(error: Exception, describe: Callable[[LesionError], str] = str) -> str:
+    text = (describe(error) if isinstance(error, LesionError) else str(error)).strip().splitlines()
     message = text[0] if text else ""
     return message if isinstance(error, LesionError) else f"{type(error).__name__}: {message}"
 

@@ -198,3 +198,13 @@ def test_gpu_script_stops_with_one_line_without_cuda(tmp_path):
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.strip().splitlines() == [done.stderr.strip()] and "no CUDA device" in done.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_failing_rank_words_a_parameter_error_as_its_flag():
+    """The message rank 0 prints for another rank's user error names the flag, as one process would."""
+    from lesion.cli import error_line
+    from lesion.distributed import _one_line
+    from lesion.errors import ParameterError
+    error = ParameterError("max_rows", "must be >= 1 (got 0)")
+    assert _one_line(error, error_line) == "--max-rows must be >= 1 (got 0)"
+    assert _one_line(RuntimeError("simulated\nsecond line")) == "RuntimeError: simulated"
