@@ -1,4 +1,4 @@
-"""How far lesion is from its floors, on one model: every figure of the README Speed section.
+"""How far lesion is from its floors, on one model: every figure of docs/speed.md.
 
 Each figure is the minimum over ``--repeats`` runs, and each ratio divides two timings
 taken in the same run, so that a busy machine slows both sides alike.

@@ -22,7 +22,7 @@ from .corpora import enwiki_gensim, prose_paragraphs, sentences
 
 TASKS = ("lesion_mmlu_dev", "lesion_wiki_cloze")
 # The paper's benchmarks under their lm-eval names (they download from the hub; SimpleQA has no task).
-# The README lists them; a test checks lm-eval's registry still knows each name.
+# docs/evaluation.md lists them; a test checks lm-eval's registry still knows each name.
 PAPER_TASKS = {"MMLU-Pro": "mmlu_pro", "GPQA-Diamond": "gpqa_diamond_zeroshot", "HumanEval": "humaneval",
                "MATH": "minerva_math", "MGSM": "mgsm_direct", "IFEval": "ifeval"}
 LETTERS = "ABCD"
