@@ -353,20 +353,23 @@ def _gguf_progress(enabled: bool):
         yield
 
 
+def drop_gguf_quantizer(model) -> None:
+    """A model dequantised from GGUF holds float weights but still carries its "quantizer",
+    which only blocks ``save_pretrained``."""
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+
 def _save_atomically(model, tokenizer, target: Path, dtype: str) -> str | None:
     """Save the dequantised model under the cache, with a record of its weights' fingerprint
     (in ``dtype``) and its files' SHA-256 that every later load checks; returns the fingerprint."""
     import json
-    from .files import remove_orphans
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    # The weights are already dequantised floats; the GGUF "quantizer" only blocks saving.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")  # sweep_orphans removes it if we are killed
+    drop_gguf_quantizer(model)
     digest = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        remove_orphans(target.parent)  # copies left by runs killed mid-save
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         with contextlib.suppress(Exception):  # the check only ever saves time: never lose the cache to it

@@ -239,6 +239,12 @@ def test_quiet_save_hides_transformers_bar_and_puts_it_back(tmp_path, monkeypatc
     model, seen = scrambled("llama"), []
     monkeypatch.setattr(type(model), "save_pretrained",
                         lambda self, *a, **k: seen.append(hf_logging.is_progress_bar_enabled()))
-    _save_model(model, tmp_path, progress=False)
-    _save_model(model, tmp_path, progress=True)
-    assert seen == [False, True] and hf_logging.is_progress_bar_enabled()
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()
+    try:
+        _save_model(model, tmp_path, progress=False)
+        _save_model(model, tmp_path, progress=True)
+        assert seen == [False, True] and hf_logging.is_progress_bar_enabled()
+    finally:
+        if not was:
+            hf_logging.disable_progress_bar()

@@ -55,10 +55,8 @@ def save_folder(model: torch.nn.Module, tokenizer, record, report: str, path: st
 def _save_model(model: torch.nn.Module, folder: Path, progress: bool) -> None:
     from transformers.utils import logging as hf_logging
 
-    # A model dequantised from GGUF still carries its "quantizer", which only blocks saving.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
+    from ..loading import drop_gguf_quantizer
+    drop_gguf_quantizer(model)
     bars = hf_logging.is_progress_bar_enabled()
     if not progress:  # --quiet: transformers' own "Writing model shards" bar too
         hf_logging.disable_progress_bar()
