@@ -248,3 +248,12 @@ def test_quiet_save_hides_transformers_bar_and_puts_it_back(tmp_path, monkeypatc
     finally:
         if not was:
             hf_logging.disable_progress_bar()
+
+
+def test_report_says_what_a_surviving_fixed_basis_heel_means():
+    from lesion.harden.report import verdict
+    fixed = {"n": 2, "delta": 1.27, "reached": True}
+    heel = {"before": {"fixed_basis": {**fixed, "delta": 1.2678}}, "after": {"fixed_basis": fixed}}
+    assert "at most 2 neurons in any basis" in verdict(heel)[0]
+    heel["after"]["fixed_basis"] = {**fixed, "reached": False}
+    assert verdict(heel) == [] and verdict({"before": {}, "after": {}}) == []

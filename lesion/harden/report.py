@@ -83,5 +83,16 @@ def markdown(record) -> str:
     if record.heel:
         lines += ["## The heel before and after", "", f"On the text of SHA-256 `{record.heel['text_sha256'][:16]}`"
                   + (f", budget {record.heel['budget']}" if record.heel.get("budget") else "") + ".", ""]
-        lines += heel_table(record.heel) + [""]
+        lines += heel_table(record.heel) + [""] + verdict(record.heel)
     return "\n".join(lines)
+
+
+def verdict(heel: dict) -> list[str]:
+    """What the table means for the question a user asks: is a small heel left?"""
+    fixed = heel["after"].get("fixed_basis")
+    if not fixed or not fixed["reached"]:
+        return []
+    n = fixed["n"]
+    return [f"A heel of {n} MLP intermediate neuron{'s' if n != 1 else ''} (Delta {_g(fixed['delta'])} after, "
+            f"{_g(heel['before']['fixed_basis']['delta'])} before) survives hardening: no exact rotation moves those "
+            f"neurons, so this model's smallest heel has at most {n} neuron{'s' if n != 1 else ''} in any basis.", ""]
