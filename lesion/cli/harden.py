@@ -32,7 +32,7 @@ def register(sub) -> None:
     r = p.add_argument_group("rotation")
     r.add_argument("--method", default="rotate", choices=METHODS,
                    help="rotate: a random orthogonal Q (QR of a seeded Gaussian); hadamard: random signs times a "
-                        "Hadamard matrix (Kronecker with a small random block where the width is not a power of 2)")
+                        "Hadamard matrix (Paley x Sylvester), which spreads every channel exactly evenly")
     r.add_argument("--seed", type=int, default=0, help="seed of the rotation (default 0)")
     r.add_argument("--heads", action="store_true",
                    help="also rotate inside each head where exact: values/o_proj by any orthogonal matrix, "
@@ -43,7 +43,8 @@ def register(sub) -> None:
                    help="a neuron to mask before and after (repeatable; default: the down_proj output that "
                         "writes the original's most massive residual channel)")
     h.add_argument("--report", action="store_true",
-                   help="also run the paper's two stages and `lesion search` on both models, same budget")
+                   help="also run the paper's two stages and `lesion search` on both models, same budget, and "
+                        "search the MLP's intermediate neurons, which no rotation moves")
     h.add_argument("--max-rows", type=int, default=2000, help="--report: lesion search's budget of masked rows")
     h.add_argument("--max-neurons", type=int, default=1000, help="--report: Stage 2 candidates")
     h.add_argument("--samples", type=int, default=100, help="--report: Stage 1 noise samples K (paper: 100)")
