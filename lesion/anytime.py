@@ -27,7 +27,7 @@ class _BudgetSpent(Exception):
 
 def check_time_budget(seconds: float | None, name: str = "time_budget") -> None:
     if seconds is not None and not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
-        raise ParameterError(name, f"must be a positive number of seconds, got {seconds!r}")
+        raise ParameterError(name, f"must be a finite number of seconds > 0 (got {seconds!r})")
 
 
 class Anytime:

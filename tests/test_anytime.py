@@ -167,3 +167,15 @@ def test_best_found_prefers_the_smallest_set_that_reaches():
     assert score.best_found(10.0) == [N[1], N[3], N[7]]  # none reaches: the highest Delta
     assert SetScorer(lambda sets: [[0.0] * len(sets)], 1).best_found(1.0) == []
     assert Neuron("m", 3) in score.best_found(1.0)
+
+
+@pytest.mark.parametrize("seconds", [0, -3, float("nan"), float("inf")])
+def test_a_bad_time_budget_is_one_rule_everywhere(seconds, capsys):
+    """SearchPlan and every anytime command refuse the same budgets with the same words."""
+    from lesion.anytime import check_time_budget
+    from lesion.errors import ParameterError
+    for check in (lambda: SearchPlan(time_budget=seconds).check(), lambda: check_time_budget(seconds)):
+        with pytest.raises(ParameterError, match="must be a finite number of seconds > 0"):
+            check()
+    assert main(["search", "--time-budget", str(seconds), "--quiet"]) == 2
+    assert "--time-budget must be a finite number of seconds > 0" in capsys.readouterr().err

@@ -31,6 +31,7 @@ from itertools import combinations, islice
 from math import comb
 from typing import Callable, Sequence
 
+from ..anytime import check_time_budget
 from ..errors import LesionError, ParameterError
 from ..metrics import LN10, perplexity
 from ..neurons import Neuron
@@ -291,8 +292,7 @@ class SearchPlan:
             raise ParameterError("certify_rows", f"must be >= 0 (got {self.certify_rows})")
         if self.screen < 0:
             raise ParameterError("screen", f"must be >= 0 (got {self.screen}); 0 sizes it to the budget")
-        if self.time_budget is not None and not (self.time_budget > 0 and math.isfinite(self.time_budget)):
-            raise ParameterError("time_budget", f"must be a finite number of seconds > 0 (got {self.time_budget})")
+        check_time_budget(self.time_budget)
 
 
 STOPS = {"budget": "the budget (--max-rows / --time-budget)", "interrupted": "an interrupt (Ctrl-C / SIGTERM)"}
