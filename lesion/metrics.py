@@ -11,6 +11,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .errors import ParameterError
+
 LN10 = math.log(10.0)
 
 
@@ -44,3 +46,9 @@ def delta(nll_masked: float, nll_clean: float) -> float:
     if not math.isfinite(nll_masked):
         return math.inf
     return (nll_masked - nll_clean) / LN10
+
+
+def check_epsilon(epsilon: float) -> None:
+    """A Delta threshold must be one a set can cross: finite and above zero."""
+    if not (epsilon > 0 and math.isfinite(epsilon)):
+        raise ParameterError("epsilon", f"must be a finite number > 0 (got {epsilon}): the paper uses 1")

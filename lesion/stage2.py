@@ -13,7 +13,6 @@ Two ways to reach the paper's answer, the first n with Delta(top-n) >= epsilon:
 """
 from __future__ import annotations
 
-import math
 from typing import Iterator, Sequence
 
 import torch
@@ -21,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .ablation import baseline_nll, masked_nll
 from .errors import LesionError, ParameterError
-from .metrics import delta, perplexity
+from .metrics import check_epsilon, delta, perplexity
 from .neurons import Neuron, SiteIndex
 from .options import STAGE2
 from .results import CriticalSet, Step
@@ -45,8 +44,7 @@ def _fell(deltas: list[float]) -> bool:
 
 
 def _check_options(epsilon: float, step: int, max_neurons: int, stage2: str) -> None:
-    if not (epsilon > 0 and math.isfinite(epsilon)):
-        raise ParameterError("epsilon", f"must be a finite number > 0 (got {epsilon}): the paper uses 1")
+    check_epsilon(epsilon)
     for name, value in (("step", step), ("max_neurons", max_neurons)):
         if value < 1:
             raise ParameterError(name, f"must be >= 1 (got {value})")

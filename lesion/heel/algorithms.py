@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 
 from ..anytime import check_time_budget
 from ..errors import LesionError, ParameterError
-from ..metrics import LN10, perplexity
+from ..metrics import LN10, check_epsilon, perplexity
 from ..neurons import Neuron
 from ..options import ABLATIONS, OBJECTIVES, PRUNERS, STRATEGIES
 from ..results import Heel
@@ -279,8 +279,7 @@ class SearchPlan:
     time_budget: float | None = None  # seconds for the whole search (the scorer holds the deadline)
 
     def check(self) -> None:
-        if not (self.epsilon > 0 and math.isfinite(self.epsilon)):
-            raise ParameterError("epsilon", f"must be a finite number > 0 (got {self.epsilon}): the paper uses 1")
+        check_epsilon(self.epsilon)
         for name, known in (("strategy", STRATEGIES), ("prune", PRUNERS), ("ablation", ABLATIONS),
                             ("objective", OBJECTIVES)):
             if getattr(self, name) not in known:
