@@ -227,9 +227,11 @@ def clean_activations(model: torch.nn.Module, input_ids: torch.Tensor, index: Si
 
 
 def rank_by_activation(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex, *, seed: int = 0,
-                       reduce: str = "max", progress: bool = False) -> Scores:
-    """Baseline: |A| on the clean text (magnitude, not signed value)."""
-    clean = clean_activations(model, input_ids, index)
+                       reduce: str = "max", progress: bool = False,
+                       clean: dict[str, torch.Tensor] | None = None) -> Scores:
+    """Baseline: |A| on the clean text (magnitude, not signed value). ``clean``: the text's
+    activations when the caller already has them (no second forward)."""
+    clean = clean_activations(model, input_ids, index) if clean is None else clean
     return _collect(index, {n: a.abs() for n, a in clean.items()}, reduce)
 
 

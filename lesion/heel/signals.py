@@ -13,7 +13,7 @@ import torch
 from ..errors import LesionError
 from ..neurons import Neuron, SiteIndex
 from ..options import SIGNALS
-from ..stage1 import _collect, activation_gradients, clean_activations, rank_by_activation
+from ..stage1 import activation_gradients, clean_activations, rank_by_activation
 
 
 def parse_signals(text: str) -> list[str]:
@@ -64,9 +64,8 @@ def signal_scores(name: str, model: torch.nn.Module, input_ids: torch.Tensor, in
             raise LesionError("the noise signal needs a Stage 1 ranking")
         return noise().float().cpu()
     if name == "activation":
-        if acts is not None:
-            return _collect(index, {n: a.abs() for n, a in acts().items()}, "max").values.float().cpu()
-        return rank_by_activation(model, input_ids, index).values.float().cpu()
+        clean = None if acts is None else acts()
+        return rank_by_activation(model, input_ids, index, clean=clean).values.float().cpu()
     if name == "massive":
         return massive_scores(model, input_ids, index, None if acts is None else acts()).float().cpu()
     if name == "superweight":
