@@ -10,7 +10,7 @@ from .common import add_common_flags, add_text_args, check_seed, console, progre
 
 
 EXAMPLES = """examples:
-  lesion harden --out smollm2-hardened                  # random rotation, seed 0
+  lesion harden --out smollm2-hardened                  # randomized Hadamard, seed 0
   lesion harden --method hadamard --heads --out smollm2-hadamard
   lesion harden --report --max-rows 2000 --out smollm2-hardened   # + n* and lesion search, before and after
   lesion mask --model smollm2-hardened model.layers.11.mlp.down_proj:507
@@ -30,9 +30,9 @@ def register(sub) -> None:
                    help="alias, local folder, .gguf file or hub id (default smollm2-135m); hardened in float32")
     g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
     r = p.add_argument_group("rotation")
-    r.add_argument("--method", default="rotate", choices=METHODS,
-                   help="rotate: a random orthogonal Q (QR of a seeded Gaussian); hadamard: random signs times a "
-                        "Hadamard matrix (Paley x Sylvester), which spreads every channel exactly evenly")
+    r.add_argument("--method", default="hadamard", choices=METHODS,
+                   help="hadamard (default): random signs times a Hadamard matrix (Paley x Sylvester), which spreads "
+                        "every channel exactly evenly; rotate: a random orthogonal Q (QR of a seeded Gaussian)")
     r.add_argument("--seed", type=int, default=0, help="seed of the rotation (default 0)")
     r.add_argument("--heads", action="store_true",
                    help="also rotate inside each head where exact: values/o_proj by any orthogonal matrix, "

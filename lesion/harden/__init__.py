@@ -1,6 +1,6 @@
 """Harden a model against its Achilles' heel: an exact change of basis that keeps the function.
 
-``harden_model(lm, method="rotate", seed=0)`` folds every RMSNorm scale into the layers that
+``harden_model(lm, method="hadamard", seed=0)`` folds every RMSNorm scale into the layers that
 read it and rotates the residual stream by an orthogonal Q (a random rotation or a randomized
 Hadamard), optionally rotating inside each attention head too (``heads=True``). The model
 computes the same function up to rounding; a massive activation that sat in one residual
@@ -19,7 +19,7 @@ from .transform import SUPPORTED, check_family, fold_norms, rotate_heads, rotate
 __all__ = ["METHODS", "SUPPORTED", "check_family", "harden_model", "harden_weights"]
 
 
-def harden_weights(model: torch.nn.Module, method: str = "rotate", seed: int = 0, heads: bool = False,
+def harden_weights(model: torch.nn.Module, method: str = "hadamard", seed: int = 0, heads: bool = False,
                    watch: int | None = None) -> dict:
     """Transform ``model`` in place; returns what was done (the settings a HardenRecord keeps).
     ``watch``: a residual channel whose spread under Q is reported (the heel's channel)."""
@@ -38,7 +38,7 @@ def harden_weights(model: torch.nn.Module, method: str = "rotate", seed: int = 0
     return done
 
 
-def harden_model(lm, method: str = "rotate", seed: int = 0, heads: bool = False, inplace: bool = False,
+def harden_model(lm, method: str = "hadamard", seed: int = 0, heads: bool = False, inplace: bool = False,
                  watch: int | None = None):
     """(hardened model, HardenRecord) for a :class:`lesion.loading.LoadedModel`. The record holds
     the rotation and the source's fingerprint; :func:`lesion.harden.proof.trace` and
