@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 
 import pytest
 import torch
@@ -228,7 +229,12 @@ def test_report_masks_the_fixed_basis_heel_on_the_hardened_model(tiny_dir, tmp_p
                                          for n in before["all_neurons"])
     assert after["same_set"] and after["n"] == len(before["all_neurons"])
     assert after["delta"] == pytest.approx(before["delta"], rel=1e-4, abs=1e-6)
-    assert "which no rotation moves" in (out / "harden.md").read_text()
+    assert after["n"] == len(before["all_neurons"]) and after["same_set"]
+    moved = heel["after"]["original_heel"]  # the original's heel, by name, in the rotated basis
+    assert moved["same_set"] and moved["n"] == len(heel["before"]["search"]["all_neurons"]) >= 1
+    assert math.isfinite(moved["delta"])
+    report = (out / "harden.md").read_text()
+    assert "which no rotation moves" in report and "the original's heel above, masked as one set" in report
 
 
 def test_quiet_save_hides_transformers_bar_and_puts_it_back(tmp_path, monkeypatch):

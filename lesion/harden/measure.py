@@ -110,15 +110,14 @@ def search_summary(lm, text: str, budget: Budget, progress: bool, components: st
     from ..heel import SearchPlan, search_heel
     heel = search_heel(lm, [text], SearchPlan(max_rows=budget.max_rows), progress=progress, components=components,
                        noise_options={"samples": budget.samples, "seed": budget.seed})
-    summary = {**set_summary(heel, heel.rows), "stopped": heel.stopped, "epsilon": heel.settings.get("epsilon", 1.0)}
-    if components is not None:
-        summary["all_neurons"] = [str(n) for n in heel.neurons]
-    return summary
+    return {**set_summary(heel, heel.rows), "stopped": heel.stopped, "epsilon": heel.settings.get("epsilon", 1.0),
+            "all_neurons": [str(n) for n in heel.neurons]}
 
 
-def fixed_basis_after(lm, ids: torch.Tensor, before: dict) -> dict:
-    """The original's fixed-basis heel masked as one set on the hardened model: the same neurons
-    compute the same values there, so its Delta should not move."""
+def same_set_after(lm, ids: torch.Tensor, before: dict) -> dict:
+    """A set the search found on the original, masked as one set on the hardened model. For the
+    fixed-basis heel the neurons compute the same values there, so its Delta should not move;
+    for the original's heel, the same names are now coordinates of a rotated basis."""
     neurons = [Neuron.parse(n) for n in before["all_neurons"]]
     d = 0.0
     if neurons:  # a search that found nothing at all has nothing to mask
@@ -141,6 +140,9 @@ def heel_profile(lm, text: str, neurons: list[Neuron] | None, budget: Budget | N
     if budget is not None:
         profile["scan"] = scan_summary(lm, text, budget, progress)
         profile["search"] = search_summary(lm, text, budget, progress)
-        profile["fixed_basis"] = (search_summary(lm, text, budget, progress, FIXED_BASIS) if original is None
-                                  else fixed_basis_after(lm, ids, original["fixed_basis"]))
+        if original is None:
+            profile["fixed_basis"] = search_summary(lm, text, budget, progress, FIXED_BASIS)
+        else:
+            profile["original_heel"] = same_set_after(lm, ids, original["search"])
+            profile["fixed_basis"] = same_set_after(lm, ids, original["fixed_basis"])
     return profile

@@ -40,6 +40,9 @@ def heel_table(heel: dict) -> list[str]:
         if key in before and key in after:
             rows.append((label, _set(before[key]), _set(after[key])))
             rows.append((f"{label}: where", _where(before[key]), _where(after[key])))
+        if key == "search" and "original_heel" in after:
+            rows.append(("the original's heel above, masked as one set", _g(before["search"]["delta"]),
+                         _g(after["original_heel"]["delta"])))
     lines = ["| | original | hardened |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return lines
