@@ -263,3 +263,18 @@ def test_report_says_what_a_surviving_fixed_basis_heel_means():
     assert "at most 2 neurons in any basis" in verdict(heel)[0]
     heel["after"]["fixed_basis"] = {**fixed, "reached": False}
     assert verdict(heel) == [] and verdict({"before": {}, "after": {}}) == []
+
+
+@pytest.mark.parametrize("family", ROTATABLE)
+def test_cast_copy_equals_the_folder_loaded_in_bfloat16(family, ids, tmp_path):
+    """The bfloat16 proof's copy is built without a second float32 model; it must compute exactly
+    what the hardened folder loaded in bfloat16 computes (rotary buffers stay float32, as a load
+    keeps them; deepcopy-then-cast would round them to bfloat16)."""
+    from lesion.harden.proof import cast_copy
+    model = scrambled(family)
+    harden_weights(model, "hadamard", seed=0, heads=True)
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
+    low = cast_copy(model, torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in low.parameters())
+    assert torch.equal(logits(low, ids), logits(loaded, ids))

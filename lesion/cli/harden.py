@@ -122,13 +122,11 @@ def first_masked(profile: dict):
 def bfloat16_proof(args, model, tokenizer, texts, progress) -> dict:
     """The hardened model cast to bfloat16 against the original loaded in bfloat16: rounding
     differs in the new basis, so this is measured, not expected to be bit-equal."""
-    import copy
-
     import torch
 
-    from ..harden.proof import compare, trace
+    from ..harden.proof import cast_copy, compare, trace
     from ..loading import load_model
-    low = copy.deepcopy(model).to(torch.bfloat16)
+    low = cast_copy(model, torch.bfloat16)
     hardened = trace(low, tokenizer, texts)
     del low
     original = load_model(args.model, dtype="bfloat16", device=args.device, progress=progress)

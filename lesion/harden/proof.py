@@ -48,6 +48,31 @@ def trace(model: torch.nn.Module, tokenizer, texts: dict[str, str], prompts=PROM
     return Trace(nll, logits, generated)
 
 
+def cast_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """A copy of ``model`` in ``dtype`` that never holds a second full-precision copy (deepcopy,
+    then cast, would: 7 GB more for a 1.5B model): built empty on the meta device from the
+    config, then filled tensor by tensor."""
+    import copy
+
+    from transformers import AutoModelForCausalLM
+
+    config = copy.deepcopy(model.config)
+    if hasattr(config, "quantization_config"):  # a GGUF's dequantised weights are plain floats
+        del config.quantization_config
+    with torch.device("meta"):
+        low = AutoModelForCausalLM.from_config(config, dtype=dtype,
+                                               attn_implementation=model.config._attn_implementation)
+    low.to_empty(device=model.get_input_embeddings().weight.device)
+    params, buffers = dict(model.named_parameters()), dict(model.named_buffers())
+    with torch.no_grad():
+        for name, p in low.named_parameters():
+            p.copy_(params[name])
+        for name, b in low.named_buffers():
+            b.copy_(buffers[name])
+    low.generation_config = copy.deepcopy(model.generation_config)
+    return low.eval()
+
+
 def _greedy(model, tokenizer, prompt: str, new_tokens: int, device) -> list[int]:
     ids = tokenizer(prompt, return_tensors="pt").input_ids.to(device)
     # min_new_tokens: an early end-of-sequence would compare fewer than new_tokens tokens
