@@ -116,4 +116,4 @@ def test_analyze_time_budget_only_where_it_bounds_something(tiny_dir, tmp_path, 
     assert main(["analyze", "phase", "--model", tiny_dir, "--out-dir", str(tmp_path), "--time-budget", "5"]) == 2
     assert "--time-budget bounds sweep and robustness" in capsys.readouterr().err
     assert main(["analyze", "sweep", "--model", tiny_dir, "--out-dir", str(tmp_path), "--time-budget", "-1"]) == 2
-    assert "--time-budget must be a positive" in capsys.readouterr().err
+    assert "--time-budget must be a finite number of seconds > 0" in capsys.readouterr().err

@@ -308,4 +308,4 @@ def test_eval_cli_time_budget_writes_what_finished(tiny_dir, tmp_path, critical,
     assert "stopped by --time-budget" in capsys.readouterr().out
     assert main(["eval", "--model", tiny_dir, "--neurons", critical, "--time-budget", "0", "--quiet",
                  "--out", str(tmp_path / "e2.json")]) == 2
-    assert "--time-budget must be a positive" in capsys.readouterr().err
+    assert "--time-budget must be a finite number of seconds > 0" in capsys.readouterr().err

@@ -285,7 +285,7 @@ def test_mechanism_cli_time_budget_writes_what_finished(tiny_dir, tmp_path, caps
     assert result["stopped"] == "budget" and result["neurons"] == [] and result["massive_activations"]
     assert "stopped by --time-budget" in capsys.readouterr().out
     assert main(["mechanism", "--model", tiny_dir, "--run", str(run), "--time-budget", "-3"]) == 2
-    assert "--time-budget must be a positive" in capsys.readouterr().err
+    assert "--time-budget must be a finite number of seconds > 0" in capsys.readouterr().err
 
 
 def test_planted_super_weight_label_follows_the_causal_test(planted):
