@@ -217,6 +217,16 @@ def test_cli_refuses_in_one_line(tmp_path, capsys):
     assert run_cli("--out", tmp_path / "x", "--max-rows", "0") == 2
 
 
+def test_cli_refuses_a_short_text_and_an_unknown_neuron_before_hardening(tiny_dir, tmp_path, capsys, monkeypatch):
+    import lesion.harden as harden
+    monkeypatch.setattr(harden, "harden_model", lambda *a, **k: pytest.fail("hardened despite a bad input"))
+    assert run_cli("--model", tiny_dir, "--text", "hi", "--out", tmp_path / "a") == 2
+    assert "needs more than 10" in capsys.readouterr().err
+    assert run_cli("--model", tiny_dir, "--neuron", "model.layers.99.mlp.down_proj:1", "--out", tmp_path / "b") == 2
+    assert "not a neuron site" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_report_masks_the_fixed_basis_heel_on_the_hardened_model(tiny_dir, tmp_path):
     """--report searches the MLP's intermediate neurons of the original and masks that set on the
     hardened model: no rotation moves those neurons, so its Delta is the same after."""

@@ -89,7 +89,7 @@ def harden_and_prove(args, text: str, neurons) -> None:
 
     progress = progress_enabled(args)
     texts = proof_texts()
-    low_reference = bfloat16_reference(args, texts, progress)  # first: its load never meets the float32 model
+    low_reference = bfloat16_reference(args, texts, text, neurons, progress)  # first: apart from float32
     lm = load_model(args.model, dtype="float32", device=args.device, progress=progress)
     check_family(lm.model)
     budget = Budget(max_neurons=args.max_neurons, max_rows=args.max_rows, samples=args.samples,
@@ -120,17 +120,23 @@ def first_masked(profile: dict):
     return Neuron.parse(profile["masked"][0]["neuron"])
 
 
-def bfloat16_reference(args, texts, progress):
+def bfloat16_reference(args, texts, text, neurons, progress):
     """The original loaded in bfloat16, traced, and let go before the float32 model loads: the
-    two at once, with the load's float32 staging, made the peak of a 1.5B run 20.9 GB."""
+    two at once, with the load's float32 staging, made the peak of a 1.5B run 20.9 GB. The
+    family, the text and the neurons are checked on it, before any other work."""
     import gc
 
     from ..harden import check_family
     from ..harden.proof import trace
     from ..loading import load_model
+    from ..neurons import discover_sites
+    from ..texts import encode
     console.print("measuring the original (bfloat16)")
     original = load_model(args.model, dtype="bfloat16", device=args.device, progress=progress)
-    check_family(original.model)  # refuse a family before any work
+    check_family(original.model)
+    encode(original.tokenizer, text, original.device)  # a text too short for the method: refused now
+    if neurons:
+        discover_sites(original.model, "all").check(neurons)
     reference = trace(original.model, original.tokenizer, texts)
     del original
     gc.collect()
