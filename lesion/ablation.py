@@ -30,6 +30,7 @@ from typing import Iterator, Sequence
 import torch
 
 from . import architectures, distributed
+from .anytime import forget_interrupt, raise_if_interrupted
 from .batching import split_on_oom
 from .errors import LesionError
 from .hooks import hooked, mask_neurons
@@ -93,10 +94,12 @@ def masked_nll(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex
     world = distributed.current()  # under torchrun, each rank runs a contiguous share of the rows
     order = world.rows(sorted(range(len(sets)), key=lambda i: -first_block([sets[i]])))
     nlls: list[float] = [math.nan] * len(sets)
+    forget_interrupt()
     for start in range(0, len(order), max_rows):
         batch = order[start:start + max_rows]
         for i, nll in zip(batch, split_on_oom(run, [sets[i] for i in batch])):
             nlls[i] = nll
+        raise_if_interrupted()
     return world.gather_rows(nlls, order)
 
 

@@ -80,18 +80,51 @@ class Anytime:
         return False
 
 
-@contextlib.contextmanager
-def sigterm_as_interrupt():
-    """SIGTERM (a job scheduler's stop, `kill`) takes the Ctrl-C path while inside: the work stops
-    as on KeyboardInterrupt and what finished is kept. Outside the main thread signals are left alone."""
-    def interrupt(signum, frame):
+# Set by lesion's own SIGINT/SIGTERM handler. Python runs a signal handler between any two
+# bytecodes, also inside a finalizer (``__del__``), where the KeyboardInterrupt it raises is
+# printed and dropped; long loops call raise_if_interrupted() once per batch, so that a
+# Ctrl-C swallowed that way still stops the work at the next batch.
+_interrupted = False
+
+
+def _interrupt(signum, frame):
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+def forget_interrupt() -> None:
+    """A loop starting afresh: an interrupt before it was already dealt with."""
+    global _interrupted
+    _interrupted = False
+
+
+def raise_if_interrupted() -> None:
+    if _interrupted:
         raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _handling(signum: int):
     try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread
+        previous = signal.signal(signum, _interrupt)
+    except ValueError:  # not the main thread: signals are left alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signum, previous)
+        forget_interrupt()
+
+
+def remembered_interrupts():
+    """Ctrl-C inside the block raises KeyboardInterrupt as usual and is also remembered, for
+    raise_if_interrupted() (the CLI runs every command inside)."""
+    return _handling(signal.SIGINT)
+
+
+def sigterm_as_interrupt():
+    """SIGTERM (a job scheduler's stop, `kill`) takes the Ctrl-C path while inside: the work stops
+    as on KeyboardInterrupt and what finished is kept. Outside the main thread signals are left alone."""
+    return _handling(signal.SIGTERM)

@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed
+from .anytime import forget_interrupt, raise_if_interrupted
 from .batching import split_on_oom
 from .errors import LesionError, ParameterError
 from .hooks import hooked
@@ -168,6 +169,7 @@ def rank_by_noise(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIn
             return [dict(pending)]
 
         done, settled, wanted = 0, 0, settle_top
+        forget_interrupt()
         world = distributed.current()  # under torchrun, each rank runs its share of each segment
         with hooked(model, _accumulate(index, clean, pending, with_squares=adaptive)):
             gen = noise_generator(seed)
@@ -182,6 +184,7 @@ def rank_by_noise(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIn
                             if squares is not None:
                                 squares[name] += total_sq
                     bar.update(len(noise) * world.size)
+                    raise_if_interrupted()
                 done = checkpoint
                 if adaptive:
                     settled, head = settled_top(index, world.sum_dict(sums), world.sum_dict(squares), done,

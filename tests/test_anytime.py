@@ -179,3 +179,35 @@ def test_a_bad_time_budget_is_one_rule_everywhere(seconds, capsys):
             check()
     assert main(["search", "--time-budget", str(seconds), "--quiet"]) == 2
     assert "--time-budget must be a finite number of seconds > 0" in capsys.readouterr().err
+
+
+def test_a_ctrl_c_swallowed_in_a_finalizer_still_stops_stage_1_and_masked_rows(study, monkeypatch):
+    """Python may run the SIGINT handler inside a __del__, where its KeyboardInterrupt is printed
+    and dropped; lesion's handler also remembers it, and the next batch stops."""
+    import lesion.ablation as ablation
+    import lesion.anytime as anytime
+    import lesion.stage1 as stage1
+    for module in (stage1, ablation):
+        real = module.split_on_oom
+
+        def swallowed(fn, items, real=real):
+            anytime._interrupted = True  # the handler ran; its exception went nowhere
+            return real(fn, items)
+        monkeypatch.setattr(module, "split_on_oom", swallowed)
+    with pytest.raises(KeyboardInterrupt):
+        stage1.rank_by_noise(study.lm.model, study.input_ids, study.index, samples=48, batch_size=16,
+                             progress=False)
+    sets = [[n] for n in study.index.neurons(range(8))]
+    with pytest.raises(KeyboardInterrupt):
+        ablation.masked_nll(study.lm.model, study.input_ids, study.index, sets, max_rows=4)
+    anytime.forget_interrupt()
+
+
+def test_the_cli_handler_raises_and_remembers_ctrl_c_until_the_command_ends():
+    import lesion.anytime as anytime
+    with anytime.remembered_interrupts():
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler runs here at the latest
+        assert anytime._interrupted
+    assert not anytime._interrupted and signal.getsignal(signal.SIGINT) is signal.default_int_handler

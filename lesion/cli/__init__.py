@@ -83,8 +83,10 @@ class _PrintVersion(argparse.Action):
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        from ..anytime import remembered_interrupts
         from ..distributed import run_command  # torch-free unless launched by torchrun
-        return int(run_command(args.run, args, error_line) or 0)
+        with remembered_interrupts():
+            return int(run_command(args.run, args, error_line) or 0)
     except LesionError as e:
         from ..distributed import speaks
         if speaks():  # under torchrun every rank refuses the same input: rank 0 says it
