@@ -106,6 +106,9 @@ def raise_if_interrupted() -> None:
 
 @contextlib.contextmanager
 def _handling(signum: int):
+    if signal.getsignal(signum) is signal.SIG_IGN:  # started ignoring it (nohup, a background job): keep so
+        yield
+        return
     try:
         previous = signal.signal(signum, _interrupt)
     except ValueError:  # not the main thread: signals are left alone

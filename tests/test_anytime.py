@@ -205,9 +205,16 @@ def test_a_ctrl_c_swallowed_in_a_finalizer_still_stops_stage_1_and_masked_rows(s
 
 def test_the_cli_handler_raises_and_remembers_ctrl_c_until_the_command_ends():
     import lesion.anytime as anytime
-    with anytime.remembered_interrupts():
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(1)  # the handler runs here at the latest
-        assert anytime._interrupted
-    assert not anytime._interrupted and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        with anytime.remembered_interrupts():
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)  # the handler runs here at the latest
+            assert anytime._interrupted
+        assert not anytime._interrupted and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under nohup: an ignored Ctrl-C stays ignored
+        with anytime.remembered_interrupts():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -183,7 +183,10 @@ def test_sigint_in_a_real_process_writes_nothing(tiny_dir, tmp_path):
     env["LESION_CACHE"] = str(tmp_path / "cache")
     proc = subprocess.Popen([sys.executable, "-m", "lesion", "scan", "--model", tiny_dir, "--text", TEXT,
                              "--samples", "100000", "--out", str(out)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            # as from a terminal: a test run started in the background (`cmd &`)
+                            # ignores SIGINT, and a child would inherit that and rightly keep it
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen, deadline = b"", time.time() + 120
     while b"stage 1" not in seen and time.time() < deadline:  # wait for Stage 1's progress bar
         if select.select([proc.stderr], [], [], 1.0)[0]:
