@@ -79,7 +79,7 @@ def run(args) -> int:
 def harden_and_prove(args, text: str, neurons) -> None:
     import gc
 
-    from ..harden import check_family, harden_model
+    from ..harden import harden_model
     from ..harden.folder import save_folder
     from ..harden.measure import Budget, heel_profile
     from ..harden.proof import compare, proof_texts, trace
@@ -91,7 +91,6 @@ def harden_and_prove(args, text: str, neurons) -> None:
     texts = proof_texts()
     low_reference = bfloat16_reference(args, texts, text, neurons, progress)  # first: apart from float32
     lm = load_model(args.model, dtype="float32", device=args.device, progress=progress)
-    check_family(lm.model)
     budget = Budget(max_neurons=args.max_neurons, max_rows=args.max_rows, samples=args.samples,
                     seed=42) if args.report else None
     console.print("measuring the original (float32)")

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..ablation import baseline_nll, masked_nll
-from ..metrics import delta
+from ..ablation import baseline_nll, set_deltas
 from ..neurons import Neuron, discover_sites
 from ..texts import encode
 from ..torch_hooks import hooked
@@ -72,12 +71,16 @@ def heel_writer(model: torch.nn.Module, ids: torch.Tensor, channel: int) -> Neur
     return Neuron(max(peaks, key=peaks.get), channel)
 
 
-def mask_deltas(model: torch.nn.Module, ids: torch.Tensor, neurons: list[Neuron], dtype: str) -> list[dict]:
+def sets_deltas(model: torch.nn.Module, ids: torch.Tensor, sets: list[list[Neuron]], dtype: str) -> list[float]:
+    """Delta of each set masked alone, against one clean forward."""
     index = discover_sites(model, "all")
-    index.check(neurons)
-    clean = baseline_nll(model, ids, dtype)
-    nlls = masked_nll(model, ids, index, [[n] for n in neurons])
-    return [{"neuron": str(n), "delta": delta(nll, clean)} for n, nll in zip(neurons, nlls)]
+    index.check([n for s in sets for n in s])
+    return set_deltas(model, ids, index, sets, baseline_nll(model, ids, dtype))
+
+
+def mask_deltas(model: torch.nn.Module, ids: torch.Tensor, neurons: list[Neuron], dtype: str) -> list[dict]:
+    deltas = sets_deltas(model, ids, [[n] for n in neurons], dtype)
+    return [{"neuron": str(n), "delta": d} for n, d in zip(neurons, deltas)]
 
 
 def where(neurons) -> dict:
@@ -114,18 +117,19 @@ def search_summary(lm, text: str, budget: Budget, progress: bool, components: st
             "all_neurons": [str(n) for n in heel.neurons]}
 
 
-def same_set_after(lm, ids: torch.Tensor, before: dict) -> dict:
-    """A set the search found on the original, masked as one set on the hardened model. For the
-    fixed-basis heel the neurons compute the same values there, so its Delta should not move;
-    for the original's heel, the same names are now coordinates of a rotated basis."""
-    neurons = [Neuron.parse(n) for n in before["all_neurons"]]
-    d = 0.0
-    if neurons:  # a search that found nothing at all has nothing to mask
-        index = discover_sites(lm.model, "all")
-        index.check(neurons)
-        d = delta(masked_nll(lm.model, ids, index, [neurons])[0], baseline_nll(lm.model, ids, lm.dtype))
-    return {"n": len(neurons), "same_set": True, "delta": d, "reached": bool(d >= before["epsilon"]),
-            "neurons": before["neurons"], "where": before["where"], "rows": 1}
+def same_sets_after(lm, ids: torch.Tensor, found: list[dict]) -> list[dict]:
+    """Sets the searches found on the original, each masked as one set on the hardened model. A
+    fixed-basis heel's neurons compute the same values there, so its Delta should not move; the
+    original's heel is, by the same names, coordinates of a rotated basis."""
+    sets = [[Neuron.parse(n) for n in f["all_neurons"]] for f in found]
+    masked = [s for s in sets if s]  # a search that found nothing at all has nothing to mask
+    deltas = iter(sets_deltas(lm.model, ids, masked, lm.dtype) if masked else [])
+    rows = []
+    for f, s in zip(found, sets):
+        d = next(deltas) if s else 0.0
+        rows.append({"n": len(s), "same_set": True, "delta": d, "reached": bool(d >= f["epsilon"]),
+                     "neurons": f["neurons"], "where": f["where"], "rows": 1})
+    return rows
 
 
 def heel_profile(lm, text: str, neurons: list[Neuron] | None, budget: Budget | None, progress: bool = True,
@@ -143,6 +147,6 @@ def heel_profile(lm, text: str, neurons: list[Neuron] | None, budget: Budget | N
         if original is None:
             profile["fixed_basis"] = search_summary(lm, text, budget, progress, FIXED_BASIS)
         else:
-            profile["original_heel"] = same_set_after(lm, ids, original["search"])
-            profile["fixed_basis"] = same_set_after(lm, ids, original["fixed_basis"])
+            profile["original_heel"], profile["fixed_basis"] = same_sets_after(
+                lm, ids, [original["search"], original["fixed_basis"]])
     return profile

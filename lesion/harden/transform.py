@@ -120,12 +120,12 @@ def fold_norms(model: torch.nn.Module) -> bool:
         for norm, readers in ((block.input_norm, block.attn_readers), (block.post_norm, block.mlp_readers)):
             g = _norm_scale(norm)
             for linear in readers:
-                _set(linear.weight, linear.weight.double() * g.to(linear.weight.device))
+                _set(linear.weight, linear.weight.double() * _on(g, linear.weight))
             _set(norm.weight, torch.ones_like(g))
     g = _norm_scale(model.model.norm)
     untied = untie_if_needed(model, g)
     head = model.get_output_embeddings()
-    _set(head.weight, head.weight.double() * g.to(head.weight.device))
+    _set(head.weight, head.weight.double() * _on(g, head.weight))
     _set(model.model.norm.weight, torch.ones_like(g))
     return untied
 
