@@ -25,10 +25,13 @@ BLOCKS_BY_MODEL_TYPE = {
 # before the loop): the hidden states entering block L do not depend on masks at or above L,
 # so lesion.ablation computes them once and shares them between batch rows. Only families
 # the tests check against the full forward are listed; others always run the full forward.
-SEQUENTIAL_BLOCKS = {"llama", "qwen2", "gemma3_text", "phi3"}
+SEQUENTIAL_BLOCKS = {"llama", "qwen2", "gemma3_text", "phi3", "mixtral", "qwen2_moe", "qwen3_moe", "olmoe",
+                     "granitemoe", "gpt_oss", "deepseek_v3", "llama4_text"}
 
 # (pattern on the module name, kind); the first match wins.
 KIND_RULES = [
+    (r"experts\.routing$", "expert"),  # lesion.experts' taps: an expert as a unit, a router's logits
+    (r"\.logits$", "router"),
     (r"(q|k)_norm$", "norm"),
     (r"(layernorm|layer_norm|ln_\w+|ln\d*|norm\d*)$", "ln"),
     (r"(qkv_proj|query_key_value|c_attn|Wqkv)$", "qkv"),
@@ -42,11 +45,15 @@ KIND_RULES = [
     (r"(down_proj|c_proj|fc2|fc_out|dense_4h_to_h|w2)$", "down"),
     (r"(act_fn|act|activation_fn|activation)$", "act"),
 ]
-KINDS = ("q", "k", "v", "o", "qkv", "gate", "up", "gate_up", "down", "act", "norm", "ln", "other")
+KINDS = ("q", "k", "v", "o", "qkv", "gate", "up", "gate_up", "down", "act", "norm", "ln", "router", "moe",
+         "expert", "other")
+# An expert as a unit (``expert``) is opt-in, as the layer norms are: it is a set of neurons
+# the other kinds already hold, asked for by ``unit="expert"``.
 GROUPS = {
     "attn": ("q", "k", "v", "o", "qkv", "norm"),
-    "mlp": ("gate", "up", "gate_up", "down", "act"),
-    "default": ("q", "k", "v", "o", "qkv", "gate", "up", "gate_up", "down", "act", "norm", "other"),
+    "mlp": ("gate", "up", "gate_up", "down", "act", "router", "moe"),
+    "default": ("q", "k", "v", "o", "qkv", "gate", "up", "gate_up", "down", "act", "norm", "router", "moe",
+                "other"),
     "all": KINDS,
 }
 
@@ -74,6 +81,22 @@ def resolve_components(components: Iterable[str] | str | None) -> set[str]:
             raise ParameterError("components", f"names an unknown component {c!r}: use kinds "
                                  f"{', '.join(KINDS)} or groups {', '.join(GROUPS)}")
     return kinds
+
+
+UNITS = ("neuron", "expert")
+
+
+def unit_components(components: Iterable[str] | str | None, unit: str = "neuron"):
+    """The components a study of ``unit`` covers: ``expert`` studies whole experts (kind ``expert``:
+    one unit per expert, masked by taking the expert out of its block's sum)."""
+    if unit not in UNITS:
+        raise ParameterError("unit", f"must be one of {', '.join(UNITS)} (got {unit!r})")
+    if unit == "neuron":
+        return components
+    if components not in (None, "expert", ["expert"], ("expert",)):
+        raise ParameterError("unit", f"expert studies whole experts: it cannot be combined with components "
+                                     f"{components!r}")
+    return "expert"
 
 
 def block_prefix(model: torch.nn.Module) -> str:

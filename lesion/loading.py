@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from .coverage import Coverage
+from .coverage import check as check_coverage
 from .errors import LesionError
 from .fast_tokenizer import load_tokenizer
 from .options import DEFAULT_MODEL, DTYPES
@@ -31,6 +33,7 @@ class LoadedModel:
     tokenizer: object
     name: str  # what the user asked for (alias, path or hub id)
     dtype: str
+    coverage: Coverage | None = None  # what share of the parameters lesion's sites see
 
     @property
     def device(self) -> torch.device:
@@ -167,9 +170,13 @@ def _gguf_cache(folder: str, gguf: str) -> Path:
 
 
 def load_model(spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = "cpu",
-               device_map: str | dict | None = None, use_cache: bool = True, progress: bool = True) -> LoadedModel:
+               device_map: str | dict | None = None, use_cache: bool = True, progress: bool = True,
+               partial_view: bool = False) -> LoadedModel:
     """``device_map`` ("auto", or accelerate's {module: device or "cpu" or "disk"}) shards and
-    offloads a model too large for one device; the rest of lesion works on it unchanged."""
+    offloads a model too large for one device; the rest of lesion works on it unchanged.
+
+    A model whose MLP, experts or router lesion cannot see (a mixture-of-experts family it does
+    not know) is refused unless ``partial_view``: then its results record what was not seen."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -210,7 +217,7 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = 
     model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    lm = LoadedModel(model, tokenizer, spec, dtype)
+    lm = LoadedModel(model, tokenizer, spec, dtype, check_coverage(model, partial_view))
     if digest is not None:
         lm.__dict__["_weights_digest"] = digest  # the cached_property, filled: computed once per load
     return lm

@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from . import architectures
+from . import architectures, experts
 from .errors import LesionError, ParameterError
 from .torch_hooks import hooked
 
@@ -121,19 +121,22 @@ def discover_sites(model: torch.nn.Module, components: Iterable[str] | None = No
     re-emit their input (dropout, identity) or never run.
     """
     kinds = architectures.resolve_components(components)
+    moe_blocks = experts.instrument(model)
     blocks = architectures.block_prefix(model)
     candidates = {}
     for name, module in model.named_modules():
         if next(module.children(), None) is not None or not name.startswith(blocks + "."):
             continue
-        if isinstance(module, (torch.nn.Dropout, torch.nn.Identity)):
+        if isinstance(module, (torch.nn.Dropout, torch.nn.Identity)) or experts.internal(model, name):
             continue
         kind = architectures.kind_of(name, module)
         if kind in kinds:
-            candidates[name] = module
+            candidates[name] = kind
+    if experts.MOE_BLOCK_KIND in kinds:
+        candidates.update({name: experts.MOE_BLOCK_KIND for name in moe_blocks})
     shapes = [_probe_shapes(model, candidates, length) for length in (5, 7)]
     sites = []
-    for name in candidates:
+    for name, kind in candidates.items():
         a, b = shapes[0].get(name), shapes[1].get(name)
         if a is None or b is None or len(a) != len(b):
             continue
@@ -143,8 +146,9 @@ def discover_sites(model: torch.nn.Module, components: Iterable[str] | None = No
         axis = varying[0]
         channel_shape = tuple(d for ax, d in enumerate(a) if ax not in (0, axis))
         layer = architectures.layer_of(name, blocks)
-        sites.append(Site(name, layer, architectures.kind_of(name, candidates[name]), channel_shape, axis))
-    return SiteIndex(sites)
+        sites.append(Site(name, layer, kind, channel_shape, axis))
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    return SiteIndex(sorted(sites, key=lambda s: order[s.name]))
 
 
 def _probe_shapes(model, modules: dict, length: int) -> dict[str, tuple[int, ...]]:
@@ -152,6 +156,8 @@ def _probe_shapes(model, modules: dict, length: int) -> dict[str, tuple[int, ...
 
     def recorder(name):
         def record(module, inputs, output):
+            if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
+                output = output[0]  # a block that also returns its router logits (Llama 4's MoE)
             is_alias = isinstance(output, torch.Tensor) and any(output is x for x in inputs)
             # A module run twice per forward (shared) has no single layout: drop it.
             if name in shapes or not isinstance(output, torch.Tensor) or is_alias:

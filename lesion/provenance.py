@@ -21,8 +21,11 @@ def versions() -> dict:
 
 def model_provenance(lm: LoadedModel) -> dict:
     """What a result was computed on and with: the model, its weights' fingerprint, dtype, device, versions."""
-    return {"model": lm.name, "model_fingerprint": lm.fingerprint(), "dtype": lm.dtype, "device": str(lm.device),
-            "versions": versions()}
+    record = {"model": lm.name, "model_fingerprint": lm.fingerprint(), "dtype": lm.dtype, "device": str(lm.device),
+              "versions": versions()}
+    if lm.coverage is not None and lm.coverage.partial:  # accepted with partial_view: say what was not seen
+        record["partial_view"] = lm.coverage.to_dict()
+    return record
 
 
 @functools.lru_cache(maxsize=1)

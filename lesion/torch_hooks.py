@@ -13,14 +13,22 @@ import torch
 def hooked(model: torch.nn.Module, fns: Mapping[str, Callable], raw: bool = False) -> Iterator[None]:
     """Register a forward hook per module name.
 
-    ``fn(output) -> new output or None``; with ``raw=True`` ``fn(module, inputs, output)``.
+    ``fn(output) -> new output or None``; with ``raw=True`` ``fn(module, inputs, output)``. A module
+    returning a tuple (an MoE block with its router logits) shows ``fn`` its first element.
     """
     handles = []
     try:
         for name, fn in fns.items():
-            hook = fn if raw else (lambda module, inputs, output, fn=fn: fn(output))
+            hook = fn if raw else (lambda module, inputs, output, fn=fn: _on_first(fn, output))
             handles.append(model.get_submodule(name).register_forward_hook(hook))
         yield
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _on_first(fn: Callable, output):
+    if not isinstance(output, tuple):
+        return fn(output)
+    first = fn(output[0])
+    return None if first is None else (first, *output[1:])

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import experts
 from .errors import LesionError
 from .neurons import Neuron, SiteIndex
 
@@ -49,7 +50,15 @@ def matrix(module: torch.nn.Module) -> torch.Tensor | None:
     return weight.T if type(module).__name__ == "Conv1D" else weight
 
 
+def _expert_slices(model: torch.nn.Module, neuron: Neuron, which: int) -> list[WeightSlice] | None:
+    found = experts.weight_slices(model, neuron.module, neuron.channel)
+    return None if found is None else [WeightSlice(name, values.detach()) for name, values in found[which]]
+
+
 def producers(model: torch.nn.Module, neuron: Neuron) -> list[WeightSlice]:
+    fused = _expert_slices(model, neuron, 0)
+    if fused is not None:
+        return fused
     module = model.get_submodule(neuron.module)
     out = []
     w = matrix(module)
@@ -65,6 +74,9 @@ def producers(model: torch.nn.Module, neuron: Neuron) -> list[WeightSlice]:
 
 def consumers(model: torch.nn.Module, index: SiteIndex, neuron: Neuron) -> list[WeightSlice]:
     site = index.site(neuron)
+    fused = _expert_slices(model, neuron, 1)
+    if fused is not None:
+        return fused
     c = neuron.channel
     prefix = neuron.module.rsplit(f".{site.layer}.", 1)[0]  # the blocks' ModuleList path
     if site.kind in RESIDUAL_WRITERS:

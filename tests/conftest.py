@@ -25,6 +25,36 @@ FAMILIES = {
     "opt": dict(hidden_size=32, ffn_dim=64, word_embed_proj_dim=32, max_position_embeddings=64),
 }
 
+# Mixture-of-experts families, 4 experts (top-2; Llama 4 routes top-1), fused 3-D experts in transformers 5.
+MOE_FAMILIES = {
+    "mixtral": dict(hidden_size=32, intermediate_size=16, num_key_value_heads=2, num_local_experts=4,
+                    num_experts_per_tok=2),
+    "qwen2_moe": dict(hidden_size=32, intermediate_size=16, moe_intermediate_size=16, num_key_value_heads=2,
+                      shared_expert_intermediate_size=24, num_experts=4, num_experts_per_tok=2,
+                      decoder_sparse_step=1, mlp_only_layers=[]),
+    "qwen3_moe": dict(hidden_size=32, intermediate_size=16, moe_intermediate_size=16, num_key_value_heads=2,
+                      num_experts=4, num_experts_per_tok=2, head_dim=8, decoder_sparse_step=1, mlp_only_layers=[]),
+    "olmoe": dict(hidden_size=32, intermediate_size=16, num_key_value_heads=2, num_experts=4, num_experts_per_tok=2),
+    "gpt_oss": dict(hidden_size=32, intermediate_size=16, num_key_value_heads=2, num_local_experts=4,
+                    num_experts_per_tok=2, head_dim=8, layer_types=["sliding_attention", "full_attention"],
+                    sliding_window=4),
+    "granitemoe": dict(hidden_size=32, intermediate_size=16, num_key_value_heads=2, num_local_experts=4,
+                       num_experts_per_tok=2),
+    "deepseek_v3": dict(hidden_size=32, intermediate_size=16, moe_intermediate_size=16, num_key_value_heads=4,
+                        n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, n_group=1, topk_group=1,
+                        first_k_dense_replace=0, kv_lora_rank=16, q_lora_rank=16, qk_rope_head_dim=4,
+                        qk_nope_head_dim=4, v_head_dim=8, head_dim=4),
+    "llama4_text": dict(hidden_size=32, intermediate_size=16, intermediate_size_mlp=24, num_key_value_heads=2,
+                        num_local_experts=4, num_experts_per_tok=1, head_dim=8, moe_layers=[0, 1],
+                        interleave_moe_layer_step=1, no_rope_layers=[1, 1]),
+}
+
+
+def make_tiny_moe(family: str, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model(family, **{**COMMON, **MOE_FAMILIES[family]})
+    return AutoModelForCausalLM.from_config(config).eval()
+
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked `large` load the 1.5B model (minutes, 7-10 GB): only on `-m large` or LESION_LARGE=1."""

@@ -83,6 +83,9 @@ class _PrintVersion(argparse.Action):
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if hasattr(args, "unit"):
+            from ..architectures import unit_components
+            args.components = unit_components(getattr(args, "components", None), args.unit)
         from ..anytime import remembered_interrupts
         from ..distributed import run_command  # torch-free unless launched by torchrun
         with remembered_interrupts():

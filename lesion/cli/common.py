@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 
 from rich.console import Console
 
@@ -25,6 +26,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help=f"{' | '.join(DTYPES)}; default: the dtype of the run or result read, else {DEFAULT_DTYPE}")
     g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
     g.add_argument("--device-map", default=None, help="'auto' to shard/offload a large model with accelerate")
+    g.add_argument("--partial-view", action="store_true",
+                   help="study a model whose MLP or experts lesion cannot fully see (refused otherwise); "
+                        "the results record what was not seen")
 
 
 def add_text_args(p: argparse.ArgumentParser) -> None:
@@ -37,6 +41,9 @@ def add_components_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--components", default=None,
                    help="comma-separated kinds (q,k,v,o,qkv,gate,up,gate_up,down,act,norm,ln,other) "
                         "or groups (attn, mlp, default, all)")
+    p.add_argument("--unit", default="neuron", choices=["neuron", "expert"],
+                   help="neuron (default), or expert: whole experts of a mixture-of-experts model as the units "
+                        "(masking one takes it out of its block)")
 
 
 def add_stage1_args(p: argparse.ArgumentParser) -> None:
@@ -171,8 +178,11 @@ def load(args, recorded: dict | None = None):
     from ..loading import load_model
     resolve_model_args(args, recorded)
     check_device(args)
-    return load_model(args.model, dtype=args.dtype, device=args.device, device_map=args.device_map,
-                      progress=progress_enabled(args))
+    lm = load_model(args.model, dtype=args.dtype, device=args.device, device_map=args.device_map,
+                    progress=progress_enabled(args), partial_view=getattr(args, "partial_view", False))
+    if not getattr(args, "quiet", False) and lm.coverage is not None:
+        print(lm.coverage.line(), file=sys.stderr)
+    return lm
 
 
 def check_out(path: str | None, flag: str = "--out") -> None:

@@ -20,7 +20,10 @@ def register(sub) -> None:
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
     add_text_args(p)
-    p.add_argument("neuron", nargs="*", help="neurons as module:channel")
+    p.add_argument("neuron", nargs="*", help="neurons as module:channel (experts as <experts module>.E with "
+                                             "--unit expert)")
+    p.add_argument("--unit", default="neuron", choices=["neuron", "expert"],
+                   help="expert: the names are whole experts, e.g. model.layers.11.mlp.experts.2")
     p.add_argument("--neurons", default=None,
                    help="critical.json or heel.json whose neurons to mask, on the text(s) and with the ablation "
                         "it recorded (a row per text, against the recorded Delta)")
@@ -37,7 +40,8 @@ def run(args) -> int:
     from ..texts import read_text
     from .common import read_critical
 
-    neurons = [Neuron.parse(s) for s in args.neuron]
+    from ..experts import unit_name
+    neurons = [Neuron.parse(unit_name(s) if args.unit == "expert" else s) for s in args.neuron]
     given = read_text(args.text, args.text_file) if args.text is not None or args.text_file is not None else None
     if args.neurons:
         result = read_critical(args.neurons)
