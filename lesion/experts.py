@@ -140,8 +140,7 @@ def _routed_forward(experts: torch.nn.Module, points: torch.nn.ModuleList, routi
             h = _linear(xe, up_weights[e], None if up_bias is None else up_bias[e], transposed)
             if gated:
                 if taps.gate_proj.hooked or taps.up_proj.hooked:
-                    h = _regate(experts, h, lambda g: through(taps.gate_proj, g, rows, shape),
-                                lambda u: through(taps.up_proj, u, rows, shape))
+                    h = _regate(experts, h, taps, rows, shape)
                 h = experts._apply_gate(h)
             else:
                 h = experts.act_fn(through(taps.up_proj, h, rows, shape))
@@ -158,14 +157,18 @@ def _routed_forward(experts: torch.nn.Module, points: torch.nn.ModuleList, routi
     return forward
 
 
-def _regate(experts, gate_up: torch.Tensor, on_gate: Callable, on_up: Callable) -> torch.Tensor:
-    """``gate_up`` with its gate and up halves passed through ``on_gate`` and ``on_up``, in the
-    family's layout: concatenated [gate; up] or interleaved [g0, u0, g1, u1, ...]."""
+def _regate(experts, gate_up: torch.Tensor, taps: ExpertPoints, rows: torch.Tensor,
+            shape: tuple[int, int]) -> torch.Tensor:
+    """``gate_up`` with its gate and up halves passed through their taps, in the family's layout:
+    concatenated [gate; up] or interleaved [g0, u0, g1, u1, ...]."""
     if experts.is_concatenated:
         gate, up = gate_up.chunk(2, dim=-1)
-        return torch.cat([on_gate(gate), on_up(up)], dim=-1)
-    gate, up = gate_up[..., ::2], gate_up[..., 1::2]
-    return torch.stack([on_gate(gate), on_up(up)], dim=-1).flatten(-2)
+    else:
+        gate, up = gate_up[..., ::2], gate_up[..., 1::2]
+    gate, up = through(taps.gate_proj, gate, rows, shape), through(taps.up_proj, up, rows, shape)
+    if experts.is_concatenated:
+        return torch.cat([gate, up], dim=-1)
+    return torch.stack([gate, up], dim=-1).flatten(-2)
 
 
 def _dense_forward(experts: torch.nn.Module, points: torch.nn.ModuleList, routing: Tap, batch: _BatchShape):
@@ -219,11 +222,10 @@ def _router_forward(original: Callable, tap: Tap, n_experts: int, batch: _BatchS
     return forward
 
 
-def _set_forward(module: torch.nn.Module, make: Callable[[Callable], Callable]) -> None:
-    """Replace ``module``'s forward by ``make(original)``; under accelerate's hooks (device maps,
-    offloading), the forward they wrap, so they still move weights before it runs."""
-    attr = "_old_forward" if hasattr(module, "_old_forward") else "forward"
-    setattr(module, attr, make(getattr(module, attr)))
+def _forward_attr(module: torch.nn.Module) -> str:
+    """The attribute holding ``module``'s own forward: under accelerate's hooks (device maps,
+    offloading), the one they wrap, so that they still move weights before it runs."""
+    return "_old_forward" if hasattr(module, "_old_forward") else "forward"
 
 
 def fused_kind(module: torch.nn.Module) -> str | None:
@@ -271,11 +273,12 @@ def instrument(model: torch.nn.Module) -> list[str]:
         batch = _BatchShape()
         block.register_forward_pre_hook(batch.remember, with_kwargs=True)
         make = _routed_forward if kind == "routed" else _dense_forward
-        _set_forward(module, lambda original, m=module: make(m, points, m.routing, batch))
+        setattr(module, _forward_attr(module), make(module, points, module.routing, batch))
         router = _router_of(block, n_experts)
         if router is not None:
             router.add_module("logits", Tap())
-            _set_forward(router, lambda original, r=router: _router_forward(original, r.logits, n_experts, batch))
+            attr = _forward_attr(router)
+            setattr(router, attr, _router_forward(getattr(router, attr), router.logits, n_experts, batch))
         blocks.append(block_name)
     model._lesion_moe_blocks = blocks
     return blocks
