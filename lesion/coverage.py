@@ -19,8 +19,9 @@ from . import architectures, experts
 from .errors import ParameterError
 
 PARTS = ("attention", "mlp", "experts", "router", "norms", "other")
-# Parts whose blind spots are refused: a lesion study of the MLP is the paper's whole question.
-MUST_SEE = ("mlp", "experts", "router")
+# Parts whose blind spots are refused: a lesion study of the MLP is the paper's whole question, and a
+# parameter lesion cannot place (an SSM mixer, a family's own MLP naming) may be one.
+MUST_SEE = ("mlp", "experts", "router", "other")
 
 
 def part_of(name: str, owner: torch.nn.Module) -> str:

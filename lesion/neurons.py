@@ -169,5 +169,11 @@ def _probe_shapes(model, modules: dict, length: int) -> dict[str, tuple[int, ...
     device = next(model.parameters()).device
     ids = torch.arange(1, length + 1, device=device).unsqueeze(0) % model.config.vocab_size
     with hooked(model, {n: recorder(n) for n in modules}, raw=True), torch.inference_mode():
-        model(input_ids=ids)
+        try:
+            model(input_ids=ids, use_cache=False)
+        except (RuntimeError, ValueError, IndexError, TypeError, AttributeError, NotImplementedError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise LesionError(f"cannot run a forward through this {getattr(model.config, 'model_type', '')} model "
+                              f"to find its neurons ({first}): lesion studies causal LMs whose forward runs on "
+                              "input ids alone") from None
     return {n: s for n, s in shapes.items() if s is not None}

@@ -240,3 +240,48 @@ def test_a_model_whose_experts_lesion_cannot_see_is_refused():
     assert err.value.parameter == "partial_view"
     accepted = coverage.check(model, partial_view=True)
     assert accepted.partial and accepted.unseen.get("experts", 0) > 0
+
+
+@pytest.fixture(scope="module")
+def tiny_moe_dir(tmp_path_factory):
+    from conftest import char_tokenizer
+    path = tmp_path_factory.mktemp("tiny-moe") / "mixtral"
+    make_tiny_moe("mixtral").save_pretrained(path)
+    char_tokenizer().save_pretrained(path)
+    return str(path)
+
+
+def test_the_commands_read_expert_neurons(tiny_moe_dir, tmp_path):
+    """scan names expert neurons, mask and verify read them back, --unit expert masks whole experts."""
+    import json
+
+    from conftest import scan_tiny
+    from lesion.cli import main
+    run = scan_tiny(tiny_moe_dir, tmp_path / "run")
+    ranking = json.loads((run / "ranking.json").read_text())
+    assert any(".experts." in n for n in ranking["neurons"])
+    critical = json.loads((run / "critical.json").read_text())
+    assert critical["neurons"]
+    assert main(["verify", "--against", str(run / "critical.json"), "--model", tiny_moe_dir, "--quiet"]) == 0
+    assert main(["mask", "--model", tiny_moe_dir, "--quiet", "model.layers.1.mlp.experts.2.down_proj:3",
+                 "model.layers.1.mlp.gate.logits:1"]) == 0
+    assert main(["mask", "--model", tiny_moe_dir, "--quiet", "--unit", "expert", "model.layers.1.mlp.experts.2"]) == 0
+    assert main(["mask", "--model", tiny_moe_dir, "--quiet", "model.layers.1.mlp.experts.9.down_proj:3"]) == 2
+    units = scan_tiny(tiny_moe_dir, tmp_path / "units", "--unit", "expert")
+    assert all(".experts.routing:" in n for n in json.loads((units / "ranking.json").read_text())["neurons"])
+
+
+def test_ranks_give_one_process_answer_on_an_moe_model(tiny_moe_dir, tmp_path):
+    import json
+
+    from test_distributed import SCAN, torchrun
+    one = tmp_path / "one"
+    from lesion.cli import main
+    assert main([*SCAN, "--model", tiny_moe_dir, "--out", str(one)]) == 0
+    done = torchrun(2, *SCAN, "--model", tiny_moe_dir, "--out", str(tmp_path / "two"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    ref, got = (json.loads((f / "ranking.json").read_text()) for f in (one, tmp_path / "two"))
+    assert got["neurons"][:50] == ref["neurons"][:50]
+    assert got["scores"] == pytest.approx(ref["scores"], rel=1e-5, abs=0)
+    assert [json.loads((f / "critical.json").read_text())["neurons"] for f in (one, tmp_path / "two")][0] == \
+        json.loads((tmp_path / "two" / "critical.json").read_text())["neurons"]
