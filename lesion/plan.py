@@ -235,6 +235,7 @@ def _config_from_json(path: Path, parameter: str, source: str):
     model_type = values.get("model_type")
     if not isinstance(model_type, str) or not model_type:
         raise ConfigError(parameter, source, "model_type", "is missing: pass a transformers config.json")
+    check_config_relations(None, values, parameter, source)  # before transformers' own, less precise checks
     from transformers import AutoConfig
     kwargs = {k: v for k, v in values.items() if not k.startswith("_") and k != "model_type"}
     with _quiet_transformers():
@@ -263,48 +264,49 @@ def _config_from_gguf(folder: str, gguf: str, spec: str):
 
 
 def check_config_relations(config, values: dict, parameter: str, source: str) -> None:
-    """What the fields must satisfy together, on the config transformers built (its defaults
-    included): heads divide the width (unless ``head_dim`` is given), key-value heads divide the
-    heads, a token's experts are among the experts, dense layers and expert groups fit."""
-    text = config.get_text_config()
+    """What the fields must satisfy together: heads divide the width (unless ``head_dim`` is
+    given), key-value heads divide the heads, a token's experts are among the experts, dense
+    layers and expert groups fit. ``config`` is the transformers config (its defaults included),
+    or None to check the file's own values before transformers reads them."""
     raw = values.get("text_config") if isinstance(values.get("text_config"), dict) else values
+    text = config.get_text_config() if config is not None else None
 
     def at(name: str):
-        value = getattr(text, name, None)
+        value = getattr(text, name, None) if text is not None else raw.get(name)
         return value if type(value) is int else None
 
+    def refuse(name: str, problem: str):
+        raise ConfigError(parameter, source, name, problem)
+
     hidden, heads, layers = at("hidden_size"), at("num_attention_heads"), at("num_hidden_layers")
-    for name, value in (("hidden_size", hidden), ("num_hidden_layers", layers), ("vocab_size", at("vocab_size"))):
-        if value is None or value < 1:
-            raise ConfigError(parameter, source, name, f"must be a positive integer (got {getattr(text, name, None)!r}"
-                                                       "): fix the config.json")
-    if getattr(text, "num_attention_heads", None) is not None and (heads is None or heads < 1):
-        raise ConfigError(parameter, source, "num_attention_heads", "must be a positive integer: fix the config.json")
-    if heads is not None and raw.get("head_dim") is None and hidden % heads:
-        raise ConfigError(parameter, source, "num_attention_heads", f"({heads}) must divide hidden_size ({hidden}), "
-                                                                    "or the config must give head_dim")
+    if text is not None:
+        for name, value in (("hidden_size", hidden), ("num_hidden_layers", layers), ("vocab_size", at("vocab_size"))):
+            if value is None or value < 1:
+                refuse(name, f"must be a positive integer (got {getattr(text, name, None)!r}): fix the config.json")
+        if getattr(text, "num_attention_heads", None) is not None and (heads is None or heads < 1):
+            refuse("num_attention_heads", "must be a positive integer: fix the config.json")
+    if hidden is not None and heads is not None and raw.get("head_dim") is None and hidden % heads:
+        refuse("num_attention_heads", f"({heads}) must divide hidden_size ({hidden}), or the config must give head_dim")
     kv_heads = at("num_key_value_heads")
     if kv_heads is not None and heads is not None and (kv_heads < 1 or heads % kv_heads):
-        raise ConfigError(parameter, source, "num_key_value_heads", f"({kv_heads}) must divide num_attention_heads "
-                                                                    f"({heads})")
-    experts = next((at(n) for n in EXPERT_COUNT_FIELDS if at(n) is not None), None)
+        refuse("num_key_value_heads", f"({kv_heads}) must divide num_attention_heads ({heads})")
+    experts_field = next((n for n in EXPERT_COUNT_FIELDS if at(n) is not None), None)
+    experts = at(experts_field) if experts_field else None
     top_k = next((at(n) for n in TOP_K_FIELDS if at(n) is not None), None)
     if experts is not None and top_k is not None and top_k > experts:
-        raise ConfigError(parameter, source, "num_experts_per_tok", f"({top_k}) must be at most the experts "
-                                                                    f"({experts})")
+        refuse("num_experts_per_tok", f"({top_k}) must be at most the experts ({experts_field}: {experts})")
     dense = at("first_k_dense_replace")
-    if dense is not None and dense > layers:
-        raise ConfigError(parameter, source, "first_k_dense_replace", f"({dense}) must be at most num_hidden_layers "
-                                                                      f"({layers})")
+    if dense is not None and layers is not None and dense > layers:
+        refuse("first_k_dense_replace", f"({dense}) must be at most num_hidden_layers ({layers})")
     groups, top_groups = at("n_group"), at("topk_group")
     if experts is not None and groups is not None and (groups < 1 or experts % groups):
-        raise ConfigError(parameter, source, "n_group", f"({groups}) must divide the experts ({experts})")
+        refuse("n_group", f"({groups}) must divide the experts ({experts})")
     if groups is not None and top_groups is not None and not 1 <= top_groups <= groups:
-        raise ConfigError(parameter, source, "topk_group", f"({top_groups}) must be 1..n_group ({groups})")
-    only_dense = getattr(text, "mlp_only_layers", None)
-    if only_dense is not None and (not isinstance(only_dense, (list, tuple)) or any(
+        refuse("topk_group", f"({top_groups}) must be 1..n_group ({groups})")
+    only_dense = getattr(text, "mlp_only_layers", None) if text is not None else raw.get("mlp_only_layers")
+    if only_dense is not None and layers is not None and (not isinstance(only_dense, (list, tuple)) or any(
             type(i) is not int or not 0 <= i < layers for i in only_dense)):
-        raise ConfigError(parameter, source, "mlp_only_layers", f"must list layer numbers 0..{layers - 1}")
+        refuse("mlp_only_layers", f"must list layer numbers 0..{layers - 1}")
 
 
 def context_length(config) -> int | None:
@@ -330,8 +332,10 @@ class _quiet_transformers:
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:200]
+    """The first line of an exception's message, and of its cause's (huggingface_hub's strict
+    dataclass errors say which check failed in the first and why in the cause)."""
+    lines = [str(x).strip().splitlines()[0] for x in (e, e.__cause__) if x is not None and str(x).strip()]
+    return ": ".join(lines).replace(":: ", ": ")[:240] if lines else type(e).__name__
 
 
 # --- the model's shapes ------------------------------------------------------------------------
