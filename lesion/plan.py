@@ -57,7 +57,7 @@ LOGIT_BYTES = 2 ** 29  # heel.scorer's cap on one batch's float32 logits
 # none of them bounds a loop except `gpus`, which places one copy on at most layers + 2 GPUs).
 MAX_SAMPLES = 100_000  # scan's cap on K
 MAX_GPUS = 1_000_000
-MAX_GPU_GIB = 2.0 ** 20  # 1 PiB per GPU
+MAX_GPU_GIB = 1e6  # GiB per GPU: a petabyte
 MAX_GPU_TFLOPS = 1e6
 MAX_ROWS = 10 ** 9
 MAX_TOKENS = 2 ** 27  # with no context length in the config; otherwise the context is the bound
@@ -582,15 +582,15 @@ def check_options(*, tokens: int = 49, samples: int | str = 100, gpus: int = 0, 
     if samples != "auto":
         _integer("samples", samples, 1, MAX_SAMPLES, " (or 'auto'): the paper uses 100")
     _integer("gpus", gpus, 0, MAX_GPUS, " (0 plans for this CPU only)")
-    _positive("gpu_memory", gpu_memory, MAX_GPU_GIB, " GiB per GPU")
+    _positive("gpu_memory", gpu_memory, MAX_GPU_GIB, ": the memory of one GPU in GiB, e.g. 80")
     if dtype not in BYTES:
         raise ParameterError("dtype", f"must be one of {', '.join(BYTES)} (got {dtype!r})")
     _integer("stage2_rows", stage2_rows, 0, MAX_ROWS, "")
     _integer("search_rows", search_rows, 0, MAX_ROWS, "")
     if ranks is not None:
-        _integer("ranks", ranks, 1, MAX_GPUS, " (default: the copies the GPUs hold)")
+        _integer("ranks", ranks, 1, MAX_GPUS, ": leave it out for the copies the GPUs hold")
     if gpu_tflops is not None:
-        _positive("gpu_tflops", gpu_tflops, MAX_GPU_TFLOPS, f" (default {DEFAULT_GPU_TFLOPS:g})")
+        _positive("gpu_tflops", gpu_tflops, MAX_GPU_TFLOPS, f": leave it out for the default, {DEFAULT_GPU_TFLOPS:g}")
         if not gpus:
             raise ParameterError("gpu_tflops", "plans GPU times: give `gpus` too")
 
@@ -604,7 +604,7 @@ def _integer(name: str, value, low: int, high: int, hint: str) -> None:
 
 def _positive(name: str, value, high: float, hint: str) -> None:
     if type(value) not in (int, float) or not math.isfinite(value) or not 0 < value <= high:
-        raise ParameterError(name, f"must be a number > 0 and at most {high:g} (got {value!r}){hint}")
+        raise ParameterError(name, f"must be a finite number > 0 and at most {high:g} (got {value!r}){hint}")
 
 
 def make_plan(s: Shapes, *, tokens: int = 49, samples: int | str = 100, gpus: int = 0, gpu_memory: float = 80.0,
