@@ -276,3 +276,13 @@ def test_the_cli_refuses_a_bad_config_in_one_line(tmp_path, capsys, content):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and err[0].startswith("lesion: error: --model ") and err[1].startswith(
         "lesion: error: --config ")
+
+
+def test_a_hub_id_missing_offline_is_one_parameter_error(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(ParameterError) as e:
+        read_config(model="no-such-org/no-such-model")
+    assert e.value.parameter == "model"
