@@ -85,6 +85,9 @@ SIZE_FIELDS: dict[str, tuple[int, int, bool]] = {
     **dict.fromkeys(("decoder_sparse_step", "interleave_moe_layer_step"), (1, 1024, False)),
     **dict.fromkeys(("n_group", "topk_group"), (1, 4096, True)),
 }
+# Experts over all layers: DeepSeek-V3 has 58 x 256 = 14,848; a family that keeps its experts as a
+# list of modules builds one module per expert and layer.
+MAX_EXPERT_LAYERS = 2 ** 17
 # Names of the routed experts' count and of the experts each token runs, across families.
 EXPERT_COUNT_FIELDS = ("num_local_experts", "num_experts", "n_routed_experts")
 TOP_K_FIELDS = ("num_experts_per_tok", "num_experts_per_token", "experts_per_token", "moe_top_k")
@@ -295,6 +298,9 @@ def check_config_relations(config, values: dict, parameter: str, source: str) ->
     top_k = next((at(n) for n in TOP_K_FIELDS if at(n) is not None), None)
     if experts is not None and top_k is not None and top_k > experts:
         refuse("num_experts_per_tok", f"({top_k}) must be at most the experts ({experts_field}: {experts})")
+    if experts is not None and layers is not None and experts * layers > MAX_EXPERT_LAYERS:
+        refuse(experts_field, f"({experts}) x num_hidden_layers ({layers}) must be at most {MAX_EXPERT_LAYERS:,} "
+                              "experts in all: not a model a plan can build")
     dense = at("first_k_dense_replace")
     if dense is not None and layers is not None and dense > layers:
         refuse("first_k_dense_replace", f"({dense}) must be at most num_hidden_layers ({layers})")
@@ -364,12 +370,13 @@ def shapes(name: str, config, components: str | None = None) -> Shapes:
 
 
 def _meta_model(config):
-    """The model on the meta device, buffers included (a causal-mask buffer of a long context
-    would otherwise be allocated)."""
+    """The model on the meta device, buffers and every tensor made while building it included:
+    GPT-Neo, GPT-BigCode and GPT-1 build a context x context causal mask, which a long context
+    would otherwise allocate (65,536 positions: 4 GiB)."""
     import torch
     from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
-    with _quiet_transformers(), init_empty_weights(include_buffers=True):
+    with _quiet_transformers(), init_empty_weights(include_buffers=True), torch.device("meta"):
         try:
             return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         except Exception as e:  # noqa: BLE001 - a config transformers cannot build a model from, whatever the reason

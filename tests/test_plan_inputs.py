@@ -158,6 +158,7 @@ def test_head_dim_given_lifts_the_width_divisibility(tmp_path):
     ({"first_k_dense_replace": -1}, "first_k_dense_replace"),
     ({"n_group": 3}, "n_group"),
     ({"topk_group": 3}, "topk_group"),
+    ({"n_routed_experts": 4096, "num_hidden_layers": 1000}, "n_routed_experts"),  # 4 million expert modules
 ])
 def test_expert_fields_are_checked(tmp_path, fields, field):
     with pytest.raises(ConfigError) as e:
