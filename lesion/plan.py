@@ -21,6 +21,7 @@ shapes:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -28,7 +29,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ParameterError
+from .errors import LesionError, ParameterError
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 GIB = 2 ** 30
@@ -325,16 +326,16 @@ def context_length(config) -> int | None:
     return None
 
 
-class _quiet_transformers:
+@contextlib.contextmanager
+def _quiet_transformers():
     """transformers' warnings about a config (printed, not raised) are not the plan's output."""
-
-    def __enter__(self):
-        self.logger = logging.getLogger("transformers")
-        self.level = self.logger.level
-        self.logger.setLevel(logging.ERROR)
-
-    def __exit__(self, *exc):
-        self.logger.setLevel(self.level)
+    logger = logging.getLogger("transformers")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _first_line(e: BaseException) -> str:
@@ -380,8 +381,8 @@ def _meta_model(config):
         try:
             return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         except Exception as e:  # noqa: BLE001 - a config transformers cannot build a model from, whatever the reason
-            raise ParameterError("model", f"of type {config.model_type!r} cannot be built from its config by "
-                                          f"transformers ({_first_line(e)})") from None
+            raise LesionError(f"a model of type {config.model_type!r} cannot be built from this config by "
+                              f"transformers ({_first_line(e)}): fix the config.json") from None
 
 
 @dataclass
@@ -527,8 +528,8 @@ def _moe_summary(meta, text, experts: dict, moe_blocks: dict, breakdown: dict, b
     import torch
     top_k = next((getattr(text, n) for n in TOP_K_FIELDS if type(getattr(text, n, None)) is int), None)
     if top_k is None:
-        raise ParameterError("model", f"of type {text.model_type!r} has experts but its config names no number "
-                                      f"of experts per token ({', '.join(TOP_K_FIELDS)})")
+        raise LesionError(f"a model of type {text.model_type!r} has experts but its config names no number of "
+                          f"experts per token ({', '.join(TOP_K_FIELDS)}): a plan cannot count its active parameters")
     routed = idle = shared = router = 0
     per_layer = set()
     for module in experts.values():
@@ -576,6 +577,8 @@ def plan_study(model: str | None = None, config: str | None = None, components: 
     if model is not None and config is not None:
         raise ParameterError("config", "cannot be given with `model`: pass one")
     check_options(**options)
+    from .architectures import resolve_components
+    resolve_components(components)  # before the config is read
     name, built = read_config(model, config)
     return make_plan(shapes(name, built, components), **options)
 
