@@ -718,6 +718,8 @@ def device_map(s: Shapes, gpus: int, gpu_gib: float, dtype: str, reserve_gib: fl
     on_gpu = sum(v for k, v in per_device.items() if k not in ("cpu", "disk"))
     blocks = {str(d): sum(1 for m, dd in placed.items() if dd == d and m.split(".")[-1].isdigit())
               for d in set(placed.values())}
+    if "" in placed:  # the whole model on one device: accelerate names no block
+        blocks = {str(placed[""]): s.layers}
     return {"fits": on_gpu == s.parameters, "gpus": gpus, "gpu_gib": gpu_gib, "reserve_gib": round(reserve_gib, 2),
             "weights_gib": {d: round(n * BYTES[dtype] / GIB, 2) for d, n in sorted(per_device.items())},
             "blocks": dict(sorted(blocks.items())),

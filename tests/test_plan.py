@@ -66,6 +66,7 @@ def test_device_map_and_data_parallel_copies(tiny_config):
     s = shapes(*read_config(config=str(tiny_config)))
     roomy = make_plan(s, gpus=4, gpu_memory=1.0, tokens=4)
     assert roomy["device_map"]["fits"] and roomy["device_map"]["used_gpus"] == 1
+    assert roomy["device_map"]["blocks"] == {"0": 2}  # the whole model on GPU 0: both blocks
     assert roomy["data_parallel_ranks"] == 4
     assert roomy["time_s"]["gpu_assumed"]["stage1"] == pytest.approx(
         roomy["flops"]["stage1"] / (200e12 * 4))
