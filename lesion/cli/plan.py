@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..errors import LesionError
 from .common import add_common_flags, console
 
 PLAN_EXAMPLES = """examples:
@@ -39,17 +38,10 @@ def register(sub) -> None:
 
 
 def run_plan(args) -> int:
-    from ..plan import DEFAULT_GPU_TFLOPS, make_plan, read_config, shapes
-    adaptive = args.samples == "auto"
-    try:
-        samples = 100 if adaptive else int(args.samples)
-    except ValueError:
-        raise LesionError(f"--samples must be a number or 'auto' (got {args.samples!r})") from None
-    name, config = read_config(args.model, args.config)
-    plan = make_plan(shapes(name, config, args.components), tokens=args.tokens, samples=samples,
-                     adaptive=adaptive, gpus=args.gpus, gpu_gib=args.gpu_memory, dtype=args.dtype,
-                     stage2_rows=args.stage2_rows, search_rows=args.search_rows, ranks=args.ranks,
-                     gpu_tflops=args.gpu_tflops or DEFAULT_GPU_TFLOPS)
+    from ..plan import plan_study
+    plan = plan_study(args.model, args.config, args.components, tokens=args.tokens, samples=args.samples,
+                      gpus=args.gpus, gpu_memory=args.gpu_memory, dtype=args.dtype, stage2_rows=args.stage2_rows,
+                      search_rows=args.search_rows, ranks=args.ranks, gpu_tflops=args.gpu_tflops)
     if args.json:
         print(json.dumps(plan, indent=2))
     else:
@@ -62,9 +54,20 @@ def print_plan(plan: dict) -> None:
 
     from ..plan import human_bytes, human_seconds
     neurons = plan["neurons"]
+    moe = plan.get("moe")
+    active = f" ({plan['active_parameters'] / 1e9:.3g} B active per token)" if moe else ""
     console.print(f"[bold]{plan['model']}[/bold] ({plan['model_type']}): {plan['parameters'] / 1e9:.3g} B "
-                  f"parameters, {plan['layers']} layers, {neurons['total']:,} neurons; "
+                  f"parameters{active}, {plan['layers']} layers, {neurons['total']:,} neurons; "
                   f"{plan['tokens']} tokens, K = {plan['samples']}")
+    if moe:
+        experts = moe["neurons"]
+        console.print(f"mixture of experts: {moe['moe_layers']} MoE layers ({moe['dense_layers']} dense), "
+                      f"{moe['experts']} routed experts, {moe['experts_per_token']} per token, "
+                      f"{moe['shared_experts']} shared; neurons: routed experts {experts['routed_experts']:,}, "
+                      f"shared experts {experts['shared_experts']:,}, router logits {experts['router']:,}, "
+                      f"MoE block outputs {experts['block_output']:,}")
+    if plan.get("uncounted_modules"):
+        console.print(f"[red]not counted[/red] (weights of no known layout): {', '.join(plan['uncounted_modules'])}")
     table = Table("component", "neurons")
     for kind, count in neurons.items():
         if kind != "total":
@@ -74,6 +77,8 @@ def print_plan(plan: dict) -> None:
     table = Table("memory", "size")
     for dtype, gib in mem["weights"].items():
         table.add_row(f"weights, {dtype}", human_bytes(gib))
+    if "routed_experts" in mem:
+        table.add_row("of which all routed experts, bfloat16", human_bytes(mem["routed_experts"]["bfloat16"]))
     table.add_row(f"Stage 1 state ({mem['stage1_state_terms']})", human_bytes(mem["stage1_state"]))
     rows = mem["rows_per_batch"]
     table.add_row(f"masked rows, Stage 2 batch of {rows['stage2']} (float32 logits)",
