@@ -58,37 +58,40 @@ def _snapshot(repo_id: str, revision: str | None) -> tuple[Path, str]:
     from huggingface_hub import errors as hub_errors
 
     unreachable, transfer = _network_errors()
+    offline: tuple[type[Exception], ...] = (hub_errors.OfflineModeIsEnabled, *unreachable)
+    failed: tuple[type[Exception], ...] = (OSError, *transfer)
+    cannot = f"cannot load model {repo_id!r}"
     try:
         try:
             info = HfApi().model_info(repo_id, revision=revision)
-        except (hub_errors.OfflineModeIsEnabled, *unreachable) as e:
+        except offline as e:
             return _cached(repo_id, revision, e)
         if not info.sha or info.siblings is None:
-            raise LesionError(f"the hub at {_endpoint()} did not say which commit and files {repo_id!r} has: "
+            raise LesionError(f"{cannot}: the hub at {_endpoint()} did not say which commit and files it has: "
                               "check HF_ENDPOINT")
         files = wanted_files(repo_id, info.sha, [s.rfilename for s in info.siblings])
         folder = Path(_download(repo_id, revision, files))
     except hub_errors.HFValidationError:
-        raise LesionError(f"model {repo_id!r} is not a folder, a .gguf file, an alias or a valid hub id "
-                          "(owner/name): pass one of those") from None
+        raise LesionError(f"{cannot}: not a folder, a .gguf file, an alias or a valid hub id (owner/name): "
+                          "pass one of those") from None
     except hub_errors.RevisionNotFoundError:
         raise ParameterError("revision", f"{revision!r} is not a branch, tag or commit of {repo_id!r}: pass one "
                              "that exists") from None
     except hub_errors.GatedRepoError:
-        raise LesionError(f"{repo_id!r} is gated: accept its terms on the hub and set HF_TOKEN to a token of "
+        raise LesionError(f"{cannot}: it is gated: accept its terms on the hub and set HF_TOKEN to a token of "
                           "that account") from None
     except hub_errors.RepositoryNotFoundError:
-        raise LesionError(f"no hub repository {repo_id!r} at {_endpoint()} (or it is private and HF_TOKEN "
-                          "grants no access): check the id, or set HF_TOKEN") from None
+        raise LesionError(f"{cannot}: no such repository at {_endpoint()} (or it is private and HF_TOKEN grants "
+                          "no access): check the id, or set HF_TOKEN") from None
     except hub_errors.HfHubHTTPError as e:
-        raise LesionError(f"the hub refused {repo_id!r} ({_first_line(e)}): check HF_TOKEN and HF_ENDPOINT, "
+        raise LesionError(f"{cannot}: the hub refused it ({_first_line(e)}): check HF_TOKEN and HF_ENDPOINT, "
                           "then run again") from None
-    except (OSError, *transfer) as e:
-        raise LesionError(f"downloading {repo_id!r} failed ({_first_line(e)}): nothing incomplete was kept; "
+    except failed as e:
+        raise LesionError(f"{cannot}: its download failed ({_first_line(e)}); nothing incomplete was kept: "
                           "run again to download it") from None
     if folder.name != info.sha:  # the branch moved between the listing and the download
-        raise LesionError(f"{repo_id!r}{f' {revision!r}' if revision else ''} changed on the hub while it "
-                          f"downloaded (commit {info.sha[:12]}, then {folder.name[:12]}): run again")
+        raise LesionError(f"{cannot}: {revision or 'main'} changed on the hub while it downloaded (commit "
+                          f"{info.sha[:12]}, then {folder.name[:12]}): run again")
     return folder, info.sha
 
 
@@ -97,16 +100,16 @@ def wanted_files(repo_id: str, commit: str, names: list[str]) -> list[str]:
     download, when it has no config or its weights are not safetensors."""
     top = [n for n in names if "/" not in n]
     files = sorted(n for n in top if any(fnmatch.fnmatchcase(n, p) for p in WANTED))
-    at = f"{repo_id!r} (commit {commit[:12]})"
+    cannot = f"cannot load model {repo_id!r} at {commit[:12]}"
     if not any(n.endswith(".safetensors") for n in files):
         pickles = [n for n in top if any(fnmatch.fnmatchcase(n, p) for p in PICKLED)]
         if pickles:
-            raise LesionError(f"{at} has only pickled weights ({pickles[0]}), which can run code when loaded: "
-                              "lesion loads safetensors only; pass a revision or repository with "
+            raise LesionError(f"{cannot}: it has only pickled weights ({pickles[0]}), which can run code when "
+                              "loaded; lesion loads safetensors only: pass a revision or repository with "
                               "model.safetensors")
-        raise LesionError(f"{at} has no safetensors weights: pass a repository with model.safetensors")
+        raise LesionError(f"{cannot}: it has no safetensors weights: pass a repository with model.safetensors")
     if "config.json" not in files:
-        raise LesionError(f"{at} has no config.json: pass the repository of a transformers model")
+        raise LesionError(f"{cannot}: it has no config.json: pass the repository of a transformers model")
     return files
 
 
@@ -116,11 +119,12 @@ def check_no_code(folder: Path, name: str) -> None:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return  # transformers' load says what is wrong with it
-    if isinstance(config, dict) and config.get("auto_map"):
-        first = next(iter(config["auto_map"].values()), "") if isinstance(config["auto_map"], dict) else ""
-        raise LesionError(f"model {name!r} needs its own code ({str(first).split('.')[0] or 'auto_map'}.py, named "
-                          "by auto_map in config.json), which lesion never runs: pass a model transformers "
-                          "supports natively")
+    auto_map = config.get("auto_map") if isinstance(config, dict) else None
+    if auto_map:
+        first = next(iter(auto_map.values()), "") if isinstance(auto_map, dict) else ""
+        module = str(first).rpartition("--")[2].split(".")[0] or "its module"
+        raise LesionError(f"cannot load model {name!r}: it needs its own code ({module}.py, named by auto_map in "
+                          "config.json), which lesion never runs: pass a model transformers supports natively")
 
 
 def _download(repo_id: str, revision: str | None, files: list[str]) -> str:
@@ -136,24 +140,29 @@ def _cached(repo_id: str, revision: str | None, cause: Exception) -> tuple[Path,
     import huggingface_hub
     from huggingface_hub import snapshot_download
 
-    why = "HF_HUB_OFFLINE is set" if isinstance(cause, huggingface_hub.errors.OfflineModeIsEnabled) else \
-        f"the hub at {_endpoint()} cannot be reached ({_first_line(cause)})"
+    if isinstance(cause, huggingface_hub.errors.OfflineModeIsEnabled):
+        why, fix = "HF_HUB_OFFLINE is set", "unset HF_HUB_OFFLINE to download it"
+    else:
+        why, fix = f"the hub at {_endpoint()} cannot be reached ({_first_line(cause)})", \
+            "connect (or check HF_ENDPOINT) and run again to download it"
     files = ["config.json"]
-    listed = getattr(huggingface_hub, "get_cached_repo_tree", None)  # huggingface_hub >= 1.x
+    listing = getattr(huggingface_hub, "get_cached_repo_tree", None)  # huggingface_hub >= 1.x
+    no_listing = getattr(huggingface_hub.errors, "CachedRepoTreeNotFoundError", OSError)
     try:
-        if listed is not None:
-            files = wanted_files(repo_id, "cached", [f.path for f in listed(repo_id, revision=revision)])
-    except (huggingface_hub.errors.CachedRepoTreeNotFoundError, OSError, ValueError):
+        if listing is not None:
+            files = wanted_files(repo_id, revision or "main", [f.path for f in listing(repo_id, revision=revision)])
+    except (no_listing, OSError, ValueError):
         pass  # no listing cached (another tool downloaded it): the load checks the files it needs
+    at = f" at {revision!r}" if revision else ""
     try:
         folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=files, local_files_only=True))
     except (OSError, ValueError) as e:
-        incomplete = "incomplete" in type(e).__name__.lower() or "incomplete" in str(e)[:200]
-        raise LesionError(f"{why}, and {repo_id!r}{f' at {revision!r}' if revision else ''} is "
-                          f"{'only partly' if incomplete else 'not'} in the hub cache ({_hub_cache()}): connect "
-                          "and run again to download it, or unset HF_HUB_OFFLINE") from None
+        partly = "only partly" if "incomplete" in f"{type(e).__name__} {str(e)[:200]}".lower() else "not"
+        raise LesionError(f"cannot load model {repo_id!r}{at}: {why}, and it is {partly} in the hub cache "
+                          f"({_hub_cache()}): {fix}") from None
     if len(folder.name) != COMMIT_HEX:
-        raise LesionError(f"the cached snapshot {folder} is not named by a commit: download {repo_id!r} again")
+        raise LesionError(f"cannot load model {repo_id!r}{at}: the cached snapshot {folder} is not named by a "
+                          "commit: download it again")
     return folder, folder.name
 
 
