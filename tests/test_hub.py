@@ -332,6 +332,9 @@ def test_revision_is_for_hub_ids_only(tiny_dir, capsys):
     from lesion.cli import main
     assert main(["sites", "--model", tiny_dir, "--revision", "main", "--quiet"]) == 2
     assert "--revision" in capsys.readouterr().err
+    # An analysis that loads the model by name (once per dtype) would drop it: refused rather than ignored.
+    assert main(["analyze", "precision", "--model", REPO, "--revision", "main", "--quiet"]) == 2
+    assert "--revision" in capsys.readouterr().err
 
 
 def test_a_result_from_another_commit_is_refused_by_the_library(study):
