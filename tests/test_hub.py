@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -22,6 +23,7 @@ from conftest import TEXT, save_tiny
 REPO = "tiny-org/tiny-llama"
 SERVER_LIFETIME_S = 900  # the server stops by itself even if a test never reaches its teardown
 TOKEN = "hf_test_token"
+STALL_S = 20
 
 
 class FakeHub:
@@ -31,8 +33,11 @@ class FakeHub:
         self.commits: dict[str, dict[str, dict[str, bytes]]] = {}
         self.branches: dict[str, dict[str, str]] = {}
         self.private: set[str] = set()
-        self.fault: str | None = None  # "drop": the connection closes mid-file; "short": fewer bytes than announced
+        # "drop": the connection closes mid-file; "short": fewer bytes than announced; "stall": half the file,
+        # then nothing for STALL_S (the client is killed meanwhile)
+        self.fault: str | None = None
         self.requests: list[tuple[str, str]] = []
+        self.stalled = threading.Event()  # set once a stalled transfer has sent its half
 
     def add(self, repo: str, files: dict[str, bytes], branch: str = "main") -> str:
         commit = hashlib.sha1(json.dumps({n: hashlib.sha256(b).hexdigest() for n, b in sorted(files.items())})
@@ -146,6 +151,13 @@ def _handler(hub: FakeHub):
             self.send_header("Content-Length", str(len(sent)))
             self.end_headers()
             if not body:
+                return
+            if faulty and hub.fault == "stall":
+                self.wfile.write(sent[:len(sent) // 2])
+                self.wfile.flush()
+                hub.stalled.set()
+                time.sleep(STALL_S)
+                self.close_connection = True
                 return
             if faulty and hub.fault == "drop":
                 # Half the file at first; a resumed request gets its headers and nothing: the connection closes.
@@ -281,6 +293,30 @@ def test_a_failed_download_leaves_nothing_and_the_next_run_succeeds(hub, tiny_fi
     done = lesion(url, hf_home, "sites", "--model", REPO, "--revision", commit)
     assert done.returncode == 0, done.stderr
     assert [p.name for p in weights_in_cache(hf_home)] == ["model.safetensors"]
+
+
+def test_a_download_killed_midway_is_never_taken_for_the_file(hub, tiny_files, tmp_path):
+    fake, url = hub
+    commit = fake.add(REPO, tiny_files[0])
+    hf_home = tmp_path / "hf"
+    fake.fault = "stall"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_OFFLINE"))}
+    env.update(HF_ENDPOINT=url, HF_HOME=str(hf_home), LESION_NO_PROGRESS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "lesion", "sites", "--model", REPO, "--revision", commit,
+                             "--quiet"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        assert fake.stalled.wait(timeout=240), "the download never started"
+    finally:
+        proc.kill()  # SIGKILL: no handler, no cleanup
+        proc.wait(timeout=60)
+    assert weights_in_cache(hf_home) == []
+    fake.fault = None
+    one_line_error(lesion(url, hf_home, "sites", "--model", REPO, "--revision", commit, offline=True))
+    done = lesion(url, hf_home, "sites", "--model", REPO, "--revision", commit)
+    assert done.returncode == 0, done.stderr
+    [weights] = weights_in_cache(hf_home)
+    assert weights.read_bytes() == tiny_files[0]["model.safetensors"]
 
 
 def test_pickled_weights_are_refused_before_they_download(hub, tiny_files, tmp_path):
