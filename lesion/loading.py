@@ -1,4 +1,5 @@
-"""Loading a causal LM from an alias, a local folder, a .gguf file or a hub id, offline.
+"""Loading a causal LM from an alias, a local folder, a .gguf file or a hub id (downloaded on
+first use by :mod:`lesion.hub`, safetensors only).
 
 A GGUF file is dequantised by transformers, which takes many seconds; the result is
 saved once as safetensors under the cache folder so later runs start in a few seconds.
@@ -33,6 +34,7 @@ class LoadedModel:
     tokenizer: object
     name: str  # what the user asked for (alias, path or hub id)
     dtype: str
+    revision: str | None = None  # a hub id's commit hash, the snapshot loaded (None for a folder, file or alias)
     coverage: Coverage | None = None  # what share of the parameters lesion's sites see
 
     @property
@@ -171,9 +173,10 @@ def _gguf_cache(folder: str, gguf: str) -> Path:
 
 def load_model(spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = "cpu",
                device_map: str | dict | None = None, use_cache: bool = True, progress: bool = True,
-               partial_view: bool = False) -> LoadedModel:
+               revision: str | None = None, partial_view: bool = False) -> LoadedModel:
     """``device_map`` ("auto", or accelerate's {module: device or "cpu" or "disk"}) shards and
     offloads a model too large for one device; the rest of lesion works on it unchanged.
+    ``revision`` pins a hub id to a branch, tag or commit (default: the repository's main branch).
 
     A model whose MLP, experts or router lesion cannot see (a mixture-of-experts family it does
     not know) is refused unless ``partial_view``: then its results record what was not seen."""
@@ -186,6 +189,7 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = 
     hf_logging.disable_progress_bar()
     logging.getLogger("transformers").setLevel(logging.ERROR)
     folder, gguf = resolve(spec)
+    folder, commit = _hub_snapshot(spec, folder, gguf, revision, progress)
     kwargs = {"dtype": TORCH_DTYPES[dtype]}
     if device_map is not None:
         # What does not fit on the devices and in memory goes to disk, under the cache, per model.
@@ -217,10 +221,26 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = 
     model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    lm = LoadedModel(model, tokenizer, spec, dtype, check_coverage(model, partial_view))
+    lm = LoadedModel(model, tokenizer, spec, dtype, commit, check_coverage(model, partial_view))
     if digest is not None:
         lm.__dict__["_weights_digest"] = digest  # the cached_property, filled: computed once per load
     return lm
+
+
+def _hub_snapshot(spec: str, folder: str, gguf: str | None, revision: str | None,
+                  progress: bool) -> tuple[str, str | None]:
+    """(the folder to load, its hub commit or None): a hub id's snapshot, downloaded if need be."""
+    from .errors import ParameterError
+    from .hub import check_no_code, snapshot
+    if gguf is not None or Path(folder).is_dir():
+        if revision is not None:
+            raise ParameterError("revision", f"pins a hub id's files; {spec!r} is a local model: drop `revision`")
+        return folder, None
+    if revision is not None and (not isinstance(revision, str) or not revision.strip()):
+        raise ParameterError("revision", f"must be a branch, tag or commit (got {revision!r})")
+    local, commit = snapshot(folder, revision, progress)
+    check_no_code(local, spec)
+    return str(local), commit
 
 
 def _safetensors_error() -> type[Exception]:

@@ -1,5 +1,6 @@
-"""What a result was computed on and with: the model, its weights' fingerprint, dtype, device,
-and the versions of lesion (with its git commit from a checkout), torch and transformers."""
+"""What a result was computed on and with: the model (with a hub id's commit), its weights'
+fingerprint, dtype, device, and the versions of lesion (with its git commit from a checkout),
+torch and transformers."""
 from __future__ import annotations
 
 import functools
@@ -10,6 +11,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .errors import ParameterError
 from .loading import LoadedModel
 
 
@@ -20,12 +22,25 @@ def versions() -> dict:
 
 
 def model_provenance(lm: LoadedModel) -> dict:
-    """What a result was computed on and with: the model, its weights' fingerprint, dtype, device, versions."""
-    record = {"model": lm.name, "model_fingerprint": lm.fingerprint(), "dtype": lm.dtype, "device": str(lm.device),
-              "versions": versions()}
-    if lm.coverage is not None and lm.coverage.partial:  # accepted with partial_view: say what was not seen
+    """What a result was computed on and with: the model, its weights' fingerprint, dtype, device, versions;
+    for a hub id, ``model_revision``: the commit its files were downloaded at; for a model accepted with
+    ``partial_view``, what lesion did not see."""
+    revision = {"model_revision": lm.revision} if lm.revision is not None else {}
+    record = {"model": lm.name, **revision, "model_fingerprint": lm.fingerprint(), "dtype": lm.dtype,
+              "device": str(lm.device), "versions": versions()}
+    if lm.coverage is not None and lm.coverage.partial:
         record["partial_view"] = lm.coverage.to_dict()
     return record
+
+
+def check_same_revision(settings: dict, lm: LoadedModel, what: str) -> None:
+    """Refuse a result recorded at one hub commit read against a model loaded at another: the weights
+    may agree while the tokenizer or config do not. A result or model from a folder has no commit."""
+    theirs = settings.get("model_revision")
+    if theirs is not None and lm.revision is not None and theirs != lm.revision:
+        raise ParameterError("revision", f"must be {theirs}: the {what} was made on {settings.get('model')!r} at that "
+                                         f"commit, this model is {lm.name!r} at commit {lm.revision}; pass that "
+                                         "commit, or re-run it on this one")
 
 
 @functools.lru_cache(maxsize=1)

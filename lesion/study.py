@@ -18,7 +18,7 @@ import torch
 
 from .errors import LesionError, ParameterError
 from .loading import LoadedModel
-from .provenance import model_provenance
+from .provenance import check_same_revision, model_provenance
 from .neurons import SiteIndex, discover_sites
 from .cache import cached_tensors, scores_key
 from .stage1 import RANKER_SPECS, Scores, check_ranker, ranking_from_scores
@@ -190,7 +190,9 @@ def _valid_scores(tensors: dict[str, torch.Tensor], total: int, tokens: int) -> 
 
 
 def check_same_model(settings: dict, lm: LoadedModel, what: str) -> None:
-    """Refuse a result file made on other weights (its settings carry their fingerprint)."""
+    """Refuse a result file made on other weights (its settings carry their fingerprint), or at
+    another hub commit."""
+    check_same_revision(settings, lm, what)  # first: at another commit, the fingerprint differs for that reason
     theirs = settings.get("model_fingerprint")
     if theirs is None:
         raise LesionError(f"the {what} records no model_fingerprint, so the model it was made on cannot be "

@@ -18,7 +18,7 @@ from .errors import LesionError
 from .files import read_json
 from .loading import LoadedModel
 from .neurons import Neuron, SiteIndex, discover_sites
-from .provenance import model_provenance
+from .provenance import check_same_revision, model_provenance
 from .results import CriticalSet, Result
 from .weights import WeightSlice, consumers, producers
 
@@ -132,7 +132,9 @@ def read_fingerprints(critical: CriticalSet, path: Path, against: str | Path) ->
 
 
 def verify_model(lm: LoadedModel, critical: CriticalSet, reference: dict) -> VerifyReport:
-    """``lesion verify`` as a library call: the slices ``reference`` fingerprinted, checked on ``lm``."""
+    """``lesion verify`` as a library call: the slices ``reference`` fingerprinted, checked on ``lm``;
+    refused when ``critical`` was made at another commit of a hub id than ``lm`` was loaded at."""
+    check_same_revision(critical.settings, lm, "critical set")
     checks = verify(lm.model, discover_sites(lm.model, "all"), reference)
     same = critical.settings.get("model_fingerprint") == lm.fingerprint()
     return VerifyReport(lm.name, tuple(checks), same, model_provenance(lm))

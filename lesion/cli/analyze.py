@@ -106,6 +106,10 @@ def _inputs(args, on: str, folder, text: str | None, rank_options: dict):
     from .common import check_device, resolve_model_args
     resolve_model_args(args)
     check_device(args)
+    if args.revision is not None:  # this analysis loads the model by name, once per dtype, at the default branch
+        from ..errors import ParameterError
+        raise ParameterError("revision", "is not taken by this analysis, which loads the model once per dtype: "
+                                         "drop it, or pass a local copy of that commit as `model`")
     return AnalysisInputs(model=args.model, text=text, device=args.device, rank_options=rank_options)
 
 

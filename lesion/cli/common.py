@@ -22,6 +22,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", default=None,
                    help="alias (smollm2-135m, gemma3-270m), local folder, .gguf file or hub id (default: the "
                         f"model of the run or result read, else {DEFAULT_MODEL})")
+    g.add_argument("--revision", default=None,
+                   help="a hub id's branch, tag or commit (default: the commit of the run or result read, else "
+                        "main); the commit loaded is recorded in every result")
     g.add_argument("--dtype", default=None,
                    help=f"{' | '.join(DTYPES)}; default: the dtype of the run or result read, else {DEFAULT_DTYPE}")
     g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
@@ -160,12 +163,15 @@ def check_device(args) -> None:
 
 
 def resolve_model_args(args, recorded: dict | None = None) -> None:
-    """Fill in --model and --dtype: as given, else those the result read was made with, else defaults."""
+    """Fill in --model, --revision and --dtype: as given, else those the result read was made with
+    (a hub id at the commit it was read at), else defaults."""
     recorded = recorded or {}
     if args.model is None:
         args.model = recorded.get("model") or DEFAULT_MODEL
         if args.dtype is None and recorded.get("model"):
             args.dtype = recorded.get("dtype")
+        if args.revision is None and recorded.get("model"):
+            args.revision = recorded.get("model_revision")
     if args.dtype is None:
         args.dtype = DEFAULT_DTYPE
     if args.dtype not in DTYPES:
@@ -179,7 +185,8 @@ def load(args, recorded: dict | None = None):
     resolve_model_args(args, recorded)
     check_device(args)
     lm = load_model(args.model, dtype=args.dtype, device=args.device, device_map=args.device_map,
-                    progress=progress_enabled(args), partial_view=getattr(args, "partial_view", False))
+                    progress=progress_enabled(args), revision=args.revision,
+                    partial_view=getattr(args, "partial_view", False))
     if not getattr(args, "quiet", False) and lm.coverage is not None:
         print(lm.coverage.line(), file=sys.stderr)
     return lm

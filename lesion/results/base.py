@@ -33,13 +33,14 @@ class Provenance:
     text_sha256: str | None
     tokens: int | None
     versions: dict
+    model_revision: str | None = None  # a hub id's commit, the snapshot the model was loaded from
 
     @classmethod
     def from_settings(cls, settings: dict) -> "Provenance":
         versions = settings.get("versions")
         return cls(settings.get("model"), settings.get("model_fingerprint"), settings.get("dtype"),
                    settings.get("device"), settings.get("text_sha256"), settings.get("tokens"),
-                   versions if isinstance(versions, dict) else {})
+                   versions if isinstance(versions, dict) else {}, settings.get("model_revision"))
 
 
 class Result:
