@@ -119,12 +119,21 @@ def check_no_code(folder: Path, name: str) -> None:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return  # transformers' load says what is wrong with it
-    auto_map = config.get("auto_map") if isinstance(config, dict) else None
-    if auto_map:
-        first = next(iter(auto_map.values()), "") if isinstance(auto_map, dict) else ""
-        module = str(first).rpartition("--")[2].split(".")[0] or "its module"
-        raise LesionError(f"cannot load model {name!r}: it needs its own code ({module}.py, named by auto_map in "
-                          "config.json), which lesion never runs: pass a model transformers supports natively")
+    refuse_remote_code(config, f"cannot load model {name!r}: its config.json")
+
+
+def refuse_remote_code(config: object, where: str) -> None:
+    """Refuse a config whose ``auto_map`` asks to run code shipped with the model (``{"AutoModelForCausalLM":
+    "modeling_x.XModel"}`` names ``modeling_x.py``): lesion never runs a model's own code, and reading such a
+    config through transformers would stop to ask on an open stdin."""
+    if not isinstance(config, dict) or "auto_map" not in config:
+        return
+    names = config["auto_map"].values() if isinstance(config["auto_map"], dict) else [config["auto_map"]]
+    references = [r for n in names for r in (n if isinstance(n, list) else [n]) if isinstance(r, str)]
+    # "module.Class" is module.py beside the config; "repo--module.Class" is module.py of another repository
+    files = sorted({r.rsplit(".", 1)[0].replace("--", ": ") + ".py" for r in references}) or ["(unnamed)"]
+    raise LesionError(f"{where} names code shipped with the model in its auto_map ({', '.join(files)}): lesion "
+                      "never runs a model's own code; use a model whose type transformers ships")
 
 
 def _download(repo_id: str, revision: str | None, files: list[str]) -> str:

@@ -235,6 +235,8 @@ def _hub_snapshot(spec: str, folder: str, gguf: str | None, revision: str | None
     if gguf is not None or Path(folder).is_dir():
         if revision is not None:
             raise ParameterError("revision", f"pins a hub id's files; {spec!r} is a local model: drop `revision`")
+        if gguf is None:
+            check_no_code(Path(folder), spec)
         return folder, None
     if revision is not None and (not isinstance(revision, str) or not revision.strip()):
         raise ParameterError("revision", f"must be a branch, tag or commit (got {revision!r})")
@@ -411,17 +413,3 @@ def _save_atomically(model, tokenizer, target: Path, dtype: str) -> str | None:
             import shutil
             shutil.rmtree(tmp, ignore_errors=True)
     return digest
-
-
-def refuse_remote_code(config: object, where: str) -> None:
-    """Refuse a config whose ``auto_map`` asks to run code shipped with the model (``{"AutoModelForCausalLM":
-    "modeling_x.XModel"}`` names ``modeling_x.py``): lesion never runs a model's own code, and reading such a
-    config through transformers would stop to ask on an open stdin."""
-    if not isinstance(config, dict) or "auto_map" not in config:
-        return
-    names = config["auto_map"].values() if isinstance(config["auto_map"], dict) else [config["auto_map"]]
-    references = [r for n in names for r in (n if isinstance(n, list) else [n]) if isinstance(r, str)]
-    # "module.Class" is module.py beside the config; "repo--module.Class" is module.py of another repository
-    files = sorted({r.rsplit(".", 1)[0].replace("--", ": ") + ".py" for r in references}) or ["(unnamed)"]
-    raise LesionError(f"{where} names code shipped with the model in its auto_map ({', '.join(files)}): lesion "
-                      "never runs a model's own code; use a model whose type transformers ships")

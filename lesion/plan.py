@@ -169,7 +169,7 @@ def _hub_config(repo: str) -> Path:
 def read_config_json(path: Path, parameter: str, source: str) -> dict:
     """A config.json as a dict, checked: a JSON object, nested at most MAX_CONFIG_DEPTH levels,
     finite numbers only, no ``auto_map`` (code shipped with the model)."""
-    from .loading import refuse_remote_code
+    from .hub import refuse_remote_code
     try:
         if path.stat().st_size > MAX_CONFIG_BYTES:
             raise ConfigError(parameter, source, None, f"is larger than {MAX_CONFIG_BYTES >> 20} MiB: not a "
