@@ -430,12 +430,14 @@ def _count(meta, config, kinds: set[str]) -> _Counted:
         for kind in ("gate", "up", "act"):
             add(kind, per * intermediate, "routed_experts")
         add("down", per * hidden, "routed_experts")
+        add("expert", per)  # each expert as a unit (``unit="expert"``)
     for name, module in modules.items():
         if next(module.children(), None) is not None or not name.startswith(blocks + "."):
             continue
         if isinstance(module, (torch.nn.Dropout, torch.nn.Identity)) or name in fused or _under(name, fused):
             continue
-        kind = architectures.kind_of(name, module)
+        part = _moe_part(name, experts)
+        kind = "router" if part == "router" else architectures.kind_of(name, module)
         if kind not in kinds:
             continue
         width = _leaf_width(name, module, kind, modules)
@@ -445,10 +447,10 @@ def _count(meta, config, kinds: set[str]) -> _Counted:
             if next(module.parameters(recurse=False), None) is not None:
                 uncounted.append(name)
             continue
-        add(kind, width, _moe_part(name, experts))
+        add(kind, width, part)
     moe_blocks = {n.rpartition(".")[0]: modules[n.rpartition(".")[0]] for n in experts}
     for _ in moe_blocks:
-        add("other", hidden, "block_output")
+        add("moe", hidden, "block_output")
     moe = _moe_summary(meta, text, experts, moe_blocks, breakdown, blocks) if experts else None
     return _Counted(neurons, moe.pop("idle_parameters") if moe else 0, moe, uncounted)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import COMMON, FAMILIES, make_tiny
+from conftest import COMMON, FAMILIES, MOE_FAMILIES, make_tiny, make_tiny_moe
 
 from lesion.cli import main
 from lesion.neurons import discover_sites
@@ -195,3 +195,16 @@ def test_published_mixtures_of_experts(path, total, active):
     s = shapes(*read_config(config=path))
     assert s.parameters == pytest.approx(total, rel=0.005)
     assert s.active_parameters == pytest.approx(active, rel=0.02)
+
+
+@pytest.mark.parametrize("family", sorted(MOE_FAMILIES))
+@pytest.mark.parametrize("components", [None, "all", "expert"])
+def test_moe_neurons_counted_from_shapes_are_the_sites_scan_ranks(family, components):
+    """The same on mixtures of experts: each expert's gate/up/act/down, routers, block outputs, units."""
+    real = make_tiny_moe(family)
+    s = shapes(family, real.config, components)
+    by_kind: dict[str, int] = {}
+    for site in discover_sites(real, components).sites:
+        by_kind[site.kind] = by_kind.get(site.kind, 0) + site.width
+    assert s.neurons == by_kind
+    assert s.parameters == sum(p.numel() for p in real.parameters())
