@@ -86,14 +86,17 @@ def measure(model: torch.nn.Module, sites) -> Coverage:
             parent = site.name.rpartition(".")[0]
             while parent and not any(True for _ in model.get_submodule(parent).parameters(recurse=False)):
                 parent = parent.rpartition(".")[0]
-            if parent:
-                owners_seen.add(id(model.get_submodule(parent)))
+            if parent:  # with what the fused module or router holds (ERNIE's routing bias statistics)
+                owners_seen.update(id(m) for m in model.get_submodule(parent).modules())
     blocks = architectures.block_prefix(model) + "."
     seen = dict.fromkeys(PARTS, 0)
     unseen = dict.fromkeys(PARTS, 0)
-    outside, blind = 0, []
+    outside, blind, counted = 0, [], set()
     for module_name, module in model.named_modules():
         for pname, p in module.named_parameters(recurse=False):
+            if id(p) in counted:  # tied (an LM head sharing the embeddings' matrix): counted once
+                continue
+            counted.add(id(p))
             name = f"{module_name}.{pname}"
             if not name.startswith(blocks):
                 outside += p.numel()
