@@ -34,13 +34,19 @@ class Provenance:
     tokens: int | None
     versions: dict
     model_revision: str | None = None  # a hub id's commit, the snapshot the model was loaded from
+    partial_view: dict | None = None  # what lesion did not see, when a partial view was accepted
+
+    @property
+    def partial(self) -> bool:
+        return self.partial_view is not None
 
     @classmethod
     def from_settings(cls, settings: dict) -> "Provenance":
         versions = settings.get("versions")
         return cls(settings.get("model"), settings.get("model_fingerprint"), settings.get("dtype"),
                    settings.get("device"), settings.get("text_sha256"), settings.get("tokens"),
-                   versions if isinstance(versions, dict) else {}, settings.get("model_revision"))
+                   versions if isinstance(versions, dict) else {}, settings.get("model_revision"),
+                   settings.get("partial_view"))
 
 
 class Result:
