@@ -285,3 +285,31 @@ def test_ranks_give_one_process_answer_on_an_moe_model(tiny_moe_dir, tmp_path):
     assert got["scores"] == pytest.approx(ref["scores"], rel=1e-5, abs=0)
     assert [json.loads((f / "critical.json").read_text())["neurons"] for f in (one, tmp_path / "two")][0] == \
         json.loads((tmp_path / "two" / "critical.json").read_text())["neurons"]
+
+
+@pytest.mark.real
+def test_the_upcycled_default_model_collapses_on_its_expert_neurons():
+    """The default model upcycled into 4 experts (top-2): Stage 1 + Stage 2 with no hint name expert
+    neurons of layer 11's channel 507, and zeroing the weights that write them in a copy lesion never
+    touched collapses it as the mask did."""
+    from lesion import Study, load_model
+    from lesion.ablation import baseline_nll
+    from lesion.loading import LoadedModel
+    from lesion.upcycle import upcycle
+    dense = load_model(progress=False)
+    moe = upcycle(dense.model)
+    lm = LoadedModel(moe, dense.tokenizer, "smollm2-135m-upcycled", "float32", coverage=coverage.check(moe))
+    assert not lm.coverage.partial
+    study = Study.create(lm)
+    critical = study.identify(study.rank(samples=10, progress=False, use_cache=False), progress=False)
+    assert 1 <= len(critical.neurons) <= 2 and critical.delta >= 1
+    assert all(n.module.startswith("model.layers.11.mlp") and n.channel == 507 for n in critical.neurons)
+    stock = upcycle(dense.model)  # the same seed: the same weights, never instrumented
+    clean = baseline_nll(stock, study.input_ids)
+    for n in critical.neurons:
+        if ".experts." in n.module:
+            stock.get_submodule(n.module.rsplit(".", 2)[0]).down_proj.data[int(n.module.split(".")[-2]), 507] = 0
+        else:
+            stock.get_submodule(n.module + ".experts").down_proj.data[:, 507] = 0
+    by_hand = (baseline_nll(stock, study.input_ids) - clean) / torch.log(torch.tensor(10.0)).item()
+    assert by_hand == pytest.approx(critical.delta, abs=1e-3)
