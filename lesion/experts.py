@@ -316,6 +316,19 @@ def _expert_matrices(experts: torch.nn.Module, e: int) -> dict[str, tuple[str, t
     return mats
 
 
+def tap_matrix(model: torch.nn.Module, module: str) -> torch.Tensor | None:
+    """The (out, in) weight behind an expert's ``gate_proj``, ``up_proj`` or ``down_proj`` tap, else None."""
+    parent_name, _, point = module.rpartition(".")
+    experts_name, _, e = parent_name.rpartition(".")
+    if not e.isdigit() or point not in ("gate_proj", "up_proj", "down_proj"):
+        return None
+    experts = model.get_submodule(experts_name)
+    if fused_kind(experts) is None:
+        return None
+    found = _expert_matrices(experts, int(e)).get(point)
+    return None if found is None else found[1]
+
+
 def weight_slices(model: torch.nn.Module, module: str, channel: int) -> tuple[list, list] | None:
     """(producers, consumers) of a tap's or an MoE block's neuron as (slice name, values), or None
     when ``module`` is neither. An expert's neuron is written by rows of its fused weights and read

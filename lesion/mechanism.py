@@ -66,9 +66,10 @@ def super_weights(model: torch.nn.Module, index: SiteIndex, top: int = 10) -> li
     of them across the model (magnitude only: :func:`mechanism` adds the causal test)."""
     rows = []
     for site in index.sites:
-        if site.kind != "down":
+        w = matrix(model.get_submodule(site.name)) if site.kind == "down" else None
+        if w is None:  # not a down projection, or one inside fused experts (a slice of a 3-D weight)
             continue
-        w = matrix(model.get_submodule(site.name)).detach().float().abs()
+        w = w.detach().float().abs()
         ratio = w / w.median().clamp_min(1e-12)
         flat = int(ratio.argmax())
         out_channel, in_channel = divmod(flat, w.shape[1])

@@ -55,6 +55,13 @@ def _expert_slices(model: torch.nn.Module, neuron: Neuron, which: int) -> list[W
     return None if found is None else [WeightSlice(name, values.detach()) for name, values in found[which]]
 
 
+def site_matrix(model: torch.nn.Module, name: str) -> torch.Tensor | None:
+    """The (out, in) weight whose rows write the site ``name``'s channels: its module's, or for a tap
+    inside fused experts, that expert's slice of the fused weight."""
+    w = matrix(model.get_submodule(name))
+    return experts.tap_matrix(model, name) if w is None else w
+
+
 def producers(model: torch.nn.Module, neuron: Neuron) -> list[WeightSlice]:
     fused = _expert_slices(model, neuron, 0)
     if fused is not None:

@@ -37,13 +37,14 @@ def massive_scores(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteI
 
 def superweight_scores(model: torch.nn.Module, index: SiteIndex) -> torch.Tensor:
     """Only ``down`` rows score (> 0); every other neuron gets 0 and never enters the pool."""
-    from ..weights import matrix
+    from ..weights import site_matrix
     parts = []
     for site in index.sites:
-        if site.kind != "down":
+        w = site_matrix(model, site.name) if site.kind == "down" else None
+        if w is None:
             parts.append(torch.zeros(site.width))
             continue
-        w = matrix(model.get_submodule(site.name)).detach().float().abs()  # (out, in)
+        w = w.detach().float().abs()  # (out, in)
         parts.append(w.max(dim=1).values.cpu() / w.median().clamp_min(1e-12).cpu())
     return torch.cat(parts)
 
