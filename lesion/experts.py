@@ -28,7 +28,7 @@ the tests against a loop over experts written out by hand.
 """
 from __future__ import annotations
 
-from typing import Callable
+import types
 
 import torch
 import torch.nn.functional as F
@@ -108,53 +108,51 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, tr
     return out if bias is None else out + bias
 
 
-def _routed_forward(experts: torch.nn.Module, points: torch.nn.ModuleList, routing: Tap, batch: _BatchShape):
-    """The forward of a transformers 5 fused-experts module (``@use_experts_implementation``):
-    ``(hidden (N, H), top_k_index (N, k), top_k_weights (N, k)) -> (N, H)``."""
-    gated, transposed = experts.has_gate, experts.is_transposed
-    bias = experts.has_bias
+def _routed_forward(experts: torch.nn.Module, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
+                    top_k_weights: torch.Tensor) -> torch.Tensor:
+    """The forward of a transformers 5 fused-experts module (``@use_experts_implementation``),
+    bound to it: ``(hidden (N, H), top_k_index (N, k), top_k_weights (N, k)) -> (N, H)``."""
+    gated, transposed, bias = experts.has_gate, experts.is_transposed, experts.has_bias
     post_norm = getattr(experts, "post_expert_norm", None) if getattr(experts, "has_post_expert_norm", False) else None
-
-    def forward(hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor) -> torch.Tensor:
-        tokens, top_k = top_k_index.shape
-        n_experts = experts.num_experts
-        shape = batch.of(tokens)
-        if routing.hooked:  # the expert units: a dense (tokens, experts) weight, masked, read back
-            dense = top_k_weights.new_zeros(tokens, n_experts).scatter(1, top_k_index, top_k_weights)
-            dense = routing(dense.view(*shape, n_experts)).reshape(tokens, n_experts)
-            top_k_weights = dense.gather(1, top_k_index)
-        flat = top_k_index.reshape(-1)
-        order = torch.sort(flat, stable=True).indices  # (S,) pairs grouped by expert
-        token_of = order // top_k
-        x = hidden_states.index_select(0, token_of)
-        ends = torch.bincount(flat, minlength=n_experts)[:n_experts].cumsum(0).tolist()
-        up_weights = experts.gate_up_proj if gated else experts.up_proj
-        up_bias = (experts.gate_up_proj_bias if gated else experts.up_proj_bias) if bias else None
-        outs, start = [], 0
-        for e, end in enumerate(ends):
-            taps = points[e]
-            if end == start and not taps.hooked:
-                continue
-            rows, xe = token_of[start:end], x[start:end]
-            start = end
-            h = _linear(xe, up_weights[e], None if up_bias is None else up_bias[e], transposed)
-            if gated:
-                if taps.gate_proj.hooked or taps.up_proj.hooked:
-                    h = _regate(experts, h, taps, rows, shape)
-                h = experts._apply_gate(h)
-            else:
-                h = experts.act_fn(through(taps.up_proj, h, rows, shape))
-            h = through(taps.act_fn, h, rows, shape)
-            out = _linear(h, experts.down_proj[e], experts.down_proj_bias[e] if bias else None, transposed)
-            if post_norm is not None:
-                out = post_norm(out)
-            outs.append(through(taps.down_proj, out, rows, shape))
-        weights = top_k_weights.reshape(-1).index_select(0, order).unsqueeze(-1)
-        weighted = torch.cat(outs) * weights if outs else hidden_states.new_zeros(0, hidden_states.shape[-1])
-        summed = torch.zeros(tokens * top_k, hidden_states.shape[-1], dtype=weighted.dtype,
-                             device=hidden_states.device).index_copy(0, order, weighted)
-        return summed.view(tokens, top_k, -1).sum(dim=1).to(hidden_states.dtype)
-    return forward
+    routing, batch = experts.routing, experts._lesion_batch
+    tokens, top_k = top_k_index.shape
+    n_experts = experts.num_experts
+    shape = batch.of(tokens)
+    if routing.hooked:  # the expert units: a dense (tokens, experts) weight, masked, read back
+        dense = top_k_weights.new_zeros(tokens, n_experts).scatter(1, top_k_index, top_k_weights)
+        dense = routing(dense.view(*shape, n_experts)).reshape(tokens, n_experts)
+        top_k_weights = dense.gather(1, top_k_index)
+    flat = top_k_index.reshape(-1)
+    order = torch.sort(flat, stable=True).indices  # (S,) pairs grouped by expert
+    token_of = order // top_k
+    x = hidden_states.index_select(0, token_of)
+    ends = torch.bincount(flat, minlength=n_experts)[:n_experts].cumsum(0).tolist()
+    up_weights = experts.gate_up_proj if gated else experts.up_proj
+    up_bias = (experts.gate_up_proj_bias if gated else experts.up_proj_bias) if bias else None
+    outs, start = [], 0
+    for e, end in enumerate(ends):
+        taps = getattr(experts, str(e))
+        if end == start and not taps.hooked:
+            continue
+        rows, xe = token_of[start:end], x[start:end]
+        start = end
+        h = _linear(xe, up_weights[e], None if up_bias is None else up_bias[e], transposed)
+        if gated:
+            if taps.gate_proj.hooked or taps.up_proj.hooked:
+                h = _regate(experts, h, taps, rows, shape)
+            h = experts._apply_gate(h)
+        else:
+            h = experts.act_fn(through(taps.up_proj, h, rows, shape))
+        h = through(taps.act_fn, h, rows, shape)
+        out = _linear(h, experts.down_proj[e], experts.down_proj_bias[e] if bias else None, transposed)
+        if post_norm is not None:
+            out = post_norm(out)
+        outs.append(through(taps.down_proj, out, rows, shape))
+    weights = top_k_weights.reshape(-1).index_select(0, order).unsqueeze(-1)
+    weighted = torch.cat(outs) * weights if outs else hidden_states.new_zeros(0, hidden_states.shape[-1])
+    summed = torch.zeros(tokens * top_k, hidden_states.shape[-1], dtype=weighted.dtype,
+                         device=hidden_states.device).index_copy(0, order, weighted)
+    return summed.view(tokens, top_k, -1).sum(dim=1).to(hidden_states.dtype)
 
 
 def _regate(experts, gate_up: torch.Tensor, taps: ExpertPoints, rows: torch.Tensor,
@@ -171,29 +169,27 @@ def _regate(experts, gate_up: torch.Tensor, taps: ExpertPoints, rows: torch.Tens
     return torch.stack([gate, up], dim=-1).flatten(-2)
 
 
-def _dense_forward(experts: torch.nn.Module, points: torch.nn.ModuleList, routing: Tap, batch: _BatchShape):
-    """Llama 4's experts: every expert runs on every token, its input already scaled by the
-    token's routing score (0 when not routed): ``(E * N, H) -> (E * N, H)``."""
-
-    def forward(hidden_states: torch.Tensor) -> torch.Tensor:
-        n_experts = experts.gate_up_proj.shape[0]
-        x = hidden_states.view(n_experts, -1, experts.hidden_size)
-        tokens = x.shape[1]
-        shape = batch.of(tokens)
-        all_rows = torch.arange(tokens, device=x.device)
-        outs = []
-        for e in range(n_experts):
-            taps = points[e]
-            gate, up = (x[e] @ experts.gate_up_proj[e]).chunk(2, dim=-1)
-            gate, up = through(taps.gate_proj, gate, all_rows, shape), through(taps.up_proj, up, all_rows, shape)
-            h = through(taps.act_fn, up * experts.act_fn(gate), all_rows, shape)
-            outs.append(through(taps.down_proj, h @ experts.down_proj[e], all_rows, shape))
-        out = torch.stack(outs)
-        if routing.hooked:  # an expert's unit mask zeroes its whole contribution
-            keep = routing(torch.ones(*shape, n_experts, dtype=out.dtype, device=out.device))
-            out = out * keep.reshape(tokens, n_experts).t().unsqueeze(-1)
-        return out.reshape(-1, experts.hidden_size)
-    return forward
+def _dense_forward(experts: torch.nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    """Llama 4's experts, bound to them: every expert runs on every token, its input already scaled
+    by the token's routing score (0 when not routed): ``(E * N, H) -> (E * N, H)``."""
+    routing, batch = experts.routing, experts._lesion_batch
+    n_experts = experts.gate_up_proj.shape[0]
+    x = hidden_states.view(n_experts, -1, experts.hidden_size)
+    tokens = x.shape[1]
+    shape = batch.of(tokens)
+    all_rows = torch.arange(tokens, device=x.device)
+    outs = []
+    for e in range(n_experts):
+        taps = getattr(experts, str(e))
+        gate, up = (x[e] @ experts.gate_up_proj[e]).chunk(2, dim=-1)
+        gate, up = through(taps.gate_proj, gate, all_rows, shape), through(taps.up_proj, up, all_rows, shape)
+        h = through(taps.act_fn, up * experts.act_fn(gate), all_rows, shape)
+        outs.append(through(taps.down_proj, h @ experts.down_proj[e], all_rows, shape))
+    out = torch.stack(outs)
+    if routing.hooked:  # an expert's unit mask zeroes its whole contribution
+        keep = routing(torch.ones(*shape, n_experts, dtype=out.dtype, device=out.device))
+        out = out * keep.reshape(tokens, n_experts).t().unsqueeze(-1)
+    return out.reshape(-1, experts.hidden_size)
 
 
 class _LogitsMode(TorchFunctionMode):
@@ -213,14 +209,13 @@ class _LogitsMode(TorchFunctionMode):
         return out
 
 
-def _router_forward(original: Callable, tap: Tap, n_experts: int, batch: _BatchShape):
-    def forward(*args, **kwargs):
-        if not tap.hooked:
-            return original(*args, **kwargs)
-        with _LogitsMode(tap, n_experts, batch):
-            return original(*args, **kwargs)
-    return forward
-
+def _router_forward(router: torch.nn.Module, *args, **kwargs):
+    """A router's forward, bound to it: its own, with the logits passed through its tap when hooked."""
+    original = router._lesion_forward
+    if not router.logits.hooked:
+        return original(*args, **kwargs)
+    with _LogitsMode(router.logits, router._lesion_experts, router._lesion_batch):
+        return original(*args, **kwargs)
 
 def _forward_attr(module: torch.nn.Module) -> str:
     """The attribute holding ``module``'s own forward: under accelerate's hooks (device maps,
@@ -270,15 +265,19 @@ def instrument(model: torch.nn.Module) -> list[str]:
         for e, p in enumerate(points):
             module.add_module(str(e), p)
         module.add_module("routing", Tap())
-        batch = _BatchShape()
+        # State lives on the modules and the forwards are bound methods, so that a deep copy of the
+        # model runs on its own weights and taps.
+        module._lesion_batch = batch = _BatchShape()
         block.register_forward_pre_hook(batch.remember, with_kwargs=True)
-        make = _routed_forward if kind == "routed" else _dense_forward
-        setattr(module, _forward_attr(module), make(module, points, module.routing, batch))
+        forward = _routed_forward if kind == "routed" else _dense_forward
+        setattr(module, _forward_attr(module), types.MethodType(forward, module))
         router = _router_of(block, n_experts)
         if router is not None:
             router.add_module("logits", Tap())
             attr = _forward_attr(router)
-            setattr(router, attr, _router_forward(getattr(router, attr), router.logits, n_experts, batch))
+            router._lesion_forward = getattr(router, attr)
+            router._lesion_experts, router._lesion_batch = n_experts, batch
+            setattr(router, attr, types.MethodType(_router_forward, router))
         blocks.append(block_name)
     model._lesion_moe_blocks = blocks
     return blocks

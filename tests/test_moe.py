@@ -313,3 +313,18 @@ def test_the_upcycled_default_model_collapses_on_its_expert_neurons():
             stock.get_submodule(n.module + ".experts").down_proj.data[:, 507] = 0
     by_hand = (baseline_nll(stock, study.input_ids) - clean) / torch.log(torch.tensor(10.0)).item()
     assert by_hand == pytest.approx(critical.delta, abs=1e-3)
+
+
+def test_a_deep_copy_runs_on_its_own_weights(ids):
+    import copy
+    model = make_tiny_moe("mixtral")
+    index = discover_sites(model, "all")
+    block, ex = _moe(model)
+    twin = copy.deepcopy(model)
+    _, twin_experts = _moe(twin)
+    twin_experts.down_proj.data.zero_()
+    with torch.no_grad():
+        assert not torch.equal(model(input_ids=ids).logits, twin(input_ids=ids).logits)
+        with mask_neurons(twin, index, [Neuron(f"{block}.experts.routing", 1)]):
+            twin(input_ids=ids)
+        assert not any(t.hooked for t in model.modules() if isinstance(t, experts.Tap))
