@@ -108,10 +108,10 @@ def check_output_folder(path: str | Path, parameter: str = "path", needs_bytes: 
     path = Path(path)
     if not str(path.name) or path.name in (".", ".."):
         raise ParameterError(parameter, f"{str(path)!r} names no folder: pass the path of a folder to write")
+    if path.is_symlink() and not path.exists():  # a link to nothing (or a loop of links)
+        raise ParameterError(parameter, f"{str(path)!r} is a symbolic link to nothing ({os.readlink(path)!r}): "
+                             "create the folder it names, or pass another path")
     target = _link_target(path, parameter)
-    if path.is_symlink() and not target.exists():
-        raise ParameterError(parameter, f"{str(path)!r} is a symbolic link to nothing ({str(target)!r}): create "
-                             "that folder, or pass another path")
     if target.exists() and not target.is_dir():
         raise ParameterError(parameter, f"{str(path)!r} is a file: pass the path of a folder to write")
     # lesion builds the folder beside its final place and renames it in: the parent must be writable

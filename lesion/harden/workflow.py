@@ -5,10 +5,14 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ParameterError
 from ..options import HARDEN_METHODS, MAX_SAMPLES, MAX_SEED
 from .measure import Budget
+
+if TYPE_CHECKING:
+    from ..results.harden import HardenRecord
 
 MAX_ROWS = 1_000_000  # masked rows of one report search: beyond this a typo, not a study (days on a CPU)
 
@@ -26,7 +30,7 @@ def check_budget(max_rows: int, max_neurons: int, samples: int) -> Budget:
 def harden_model(model: str, out: str | Path, *, method: str = "hadamard", seed: int = 0,
                  heads: bool = False, text: str | None = None, neurons: Sequence | None = None, report: bool = False,
                  max_rows: int = 2000, max_neurons: int = 1000, samples: int = 100, device: str = "cpu",
-                 progress: bool = True, say: Callable[[str], object] | None = None):
+                 progress: bool = True, say: Callable[[str], object] | None = None) -> HardenRecord:
     """Harden ``model`` (an alias, folder, .gguf or hub id) and write it to the folder ``out``;
     returns the :class:`~lesion.results.HardenRecord` written there as lesion-harden.json.
 
@@ -64,7 +68,7 @@ def harden_model(model: str, out: str | Path, *, method: str = "hadamard", seed:
 
 
 def _harden_and_prove(spec: str, out, method: str, seed: int, heads: bool, text: str, neurons, budget, device: str,
-                      progress: bool, say) -> object:
+                      progress: bool, say) -> HardenRecord:
     from ..loading import load_model
     from ..texts import text_hash
     from .loaded import harden_loaded
