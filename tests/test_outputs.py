@@ -117,14 +117,18 @@ def test_harden_report_interrupted_in_its_search_stops_with_130_and_writes_nothi
     """The search inside --report kept its best set on Ctrl-C and returned: the hardening went
     on for minutes and exited 0, reporting "none within the budget"."""
     import lesion.heel.scorer as scorer
+    real, calls = scorer.set_deltas, []
 
-    def interrupt(*args, **kwargs):
-        raise KeyboardInterrupt
+    def interrupt(*args, **kwargs):  # inside the search's loop, which keeps its best set and returns
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
     monkeypatch.setattr(scorer, "set_deltas", interrupt)
     out = tmp_path / "hardened"
     assert harden("--model", tiny_dir, "--report", "--max-rows", "30", "--samples", "3", "--max-neurons", "20",
                   "--out", out) == 130
-    assert "interrupted" in capsys.readouterr().err
+    assert "interrupted" in capsys.readouterr().err and len(calls) == 3
     assert not out.exists() and not list(tmp_path.glob(".hardened.*"))
 
 
