@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from lesion.harden import harden_model
+from lesion.harden import harden_loaded
 from lesion.loading import load_model
 
 
@@ -60,7 +60,7 @@ def main() -> None:
     a = p.parse_args()
 
     lm = load_model(a.model, dtype="float32", device=a.device, progress=False)
-    hardened, _ = harden_model(lm, a.method, seed=0, heads=a.heads)
+    hardened, _ = harden_loaded(lm, a.method, seed=0, heads=a.heads)
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, lm.model.config.vocab_size, (a.batch, a.tokens), generator=gen).to(a.device)
     prompt = ids[:1, :16]
@@ -70,7 +70,7 @@ def main() -> None:
     print("| dtype | work | original ms | hardened ms | hardened / original |")
     print("|---|---|---|---|---|")
     for dtype in a.dtypes.split(","):
-        models = {"original": lm.model.to(getattr(torch, dtype)), "hardened": hardened.to(getattr(torch, dtype))}
+        models = {"original": lm.model.to(getattr(torch, dtype)), "hardened": hardened.model.to(getattr(torch, dtype))}
 
         def forward(model):
             with torch.inference_mode():

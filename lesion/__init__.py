@@ -1,7 +1,8 @@
 """lesion: find the handful of neurons a language model cannot live without.
 
 The top level holds what a notebook needs: :func:`load_model`, :class:`Study` (the paper's
-two stages), :func:`search_heel` (the smallest heel), and the result types. Everything else
+two stages), :func:`search_heel` (the smallest heel), :func:`harden_model` (rotate the heel
+away, with the proof that the function is kept), and the result types. Everything else
 is one level down (``lesion.stage1``, ``lesion.hooks``, ``lesion.files``, ...).
 
 The names are imported on first use, so that ``lesion --help`` (which imports this package)
@@ -15,6 +16,7 @@ _EXPORTS = {
     "load_model": "loading", "LoadedModel": "loading",
     "Study": "study",
     "search_heel": "heel", "SearchPlan": "heel",
+    "harden_model": "harden", "HardenRecord": "results",
     "Neuron": "neurons", "mask_neurons": "hooks",
     "Ranking": "results", "CriticalSet": "results", "Heel": "results", "Result": "results",
     "Provenance": "results", "RunFolder": "runfolder", "ScanResult": "results", "reproduce": "recorded",

@@ -64,6 +64,13 @@ class Anytime:
         if self.over_budget():
             raise _BudgetSpent
 
+    def check_something_finished(self) -> None:
+        """Called after the ``with`` block: an interrupt before any step finished leaves nothing
+        to hand back, so it goes on up as KeyboardInterrupt (the CLI then writes nothing, exit
+        130) instead of becoming an empty result."""
+        if self.stopped == INTERRUPTED and self.steps == 0:
+            raise KeyboardInterrupt
+
     def __enter__(self) -> "Anytime":
         self._sigterm.__enter__()
         return self

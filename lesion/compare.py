@@ -87,6 +87,7 @@ def compare_rankers(study: Study, rankers: Sequence[str] = ("noise", "random", "
             means = [r.delta for r in rows[-len(levels):]]
             fallbacks[ranker] = [n for n, prev, cur in zip(levels[1:], means, means[1:]) if cur < prev]
             run.step()
+    run.check_something_finished()  # an interrupt before the first ranker finished: no empty table
     settings = study.settings(rankers=list(rankers), random_runs=random_runs, seed=seed, **noise_options)
     return Comparison(study.lm.name, perplexity(clean), tuple(levels), tuple(rows), fallbacks, settings,
                       stopped=run.stopped, seconds=round(run.seconds, 1))

@@ -10,6 +10,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -17,9 +18,13 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import LesionError
+from .errors import LesionError, ParameterError
 
-ORPHAN_AGE_S = 3600  # a temp file this old belongs to a run that died mid-write
+ORPHAN_AGE_S = 3600  # a temp file this old, in lesion's own cache, belongs to a run that died mid-write
+# lesion's temp files and folders beside an output are named ".NAME.lesion-PID-...": the marker says
+# lesion made them, the process id says whether their writer is still alive. Nothing else beside an
+# output is ever removed (a user's ".NAME.cfg" is theirs, whatever its age).
+TEMP_MARK = "lesion"
 
 
 def _finite_safe(value: Any) -> Any:
@@ -74,40 +79,83 @@ def write_json(path: str | Path, data: Any) -> Path:
     return write_text(path, json_text(data))
 
 
-def check_output_path(path: str | Path, flag: str = "--out") -> Path:
+def check_output_path(path: str | Path, parameter: str = "path") -> Path:
     """The file an output path will write, checked before any work.
 
-    Refused: a path naming no file; one that would replace something other than a regular
-    file (a folder, a device node such as /dev/null, a pipe), since the atomic rename would
-    swap it out; a folder that cannot be created or written. A symbolic link is written
-    through: the path returned is its target, which is replaced, and the link stays.
+    Refused (a :class:`ParameterError` on ``parameter``): a path naming no file; one that would
+    replace something other than a regular file (a folder, a device node such as /dev/null, a
+    pipe), since the atomic rename would swap it out; a folder that cannot be created or written.
+    A symbolic link is written through: the path returned is its target, which is replaced, and
+    the link stays.
     """
     path = Path(path)
     if not str(path.name) or path.name in (".", ".."):
-        raise LesionError(f"{flag} {str(path)!r} names no file: pass the path of a file to write")
-    target = _link_target(path, flag)
+        raise ParameterError(parameter, f"{str(path)!r} names no file: pass the path of a file to write")
+    target = _link_target(path, parameter)
     if target.exists() and not target.is_file():
         what = "a folder" if target.is_dir() else "not a regular file (a device, pipe or socket)"
-        raise LesionError(f"{flag} {str(path)!r} is {what}: pass the path of a file to write")
-    check_writable_folder(target.parent, flag, path)
+        raise ParameterError(parameter, f"{str(path)!r} is {what}: pass the path of a file to write")
+    check_writable_folder(target.parent, parameter, path)
     return target
 
 
-def _link_target(path: Path, flag: str) -> Path:
+def check_output_folder(path: str | Path, parameter: str = "path", needs_bytes: int = 0) -> Path:
+    """The folder an output folder will be, checked before any work: the same checks as
+    :func:`check_output_path`, for a folder. A symbolic link to a folder is written through (the
+    path returned is the folder it points to; the link stays); a link to nothing is refused,
+    since lesion would have to guess where the folder goes. ``needs_bytes``: refused when the
+    file system holding it has less free space than that."""
+    path = Path(path)
+    if not str(path.name) or path.name in (".", ".."):
+        raise ParameterError(parameter, f"{str(path)!r} names no folder: pass the path of a folder to write")
+    if path.is_symlink() and not path.exists():  # a link to nothing (or a loop of links)
+        raise ParameterError(parameter, f"{str(path)!r} is a symbolic link to nothing ({os.readlink(path)!r}): "
+                             "create the folder it names, or pass another path")
+    target = _link_target(path, parameter)
+    if target.exists() and not target.is_dir():
+        raise ParameterError(parameter, f"{str(path)!r} is a file: pass the path of a folder to write")
+    # lesion builds the folder beside its final place and renames it in: the parent must be writable
+    check_writable_folder(target.parent, parameter, path)
+    if needs_bytes:
+        check_free_space(target.parent, needs_bytes, parameter, path)
+    return target
+
+
+def check_free_space(folder: Path, needs_bytes: int, parameter: str = "path", given: Path | None = None) -> None:
+    """Refuse, before the work, an output that cannot fit in the free space where it goes."""
+    existing = _nearest_existing(Path(folder))
+    try:
+        free = shutil.disk_usage(existing).free
+    except OSError:  # a file system that does not say: the write itself will tell
+        return
+    if free < needs_bytes:
+        shown = str(given if given is not None else folder)
+        raise ParameterError(parameter, f"{shown!r}: cannot write {needs_bytes / 2**30:.2f} GiB there "
+                             f"({free / 2**30:.2f} GiB free in {str(existing)!r}): free some space or choose "
+                             "another path")
+
+
+def _nearest_existing(folder: Path) -> Path:
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def _link_target(path: Path, parameter: str) -> Path:
     """``path``, or the file a symbolic link at ``path`` points to (through every link)."""
     if not path.is_symlink():
         return path
     try:
         target = path.resolve(strict=False)
     except (OSError, RuntimeError):  # a loop of links
-        raise LesionError(f"{flag} {str(path)!r} is a symbolic link that loops: pass a file path") from None
+        raise ParameterError(parameter, f"{str(path)!r} is a symbolic link that loops: pass another path") from None
     if not target.parent.is_dir():
-        raise LesionError(f"{flag} {str(path)!r} is a symbolic link to {str(target)!r}, whose folder does not "
-                          "exist: create it or pass another path")
+        raise ParameterError(parameter, f"{str(path)!r} is a symbolic link to {str(target)!r}, whose folder does "
+                             "not exist: create it or pass another path")
     return target
 
 
-def check_writable_folder(folder: Path, flag: str = "--out", given: Path | None = None) -> None:
+def check_writable_folder(folder: Path, parameter: str = "path", given: Path | None = None) -> None:
     """Refuse, before any work, a folder lesion could not create or write a file in.
 
     The nearest folder that exists is probed with a real temp file: permission bits alone
@@ -116,19 +164,19 @@ def check_writable_folder(folder: Path, flag: str = "--out", given: Path | None 
     existing = Path(folder)
     while not existing.exists() and existing != existing.parent:
         if existing.is_symlink():  # a dangling link on the way: nothing can be created under it
-            raise LesionError(f"{flag} {shown!r} goes through {str(existing)!r}, a symbolic link to nothing: "
-                              "fix the link or pass another path")
+            raise ParameterError(parameter, f"{shown!r} goes through {str(existing)!r}, a symbolic link to "
+                                 "nothing: fix the link or pass another path")
         existing = existing.parent
     if not existing.is_dir():
-        raise LesionError(f"{flag} {shown!r} goes through {str(existing)!r}, which is not a folder: pass "
-                          "another path")
+        raise ParameterError(parameter, f"{shown!r} goes through {str(existing)!r}, which is not a folder: pass "
+                             "another path")
     try:
-        fd, probe = tempfile.mkstemp(dir=existing, prefix=".lesion-probe.", suffix=".tmp")
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=f".{TEMP_MARK}-{os.getpid()}-probe.", suffix=".tmp")
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise LesionError(f"cannot write {shown!r} ({e.strerror or e} in {str(existing)!r}): choose a "
-                          "writable path") from None
+        raise ParameterError(parameter, f"{shown!r}: cannot write there ({e.strerror or e} in {str(existing)!r}): "
+                             "choose a writable path") from None
 
 
 def write_text(path: str | Path, text: str) -> Path:
@@ -169,8 +217,8 @@ def write_files(files: dict[Path, str], remove: Sequence[Path] = ()) -> list[Pat
 
 def _write_temp(target: Path, text: str) -> str:
     target.parent.mkdir(parents=True, exist_ok=True)
-    remove_orphans(target.parent, f".{target.name}.*.tmp")  # left by a run killed while writing this file
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    remove_own_orphans(target.parent, target.name)  # left by a run killed while writing this file
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=temp_prefix(target.name), suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -212,7 +260,7 @@ def _keep_old(target: Path) -> Path | None:
     """A hard link to the file ``target`` holds now (None when there is none), to put it back."""
     if not target.is_file():
         return None
-    backup = target.parent / f".{target.name}.{secrets.token_hex(6)}.old.tmp"
+    backup = target.parent / f"{temp_prefix(target.name)}{secrets.token_hex(6)}.old.tmp"
     try:
         os.link(target, backup)
     except OSError:  # a file system without hard links
@@ -244,8 +292,51 @@ def read_json(path: str | Path) -> dict:
     return data
 
 
+def temp_prefix(name: str) -> str:
+    """The start of the name of every temp file or folder lesion makes beside an output ``name``:
+    its marker and this process's id, which :func:`remove_own_orphans` reads back."""
+    return f".{name}.{TEMP_MARK}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process, or no such id: keep its files
+        return True
+    return True
+
+
+def remove_own_orphans(folder: Path, name: str) -> list[Path]:
+    """Delete the temp files and folders beside output ``name`` that lesion made (its marker,
+    :func:`temp_prefix`) in a process that is gone: a run killed mid-write. A name without the
+    marker is never touched, nor one whose process still runs; returns what was removed."""
+    own = re.compile(re.escape(f".{name}.{TEMP_MARK}-") + r"(\d+)-")
+    removed: list[Path] = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = own.match(entry.name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+        except OSError:
+            pass
+    return removed
+
+
 def remove_orphans(folder: Path, pattern: str = "*.tmp*", max_age_s: float = ORPHAN_AGE_S) -> None:
-    """Delete temp files matching ``pattern`` left by runs killed mid-write; recent ones may still be in use."""
+    """In a folder only lesion writes (its cache): delete temp files matching ``pattern`` left by
+    runs killed mid-write; recent ones may still be in use. Never used beside a user's output,
+    where :func:`remove_own_orphans` goes by marker and process id instead."""
     now = time.time()
     for tmp in folder.glob(pattern):
         try:

@@ -379,6 +379,7 @@ def mechanism(study: Study, critical: Sequence[Neuron], *, other_text: str, seed
         for chunk in chunks:
             parts.neuron_tests(probe, chunk)
             run.step()
+    run.check_something_finished()  # an interrupt before the first step: no empty report
     return parts.report(run)
 
 

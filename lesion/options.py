@@ -4,6 +4,8 @@ can offer them as argparse choices without importing the libraries that use them
 DEFAULT_MODEL = "smollm2-135m"
 DEFAULT_DTYPE = "float32"
 DTYPES = ("float32", "bfloat16", "float16")  # the names of the torch dtypes a model loads in
+MAX_SAMPLES = 100_000  # Stage 1 noise samples: the paper uses 100; beyond this a typo, not a study
+MAX_SEED = 2**63 - 1  # torch's generators take a 64-bit seed
 
 ABLATIONS = {"zero": "0 at every position (the paper)",
              "mean": "the neuron's mean over the text at every position",

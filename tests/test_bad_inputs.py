@@ -141,7 +141,7 @@ CASES = [
     ("scan-gguf-missing", "scan --model {ROOT}/missing.gguf", "not found"),
     ("scan-gguf-cut-short", "scan --model {GGUF}", "cannot load model"),
     ("scan-model-empty-folder", "scan --model {FOLDER}", "cannot load model"),
-    ("scan-out-is-a-file", "scan --out {LATIN1}", "scan writes a folder"),
+    ("scan-out-is-a-file", "scan --out {LATIN1}", "is a file"),
     ("scan-max-samples-without-auto", "scan --samples 4 --max-samples 2", "--max-samples caps --samples auto only"),
     ("scan-weights-random-bytes", "scan --model {RANDOMST}", "not valid safetensors"),
     ("scan-config-disagrees-with-weights", "scan --model {MISMATCH}", "config.json disagrees with its weights"),

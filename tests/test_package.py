@@ -15,7 +15,7 @@ import lesion
 from lesion.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK_NAMES = {"load_model", "Study", "search_heel", "Ranking", "CriticalSet", "Heel", "LesionError"}
+NOTEBOOK_NAMES = {"load_model", "Study", "search_heel", "harden_model", "Ranking", "CriticalSet", "Heel", "LesionError"}
 
 
 def test_the_notebook_verbs_and_types_are_at_the_top():
@@ -24,6 +24,8 @@ def test_the_notebook_verbs_and_types_are_at_the_top():
     from lesion.results import Heel as heel_type
 
     assert search_heel is defined and Heel is heel_type
+    from lesion.harden.workflow import harden_model
+    assert lesion.harden_model is harden_model and harden_model.__doc__
     assert NOTEBOOK_NAMES <= set(dir(lesion)) <= set(lesion.__all__) | {"__version__"}
     for name in lesion.__all__:
         assert getattr(lesion, name) is not None, name

@@ -151,12 +151,15 @@ def test_orphan_temp_files_are_removed_but_fresh_ones_kept(tmp_path):
 
 def test_writing_a_result_removes_its_own_old_temp_files_only(tmp_path):
     from lesion.files import write_json
-    mine, other = tmp_path / ".r.json.abc.tmp", tmp_path / ".notes.txt.abc.tmp"
-    for f in (mine, other):
+    dead = 999_999_999  # no such process: the run that wrote it is gone
+    mine = tmp_path / f".r.json.lesion-{dead}-abc.tmp"
+    others = [tmp_path / ".notes.txt.abc.tmp", tmp_path / f".notes.txt.lesion-{dead}-abc.tmp",
+              tmp_path / ".r.json.abc.tmp", tmp_path / ".r.json.cfg"]  # another file's, or not lesion's
+    for f in (mine, *others):
         f.write_text("half a file")
-        os.utime(f, (0, 0))  # both from 1970: old enough to be orphans
+        os.utime(f, (0, 0))  # all from 1970: old by any age rule
     write_json(tmp_path / "r.json", {"a": 1})
-    assert not mine.exists() and other.exists()  # a user's folder: only this file's temp files go
+    assert not mine.exists() and all(f.exists() for f in others)  # a user's folder: only lesion's own temp files go
 
 
 def test_a_corrupt_dequantised_model_cache_is_rebuilt(tiny_dir, tmp_path):

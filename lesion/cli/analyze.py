@@ -141,11 +141,11 @@ def run(args) -> int:
     from ..analysis import run_analysis
     from ..runfolder import RunFolder, analysis_name as file_name
     from ..texts import read_text
-    from .common import check_out
+    from .common import check_out, exit_code
 
     options = _check(args)
     folder = RunFolder(args.out_dir)
-    check_out(folder.file(file_name(args.name)))
+    check_out(folder.file(file_name(args.name)), "out_dir")
     given = read_text(args.text, args.text_file) if args.text is not None or args.text_file else None
     rank_options = dict(alpha=args.alpha, samples=args.samples, seed=args.seed, progress=progress_enabled(args))
     inputs = _inputs(args, ANALYSES[args.name].on, folder, given, rank_options)
@@ -157,7 +157,7 @@ def run(args) -> int:
     for key, value in (lines.items() if isinstance(lines, dict) else enumerate(lines)):
         console.print(f"{key}: {json.dumps(value, default=str)}", soft_wrap=True)
     console.print(f"wrote {path}")
-    return 0
+    return exit_code(result.data.get("stopped", "complete"), path)
 
 
 def register(sub) -> None:

@@ -9,12 +9,9 @@ import sys
 from rich.console import Console
 
 from ..errors import LesionError
-from ..options import DEFAULT_DTYPE, DEFAULT_MODEL, DTYPES, STAGE2
+from ..options import DEFAULT_DTYPE, DEFAULT_MODEL, DTYPES, MAX_SAMPLES, MAX_SEED, STAGE2
 
 console = Console(highlight=False)
-
-MAX_SAMPLES = 100_000  # the paper uses 100; beyond this a typo, not a study
-MAX_SEED = 2**63 - 1  # torch's generators take a 64-bit seed
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -192,11 +189,12 @@ def load(args, recorded: dict | None = None):
     return lm
 
 
-def check_out(path: str | None, flag: str = "--out") -> None:
-    """Refuse an output path that cannot be written, before any work is done."""
+def check_out(path: str | None, parameter: str = "out") -> None:
+    """Refuse an output file that cannot be written, before any work is done (the library's one
+    check, :func:`lesion.files.check_output_path`; ``parameter`` names the flag that set it)."""
     if path is not None:
         from ..files import check_output_path
-        check_output_path(path, flag)
+        check_output_path(path, parameter)
 
 
 def ranker_name(name: str) -> str:
@@ -225,6 +223,15 @@ class RankerNames:
 
 def progress_enabled(args) -> bool:
     return not getattr(args, "quiet", False) and os.environ.get("LESION_NO_PROGRESS") is None
+
+
+def exit_code(stopped: str, path) -> int:
+    """The exit code of a command that kept what finished: 130 after Ctrl-C or SIGTERM, as for
+    every interrupted command, with a line saying what was written; else 0."""
+    if stopped == "interrupted":
+        print(f"lesion: interrupted: wrote what finished to {path}", file=sys.stderr)
+        return 130
+    return 0
 
 
 def stopped_why(stopped: str, budget: str = "--time-budget") -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.table import Table
 
 from ..errors import LesionError
-from .common import stopped_why
+from .common import exit_code, stopped_why
 from .common import (add_common_flags, add_components_arg, add_model_args, add_noise_args, add_text_args,
                      console, fmt, load, progress_enabled)
 from .tables import add_json_flag
@@ -62,7 +62,7 @@ def run(args) -> int:
         raise LesionError("--random-runs must be >= 1")
     check_noise_args(args)
     folder = RunFolder(args.out_dir)
-    check_out(folder.file(COMPARE))
+    check_out(folder.file(COMPARE), "out_dir")
     study = Study.create(load(args), read_text(args.text, args.text_file), args.components)
     result = compare_rankers(study, rankers, levels, random_runs=args.random_runs, seed=args.seed,
                              progress=progress_enabled(args), time_budget=args.time_budget, alpha=args.alpha,
@@ -82,4 +82,4 @@ def run(args) -> int:
                       f"{', '.join(result.rankers) or 'no ranker'} finished "
                       f"of {', '.join(rankers)}")
     console.print(f"wrote {path}")
-    return 0
+    return exit_code(result.stopped, path)

@@ -7,7 +7,7 @@ import re
 from rich.table import Table
 
 from ..errors import LesionError, ParameterError
-from .common import stopped_why
+from .common import exit_code, stopped_why
 from .common import (add_common_flags, add_model_args, check_out, console, critical_neurons, fmt, load,
                      progress_enabled, read_critical)
 from .tables import add_json_flag
@@ -101,9 +101,9 @@ def run(args) -> int:
     except LesionError as e:
         raise as_flags(e) from None
     print_report(report)
-    report.save(args.out)
-    console.print(f"wrote {args.out}")
-    return 0
+    path = report.save(args.out)
+    console.print(f"wrote {path}")
+    return exit_code(report.stopped, path)
 
 
 def print_report(report) -> None:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import ParameterError
 from ..options import HARDEN_METHODS as METHODS
-from .common import add_common_flags, add_text_args, check_seed, console, progress_enabled
+from .common import add_common_flags, add_text_args, console, progress_enabled
 
 
 EXAMPLES = """examples:
@@ -53,105 +52,19 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
-def check_args(args) -> None:
-    check_seed(args.seed)
-    for flag in ("max_rows", "max_neurons", "samples"):
-        if getattr(args, flag) < 1:
-            raise ParameterError(flag, f"must be >= 1 (got {getattr(args, flag)})")
-
-
 def run(args) -> int:
-    from ..harden.folder import check_out_folder
-    from ..neurons import Neuron
+    from ..harden import harden_model
     from ..texts import read_text
     from .common import check_device
 
-    check_args(args)
-    check_out_folder(args.out)
-    neurons = [Neuron.parse(n) for n in args.neuron] if args.neuron else None
-    text = read_text(args.text, args.text_file)
     args.device_map = None
     check_device(args)
-    harden_and_prove(args, text, neurons)
-    return 0
-
-
-def harden_and_prove(args, text: str, neurons) -> None:
-    import gc
-
-    from ..harden import harden_model
-    from ..harden.folder import save_folder
-    from ..harden.measure import Budget, heel_profile
-    from ..harden.proof import compare, proof_texts, trace
-    from ..harden.report import markdown
-    from ..loading import LoadedModel, load_model
-    from ..texts import text_hash
-
-    progress = progress_enabled(args)
-    texts = proof_texts()
-    low_reference = bfloat16_reference(args, texts, text, neurons, progress)  # first: apart from float32
-    lm = load_model(args.model, dtype="float32", device=args.device, progress=progress)
-    budget = Budget(max_neurons=args.max_neurons, max_rows=args.max_rows, samples=args.samples,
-                    seed=42) if args.report else None
-    console.print("measuring the original (float32)")
-    reference = trace(lm.model, lm.tokenizer, texts)
-    before = heel_profile(lm, text, neurons, budget, progress)
-    neurons = neurons or [first_masked(before)]
-    model, record = harden_model(lm, args.method, args.seed, args.heads, inplace=True,
-                                 watch=before["outliers"]["channel"])
-    hardened = LoadedModel(model, lm.tokenizer, str(args.out), "float32")
-    hardened.__dict__["_weights_digest"] = record.hardened_fingerprint  # hashed by harden_model: not again
-    console.print(f"hardened ({args.method}, seed {args.seed}); measuring it (float32)")
-    proof = {"float32": compare(reference, trace(model, lm.tokenizer, texts))}
-    after = heel_profile(hardened, text, neurons, budget, progress, original=before)
-    console.print("bfloat16: the hardened model")
-    proof["bfloat16"] = bfloat16_proof(model, lm.tokenizer, texts, low_reference)
-    gc.collect()
-    heel = {"text_sha256": text_hash(text), "before": before, "after": after,
-            "budget": None if budget is None else vars(budget)}
-    record = record.with_(proof=proof, heel=heel, rotation={**record.rotation, "text_sha256": text_hash(text)})
-    save_folder(model, lm.tokenizer, record, markdown(record), args.out, progress)
+    record = harden_model(args.model, args.out, method=args.method, seed=args.seed, heads=args.heads,
+                          text=read_text(args.text, args.text_file), neurons=args.neuron, report=args.report,
+                          max_rows=args.max_rows, max_neurons=args.max_neurons, samples=args.samples,
+                          device=args.device, progress=progress_enabled(args), say=console.print)
     print_summary(record, args.out)
-
-
-def first_masked(profile: dict):
-    from ..neurons import Neuron
-    return Neuron.parse(profile["masked"][0]["neuron"])
-
-
-def bfloat16_reference(args, texts, text, neurons, progress):
-    """The original loaded in bfloat16, traced, and let go before the float32 model loads: the
-    two at once, with the load's float32 staging, made the peak of a 1.5B run 20.9 GB. The
-    family, the text and the neurons are checked on it, before any other work."""
-    import gc
-
-    from ..harden import check_family
-    from ..harden.proof import trace
-    from ..loading import load_model
-    from ..neurons import discover_sites
-    from ..texts import encode
-    console.print("measuring the original (bfloat16)")
-    original = load_model(args.model, dtype="bfloat16", device=args.device, progress=progress)
-    check_family(original.model)
-    encode(original.tokenizer, text, original.device)  # a text too short for the method: refused now
-    if neurons:
-        discover_sites(original.model, "all").check(neurons)
-    reference = trace(original.model, original.tokenizer, texts)
-    del original
-    gc.collect()
-    return reference
-
-
-def bfloat16_proof(model, tokenizer, texts, reference) -> dict:
-    """The hardened model in bfloat16 against the original loaded in bfloat16: rounding differs
-    in the new basis, so this is measured, not expected to be bit-equal."""
-    import torch
-
-    from ..harden.proof import cast_copy, compare, trace
-    low = cast_copy(model, torch.bfloat16)
-    hardened = trace(low, tokenizer, texts)
-    del low
-    return compare(reference, hardened)
+    return 0
 
 
 def print_summary(record, out) -> None:

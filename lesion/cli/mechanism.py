@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from ..errors import LesionError
-from .common import stopped_why
+from .common import exit_code, stopped_why
 from .common import add_common_flags, add_model_args, console, fmt, load, progress_enabled
 from .tables import add_json_flag, neuron_table
 
@@ -53,7 +53,7 @@ def run(args) -> int:
     if not critical.neurons:
         raise LesionError(f"{folder.file(CRITICAL)} has no critical set (threshold not reached): re-run "
                           "`lesion scan` with a lower --epsilon or a larger --max-neurons")
-    check_out(folder.file(MECHANISM))
+    check_out(folder.file(MECHANISM), "run_dir")
     lm = load(args, recorded=critical.settings)
     study = folder.study(lm)
     report = mechanism(study, critical.neurons, other_text=TEXTS["wikipedia"], seed=args.seed,
@@ -68,7 +68,7 @@ def run(args) -> int:
     print_lesions(result)
     print_coverage(report)
     console.print(f"wrote {path}")
-    return 0
+    return exit_code(report.stopped, path)
 
 
 def print_coverage(report: MechanismReport) -> None:

@@ -6,7 +6,7 @@ import argparse
 from rich.table import Table
 
 from ..errors import LesionError
-from .common import stopped_why
+from .common import exit_code, stopped_why
 from .common import (
     add_common_flags,
     add_model_args,
@@ -49,7 +49,7 @@ def run(args) -> int:
     folder = RunFolder(args.run_dir)
     ranking, critical = folder.ranking(), folder.critical()
     epsilon = args.epsilon if args.epsilon is not None else critical.settings.get("epsilon", 1.0)
-    check_out(folder.file(minimal_name(epsilon)))
+    check_out(folder.file(minimal_name(epsilon)), "run_dir")
     lm = load(args, recorded=ranking.settings)
     study = folder.study(lm)
     greedy = critical.neurons
@@ -83,4 +83,4 @@ def run(args) -> int:
                       f"to size {result.searched_size} was "
                       "searched; the optimum above that is not certified")
     console.print(f"wrote {path}")
-    return 0
+    return exit_code(result.stopped, path)

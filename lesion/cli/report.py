@@ -16,7 +16,13 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from ..report import build_report
+    from .common import check_out
+    for name in ("report.html", "report.md"):  # before any rendering
+        check_out(Path(args.run_dir) / name, "run_dir")
+    check_out(args.screenshot, "screenshot")
     check_results(args.run_dir)
     html_path, md_path = build_report(args.run_dir)
     console.print(f"wrote {html_path} and {md_path}")

@@ -89,11 +89,11 @@ def run_scan(args) -> int:
     from ..results.scan import CRITICAL, FINGERPRINTS, RANKING, RUN
     check_stage1(args)
     check_stage2(args)
+    from ..files import check_output_folder
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise LesionError(f"--out {args.out!r} is a file: scan writes a folder; pass a folder path")
+    check_output_folder(out, "out")  # before the model loads: a path that cannot be written costs nothing
     for name in (RANKING, CRITICAL, FINGERPRINTS, RUN):
-        check_out(out / name)  # before the model loads: a path that cannot be written costs nothing
+        check_out(out / name)
     start = time.perf_counter()
     study = _study(args, args.components)
     study.timings["load_s"] = time.perf_counter() - start

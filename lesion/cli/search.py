@@ -134,6 +134,7 @@ def run(args) -> int:
     if args.transfer and len(texts) < 2:
         raise LesionError("--transfer needs at least two texts: repeat --text/--text-file or use --passages")
     journal = journal_path(args.out)
+    check_out(str(journal))  # the journal is written beside --out, from the first row on
     if args.resume and not journal.is_file():
         raise LesionError(f"--resume: there is no {journal} to resume: run the search without --resume first")
     lm = load(args)

@@ -78,6 +78,8 @@ def evaluate(lm, neurons: Sequence[Neuron], plan: EvalPlan = EvalPlan(), *, leve
                   lambda level: _humaneval(lm, index, neurons[:level], plan, progress))
         _by_level(parts, "ifbench", plan.ifbench, levels, run,
                   lambda level: _ifbench(lm, index, neurons[:level], plan, progress))
+    run.check_something_finished()  # an interrupt before the first step: no empty report
+    parts = {name: part for name, part in parts.items() if part}  # a part stopped before its first level
     rows = parts.get("perplexity")
     return EvalReport(model=lm.name, neurons=tuple(map(str, neurons)), levels=tuple(levels), settings=settings,
                       perplexity=None if rows is None else tuple(rows), tasks=parts.get("tasks"),

@@ -113,6 +113,8 @@ def search_summary(lm, text: str, budget: Budget, progress: bool, components: st
     from ..heel import SearchPlan, search_heel
     heel = search_heel(lm, [text], SearchPlan(max_rows=budget.max_rows), progress=progress, components=components,
                        noise_options={"samples": budget.samples, "seed": budget.seed})
+    if heel.stopped == "interrupted":  # the search keeps its best set and returns; hardening stops entirely
+        raise KeyboardInterrupt
     return {**set_summary(heel, heel.rows), "stopped": heel.stopped, "epsilon": heel.settings.get("epsilon", 1.0),
             "all_neurons": [str(n) for n in heel.neurons]}
 

@@ -1,0 +1,140 @@
+"""One call for what ``lesion harden`` does: load the model, harden it, prove the function is kept
+(float32 and bfloat16), measure the heel before and after, and write the folder."""
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import ParameterError
+from ..options import HARDEN_METHODS, MAX_SAMPLES, MAX_SEED
+from .measure import Budget
+
+if TYPE_CHECKING:
+    from ..results.harden import HardenRecord
+
+MAX_ROWS = 1_000_000  # masked rows of one report search: beyond this a typo, not a study (days on a CPU)
+
+
+def check_budget(max_rows: int, max_neurons: int, samples: int) -> Budget:
+    """The report's budget, refused at once when it could not finish (the caps ``scan`` has)."""
+    for name, value, cap in (("max_rows", max_rows, MAX_ROWS), ("max_neurons", max_neurons, None),
+                             ("samples", samples, MAX_SAMPLES)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (cap is not None and value > cap):
+            raise ParameterError(name, f"must be a whole number >= 1{f' and <= {cap:,}' if cap else ''} "
+                                       f"(got {value!r})" + (": the paper uses 100" if name == "samples" else ""))
+    return Budget(max_neurons=max_neurons, max_rows=max_rows, samples=samples, seed=42)
+
+
+def harden_model(model: str, out: str | Path, *, method: str = "hadamard", seed: int = 0,
+                 heads: bool = False, text: str | None = None, neurons: Sequence | None = None, report: bool = False,
+                 max_rows: int = 2000, max_neurons: int = 1000, samples: int = 100, device: str = "cpu",
+                 progress: bool = True, say: Callable[[str], object] | None = None) -> HardenRecord:
+    """Harden ``model`` (an alias, folder, .gguf or hub id) and write it to the folder ``out``;
+    returns the :class:`~lesion.results.HardenRecord` written there as lesion-harden.json.
+
+    The residual stream is rotated (``method`` "hadamard" or "rotate", ``seed``; ``heads``: inside
+    each head too), in float32. The record holds the proof that the function is kept (the original
+    and the hardened model traced on fixed texts, in float32 and in bfloat16) and the heel before
+    and after on ``text`` (default: the Bookends sentence): the residual outliers and the Delta of
+    ``neurons`` masked alone (default: the down_proj output writing the most massive channel).
+    ``report=True`` adds the paper's two stages and ``lesion search`` on both models with the same
+    budget (``max_rows``, ``max_neurons``, ``samples``).
+
+    Every input and ``out`` are checked before the model loads; ``out`` must be new, empty, or a
+    folder an earlier hardening wrote (replaced only if it holds nothing else; a symbolic link is
+    written through). Ctrl-C anywhere raises KeyboardInterrupt and writes nothing. ``say`` gets a
+    line as each step starts (the CLI prints it).
+
+    >>> record = lesion.harden_model("smollm2-135m", "smollm2-hardened")
+    >>> hardened = lesion.load_model("smollm2-hardened")
+    """
+    from ..neurons import Neuron
+    from ..texts import read_text
+    from .folder import check_out_folder
+
+    say = say or (lambda line: None)
+    if method not in HARDEN_METHODS:
+        raise ParameterError("method", f"must be one of {', '.join(HARDEN_METHODS)} (got {method!r})")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ParameterError("seed", f"must be a whole number 0..{MAX_SEED} (got {seed!r})")
+    budget = check_budget(max_rows, max_neurons, samples)  # checked without report too: a typo is a typo
+    text = read_text(text)
+    neurons = [n if isinstance(n, Neuron) else Neuron.parse(n) for n in neurons] if neurons else None
+    check_out_folder(out)  # before any load: a path that cannot be written costs nothing
+    return _harden_and_prove(model, out, method, seed, heads, text, neurons, budget if report else None,
+                             device, progress, say)
+
+
+def _harden_and_prove(spec: str, out, method: str, seed: int, heads: bool, text: str, neurons, budget, device: str,
+                      progress: bool, say) -> HardenRecord:
+    from ..loading import load_model
+    from ..texts import text_hash
+    from .loaded import harden_loaded
+    from .folder import check_out_folder, save_folder
+    from .measure import heel_profile
+    from .proof import compare, proof_texts, trace
+    from .report import markdown
+
+    texts = proof_texts()
+    low_reference, float32_bytes = _bfloat16_reference(spec, device, texts, text, neurons, progress, say)
+    check_out_folder(out, needs_bytes=float32_bytes)  # the weights' size is known now, before the real work
+    lm = load_model(spec, dtype="float32", device=device, progress=progress)
+    say("measuring the original (float32)")
+    reference = trace(lm.model, lm.tokenizer, texts)
+    before = heel_profile(lm, text, neurons, budget, progress)
+    neurons = neurons or [_first_masked(before)]
+    hardened, record = harden_loaded(lm, method, seed, heads, inplace=True, watch=before["outliers"]["channel"],
+                                     name=str(out))
+    say(f"hardened ({method}, seed {seed}); measuring it (float32)")
+    proof = {"float32": compare(reference, trace(hardened.model, hardened.tokenizer, texts))}
+    after = heel_profile(hardened, text, neurons, budget, progress, original=before)
+    say("bfloat16: the hardened model")
+    proof["bfloat16"] = _bfloat16_proof(hardened.model, hardened.tokenizer, texts, low_reference)
+    gc.collect()
+    heel = {"text_sha256": text_hash(text), "before": before, "after": after,
+            "budget": None if budget is None else vars(budget)}
+    record = record.with_(proof=proof, heel=heel, rotation={**record.rotation, "text_sha256": text_hash(text)})
+    save_folder(hardened.model, hardened.tokenizer, record, markdown(record), out, progress)
+    return record
+
+
+def _first_masked(profile: dict):
+    from ..neurons import Neuron
+    return Neuron.parse(profile["masked"][0]["neuron"])
+
+
+def _bfloat16_reference(spec: str, device: str, texts, text, neurons, progress: bool, say):
+    """The original loaded in bfloat16, traced, and let go before the float32 model loads: the
+    two at once, with the load's float32 staging, made the peak of a 1.5B run 20.9 GB. The
+    family, the text and the neurons are checked on it, before any other work. Also returns
+    the size of the float32 weights the folder will hold (at least)."""
+    from ..loading import load_model
+    from ..neurons import discover_sites
+    from ..texts import encode
+    from .transform import check_family
+    from .proof import trace
+    say("measuring the original (bfloat16)")
+    original = load_model(spec, dtype="bfloat16", device=device, progress=progress)
+    check_family(original.model)
+    encode(original.tokenizer, text, original.device)  # a text too short for the method: refused now
+    if neurons:
+        discover_sites(original.model, "all").check(neurons)
+    float32_bytes = 4 * sum(p.numel() for p in original.model.parameters())
+    reference = trace(original.model, original.tokenizer, texts)
+    del original
+    gc.collect()
+    return reference, float32_bytes
+
+
+def _bfloat16_proof(model, tokenizer, texts, reference) -> dict:
+    """The hardened model in bfloat16 against the original loaded in bfloat16: rounding differs
+    in the new basis, so this is measured, not expected to be bit-equal."""
+    import torch
+
+    from .proof import cast_copy, compare, trace
+    low = cast_copy(model, torch.bfloat16)
+    hardened = trace(low, tokenizer, texts)
+    del low
+    return compare(reference, hardened)
