@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import COMMON, FAMILIES, MOE_FAMILIES, make_tiny, make_tiny_moe
+from conftest import COMMON, FAMILIES, make_tiny, make_tiny_moe
+from conftest import MOE_FAMILIES as TINY_MOE
 
 from lesion.cli import main
 from lesion.neurons import discover_sites
@@ -197,7 +198,7 @@ def test_published_mixtures_of_experts(path, total, active):
     assert s.active_parameters == pytest.approx(active, rel=0.02)
 
 
-@pytest.mark.parametrize("family", sorted(MOE_FAMILIES))
+@pytest.mark.parametrize("family", sorted(TINY_MOE))
 @pytest.mark.parametrize("components", [None, "all", "expert"])
 def test_moe_neurons_counted_from_shapes_are_the_sites_scan_ranks(family, components):
     """The same on mixtures of experts: each expert's gate/up/act/down, routers, block outputs, units."""
