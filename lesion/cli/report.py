@@ -17,7 +17,6 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..report import build_report
-    check_results(args.run_dir)
     html_path, md_path = build_report(args.run_dir)
     console.print(f"wrote {html_path} and {md_path}")
     if not (args.check or args.screenshot):
@@ -33,13 +32,3 @@ def run(args) -> int:
     console.print(f"renders in headless Chromium: {check.images} figures, {check.sections} sections, none broken")
     return 0
 
-
-def check_results(run_dir: str) -> None:
-    """The run's ranking and critical set, read as every other command reads them: one that
-    contradicts itself (edited by hand, damaged) is refused, not reported as is."""
-    from ..runfolder import CRITICAL, RANKING, RunFolder
-    folder = RunFolder(run_dir)
-    if folder.file(CRITICAL).is_file():
-        folder.critical()
-    if folder.file(RANKING).is_file():
-        folder.ranking()
