@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -48,7 +48,7 @@ class SetScorer:
     def __init__(self, evaluate: Callable[[list[list[Neuron]]], list[list[float]]], texts: int, *,
                  objective: str = "worst", max_rows: int = 20000, clean: Sequence[float] = (),
                  deadline: float | None = None, piece: int | None = None,
-                 order: Callable[[frozenset], object] | None = None):
+                 order: Callable[[frozenset], Any] | None = None):
         if objective not in OBJECTIVES:
             raise LesionError(f"unknown objective {objective!r}: use {' or '.join(OBJECTIVES)}")
         self.evaluate, self.texts, self.objective, self.max_rows = evaluate, texts, objective, max_rows
