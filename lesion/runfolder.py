@@ -31,7 +31,6 @@ from .results.scan import CRITICAL, FINGERPRINTS, RANKING, RUN
 __all__ = ["CRITICAL", "COMPARE", "EVAL", "FINGERPRINTS", "MECHANISM", "RANKING", "RUN", "InconsistentRun",
            "RunFolder", "ScanResult", "analysis_name", "minimal_name", "read_neuron_set"]
 COMPARE, MECHANISM, EVAL = "compare.json", "mechanism.json", "eval.json"
-IDENTITY = ("model_fingerprint", "text_sha256")  # what every result of a run was made on
 # Settings a later step may record differently from the ranking it read: where and with which
 # versions it ran, the model's name (the same weights load from another path), how the text is kept.
 PER_STEP = frozenset({"model", "device", "versions", "text", "text_file"})
@@ -42,12 +41,26 @@ class InconsistentRun(LesionError):
     result edited so that it no longer agrees with the ones it was made from."""
 
 
+MINIMAL_PREFIX, ANALYSIS_PREFIX = "minimal-eps", "analysis-"
+
+
 def minimal_name(epsilon: float) -> str:
-    return f"minimal-eps{epsilon:g}.json"
+    return f"{MINIMAL_PREFIX}{epsilon:g}.json"
 
 
 def analysis_name(analysis: str) -> str:
-    return f"analysis-{analysis}.json"
+    return f"{ANALYSIS_PREFIX}{analysis}.json"
+
+
+def _on_the_run_text(name: str) -> bool:
+    """Whether the result file ``name`` is about the run's critical set, so made on its text."""
+    if name in (CRITICAL, MECHANISM) or name.startswith(MINIMAL_PREFIX):
+        return True
+    if name.startswith(ANALYSIS_PREFIX) and name.endswith(".json"):
+        from .analysis.registry import REGISTRY
+        analysis = REGISTRY.get(name[len(ANALYSIS_PREFIX):-len(".json")])
+        return analysis is not None and analysis.on == "run"
+    return False
 
 
 def read_neuron_set(path: str | Path) -> NeuronSet:
@@ -108,9 +121,11 @@ class RunFolder:
         if not isinstance(settings, dict):
             return
         name, expected = reference
-        for key in IDENTITY:
+        # Every result here was made on the run's weights; those about its critical set also on its
+        # text (compare, robustness, precision and the text analyses choose their own texts).
+        for key in ("model_fingerprint", "text_sha256") if _on_the_run_text(file.name) else ("model_fingerprint",):
             theirs, ours = settings.get(key), expected.get(key)
-            if theirs is not None and ours is not None and theirs != ours:
+            if isinstance(theirs, str) and isinstance(ours, str) and theirs != ours:
                 what = "model weights" if key == "model_fingerprint" else "text"
                 raise InconsistentRun(f"{str(file)!r} was made on other {what} than {name} beside it ({key} "
                                       f"{str(theirs)[:16]} vs {str(ours)[:16]}): the folder mixes runs; move "

@@ -94,3 +94,16 @@ def test_a_result_of_another_text_in_the_folder_is_refused(two_runs, run, tmp_pa
     minimal = next(other.glob("minimal-eps*.json"))
     shutil.copy(minimal, run / minimal.name)
     assert_every_reader_refuses(run, capsys)
+
+
+def test_results_that_choose_their_own_texts_belong_to_the_run(run):
+    """compare and robustness run on texts of their own; only other weights make them foreign."""
+    fingerprint = json.loads((run / "ranking.json").read_text())["settings"]["model_fingerprint"]
+    (run / "compare.json").write_text(json.dumps({"settings": {"model_fingerprint": fingerprint,
+                                                               "text_sha256": "another text"}}))
+    (run / "analysis-robustness.json").write_text(json.dumps({"settings": {"model_fingerprint": fingerprint,
+                                                                           "text_sha256": {"news": "its hash"}}}))
+    RunFolder(run).check()
+    (run / "compare.json").write_text(json.dumps({"settings": {"model_fingerprint": "other weights"}}))
+    with pytest.raises(InconsistentRun):
+        RunFolder(run).check()
