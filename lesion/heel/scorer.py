@@ -132,7 +132,7 @@ class SetScorer:
             self._consider(key)
         return len(fresh)
 
-    def confirm(self, sets: Sequence[Sequence[Neuron]], source: object = "the journal") -> int:
+    def confirm(self, sets: Sequence[Sequence[Neuron]]) -> int:
         """Re-score on the model those of ``sets`` whose Deltas were read from a journal, outside
         the budgets (a result is about to rest on them); each then holds the model's Delta. A
         Delta that differs from the journal's by more than float noise refuses the journal
@@ -150,6 +150,7 @@ class SetScorer:
             fresh, read = tuple(float(col[i]) for col in columns), self.known[key]
             if not all(_agrees(a, b) for a, b in zip(read, fresh)):
                 shown = (", ".join(f"{d:.6g}" for d in deltas) for deltas in (read, fresh))
+                source = f"the journal {self.journal.path}" if self.journal is not None else "the journal"
                 raise JournalMismatch(
                     f"{source} gives {{{', '.join(sorted(map(str, key)))}}} Delta {next(shown)} but the model "
                     f"gives {next(shown)}: it was edited or belongs to another run; start the search afresh, "
