@@ -8,9 +8,10 @@ is one level down (``lesion.stage1``, ``lesion.hooks``, ``lesion.files``, ...).
 The names are imported on first use, so that ``lesion --help`` (which imports this package)
 does not wait seconds for torch and transformers.
 """
+import sys
 from importlib import import_module
 
-__version__ = "0.1.0"
+from .version import __version__
 
 _EXPORTS = {
     "load_model": "loading", "LoadedModel": "loading",
@@ -35,3 +36,7 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(__all__)
+
+
+if "IPython" in sys.modules:  # a notebook: results show as tables and figures (their views register here)
+    from . import notebook  # noqa: E402,F401

@@ -1,23 +1,27 @@
-"""How results look in a Jupyter notebook: ``_repr_html_`` of the result types renders here.
+"""How results look in a Jupyter notebook: the views ``_repr_html_`` of the result types finds.
 
 The same tables and figures as the report (lesion/report), drawn from the result object alone.
+Importing this module registers the views (:mod:`lesion.views`); the ``lesion`` package does
+so in a notebook. It takes the report's figures on first use, so that registering is cheap.
 """
 from __future__ import annotations
 
 import html
 
-from .report import figures
-from .report.html import fmt, html_image, html_table, png_bytes
+from .views import register_html_view
 
 SHOWN = 20  # rows of neurons in a notebook cell; the object holds them all
 
 
 def _neuron_rows(neurons, *extra_columns) -> list[list]:
+    from .report.html import fmt
     return [[i, str(n), *(fmt(c[i - 1]) for c in extra_columns)] for i, n in enumerate(neurons[:SHOWN], 1)]
 
 
 def ranking_html(ranking) -> str:
     """Top of a :class:`~lesion.results.Ranking` and its scores by rank."""
+    from .report import figures
+    from .report.html import html_image, html_table, png_bytes
     positions = ranking.positions or [""] * len(ranking.neurons)
     rows = [[*row, positions[row[0] - 1]] for row in _neuron_rows(ranking.neurons, ranking.scores)]
     head = (f"<p><b>Ranking</b> of {ranking.total_neurons} neurons of {html.escape(ranking.model)} by the "
@@ -29,6 +33,8 @@ def ranking_html(ranking) -> str:
 
 def critical_html(critical) -> str:
     """A :class:`~lesion.results.CriticalSet`: verdict, neurons and the Stage 2 trajectory."""
+    from .report import figures
+    from .report.html import fmt, html_image, html_table, png_bytes
     epsilon = critical.settings.get("epsilon", 1.0)
     verdict = (f"{len(critical.neurons)} neuron(s) reach Delta >= {epsilon}" if critical.reached
                else f"Delta >= {epsilon} not reached")
@@ -39,3 +45,7 @@ def critical_html(critical) -> str:
         rows.append(["...", f"{len(critical.neurons) - SHOWN} more"])
     figure = figures.stage2_trajectory(critical.to_dict())
     return head + html_table(["#", "neuron"], rows) + html_image("trajectory", png_bytes(figure))
+
+
+register_html_view("Ranking", ranking_html)
+register_html_view("CriticalSet", critical_html)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
 from .errors import ParameterError
+from .version import __version__
 from .loading import LoadedModel
 
 

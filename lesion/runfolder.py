@@ -9,34 +9,74 @@ result's text is kept.
       text-<sha256[:16]>.txt   the input text, when it is too long to sit inline
 
 How a result's text is kept beside it: :mod:`lesion.results.base`.
+
+Every reader of a run folder reads it through :class:`RunFolder`, which first checks that its
+files belong together (:meth:`RunFolder.check`): each result file read back reproduces itself,
+all were made on the same weights and text, the critical set is the top of the ranking beside
+it under the ranking's settings, and the fingerprints are those of its neurons (as ``lesion
+verify`` requires). A folder that mixes runs, or whose files were edited, is refused with one
+line (:class:`InconsistentRun`), never reported, masked or analysed as is.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import LesionError
-from .results import CriticalSet, Ranking, ScanResult, save_result
+from .files import read_json
+from .results import CriticalSet, NeuronSet, Ranking, ScanResult, load_neuron_set, save_result
 from .results.scan import CRITICAL, FINGERPRINTS, RANKING, RUN
 
-__all__ = ["CRITICAL", "COMPARE", "EVAL", "FINGERPRINTS", "MECHANISM", "RANKING", "RUN", "RunFolder", "ScanResult",
-           "analysis_name", "minimal_name"]
+__all__ = ["CRITICAL", "COMPARE", "EVAL", "FINGERPRINTS", "MECHANISM", "RANKING", "RUN", "InconsistentRun",
+           "RunFolder", "ScanResult", "analysis_name", "minimal_name", "read_neuron_set"]
 COMPARE, MECHANISM, EVAL = "compare.json", "mechanism.json", "eval.json"
+# Settings a later step may record differently from the ranking it read: where and with which
+# versions it ran, the model's name (the same weights load from another path), how the text is kept.
+PER_STEP = frozenset({"model", "device", "versions", "text", "text_file"})
+
+
+class InconsistentRun(LesionError):
+    """The files of a run folder do not belong together: another model's or text's result, or a
+    result edited so that it no longer agrees with the ones it was made from."""
+
+
+MINIMAL_PREFIX, ANALYSIS_PREFIX = "minimal-eps", "analysis-"
 
 
 def minimal_name(epsilon: float) -> str:
-    return f"minimal-eps{epsilon:g}.json"
+    return f"{MINIMAL_PREFIX}{epsilon:g}.json"
 
 
 def analysis_name(analysis: str) -> str:
-    return f"analysis-{analysis}.json"
+    return f"{ANALYSIS_PREFIX}{analysis}.json"
+
+
+def _on_the_run_text(name: str) -> bool:
+    """Whether the result file ``name`` is about the run's critical set, so made on its text."""
+    if name in (CRITICAL, MECHANISM) or name.startswith(MINIMAL_PREFIX):
+        return True
+    if name.startswith(ANALYSIS_PREFIX) and name.endswith(".json"):
+        from .analysis.registry import REGISTRY
+        analysis = REGISTRY.get(name[len(ANALYSIS_PREFIX):-len(".json")])
+        return analysis is not None and analysis.on == "run"
+    return False
+
+
+def read_neuron_set(path: str | Path) -> NeuronSet:
+    """A critical.json or heel.json; a critical.json in a run folder only if the folder's files
+    belong together (:meth:`RunFolder.check`)."""
+    path = Path(path)
+    if path.name == CRITICAL and path.is_file():
+        RunFolder(path.parent).check()
+    return load_neuron_set(path)
 
 
 @dataclass(frozen=True)
 class RunFolder:
     """A folder written by ``lesion scan``: its typed results and the Study they were made on."""
     path: Path
+    _checked: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "path", Path(self.path))  # accept a str, as every CLI flag gives
@@ -44,12 +84,75 @@ class RunFolder:
     def file(self, name: str) -> Path:
         return self.path / name
 
+    def check(self) -> "RunFolder":
+        """Refuse (:class:`InconsistentRun`, one line) a folder whose files do not belong together.
+
+        Checked, for the files present: ranking.json and critical.json each reproduce themselves
+        (as every load checks); every result file with settings was made on the ranking's weights
+        and text (model fingerprint, text SHA-256); critical.json was made from this ranking (its
+        settings agree with the ranking's) and its neurons are the ranking's top; fingerprints.json
+        fingerprints exactly those neurons. Checked once per :class:`RunFolder`."""
+        if self._checked or not self.path.is_dir():
+            return self
+        ranking = Ranking.load(self.file(RANKING)) if self.file(RANKING).is_file() else None
+        critical = CriticalSet.load(self.file(CRITICAL)) if self.file(CRITICAL).is_file() else None
+        reference = (RANKING, ranking.settings) if ranking else (CRITICAL, critical.settings) if critical else None
+        if reference is not None:
+            for file in sorted(self.path.glob("*.json")):
+                if file.name not in (reference[0], FINGERPRINTS, RUN):
+                    self._same_identity(file, reference)
+        if ranking is not None and critical is not None:
+            self._critical_from_ranking(ranking, critical)
+        if critical is not None and self.file(FINGERPRINTS).is_file():
+            from .verify import read_fingerprints
+            try:
+                read_fingerprints(critical, self.file(FINGERPRINTS), self.file(CRITICAL))
+            except LesionError as e:
+                raise InconsistentRun(str(e)) from None
+        object.__setattr__(self, "_checked", True)
+        return self
+
+    def _same_identity(self, file: Path, reference: tuple[str, dict]) -> None:
+        try:
+            data = read_json(file)
+        except LesionError:
+            return  # not a result of this folder's (a reader of that file refuses it on its own)
+        settings = data.get("settings") if isinstance(data, dict) else None
+        if not isinstance(settings, dict):
+            return
+        name, expected = reference
+        # Every result here was made on the run's weights; those about its critical set also on its
+        # text (compare, robustness, precision and the text analyses choose their own texts).
+        for key in ("model_fingerprint", "text_sha256") if _on_the_run_text(file.name) else ("model_fingerprint",):
+            theirs, ours = settings.get(key), expected.get(key)
+            if isinstance(theirs, str) and isinstance(ours, str) and theirs != ours:
+                what = "model weights" if key == "model_fingerprint" else "text"
+                raise InconsistentRun(f"{str(file)!r} was made on other {what} than {name} beside it ({key} "
+                                      f"{str(theirs)[:16]} vs {str(ours)[:16]}): the folder mixes runs; move "
+                                      f"{file.name} out or re-create it on this run")
+
+    def _critical_from_ranking(self, ranking: Ranking, critical: CriticalSet) -> None:
+        source = str(self.file(CRITICAL))
+        differs = sorted(k for k, v in ranking.settings.items()
+                         if k not in PER_STEP and critical.settings.get(k, v) != v)
+        if differs:
+            raise InconsistentRun(f"{source!r} was not made from the ranking beside it ({', '.join(differs)} "
+                                  f"differ): the folder mixes runs; re-run `lesion identify` on this ranking")
+        top = ranking.neurons[:len(critical.neurons)]
+        if tuple(critical.neurons) != tuple(top):
+            at = next(i for i, (a, b) in enumerate(zip(critical.neurons, top)) if a != b) if len(top) == len(
+                critical.neurons) else len(top)
+            raise InconsistentRun(f"{source!r} lists {critical.neurons[at]} as critical neuron {at + 1}, but the "
+                                  f"ranking beside it has {top[at] if at < len(top) else 'no neuron'} there: Stage 2 "
+                                  "masks the ranking's top, so it was edited or comes from another ranking")
+
     def _require(self, name: str) -> Path:
         file = self.file(name)
         if self.path.exists() and not self.path.is_dir():
             raise LesionError(f"{str(self.path)!r} is not a folder: pass the folder `lesion scan --out` wrote")
         if not file.is_file():
             raise LesionError(f"{str(self.path)!r} has no {name}: run `lesion scan --out {self.path}` first")
+        self.check()
         return file
 
     def ranking(self) -> Ranking:
@@ -61,7 +164,7 @@ class RunFolder:
     def scan(self) -> ScanResult:
         """Everything ``lesion scan`` wrote here, read back and checked."""
         self._require(CRITICAL)
-        return ScanResult.load(self.path)
+        return ScanResult.load(self.check().path)
 
     def settings(self) -> dict:
         """What the run was made on (model, fingerprint, dtype, text, components), from its ranking."""

@@ -9,9 +9,11 @@ How a name resolves:
 
 - ``from .pkg import name`` is an edge to ``pkg.name`` when that is a module of the package,
   and to ``pkg/__init__.py`` otherwise (the name is something ``__init__`` defines or imports).
-- ``import a.b.c`` is an edge to ``a.b.c``. The parent packages' ``__init__`` files also run
-  on such an import, but a package's ``__init__`` importing its own modules is the usual shape
-  and not a cycle, so those implicit edges are not drawn.
+- ``import a.b.c`` is an edge to ``a.b.c``, and to ``a.b`` and ``a``: importing a module runs
+  the ``__init__`` of every package above it, whatever those import in turn. A package the
+  importing module sits in has already run its ``__init__`` (the module was imported through
+  it), so that edge is not drawn: a package's ``__init__`` importing its own modules is the
+  usual shape, not a cycle. The same holds for ``from .pkg.mod import name``.
 - ``importlib.import_module("lesion.x")`` with a literal string counts; a computed name (the
   CLI's command discovery, the lazy top-level exports) cannot be resolved and is left out.
 
@@ -55,8 +57,23 @@ def _resolve(name: str, modules: dict[str, Path]) -> str | None:
     return None
 
 
+def _with_packages(target: str | None, module: str, modules: dict[str, Path]) -> set[str]:
+    """``target`` and each package above it whose ``__init__`` importing ``target`` runs: those
+    that do not also hold ``module`` (their ``__init__`` ran before ``module`` could)."""
+    if target is None:
+        return set()
+    found, parts = {target}, target.split(".")[:-1]
+    while parts:
+        package = ".".join(parts)
+        if package in modules and not (module == package or module.startswith(package + ".")):
+            found.add(package)
+        parts.pop()
+    return found
+
+
 def imports_of(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
-    """The lesion modules ``module`` imports anywhere in its file."""
+    """The lesion modules ``module`` imports anywhere in its file, with the packages whose
+    ``__init__`` those imports run."""
     is_package = path.name == "__init__.py"
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
@@ -72,8 +89,9 @@ def imports_of(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
               and isinstance(node.args[0].value, str) and not node.args[0].value.startswith(".")):
             found.add(_resolve(node.args[0].value, modules))
     found.discard(None)
-    found.discard(module)
-    return found
+    ran = set().union(*(_with_packages(target, module, modules) for target in found))
+    ran.discard(module)
+    return ran
 
 
 def import_graph(package_dir: Path) -> dict[str, set[str]]:

@@ -135,13 +135,17 @@ def test_resume_evaluates_no_set_twice_and_finds_the_same_heel(planted_dir, tmp_
     evaluated.calls.clear()
     evaluated.stop_at = 0
     assert search(planted_dir, out, "--resume") == 0
-    again = [s for call in evaluated.calls for s in call]
-    assert again and not set(again) & before and len(again) == len(set(again))
     resumed = json.loads(out.read_text())
+    # The search evaluates no set twice; then the journal's sets the heel rests on (the heel's
+    # neurons alone, here) are re-scored on the model in one last call: evidence, not truth.
+    confirmed = evaluated.calls[-1]
+    assert resumed["screen"]["confirmed_sets"] == len(confirmed) > 0 and set(confirmed) <= before
+    again = [s for call in evaluated.calls[:-1] for s in call]
+    assert again and not set(again) & before and len(again) == len(set(again))
     assert resumed["screen"]["resumed_sets"] == len(before)
     for key in ("neurons", "delta", "reached", "stopped"):
         assert resumed[key] == uninterrupted[key]
-    assert resumed["rows"] + len(before) == uninterrupted["rows"]
+    assert resumed["rows"] + len(before) == uninterrupted["rows"] + len(confirmed)
 
 
 def test_a_journal_of_another_model_is_refused(planted_dir, tmp_path, tiny_dir, capsys):

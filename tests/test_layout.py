@@ -52,4 +52,44 @@ def test_a_package_importing_its_own_modules_is_no_cycle(tmp_path):
              "errors.py": ""}
     done = run_script(str(write_package(tmp_path, files)))
     assert done.returncode == 0, done.stdout
-    assert "import cycles: 0 (6 modules, 5 imports between them)" in done.stdout
+    # b imports sub.c, which runs sub/__init__ too: 6 edges; c's own package ran before c (no edge)
+    assert "import cycles: 0 (6 modules, 6 imports between them)" in done.stdout
+
+
+def test_importing_a_module_runs_its_package_init(tmp_path):
+    """Issue 26's cycle: results/sets -> notebook -> report (its __init__ runs) -> report/render ->
+    results. `from .report.figures import x` never names report/__init__, yet it runs it."""
+    files = {"__init__.py": "", "results/__init__.py": "from .sets import Ranking\n",
+             "results/sets.py": "from ..notebook import view\n",
+             "notebook.py": "from .report.figures import draw\n",
+             "report/__init__.py": "from .render import build\n", "report/figures.py": "",
+             "report/render.py": "from ..results import Ranking\n"}
+    done = run_script(str(write_package(tmp_path, files)))
+    assert done.returncode == 1
+    assert "cycle among 5 modules: pkg.notebook, pkg.report, pkg.report.render, pkg.results, pkg.results.sets" \
+        in done.stdout
+
+
+def test_results_do_not_import_the_view_layers():
+    """Views resolve the result (lesion.views' registry), never the other way round."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        from import_cycles import import_graph
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    graph = import_graph(ROOT / "lesion")
+    for module, imported in graph.items():
+        if module == "lesion.results" or module.startswith("lesion.results."):
+            views = {m for m in imported if m == "lesion.notebook" or m.startswith("lesion.report")}
+            assert not views, (module, views)
+
+
+def test_a_notebook_shows_results_through_the_registered_views():
+    """In IPython, `import lesion` registers the views; elsewhere nothing of the report loads."""
+    code = ("import sys, types; {} import lesion, lesion.views as v; "
+            "print(sorted(v.HTML_VIEWS), 'lesion.report' in sys.modules)")
+    plain = subprocess.run([sys.executable, "-c", code.format("")], capture_output=True, text=True, timeout=60)
+    assert plain.stdout.split() == ["[]", "False"], plain.stderr
+    ipython = code.format("sys.modules['IPython'] = types.ModuleType('IPython');")
+    shown = subprocess.run([sys.executable, "-c", ipython], capture_output=True, text=True, timeout=60)
+    assert shown.stdout.split() == ["['CriticalSet',", "'Ranking']", "False"], shown.stderr

@@ -133,6 +133,7 @@ def test_mechanism_cli(tiny_dir, tmp_path, capsys):
     assert MechanismReport.load(run / "mechanism.json").to_dict() == MechanismReport.from_dict(result).to_dict()
     critical = json.loads((run / "critical.json").read_text())
     (run / "critical.json").write_text(json.dumps({**critical, "neurons": [], "n": 0, "reached": False}))
+    (run / "fingerprints.json").unlink()  # as a scan without a set leaves it (else the folder is inconsistent)
     assert main(["mechanism", "--model", tiny_dir, "--run", str(run)]) == 2
     assert "no critical set" in capsys.readouterr().err
 

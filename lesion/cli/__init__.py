@@ -58,7 +58,7 @@ def _version() -> str:
     import subprocess
     from pathlib import Path
 
-    from .. import __version__
+    from ..version import __version__
     root = Path(__file__).resolve().parents[2]
     if not ((root / ".git").exists() and (root / "pyproject.toml").is_file()):
         return f"lesion {__version__}"

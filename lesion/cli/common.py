@@ -246,9 +246,10 @@ def fmt(x: float) -> str:
 
 
 def read_critical(path: str):
-    """A critical.json or heel.json with neurons, read before the model loads."""
-    from ..results import load_neuron_set
-    critical = load_neuron_set(path)
+    """A critical.json or heel.json with neurons, read before the model loads (a critical.json
+    in a run folder only if the folder's files belong together)."""
+    from ..runfolder import read_neuron_set
+    critical = read_neuron_set(path)
     if not critical.neurons:
         raise LesionError(f"{path} has no neurons (its search did not reach epsilon): pass a critical.json "
                           "whose 'reached' is true, or re-run lesion scan with a larger --max-neurons")

@@ -23,7 +23,6 @@ def run(args) -> int:
     for name in ("report.html", "report.md"):  # before any rendering
         check_out(Path(args.run_dir) / name, "run_dir")
     check_out(args.screenshot, "screenshot")
-    check_results(args.run_dir)
     html_path, md_path = build_report(args.run_dir)
     console.print(f"wrote {html_path} and {md_path}")
     if not (args.check or args.screenshot):
@@ -39,13 +38,3 @@ def run(args) -> int:
     console.print(f"renders in headless Chromium: {check.images} figures, {check.sections} sections, none broken")
     return 0
 
-
-def check_results(run_dir: str) -> None:
-    """The run's ranking and critical set, read as every other command reads them: one that
-    contradicts itself (edited by hand, damaged) is refused, not reported as is."""
-    from ..runfolder import CRITICAL, RANKING, RunFolder
-    folder = RunFolder(run_dir)
-    if folder.file(CRITICAL).is_file():
-        folder.critical()
-    if folder.file(RANKING).is_file():
-        folder.ranking()

@@ -119,7 +119,7 @@ def file_names(files: list[str]) -> list[str]:
 def run(args) -> int:
     from ..heel import search_heel, search_with_transfer
     from ..results import save_result as write_result
-    from ..heel.journal import journal_path
+    from ..heel.journal import check_journal, journal_path
     from ..heel.signals import parse_signals
 
     plan = plan_from(args)
@@ -133,10 +133,7 @@ def run(args) -> int:
     names, texts = texts_from(args)
     if args.transfer and len(texts) < 2:
         raise LesionError("--transfer needs at least two texts: repeat --text/--text-file or use --passages")
-    journal = journal_path(args.out)
-    check_out(str(journal))  # the journal is written beside --out, from the first row on
-    if args.resume and not journal.is_file():
-        raise LesionError(f"--resume: there is no {journal} to resume: run the search without --resume first")
+    journal = check_journal(journal_path(args.out), args.resume)  # before the model loads
     lm = load(args)
     progress = progress_enabled(args)
     options = dict(signals=signals, per_signal=args.pool, components=args.components, progress=progress,
@@ -147,8 +144,15 @@ def run(args) -> int:
     with sigterm_as_interrupt():
         heel = (search_with_transfer(lm, texts, names, plan, **options) if args.transfer
                 else search_heel(lm, texts, plan, names=names, **options))
-    path = write_result(args.out, heel)
     print_heel(heel, names)
+    try:
+        path = write_result(args.out, heel)
+    except LesionError as e:  # a full disk: the one line still says what was found
+        raise LesionError(f"{e}; the search found {len(heel.neurons)} neuron(s), Delta {fmt(heel.delta)}: "
+                          f"{' '.join(map(str, heel.neurons)) or 'none'}") from None
+    if heel.screen.get("journal_failure"):
+        print(f"lesion: note: the journal {journal} stopped ({heel.screen['journal_failure']}): --resume redoes "
+              "the sets after those", file=sys.stderr)
     console.print(f"wrote {path}")
     if heel.stopped == "interrupted":
         print(f"lesion: interrupted: wrote the best set so far to {path}; --resume continues", file=sys.stderr)

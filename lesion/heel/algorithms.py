@@ -366,10 +366,25 @@ def find_smallest_heel(score: SetScorer, pool: Sequence[Neuron], plan: SearchPla
                                "irreducible nor certified; --resume continues the search"}
     if certificate.get("smaller_set"):
         answer, stopped = [Neuron.parse(s) for s in certificate["smaller_set"]], "reached"
+    score.confirm(rests_on(score, answer))  # Deltas read from a resumed journal are re-scored, not believed
     info = {**(pool_info or {}), "order": "estimate and signals, alternately" if estimate else "signals",
+            **({"confirmed_sets": score.confirmed} if score.confirmed else {}),
             **({"sizing": sizing} if sizing else {}), **_estimate_check(estimate, screened)}
     return _heel(score, answer, plan, stopped, screened, certificate, stages, trace, model_name,
                  settings or {}, info, text_info, len(pool), time.perf_counter() - started)
+
+
+def rests_on(score: SetScorer, answer: Sequence[Neuron]) -> list[list[Neuron]]:
+    """The sets whose Deltas a result states or rests on: the answer, the answer less each of its
+    neurons (it is irreducible), each of its neurons alone, and the best set of every size (the
+    certificate's best Delta by size)."""
+    sets = [list(answer), *([m for m in answer if m != n] for n in answer), *([n] for n in answer)]
+    best: dict[int, tuple[float, frozenset]] = {}
+    for key, deltas in score.known.items():
+        value = _finite(score.aggregate(deltas))
+        if key and (len(key) not in best or value > best[len(key)][0]):
+            best[len(key)] = (value, key)
+    return sets + [sorted(key) for _, key in best.values()]
 
 
 def _estimate_check(estimate: dict[Neuron, float] | None, screened) -> dict:

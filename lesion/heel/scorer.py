@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -20,6 +20,15 @@ from ..neurons import Neuron, SiteIndex
 from ..options import OBJECTIVES
 
 LOGIT_BYTES = 2 ** 29  # float32 logits one batched forward may hold
+
+
+# |Delta re-scored - Delta read from a journal| <= this x max(1, |Delta|): another batch composition
+# moves float32 in the 7th digit and bfloat16 in the 3rd; an edit that changes an answer is far larger.
+JOURNAL_TOLERANCE = 1e-3
+
+
+class JournalMismatch(LesionError):
+    """A set read from a search journal does not have, on the model, the Delta the journal gives."""
 
 
 class BudgetExhausted(Exception):
@@ -39,13 +48,15 @@ class SetScorer:
     def __init__(self, evaluate: Callable[[list[list[Neuron]]], list[list[float]]], texts: int, *,
                  objective: str = "worst", max_rows: int = 20000, clean: Sequence[float] = (),
                  deadline: float | None = None, piece: int | None = None,
-                 order: Callable[[frozenset], object] | None = None):
+                 order: Callable[[frozenset], Any] | None = None):
         if objective not in OBJECTIVES:
             raise LesionError(f"unknown objective {objective!r}: use {' or '.join(OBJECTIVES)}")
         self.evaluate, self.texts, self.objective, self.max_rows = evaluate, texts, objective, max_rows
         self.clean = list(clean) or [0.0] * texts
         self.deadline, self.piece, self.order = deadline, piece, order
         self.known: dict[frozenset, tuple[float, ...]] = {}
+        self.recalled: set[frozenset] = set()  # sets whose Deltas were read from a journal, not evaluated here
+        self.confirmed = 0  # of those, re-scored on the model by confirm()
         self.rows = 0  # rows evaluated by this scorer (sets read from a journal cost none)
         self.seconds = 0.0  # spent in evaluate
         self.best: tuple[float, tuple[Neuron, ...]] = (-math.inf, ())
@@ -112,12 +123,45 @@ class SetScorer:
             self.best = (v, tuple(sorted(key)))
 
     def load(self, known: dict[frozenset, tuple[float, ...]]) -> int:
-        """Sets evaluated before (a journal being resumed): they cost no rows now."""
+        """Sets evaluated before (a journal being resumed): they cost no rows now, and are
+        evidence, not truth: :meth:`confirm` re-scores those a result rests on."""
         fresh = {k: v for k, v in known.items() if k not in self.known and len(v) == self.texts}
         self.known.update(fresh)
+        self.recalled.update(fresh)
         for key in fresh:
             self._consider(key)
         return len(fresh)
+
+    def confirm(self, sets: Sequence[Sequence[Neuron]]) -> int:
+        """Re-score on the model those of ``sets`` whose Deltas were read from a journal, outside
+        the budgets (a result is about to rest on them); each then holds the model's Delta. A
+        Delta that differs from the journal's by more than float noise refuses the journal
+        (:class:`JournalMismatch`). Returns how many sets were re-scored."""
+        todo = [k for k in dict.fromkeys(frozenset(s) for s in sets if s) if k in self.recalled]
+        if not todo:
+            return 0
+        if self.order is not None:
+            todo.sort(key=self.order)
+        start = time.perf_counter()
+        columns = self.evaluate([sorted(k) for k in todo])
+        self.seconds += time.perf_counter() - start
+        self.rows += len(todo) * self.texts
+        for i, key in enumerate(todo):
+            fresh, read = tuple(float(col[i]) for col in columns), self.known[key]
+            if not all(_agrees(a, b) for a, b in zip(read, fresh)):
+                shown = (", ".join(f"{d:.6g}" for d in deltas) for deltas in (read, fresh))
+                source = f"the journal {self.journal.path}" if self.journal is not None else "the journal"
+                raise JournalMismatch(
+                    f"{source} gives {{{', '.join(sorted(map(str, key)))}}} Delta {next(shown)} but the model "
+                    f"gives {next(shown)}: it was edited or belongs to another run; start the search afresh, "
+                    "without resuming")
+            self.known[key] = fresh
+            self.recalled.discard(key)
+        self.confirmed += len(todo)
+        self.best = (-math.inf, ())
+        for key in self.known:
+            self._consider(key)
+        return len(todo)
 
     def row_seconds(self) -> float:
         """Measured seconds per masked row so far (0 before the first)."""
@@ -156,6 +200,12 @@ class SetScorer:
             if key:
                 out[len(key)] = max(out.get(len(key), -math.inf), self.aggregate(deltas))
         return dict(sorted(out.items()))
+
+
+def _agrees(read: float, fresh: float) -> bool:
+    if not (math.isfinite(read) and math.isfinite(fresh)):
+        return read == fresh or (read != read and fresh != fresh)
+    return abs(read - fresh) <= JOURNAL_TOLERANCE * max(1.0, abs(fresh))
 
 
 def _finite(x: float) -> float:

@@ -18,7 +18,7 @@ from ..stage1 import clean_activations
 from ..study import Study
 from ..texts import text_hash
 from .algorithms import SearchPlan, find_smallest_heel
-from .journal import SetJournal
+from .journal import SetJournal, check_journal
 from .progress import SearchProgress
 from .scorer import SetScorer
 from .signals import candidate_pool, signal_scores, top_neurons
@@ -50,6 +50,8 @@ def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence
     plan.check()
     if per_signal < 1:
         raise ParameterError("per_signal", f"must be >= 1 (got {per_signal})")
+    if journal is not None:
+        check_journal(journal, resume)
     began = time.monotonic()
     deadline = None if plan.time_budget is None else began + plan.time_budget
     studies = [Study.create(lm, text, components) for text in texts]
@@ -91,6 +93,8 @@ def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence
         if score.journal is not None:
             score.journal.close()
     heel = replace(heel, seconds=round(time.monotonic() - began, 3))  # the signals included
+    if score.journal is not None and score.journal.failure:  # a full disk: the search went on without it
+        heel = replace(heel, screen={**heel.screen, "journal_failure": score.journal.failure})
     if heel.stopped == "interrupted":
         return heel  # an interrupt asks for the result now: no more forwards
     try:

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..errors import LesionError
 from ..files import read_json, write_text
 from ..results import unsettled_note
+from ..runfolder import RunFolder
 from . import figures
 from .html import fmt, html_image, html_table, png_bytes
 
@@ -48,10 +49,13 @@ class Page:
 
 
 def build_report(folder: str | Path) -> tuple[Path, Path]:
-    """Refuses, leaving no ``figures/`` behind, a folder whose results are corrupt or incomplete."""
+    """Refuses, leaving no ``figures/`` behind, a folder whose results are corrupt, incomplete or do
+    not belong together (:meth:`lesion.runfolder.RunFolder.check`: another model's critical set
+    beside the ranking, a critical neuron renamed)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise LesionError(f"{folder} is not a folder: pass the folder `lesion scan --out` wrote")
+    RunFolder(folder).check()
     figures_dir = folder / "figures"
     fresh, built = not figures_dir.exists(), False
     try:

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, TypeVar
 from ..errors import LesionError
 from ..files import check_output_path, json_text, read_json, write_files
 from ..texts import text_hash
+from ..views import html_view
 
 INLINE_TEXT_CHARS = 2000  # longer texts go to a file beside the result, keeping the JSON readable
 R = TypeVar("R", bound="Result")
@@ -93,6 +94,9 @@ class Result:
         return None
 
     def _repr_html_(self) -> str:
+        view = html_view(self)  # registered by lesion.notebook: the view layer sits above the results
+        if view is not None:
+            return view(self)
         summary = {k: v for k, v in self.to_dict().items() if k != "settings"}
         return (f"<b>{type(self).__name__}</b><pre>"
                 f"{html.escape(json.dumps(summary, indent=1, default=str)[:4000])}</pre>")

@@ -108,10 +108,6 @@ class Ranking(Result):
                 return f"positions holds {outside[0]}, outside the text's {tokens} tokens"
         return None
 
-    def _repr_html_(self) -> str:  # a notebook shows the ranking as a table and a figure
-        from ..notebook import ranking_html
-        return ranking_html(self)
-
     @classmethod
     def from_dict(cls, d: dict) -> "Ranking":
         neurons = tuple(Neuron.parse(s) for s in as_list(d["neurons"], "neurons"))
@@ -169,10 +165,6 @@ class CriticalSet(NeuronSet):
         elif max(s.delta for s in self.trajectory) != self.delta:
             return f"delta is {self.delta} but the trajectory's best point is {max(s.delta for s in self.trajectory)}"
         return None
-
-    def _repr_html_(self) -> str:  # a notebook shows the set, its verdict and the Stage 2 trajectory
-        from ..notebook import critical_html
-        return critical_html(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "CriticalSet":
