@@ -146,6 +146,9 @@ def run(args) -> int:
     with sigterm_as_interrupt():
         heel = (search_with_transfer(lm, texts, names, plan, **options) if args.transfer
                 else search_heel(lm, texts, plan, names=names, **options))
+    from ..distributed import agree
+    if not agree():  # under torchrun: every rank finished, and only rank 0 writes
+        return 0
     path = write_result(args.out, heel)
     print_heel(heel, names)
     console.print(f"wrote {path}")
