@@ -18,11 +18,11 @@ from ..results import Heel
 from ..stage1 import clean_activations
 from ..study import Study
 from ..texts import text_hash
-from .algorithms import SearchPlan, find_smallest_heel
+from .algorithms import PortfolioPart, SearchPlan, find_smallest_heel
 from .journal import SetJournal
 from .progress import SearchProgress
 from .scorer import SetScorer
-from .signals import candidate_pool, signal_scores, top_neurons
+from .signals import candidate_pool, portfolio_pools, signal_scores, top_neurons
 
 
 def transfer_table(score_for_each: Sequence[SetScorer], heels: dict[str, Sequence[Neuron]]) -> dict:
@@ -71,11 +71,14 @@ def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence
     signals, left_out = affordable_signals(signals, bare_row_seconds * len(texts), noise_options, plan)
     memo = {} if memo is None else memo
     signal_seconds: dict[str, float] = {}
-    lists = _signal_lists(lm, studies, index, signals, per_signal, stage1_options, progress, memo, signal_seconds)
-    pool, brought = candidate_pool(lists)
+    scores = _signal_scores(lm, studies, index, signals, stage1_options, progress, memo, signal_seconds)
+    pool, brought = candidate_pool({name: [top_neurons(index, v, per_signal) for v in per_text]
+                                    for name, per_text in scores.items()})
     start = time.perf_counter()
     estimate = _estimate(lm, studies, index, pool, memo)
     signal_seconds["estimate"] = round(time.perf_counter() - start, 3)
+    parts = [PortfolioPart(name, tuple(p), _estimate(lm, studies, index, p, memo))
+             for name, p in portfolio_pools(index, scores, per_signal)]
 
     def prefix_order() -> list[Neuron]:
         ranking = studies[0].rank("noise", keep=1000, progress=progress, **stage1_options)
@@ -94,7 +97,8 @@ def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence
     try:
         if journal is not None:
             pool_info["resumed_sets"] = _open_journal(score, lm, studies, plan, journal, resume)
-        heel = find_smallest_heel(score, pool, plan, prefix_order, lm.name, settings, pool_info, info, say, estimate)
+        heel = find_smallest_heel(score, pool, plan, prefix_order, lm.name, settings, pool_info, info, say, estimate,
+                                  parts)
     finally:
         bar.close()
         if score.journal is not None:
@@ -131,27 +135,26 @@ def affordable_signals(signals: Sequence[str], bare_seconds: float, noise_option
                               f"{NOISE_SHARE:.0%} of --time-budget {plan.time_budget:g} s"}
 
 
-def _signal_lists(lm, studies, index, signals, per_signal, noise_options, progress, memo, seconds: dict):
-    """Each signal's top list per text; ``seconds`` gets each signal's wall time."""
-    lists: dict[str, list] = {}
+def _signal_scores(lm, studies, index, signals, noise_options, progress, memo, seconds: dict) -> dict[str, list]:
+    """Each signal's scores of every neuron, per text (superweight, data-free, once); ``seconds`` gets
+    each signal's wall time. The portfolio's parts take their pools from the same scores."""
+    scores: dict[str, list] = {}
     for name in signals:
         start = time.perf_counter()
         for study in studies:
-            key = (name, per_signal, text_hash(study.text))
-            if key not in memo:
-                noise = (lambda s=study: s.scores("noise", progress=progress, **noise_options)[0].values)
-                values = _scores(lm, study, index, name, noise, memo)
-                memo[key] = top_neurons(index, values, per_signal)
-            lists.setdefault(name, []).append(memo[key])
+            noise = (lambda s=study: s.scores("noise", progress=progress, **noise_options)[0].values)
+            scores.setdefault(name, []).append(_scores(lm, study, index, name, noise, memo))
             if name == "superweight":
                 break  # data-free: the same on every text
         seconds[name] = round(time.perf_counter() - start, 3)
     for key in [k for k in memo if k[0] == "acts"]:
         del memo[key]  # every signal that reads them has run
-    return lists
+    return scores
 
 
 def _scores(lm, study, index, name: str, noise, memo: dict) -> torch.Tensor:
+    """One signal's scores on one text, kept in ``memo``: the screen's first-order estimate reuses
+    attribution's, and a second search on the same model (``--transfer``) all of them."""
     key = ("scores", name, text_hash(study.text))
     acts_key = ("acts", text_hash(study.text))
 
@@ -159,10 +162,8 @@ def _scores(lm, study, index, name: str, noise, memo: dict) -> torch.Tensor:
         if acts_key not in memo:
             memo[acts_key] = clean_activations(lm.model, study.input_ids, index)
         return memo[acts_key]
-    if name != "attribution":
-        return signal_scores(name, lm.model, study.input_ids, index, noise, acts)
-    if key not in memo:  # kept: the screen's first-order estimate reuses it
-        memo[key] = signal_scores(name, lm.model, study.input_ids, index, noise)
+    if key not in memo:
+        memo[key] = signal_scores(name, lm.model, study.input_ids, index, noise, acts)
     return memo[key]
 
 
