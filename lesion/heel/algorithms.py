@@ -308,7 +308,7 @@ class PortfolioPart:
     estimate: dict[Neuron, float] | None = field(default=None, compare=False)
 
 
-PART_SHARE = 0.5  # of the rows left, what the next part may take (the rest: later parts and the certificate)
+PART_SHARE = 2 / 3  # of the rows left, what the next part may take (the rest: later parts and the certificate)
 
 
 def find_smallest_heel(score: SetScorer, pool: Sequence[Neuron], plan: SearchPlan,
@@ -433,8 +433,8 @@ def _search_part(score: SetScorer, order: Sequence[Neuron], plan: SearchPlan, st
 
 def _run_parts(score: SetScorer, parts: Sequence[PortfolioPart], plan: SearchPlan, stage, answer: list[Neuron],
                stopped: str, portfolio: dict, orders: list, trace: list) -> tuple[list[Neuron], str]:
-    """The portfolio's parts after the whole search, while they pay: each looks for a set smaller than
-    the best so far (greedy capped one below its size), within PART_SHARE of the rows left."""
+    """The portfolio's parts after the whole search, while they pay: each searches its pool within
+    PART_SHARE of the rows left, and its answer wins when it is smaller than the best so far."""
     for part in parts:
         record = {"name": part.name, "pool": len(part.pool)}
         why = _why_not(plan, answer, stopped, part)
@@ -445,8 +445,8 @@ def _run_parts(score: SetScorer, parts: Sequence[PortfolioPart], plan: SearchPla
             continue
         order = screen_order(part.pool, part.estimate)
         orders.append(order)
-        limit = len(answer) - 1 if stopped == "reached" else plan.max_size
-        part_plan = replace(plan, max_size=min(plan.max_size, limit), screen=0)
+        # Greedy is not capped below the best size: a larger greedy set can prune to a smaller one.
+        part_plan = replace(plan, screen=0)
         with _allowance(score, score.rows_affordable() * PART_SHARE):
             run = _search_part(score, order, part_plan, stage, None, trace, part.name)
         portfolio["parts"].append(run.record(part.name, len(part.pool), ran=True))
