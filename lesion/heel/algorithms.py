@@ -300,9 +300,9 @@ STOPS = {"budget": "the budget (--max-rows / --time-budget)", "interrupted": "an
 
 @dataclass(frozen=True)
 class PortfolioPart:
-    """A restricted sub-search of the portfolio: the neurons of some sites only (a component group,
-    a band of layers), with its own pool and first-order estimate. Every part runs on the one
-    scorer: a set any part evaluated costs nothing again, and all share one row and time budget."""
+    """A restricted sub-search of the portfolio: the neurons of some sites only (a component group),
+    with its own pool and first-order estimate. Every part runs on the one scorer: a set any part
+    evaluated costs nothing again, and all share one row and time budget."""
     name: str
     pool: tuple[Neuron, ...]
     estimate: dict[Neuron, float] | None = field(default=None, compare=False)
@@ -320,9 +320,9 @@ def find_smallest_heel(score: SetScorer, pool: Sequence[Neuron], plan: SearchPla
     """Screen ``pool``, select, prune and certify under ``score``; see the module docstring.
 
     ``parts``: the portfolio's restricted sub-searches, run after the search of the whole ``pool``
-    when they pay (its answer is larger than one neuron, or none reached epsilon), each looking
-    only for a set smaller than the best so far, within a share of the rows left; the smallest
-    answer wins and is certified (``portfolio`` in the result says which part found it).
+    when they pay (its answer is larger than one neuron, or none reached epsilon), each within a
+    share of the rows left; a part's answer replaces the best only when smaller, and the smallest
+    is certified (``portfolio`` in the result says which part found it).
 
     Anytime: whatever stops it (``score``'s row or time budget, KeyboardInterrupt) the result is
     the best set evaluated so far (``stopped`` says why), with the screen, stages and trace so
@@ -445,8 +445,9 @@ def _run_parts(score: SetScorer, parts: Sequence[PortfolioPart], plan: SearchPla
             continue
         order = screen_order(part.pool, part.estimate)
         orders.append(order)
-        # Greedy is not capped below the best size: a larger greedy set can prune to a smaller one.
-        part_plan = replace(plan, screen=0)
+        # Greedy is not capped below the best size (a larger greedy set can prune to a smaller one), except
+        # when only a single neuron can win: the screen has evaluated every single greedy could take.
+        part_plan = replace(plan, screen=0, max_size=1 if stopped == "reached" and len(answer) == 2 else plan.max_size)
         with _allowance(score, score.rows_affordable() * PART_SHARE):
             run = _search_part(score, order, part_plan, stage, None, trace, part.name)
         portfolio["parts"].append(run.record(part.name, len(part.pool), ran=True))
