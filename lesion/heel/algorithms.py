@@ -446,9 +446,12 @@ def _run_parts(score: SetScorer, parts: Sequence[PortfolioPart], plan: SearchPla
         order = screen_order(part.pool, part.estimate)
         orders.append(order)
         # Greedy is not capped below the best size (a larger greedy set can prune to a smaller one), except
-        # when only a single neuron can win: the screen has evaluated every single greedy could take.
-        part_plan = replace(plan, screen=0, max_size=1 if stopped == "reached" and len(answer) == 2 else plan.max_size)
-        with _allowance(score, score.rows_affordable() * PART_SHARE):
+        # when only a single neuron can win: then the screen is the whole search (greedy could take only a
+        # screened single), and a certificate of a pair costs nothing, so the last part may take every row left.
+        single = stopped == "reached" and len(answer) == 2
+        part_plan = replace(plan, screen=len(part.pool) if single else 0, max_size=1 if single else plan.max_size)
+        share = 1.0 if single and part is parts[-1] else PART_SHARE
+        with _allowance(score, score.rows_affordable() * share):
             run = _search_part(score, order, part_plan, stage, None, trace, part.name)
         portfolio["parts"].append(run.record(part.name, len(part.pool), ran=True))
         # A part cut short (its share of the rows, an interrupt) may still have evaluated a smaller set
