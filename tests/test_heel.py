@@ -380,3 +380,18 @@ def test_a_part_pool_is_the_pool_of_the_search_restricted_to_its_components(plan
         part = discover_sites(model, name)
         alone = candidate_pool({n: [top_neurons(part, signal_scores(n, model, ids, part), 6)] for n in names})[0]
         assert pool == alone and {whole.site(n).kind for n in pool} <= set(name.split(","))
+
+
+def test_after_a_pair_the_last_part_screens_its_whole_pool_with_every_row_left():
+    """Only a single neuron can beat a pair: the part's screen, not a share of it, is what pays."""
+    from lesion.heel.algorithms import PortfolioPart
+
+    def late_single(s: frozenset) -> float:
+        return 5.0 if 39 in s else and_pair(s)  # channel 39 is the last of the part's 30
+    score = SetScorer(lambda sets: [[late_single(frozenset(n.channel for n in s)) for s in sets]], 1, max_rows=60)
+    heel = find_smallest_heel(score, N[:10], SearchPlan(epsilon=1.0, max_rows=60),
+                              parts=[PortfolioPart("wide", tuple(N[10:40]))])
+    whole, wide = heel.portfolio["parts"]
+    assert whole["size"] == 2 and 60 - whole["rows"] >= 30  # the pair, with the rows for 30 singles left
+    assert [n.channel for n in heel.neurons] == [39] and heel.portfolio["found_by"] == "wide"
+    assert wide["screened"] == 30 and wide["rows"] == 30 and heel.rows <= 60
