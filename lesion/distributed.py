@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     import torch
 
 # The commands that run under torchrun: their ranks write nothing and rank 0 writes after agree().
-COMMANDS = ("scan",)
+COMMANDS = ("scan", "search")
 DEFAULT_TIMEOUT_S = 7200  # a rank may wait this long for the others at a collective
 
 
@@ -120,6 +120,29 @@ class World:
             _collective(lambda moved=moved: dist.all_reduce(moved))
             summed.append(moved.to(t.device))
         return summed
+
+    def decide(self, values: Sequence[float]) -> list[float]:
+        """Rank 0's ``values`` on every rank (the same list in one process): what a decision that
+        every rank must take alike reads, such as the time left or a timed cost (clocks differ
+        between ranks, so each rank timing for itself would stop them at different steps)."""
+        if self.size == 1:
+            return list(values)
+        import torch
+        import torch.distributed as dist
+        self._check_peers()
+        vector = torch.tensor(list(values), dtype=torch.float64, device=self.device)
+        _collective(lambda: dist.broadcast(vector, src=0))
+        return vector.tolist()
+
+    def share_object(self, value: object) -> object:
+        """Rank 0's ``value`` (picklable) on every rank: what rank 0 alone read, such as a journal."""
+        if self.size == 1:
+            return value
+        import torch.distributed as dist
+        self._check_peers()
+        holder = [value if self.is_main else None]
+        _collective(lambda: dist.broadcast_object_list(holder, src=0, device=self.device))
+        return holder[0]
 
     def sum_dict(self, tensors: dict[str, "torch.Tensor"] | None) -> dict[str, "torch.Tensor"] | None:
         if self.size == 1 or tensors is None:
@@ -228,8 +251,8 @@ def init(device: str = "cpu", device_map=None) -> World:
     """For library code launched by torchrun: join the process group as ``lesion scan`` does and
     return this rank's World (one process: the World of one). Until :func:`stop`, Stage 1
     (``rank_by_noise``) and every ``masked_nll`` caller (Stage 2, the heel scorer) split their
-    work across the ranks; every rank must make the same calls, so a heel search must run on
-    a row budget alone (``SearchPlan(time_budget=None)``: a wall clock differs between ranks).
+    work across the ranks; every rank must make the same calls. A heel search's time budget is
+    rank 0's clock, shared with :meth:`World.decide`, so every rank stops at the same step.
     Load the model on ``world.device`` when it is a GPU."""
     if not launched():
         return current()

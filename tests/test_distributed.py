@@ -116,6 +116,48 @@ def test_heel_scorer_rows_split_across_ranks(tmp_path):
     assert two["shares"] == {"masked_rows": [20, 20]} and one["shares"] == {}
 
 
+SEARCH = ["search", "--text", TEXT, "--epsilon", "0.005", "--samples", "12", "--screen", "60", "--max-rows", "20000",
+          "--time-budget", "3600", "--quiet"]
+SKEWED_CLOCK = """
+import os, sys, time
+from lesion.heel import scorer
+if os.environ["RANK"] == "1":  # this rank's clock runs an hour ahead: alone, it would stop at once
+    class Ahead:
+        perf_counter = staticmethod(time.perf_counter)
+        @staticmethod
+        def monotonic():
+            return time.monotonic() + 7200.0
+    scorer.time = Ahead
+from lesion.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_search_under_torchrun_gives_one_process_heel_and_resumes(tiny_dir, tmp_path):
+    """Two ranks (the second with a clock an hour ahead, so that a budget decided per rank would stop
+    it at once and hang rank 0) stop by the row budget, resume, and end at one process's heel."""
+    assert main([*SEARCH, "--model", tiny_dir, "--out", str(tmp_path / "one.json")]) == 0
+    script = tmp_path / "skewed.py"
+    script.write_text(SKEWED_CLOCK)
+    two = [*SEARCH, "--model", tiny_dir, "--out", str(tmp_path / "two.json")]
+    env = {"LESION_DIST_TIMEOUT_S": "120"}
+    done = torchrun(2, *two, "--max-rows", "40", script=str(script), env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert read(tmp_path, "two.json")["stopped"] == "budget"
+    done = torchrun(2, *two, "--resume", script=str(script), env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ref, got = read(tmp_path, "one.json"), read(tmp_path, "two.json")
+    assert ref["stopped"] == got["stopped"] == "reached" and len(ref["neurons"]) > 1
+    assert got["neurons"] == ref["neurons"]
+    assert got["delta"] == pytest.approx(ref["delta"], rel=1e-4)
+    assert got["screen"]["resumed_sets"] > 0 and got["rows"] < ref["rows"]
+    journal = [json.loads(line) for line in (tmp_path / "two.json.sets.jsonl").read_text().splitlines()]
+    reference = [json.loads(line) for line in (tmp_path / "one.json.sets.jsonl").read_text().splitlines()]
+    assert sorted(map(str, (j["set"] for j in journal[1:]))) == sorted(map(str, (j["set"] for j in reference[1:])))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.json", "one.json.sets.jsonl", "skewed.py",
+                                                          "two.json", "two.json.sets.jsonl"]  # rank 1 wrote nothing
+
+
 FAILING_RANK = """
 import os, sys
 from lesion import stage1

@@ -185,6 +185,10 @@ def test_search_finds_the_planted_pair_that_the_prefix_ranks_badly(planted_lm):
     assert heel.reached and {str(n) for n in heel.neurons} == PAIR and heel.delta > 100
     alone = {r["neuron"]: r["delta"] for r in heel.screen["top"]}
     assert all(0 < alone[n] < 1.0 for n in PAIR)
+    # The pair is two neurons: each part of the portfolio looked for a single one, and none crossed.
+    assert heel.portfolio["found_by"] == "all"
+    assert [p["name"] for p in heel.portfolio["parts"]] == ["all", "gate,up,act", "q,k,v", "o,down"]
+    assert all(p["ran"] and p["size"] == 0 for p in heel.portfolio["parts"][1:])
     prefix = search_heel(planted_lm, [TEXT], SearchPlan(epsilon=1.0, strategy="prefix", prune="none"), **options)
     prefix_size = next(s["size"] for s in prefix.stages if s["stage"] == "prefix")
     assert prefix_size > 2  # the paper's prefix needs more; the certificate then finds the pair in it
@@ -314,3 +318,80 @@ def test_interrupted_search_leaves_the_model_as_it_was(planted_lm, monkeypatch):
     assert heel.stopped == "interrupted" and heel.neurons and math.isfinite(heel.delta)
     assert not any(m._forward_hooks for m in planted_lm.model.modules())
     assert mean_nll(planted_lm.model, ids).item() == before
+
+
+# --- the portfolio: restricted sub-searches on one scorer -----------------------------------
+
+def lured(s: frozenset) -> float:
+    """Decoys 0-4 add 0.3 each (four of them cross 1.0); channels 33 and 37 alone 0.05 each, together 3.0:
+    greedy over the whole pool takes the decoys first and never pairs 33 with 37."""
+    return sum(0.3 if c < 5 else 0.05 if c in (33, 37) else 0.01 for c in s) + (3.0 if {33, 37} <= s else 0.0)
+
+
+def test_a_restricted_part_finds_the_smaller_heel_the_whole_search_missed():
+    from lesion.heel.algorithms import PortfolioPart
+    score = synthetic(lured)
+    parts = [PortfolioPart("deep", tuple(N[25:40])), PortfolioPart("never", tuple(N[5:10]))]
+    heel = find_smallest_heel(score, N[:30], SearchPlan(epsilon=1.0), parts=parts)
+    assert heel.reached and sorted(n.channel for n in heel.neurons) == [33, 37]
+    assert_irreducible(score, list(heel.neurons), 1.0)
+    record = heel.portfolio
+    assert record["found_by"] == "deep"
+    whole, deep, never = record["parts"]
+    assert whole["name"] == "all" and whole["size"] == 4 and whole["reached"]
+    assert deep["ran"] and deep["size"] == 2 and deep["pool"] == 15
+    # After the pair only a single could be smaller: "never" still runs (its singles, screened by the whole
+    # search, cost nothing again), and nothing of it crosses.
+    assert never["ran"] and never["size"] == 0 and not never["reached"] and never["rows"] < 15
+    # One budget: every row any part ran is counted once, and no set was evaluated twice.
+    assert heel.rows == score.rows == len(score.known)
+    assert sum(p["rows"] for p in (whole, deep, never)) + heel.certificate["rows"] == heel.rows
+    assert {s["stage"] for s in heel.stages} >= {"screen", "greedy", "prune", "deep: screen", "deep: greedy"}
+    assert {t.get("part") for t in heel.trace} == {None, "deep", "never"}
+    again = find_smallest_heel(synthetic(lured), N[:30], SearchPlan(epsilon=1.0), parts=parts)
+    assert again.neurons == heel.neurons and again.trace == heel.trace  # deterministic
+
+
+def test_parts_do_not_run_when_the_heel_is_one_neuron_and_share_the_row_budget():
+    from lesion.heel.algorithms import PortfolioPart
+    parts = [PortfolioPart("deep", tuple(N[25:40]))]
+    one = find_smallest_heel(synthetic(lambda s: 5.0 if 2 in s else 0.0), N, SearchPlan(epsilon=1.0), parts=parts)
+    assert one.rows == 8 and one.portfolio["parts"][1] == {"name": "deep", "pool": 15, "ran": False,
+                                                           "why": "the heel is one neuron: nothing smaller exists"}
+    score = SetScorer(lambda sets: [[lured(frozenset(n.channel for n in s)) for s in sets]], 1, max_rows=120)
+    heel = find_smallest_heel(score, N[:30], SearchPlan(epsilon=1.0, max_rows=120), parts=parts)
+    assert score.rows <= 120 and heel.rows == score.rows
+    whole, deep = heel.portfolio["parts"]
+    assert deep["ran"] and deep["rows"] <= (120 - whole["rows"]) * 2 // 3 + 1  # at most two thirds of what was left
+
+
+def test_a_part_pool_is_the_pool_of_the_search_restricted_to_its_components(planted_lm):
+    """The parts' pools filter the signals' scores of every neuron: no forward, and the same pool
+    ``--components NAME`` builds, since every signal scores each neuron on its own."""
+    from lesion.heel.signals import candidate_pool, portfolio_pools, signal_scores, top_neurons
+    from lesion.neurons import discover_sites
+    from lesion.texts import encode
+    model, ids = planted_lm.model, encode(planted_lm.tokenizer, TEXT)
+    whole = discover_sites(model)
+    names = ("activation", "massive", "superweight", "attribution")
+    pools = dict(portfolio_pools(whole, {n: [signal_scores(n, model, ids, whole)] for n in names}, 6))
+    assert list(pools) == ["gate,up,act", "q,k,v", "o,down"]
+    for name, pool in pools.items():
+        part = discover_sites(model, name)
+        alone = candidate_pool({n: [top_neurons(part, signal_scores(n, model, ids, part), 6)] for n in names})[0]
+        assert pool == alone and {whole.site(n).kind for n in pool} <= set(name.split(","))
+
+
+def test_after_a_pair_the_last_part_screens_its_whole_pool_with_every_row_left():
+    """Only a single neuron can beat a pair: the part's screen, not a share of it, is what pays."""
+    from lesion.heel.algorithms import PortfolioPart
+
+    def late_single(s: frozenset) -> float:
+        return 5.0 if 39 in s else and_pair(s)  # channel 39 is the last of the part's 30
+    score = SetScorer(lambda sets: [[late_single(frozenset(n.channel for n in s)) for s in sets]], 1, max_rows=60)
+    heel = find_smallest_heel(score, N[:10], SearchPlan(epsilon=1.0, max_rows=60),
+                              parts=[PortfolioPart("wide", tuple(N[10:40]))])
+    whole, wide = heel.portfolio["parts"]
+    assert whole["size"] == 2 and 60 - whole["rows"] >= 30  # the pair, with the rows for 30 singles left
+    assert [n.channel for n in heel.neurons] == [39] and heel.portfolio["found_by"] == "wide"
+    assert wide["screened"] == 30 and wide["rows"] == 30 and heel.rows <= 60

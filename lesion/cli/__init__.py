@@ -83,9 +83,10 @@ class _PrintVersion(argparse.Action):
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        if hasattr(args, "unit"):
-            from ..architectures import unit_components
+        if hasattr(args, "unit"):  # before any model loads: the library's checks of both
+            from ..architectures import resolve_components, unit_components
             args.components = unit_components(getattr(args, "components", None), args.unit)
+            resolve_components(args.components)
         from ..anytime import remembered_interrupts
         from ..distributed import run_command  # torch-free unless launched by torchrun
         with remembered_interrupts():

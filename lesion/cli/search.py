@@ -144,6 +144,9 @@ def run(args) -> int:
     with sigterm_as_interrupt():
         heel = (search_with_transfer(lm, texts, names, plan, **options) if args.transfer
                 else search_heel(lm, texts, plan, names=names, **options))
+    from ..distributed import agree
+    if not agree():  # under torchrun: every rank finished, and only rank 0 writes
+        return 0
     print_heel(heel, names)
     try:
         path = write_result(args.out, heel)
@@ -201,9 +204,29 @@ def print_heel(heel, names: list[str]) -> None:
         for label, row in heel.transfer["rows"].items():
             tr.add_row(label, str(len(row["neurons"])), *("-" if d is None else fmt(d) for d in row["deltas"]))
         console.print(tr)
+    if heel.portfolio:
+        console.print(portfolio_line(heel.portfolio), soft_wrap=True)
     rate = f", {heel.rows / heel.seconds:.3g} rows/s" if heel.seconds else ""
     console.print(f"{heel.rows} masked rows in all, {heel.seconds:.1f} s{rate}; stopped: {heel.stopped}")
     estimate = heel.screen.get("estimate")
     if estimate and estimate.get("spearman") is not None:
         console.print(f"first-order estimate vs masked Delta of the {estimate['masked']} screened: "
                       f"Spearman {estimate['spearman']:.2f}")
+
+
+def portfolio_line(portfolio: dict) -> str:
+    """Which part of the portfolio found the answer, and what each part found (or why it did not run)."""
+    def part(p: dict) -> str:
+        if not p.get("ran", True):
+            return f"{p['name']}: not run ({p['why']})"
+        outcome = {"budget": "its rows ran out", "interrupted": "interrupted"}.get(
+            p["stopped"], "no set reached" if p["name"] == "all" else "nothing smaller")
+        return f"{p['name']}: {str(p['size']) + ' neuron(s)' if p['reached'] else outcome}, {p['rows']} rows"
+    who = portfolio["found_by"]
+    source = {"all": "the search over every component", "certificate": "the certificate"}.get(
+        who, f"the search restricted to {who} (--components {who})")
+    parts = portfolio["parts"][1:]
+    whys = {p.get("why") for p in parts}
+    if parts and len(whys) == 1 and None not in whys:
+        return f"found by {source}; the portfolio's restricted parts did not run: {whys.pop()}"
+    return f"found by {source}; portfolio: " + "; ".join(part(p) for p in portfolio["parts"])

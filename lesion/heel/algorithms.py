@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from itertools import combinations, islice
 from math import comb
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from ..anytime import check_time_budget
 from ..errors import LesionError, ParameterError
@@ -297,12 +298,31 @@ class SearchPlan:
 STOPS = {"budget": "the budget (--max-rows / --time-budget)", "interrupted": "an interrupt (Ctrl-C / SIGTERM)"}
 
 
+@dataclass(frozen=True)
+class PortfolioPart:
+    """A restricted sub-search of the portfolio: the neurons of some sites only (a component group),
+    with its own pool and first-order estimate. Every part runs on the one scorer: a set any part
+    evaluated costs nothing again, and all share one row and time budget."""
+    name: str
+    pool: tuple[Neuron, ...]
+    estimate: dict[Neuron, float] | None = field(default=None, compare=False)
+
+
+PART_SHARE = 2 / 3  # of the rows left, what the next part may take (the rest: later parts and the certificate)
+
+
 def find_smallest_heel(score: SetScorer, pool: Sequence[Neuron], plan: SearchPlan,
                        prefix_order: Callable[[], Sequence[Neuron]] | None = None,
                        model_name: str = "", settings: dict | None = None, pool_info: dict | None = None,
                        text_info: Sequence[dict] = (), progress: Callable[[str], None] | None = None,
-                       estimate: dict[Neuron, float] | None = None) -> Heel:
+                       estimate: dict[Neuron, float] | None = None,
+                       parts: Sequence[PortfolioPart] = ()) -> Heel:
     """Screen ``pool``, select, prune and certify under ``score``; see the module docstring.
+
+    ``parts``: the portfolio's restricted sub-searches, run after the search of the whole ``pool``
+    when they pay (its answer is larger than one neuron, or none reached epsilon), each within a
+    share of the rows left; a part's answer replaces the best only when smaller, and the smallest
+    is certified (``portfolio`` in the result says which part found it).
 
     Anytime: whatever stops it (``score``'s row or time budget, KeyboardInterrupt) the result is
     the best set evaluated so far (``stopped`` says why), with the screen, stages and trace so
@@ -314,11 +334,7 @@ def find_smallest_heel(score: SetScorer, pool: Sequence[Neuron], plan: SearchPla
     started = time.perf_counter()
     trace: list[dict] = []
     stages: list[dict] = []
-    answer: list[Neuron] = []
-    stopped = "reached"
-    screened: list[tuple[Neuron, float]] = []
     order = screen_order(pool, estimate)
-    sizing: dict = {}
 
     def stage(name: str, fn: Callable[[], list[Neuron]]) -> list[Neuron]:
         if progress:
@@ -334,24 +350,15 @@ def find_smallest_heel(score: SetScorer, pool: Sequence[Neuron], plan: SearchPla
         entry.update(size=len(found), delta=score([found])[0] if found else None)
         return found
 
-    try:
-        screened = _screen_stage(score, order, stage, plan, sizing)
-        importance = dict(screened)
-        answer = stage(plan.strategy, lambda: _select(score, screened, plan, prefix_order, trace))
-        if not answer:
-            stopped = "not reached"
-        elif plan.prune == "elimination":
-            answer = stage("prune", lambda: prune_elimination(score, answer, plan.epsilon, importance, trace))
-        elif plan.prune == "best-drop":
-            answer = stage("prune", lambda: make_irreducible(
-                score, prune_best_drop(score, answer, plan.epsilon, trace), plan.epsilon, trace))
-    except BudgetExhausted:
-        stopped = "budget"
-    except KeyboardInterrupt:
-        if not score.known:
-            raise
-        stopped = "interrupted"
-    screened = screened or screened_so_far(score, order)
+    main = _search_part(score, order, plan, stage, prefix_order, trace)
+    answer, stopped, sizing = main.answer, main.stopped, main.sizing
+    orders = [order]
+    portfolio: dict | None = None
+    if parts:
+        portfolio = {"found_by": "all", "parts": [main.record("all", len(pool))]}
+        answer, stopped = _run_parts(score, parts, plan, stage, answer, stopped, portfolio, orders, trace)
+    screened = screened_so_far(score, [n for o in orders for n in o]) if len(orders) > 1 else (
+        main.screened or screened_so_far(score, order))
     if stopped == "reached":
         certificate = _certify_stage(score, screened, answer, plan, stage)
         stopped = certificate.pop("stopped", stopped)
@@ -366,12 +373,122 @@ def find_smallest_heel(score: SetScorer, pool: Sequence[Neuron], plan: SearchPla
                                "irreducible nor certified; --resume continues the search"}
     if certificate.get("smaller_set"):
         answer, stopped = [Neuron.parse(s) for s in certificate["smaller_set"]], "reached"
+        if portfolio is not None:
+            portfolio["found_by"] = "certificate"
     score.confirm(rests_on(score, answer))  # Deltas read from a resumed journal are re-scored, not believed
     info = {**(pool_info or {}), "order": "estimate and signals, alternately" if estimate else "signals",
             **({"confirmed_sets": score.confirmed} if score.confirmed else {}),
             **({"sizing": sizing} if sizing else {}), **_estimate_check(estimate, screened)}
-    return _heel(score, answer, plan, stopped, screened, certificate, stages, trace, model_name,
+    heel = _heel(score, answer, plan, stopped, screened, certificate, stages, trace, model_name,
                  settings or {}, info, text_info, len(pool), time.perf_counter() - started)
+    return heel if portfolio is None else replace(heel, portfolio=portfolio)
+
+
+@dataclass
+class _PartRun:
+    """What one part of the portfolio (or the whole search) found, and how it ended."""
+    answer: list[Neuron]
+    stopped: str  # reached, not reached, budget, interrupted
+    screened: list[tuple[Neuron, float]]
+    sizing: dict
+    rows: int
+    seconds: float
+
+    def record(self, name: str, pool: int, **extra) -> dict:
+        return {"name": name, "pool": pool, "screened": len(self.screened), "size": len(self.answer),
+                "reached": self.stopped == "reached", "stopped": self.stopped, "rows": self.rows,
+                "seconds": round(self.seconds, 3), **extra}
+
+
+def _search_part(score: SetScorer, order: Sequence[Neuron], plan: SearchPlan, stage, prefix_order,
+                 trace: list, label: str = "") -> _PartRun:
+    """Screen, select and prune one pool; ``label`` names a portfolio part in its stages and trace."""
+    rows, start = score.rows, time.perf_counter()
+    answer: list[Neuron] = []
+    stopped = "reached"
+    screened: list[tuple[Neuron, float]] = []
+    sizing: dict = {}
+    steps: list[dict] = []
+    named = (lambda name: f"{label}: {name}") if label else (lambda name: name)
+    try:
+        screened = _screen_stage(score, order, stage, plan, sizing, named("screen"))
+        importance = dict(screened)
+        answer = stage(named(plan.strategy), lambda: _select(score, screened, plan, prefix_order, steps))
+        if not answer:
+            stopped = "not reached"
+        elif plan.prune == "elimination":
+            answer = stage(named("prune"), lambda: prune_elimination(score, answer, plan.epsilon, importance, steps))
+        elif plan.prune == "best-drop":
+            answer = stage(named("prune"), lambda: make_irreducible(
+                score, prune_best_drop(score, answer, plan.epsilon, steps), plan.epsilon, steps))
+    except BudgetExhausted:
+        stopped = "budget"
+    except KeyboardInterrupt:
+        if not score.known:
+            raise
+        stopped = "interrupted"
+    finally:
+        trace.extend({**step, "part": label} if label else step for step in steps)
+    return _PartRun(answer if stopped == "reached" else [], stopped, screened or screened_so_far(score, order),
+                    sizing, score.rows - rows, time.perf_counter() - start)
+
+
+def _run_parts(score: SetScorer, parts: Sequence[PortfolioPart], plan: SearchPlan, stage, answer: list[Neuron],
+               stopped: str, portfolio: dict, orders: list, trace: list) -> tuple[list[Neuron], str]:
+    """The portfolio's parts after the whole search, while they pay: each searches its pool within
+    PART_SHARE of the rows left, and its answer wins when it is smaller than the best so far."""
+    for part in parts:
+        record = {"name": part.name, "pool": len(part.pool)}
+        why = _why_not(plan, answer, stopped, part)
+        if why is None and score.rows_affordable() < 1:
+            why = "the budget was spent"
+        if why is not None:
+            portfolio["parts"].append({**record, "ran": False, "why": why})
+            continue
+        order = screen_order(part.pool, part.estimate)
+        orders.append(order)
+        # Greedy is not capped below the best size (a larger greedy set can prune to a smaller one), except
+        # when only a single neuron can win: then the screen is the whole search (greedy could take only a
+        # screened single), and a certificate of a pair costs nothing, so the last part may take every row left.
+        single = stopped == "reached" and len(answer) == 2
+        part_plan = replace(plan, screen=len(part.pool) if single else 0, max_size=1 if single else plan.max_size)
+        share = 1.0 if single and part is parts[-1] else PART_SHARE
+        with _allowance(score, score.rows_affordable() * share):
+            run = _search_part(score, order, part_plan, stage, None, trace, part.name)
+        portfolio["parts"].append(run.record(part.name, len(part.pool), ran=True))
+        # A part cut short (its share of the rows, an interrupt) may still have evaluated a smaller set
+        # that reaches epsilon: the best set so far, unpruned.
+        found = run.answer if run.stopped == "reached" else score.best_found(plan.epsilon)
+        if found and score([found])[0] >= plan.epsilon and (stopped != "reached" or len(found) < len(answer)):
+            answer, stopped = found, "reached"
+            portfolio["found_by"] = part.name
+        if run.stopped == "interrupted":
+            return answer, "interrupted"
+    return answer, stopped
+
+
+def _why_not(plan: SearchPlan, answer: list[Neuron], stopped: str, part: PortfolioPart) -> str | None:
+    """Why a part would not pay, or None when it may."""
+    if stopped not in ("reached", "not reached"):
+        return f"the search was stopped by {STOPS[stopped]}"
+    if plan.strategy == "prefix":
+        return "the prefix strategy follows one ranking of every neuron"
+    if stopped == "reached" and len(answer) <= 1:
+        return "the heel is one neuron: nothing smaller exists"
+    if not part.pool:
+        return "no signal scores a neuron of this part"
+    return None
+
+
+@contextmanager
+def _allowance(score: SetScorer, rows: float) -> Iterator[None]:
+    """Within the block the scorer's row budget ends ``rows`` (per text) from now, or sooner."""
+    before = score.max_rows
+    score.max_rows = min(before, score.rows + int(rows) * score.texts)
+    try:
+        yield
+    finally:
+        score.max_rows = before
 
 
 def rests_on(score: SetScorer, answer: Sequence[Neuron]) -> list[list[Neuron]]:
@@ -397,7 +514,8 @@ def _estimate_check(estimate: dict[Neuron, float] | None, screened) -> dict:
                          "spearman": None if rho is None else round(rho, 4)}}
 
 
-def _screen_stage(score, order, stage, plan: SearchPlan, sizing: dict) -> list[tuple[Neuron, float]]:
+def _screen_stage(score, order, stage, plan: SearchPlan, sizing: dict,
+                  name: str = "screen") -> list[tuple[Neuron, float]]:
     holder: list = []
 
     def limit(done: int) -> int:
@@ -419,7 +537,7 @@ def _screen_stage(score, order, stage, plan: SearchPlan, sizing: dict) -> list[t
             holder.extend(screened_so_far(score, order))
             raise
         return []
-    stage("screen", run)
+    stage(name, run)
     return holder
 
 

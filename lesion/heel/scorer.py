@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from .. import distributed
 from ..ablation import baseline_nll, channel_means, check_ablation, set_deltas
 from ..errors import LesionError
 from ..neurons import Neuron, SiteIndex
@@ -100,14 +101,20 @@ class SetScorer:
         """No new piece starts after the deadline, nor one that the rows/s so far say would end past it."""
         if self.deadline is None:
             return
-        expected = self.row_seconds() * sets * self.texts
-        if time.monotonic() + expected > self.deadline:
+        if self.row_seconds() * sets * self.texts > self.seconds_left():
             raise BudgetExhausted
+
+    def seconds_left(self) -> float:
+        """Seconds to the deadline by rank 0's clock, the same on every rank under torchrun (inf without one)."""
+        if self.deadline is None:
+            return math.inf
+        return distributed.current().decide([self.deadline - time.monotonic()])[0]
 
     def _evaluate(self, keys: list[frozenset]) -> None:
         start = time.perf_counter()
         columns = self.evaluate([sorted(k) for k in keys])
-        self.seconds += time.perf_counter() - start
+        # Rank 0's timing on every rank: the budget's decisions read it and must agree.
+        self.seconds += distributed.current().decide([time.perf_counter() - start])[0]
         for i, key in enumerate(keys):
             self.known[key] = tuple(float(col[i]) for col in columns)
             self._consider(key)
@@ -171,7 +178,7 @@ class SetScorer:
         """Rows that fit in what is left of both budgets (inf without a deadline or a measurement)."""
         rows = (self.max_rows - self.rows) / self.texts
         if self.deadline is not None and self.row_seconds() > 0:
-            rows = min(rows, max(0.0, self.deadline - time.monotonic()) / (self.row_seconds() * self.texts))
+            rows = min(rows, max(0.0, self.seconds_left()) / (self.row_seconds() * self.texts))
         return rows
 
     def __call__(self, sets: Sequence[Sequence[Neuron]]) -> list[float]:

@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from .. import distributed
 from ..ablation import baseline_nll
 from ..errors import ParameterError
 from ..neurons import Neuron, SiteIndex
@@ -17,11 +18,11 @@ from ..results import Heel
 from ..stage1 import clean_activations
 from ..study import Study
 from ..texts import text_hash
-from .algorithms import SearchPlan, find_smallest_heel
+from .algorithms import PortfolioPart, SearchPlan, find_smallest_heel
 from .journal import SetJournal, check_journal
 from .progress import SearchProgress
 from .scorer import SetScorer
-from .signals import candidate_pool, signal_scores, top_neurons
+from .signals import candidate_pool, portfolio_pools, signal_scores, top_neurons
 
 
 def transfer_table(score_for_each: Sequence[SetScorer], heels: dict[str, Sequence[Neuron]]) -> dict:
@@ -38,7 +39,8 @@ def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence
                 per_signal: int = 100, components: str | None = None,
                 noise_options: dict | None = None, progress: bool = True,
                 say: Callable[[str], None] | None = None, memo: dict | None = None,
-                names: Sequence[str] = (), journal: str | Path | None = None, resume: bool = False) -> Heel:
+                names: Sequence[str] = (), journal: str | Path | None = None, resume: bool = False,
+                use_cache: bool = True) -> Heel:
     """``lesion search`` as a library call: pool from ``signals`` on every text, then
     :func:`find_smallest_heel` with the objective over all ``texts``. ``memo`` keeps each
     (signal, text)'s top list across calls on the same model.
@@ -46,7 +48,13 @@ def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence
     ``plan.time_budget`` bounds the whole call (signals included): the noise signal is left out
     when its estimated cost, from one timed forward, would take more than a quarter of it.
     ``journal`` is a file every evaluated set is appended to; ``resume`` reads it first, so no
-    set it holds is evaluated again (it must come from the same model, texts and ablation)."""
+    set it holds is evaluated again (it must come from the same model, texts and ablation).
+    ``use_cache``: read and write the noise signal's Stage 1 scores in lesion's cache (never under
+    torchrun, whose scores are not one process's bits).
+
+    Under torchrun (:func:`lesion.distributed.init`, or ``torchrun -m lesion search``) every rank
+    runs this call: masked rows and Stage 1's noise samples are split across the ranks, every
+    decision the time budget takes reads rank 0's clock, and rank 0 alone keeps the journal."""
     plan.check()
     if per_signal < 1:
         raise ParameterError("per_signal", f"must be >= 1 (got {per_signal})")
@@ -57,21 +65,25 @@ def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence
     studies = [Study.create(lm, text, components) for text in texts]
     index = studies[0].index
     noise_options = {"alpha": 5.0, "samples": 100, "seed": 42, **(noise_options or {})}
+    stage1_options = {**noise_options, "use_cache": use_cache and distributed.current().size == 1}
     score = SetScorer.for_model(lm.model, index, [s.input_ids for s in studies], ablation=plan.ablation,
                                 objective=plan.objective, max_rows=plan.max_rows, dtype=lm.dtype,
                                 deadline=deadline)
-    bare_row_seconds = _bare_row_seconds(lm, studies[0].input_ids)
+    bare_row_seconds = distributed.current().decide([_bare_row_seconds(lm, studies[0].input_ids)])[0]
     signals, left_out = affordable_signals(signals, bare_row_seconds * len(texts), noise_options, plan)
     memo = {} if memo is None else memo
     signal_seconds: dict[str, float] = {}
-    lists = _signal_lists(lm, studies, index, signals, per_signal, noise_options, progress, memo, signal_seconds)
-    pool, brought = candidate_pool(lists)
+    scores = _signal_scores(lm, studies, index, signals, stage1_options, progress, memo, signal_seconds)
+    pool, brought = candidate_pool({name: [top_neurons(index, v, per_signal) for v in per_text]
+                                    for name, per_text in scores.items()})
     start = time.perf_counter()
     estimate = _estimate(lm, studies, index, pool, memo)
     signal_seconds["estimate"] = round(time.perf_counter() - start, 3)
+    parts = [PortfolioPart(name, tuple(p), _estimate(lm, studies, index, p, memo))
+             for name, p in portfolio_pools(index, scores, per_signal)]
 
     def prefix_order() -> list[Neuron]:
-        ranking = studies[0].rank("noise", keep=1000, progress=progress, **noise_options)
+        ranking = studies[0].rank("noise", keep=1000, progress=progress, **stage1_options)
         return list(ranking.neurons)
 
     info = [{"name": name, "sha256": text_hash(s.text), "tokens": int(s.input_ids.shape[1])}
@@ -87,7 +99,8 @@ def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence
     try:
         if journal is not None:
             pool_info["resumed_sets"] = _open_journal(score, lm, studies, plan, journal, resume)
-        heel = find_smallest_heel(score, pool, plan, prefix_order, lm.name, settings, pool_info, info, say, estimate)
+        heel = find_smallest_heel(score, pool, plan, prefix_order, lm.name, settings, pool_info, info, say, estimate,
+                                  parts)
     finally:
         bar.close()
         if score.journal is not None:
@@ -126,27 +139,26 @@ def affordable_signals(signals: Sequence[str], bare_seconds: float, noise_option
                               f"{NOISE_SHARE:.0%} of --time-budget {plan.time_budget:g} s"}
 
 
-def _signal_lists(lm, studies, index, signals, per_signal, noise_options, progress, memo, seconds: dict):
-    """Each signal's top list per text; ``seconds`` gets each signal's wall time."""
-    lists: dict[str, list] = {}
+def _signal_scores(lm, studies, index, signals, noise_options, progress, memo, seconds: dict) -> dict[str, list]:
+    """Each signal's scores of every neuron, per text (superweight, data-free, once); ``seconds`` gets
+    each signal's wall time. The portfolio's parts take their pools from the same scores."""
+    scores: dict[str, list] = {}
     for name in signals:
         start = time.perf_counter()
         for study in studies:
-            key = (name, per_signal, text_hash(study.text))
-            if key not in memo:
-                noise = (lambda s=study: s.scores("noise", progress=progress, **noise_options)[0].values)
-                values = _scores(lm, study, index, name, noise, memo)
-                memo[key] = top_neurons(index, values, per_signal)
-            lists.setdefault(name, []).append(memo[key])
+            noise = (lambda s=study: s.scores("noise", progress=progress, **noise_options)[0].values)
+            scores.setdefault(name, []).append(_scores(lm, study, index, name, noise, memo))
             if name == "superweight":
                 break  # data-free: the same on every text
         seconds[name] = round(time.perf_counter() - start, 3)
     for key in [k for k in memo if k[0] == "acts"]:
         del memo[key]  # every signal that reads them has run
-    return lists
+    return scores
 
 
 def _scores(lm, study, index, name: str, noise, memo: dict) -> torch.Tensor:
+    """One signal's scores on one text, kept in ``memo``: the screen's first-order estimate reuses
+    attribution's, and a second search on the same model (``--transfer``) all of them."""
     key = ("scores", name, text_hash(study.text))
     acts_key = ("acts", text_hash(study.text))
 
@@ -154,10 +166,8 @@ def _scores(lm, study, index, name: str, noise, memo: dict) -> torch.Tensor:
         if acts_key not in memo:
             memo[acts_key] = clean_activations(lm.model, study.input_ids, index)
         return memo[acts_key]
-    if name != "attribution":
-        return signal_scores(name, lm.model, study.input_ids, index, noise, acts)
-    if key not in memo:  # kept: the screen's first-order estimate reuses it
-        memo[key] = signal_scores(name, lm.model, study.input_ids, index, noise)
+    if key not in memo:
+        memo[key] = signal_scores(name, lm.model, study.input_ids, index, noise, acts)
     return memo[key]
 
 
@@ -171,11 +181,16 @@ def _estimate(lm, studies, index, pool: Sequence[Neuron], memo: dict) -> dict[Ne
 
 
 def _open_journal(score: SetScorer, lm, studies, plan: SearchPlan, path, resume: bool) -> int:
+    """Under torchrun rank 0 alone reads and writes the journal; the sets it read reach every rank,
+    so that every rank skips the same sets."""
+    world = distributed.current()
     journal = SetJournal(path, {"model": lm.fingerprint(), "texts": [text_hash(s.text) for s in studies],
-                                "ablation": plan.ablation})
-    resumed = score.load(journal.read()) if resume else 0
-    journal.start(resume)
-    score.journal = journal
+                                "ablation": plan.ablation}) if world.is_main else None
+    known = journal.read() if resume and journal is not None else {}
+    resumed = score.load(world.share_object(known)) if resume else 0
+    if journal is not None:
+        journal.start(resume)
+        score.journal = journal
     return resumed
 
 

@@ -99,3 +99,33 @@ def candidate_pool(per_signal: dict[str, Sequence[Sequence[Neuron]]]) -> tuple[l
         *(set(n) for other, lists_ in per_signal.items() if other != name for n in lists_)))
         for name in per_signal}
     return list(pool), {"first_proposed_by": brought, "only_in": only}
+
+
+# The portfolio's component groups: (kinds, why a search restricted to them can find what the whole misses).
+PORTFOLIO_GROUPS = (
+    (("gate", "up", "gate_up", "act"), "the MLP's intermediate neurons: no rotation of the residual stream moves them"),
+    (("q", "k", "v", "qkv"), "attention's inputs"),
+    (("o", "down"), "what writes the residual stream"),
+)
+
+
+def portfolio_pools(index: SiteIndex, scores: dict[str, Sequence[torch.Tensor]],
+                    per_signal: int) -> list[tuple[str, list[Neuron]]]:
+    """The pools of the portfolio's restricted searches: for each component group that holds some but
+    not all of the index's sites, each signal's top ``per_signal`` among the group's neurons only, as
+    :func:`candidate_pool` interleaves them. Named by the kinds they hold, so that ``--components NAME``
+    searches that part alone (its pool is the one that search builds: every signal scores each neuron
+    on its own). Costs no forward: the signals' scores of every neuron are filtered."""
+    pools = []
+    for kinds, _ in PORTFOLIO_GROUPS:
+        held = [i for i, site in enumerate(index.sites) if site.kind in kinds]
+        if not held or len(held) == len(index.sites):
+            continue
+        inside = torch.zeros(index.total, dtype=torch.bool)
+        for i in held:
+            inside[int(index.offsets[i]):int(index.offsets[i + 1])] = True
+        lists = {name: [top_neurons(index, values.where(inside, 0.0), per_signal) for values in per_text]
+                 for name, per_text in scores.items()}
+        name = ",".join(k for k in kinds if any(index.sites[i].kind == k for i in held))
+        pools.append((name, candidate_pool(lists)[0]))
+    return pools

@@ -28,6 +28,7 @@ class Heel(NeuronSet):
     transfer: dict | None = None
     profile: tuple[dict, ...] = ()  # per neuron: layer, kind, Delta alone, where its |activation| peaks
     seconds: float = 0.0  # wall time of the search (signals, screen, selection, pruning, certificate)
+    portfolio: dict | None = None  # the sub-searches run (or not, and why) and which one found the answer
 
     def to_dict(self) -> dict:
         return {"model": self.model, "reached": self.reached, "neurons": [str(n) for n in self.neurons],
@@ -35,7 +36,7 @@ class Heel(NeuronSet):
                 "delta": self.delta, "rows": self.rows, "seconds": self.seconds, "stopped": self.stopped,
                 "texts": list(self.texts), "stages": list(self.stages), "screen": self.screen,
                 "certificate": self.certificate, "profile": list(self.profile), "settings": self.settings,
-                "transfer": self.transfer, "trace": list(self.trace)}
+                "transfer": self.transfer, "portfolio": self.portfolio, "trace": list(self.trace)}
 
 
     SOURCE = "heel: pass heel.json from `lesion search`"
@@ -51,4 +52,4 @@ class Heel(NeuronSet):
                    trace=tuple(as_list(d.get("trace", []), "trace")), stopped=str(d["stopped"]),
                    settings=as_settings(d["settings"]), transfer=d.get("transfer"),
                    profile=tuple(as_list(d.get("profile", []), "profile")),
-                   seconds=as_float(d.get("seconds", 0.0)))
+                   seconds=as_float(d.get("seconds", 0.0)), portfolio=d.get("portfolio"))
