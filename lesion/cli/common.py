@@ -184,8 +184,11 @@ def load(args, recorded: dict | None = None):
     lm = load_model(args.model, dtype=args.dtype, device=args.device, device_map=args.device_map,
                     progress=progress_enabled(args), revision=args.revision,
                     partial_view=getattr(args, "partial_view", False))
-    if not getattr(args, "quiet", False) and lm.coverage is not None:
-        print(lm.coverage.line(), file=sys.stderr)
+    from ..distributed import speaks
+    # On stdout with the command's own output: stderr keeps to the one line of an error, and --json
+    # keeps stdout to the result (its record says what was not seen when a partial view was accepted).
+    if lm.coverage is not None and speaks() and not getattr(args, "quiet", False) and not getattr(args, "json", False):
+        console.print(lm.coverage.line(), style="dim")
     return lm
 
 
