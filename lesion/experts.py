@@ -284,14 +284,18 @@ def instrument(model: torch.nn.Module) -> list[str]:
 
 
 def internal(model: torch.nn.Module, name: str) -> bool:
-    """True for a module inside fused experts or a router that is not one of lesion's taps (the
-    experts' shared ``act_fn``, run once per expert): never a site of its own."""
+    """True for a module that is never a site of its own: inside fused experts or a router and not one
+    of lesion's taps (the experts' shared ``act_fn``, run once per expert), or inside experts kept as a
+    list of modules, which see only the tokens routed to them, in an order lesion cannot read; their
+    parameters stay unseen, so :mod:`lesion.coverage` refuses the model rather than mask them wrongly."""
     if isinstance(model.get_submodule(name), Tap):
         return False
     prefix = name.rpartition(".")[0]
     while prefix:
         module = model.get_submodule(prefix)
         if fused_kind(module) is not None or isinstance(getattr(module, "logits", None), Tap):
+            return True
+        if isinstance(module, torch.nn.ModuleList) and prefix.rpartition(".")[2] == "experts":
             return True
         prefix = prefix.rpartition(".")[0]
     return False

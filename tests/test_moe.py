@@ -328,3 +328,34 @@ def test_a_deep_copy_runs_on_its_own_weights(ids):
         with mask_neurons(twin, index, [Neuron(f"{block}.experts.routing", 1)]):
             twin(input_ids=ids)
         assert not any(t.hooked for t in model.modules() if isinstance(t, experts.Tap))
+
+
+def test_experts_kept_as_a_list_of_modules_are_refused_not_masked_wrongly():
+    """A block whose experts are a ModuleList (transformers 4's Mixtral layout, remote-code MoEs) runs each
+    expert on its routed tokens only: lesion cannot tell their rows apart, so it refuses the model."""
+    model = make_tiny_moe("mixtral")
+    block = model.model.layers[1].mlp
+
+    class ListExperts(torch.nn.Module):
+        def __init__(self, hidden: int, width: int, n: int):
+            super().__init__()
+            self.experts = torch.nn.ModuleList(torch.nn.ModuleDict(
+                {"w1": torch.nn.Linear(hidden, width, bias=False), "w2": torch.nn.Linear(width, hidden, bias=False)})
+                for _ in range(n))
+            self.gate = torch.nn.Linear(hidden, n, bias=False)
+
+        def forward(self, x):
+            flat = x.reshape(-1, x.shape[-1])
+            chosen = self.gate(flat).argmax(-1)
+            out = torch.zeros_like(flat)
+            for e, expert in enumerate(self.experts):
+                rows = torch.where(chosen == e)[0]
+                out[rows] = expert["w2"](torch.relu(expert["w1"](flat[rows])))
+            return out.reshape(x.shape)
+    model.model.layers[1].mlp = ListExperts(model.config.hidden_size, 16, 4)
+    del block
+    index = discover_sites(model, "all")
+    assert not any(s.name.startswith("model.layers.1.mlp.experts.") for s in index.sites)
+    with pytest.raises(ParameterError) as err:
+        coverage.check(model)
+    assert err.value.parameter == "partial_view"
