@@ -43,21 +43,20 @@ def _zero(stock: torch.nn.Module, family: str, block: str, neuron: Neuron) -> No
     c = neuron.channel
     point = neuron.module.rpartition(".")[2]
 
-    def rows(e: int, index):  # output rows of the gate/up projection
+    def zero_output(weight: torch.Tensor, bias_name: str, e: int, index) -> None:
+        """Zero output channel(s) ``index`` of expert ``e``'s (E, out, in) weight ((E, in, out) transposed)."""
         if transposed:
-            gate_up[e, :, index] = 0
+            weight[e, :, index] = 0
         else:
-            gate_up[e, index, :] = 0
+            weight[e, index, :] = 0
         if bias:
-            ex.gate_up_proj_bias.data[e, index] = 0
+            getattr(ex, bias_name).data[e, index] = 0
+
+    def rows(e: int, index):  # output rows of the gate/up projection
+        zero_output(gate_up, "gate_up_proj_bias", e, index)
 
     def down_out(e: int, channel):
-        if transposed:
-            down[e, :, channel] = 0
-        else:
-            down[e, channel, :] = 0
-        if bias:
-            ex.down_proj_bias.data[e, channel] = 0
+        zero_output(down, "down_proj_bias", e, channel)
     if neuron.module == block:  # the block's output channel: every expert's and shared expert's
         for e in range(down.shape[0]):
             down_out(e, c)
