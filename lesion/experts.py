@@ -29,6 +29,8 @@ the tests against a loop over experts written out by hand.
 from __future__ import annotations
 
 import types
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -47,14 +49,19 @@ def unit_name(text: str) -> str:
 
 
 class Tap(torch.nn.Module):
-    """A named point inside a fused module: the identity, there to carry forward hooks."""
+    """A named point inside a fused module: the identity, there to carry forward hooks, and
+    readers of the routed rows alone (:func:`reading_routed`), which never build the dense tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.routed_readers: list[Callable] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.view_as(x)  # a new tensor object: the site probe drops modules that return their input
 
     @property
     def hooked(self) -> bool:
-        return bool(self._forward_hooks) or bool(self._forward_pre_hooks)
+        return bool(self._forward_hooks) or bool(self._forward_pre_hooks) or bool(self.routed_readers)
 
 
 class ExpertPoints(torch.nn.Module):
@@ -98,9 +105,37 @@ def through(tap: Tap, values: torch.Tensor, rows: torch.Tensor, shape: tuple[int
     """
     if not tap.hooked:
         return values
+    for read in tap.routed_readers:
+        read(values, rows, shape)
+    if not (tap._forward_hooks or tap._forward_pre_hooks):
+        return values
     batch, tokens = shape
     dense = values.new_zeros(batch * tokens, values.shape[-1]).index_copy(0, rows, values)
     return tap(dense.view(batch, tokens, -1)).reshape(batch * tokens, -1).index_select(0, rows)
+
+
+def reads_routed(model: torch.nn.Module, name: str) -> bool:
+    """True for an expert's gate, up, act or down tap, whose forward sees only the routed rows."""
+    parent = name.rpartition(".")[0]
+    return bool(parent) and isinstance(model.get_submodule(name), Tap) and \
+        isinstance(model.get_submodule(parent), ExpertPoints)
+
+
+@contextmanager
+def reading_routed(model: torch.nn.Module, readers: dict[str, Callable]) -> Iterator[None]:
+    """Give taps (by module name) a reader ``fn(values (n, C), rows (n,), (batch, tokens))`` of the
+    routed rows alone, called in every forward (with n = 0 for an expert no token reached); removed
+    in ``finally``, as hooks are."""
+    added: list[tuple[Tap, Callable]] = []
+    try:
+        for name, read in readers.items():
+            tap = model.get_submodule(name)
+            tap.routed_readers.append(read)
+            added.append((tap, read))
+        yield
+    finally:
+        for tap, read in added:
+            tap.routed_readers.remove(read)
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, transposed: bool) -> torch.Tensor:

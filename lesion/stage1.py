@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from . import distributed
+from . import distributed, experts
 from .anytime import forget_interrupt, raise_if_interrupted
 from .batching import split_on_oom
 from .errors import LesionError, ParameterError
@@ -171,7 +171,11 @@ def rank_by_noise(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIn
         done, settled, wanted = 0, 0, settle_top
         forget_interrupt()
         world = distributed.current()  # under torchrun, each rank runs its share of each segment
-        with hooked(model, _accumulate(index, clean, pending, with_squares=adaptive)):
+        accumulate = _accumulate(index, clean, pending, with_squares=adaptive)
+        routed = {s.name: _accumulate_routed(s, clean, pending, adaptive) for s in index.sites
+                  if experts.reads_routed(model, s.name)}
+        with hooked(model, {n: fn for n, fn in accumulate.items() if n not in routed}), \
+                experts.reading_routed(model, routed):
             gen = noise_generator(seed)
             bar = tqdm(total=cap, desc="stage 1: noise samples", disable=not progress or not world.is_main,
                        leave=False)
@@ -219,6 +223,28 @@ def _accumulate(index, clean, pending, with_squares: bool = False):
         change = (site.channels(out, ref.shape[0]).float() - ref).abs()  # (B, T, C)
         pending[site.name] = (change.sum(dim=0), change.square().sum(dim=0) if with_squares else None)
     return {s.name: (lambda out, s=s: add(out, s)) for s in index.sites}
+
+
+def _accumulate_routed(site, clean, pending, with_squares: bool):
+    """The sums of :func:`_accumulate` for an expert's neuron, from its routed rows alone: at a token
+    not routed to the expert the noisy activation is 0, so each such row adds |A_clean| (and A_clean^2),
+    the same for every sample, and a routed row corrects that term with its own value."""
+    constant: dict[str, torch.Tensor] = {}  # |A_clean| and A_clean^2, made once
+
+    def add(values: torch.Tensor, rows: torch.Tensor, shape: tuple[int, int]) -> None:
+        ref = clean[site.name]  # (T, C)
+        if not constant:
+            constant.update(abs=ref.abs(), square=ref.square())
+        batch, tokens = shape
+        at = rows % tokens
+        moved = ref.index_select(0, at).sub_(values.float())  # A_clean - A_noisy on the routed rows
+        total = (constant["abs"] * batch).index_add_(0, at, moved.abs().sub_(constant["abs"].index_select(0, at)))
+        squares = None
+        if with_squares:
+            squares = (constant["square"] * batch).index_add_(
+                0, at, moved.square_().sub_(constant["square"].index_select(0, at)))
+        pending[site.name] = (total, squares)
+    return add
 
 
 def clean_activations(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex) -> dict[str, torch.Tensor]:

@@ -358,3 +358,21 @@ def test_experts_kept_as_a_list_of_modules_are_refused_not_masked_wrongly():
     with pytest.raises(ParameterError) as err:
         coverage.check(model)
     assert err.value.parameter == "partial_view"
+
+
+@pytest.mark.parametrize("family", ["mixtral", "gpt_oss", "llama4_text"])
+@pytest.mark.parametrize("samples", [6, "auto"])
+def test_stage1_from_routed_rows_equals_the_dense_accumulation(family, samples, ids, monkeypatch):
+    """Expert neurons accumulate |A_clean - A_noisy| from their routed rows alone (the others add
+    |A_clean|): the same scores as over the dense tensor with zeros, within float32 rounding."""
+    import lesion.stage1 as stage1
+    model = make_tiny_moe(family)
+    index = discover_sites(model)
+    options = dict(samples=samples, max_samples=20, batch_size=4, progress=False)
+    routed = rank_by_noise(model, ids[:1], index, **options)
+    monkeypatch.setattr(stage1.experts, "reads_routed", lambda model, name: False)
+    dense = rank_by_noise(model, ids[:1], index, **options)
+    torch.testing.assert_close(routed.values, dense.values, rtol=1e-5, atol=1e-6)
+    assert torch.equal(routed.positions, dense.positions)
+    if samples == "auto":
+        assert routed.adaptive["samples_used"] == dense.adaptive["samples_used"]
