@@ -24,11 +24,18 @@ PARTS = ("attention", "mlp", "experts", "router", "norms", "other")
 MUST_SEE = ("mlp", "experts", "router", "other")
 
 
+def _is_router(name: str, owner: torch.nn.Module) -> bool:
+    """A router lesion tapped, or a 2-D ``router``/``gate`` weight of a family it does not know."""
+    if isinstance(getattr(owner, "logits", None), experts.Tap):
+        return True
+    weight = getattr(owner, "weight", None)
+    return (re.search(r"\.(router|gate)\.weight$", name) is not None and weight is not None and weight.dim() == 2
+            and re.search(r"(gate_proj|shared_expert_gate)", name) is None)
+
+
 def part_of(name: str, owner: torch.nn.Module) -> str:
     """The part of a block a parameter belongs to, from its name and owner."""
-    if isinstance(getattr(owner, "logits", None), experts.Tap) or re.search(r"\.(router|gate)\.weight$", name) \
-            and getattr(owner, "weight", None) is not None and owner.weight.dim() == 2 \
-            and not re.search(r"(gate_proj|shared_expert_gate)", name):
+    if _is_router(name, owner):
         return "router"
     if re.search(r"\.experts?\.|shared_expert", name):
         return "experts"
