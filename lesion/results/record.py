@@ -130,7 +130,7 @@ def decode(tp: Any, value: Any, where: str) -> Any:
 def _decode_record(cls: type[T], value: Any, where: str) -> T:
     if not isinstance(value, dict):
         raise ValueError(f"{where} is not an object")
-    hints = _hints(cls)
+    hints = _hints(cls)  # type: ignore[arg-type]
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     spread = next((f.name for f in fields.values() if f.metadata.get("spread")), None)
     unknown = [k for k in value if k not in fields or k == spread]
