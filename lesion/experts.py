@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from .expert_list import instrument_list, is_expert_list
+
 MOE_BLOCK_KIND = "moe"
 
 
@@ -198,7 +200,10 @@ def _regate(experts, gate_up: torch.Tensor, taps: ExpertPoints, rows: torch.Tens
         gate, up = gate_up.chunk(2, dim=-1)
     else:
         gate, up = gate_up[..., ::2], gate_up[..., 1::2]
-    gate, up = through(taps.gate_proj, gate, rows, shape), through(taps.up_proj, up, rows, shape)
+    new_gate, new_up = through(taps.gate_proj, gate, rows, shape), through(taps.up_proj, up, rows, shape)
+    if new_gate is gate and new_up is up:  # read, not changed (Stage 1): no copy
+        return gate_up
+    gate, up = new_gate, new_up
     if experts.is_concatenated:
         return torch.cat([gate, up], dim=-1)
     return torch.stack([gate, up], dim=-1).flatten(-2)
@@ -279,14 +284,34 @@ def _router_of(block: torch.nn.Module, n_experts: int) -> torch.nn.Module | None
     return None
 
 
+def _instrument_router(block: torch.nn.Module, n_experts: int, batch: _BatchShape) -> None:
+    router = _router_of(block, n_experts)
+    if router is None:
+        return
+    router.add_module("logits", Tap())
+    attr = _forward_attr(router)
+    router._lesion_forward = getattr(router, attr)
+    router._lesion_experts, router._lesion_batch = n_experts, batch
+    setattr(router, attr, types.MethodType(_router_forward, router))
+
+
 def instrument(model: torch.nn.Module) -> list[str]:
-    """Give every fused-experts block of ``model`` its taps (once; the model computes the same
-    function) and return the names of its MoE blocks."""
+    """Give every fused-experts block of ``model`` its taps, and every block whose experts are a list
+    of modules its row tracking (once; the model computes the same function); return the names of
+    its MoE blocks."""
     blocks = getattr(model, "_lesion_moe_blocks", None)
     if blocks is not None:
         return blocks
     blocks = []
     for name, module in list(model.named_modules()):
+        if is_expert_list(name, module):
+            block_name = name.rpartition(".")[0]
+            block = model.get_submodule(block_name)
+            block.register_forward_pre_hook((batch := _BatchShape()).remember, with_kwargs=True)
+            instrument_list(block_name, block, name, module, _forward_attr)
+            _instrument_router(block, len(module), batch)
+            blocks.append(block_name)
+            continue
         kind = fused_kind(module)
         if kind is None or "." not in name:
             continue
@@ -306,13 +331,7 @@ def instrument(model: torch.nn.Module) -> list[str]:
         block.register_forward_pre_hook(batch.remember, with_kwargs=True)
         forward = _routed_forward if kind == "routed" else _dense_forward
         setattr(module, _forward_attr(module), types.MethodType(forward, module))
-        router = _router_of(block, n_experts)
-        if router is not None:
-            router.add_module("logits", Tap())
-            attr = _forward_attr(router)
-            router._lesion_forward = getattr(router, attr)
-            router._lesion_experts, router._lesion_batch = n_experts, batch
-            setattr(router, attr, types.MethodType(_router_forward, router))
+        _instrument_router(block, n_experts, batch)
         blocks.append(block_name)
     model._lesion_moe_blocks = blocks
     return blocks
@@ -320,17 +339,13 @@ def instrument(model: torch.nn.Module) -> list[str]:
 
 def internal(model: torch.nn.Module, name: str) -> bool:
     """True for a module that is never a site of its own: inside fused experts or a router and not one
-    of lesion's taps (the experts' shared ``act_fn``, run once per expert), or inside experts kept as a
-    list of modules, which see only the tokens routed to them, in an order lesion cannot read; their
-    parameters stay unseen, so :mod:`lesion.coverage` refuses the model rather than mask them wrongly."""
+    of lesion's taps (the experts' shared ``act_fn``, run once per expert)."""
     if isinstance(model.get_submodule(name), Tap):
         return False
     prefix = name.rpartition(".")[0]
     while prefix:
         module = model.get_submodule(prefix)
         if fused_kind(module) is not None or isinstance(getattr(module, "logits", None), Tap):
-            return True
-        if isinstance(module, torch.nn.ModuleList) and prefix.rpartition(".")[2] == "experts":
             return True
         prefix = prefix.rpartition(".")[0]
     return False

@@ -16,6 +16,7 @@ import torch
 
 from . import architectures, experts
 from .errors import LesionError, ParameterError
+from .expert_list import unrouted_shapes
 from .torch_hooks import hooked
 
 
@@ -134,7 +135,7 @@ def discover_sites(model: torch.nn.Module, components: Iterable[str] | None = No
             candidates[name] = kind
     if experts.MOE_BLOCK_KIND in kinds:
         candidates.update({name: experts.MOE_BLOCK_KIND for name in moe_blocks})
-    shapes = [_probe_shapes(model, candidates, length) for length in (5, 7)]
+    shapes = [unrouted_shapes(model, candidates, _probe_shapes(model, candidates, length)) for length in (5, 7)]
     sites = []
     for name, kind in candidates.items():
         a, b = shapes[0].get(name), shapes[1].get(name)

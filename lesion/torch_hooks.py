@@ -20,11 +20,28 @@ def hooked(model: torch.nn.Module, fns: Mapping[str, Callable], raw: bool = Fals
     try:
         for name, fn in fns.items():
             hook = fn if raw else (lambda module, inputs, output, fn=fn: _on_first(fn, output))
-            handles.append(model.get_submodule(name).register_forward_hook(hook))
+            module = model.get_submodule(name)
+            if hasattr(module, "_lesion_routed"):
+                hook = _dense(hook)
+            handles.append(module.register_forward_hook(hook))
         yield
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _dense(hook: Callable) -> Callable:
+    """``hook`` on a module that runs on some tokens' rows alone (an expert kept in a list of modules):
+    it sees (batch, tokens, C) with 0 at the other tokens, and the rows it returns are put back."""
+    def on(module, inputs, output):
+        if not isinstance(output, torch.Tensor):
+            return hook(module, inputs, output)
+        rows, (batch, tokens) = module._lesion_routed()
+        width = output.shape[-1]
+        dense = output.new_zeros(batch * tokens, width).index_copy(0, rows, output.reshape(-1, width))
+        new = hook(module, inputs, dense.view(batch, tokens, width))
+        return None if new is None else new.reshape(batch * tokens, width).index_select(0, rows).view(output.shape)
+    return on
 
 
 def _on_first(fn: Callable, output):

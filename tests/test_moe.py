@@ -329,11 +329,12 @@ def test_a_deep_copy_runs_on_its_own_weights(ids):
         assert not any(t.hooked for t in model.modules() if isinstance(t, experts.Tap))
 
 
-def test_experts_kept_as_a_list_of_modules_are_refused_not_masked_wrongly():
-    """A block whose experts are a ModuleList (transformers 4's Mixtral layout, remote-code MoEs) runs each
-    expert on its routed tokens only: lesion cannot tell their rows apart, so it refuses the model."""
+def test_experts_written_by_hand_as_a_list_of_modules_are_seen_and_masked_exactly(ids):
+    """A block whose experts are a ModuleList of ModuleDicts, routed by argmax and written back by
+    index assignment (no transformers code at all): its expert neurons are sites, and masking one
+    equals zeroing its weight row (more layouts in test_expert_list.py)."""
+    import copy
     model = make_tiny_moe("mixtral")
-    block = model.model.layers[1].mlp
 
     class ListExperts(torch.nn.Module):
         def __init__(self, hidden: int, width: int, n: int):
@@ -352,12 +353,17 @@ def test_experts_kept_as_a_list_of_modules_are_refused_not_masked_wrongly():
                 out[rows] = expert["w2"](torch.relu(expert["w1"](flat[rows])))
             return out.reshape(x.shape)
     model.model.layers[1].mlp = ListExperts(model.config.hidden_size, 16, 4)
-    del block
+    stock = copy.deepcopy(model)
     index = discover_sites(model, "all")
-    assert not any(s.name.startswith("model.layers.1.mlp.experts.") for s in index.sites)
-    with pytest.raises(ParameterError) as err:
-        coverage.check(model)
-    assert err.value.parameter == "partial_view"
+    assert {f"model.layers.1.mlp.experts.{e}.w2" for e in range(4)} <= set(index.by_name)
+    assert not coverage.check(model).partial
+    with torch.no_grad():
+        stock.model.layers[1].mlp.experts[3]["w2"].weight[6] = 0
+        reference = stock(input_ids=ids, use_cache=False).logits
+        with mask_neurons(model, index, [Neuron("model.layers.1.mlp.experts.3.w2", 6)]):
+            masked = model(input_ids=ids, use_cache=False).logits
+        assert not torch.allclose(masked, model(input_ids=ids, use_cache=False).logits, atol=1e-6)
+    assert torch.allclose(masked, reference, atol=2e-5)
 
 
 @pytest.mark.parametrize("family", ["mixtral", "gpt_oss", "llama4_text"])
