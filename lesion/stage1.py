@@ -227,8 +227,8 @@ def _accumulate(index, clean, pending, with_squares: bool = False):
 
 def _accumulate_routed(site, clean, pending, with_squares: bool):
     """The sums of :func:`_accumulate` for an expert's neuron, from its routed rows alone: at a token
-    not routed to the expert the noisy activation is 0, so each such row adds |A_clean| (and A_clean^2),
-    the same for every sample, and a routed row corrects that term with its own value."""
+    not routed to the expert the noisy activation is 0, so each such row adds |A_clean| (and A_clean^2):
+    (rows of the batch at that position not routed) x |A_clean|, plus the routed rows' own terms."""
     constant: dict[str, torch.Tensor] = {}  # |A_clean| and A_clean^2, made once
 
     def add(values: torch.Tensor, rows: torch.Tensor, shape: tuple[int, int]) -> None:
@@ -237,12 +237,12 @@ def _accumulate_routed(site, clean, pending, with_squares: bool):
             constant.update(abs=ref.abs(), square=ref.square())
         batch, tokens = shape
         at = rows % tokens
+        unrouted = (batch - torch.bincount(at, minlength=tokens)).to(ref.dtype).unsqueeze(1)  # (T, 1)
         moved = ref.index_select(0, at).sub_(values.float())  # A_clean - A_noisy on the routed rows
-        total = (constant["abs"] * batch).index_add_(0, at, moved.abs().sub_(constant["abs"].index_select(0, at)))
         squares = None
         if with_squares:
-            squares = (constant["square"] * batch).index_add_(
-                0, at, moved.square_().sub_(constant["square"].index_select(0, at)))
+            squares = (constant["square"] * unrouted).index_add_(0, at, moved.square())
+        total = (constant["abs"] * unrouted).index_add_(0, at, moved.abs_())
         pending[site.name] = (total, squares)
     return add
 
