@@ -20,7 +20,7 @@ import torch
 
 from .coverage import Coverage
 from .coverage import check as check_coverage
-from .errors import LesionError
+from .errors import LesionError, ParameterError
 from .fast_tokenizer import load_tokenizer
 from .options import DEFAULT_MODEL, DTYPES
 from .temporary import temporarily
@@ -171,6 +171,23 @@ def _gguf_cache(folder: str, gguf: str) -> Path:
     return cache_dir() / "models" / key.hexdigest()[:20]
 
 
+def check_device(device: str = "cpu", device_map: str | dict | None = None) -> None:
+    """A device torch understands and this machine has, checked before a model loads."""
+    if isinstance(device_map, str) and device_map != "auto":
+        raise ParameterError("device_map", f"takes 'auto' or accelerate's {{module: device}} (got {device_map!r})")
+    try:
+        kind = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ParameterError("device", f"{device!r} is not a device: use cpu, cuda or cuda:N") from None
+    if kind.type == "cuda":  # with a device_map too: accelerate would quietly place it all on the CPU
+        if not torch.cuda.is_available():
+            raise ParameterError("device", f"{device} asked for but no CUDA device is available: use cpu")
+        if kind.index is not None and kind.index >= torch.cuda.device_count():
+            raise ParameterError("device", f"{device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif kind.type not in ("cpu", "cuda", "mps"):
+        raise ParameterError("device", f"{device!r}: lesion runs on cpu, cuda or mps")
+
+
 def load_model(spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = "cpu",
                device_map: str | dict | None = None, use_cache: bool = True, progress: bool = True,
                revision: str | None = None, partial_view: bool = False) -> LoadedModel:
@@ -184,7 +201,8 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = 
     from transformers.utils import logging as hf_logging
 
     if dtype not in DTYPES:
-        raise LesionError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+        raise ParameterError("dtype", f"must be one of {', '.join(DTYPES)} (got {dtype!r})")
+    check_device(device, device_map)
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     logging.getLogger("transformers").setLevel(logging.ERROR)

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from ..errors import LesionError
 from .common import (add_common_flags, add_components_arg, add_model_args, add_stage1_args,
                      add_stage2_args, add_text_args, check_out, check_stage1, check_stage2, console, fmt, load,
                      progress_enabled)
@@ -133,9 +132,6 @@ def run_identify(args) -> int:
     check_stage2(args)
     check_out(args.out)
     ranking = Ranking.load(args.ranking)
-    if args.step > min(args.max_neurons, len(ranking.neurons)):
-        raise LesionError(f"--step {args.step} is larger than the {min(args.max_neurons, len(ranking.neurons))} "
-                          f"candidate(s) of {args.ranking}: lower --step")
     from ..results import recorded_text
     text = recorded_text(ranking.settings, _text(args), args.ranking)  # a wrong text is refused before loading
     lm = load(args, recorded=ranking.settings)

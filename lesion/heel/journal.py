@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from ..errors import LesionError
+from ..errors import JournalMismatch, LesionError, ResultError
 from ..files import check_writable_folder
 from ..neurons import Neuron
 
@@ -82,7 +82,7 @@ class SetJournal:
         lines = data[:_whole_lines(data)].decode("utf-8", errors="replace").split("\n")[:-1]
         header = _parse(lines[0]) if lines else None
         if not isinstance(header, dict) or header.get("journal") != self.key:
-            raise LesionError(f"{self.path} was written by a search of another model, text or ablation "
+            raise JournalMismatch(f"{self.path} was written by a search of another model, text or ablation "
                               f"({_differs(header, self.key)}): start the search afresh, without resuming, or resume "
                               "the search it belongs to")
         known: dict[frozenset, tuple[float, ...]] = {}
@@ -94,7 +94,7 @@ class SetJournal:
     def _entry(self, entry, number: int) -> tuple[frozenset, tuple[float, ...]]:
         """One line's set and Deltas, or one line saying why the journal is refused."""
         def refuse(why: str) -> LesionError:
-            return LesionError(f"line {number} of the journal {self.path} {why}: it was edited, damaged or "
+            return ResultError(f"line {number} of the journal {self.path} {why}: it was edited, damaged or "
                                "copied from another search; start the search afresh, without resuming")
         if not isinstance(entry, dict) or set(entry) != {"set", "deltas", "sha256"}:
             raise refuse("is not an entry lesion wrote")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import LesionError
+from ..errors import LesionError, ResultError
 from ..files import json_text, read_json, write_files
 from .base import Result, result_files
 from .sets import CriticalSet, Ranking
@@ -69,7 +69,7 @@ class ScanResult(Result):
     def load(cls, path: str | Path) -> "ScanResult":
         folder = Path(path)
         if not folder.is_dir():
-            raise LesionError(f"{str(folder)!r} is not a folder: {cls.SOURCE}")
+            raise ResultError(f"{str(folder)!r} is not a folder: {cls.SOURCE}")
         fingerprints = read_json(folder / FINGERPRINTS) if (folder / FINGERPRINTS).is_file() else None
         run = read_json(folder / RUN) if (folder / RUN).is_file() else {}
         return cls(Ranking.load(folder / RANKING), CriticalSet.load(folder / CRITICAL), fingerprints,
