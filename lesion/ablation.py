@@ -174,7 +174,7 @@ def baseline_nll(model: torch.nn.Module, input_ids: torch.Tensor, dtype: str = "
     nll = mean_nll(model, input_ids)[0].item()
     if not math.isfinite(nll):
         raise LesionError(f"the unmasked model's perplexity is non-finite{' in ' + dtype if dtype else ''}: "
-                          "use --dtype float32")
+                          "use `dtype` float32")
     return nll
 
 

@@ -82,7 +82,7 @@ def resolve_inputs(result: NeuronSet, source: str | Path, text: str | None = Non
     if ablation is not None:
         check_ablation(ablation)
         if ablation != kept:
-            notes.append(f"--ablation {ablation} overrides the {kept} ablation {str(source)!r} was scored with: "
+            notes.append(f"`ablation` {ablation} overrides the {kept} ablation {str(source)!r} was scored with: "
                          "its Delta is not reproduced")
     chosen = kept if ablation is None else ablation
     if text is not None:
@@ -91,7 +91,7 @@ def resolve_inputs(result: NeuronSet, source: str | Path, text: str | None = Non
             texts = same
         else:
             notes.append(f"the text given is not one {str(source)!r} was found on: its recorded Delta does "
-                         "not apply (drop --text/--text-file to reproduce it)")
+                         "not apply (drop `text` and `text_file` to reproduce it)")
             texts = [("given text", text, None)]
     return Inputs(tuple((n, t) for n, t, _ in texts), chosen, tuple(notes),
                   tuple(None if ablation not in (None, kept) else d for _, _, d in texts))

@@ -155,9 +155,9 @@ class RunFolder:
     def _require(self, name: str) -> Path:
         file = self.file(name)
         if self.path.exists() and not self.path.is_dir():
-            raise ResultError(f"{str(self.path)!r} is not a folder: pass the folder `lesion scan --out` wrote")
+            raise ResultError(f"{str(self.path)!r} is not a folder: pass the run folder a scan wrote")
         if not file.is_file():
-            raise ResultError(f"{str(self.path)!r} has no {name}: run `lesion scan --out {self.path}` first")
+            raise ResultError(f"{str(self.path)!r} has no {name}: write a scan into it first (`lesion scan`)")
         self.check()
         return file
 

@@ -71,7 +71,7 @@ def find_critical_set(model: torch.nn.Module, input_ids: torch.Tensor, index: Si
     check_options(epsilon, step, max_neurons, stage2)
     candidates = list(candidates)[:max_neurons]
     if not candidates:
-        raise LesionError("the ranking is empty: rank some neurons first (lesion rank) or widen --components")
+        raise LesionError("the ranking is empty: rank some neurons first, or widen `components`")
     index.check(candidates)
     settings = dict(settings or {})
     clean = baseline_nll(model, input_ids, settings.get("dtype", ""))
@@ -111,7 +111,7 @@ def find_critical_set(model: torch.nn.Module, input_ids: torch.Tensor, index: Si
                 "delta_fell_at_gallop_points": _fell([evaluated[n].delta for n in visited]),
                 "delta_fell_inside_bracket": _fell([evaluated[n].delta for n in sorted(evaluated) if n > below]),
                 "exact_if": f"no n <= {below} other than the gallop points crosses (true when Delta is "
-                            "monotone in n); --stage2 linear checks every n"}
+                            "monotone in n); `stage2` linear checks every n"}
     finally:
         bar.close()
     trajectory = tuple(evaluated[n] for n in sorted(evaluated))

@@ -55,7 +55,7 @@ class Study:
         tokens = settings.get("tokens")
         if tokens is not None and tokens != study.input_ids.shape[1]:
             raise ModelMismatch(f"{str(source)!r} was made on {tokens} tokens but this model's tokenizer gives "
-                              f"{study.input_ids.shape[1]}: use the tokenizer of the original --model")
+                              f"{study.input_ids.shape[1]}: use the tokenizer of the original `model`")
         return study
 
     def settings(self, **extra) -> dict:
@@ -201,8 +201,8 @@ def check_same_model(settings: dict, lm: LoadedModel, what: str) -> None:
     theirs = settings.get("model_fingerprint")
     if theirs is None:
         raise ModelMismatch(f"the {what} records no model_fingerprint, so the model it was made on cannot be "
-                          "checked: re-create it with lesion on this model")
+                            "checked: re-create it with lesion on this model")
     if theirs != lm.fingerprint():
         raise ModelMismatch(f"the {what} was made on another model or dtype ({settings.get('model')!r}, "
-                          f"{settings.get('dtype')}, fingerprint {theirs}): pass that --model and --dtype, "
+                            f"{settings.get('dtype')}, fingerprint {theirs}): pass that `model` and `dtype`, "
                           "or re-run it on this one")

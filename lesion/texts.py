@@ -67,7 +67,7 @@ def check_fits(model, tokens: int, what: str, fix: str) -> None:
 
 def check_context(model, input_ids: torch.Tensor) -> None:
     """Refuse a text longer than the positions the model was trained on: its scores would be noise."""
-    check_fits(model, int(input_ids.shape[1]), "the text", "pass a shorter --text or --text-file")
+    check_fits(model, int(input_ids.shape[1]), "the text", "pass a shorter `text` or `text_file`")
 
 
 def text_hash(text: str) -> str:

@@ -90,7 +90,7 @@ class VerifyReport(Result):
     whole_model_matches: bool  # the whole model's fingerprint is the one the critical set recorded
     settings: dict
 
-    SOURCE = "verify report: pass the file `lesion verify --out` wrote"
+    SOURCE = "verify report: pass the file a verify wrote"
 
     @property
     def changed(self) -> list[SliceCheck]:

@@ -199,6 +199,13 @@ def stopped_why(stopped: str, budget: str | None = None) -> str:
     return f"stopped by {budget or flag('time_budget')}" if stopped == "budget" else "interrupted"
 
 
+def named(text: str) -> str:
+    """A note from the library or a result, with each backticked parameter shown as its flag."""
+    from ..errors import name_parameters
+    from . import flag
+    return name_parameters(text, flag)
+
+
 def fmt(x: float) -> str:
     if x != x or x in (float("inf"), float("-inf")):
         return str(x)

@@ -7,6 +7,7 @@ from rich.table import Table
 
 from ..options import ABLATIONS
 from .common import add_common_flags, add_model_args, console, critical_neurons, load, read_critical
+from . import flag
 
 EXAMPLES = """examples:
   lesion generate --neurons lesion-run/critical.json --prompt "The capital of France is"
@@ -41,7 +42,7 @@ def run(args) -> int:
     recorded = recorded_ablation(critical.settings)
     ablation = args.ablation or recorded
     if ablation != recorded:
-        console.print(f"[yellow]note[/yellow]: --ablation {ablation} overrides the {recorded} ablation "
+        console.print(f"[yellow]note[/yellow]: {flag('ablation')} {ablation} overrides the {recorded} ablation "
                       f"{args.neurons} was found with")
     table = Table("prompt", "original", f"{len(neurons)} neuron(s) masked ({ablation})", show_lines=True)
     for column in table.columns:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
+from . import flag
 from .common import exit_code, stopped_why
 from .common import add_common_flags, add_model_args, console, fmt, load, progress_enabled
 from .tables import add_json_flag, neuron_table
@@ -73,7 +74,7 @@ def print_coverage(report: MechanismReport) -> None:
     why = "complete" if report.stopped == "complete" else stopped_why(report.stopped)
     console.print(f"{why} after {report.seconds:.0f} s: {report.neurons_tested} of {report.critical_size} "
                   "critical neurons tested one by one" + ("" if report.stopped != "complete" else
-                                                          " (raise --max-neurons, 0 for all)"), soft_wrap=True)
+                                                          f" (raise {flag('max_neurons')}, 0 for all)"), soft_wrap=True)
 
 
 def print_neurons(result: dict) -> None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from .common import (add_common_flags, add_components_arg, add_model_args, add_stage1_args,
-                     add_stage2_args, add_text_args, check_out, check_stage1, check_stage2, console, fmt, load,
+                     add_stage2_args, add_text_args, check_out, check_stage1, check_stage2, console, fmt, load, named,
                      progress_enabled)
 from .tables import add_json_flag, neuron_table
 
@@ -164,4 +164,4 @@ def print_critical(critical: CriticalSet, timings: dict) -> None:
     from ..results import unsettled_note
     note = unsettled_note(critical.settings)
     if note:
-        console.print(f"[yellow]note[/yellow]: {note}")
+        console.print(f"[yellow]note[/yellow]: {named(note)}")

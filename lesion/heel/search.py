@@ -136,7 +136,7 @@ def affordable_signals(signals: Sequence[str], bare_seconds: float, noise_option
         return signals, {}
     signals.remove("noise")
     return signals, {"noise": f"estimated {cost:.0f} s ({noise_options['samples']} samples) > "
-                              f"{NOISE_SHARE:.0%} of --time-budget {plan.time_budget:g} s"}
+                              f"{NOISE_SHARE:.0%} of `time_budget` {plan.time_budget:g} s"}
 
 
 def _signal_scores(lm, studies, index, signals, noise_options, progress, memo, seconds: dict) -> dict[str, list]:
@@ -214,6 +214,10 @@ def describe(model: torch.nn.Module, index: SiteIndex, input_ids: torch.Tensor, 
 def search_with_transfer(lm, texts: Sequence[str], names: Sequence[str], plan: SearchPlan, **options) -> Heel:
     """The joint heel over all texts, plus each text's own heel, and the Delta of every heel on
     every text (does a heel found on one input collapse the model on the others?)."""
+    if len(texts) < 2:
+        raise ParameterError("texts", f"must hold at least two texts to transfer between (got {len(texts)})")
+    if len(names) != len(texts):
+        raise ParameterError("names", f"must name each text once ({len(names)} names for {len(texts)} texts)")
     memo: dict = {}
     joint = search_heel(lm, texts, plan, memo=memo, names=names, **options)
     alone = {k: v for k, v in options.items() if k not in ("journal", "resume")}  # the journal is the joint search's

@@ -54,7 +54,7 @@ def build_report(folder: str | Path) -> tuple[Path, Path]:
     beside the ranking, a critical neuron renamed)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise ResultError(f"{folder} is not a folder: pass the folder `lesion scan --out` wrote")
+        raise ResultError(f"{folder} is not a folder: pass the run folder a scan wrote")
     RunFolder(folder).check()
     figures_dir = folder / "figures"
     fresh, built = not figures_dir.exists(), False
@@ -74,7 +74,7 @@ def build_report(folder: str | Path) -> tuple[Path, Path]:
 def _build(folder: Path) -> tuple[Path, Path]:
     critical = _load(folder, "critical.json")
     if critical is None:
-        raise ResultError(f"{folder} has no critical.json: run `lesion scan --out {folder}` first")
+        raise ResultError(f"{folder} has no critical.json: write a scan into it first (`lesion scan`)")
     page = Page(folder)
     _summary(page, critical, _load(folder, "ranking.json"))
     sections = [("analysis-phase.json", _phase), ("compare.json", _compare),

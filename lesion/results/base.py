@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from ..errors import LesionError, ResultError
+from ..errors import ParameterError, ResultError
 from ..files import check_output_path, json_text, read_json, write_files
 from ..texts import text_hash
 from ..views import html_view
@@ -170,10 +170,10 @@ def recorded_text(settings: dict, given: str | None, source: str | Path) -> str:
                           "re-create it with lesion")
     if given is not None:
         if text_hash(given) != sha:
-            raise LesionError(f"the text given is not the one {str(source)!r} was made on (SHA-256 "
-                              f"{sha[:16]}...): drop --text/--text-file to use the recorded text")
+            raise ParameterError("text", f"is not the one {str(source)!r} was made on (SHA-256 "
+                              f"{sha[:16]}...): drop it to use the recorded text")
         return given
     if settings.get("text") is None:
         raise ResultError(f"{str(source)!r} records no text (an older lesion left long texts out): pass the "
-                          "text it was made on with --text-file")
+                          "text it was made on as `text_file`")
     return settings["text"]
