@@ -73,7 +73,7 @@ def compare_rankers(study: Study, rankers: Sequence[str] = ("noise", "random", "
     """Delta of each ranker's top-n, for each n in ``levels``. Each ranker (random: all its
     seeds) is a step; ``time_budget`` (seconds) or Ctrl-C stops between steps and the
     result holds the rankers that finished (``stopped``)."""
-    rankers = [check_ranker(r) for r in rankers]
+    rankers = [check_ranker(r, "rankers") for r in rankers]
     if not rankers:
         raise ParameterError("rankers", "is empty: name at least one, e.g. noise,random")
     if not levels or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in levels):

@@ -26,8 +26,8 @@ def check_generation(prompt: str, max_new_tokens: int) -> None:
 def _prompt_ids(model, tokenizer, prompt: str, max_new_tokens: int) -> torch.Tensor:
     check_generation(prompt, max_new_tokens)
     ids = tokenizer(prompt, return_tensors="pt").input_ids.to(model.get_input_embeddings().weight.device)
-    check_fits(model, ids.shape[1] + max_new_tokens, f"the prompt ({ids.shape[1]} tokens) plus max_new_tokens",
-               "lower `max_new_tokens` or shorten `prompt`")
+    check_fits(model, ids.shape[1] + max_new_tokens, "max_new_tokens", "lower it or shorten `prompt`",
+               what=f"plus the prompt ({ids.shape[1]} tokens) ")
     return ids
 
 

@@ -155,13 +155,13 @@ def resolve(spec: str) -> tuple[str, str | None]:
     path = Path(spec).expanduser()
     if spec.endswith(".gguf"):
         if not path.is_file():
-            raise LesionError(f"GGUF file {spec!r} not found: pass an existing .gguf file")
+            raise ParameterError("model", f"{spec!r}: no such GGUF file: pass an existing .gguf file")
         return str(path.parent), path.name
     if path.is_dir():
         return str(path), None
     if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
-        raise LesionError(f"model {spec!r} is not a folder, a .gguf file or an alias "
-                          f"({', '.join(ALIASES)}): pass one of those or a hub id")
+        raise ParameterError("model", f"{spec!r} is not a folder, a .gguf file or an alias "
+                                      f"({', '.join(ALIASES)}): pass one of those or a hub id")
     return spec, None
 
 
@@ -233,7 +233,7 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = 
             if cached is not None and use_cache:
                 digest = _save_atomically(model, tokenizer, cached, dtype)
     except LOAD_ERRORS as e:
-        raise LesionError(_load_error(spec, e)) from None
+        raise ParameterError("model", _load_error(spec, e)) from None
     if device_map is None:
         model.to(device)
     model.eval()
@@ -280,12 +280,12 @@ LOAD_ERRORS = (OSError, ValueError, KeyError, struct.error, EOFError, RuntimeErr
 def _load_error(spec: str, e: Exception) -> str:
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     if isinstance(e, RuntimeError) and ("size mismatch" in str(e) or "ignore_mismatched_sizes" in str(e)):
-        return (f"cannot load model {spec!r}: its config.json disagrees with its weights ({first[:160]}): "
+        return (f"{spec!r} cannot be loaded: its config.json disagrees with its weights ({first[:160]}): "
                 "pass the folder's original config.json")
     if isinstance(e, _safetensors_error()):
-        return (f"cannot load model {spec!r}: its weights file is not valid safetensors ({first[:160]}): "
+        return (f"{spec!r} cannot be loaded: its weights file is not valid safetensors ({first[:160]}): "
                 "copy the model's files again")
-    return (f"cannot load model {spec!r} ({first[:200]}): pass a local folder, a supported .gguf file or an "
+    return (f"{spec!r} cannot be loaded ({first[:200]}): pass a local folder, a supported .gguf file or an "
             f"alias ({', '.join(ALIASES)})")
 
 

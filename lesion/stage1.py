@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from . import distributed, experts
 from .anytime import forget_interrupt, raise_if_interrupted
 from .batching import split_on_oom
-from .errors import LesionError, ParameterError
+from .errors import ParameterError
 from .hooks import hooked
 from .neurons import SiteIndex
 from .options import MAX_SAMPLES, check_seed
@@ -342,14 +342,14 @@ RANKER_SPECS: dict[str, RankerSpec] = {spec.name: spec for spec in (
 RANKERS: dict[str, Callable[..., Scores]] = {name: spec.fn for name, spec in RANKER_SPECS.items()}
 
 
-def check_ranker(name: str) -> str:
+def check_ranker(name: str, parameter: str = "ranker") -> str:
     """``name`` if it is registered, else one line naming the closest registered ranker."""
     if name in RANKER_SPECS:
         return name
     import difflib
     close = difflib.get_close_matches(name, list(RANKER_SPECS), n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
-    raise LesionError(f"unknown ranker {name!r}: {hint}use one of {', '.join(RANKER_SPECS)}")
+    raise ParameterError(parameter, f"names an unknown ranker {name!r}: {hint}use one of {', '.join(RANKER_SPECS)}")
 
 
 def rank(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex, ranker: str = "noise",

@@ -115,14 +115,14 @@ def _check(args) -> dict:
     from ..metrics import check_epsilon
     check_noise_args(args)
     check_epsilon(args.epsilon)
-    if args.max_n is not None and args.max_n < 1:
-        raise ParameterError("max_n", f"must be >= 1 (got {args.max_n})")
-    if args.time_budget is not None and args.name not in ("sweep", "robustness"):
-        raise ParameterError("time_budget", "bounds sweep and robustness (a scan per point or text); "
-                          f"{args.name} has no such loop: drop it")
+    from ..analysis.registry import check_analysis_options
     from ..anytime import check_time_budget
     check_time_budget(args.time_budget)
-    return OPTIONS[args.name](args)
+    options = OPTIONS[args.name](args)
+    if args.time_budget is not None:
+        options.setdefault("time_budget", args.time_budget)  # the library refuses it where it would be ignored
+    check_analysis_options(args.name, options)
+    return options
 
 
 def run(args) -> int:

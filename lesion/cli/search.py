@@ -121,15 +121,19 @@ def run(args) -> int:
     from ..heel import search_heel, search_with_transfer
     from ..results import save_result as write_result
     from ..heel.journal import check_journal, journal_path
+    from ..heel.search import check_pool, check_transfer
     from ..heel.signals import parse_signals
 
     plan = plan_from(args)
     signals = parse_signals(args.signals)
+    check_pool(args.pool)
     check_noise_args(args)
     check_out(args.out)
     if "prefix" == plan.strategy and "noise" not in signals:
         signals.append("noise")
     names, texts = texts_from(args)
+    if args.transfer:
+        check_transfer(texts)
     journal = check_journal(journal_path(args.out), args.resume)  # before the model loads
     lm = load(args)
     progress = progress_enabled(args)

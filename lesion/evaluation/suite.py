@@ -72,7 +72,7 @@ def evaluate(lm, neurons: Sequence[Neuron], plan: EvalPlan = EvalPlan(), *,
         from .ifbench import require_packages
         require_packages()
     if plan.corpora:
-        check_fits(lm.model, plan.window, "window", "pass a window no longer than the context")
+        check_fits(lm.model, plan.window, "window", "pass one no longer than the context")
     index = discover_sites(lm.model, "all")
     settings = {**model_provenance(lm), "window": plan.window, "stride": plan.stride,
                 "max_tokens": plan.max_tokens or 0, "loss_dtype": "float32"}

@@ -16,7 +16,7 @@ import torch
 
 from .. import distributed
 from ..ablation import baseline_nll, channel_means, check_ablation, set_deltas
-from ..errors import BudgetExhausted, JournalMismatch, LesionError
+from ..errors import BudgetExhausted, JournalMismatch, ParameterError
 from ..neurons import Neuron, SiteIndex
 from ..options import OBJECTIVES
 
@@ -42,7 +42,7 @@ class SetScorer:
                  deadline: float | None = None, piece: int | None = None,
                  order: Callable[[frozenset], Any] | None = None):
         if objective not in OBJECTIVES:
-            raise LesionError(f"unknown objective {objective!r}: use {' or '.join(OBJECTIVES)}")
+            raise ParameterError("objective", f"must be {' or '.join(OBJECTIVES)} (got {objective!r})")
         self.evaluate, self.texts, self.objective, self.max_rows = evaluate, texts, objective, max_rows
         self.clean = list(clean) or [0.0] * texts
         self.deadline, self.piece, self.order = deadline, piece, order
