@@ -7,7 +7,7 @@ import pytest
 
 from lesion.analysis import distribution, jaccard, phase_transition
 from lesion.cli import main
-from lesion.errors import LesionError, ResultError
+from lesion.errors import ParameterError, ResultError
 from lesion.compare import compare_rankers
 from lesion.stage2 import masked_nll
 from lesion.metrics import delta, mean_nll
@@ -96,8 +96,9 @@ def test_run_analysis_is_the_library_call_behind_the_command(study, tmp_path):
     assert saved["analysis"] == "distribution" and "critical" in saved and "settings" in saved
     assert AnalysisResult.load(path).to_dict() == result.to_dict()
     assert set(REGISTRY) == {"distribution", "phase", "components", "sweep", "robustness", "precision"}
-    with pytest.raises(LesionError, match="unknown analysis 'nope'"):
+    with pytest.raises(ParameterError) as refused:
         run_analysis("nope", AnalysisInputs())
+    assert refused.value.parameter == "name"
 
 
 def test_sweep_and_robustness_stopped_keep_the_scans_that_finished(study):
