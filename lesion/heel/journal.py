@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from ..errors import JournalMismatch, LesionError, ResultError
+from ..errors import JournalMismatch, LesionError, ParameterError, ResultError
 from ..files import check_writable_folder
 from ..neurons import Neuron
 
@@ -40,10 +40,10 @@ def check_journal(path: str | Path, resume: bool) -> Path:
     path = Path(path)
     if path.exists() and not path.is_file():
         what = "a folder" if path.is_dir() else "not a regular file"
-        raise LesionError(f"the search journal {str(path)!r} is {what}: move it away or write the result "
-                          "elsewhere, since the journal is kept beside the result")
+        raise ParameterError("out", f"keeps its search journal at {str(path)!r}, which is {what}: move it away or "
+                                    "write the result elsewhere")
     if resume and not path.is_file():
-        raise LesionError(f"there is no journal {str(path)!r} to resume: run the search without resuming first")
+        raise ParameterError("resume", f"finds no journal {str(path)!r} to continue: run the search without it first")
     if path.is_file():
         try:
             with open(path, "r+b"):
@@ -83,8 +83,8 @@ class SetJournal:
         header = _parse(lines[0]) if lines else None
         if not isinstance(header, dict) or header.get("journal") != self.key:
             raise JournalMismatch(f"{self.path} was written by a search of another model, text or ablation "
-                              f"({_differs(header, self.key)}): start the search afresh, without resuming, or resume "
-                              "the search it belongs to")
+                                  f"({_differs(header, self.key)}): start the search afresh, without resuming, or "
+                                  "resume the search it belongs to")
         known: dict[frozenset, tuple[float, ...]] = {}
         for number, line in enumerate(lines[1:], 2):
             key, deltas = self._entry(_parse(line), number)
