@@ -32,7 +32,7 @@ import torch
 from . import architectures, distributed
 from .anytime import forget_interrupt, raise_if_interrupted
 from .batching import split_on_oom
-from .errors import LesionError
+from .errors import LesionError, ParameterError
 from .hooks import hooked, mask_neurons
 from .metrics import delta, mean_nll
 from .neurons import Neuron, SiteIndex
@@ -41,7 +41,7 @@ from .options import ABLATIONS
 
 def check_ablation(ablation: str) -> None:
     if ablation not in ABLATIONS:
-        raise LesionError(f"unknown ablation {ablation!r}: use one of {', '.join(ABLATIONS)}")
+        raise ParameterError("ablation", f"must be one of {', '.join(ABLATIONS)} (got {ablation!r})")
 
 
 def channel_means(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex,
@@ -174,7 +174,7 @@ def baseline_nll(model: torch.nn.Module, input_ids: torch.Tensor, dtype: str = "
     nll = mean_nll(model, input_ids)[0].item()
     if not math.isfinite(nll):
         raise LesionError(f"the unmasked model's perplexity is non-finite{' in ' + dtype if dtype else ''}: "
-                          "use --dtype float32")
+                          "use `dtype` float32")
     return nll
 
 

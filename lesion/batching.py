@@ -30,8 +30,8 @@ def split_on_oom(fn: Callable[[Sequence], list[T]], items: Sequence) -> list[T]:
         if not is_oom(e):
             raise
         if len(items) <= 1:
-            raise LesionError("out of memory even with a batch of one: use --dtype bfloat16, "
-                              "--device-map auto or a shorter text") from None
+            raise LesionError("out of memory even with a batch of one: use `dtype` bfloat16, "
+                              "`device_map` auto or a shorter text") from None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         half = len(items) // 2

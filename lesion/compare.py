@@ -14,8 +14,10 @@ from typing import Sequence
 
 from .ablation import baseline_nll, set_deltas
 from .anytime import Anytime
+from .errors import ParameterError
 from .metrics import perplexity
 from .results.base import Result
+from .stage1 import check_ranker
 from .study import Study
 
 
@@ -71,6 +73,13 @@ def compare_rankers(study: Study, rankers: Sequence[str] = ("noise", "random", "
     """Delta of each ranker's top-n, for each n in ``levels``. Each ranker (random: all its
     seeds) is a step; ``time_budget`` (seconds) or Ctrl-C stops between steps and the
     result holds the rankers that finished (``stopped``)."""
+    rankers = [check_ranker(r, "rankers") for r in rankers]
+    if not rankers:
+        raise ParameterError("rankers", "is empty: name at least one, e.g. noise,random")
+    if not levels or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in levels):
+        raise ParameterError("levels", f"must be whole numbers >= 1, e.g. 1,10,100 (got {list(levels)!r})")
+    if isinstance(random_runs, bool) or not isinstance(random_runs, int) or random_runs < 1:
+        raise ParameterError("random_runs", f"must be a whole number >= 1 (got {random_runs!r})")
     levels = sorted(set(levels))
     clean = baseline_nll(study.lm.model, study.input_ids, study.lm.dtype)
     rows, fallbacks = [], {}

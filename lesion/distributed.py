@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
-from .errors import LesionError
+from .errors import LesionError, ParameterError
 
 if TYPE_CHECKING:
     import torch
@@ -239,7 +239,7 @@ def start(args) -> World:
         if args.device == "cuda":
             args.device = device
     elif str(args.device).startswith("cuda"):
-        raise LesionError("--device cuda but CUDA is not available on this machine: use --device cpu")
+        raise ParameterError("device", f"{args.device} asked for but CUDA is not available on this machine: use cpu")
     timeout = datetime.timedelta(seconds=float(os.environ.get("LESION_DIST_TIMEOUT_S", DEFAULT_TIMEOUT_S)))
     backend = "nccl" if cuda else "gloo"
     dist.init_process_group(backend, rank=rank, world_size=size, timeout=timeout)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import LesionError, ParameterError
+from .errors import LesionError, ParameterError, ResultError
 
 ORPHAN_AGE_S = 3600  # a temp file this old, in lesion's own cache, belongs to a run that died mid-write
 # lesion's temp files and folders beside an output are named ".NAME.lesion-PID-...": the marker says
@@ -277,17 +277,17 @@ def _umask() -> int:
 def read_json(path: str | Path) -> dict:
     path = Path(path)
     if path.is_dir():
-        raise LesionError(f"{str(path)!r} is a folder: pass the JSON file written by an earlier lesion run")
+        raise ResultError(f"{str(path)!r} is a folder: pass the JSON file written by an earlier lesion run")
     if not path.is_file():
-        raise LesionError(f"{str(path)!r} not found: pass the JSON written by an earlier lesion run")
+        raise ResultError(f"{str(path)!r} not found: pass the JSON written by an earlier lesion run")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LesionError(f"{str(path)!r} is not valid JSON ({e}): re-create it with lesion") from None
+        raise ResultError(f"{str(path)!r} is not valid JSON ({e}): re-create it with lesion") from None
     except OSError as e:
-        raise LesionError(f"cannot read {str(path)!r} ({e.strerror or e}): check its permissions") from None
+        raise ResultError(f"cannot read {str(path)!r} ({e.strerror or e}): check its permissions") from None
     if not isinstance(data, dict):
-        raise LesionError(f"{str(path)!r} holds a JSON {type(data).__name__}, not an object: pass a lesion "
+        raise ResultError(f"{str(path)!r} holds a JSON {type(data).__name__}, not an object: pass a lesion "
                           "result file")
     return data
 

@@ -6,15 +6,28 @@ from collections.abc import Sequence
 import torch
 
 from .ablation import channel_means, check_ablation
+from .errors import ParameterError
 from .hooks import mask_neurons
 from .neurons import Neuron, SiteIndex
 from .texts import check_fits
 
+MAX_NEW_TOKENS = 4096  # a continuation long enough to show a collapse; beyond it a typo
+
+
+def check_generation(prompt: str, max_new_tokens: int) -> None:
+    """A prompt to continue and a length, checked without a model."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
+            or not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+        raise ParameterError("max_new_tokens", f"must be 1..{MAX_NEW_TOKENS} (got {max_new_tokens!r})")
+    if not prompt.strip():
+        raise ParameterError("prompt", "is empty: give the text the model should continue")
+
 
 def _prompt_ids(model, tokenizer, prompt: str, max_new_tokens: int) -> torch.Tensor:
+    check_generation(prompt, max_new_tokens)
     ids = tokenizer(prompt, return_tensors="pt").input_ids.to(model.get_input_embeddings().weight.device)
-    check_fits(model, ids.shape[1] + max_new_tokens, f"the prompt ({ids.shape[1]} tokens) plus max_new_tokens",
-               "lower --max-new-tokens or shorten --prompt")
+    check_fits(model, ids.shape[1] + max_new_tokens, "max_new_tokens", "lower it or shorten `prompt`",
+               what=f"plus the prompt ({ids.shape[1]} tokens) ")
     return ids
 
 

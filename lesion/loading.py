@@ -20,7 +20,7 @@ import torch
 
 from .coverage import Coverage
 from .coverage import check as check_coverage
-from .errors import LesionError
+from .errors import LesionError, ParameterError
 from .fast_tokenizer import load_tokenizer
 from .options import DEFAULT_MODEL, DTYPES
 from .temporary import temporarily
@@ -155,13 +155,13 @@ def resolve(spec: str) -> tuple[str, str | None]:
     path = Path(spec).expanduser()
     if spec.endswith(".gguf"):
         if not path.is_file():
-            raise LesionError(f"GGUF file {spec!r} not found: pass an existing .gguf file")
+            raise ParameterError("model", f"{spec!r}: no such GGUF file: pass an existing .gguf file")
         return str(path.parent), path.name
     if path.is_dir():
         return str(path), None
     if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
-        raise LesionError(f"model {spec!r} is not a folder, a .gguf file or an alias "
-                          f"({', '.join(ALIASES)}): pass one of those or a hub id")
+        raise ParameterError("model", f"{spec!r} is not a folder, a .gguf file or an alias "
+                                      f"({', '.join(ALIASES)}): pass one of those or a hub id")
     return spec, None
 
 
@@ -169,6 +169,23 @@ def _gguf_cache(folder: str, gguf: str) -> Path:
     st = (Path(folder) / gguf).stat()
     key = hashlib.sha256(f"{Path(folder).resolve() / gguf}|{st.st_size}|{st.st_mtime_ns}".encode())
     return cache_dir() / "models" / key.hexdigest()[:20]
+
+
+def check_device(device: str = "cpu", device_map: str | dict | None = None) -> None:
+    """A device torch understands and this machine has, checked before a model loads."""
+    if isinstance(device_map, str) and device_map != "auto":
+        raise ParameterError("device_map", f"takes 'auto' or accelerate's {{module: device}} (got {device_map!r})")
+    try:
+        kind = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ParameterError("device", f"{device!r} is not a device: use cpu, cuda or cuda:N") from None
+    if kind.type == "cuda":  # with a device_map too: accelerate would quietly place it all on the CPU
+        if not torch.cuda.is_available():
+            raise ParameterError("device", f"{device} asked for but no CUDA device is available: use cpu")
+        if kind.index is not None and kind.index >= torch.cuda.device_count():
+            raise ParameterError("device", f"{device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif kind.type not in ("cpu", "cuda", "mps"):
+        raise ParameterError("device", f"{device!r}: lesion runs on cpu, cuda or mps")
 
 
 def load_model(spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = "cpu",
@@ -184,7 +201,8 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = 
     from transformers.utils import logging as hf_logging
 
     if dtype not in DTYPES:
-        raise LesionError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+        raise ParameterError("dtype", f"must be one of {', '.join(DTYPES)} (got {dtype!r})")
+    check_device(device, device_map)
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -215,7 +233,7 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = 
             if cached is not None and use_cache:
                 digest = _save_atomically(model, tokenizer, cached, dtype)
     except LOAD_ERRORS as e:
-        raise LesionError(_load_error(spec, e)) from None
+        raise ParameterError("model", _load_error(spec, e)) from None
     if device_map is None:
         model.to(device)
     model.eval()
@@ -262,12 +280,12 @@ LOAD_ERRORS = (OSError, ValueError, KeyError, struct.error, EOFError, RuntimeErr
 def _load_error(spec: str, e: Exception) -> str:
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     if isinstance(e, RuntimeError) and ("size mismatch" in str(e) or "ignore_mismatched_sizes" in str(e)):
-        return (f"cannot load model {spec!r}: its config.json disagrees with its weights ({first[:160]}): "
+        return (f"{spec!r} cannot be loaded: its config.json disagrees with its weights ({first[:160]}): "
                 "pass the folder's original config.json")
     if isinstance(e, _safetensors_error()):
-        return (f"cannot load model {spec!r}: its weights file is not valid safetensors ({first[:160]}): "
+        return (f"{spec!r} cannot be loaded: its weights file is not valid safetensors ({first[:160]}): "
                 "copy the model's files again")
-    return (f"cannot load model {spec!r} ({first[:200]}): pass a local folder, a supported .gguf file or an "
+    return (f"{spec!r} cannot be loaded ({first[:200]}): pass a local folder, a supported .gguf file or an "
             f"alias ({', '.join(ALIASES)})")
 
 

@@ -360,9 +360,9 @@ def mechanism(study: Study, critical: Sequence[Neuron], *, other_text: str, seed
     """
     critical = list(critical)
     if max_neurons is not None and (isinstance(max_neurons, bool) or not isinstance(max_neurons, int)
-                                    or max_neurons < 1):
-        raise ParameterError("max_neurons", f"must be a whole number >= 1, got {max_neurons!r}")
-    tested = critical if max_neurons is None else critical[:max_neurons]
+                                    or max_neurons < 0):
+        raise ParameterError("max_neurons", f"must be a whole number >= 0 (0: all), got {max_neurons!r}")
+    tested = critical[:max_neurons] if max_neurons else critical
     chunks = [tested[i:i + SCORING_ROWS] for i in range(0, len(tested), SCORING_ROWS)]
     parts = _Parts(critical)
     run = Anytime(4 + len(chunks), "mechanism", time_budget=time_budget, progress=progress)

@@ -99,7 +99,7 @@ class SiteIndex:
         site = self.by_name.get(neuron.module)
         if site is None:
             raise LesionError(f"neuron {neuron}: module {neuron.module!r} is not a neuron site of this "
-                              "model (or not in --components); list sites with `lesion sites`")
+                              "model (or not in `components`); list sites with `lesion sites`")
         if not 0 <= neuron.channel < site.width:
             raise LesionError(f"neuron {neuron}: channel out of range, {neuron.module} has "
                               f"{site.width} channels (0..{site.width - 1})")

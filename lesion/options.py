@@ -1,5 +1,6 @@
 """The names the search and ablation options take, in a module without torch, so that the CLI
 can offer them as argparse choices without importing the libraries that use them."""
+from .errors import ParameterError
 
 DEFAULT_MODEL = "smollm2-135m"
 DEFAULT_DTYPE = "float32"
@@ -23,3 +24,10 @@ OBJECTIVES = ("worst", "mean")
 STAGE2 = {"linear": "every n in order: the paper's first crossing, exactly",
           "gallop": "n = 1, 2, 4, ... to bracket the first crossing, then every n inside the bracket"}
 HARDEN_METHODS = ("rotate", "hadamard")  # lesion harden --method: a random orthogonal or a randomized Hadamard Q
+
+
+def check_seed(seed: int) -> int:
+    """A seed torch's generators take: a whole number 0..MAX_SEED."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ParameterError("seed", f"must be a whole number 0..{MAX_SEED} (got {seed!r})")
+    return seed

@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import LesionError, ParameterError
+from .errors import ConfigError, LesionError, ParameterError
 
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 GIB = 2 ** 30
@@ -92,16 +92,6 @@ MAX_EXPERT_LAYERS = 2 ** 17
 # Names of the routed experts' count and of the experts each token runs, across families.
 EXPERT_COUNT_FIELDS = ("num_local_experts", "num_experts", "n_routed_experts")
 TOP_K_FIELDS = ("num_experts_per_tok", "num_experts_per_token", "experts_per_token", "moe_top_k")
-
-
-class ConfigError(ParameterError):
-    """A model's config that a plan cannot use: ``parameter`` is how it was given (``model`` or
-    ``config``), ``source`` the file, ``field`` the field at fault (None: the file as a whole)."""
-
-    def __init__(self, parameter: str, source: str, field: str | None, problem: str):
-        self.source = source
-        self.field = field
-        super().__init__(parameter, f"{source}: {field + ' ' if field else ''}{problem}")
 
 
 @dataclass(frozen=True)

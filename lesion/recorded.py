@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .ablation import baseline_nll, check_ablation, masked_nll
-from .errors import LesionError
+from .errors import ResultError
 from .metrics import delta, perplexity
 from .neurons import Neuron, discover_sites
 from .options import ABLATIONS
@@ -44,7 +44,7 @@ def recorded_ablation(settings: dict) -> str:
     """The ablation a result was scored with: a heel records it; Stage 2 always zeroes."""
     ablation = settings.get("ablation", "zero")
     if ablation not in ABLATIONS:
-        raise LesionError(f"the result records ablation {ablation!r}, which this lesion does not know "
+        raise ResultError(f"the result records ablation {ablation!r}, which this lesion does not know "
                           f"({', '.join(ABLATIONS)}): re-create it with this lesion")
     return ablation
 
@@ -59,12 +59,12 @@ def recorded_texts(result: NeuronSet, source: str | Path) -> list[tuple[str, str
         return [(name, recorded_text(settings, None, source), result.delta)]
     per_text = list(getattr(result, "texts", ()) or [])
     if not isinstance(many, list) or not all(isinstance(t, str) for t in many) or len(per_text) != len(many):
-        raise LesionError(f"{str(source)!r} records its texts incompletely (settings.texts and texts differ): "
+        raise ResultError(f"{str(source)!r} records its texts incompletely (settings.texts and texts differ): "
                           "re-create it with lesion")
     rows = []
     for i, (text, info) in enumerate(zip(many, per_text)):
         if info.get("sha256") not in (None, text_hash(text)):
-            raise LesionError(f"text {i + 1} kept with {str(source)!r} does not match its recorded SHA-256 (it "
+            raise ResultError(f"text {i + 1} kept with {str(source)!r} does not match its recorded SHA-256 (it "
                               "was edited or replaced): re-create the result with lesion")
         recorded = info.get("delta")
         rows.append((str(info.get("name") or f"text{i + 1}"), text,
@@ -82,7 +82,7 @@ def resolve_inputs(result: NeuronSet, source: str | Path, text: str | None = Non
     if ablation is not None:
         check_ablation(ablation)
         if ablation != kept:
-            notes.append(f"--ablation {ablation} overrides the {kept} ablation {str(source)!r} was scored with: "
+            notes.append(f"`ablation` {ablation} overrides the {kept} ablation {str(source)!r} was scored with: "
                          "its Delta is not reproduced")
     chosen = kept if ablation is None else ablation
     if text is not None:
@@ -91,7 +91,7 @@ def resolve_inputs(result: NeuronSet, source: str | Path, text: str | None = Non
             texts = same
         else:
             notes.append(f"the text given is not one {str(source)!r} was found on: its recorded Delta does "
-                         "not apply (drop --text/--text-file to reproduce it)")
+                         "not apply (drop `text` and `text_file` to reproduce it)")
             texts = [("given text", text, None)]
     return Inputs(tuple((n, t) for n, t, _ in texts), chosen, tuple(notes),
                   tuple(None if ablation not in (None, kept) else d for _, _, d in texts))

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import LesionError
+from .errors import InconsistentRun, LesionError, ResultError
 from .files import read_json
 from .results import CriticalSet, NeuronSet, Ranking, ScanResult, load_neuron_set, save_result
 from .results.scan import CRITICAL, FINGERPRINTS, RANKING, RUN
@@ -34,11 +34,6 @@ COMPARE, MECHANISM, EVAL = "compare.json", "mechanism.json", "eval.json"
 # Settings a later step may record differently from the ranking it read: where and with which
 # versions it ran, the model's name (the same weights load from another path), how the text is kept.
 PER_STEP = frozenset({"model", "device", "versions", "text", "text_file"})
-
-
-class InconsistentRun(LesionError):
-    """The files of a run folder do not belong together: another model's or text's result, or a
-    result edited so that it no longer agrees with the ones it was made from."""
 
 
 MINIMAL_PREFIX, ANALYSIS_PREFIX = "minimal-eps", "analysis-"
@@ -63,13 +58,24 @@ def _on_the_run_text(name: str) -> bool:
     return False
 
 
-def read_neuron_set(path: str | Path) -> NeuronSet:
+def read_neuron_set(path: str | Path, need_neurons: bool = False) -> NeuronSet:
     """A critical.json or heel.json; a critical.json in a run folder only if the folder's files
-    belong together (:meth:`RunFolder.check`)."""
+    belong together (:meth:`RunFolder.check`). ``need_neurons``: one whose search found no set is
+    refused (there is nothing to mask, evaluate or explain)."""
     path = Path(path)
     if path.name == CRITICAL and path.is_file():
         RunFolder(path.parent).check()
-    return load_neuron_set(path)
+    found = load_neuron_set(path)
+    if need_neurons:
+        check_has_neurons(found, path)
+    return found
+
+
+def check_has_neurons(found: NeuronSet, source: str | Path) -> None:
+    if not found.neurons:
+        raise ResultError(f"{str(source)!r} has no neurons (its search did not reach `epsilon`): pass a result "
+                          "whose 'reached' is true, or search again with a lower `epsilon` or a larger "
+                          "`max_neurons`")
 
 
 @dataclass(frozen=True)
@@ -149,9 +155,9 @@ class RunFolder:
     def _require(self, name: str) -> Path:
         file = self.file(name)
         if self.path.exists() and not self.path.is_dir():
-            raise LesionError(f"{str(self.path)!r} is not a folder: pass the folder `lesion scan --out` wrote")
+            raise ResultError(f"{str(self.path)!r} is not a folder: pass the run folder a scan wrote")
         if not file.is_file():
-            raise LesionError(f"{str(self.path)!r} has no {name}: run `lesion scan --out {self.path}` first")
+            raise ResultError(f"{str(self.path)!r} has no {name}: write a scan into it first (`lesion scan`)")
         self.check()
         return file
 

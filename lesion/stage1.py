@@ -17,9 +17,10 @@ from tqdm.auto import tqdm
 from . import distributed, experts
 from .anytime import forget_interrupt, raise_if_interrupted
 from .batching import split_on_oom
-from .errors import LesionError, ParameterError
+from .errors import ParameterError
 from .hooks import hooked
 from .neurons import SiteIndex
+from .options import MAX_SAMPLES, check_seed
 from .results import Ranking
 
 
@@ -63,7 +64,7 @@ def _collect(index: SiteIndex, per_site: dict[str, torch.Tensor], reduce: str) -
 
 
 def noise_generator(seed: int) -> torch.Generator:
-    return torch.Generator(device="cpu").manual_seed(seed)
+    return torch.Generator(device="cpu").manual_seed(check_seed(seed))
 
 
 def settle_z(entries: int, confidence: float) -> float:
@@ -109,22 +110,44 @@ def settled_top(index: SiteIndex, sums: dict[str, torch.Tensor], squares: dict[s
     return int(separated.int().cumprod(0).sum()), head
 
 
-def _check_noise_options(samples, alpha: float, batch_size: int, max_samples: int, settle_top: int | None,
-                         confidence: float) -> None:
+def check_noise_options(samples: int | str = 100, alpha: float = 5.0, batch_size: int = 16, max_samples: int = 100,
+                        settle_top: int | None = None, confidence: float = CONFIDENCE, seed: int = 42) -> None:
+    """The noise ranking's options (see :func:`rank_by_noise`), checked without a model."""
     if samples != "auto" and (not isinstance(samples, int) or isinstance(samples, bool)):
-        raise ParameterError("samples", f"must be a number or 'auto' (got {samples!r})")
-    if not (alpha > 0 and math.isfinite(alpha)):
+        raise ParameterError("samples", f"must be a number or 'auto' (got {samples!r}): the paper uses 100")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (alpha > 0 and math.isfinite(alpha)):
         raise ParameterError("alpha", f"must be a finite number > 0 (got {alpha}): the paper uses 5")
-    counts = [("batch_size", batch_size, 1)]
+    counts = [("batch_size", batch_size, 1, None)]
     if samples == "auto":  # the adaptive stop compares two sample counts at least
-        counts += [("max_samples", max_samples, 2), ("settle_top", 1 if settle_top is None else settle_top, 1)]
+        counts += [("max_samples", max_samples, 2, MAX_SAMPLES),
+                   ("settle_top", 1 if settle_top is None else settle_top, 1, None)]
     else:
-        counts.append(("samples", samples, 1))
-    for name, value, least in counts:
-        if value < least:
-            raise ParameterError(name, f"must be >= {least} (got {value})")
+        counts.append(("samples", samples, 1, MAX_SAMPLES))
+    for name, value, least, most in counts:
+        if isinstance(value, bool) or not isinstance(value, int) or value < least or (most and value > most):
+            raise ParameterError(name, f"must be a whole number >= {least}{f' and <= {most:,}' if most else ''} "
+                                       f"(got {value!r})")
+    check_seed(seed)
     if samples == "auto" and not 0 < confidence < 1:
         raise ParameterError("confidence", f"must be between 0 and 1, both excluded (got {confidence})")
+
+
+def check_rank_options(*, samples: int | str = 100, alpha: float = 5.0, seed: int = 42, batch_size: int = 16,
+                       max_samples: int | None = None, settle_top: int | None = None) -> int:
+    """Stage 1's options as :meth:`lesion.Study.scores` takes them, checked without a model; returns
+    the cap on samples (``max_samples`` caps ``samples="auto"`` only: given with a number, it would
+    be ignored, so it is refused)."""
+    if max_samples is not None and samples != "auto":
+        raise ParameterError("max_samples", f"caps `samples` 'auto' only; with samples {samples!r} it would be "
+                                            "ignored: drop it, or pass `samples` 'auto'")
+    max_samples = 100 if max_samples is None else max_samples
+    check_noise_options(samples, alpha, batch_size, max_samples, settle_top, CONFIDENCE, seed)
+    return max_samples
+
+
+def check_keep(keep: int) -> None:
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ParameterError("keep", f"must be a whole number >= 1 (got {keep!r}): how many top neurons to keep")
 
 
 def rank_by_noise(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex, *, seed: int = 42,
@@ -147,7 +170,7 @@ def rank_by_noise(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIn
     """
     adaptive = samples == "auto"
     cap = max_samples if adaptive else samples
-    _check_noise_options(samples, alpha, batch_size, max_samples, settle_top, confidence)
+    check_noise_options(samples, alpha, batch_size, max_samples, settle_top, confidence, seed)
     checkpoints = list(range(SETTLE_CHECK_EVERY, cap, SETTLE_CHECK_EVERY)) + [cap] if adaptive else [cap]
     body, dtype = model.base_model, _dtype(model)
     with torch.inference_mode():
@@ -319,14 +342,14 @@ RANKER_SPECS: dict[str, RankerSpec] = {spec.name: spec for spec in (
 RANKERS: dict[str, Callable[..., Scores]] = {name: spec.fn for name, spec in RANKER_SPECS.items()}
 
 
-def check_ranker(name: str) -> str:
+def check_ranker(name: str, parameter: str = "ranker") -> str:
     """``name`` if it is registered, else one line naming the closest registered ranker."""
     if name in RANKER_SPECS:
         return name
     import difflib
     close = difflib.get_close_matches(name, list(RANKER_SPECS), n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
-    raise LesionError(f"unknown ranker {name!r}: {hint}use one of {', '.join(RANKER_SPECS)}")
+    raise ParameterError(parameter, f"names an unknown ranker {name!r}: {hint}use one of {', '.join(RANKER_SPECS)}")
 
 
 def rank(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex, ranker: str = "noise",

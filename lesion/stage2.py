@@ -43,11 +43,15 @@ def _fell(deltas: list[float]) -> bool:
     return any(later < earlier - FALL_TOLERANCE for earlier, later in zip(deltas, deltas[1:]))
 
 
-def _check_options(epsilon: float, step: int, max_neurons: int, stage2: str) -> None:
+def check_options(epsilon: float = 1.0, step: int = 1, max_neurons: int = 1000, stage2: str = "linear") -> None:
+    """Stage 2's options (see :func:`find_critical_set`), checked without a model."""
     check_epsilon(epsilon)
     for name, value in (("step", step), ("max_neurons", max_neurons)):
-        if value < 1:
-            raise ParameterError(name, f"must be >= 1 (got {value})")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ParameterError(name, f"must be a whole number >= 1 (got {value!r})")
+    if step > max_neurons:
+        raise ParameterError("step", f"{step} is larger than `max_neurons` {max_neurons}: no set would be tried; "
+                                     "lower it")
     if stage2 not in STAGE2:
         raise ParameterError("stage2", f"must be one of {', '.join(STAGE2)} (got {stage2!r})")
 
@@ -64,10 +68,10 @@ def find_critical_set(model: torch.nn.Module, input_ids: torch.Tensor, index: Si
     answer in fewer rows when Delta is monotone (see the module notes); its bracket and
     whether Delta fell between the n it tried are in ``settings["gallop"]``.
     """
-    _check_options(epsilon, step, max_neurons, stage2)
+    check_options(epsilon, step, max_neurons, stage2)
     candidates = list(candidates)[:max_neurons]
     if not candidates:
-        raise LesionError("the ranking is empty: rank some neurons first (lesion rank) or widen --components")
+        raise LesionError("the ranking is empty: rank some neurons first, or widen `components`")
     index.check(candidates)
     settings = dict(settings or {})
     clean = baseline_nll(model, input_ids, settings.get("dtype", ""))
@@ -107,7 +111,7 @@ def find_critical_set(model: torch.nn.Module, input_ids: torch.Tensor, index: Si
                 "delta_fell_at_gallop_points": _fell([evaluated[n].delta for n in visited]),
                 "delta_fell_inside_bracket": _fell([evaluated[n].delta for n in sorted(evaluated) if n > below]),
                 "exact_if": f"no n <= {below} other than the gallop points crosses (true when Delta is "
-                            "monotone in n); --stage2 linear checks every n"}
+                            "monotone in n); `stage2` linear checks every n"}
     finally:
         bar.close()
     trajectory = tuple(evaluated[n] for n in sorted(evaluated))

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from .errors import LesionError, ParameterError
+from .errors import ModelMismatch, ParameterError
 from .loading import LoadedModel
 from .provenance import check_same_revision, model_provenance
 from .neurons import SiteIndex, discover_sites
 from .cache import cached_tensors, scores_key
-from .stage1 import RANKER_SPECS, Scores, check_ranker, ranking_from_scores
+from .stage1 import RANKER_SPECS, Scores, check_keep, check_rank_options, check_ranker, ranking_from_scores
 from .results import CriticalSet, Ranking, ScanResult
 from .stage2 import find_critical_set
 from .texts import BOOKENDS, check_context, encode, text_hash
@@ -54,8 +54,8 @@ class Study:
         study = cls.create(lm, recorded_text(settings, text, source), settings.get("components"))
         tokens = settings.get("tokens")
         if tokens is not None and tokens != study.input_ids.shape[1]:
-            raise LesionError(f"{str(source)!r} was made on {tokens} tokens but this model's tokenizer gives "
-                              f"{study.input_ids.shape[1]}: use the tokenizer of the original --model")
+            raise ModelMismatch(f"{str(source)!r} was made on {tokens} tokens but this model's tokenizer gives "
+                              f"{study.input_ids.shape[1]}: use the tokenizer of the original `model`")
         return study
 
     def settings(self, **extra) -> dict:
@@ -65,13 +65,17 @@ class Study:
         return {**base, **extra}
 
     def scores(self, ranker: str = "noise", *, alpha: float = 5.0, samples: int | str = 100, seed: int = 42,
-               alpha_relative: bool = False, reduce: str = "max", batch_size: int = 16, max_samples: int = 100,
-               settle_top: int | None = None, progress: bool = True, use_cache: bool = True) -> tuple[Scores, dict]:
+               alpha_relative: bool = False, reduce: str = "max", batch_size: int = 16,
+               max_samples: int | None = None, settle_top: int | None = None, progress: bool = True,
+               use_cache: bool = True) -> tuple[Scores, dict]:
         """Stage 1 scores of every neuron and their settings, cached on disk by everything that
         determines them (the batch size included: it changes the last bits of the sums).
         ``samples="auto"`` adds the K used and the confidence of the settled top to the settings;
-        ``settle_top`` says how much of the top must settle (default: the head of the ranking)."""
+        ``settle_top`` says how much of the top must settle (default: the head of the ranking);
+        ``max_samples`` caps it (default 100)."""
         spec = RANKER_SPECS[check_ranker(ranker)]
+        max_samples = check_rank_options(samples=samples, alpha=alpha, seed=seed, batch_size=batch_size,
+                                         max_samples=max_samples, settle_top=settle_top)
         given = dict(alpha=alpha, samples=samples, alpha_relative=alpha_relative, reduce=reduce,
                      batch_size=batch_size)
         options = {name: given[name] for name in spec.options}
@@ -96,6 +100,7 @@ class Study:
 
     def rank(self, ranker: str = "noise", *, keep: int = 5000, **options) -> Ranking:
         """Stage 1: the top ``keep`` neurons of ``ranker`` (options as :meth:`scores`)."""
+        check_keep(keep)
         scores, settings = self.scores(ranker, **options)
         return ranking_from_scores(self.index, scores, ranker, keep, self.lm.name, {**settings, "keep": keep})
 
@@ -195,9 +200,9 @@ def check_same_model(settings: dict, lm: LoadedModel, what: str) -> None:
     check_same_revision(settings, lm, what)  # first: at another commit, the fingerprint differs for that reason
     theirs = settings.get("model_fingerprint")
     if theirs is None:
-        raise LesionError(f"the {what} records no model_fingerprint, so the model it was made on cannot be "
-                          "checked: re-create it with lesion on this model")
+        raise ModelMismatch(f"the {what} records no model_fingerprint, so the model it was made on cannot be "
+                            "checked: re-create it with lesion on this model")
     if theirs != lm.fingerprint():
-        raise LesionError(f"the {what} was made on another model or dtype ({settings.get('model')!r}, "
-                          f"{settings.get('dtype')}, fingerprint {theirs}): pass that --model and --dtype, "
+        raise ModelMismatch(f"the {what} was made on another model or dtype ({settings.get('model')!r}, "
+                            f"{settings.get('dtype')}, fingerprint {theirs}): pass that `model` and `dtype`, "
                           "or re-run it on this one")

@@ -5,7 +5,7 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import LesionError, ParameterError
+from .errors import ParameterError
 
 if TYPE_CHECKING:  # results import this module, and `lesion --help` must not wait for torch
     import torch
@@ -28,12 +28,12 @@ def read_text(text: str | None = None, text_file: str | Path | None = None) -> s
         try:
             text = path.read_bytes().decode("utf-8")
         except UnicodeDecodeError as e:  # replacing bytes would silently study another text
-            raise LesionError(f"text file {str(path)!r} is not valid UTF-8 (byte {e.start}): convert it, e.g. "
-                              f"iconv -t utf-8") from None
+            raise ParameterError("text_file", f"{str(path)!r} is not valid UTF-8 (byte {e.start}): convert it, "
+                                              "e.g. iconv -t utf-8") from None
         except OSError as e:
-            raise LesionError(f"cannot read text file {str(path)!r} ({e.strerror or e})") from None
+            raise ParameterError("text_file", f"{str(path)!r} cannot be read ({e.strerror or e})") from None
         if not text.strip():
-            raise LesionError(f"text file {str(path)!r} is empty: put at least 11 tokens of text in it")
+            raise ParameterError("text_file", f"{str(path)!r} is empty: put at least 11 tokens of text in it")
     return BOOKENDS if text is None else text
 
 
@@ -57,17 +57,18 @@ def context_length(model) -> int | None:
     return None
 
 
-def check_fits(model, tokens: int, what: str, fix: str) -> None:
+def check_fits(model, tokens: int, parameter: str, fix: str, what: str = "") -> None:
     """Refuse feeding the model ``tokens`` positions when its context is shorter: past it the
-    position tables run out (an IndexError deep in the model) or the scores are noise."""
+    position tables run out (an IndexError deep in the model) or the scores are noise. The
+    refusal names ``parameter``, the one that set the length (``what``: how, if not alone)."""
     context = context_length(model)
     if context is not None and tokens > context:
-        raise LesionError(f"{what} is {tokens} tokens but the model's context is {context}: {fix}")
+        raise ParameterError(parameter, f"{what}is {tokens} tokens but the model's context is {context}: {fix}")
 
 
 def check_context(model, input_ids: torch.Tensor) -> None:
     """Refuse a text longer than the positions the model was trained on: its scores would be noise."""
-    check_fits(model, int(input_ids.shape[1]), "the text", "pass a shorter --text or --text-file")
+    check_fits(model, int(input_ids.shape[1]), "text", "pass a shorter one (or a shorter `text_file`)")
 
 
 def text_hash(text: str) -> str:

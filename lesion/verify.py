@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import LesionError
+from .errors import InconsistentRun, LesionError, ParameterError, ResultError
 from .files import read_json
 from .loading import LoadedModel
 from .neurons import Neuron, SiteIndex, discover_sites
@@ -90,7 +90,7 @@ class VerifyReport(Result):
     whole_model_matches: bool  # the whole model's fingerprint is the one the critical set recorded
     settings: dict
 
-    SOURCE = "verify report: pass the file `lesion verify --out` wrote"
+    SOURCE = "verify report: pass the file a verify wrote"
 
     @property
     def changed(self) -> list[SliceCheck]:
@@ -113,28 +113,39 @@ class VerifyReport(Result):
 def read_fingerprints(critical: CriticalSet, path: Path, against: str | Path) -> dict:
     """The fingerprints written with ``critical``; refused if they would check nothing or other neurons."""
     if not path.is_file():
-        raise LesionError(f"no fingerprints at {path}: `lesion scan` writes them beside critical.json; re-run it "
-                          "on the original model or pass --fingerprints")
+        raise ResultError(f"no fingerprints at {path}: `lesion scan` writes them beside critical.json; re-run it "
+                          "on the original model or pass `fingerprints`")
     reference = read_json(path)
     neurons = reference.get("neurons")
     if not isinstance(neurons, dict) or not isinstance(reference.get("dtype"), str) or not all(
             isinstance(v, list) and v and all(isinstance(s, dict) and {"slice", "sha256"} <= set(s) for s in v)
             for v in neurons.values()):
-        raise LesionError(f"{path} is not a lesion fingerprints file: re-create it with lesion scan")
+        raise ResultError(f"{path} is not a lesion fingerprints file: re-create it with lesion scan")
     if not neurons:
-        raise LesionError(f"{path} fingerprints no neuron, so verify would check nothing: re-create it with "
+        raise ResultError(f"{path} fingerprints no neuron, so verify would check nothing: re-create it with "
                           "lesion scan on the original model")
     expected = {str(n) for n in critical.neurons}
     if set(neurons) != expected:
-        raise LesionError(f"{path} fingerprints other neurons than the critical set in {against} "
+        raise InconsistentRun(f"{path} fingerprints other neurons than the critical set in {against} "
                           f"({len(set(neurons) ^ expected)} differ): pass the fingerprints written with it")
     return reference
 
 
+def fingerprint_dtype(reference: dict, dtype: str | None = None) -> str:
+    """The dtype to load the model in to check ``reference``: the one its fingerprints were taken in
+    (another dtype rounds every weight differently, and every slice would read as changed)."""
+    if dtype is not None and dtype != reference["dtype"]:
+        raise ParameterError("dtype", f"must be {reference['dtype']}, the dtype the fingerprints were taken in "
+                                      f"(got {dtype})")
+    return reference["dtype"]
+
+
 def verify_model(lm: LoadedModel, critical: CriticalSet, reference: dict) -> VerifyReport:
     """``lesion verify`` as a library call: the slices ``reference`` fingerprinted, checked on ``lm``;
-    refused when ``critical`` was made at another commit of a hub id than ``lm`` was loaded at."""
+    refused when ``critical`` was made at another commit of a hub id than ``lm`` was loaded at, or
+    ``lm`` is in another dtype than the fingerprints."""
     check_same_revision(critical.settings, lm, "critical set")
+    fingerprint_dtype(reference, lm.dtype)
     checks = verify(lm.model, discover_sites(lm.model, "all"), reference)
     same = critical.settings.get("model_fingerprint") == lm.fingerprint()
     return VerifyReport(lm.name, tuple(checks), same, model_provenance(lm))

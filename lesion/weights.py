@@ -39,7 +39,7 @@ def parameter(module: torch.nn.Module, name: str) -> torch.Tensor | None:
         if weights is not None and name in weights:
             return weights[name]
     raise LesionError(f"the {name} of {type(module).__name__} has no values (a meta tensor that accelerate "
-                      "did not offload): load the model without --device-map or with enough memory")
+                      "did not offload): load the model without `device_map` or with enough memory")
 
 
 def matrix(module: torch.nn.Module) -> torch.Tensor | None:

@@ -165,3 +165,35 @@ def scan_tiny(model_dir: str, out, *extra: str, text: str = TEXT, samples: int =
 def run_dir(tiny_dir, tmp_path_factory) -> Path:
     """A run folder of the tiny Llama (ranking.json, critical.json), one per test module."""
     return scan_tiny(tiny_dir, tmp_path_factory.mktemp("run"))
+
+
+@pytest.fixture
+def refused(capsys, monkeypatch):
+    """``refused(argv, by)``: the CLI refuses ``argv`` with exit code 2 and one line, and what
+    refused it is ``by``: a parameter name (a ParameterError on it, its line starting with its
+    flag) or a class of lesion's error tree. Returns the error and the line."""
+    import re
+
+    import lesion.cli
+    from lesion.errors import ParameterError
+
+    def check(argv: list[str], by):
+        shown, errors = lesion.cli.error_line, []
+        monkeypatch.setattr(lesion.cli, "error_line", lambda error: errors.append(error) or shown(error))
+        try:
+            code = lesion.cli.main(argv)
+        finally:
+            monkeypatch.setattr(lesion.cli, "error_line", shown)
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("lesion: error: "), (argv, err)
+        assert "Traceback" not in err and len(errors) == 1, (argv, err)
+        error = errors[0]
+        if isinstance(by, str):
+            assert isinstance(error, ParameterError) and error.parameter == by, (argv, type(error), str(error))
+            assert lines[0].startswith(f"lesion: error: {lesion.cli.flag(by)} "), lines[0]
+            assert not re.search(r"`[a-z][a-z0-9_]*`", lines[0]), lines[0]
+        else:
+            assert isinstance(error, by), (argv, type(error), str(error))
+        return error, lines[0]
+    return check

@@ -7,7 +7,7 @@ import pytest
 
 from lesion.analysis import distribution, jaccard, phase_transition
 from lesion.cli import main
-from lesion.errors import LesionError
+from lesion.errors import ParameterError, ResultError
 from lesion.compare import compare_rankers
 from lesion.stage2 import masked_nll
 from lesion.metrics import delta, mean_nll
@@ -76,9 +76,8 @@ def test_cli_compare_analyze_report_is_self_contained(tiny_dir, tmp_path):
     assert sweep["reference"]["seed"] == 42 and "| seed |" in md
 
 
-def test_analyze_without_a_scan_says_what_to_run(tiny_dir, tmp_path, capsys):
-    assert main(["analyze", "phase", "--model", tiny_dir, "--out-dir", str(tmp_path)]) == 2
-    assert "run `lesion scan --out" in capsys.readouterr().err
+def test_analyze_without_a_scan_says_what_to_run(tiny_dir, tmp_path, capsys, refused):
+    refused(["analyze", "phase", "--model", tiny_dir, "--out-dir", str(tmp_path)], ResultError)
     assert main(["report", str(tmp_path)]) == 2
 
 
@@ -97,8 +96,9 @@ def test_run_analysis_is_the_library_call_behind_the_command(study, tmp_path):
     assert saved["analysis"] == "distribution" and "critical" in saved and "settings" in saved
     assert AnalysisResult.load(path).to_dict() == result.to_dict()
     assert set(REGISTRY) == {"distribution", "phase", "components", "sweep", "robustness", "precision"}
-    with pytest.raises(LesionError, match="unknown analysis 'nope'"):
+    with pytest.raises(ParameterError) as refused:
         run_analysis("nope", AnalysisInputs())
+    assert refused.value.parameter == "name"
 
 
 def test_sweep_and_robustness_stopped_keep_the_scans_that_finished(study):
@@ -112,8 +112,7 @@ def test_sweep_and_robustness_stopped_keep_the_scans_that_finished(study):
     assert found["stopped"] == "budget" and found["names"] == ["a"]
 
 
-def test_analyze_time_budget_only_where_it_bounds_something(tiny_dir, tmp_path, capsys):
-    assert main(["analyze", "phase", "--model", tiny_dir, "--out-dir", str(tmp_path), "--time-budget", "5"]) == 2
-    assert "--time-budget bounds sweep and robustness" in capsys.readouterr().err
-    assert main(["analyze", "sweep", "--model", tiny_dir, "--out-dir", str(tmp_path), "--time-budget", "-1"]) == 2
-    assert "--time-budget must be a finite number of seconds > 0" in capsys.readouterr().err
+def test_analyze_time_budget_only_where_it_bounds_something(tiny_dir, tmp_path, capsys, refused):
+    refused(["analyze", "phase", "--model", tiny_dir, "--out-dir", str(tmp_path), "--time-budget", "5"], "time_budget")
+    refused(["analyze", "sweep", "--model", tiny_dir, "--out-dir", str(tmp_path), "--time-budget", "-1"],
+            "time_budget")

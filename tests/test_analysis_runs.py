@@ -54,21 +54,21 @@ def test_precision_rows_and_float32_re_evaluation(tiny_dir):
     assert all("delta_in_float32" in r for r in result["rows"] if r["neurons"])
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["sweep", "--alphas", "1,x"], "--alphas takes comma-separated numbers"),
-    (["sweep", "--alphas", "0,5"], "--alphas needs numbers > 0"),
-    (["sweep", "--seed-grid", "43,x"], "--seed-grid takes comma-separated whole numbers"),
-    (["sweep", "--alphas", "", "--sample-grid", " ", "--seed-grid", ""], "the sweep has no points"),
-    (["sweep", "--seed-grid", "-1"], "--seed-grid takes seeds in 0..2^63-1"),
-    (["sweep", "--seed-grid", str(2 ** 63)], "--seed-grid takes seeds in 0..2^63-1"),
-    (["components", "--kinds", "nope", "--samples", "2"], "--kinds names nope, of which this model has no sites"),
+@pytest.mark.parametrize("flags, parameter", [
+    (["sweep", "--alphas", "1,x"], "alphas"),
+    (["sweep", "--alphas", "0,5"], "alphas"),
+    (["sweep", "--seed-grid", "43,x"], "seed_grid"),
+    (["sweep", "--alphas", "", "--sample-grid", " ", "--seed-grid", ""], "alphas"),
+    (["sweep", "--sample-grid", "0"], "sample_grid"),
+    (["sweep", "--seed-grid", "-1"], "seed_grid"),
+    (["sweep", "--seed-grid", str(2 ** 63)], "seed_grid"),
+    (["components", "--kinds", "nope", "--samples", "2"], "kinds"),
 ])
-def test_analyze_bad_input_is_one_line_and_exit_2(tiny_dir, tmp_path, capsys, flags, message):
+def test_analyze_bad_input_is_one_line_and_exit_2(tiny_dir, tmp_path, refused, flags, parameter):
     name, *rest = flags
-    assert main(["analyze", name, "--model", tiny_dir, "--text", TEXT, "--quiet", "--out-dir", str(tmp_path),
-                 *rest]) == 2
-    err = capsys.readouterr().err.strip()
-    assert message in err and len(err.splitlines()) == 1
+    refused(["analyze", name, "--model", tiny_dir, "--text", TEXT, "--quiet", "--out-dir", str(tmp_path), *rest],
+            parameter)
+    assert not list(tmp_path.iterdir())
 
 
 def test_passages_are_running_text_drawn_reproducibly():

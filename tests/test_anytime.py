@@ -12,6 +12,7 @@ import pytest
 
 from conftest import char_tokenizer
 from lesion.cli import main
+from lesion.errors import JournalMismatch
 from lesion.heel import SearchPlan, SetScorer, find_smallest_heel
 from lesion.neurons import Neuron
 from test_heel import N, PAIR, TEXT, and_pair, planted_and_model
@@ -148,20 +149,18 @@ def test_resume_evaluates_no_set_twice_and_finds_the_same_heel(planted_dir, tmp_
     assert resumed["rows"] + len(before) == uninterrupted["rows"] + len(confirmed)
 
 
-def test_a_journal_of_another_model_is_refused(planted_dir, tmp_path, tiny_dir, capsys):
+def test_a_journal_of_another_model_is_refused(planted_dir, tmp_path, tiny_dir, refused):
     out = tmp_path / "heel.json"
     assert search(planted_dir, out, "--max-rows", "20") == 0
-    assert main(["search", "--model", tiny_dir, *FAST, "--out", str(out), "--resume"]) == 2
-    err = capsys.readouterr().err
-    assert "another model, text or ablation" in err and "model" in err and "Traceback" not in err
-    assert main(["search", "--model", planted_dir, "--text", "another text entirely", "--quiet",
-                 "--signals", "activation", "--out", str(out), "--resume"]) == 2
-    assert "texts" in capsys.readouterr().err
+    _, line = refused(["search", "--model", tiny_dir, *FAST, "--out", str(out), "--resume"], JournalMismatch)
+    assert "model" in line  # it says what differs
+    _, line = refused(["search", "--model", planted_dir, "--text", "another text entirely", "--quiet",
+                       "--signals", "activation", "--out", str(out), "--resume"], JournalMismatch)
+    assert "texts" in line
 
 
-def test_resume_without_a_journal_is_refused(planted_dir, tmp_path, capsys):
-    assert search(planted_dir, tmp_path / "none.json", "--resume") == 2
-    assert "no " in capsys.readouterr().err
+def test_resume_without_a_journal_is_refused(planted_dir, tmp_path, refused):
+    refused(["search", "--model", planted_dir, *FAST, "--out", str(tmp_path / "none.json"), "--resume"], "resume")
 
 
 def test_best_found_prefers_the_smallest_set_that_reaches():

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from lesion.cli import main
+from lesion.errors import LesionError, ModelMismatch, ParameterError, ResultError
 from lesion.loading import load_model
 from lesion.study import Study
 from conftest import TEXT, save_tiny
@@ -77,33 +78,40 @@ def test_rank_then_identify(tiny_dir, tmp_path):
         "text_sha256"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["scan", "--text", "too short"], "more than 10"),
-    (["scan", "--alpha", "0"], "--alpha must be > 0"),
-    (["scan", "--samples", "0"], "--samples must be >= 1"),
-    (["scan", "--epsilon", "-1"], "--epsilon must be > 0"),
-    (["scan", "--step", "0"], "--step must be >= 1"),
-    (["scan", "--components", "down,bogus"], "unknown component"),
-    (["scan", "--dtype", "float8"], "unknown dtype"),
-    (["scan", "--ranker", "astrology"], "unknown ranker"),
-    (["scan", "--ranker", "noize"], "did you mean 'noise'"),
-    (["mask", "model.layers.999.mlp.down_proj:5"], "not a neuron site"),
-    (["mask", "model.layers.0.mlp.down_proj:99999"], "channel out of range"),
-    (["mask", "model.layers.0.mlp.down_proj"], "bad neuron"),
+@pytest.mark.parametrize("args, refused_by", [
+    (["scan", "--text", "too short"], "text"),
+    (["scan", "--alpha", "0"], "alpha"),
+    (["scan", "--samples", "0"], "samples"),
+    (["scan", "--epsilon", "-1"], "epsilon"),
+    (["scan", "--step", "0"], "step"),
+    (["scan", "--components", "down,bogus"], "components"),
+    (["scan", "--dtype", "float8"], "dtype"),
+    (["scan", "--ranker", "astrology"], LesionError),  # argparse's type check of --ranker
+    (["mask", "model.layers.999.mlp.down_proj:5"], LesionError),
+    (["mask", "model.layers.0.mlp.down_proj:99999"], LesionError),
+    (["mask", "model.layers.0.mlp.down_proj"], LesionError),
 ])
-def test_bad_input_is_one_line_exit_2(tiny_dir, tmp_path, capsys, args, message):
+def test_bad_input_is_one_line_exit_2(tiny_dir, tmp_path, refused, args, refused_by):
     args = args[:1] + ["--model", tiny_dir] + args[1:]
     if args[0] == "scan":
         args += ["--out", str(tmp_path / "out"), "--quiet"]
         if "--text" not in args:
             args += ["--text", TEXT]
-    assert main(args) == 2
-    err = capsys.readouterr().err.strip()
-    assert message in err and err.startswith("lesion: error:") and "\n" not in err
+    refused(args, refused_by)
     assert not (tmp_path / "out").exists()
 
 
-def test_bad_files_and_models(tiny_dir, tmp_path, capsys):
+def test_a_ranker_typo_names_the_closest_ranker(tiny_dir, tmp_path, refused):
+    from lesion.stage1 import check_ranker
+    with pytest.raises(ParameterError) as caught:
+        check_ranker("noize")
+    assert caught.value.parameter == "ranker" and "'noise'" in str(caught.value)  # the suggestion is the point
+    _, line = refused(["scan", "--model", tiny_dir, "--ranker", "noize", "--text", TEXT, "--quiet",
+                       "--out", str(tmp_path / "out")], LesionError)
+    assert "'noise'" in line
+
+
+def test_bad_files_and_models(tiny_dir, tmp_path, refused):
     empty = tmp_path / "empty.txt"
     empty.write_text("  \n")
     corrupt = tmp_path / "corrupt.json"
@@ -111,18 +119,16 @@ def test_bad_files_and_models(tiny_dir, tmp_path, capsys):
     wrong = tmp_path / "wrong.json"
     wrong.write_text('{"neurons": []}')
     cases = [
-        (["scan", "--model", tiny_dir, "--text-file", str(empty)], "is empty"),
-        (["scan", "--model", tiny_dir, "--text-file", str(tmp_path / "nope.txt")], "not found"),
-        (["scan", "--model", "nonexistent-org/no-such-model", "--text", TEXT], "cannot load model"),
-        (["scan", "--model", str(tmp_path / "missing.gguf"), "--text", TEXT], "not found"),
-        (["identify", "--model", tiny_dir, "--ranking", str(corrupt)], "not valid JSON"),
-        (["identify", "--model", tiny_dir, "--ranking", str(tmp_path / "none.json")], "not found"),
-        (["identify", "--model", tiny_dir, "--ranking", str(wrong)], "is not a lesion ranking"),
+        (["scan", "--model", tiny_dir, "--text-file", str(empty)], "text_file"),
+        (["scan", "--model", tiny_dir, "--text-file", str(tmp_path / "nope.txt")], "text_file"),
+        (["scan", "--model", "nonexistent-org/no-such-model", "--text", TEXT], LesionError),  # the hub's refusal
+        (["scan", "--model", str(tmp_path / "missing.gguf"), "--text", TEXT], "model"),
+        (["identify", "--model", tiny_dir, "--ranking", str(corrupt)], ResultError),
+        (["identify", "--model", tiny_dir, "--ranking", str(tmp_path / "none.json")], ResultError),
+        (["identify", "--model", tiny_dir, "--ranking", str(wrong)], ResultError),
     ]
-    for args, message in cases:
-        assert main(args + ["--quiet"]) == 2, args
-        err = capsys.readouterr().err.strip()
-        assert message in err and "\n" not in err, (args, err)
+    for args, refused_by in cases:
+        refused(args + ["--quiet"], refused_by)
 
 
 def test_unsupported_gguf_architecture(tmp_path, capsys):
@@ -139,13 +145,12 @@ def test_unsupported_gguf_architecture(tmp_path, capsys):
     assert "notanarch is not supported" in capsys.readouterr().err
 
 
-def test_ranking_from_another_model_is_refused(tiny_dir, tmp_path, capsys):
+def test_ranking_from_another_model_is_refused(tiny_dir, tmp_path, refused):
     other = str(save_tiny(tmp_path / "other", seed=1))
     assert main(["rank", "--model", other, "--text", TEXT, "--samples", "2", "--quiet",
                  "--out", str(tmp_path / "r.json")]) == 0
-    assert main(["identify", "--model", tiny_dir, "--ranking", str(tmp_path / "r.json"), "--quiet",
-                 "--out", str(tmp_path / "c.json")]) == 2
-    assert "made on another model" in capsys.readouterr().err
+    refused(["identify", "--model", tiny_dir, "--ranking", str(tmp_path / "r.json"), "--quiet",
+             "--out", str(tmp_path / "c.json")], ModelMismatch)
     assert not (tmp_path / "c.json").exists()
 
 

@@ -123,8 +123,7 @@ def test_ifbench_cli_generates_under_the_mask_and_reports(tiny_dir, critical, mo
     assert "IFBench" in html_path.read_text()
 
 
-def test_ifbench_cli_bad_count(tiny_dir, critical, tmp_path, capsys):
-    assert main(["eval", "--model", tiny_dir, "--neurons", critical, "--corpus", "none", "--ifbench", "-1",
-                 "--quiet", "--out", str(tmp_path / "e.json")]) == 2
-    err = capsys.readouterr().err
-    assert "--ifbench >= 0" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "e.json").exists()
+def test_ifbench_cli_bad_count(tiny_dir, critical, tmp_path, refused):
+    refused(["eval", "--model", tiny_dir, "--neurons", critical, "--corpus", "none", "--ifbench", "-1",
+             "--quiet", "--out", str(tmp_path / "e.json")], "ifbench")
+    assert not (tmp_path / "e.json").exists()

@@ -12,7 +12,7 @@ from lesion.neurons import Neuron, discover_sites
 from lesion.cli import main
 from lesion.hooks import mask_neurons, set_neurons
 from lesion.ablation import baseline_nll, masked_nll, set_deltas
-from lesion.errors import LesionError
+from lesion.errors import LesionError, ParameterError, ResultError
 from lesion.loading import load_model
 from lesion.mechanism import (
     CAUSAL_DELTA,
@@ -121,7 +121,7 @@ def test_mechanism_report(study):
     assert profile["in_top_massive"] == (str(critical[0]) in {m["neuron"] for m in result.massive_activations})
 
 
-def test_mechanism_cli(tiny_dir, tmp_path, capsys):
+def test_mechanism_cli(tiny_dir, tmp_path, capsys, refused):
     run = scan_tiny(tiny_dir, tmp_path / "run")
     assert main(["mechanism", "--model", tiny_dir, "--run", str(run)]) == 0
     result = json.loads((run / "mechanism.json").read_text())
@@ -134,8 +134,7 @@ def test_mechanism_cli(tiny_dir, tmp_path, capsys):
     critical = json.loads((run / "critical.json").read_text())
     (run / "critical.json").write_text(json.dumps({**critical, "neurons": [], "n": 0, "reached": False}))
     (run / "fingerprints.json").unlink()  # as a scan without a set leaves it (else the folder is inconsistent)
-    assert main(["mechanism", "--model", tiny_dir, "--run", str(run)]) == 2
-    assert "no critical set" in capsys.readouterr().err
+    refused(["mechanism", "--model", tiny_dir, "--run", str(run)], ResultError)
 
 
 # --- causal tests of the labels -------------------------------------------------------------
@@ -253,10 +252,10 @@ def test_mechanism_spent_budget_keeps_what_finished(study):
     assert report.stopped == "budget" and not report.finished
     assert report.massive_activations and report.super_weights  # the first step finished
     assert report.positions == {} and report.neurons == () and report.neurons_tested == 0
-    with pytest.raises(LesionError, match="time_budget"):
-        mechanism(study, critical, other_text=OTHER, time_budget=-1)
-    with pytest.raises(LesionError, match="max_neurons"):
-        mechanism(study, critical, other_text=OTHER, max_neurons=0)
+    for bad in ({"time_budget": -1}, {"max_neurons": -1}):
+        with pytest.raises(ParameterError) as refused:
+            mechanism(study, critical, other_text=OTHER, **bad)
+        assert refused.value.parameter == next(iter(bad))
 
 
 def test_mechanism_interrupted_keeps_what_finished(study, monkeypatch):

@@ -6,6 +6,7 @@ import torch
 
 from lesion.neurons import Neuron, discover_sites
 from lesion.cli import main
+from lesion.errors import InconsistentRun, ResultError
 from lesion.loading import load_model
 from lesion.verify import fingerprints, verify
 from lesion.weights import consumers, producers
@@ -76,7 +77,7 @@ def test_verify_cli_exit_codes_on_saved_models(tiny_dir, tmp_path, capsys):
     assert "zeroed" in capsys.readouterr().out
 
 
-def test_verify_refuses_to_check_nothing(tiny_dir, tmp_path, capsys):
+def test_verify_refuses_to_check_nothing(tiny_dir, tmp_path, refused):
     """verify must never say "intact" without having compared anything: exit 2 instead."""
     run = tmp_path / "run"
     assert main(["scan", "--model", tiny_dir, "--text", TEXT, "--samples", "4", "--epsilon", "0.001",
@@ -87,27 +88,24 @@ def test_verify_refuses_to_check_nothing(tiny_dir, tmp_path, capsys):
     other_neuron = {"model.layers.0.mlp.down_proj:0" if "model.layers.0.mlp.down_proj:0" not in reference["neurons"]
                     else "model.layers.0.mlp.down_proj:1": next(iter(reference["neurons"].values()))}
     cases = {
-        "missing critical.json": ([str(tmp_path / "nowhere" / "critical.json")], {}, "not found"),
-        "empty fingerprints": ([against], {"dtype": "float32", "neurons": {}}, "check nothing"),
-        "no neurons key": ([against], {"dtype": "float32"}, "not a lesion fingerprints file"),
+        "missing critical.json": ([str(tmp_path / "nowhere" / "critical.json")], {}, ResultError),
+        "empty fingerprints": ([against], {"dtype": "float32", "neurons": {}}, ResultError),
+        "no neurons key": ([against], {"dtype": "float32"}, ResultError),
         "neuron without slices": ([against], {"dtype": "float32", "neurons": {k: [] for k in reference["neurons"]}},
-                                  "not a lesion fingerprints file"),
-        "other neurons": ([against], {"dtype": "float32", "neurons": other_neuron}, "other neurons"),
-        "dtype": ([against, "--dtype", "float32"], {**reference, "dtype": "bfloat16"}, "--dtype bfloat16"),
+                                  ResultError),
+        "other neurons": ([against], {"dtype": "float32", "neurons": other_neuron}, InconsistentRun),
+        "dtype": ([against, "--dtype", "float32"], {**reference, "dtype": "bfloat16"}, "dtype"),
     }
     if len(reference["neurons"]) > 1:
-        cases["fewer neurons"] = ([against], {"dtype": "float32", "neurons": one_neuron}, "other neurons")
-    for name, (target, fingerprints_json, message) in cases.items():
+        cases["fewer neurons"] = ([against], {"dtype": "float32", "neurons": one_neuron}, InconsistentRun)
+    for name, (target, fingerprints_json, refused_by) in cases.items():
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(fingerprints_json))
-        assert main(["verify", "--model", tiny_dir, "--against", *target, "--fingerprints", str(path),
-                     "--out", str(tmp_path / "v.json")]) == 2, name
-        err = capsys.readouterr().err.strip()
-        assert message in err and err.startswith("lesion: error:") and "\n" not in err, (name, err)
+        refused(["verify", "--model", tiny_dir, "--against", *target, "--fingerprints", str(path),
+                 "--out", str(tmp_path / "v.json")], refused_by)
         assert not (tmp_path / "v.json").exists()
     (run / "fingerprints.json").unlink()
-    assert main(["verify", "--model", tiny_dir, "--against", against]) == 2
-    assert "no fingerprints" in capsys.readouterr().err
+    refused(["verify", "--model", tiny_dir, "--against", against], ResultError)
 
 
 def test_verify_says_when_the_whole_model_differs_though_the_slices_match(tiny_dir, tmp_path, capsys):

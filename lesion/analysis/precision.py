@@ -5,14 +5,20 @@ from __future__ import annotations
 from typing import Sequence
 
 from ..ablation import baseline_nll, set_deltas
-from ..errors import LesionError
+from ..errors import LesionError, ParameterError
 from ..loading import load_model
+from ..options import DTYPES
+from ..stage2 import check_options
 from ..study import Study
 
 
 def precision(model_spec: str, text: str, dtypes: Sequence[str] = ("float32", "bfloat16", "float16"), *,
               epsilon: float = 1.0, device: str = "cpu", stage2: str = "linear", progress: bool = True,
               **rank_options) -> dict:
+    unknown = [d for d in dtypes if d not in DTYPES]
+    if unknown or not dtypes:
+        raise ParameterError("dtypes", f"must name one or more of {', '.join(DTYPES)} (got {list(dtypes)!r})")
+    check_options(epsilon, stage2=stage2)  # a bad option is the caller's, not a finding per dtype
     rows, sets = [], {}
     for dtype in dtypes:
         study = Study.create(load_model(model_spec, dtype=dtype, device=device), text)

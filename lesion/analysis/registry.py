@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
-from ..errors import LesionError
+from ..errors import ParameterError
 
 if TYPE_CHECKING:  # the registry is read by `lesion --help`, which must not wait for torch
     from ..results.analysis import AnalysisResult
@@ -38,13 +38,24 @@ class Analysis:
     lines: Callable[[dict], dict | list]  # a few lines for the console; the JSON has everything
 
 
+def check_counts(parameter: str, values, empty_ok: bool = False) -> list[int]:
+    """Whole numbers >= 1 (top-k sizes, levels, sample counts); none only where ``empty_ok``."""
+    values = list(values)
+    if (not values and not empty_ok) or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+        raise ParameterError(parameter, f"must be whole numbers >= 1, e.g. 1,10,100 (got {values!r})")
+    return values
+
+
 def _distribution(i: AnalysisInputs, top_k=(10, 100, 1000)):
     from .distribution import distribution
+    check_counts("top_k", top_k)
     return distribution(i.study.index, i.ranking.neurons, i.critical.neurons, list(top_k)), i.study.settings()
 
 
 def _phase(i: AnalysisInputs, max_n=None):
     from .phase import phase_transition
+    if max_n is not None and (isinstance(max_n, bool) or not isinstance(max_n, int) or max_n < 1):
+        raise ParameterError("max_n", f"must be a whole number >= 1 (got {max_n!r})")
     result = phase_transition(i.study, i.ranking.neurons, i.critical.neurons, max_n,
                               epsilon=i.critical.settings.get("epsilon", 1.0))
     return result, i.study.settings()
@@ -52,6 +63,7 @@ def _phase(i: AnalysisInputs, max_n=None):
 
 def _components(i: AnalysisInputs, kinds=None, levels=(1, 3, 10, 100, 1000)):
     from .components import component_ablation
+    check_counts("levels", levels)
     return (component_ablation(i.study, kinds, list(levels), **i.rank_options),
             i.study.settings(**_recorded(i.rank_options)))
 
@@ -60,8 +72,17 @@ def _sweep(i: AnalysisInputs, alphas=(1, 3, 5, 7, 10), sample_grid=(25, 50, 75, 
            epsilon=1.0, stage2="linear", time_budget=None):
     from .sweep import sensitivity_sweep
     options = {k: v for k, v in i.rank_options.items() if k not in ("alpha", "samples", "seed")}
+    import math
+
+    from ..options import MAX_SEED
     if not (alphas or sample_grid or seed_grid):
-        raise LesionError("the sweep has no points: give alphas, sample_grid or seed_grid")
+        raise ParameterError("alphas", "and `sample_grid` and `seed_grid` are all empty: the sweep has no points")
+    bad = [a for a in alphas if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a < math.inf]
+    if bad:
+        raise ParameterError("alphas", f"must be finite numbers > 0, e.g. 1,3,5,7,10 (got {bad[0]!r})")
+    check_counts("sample_grid", sample_grid, empty_ok=True)
+    if any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED for s in seed_grid):
+        raise ParameterError("seed_grid", f"must be seeds 0..{MAX_SEED}, e.g. 43,44 (got {list(seed_grid)!r})")
     result = sensitivity_sweep(i.study, list(alphas), list(sample_grid), list(seed_grid),
                                ref_alpha=i.rank_options.get("alpha", 5.0),
                                ref_samples=i.rank_options.get("samples", 100), seed=i.rank_options.get("seed", 42),
@@ -118,11 +139,23 @@ REGISTRY: dict[str, Analysis] = {a.name: a for a in (
 )}
 
 
+def check_analysis_options(name: str, options: dict) -> None:
+    """Refuse an option analysis ``name`` does not take (a time budget for an analysis without a
+    loop of scans would be ignored), before any model loads."""
+    import inspect
+    if name not in REGISTRY:
+        raise ParameterError("name", f"{name!r} is not an analysis: use one of {', '.join(REGISTRY)}")
+    takes = list(inspect.signature(REGISTRY[name].compute).parameters)[1:]
+    for option in options:
+        if option not in takes:
+            raise ParameterError(option, f"is not taken by the {name} analysis (it takes "
+                                         f"{', '.join(f'`{t}`' for t in takes) or 'no option'}): drop it")
+
+
 def run_analysis(name: str, inputs: AnalysisInputs, **options) -> "AnalysisResult":
     """Run analysis ``name`` on ``inputs`` with its own ``options`` (see each entry's compute)."""
     from ..results.analysis import AnalysisResult
-    if name not in REGISTRY:
-        raise LesionError(f"unknown analysis {name!r}: use one of {', '.join(REGISTRY)}")
+    check_analysis_options(name, options)
     data, settings = REGISTRY[name].compute(inputs, **options)
     model = inputs.model if inputs.model is not None else settings.get("model")
     return AnalysisResult(analysis=name, model=model, data=data, settings=settings)

@@ -14,10 +14,11 @@ import argparse
 import importlib
 import sys
 
-from ..errors import LesionError, ParameterError
+from ..errors import LesionError
 
-# Library parameters whose flag is not the parameter's name with dashes (``max_rows`` -> ``--max-rows``).
-FLAGS = {"per_signal": "--pool", "run_dir": "--run"}
+# The one table from library parameters to flags: those whose flag is not the parameter's name with
+# dashes (``max_rows`` -> ``--max-rows``). Every message the CLI shows names flags through :func:`flag`.
+FLAGS = {"per_signal": "--pool", "run_dir": "--run", "corpora": "--corpus"}
 
 
 def flag(parameter: str) -> str:
@@ -26,8 +27,8 @@ def flag(parameter: str) -> str:
 
 
 def error_line(error: LesionError) -> str:
-    """What the CLI prints for a user error: the message, with a parameter shown as its flag."""
-    return error.naming(flag) if isinstance(error, ParameterError) else str(error)
+    """What the CLI prints for a user error: the message, with each parameter shown as its flag."""
+    return error.naming(flag)
 
 
 class Parser(argparse.ArgumentParser):

@@ -11,9 +11,9 @@ import argparse
 import json
 
 from ..analysis.registry import REGISTRY as ANALYSES
-from ..errors import LesionError
+from ..errors import ParameterError
 from .common import (add_common_flags, add_model_args, add_noise_args, add_stage2_search_arg, add_text_args,
-                     check_noise_args, console, finite, load, progress_enabled)
+                     check_noise_args, console, load, progress_enabled)
 from .compare import parse_ints
 
 EXAMPLES = """examples:
@@ -29,45 +29,33 @@ EXAMPLES = """examples:
 
 def parse_alphas(text: str) -> list[float]:
     try:
-        alphas = [float(a) for a in text.split(",") if a.strip()]
+        return [float(a) for a in text.split(",") if a.strip()]
     except ValueError:
-        raise LesionError("--alphas takes comma-separated numbers, e.g. 1,3,5,7,10") from None
-    if not alphas or not all(0 < a < float("inf") for a in alphas):
-        raise LesionError("--alphas needs numbers > 0, e.g. 1,3,5,7,10")
-    return alphas
+        raise ParameterError("alphas", f"takes comma-separated numbers, e.g. 1,3,5,7,10 (got {text!r})") from None
 
 
 def parse_dtypes(text: str) -> list[str]:
-    from .common import DTYPES
-    dtypes = [d.strip() for d in text.split(",") if d.strip()]
-    unknown = [d for d in dtypes if d not in DTYPES]
-    if unknown or not dtypes:
-        raise LesionError(f"--dtypes takes a comma-separated list of {', '.join(DTYPES)} (got {text!r})")
-    return dtypes
+    return [d.strip() for d in text.split(",") if d.strip()]
 
 
 def _sweep_grids(args) -> dict:
     try:
         seeds = [int(x) for x in args.seed_grid.split(",") if x.strip()]
     except ValueError:
-        raise LesionError("--seed-grid takes comma-separated whole numbers, e.g. 43,44 ('' for none)") from None
-    if any(not 0 <= s < 2 ** 63 for s in seeds):
-        raise LesionError("--seed-grid takes seeds in 0..2^63-1, e.g. 43,44")
+        raise ParameterError("seed_grid", "takes comma-separated whole numbers, e.g. 43,44 ('' for none)") from None
     # '' leaves a grid out: --alphas '' --sample-grid '' --seed-grid 43,44 is a seed check alone.
     alphas = parse_alphas(args.alphas) if args.alphas.strip() else []
-    samples = parse_ints(args.sample_grid, "--sample-grid") if args.sample_grid.strip() else []
-    if not (alphas or samples or seeds):
-        raise LesionError("the sweep has no points: give --alphas, --sample-grid or --seed-grid")
+    samples = parse_ints(args.sample_grid, "sample_grid") if args.sample_grid.strip() else []
     return dict(alphas=alphas, sample_grid=samples, seed_grid=seeds, epsilon=args.epsilon, stage2=args.stage2,
                 time_budget=args.time_budget)
 
 
 # Each analysis' own options, from its flags; parsed (and so checked) before the model loads.
 OPTIONS = {
-    "distribution": lambda args: dict(top_k=parse_ints(args.top_k, "--top-k")),
+    "distribution": lambda args: dict(top_k=parse_ints(args.top_k, "top_k")),
     "phase": lambda args: dict(max_n=args.max_n),
     "components": lambda args: dict(kinds=args.kinds.split(",") if args.kinds else None,
-                                    levels=parse_ints(args.levels, "--levels")),
+                                    levels=parse_ints(args.levels, "levels")),
     "sweep": _sweep_grids,
     "robustness": lambda args: dict(epsilon=args.epsilon, stage2=args.stage2, time_budget=args.time_budget),
     "precision": lambda args: dict(dtypes=parse_dtypes(args.dtypes), epsilon=args.epsilon, stage2=args.stage2),
@@ -79,7 +67,7 @@ def _robustness_texts(args) -> dict[str, str]:
     from ..analysis import TEXTS
     from ..texts import read_text
     if args.passages < 0:
-        raise LesionError(f"--passages must be >= 0 (got {args.passages})")
+        raise ParameterError("passages", f"must be >= 0 (got {args.passages})")
     if args.passages:
         from ..evaluation.corpora import load_corpus, sample_passages
         corpus = load_corpus(args.corpus)
@@ -107,7 +95,6 @@ def _inputs(args, on: str, folder, text: str | None, rank_options: dict):
     resolve_model_args(args)
     check_device(args)
     if args.revision is not None:  # this analysis loads the model by name, once per dtype, at the default branch
-        from ..errors import ParameterError
         raise ParameterError("revision", "is not taken by this analysis, which loads the model once per dtype: "
                                          "drop it, or pass a local copy of that commit as `model`")
     return AnalysisInputs(model=args.model, text=text, device=args.device, rank_options=rank_options)
@@ -125,16 +112,17 @@ def analysis_name(name: str) -> str:
 
 def _check(args) -> dict:
     """Every argument of the analysis, before the model loads; its own options."""
+    from ..metrics import check_epsilon
     check_noise_args(args)
-    finite(args.epsilon, "--epsilon")
-    if args.max_n is not None and args.max_n < 1:
-        raise LesionError(f"--max-n must be >= 1 (got {args.max_n})")
-    if args.time_budget is not None and args.name not in ("sweep", "robustness"):
-        raise LesionError(f"--time-budget bounds sweep and robustness (a scan per point or text); "
-                          f"{args.name} has no such loop: drop it")
+    check_epsilon(args.epsilon)
+    from ..analysis.registry import check_analysis_options
     from ..anytime import check_time_budget
     check_time_budget(args.time_budget)
-    return OPTIONS[args.name](args)
+    options = OPTIONS[args.name](args)
+    if args.time_budget is not None:
+        options.setdefault("time_budget", args.time_budget)  # the library refuses it where it would be ignored
+    check_analysis_options(args.name, options)
+    return options
 
 
 def run(args) -> int:

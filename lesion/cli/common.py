@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 
 from rich.console import Console
 
 from ..errors import LesionError
-from ..options import DEFAULT_DTYPE, DEFAULT_MODEL, DTYPES, MAX_SAMPLES, MAX_SEED, STAGE2
+from ..options import DEFAULT_DTYPE, DEFAULT_MODEL, DTYPES, STAGE2
 
 console = Console(highlight=False)
 
@@ -90,73 +89,32 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars (accepted by every command)")
 
 
-def finite(value: float, flag: str, hint: str = "") -> None:
-    if not math.isfinite(value) or value <= 0:
-        raise LesionError(f"{flag} must be > 0 and finite (got {value}){hint}")
-
-
-def check_seed(seed: int) -> None:
-    if not 0 <= seed <= MAX_SEED:
-        raise LesionError(f"--seed must be 0..{MAX_SEED} (got {seed})")
-
-
 def check_noise_args(args) -> None:
-    """The options :func:`add_noise_args` adds, before any work."""
-    finite(args.alpha, "--alpha", ": the paper uses 5")
-    if not 1 <= args.samples <= MAX_SAMPLES:
-        raise LesionError(f"--samples must be >= 1 and <= {MAX_SAMPLES} (got {args.samples}): the paper uses 100")
-    check_seed(args.seed)
+    """The options :func:`add_noise_args` adds, before any work (the library's check)."""
+    from ..stage1 import check_noise_options
+    check_noise_options(samples=args.samples, alpha=args.alpha, seed=args.seed)
 
 
 def check_stage1(args) -> None:
-    finite(args.alpha, "--alpha", ": the paper uses 5")
-    if args.samples != "auto" and args.max_samples is not None:
-        raise LesionError(f"--max-samples caps --samples auto only; with --samples {args.samples} it would be "
-                          "ignored: drop it, or pass --samples auto")
-    if args.max_samples is None:
-        args.max_samples = 100
-    if args.samples != "auto":
-        if not str(args.samples).isascii() or not str(args.samples).isdigit():
-            raise LesionError(f"--samples must be a number or 'auto' (got {args.samples!r}): the paper uses 100")
+    """--samples as the library takes it (a number, or the word 'auto'), and Stage 1's options
+    checked by the library before the model loads."""
+    from ..stage1 import check_keep, check_rank_options
+    if str(args.samples).isascii() and str(args.samples).isdigit():
         args.samples = int(args.samples)
-        if not 1 <= args.samples <= MAX_SAMPLES:
-            raise LesionError(f"--samples must be >= 1 and <= {MAX_SAMPLES} (got {args.samples}): "
-                              "the paper uses 100")
-    elif not 2 <= args.max_samples <= MAX_SAMPLES:
-        raise LesionError(f"--max-samples must be 2..{MAX_SAMPLES} for --samples auto (got {args.max_samples})")
-    check_seed(args.seed)
-    if args.batch_size < 1 or args.keep < 1:
-        raise LesionError("--batch-size and --keep must be >= 1")
+    check_rank_options(samples=args.samples, alpha=args.alpha, seed=args.seed, batch_size=args.batch_size,
+                       max_samples=args.max_samples)
+    check_keep(args.keep)
 
 
 def check_stage2(args) -> None:
-    finite(args.epsilon, "--epsilon", ": the paper uses 1")
-    if args.step < 1:
-        raise LesionError(f"--step must be >= 1 (got {args.step})")
-    if args.max_neurons < 1:
-        raise LesionError(f"--max-neurons must be >= 1 (got {args.max_neurons})")
-    if args.step > args.max_neurons:
-        raise LesionError(f"--step {args.step} is larger than --max-neurons {args.max_neurons}: no set would "
-                          "be tried; lower --step")
+    from ..stage2 import check_options
+    check_options(args.epsilon, args.step, args.max_neurons, args.stage2)
 
 
 def check_device(args) -> None:
-    """A device string torch understands and this machine has, checked before the model loads."""
-    if args.device_map is not None and args.device_map != "auto":
-        raise LesionError(f"--device-map takes 'auto' (got {args.device_map!r})")
-    import torch
-    try:
-        device = torch.device(args.device)
-    except (RuntimeError, ValueError):
-        raise LesionError(f"--device {args.device!r} is not a device: use cpu, cuda or cuda:N") from None
-    if device.type == "cuda":  # with --device-map auto too: accelerate would quietly place it all on the CPU
-        if not torch.cuda.is_available():
-            raise LesionError(f"--device {args.device} asked for but no CUDA device is available: use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise LesionError(f"--device {args.device}: this machine has {torch.cuda.device_count()} CUDA "
-                              "device(s)")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise LesionError(f"--device {args.device!r}: lesion runs on cpu, cuda or mps")
+    """The device, before the model loads (the library's check)."""
+    from ..loading import check_device as check
+    check(args.device, args.device_map)
 
 
 def resolve_model_args(args, recorded: dict | None = None) -> None:
@@ -171,8 +129,6 @@ def resolve_model_args(args, recorded: dict | None = None) -> None:
             args.revision = recorded.get("model_revision")
     if args.dtype is None:
         args.dtype = DEFAULT_DTYPE
-    if args.dtype not in DTYPES:
-        raise LesionError(f"unknown dtype {args.dtype!r}: use one of {', '.join(DTYPES)}")
 
 
 def load(args, recorded: dict | None = None):
@@ -180,7 +136,6 @@ def load(args, recorded: dict | None = None):
     --model is not given; checks the arguments before the (slow) load."""
     from ..loading import load_model
     resolve_model_args(args, recorded)
-    check_device(args)
     lm = load_model(args.model, dtype=args.dtype, device=args.device, device_map=args.device_map,
                     progress=progress_enabled(args), revision=args.revision,
                     partial_view=getattr(args, "partial_view", False))
@@ -237,9 +192,18 @@ def exit_code(stopped: str, path) -> int:
     return 0
 
 
-def stopped_why(stopped: str, budget: str = "--time-budget") -> str:
-    """Why a command that keeps what it finished stopped early: its budget, or an interrupt."""
-    return f"stopped by {budget}" if stopped == "budget" else "interrupted"
+def stopped_why(stopped: str, budget: str | None = None) -> str:
+    """Why a command that keeps what it finished stopped early: its budget (``time_budget``
+    unless named), or an interrupt."""
+    from . import flag
+    return f"stopped by {budget or flag('time_budget')}" if stopped == "budget" else "interrupted"
+
+
+def named(text: str) -> str:
+    """A note from the library or a result, with each backticked parameter shown as its flag."""
+    from ..errors import name_parameters
+    from . import flag
+    return name_parameters(text, flag)
 
 
 def fmt(x: float) -> str:
@@ -252,11 +216,7 @@ def read_critical(path: str):
     """A critical.json or heel.json with neurons, read before the model loads (a critical.json
     in a run folder only if the folder's files belong together)."""
     from ..runfolder import read_neuron_set
-    critical = read_neuron_set(path)
-    if not critical.neurons:
-        raise LesionError(f"{path} has no neurons (its search did not reach epsilon): pass a critical.json "
-                          "whose 'reached' is true, or re-run lesion scan with a larger --max-neurons")
-    return critical
+    return read_neuron_set(path, need_neurons=True)
 
 
 def critical_neurons(critical, lm) -> list:

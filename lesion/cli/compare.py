@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from ..errors import LesionError
+from ..errors import ParameterError
 from .common import exit_code, stopped_why
 from .common import (add_common_flags, add_components_arg, add_model_args, add_noise_args, add_text_args,
                      console, fmt, load, progress_enabled)
@@ -36,30 +36,23 @@ def register(sub) -> None:
     add_json_flag(p, lambda args: Path(args.out_dir) / "compare.json")
 
 
-def parse_ints(text: str, flag: str) -> list[int]:
+def parse_ints(text: str, parameter: str) -> list[int]:
+    """Comma-separated whole numbers for the library (which checks their range)."""
     try:
-        values = [int(x) for x in text.split(",") if x.strip()]
+        return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise LesionError(f"{flag} takes comma-separated whole numbers, e.g. 1,10,100") from None
-    if not values or min(values) < 1:
-        raise LesionError(f"{flag} needs whole numbers >= 1")
-    return values
+        raise ParameterError(parameter, f"takes comma-separated whole numbers, e.g. 1,10,100 (got {text!r})") from None
 
 
 def run(args) -> int:
     from ..compare import compare_rankers
     from ..study import Study
-    from ..stage1 import check_ranker
     from ..runfolder import COMPARE, RunFolder
     from ..texts import read_text
     from .common import check_noise_args, check_out
 
-    levels = parse_ints(args.levels, "--levels")
-    rankers = [check_ranker(r.strip()) for r in args.rankers.split(",") if r.strip()]
-    if not rankers:
-        raise LesionError("--rankers is empty: name at least one, e.g. noise,random")
-    if args.random_runs < 1:
-        raise LesionError("--random-runs must be >= 1")
+    levels = parse_ints(args.levels, "levels")
+    rankers = [r.strip() for r in args.rankers.split(",") if r.strip()]
     check_noise_args(args)
     folder = RunFolder(args.out_dir)
     check_out(folder.file(COMPARE), "out_dir")

@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import re
 
 from rich.table import Table
 
-from ..errors import LesionError, ParameterError
 from .common import exit_code, stopped_why
 from .common import (add_common_flags, add_model_args, check_out, console, critical_neurons, fmt, load,
                      progress_enabled, read_critical)
@@ -51,55 +49,28 @@ def register(sub) -> None:
     add_json_flag(p, lambda args: args.out)
 
 
-def parse_levels(text: str, n_neurons: int) -> list[int]:
-    levels = set()
-    for part in text.split(","):
-        part = part.strip()
-        if part == "all":
-            levels.add(n_neurons)
-        elif part.isdigit() and int(part) <= n_neurons:
-            levels.add(int(part))
-        else:
-            raise LesionError(f"bad level {part!r} in --levels: use 'all' or whole numbers 0..{n_neurons}")
-    return sorted(levels | {0})
-
-
-# Library parameters -> this command's flags, for the library's one-line errors.
-FLAGS = re.compile(r"\b(max_tokens|window|stride|batch_size|limit|humaneval|ifbench|max_new_tokens)\b")
-
-
-def as_flags(error: LesionError) -> LesionError:
-    return LesionError(FLAGS.sub(lambda m: "--" + m.group(1).replace("_", "-"), str(error)))
+def level_words(text: str) -> list[int | str]:
+    """--levels as the library takes them: numbers, and words ('all') left for it to judge."""
+    return [int(part) if part.strip().isdigit() else part.strip() for part in text.split(",")]
 
 
 def run(args) -> int:
     from ..evaluation.suite import EvalPlan, evaluate
     from ..recorded import zero_only_note
 
-    if args.max_tokens < 0:
-        raise LesionError("need --max-tokens >= 0 (0: all)")
     corpora = tuple(c for c in (args.corpus or ["enwiki-gensim"]) if c != "none")
-    plan = EvalPlan(corpora=corpora, max_tokens=args.max_tokens or None, window=args.window, stride=args.stride,
+    plan = EvalPlan(corpora=corpora, max_tokens=args.max_tokens, window=args.window, stride=args.stride,
                     batch_size=args.batch_size, tasks=tuple(t for t in (args.tasks or "").split(",") if t),
                     limit=args.limit, num_fewshot=args.num_fewshot, humaneval=args.humaneval,
                     ifbench=args.ifbench, max_new_tokens=args.max_new_tokens)
-    try:
-        plan.check()
-    except LesionError as e:
-        raise as_flags(e) from None
+    plan.check()
     check_out(args.out)
     critical = read_critical(args.neurons)
-    levels = parse_levels(args.levels, len(critical.neurons))
     lm = load(args, recorded=critical.settings)
     neurons = critical_neurons(critical, lm)
     zero_only_note(critical.settings, args.neurons, console.print)
-    try:
-        report = evaluate(lm, neurons, plan, levels=levels, time_budget=args.time_budget,
-                          progress=progress_enabled(args))
-    except ParameterError:
-        raise  # the CLI names the flag
-    except LesionError as e:
-        raise as_flags(e) from None
+    report = evaluate(lm, neurons, plan, levels=level_words(args.levels), time_budget=args.time_budget,
+                      progress=progress_enabled(args))
     print_report(report)
     path = report.save(args.out)
     console.print(f"wrote {path}")

@@ -5,11 +5,9 @@ import argparse
 
 from rich.table import Table
 
-from ..errors import LesionError
 from ..options import ABLATIONS
 from .common import add_common_flags, add_model_args, console, critical_neurons, load, read_critical
-
-MAX_NEW_TOKENS = 4096
+from . import flag
 
 EXAMPLES = """examples:
   lesion generate --neurons lesion-run/critical.json --prompt "The capital of France is"
@@ -34,10 +32,9 @@ def run(args) -> int:
     from ..neurons import discover_sites
     from ..recorded import recorded_ablation
 
-    if not 1 <= args.max_new_tokens <= MAX_NEW_TOKENS:
-        raise LesionError(f"--max-new-tokens must be 1..{MAX_NEW_TOKENS} (got {args.max_new_tokens})")
-    if not all(p.strip() for p in args.prompt):
-        raise LesionError("--prompt is empty: give the text the model should continue")
+    from ..generation import check_generation
+    for prompt in args.prompt:
+        check_generation(prompt, args.max_new_tokens)
     critical = read_critical(args.neurons)
     lm = load(args, recorded=critical.settings)
     neurons = critical_neurons(critical, lm)
@@ -45,7 +42,7 @@ def run(args) -> int:
     recorded = recorded_ablation(critical.settings)
     ablation = args.ablation or recorded
     if ablation != recorded:
-        console.print(f"[yellow]note[/yellow]: --ablation {ablation} overrides the {recorded} ablation "
+        console.print(f"[yellow]note[/yellow]: {flag('ablation')} {ablation} overrides the {recorded} ablation "
                       f"{args.neurons} was found with")
     table = Table("prompt", "original", f"{len(neurons)} neuron(s) masked ({ablation})", show_lines=True)
     for column in table.columns:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import LesionError
+from ..errors import ParameterError
 from ..options import ABLATIONS
-from .common import add_common_flags, add_model_args, add_text_args, console, fmt, load
+from .common import add_common_flags, add_model_args, add_text_args, console, fmt, load, named
 
 EXAMPLES = """examples:
   lesion mask model.layers.11.mlp.down_proj:507
@@ -50,14 +50,14 @@ def run(args) -> int:
         result = CriticalSet("", (), 1.0, 1.0, 0.0, False, (), 0, {})
         inputs = Inputs((("text", read_text(given)),), args.ablation or "zero")
     else:
-        raise LesionError("no neurons to mask: name them (module:channel) or pass --neurons critical.json")
+        raise ParameterError("neurons", "names none to mask: name them (module:channel) or pass a critical.json")
     lm = load(args, recorded=result.settings if args.neurons else None)
     if args.neurons:
         from ..study import check_same_model
         check_same_model(result.settings, lm, "neuron set")
     rows = reproduce(result, lm, inputs, args.neurons or "", extra=neurons)
     for note in inputs.notes:
-        console.print(f"[yellow]note[/yellow]: {note}")
+        console.print(f"[yellow]note[/yellow]: {named(note)}")
     print_rows(rows, len(result.neurons) + len([n for n in neurons if n not in result.neurons]), inputs.ablation)
     return 0
 

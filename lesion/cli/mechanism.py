@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from ..errors import LesionError
+from . import flag
 from .common import exit_code, stopped_why
 from .common import add_common_flags, add_model_args, console, fmt, load, progress_enabled
 from .tables import add_json_flag, neuron_table
@@ -42,22 +42,19 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..analysis.robustness import TEXTS
     from ..mechanism import mechanism
-    from ..runfolder import CRITICAL, MECHANISM, RunFolder
-    from .common import check_out, check_seed
+    from ..runfolder import CRITICAL, MECHANISM, RunFolder, check_has_neurons
+    from ..options import check_seed
+    from .common import check_out
 
     check_seed(args.seed)
-    if args.max_neurons < 0:
-        raise LesionError(f"--max-neurons must be >= 0 (0: all), got {args.max_neurons}")
     folder = RunFolder(args.run_dir)
     critical = folder.critical()
-    if not critical.neurons:
-        raise LesionError(f"{folder.file(CRITICAL)} has no critical set (threshold not reached): re-run "
-                          "`lesion scan` with a lower --epsilon or a larger --max-neurons")
+    check_has_neurons(critical, folder.file(CRITICAL))
     check_out(folder.file(MECHANISM), "run_dir")
     lm = load(args, recorded=critical.settings)
     study = folder.study(lm)
     report = mechanism(study, critical.neurons, other_text=TEXTS["wikipedia"], seed=args.seed,
-                       max_neurons=args.max_neurons or None, time_budget=args.time_budget,
+                       max_neurons=args.max_neurons, time_budget=args.time_budget,
                        progress=progress_enabled(args))
     report = dataclasses.replace(report, settings=study.settings(seed=args.seed, max_neurons=args.max_neurons,
                                                                  time_budget=args.time_budget))
@@ -77,7 +74,7 @@ def print_coverage(report: MechanismReport) -> None:
     why = "complete" if report.stopped == "complete" else stopped_why(report.stopped)
     console.print(f"{why} after {report.seconds:.0f} s: {report.neurons_tested} of {report.critical_size} "
                   "critical neurons tested one by one" + ("" if report.stopped != "complete" else
-                                                          " (raise --max-neurons, 0 for all)"), soft_wrap=True)
+                                                          f" (raise {flag('max_neurons')}, 0 for all)"), soft_wrap=True)
 
 
 def print_neurons(result: dict) -> None:

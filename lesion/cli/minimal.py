@@ -41,10 +41,11 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..heel.minimal import check_search_bounds, minimal_sets
     from ..runfolder import RunFolder, minimal_name
-    from .common import check_out, finite
+    from ..metrics import check_epsilon
+    from .common import check_out
 
     if args.epsilon is not None:
-        finite(args.epsilon, "--epsilon")
+        check_epsilon(args.epsilon)
     check_search_bounds(args.pool, args.max_size)
     folder = RunFolder(args.run_dir)
     ranking, critical = folder.ranking(), folder.critical()
@@ -57,7 +58,7 @@ def run(args) -> int:
         found = study.identify(ranking, epsilon=epsilon, progress=progress_enabled(args))
         if not found.reached:
             raise LesionError(f"greedy masking of up to {found.trajectory[-1].n} neurons never reaches Delta >= "
-                              f"{epsilon:g} (best {found.delta:.2f}): use a lower --epsilon")
+                              f"{epsilon:g} (best {found.delta:.2f}): use a lower `epsilon`")
         greedy = found.neurons
     result = minimal_sets(study, ranking.neurons, greedy, epsilon=epsilon, pool=args.pool,
                           max_size=args.max_size, progress=progress_enabled(args),

@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from ..errors import LesionError
 from .common import (add_common_flags, add_components_arg, add_model_args, add_stage1_args,
-                     add_stage2_args, add_text_args, check_out, check_stage1, check_stage2, console, fmt, load,
+                     add_stage2_args, add_text_args, check_out, check_stage1, check_stage2, console, fmt, load, named,
                      progress_enabled)
 from .tables import add_json_flag, neuron_table
 
@@ -133,9 +132,6 @@ def run_identify(args) -> int:
     check_stage2(args)
     check_out(args.out)
     ranking = Ranking.load(args.ranking)
-    if args.step > min(args.max_neurons, len(ranking.neurons)):
-        raise LesionError(f"--step {args.step} is larger than the {min(args.max_neurons, len(ranking.neurons))} "
-                          f"candidate(s) of {args.ranking}: lower --step")
     from ..results import recorded_text
     text = recorded_text(ranking.settings, _text(args), args.ranking)  # a wrong text is refused before loading
     lm = load(args, recorded=ranking.settings)
@@ -168,4 +164,4 @@ def print_critical(critical: CriticalSet, timings: dict) -> None:
     from ..results import unsettled_note
     note = unsettled_note(critical.settings)
     if note:
-        console.print(f"[yellow]note[/yellow]: {note}")
+        console.print(f"[yellow]note[/yellow]: {named(note)}")

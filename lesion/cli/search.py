@@ -7,9 +7,10 @@ from pathlib import Path
 
 from rich.table import Table
 
-from ..errors import LesionError
+from ..errors import LesionError, ParameterError
+from . import error_line, flag
 from .common import (add_common_flags, add_components_arg, add_model_args, add_noise_args, check_noise_args,
-                     check_out, console, fmt, load, progress_enabled)
+                     check_out, console, fmt, load, named, progress_enabled)
 
 EXAMPLES = """examples:
   lesion search --out heel.json                               # default model, Bookends text
@@ -87,7 +88,7 @@ def texts_from(args) -> tuple[list[str], list[str]]:
     """(names, texts): every --text, every --text-file, then --passages; the Bookends default alone."""
     from ..texts import BOOKENDS, read_text
     if args.passages is not None and args.passages < 1:
-        raise LesionError(f"--passages must be >= 1 (got {args.passages}): leave it out to draw none")
+        raise ParameterError("passages", f"must be >= 1 (got {args.passages}): leave it out to draw none")
     named = [(f"text{i + 1}", read_text(t)) for i, t in enumerate(args.text)]
     named += [(name, read_text(None, f)) for name, f in zip(file_names(args.text_file), args.text_file)]
     if args.texts is not None:
@@ -95,9 +96,9 @@ def texts_from(args) -> tuple[list[str], list[str]]:
         names = [n.strip() for n in args.texts.split(",") if n.strip()]
         unknown = [n for n in names if n not in TEXTS]
         if not names:
-            raise LesionError(f"--texts names no text: use one or more of {', '.join(TEXTS)}, or leave it out")
+            raise ParameterError("texts", f"names no text: use one or more of {', '.join(TEXTS)}, or leave it out")
         if unknown:
-            raise LesionError(f"unknown text name(s) {', '.join(unknown)}: use {', '.join(TEXTS)}")
+            raise ParameterError("texts", f"names unknown text(s) {', '.join(unknown)}: use {', '.join(TEXTS)}")
         named += [(n, TEXTS[n]) for n in names]
     if args.passages:
         from ..evaluation.corpora import load_corpus, sample_passages
@@ -120,19 +121,19 @@ def run(args) -> int:
     from ..heel import search_heel, search_with_transfer
     from ..results import save_result as write_result
     from ..heel.journal import check_journal, journal_path
+    from ..heel.search import check_pool, check_transfer
     from ..heel.signals import parse_signals
 
     plan = plan_from(args)
     signals = parse_signals(args.signals)
-    if args.pool < 1:
-        raise LesionError(f"--pool must be >= 1 (got {args.pool})")
+    check_pool(args.pool)
     check_noise_args(args)
     check_out(args.out)
     if "prefix" == plan.strategy and "noise" not in signals:
         signals.append("noise")
     names, texts = texts_from(args)
-    if args.transfer and len(texts) < 2:
-        raise LesionError("--transfer needs at least two texts: repeat --text/--text-file or use --passages")
+    if args.transfer:
+        check_transfer(texts)
     journal = check_journal(journal_path(args.out), args.resume)  # before the model loads
     lm = load(args)
     progress = progress_enabled(args)
@@ -151,14 +152,14 @@ def run(args) -> int:
     try:
         path = write_result(args.out, heel)
     except LesionError as e:  # a full disk: the one line still says what was found
-        raise LesionError(f"{e}; the search found {len(heel.neurons)} neuron(s), Delta {fmt(heel.delta)}: "
+        raise LesionError(f"{error_line(e)}; the search found {len(heel.neurons)} neuron(s), Delta {fmt(heel.delta)}: "
                           f"{' '.join(map(str, heel.neurons)) or 'none'}") from None
     if heel.screen.get("journal_failure"):
-        print(f"lesion: note: the journal {journal} stopped ({heel.screen['journal_failure']}): --resume redoes "
-              "the sets after those", file=sys.stderr)
+        print(f"lesion: note: the journal {journal} stopped ({heel.screen['journal_failure']}): "
+              f"{flag('resume')} redoes the sets after those", file=sys.stderr)
     console.print(f"wrote {path}")
     if heel.stopped == "interrupted":
-        print(f"lesion: interrupted: wrote the best set so far to {path}; --resume continues", file=sys.stderr)
+        print(f"lesion: interrupted: wrote the best set so far to {path}; {flag('resume')} continues", file=sys.stderr)
         return 130
     return 0
 
@@ -169,7 +170,8 @@ def print_heel(heel, names: list[str]) -> None:
             else f"[bold]no set reached Delta >= {eps:g}[/bold] ({heel.stopped}); best set so far: "
                  f"{len(heel.neurons)} neuron(s), Delta {fmt(heel.delta)}")
     if not heel.neurons:
-        head = "[bold]no set was evaluated[/bold] within the budget: raise --max-rows or --time-budget"
+        head = (f"[bold]no set was evaluated[/bold] within the budget: raise {flag('max_rows')} or "
+                f"{flag('time_budget')}")
     console.print(head)
     if heel.profile:
         table = Table("#", "neuron", "Delta alone", "peak |a|", "at token")
@@ -184,7 +186,7 @@ def print_heel(heel, names: list[str]) -> None:
     console.print(stages)
     cert = heel.certificate
     if cert.get("note"):
-        console.print(f"certificate: {cert['note']}")
+        console.print(f"certificate: {named(cert['note'])}")
     elif cert:
         sizes = ", ".join(f"size {k}: {fmt(v)}" for k, v in cert.get("best_delta_by_size", {}).items())
         if cert.get("smaller_set"):
@@ -192,7 +194,7 @@ def print_heel(heel, names: list[str]) -> None:
         elif cert.get("certified"):
             verdict = f"no smaller set among the top {cert.get('pool')} screened neurons"
         else:
-            verdict = f"not certified ({cert.get('note', 'search cut short')})"
+            verdict = f"not certified ({named(cert.get('note', 'search cut short'))})"
         console.print(f"certificate: {verdict}; best Delta by size: {sizes}", soft_wrap=True)
     if len(heel.texts) > 1:
         per = Table("text", "tokens", "baseline PPL", "Delta")
@@ -218,13 +220,13 @@ def portfolio_line(portfolio: dict) -> str:
     """Which part of the portfolio found the answer, and what each part found (or why it did not run)."""
     def part(p: dict) -> str:
         if not p.get("ran", True):
-            return f"{p['name']}: not run ({p['why']})"
+            return f"{p['name']}: not run ({named(p['why'])})"
         outcome = {"budget": "its rows ran out", "interrupted": "interrupted"}.get(
             p["stopped"], "no set reached" if p["name"] == "all" else "nothing smaller")
         return f"{p['name']}: {str(p['size']) + ' neuron(s)' if p['reached'] else outcome}, {p['rows']} rows"
     who = portfolio["found_by"]
     source = {"all": "the search over every component", "certificate": "the certificate"}.get(
-        who, f"the search restricted to {who} (--components {who})")
+        who, f"the search restricted to {who} ({flag('components')} {who})")
     parts = portfolio["parts"][1:]
     whys = {p.get("why") for p in parts}
     if parts and len(whys) == 1 and None not in whys:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import LesionError
 from .common import add_common_flags, add_model_args, console, load
 from .tables import neuron_table
 
@@ -30,16 +29,14 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..results import CriticalSet
     from ..runfolder import FINGERPRINTS
-    from ..verify import read_fingerprints, verify_model
+    from ..verify import fingerprint_dtype, read_fingerprints, verify_model
     from .common import check_out, resolve_model_args
 
     check_out(args.out)
     critical = CriticalSet.load(args.against)  # refuses a missing or malformed file
     reference = read_fingerprints(critical, Path(args.fingerprints or Path(args.against).parent / FINGERPRINTS),
                                   args.against)
-    if args.dtype is not None and reference["dtype"] != args.dtype:
-        raise LesionError(f"the fingerprints were taken in {reference['dtype']}: pass --dtype {reference['dtype']}")
-    args.dtype = reference["dtype"]
+    args.dtype = fingerprint_dtype(reference, args.dtype)
     resolve_model_args(args, critical.settings)
     report = verify_model(load(args), critical, reference)
     checks, bad = report.checks, report.changed

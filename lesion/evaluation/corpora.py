@@ -23,7 +23,7 @@ HUB_CORPORA = {
     "wikitext-103": ("Salesforce/wikitext", "wikitext-103-raw-v1", "test"),
     "c4": ("allenai/c4", "en", "validation"),
 }
-OFFLINE_HINT = "use --corpus enwiki-gensim (offline) or a local .txt/.jsonl file or folder"
+OFFLINE_HINT = "use the corpus enwiki-gensim (offline) or a local .txt/.jsonl file or folder"
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ def run_harness(model, tokenizer, index: SiteIndex, neurons: Sequence[Neuron], t
         except (ConnectionError, OSError, ValueError) as e:
             raise LesionError(f"lm-eval could not run {', '.join(tasks)} ({type(e).__name__}: "
                               f"{str(e).splitlines()[0][:150]}): offline, use lesion_mmlu_dev, "
-                              "lesion_wiki_cloze or --humaneval") from None
+                              "lesion_wiki_cloze or `humaneval`") from None
     return {task: {k.split(",")[0]: v for k, v in metrics.items()
                    if isinstance(v, (int, float)) and not k.endswith("_stderr,none") and k != "alias"}
             for task, metrics in out["results"].items()}

@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..batching import split_on_oom
-from ..errors import LesionError
+from ..errors import LesionError, ParameterError
 from ..hooks import mask_neurons
 from ..metrics import LN10, perplexity, token_nll
 from ..neurons import Neuron, SiteIndex
@@ -41,8 +41,8 @@ class Span:
 
 def windows(n_tokens: int, window: int, stride: int) -> list[Span]:
     if window < 2 or stride < 1 or stride > window:
-        raise LesionError(f"need window >= 2 and 1 <= stride <= window (got {window}, {stride}): "
-                          "a larger stride would leave tokens unscored")
+        raise ParameterError("stride", f"must be 1..`window` and `window` >= 2 (got {stride}, {window}): a "
+                                       "larger stride would leave tokens unscored")
     block = min(stride, window - 1)  # the window's first token is context for the rest
     spans = []
     for first in range(1, n_tokens, block):

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..anytime import Anytime, check_time_budget
-from ..errors import LesionError
+from ..errors import ParameterError
 from ..neurons import Neuron, discover_sites
 from ..results.evaluation import EvalReport
 
@@ -16,7 +16,7 @@ from ..results.evaluation import EvalReport
 class EvalPlan:
     """What to evaluate; validated once, here (errors name these fields)."""
     corpora: tuple[str, ...] = ("enwiki-gensim",)
-    max_tokens: int | None = 20000  # per corpus; None: all
+    max_tokens: int | None = 20000  # per corpus; None or 0: all
     window: int = 512
     stride: int = 512
     batch_size: int = 4
@@ -28,28 +28,35 @@ class EvalPlan:
     max_new_tokens: int = 256
 
     def check(self) -> None:
-        if (self.max_tokens is not None and self.max_tokens < 1) or self.window < 2 \
-                or not 1 <= self.stride <= self.window:
-            raise LesionError("need max_tokens >= 1 (or None for all), window >= 2 and 1 <= stride <= window")
-        if self.batch_size < 1 or (self.limit is not None and self.limit < 1) or self.humaneval < 0:
-            raise LesionError("need batch_size >= 1, limit >= 1 and humaneval >= 0")
-        if self.ifbench < 0 or self.max_new_tokens < 1:
-            raise LesionError("need ifbench >= 0 and max_new_tokens >= 1")
+        least = {"max_tokens": 0, "window": 2, "batch_size": 1, "limit": 1, "num_fewshot": 0, "humaneval": 0,
+                 "ifbench": 0, "max_new_tokens": 1}
+        for name, low in least.items():
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+                raise ParameterError(name, f"must be a whole number >= {low} (got {value!r})"
+                                           + ("; 0 reads every token" if name == "max_tokens" else ""))
+        if not 1 <= self.stride <= self.window:
+            raise ParameterError("stride", f"must be 1..`window` ({self.window}), got {self.stride}: a larger "
+                                           "stride would leave tokens unscored")
         if not (self.corpora or self.tasks or self.humaneval or self.ifbench):
-            raise LesionError("nothing to evaluate: give corpora, tasks, humaneval or ifbench")
+            raise ParameterError("corpora", "names nothing to evaluate: give a corpus, `tasks`, `humaneval` or "
+                                            "`ifbench`")
 
     def steps(self, levels: int) -> int:
         return levels * (len(self.corpora) + bool(self.tasks) + bool(self.humaneval) + bool(self.ifbench))
 
 
-def check_levels(levels: Sequence[int], n_neurons: int) -> list[int]:
-    bad = [v for v in levels if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= n_neurons]
+def check_levels(levels: Sequence[int | str], n_neurons: int) -> list[int]:
+    """The levels to evaluate (how many critical neurons are masked; "all": every one), with 0."""
+    chosen = [n_neurons if v == "all" else v for v in levels]
+    bad = [v for v in chosen if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= n_neurons]
     if bad:
-        raise LesionError(f"levels must be whole numbers 0..{n_neurons}, got {bad[0]!r}")
-    return sorted(set(levels) | {0})
+        raise ParameterError("levels", f"must be 'all' or whole numbers 0..{n_neurons} (got {bad[0]!r})")
+    return sorted(set(chosen) | {0})  # type: ignore[arg-type]
 
 
-def evaluate(lm, neurons: Sequence[Neuron], plan: EvalPlan = EvalPlan(), *, levels: Sequence[int] | None = None,
+def evaluate(lm, neurons: Sequence[Neuron], plan: EvalPlan = EvalPlan(), *,
+             levels: Sequence[int | str] | None = None,
              time_budget: float | None = None, progress: bool = False) -> EvalReport:
     """Score ``lm`` with the first ``level`` of ``neurons`` masked, for each level (default: 0
     and all). Each (part, level) is a step; ``time_budget`` (seconds) or Ctrl-C stops the run
@@ -65,7 +72,7 @@ def evaluate(lm, neurons: Sequence[Neuron], plan: EvalPlan = EvalPlan(), *, leve
         from .ifbench import require_packages
         require_packages()
     if plan.corpora:
-        check_fits(lm.model, plan.window, "window", "pass a window no longer than the context")
+        check_fits(lm.model, plan.window, "window", "pass one no longer than the context")
     index = discover_sites(lm.model, "all")
     settings = {**model_provenance(lm), "window": plan.window, "stride": plan.stride,
                 "max_tokens": plan.max_tokens or 0, "loss_dtype": "float32"}
@@ -99,7 +106,7 @@ def _perplexity(lm, index, neurons, levels, plan: EvalPlan, parts: dict, run: An
     for spec in plan.corpora:
         corpus = load_corpus(spec, (plan.max_tokens or 0) * CHARS_PER_TOKEN or None)
         for result in corpus_levels(lm.model, lm.tokenizer, index, corpus.name, corpus.documents, neurons, levels,
-                                    window=plan.window, stride=plan.stride, max_tokens=plan.max_tokens,
+                                    window=plan.window, stride=plan.stride, max_tokens=plan.max_tokens or None,
                                     batch_size=plan.batch_size, progress=progress):
             rows.append(asdict(result))
             run.step()

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ParameterError
-from ..options import HARDEN_METHODS, MAX_SAMPLES, MAX_SEED
+from ..options import HARDEN_METHODS, MAX_SAMPLES, check_seed
 from .measure import Budget
 
 if TYPE_CHECKING:
@@ -57,8 +57,7 @@ def harden_model(model: str, out: str | Path, *, method: str = "hadamard", seed:
     say = say or (lambda line: None)
     if method not in HARDEN_METHODS:
         raise ParameterError("method", f"must be one of {', '.join(HARDEN_METHODS)} (got {method!r})")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise ParameterError("seed", f"must be a whole number 0..{MAX_SEED} (got {seed!r})")
+    check_seed(seed)
     budget = check_budget(max_rows, max_neurons, samples)  # checked without report too: a typo is a typo
     text = read_text(text)
     neurons = [n if isinstance(n, Neuron) else Neuron.parse(n) for n in neurons] if neurons else None

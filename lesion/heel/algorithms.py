@@ -33,12 +33,12 @@ from math import comb
 from typing import Callable, Iterator, Sequence
 
 from ..anytime import check_time_budget
-from ..errors import LesionError, ParameterError
+from ..errors import BudgetExhausted, LesionError, ParameterError
 from ..metrics import LN10, check_epsilon, perplexity
 from ..neurons import Neuron
 from ..options import ABLATIONS, OBJECTIVES, PRUNERS, STRATEGIES
 from ..results import Heel
-from .scorer import BudgetExhausted, SetScorer
+from .scorer import SetScorer
 
 
 def screen(score: SetScorer, pool: Sequence[Neuron], epsilon: float = math.inf,
@@ -295,7 +295,7 @@ class SearchPlan:
         check_time_budget(self.time_budget)
 
 
-STOPS = {"budget": "the budget (--max-rows / --time-budget)", "interrupted": "an interrupt (Ctrl-C / SIGTERM)"}
+STOPS = {"budget": "the budget (`max_rows` / `time_budget`)", "interrupted": "an interrupt (Ctrl-C / SIGTERM)"}
 
 
 @dataclass(frozen=True)
@@ -330,7 +330,7 @@ def find_smallest_heel(score: SetScorer, pool: Sequence[Neuron], plan: SearchPla
     Delta estimate per pool neuron) orders the screen and is checked against it (Spearman)."""
     plan.check()
     if not pool:
-        raise LesionError("the candidate pool is empty: widen --signals or --pool")
+        raise ParameterError("per_signal", "gives an empty candidate pool: widen `signals` or raise it")
     started = time.perf_counter()
     trace: list[dict] = []
     stages: list[dict] = []
@@ -370,7 +370,7 @@ def find_smallest_heel(score: SetScorer, pool: Sequence[Neuron], plan: SearchPla
         answer = score.best_found(plan.epsilon)
         certificate = {"certified": False, "smaller_set": None, "best_delta_by_size": score.best_by_size(),
                        "note": f"stopped by {STOPS[stopped]}: the best set evaluated so far, neither pruned to "
-                               "irreducible nor certified; --resume continues the search"}
+                               "irreducible nor certified; `resume` continues the search"}
     if certificate.get("smaller_set"):
         answer, stopped = [Neuron.parse(s) for s in certificate["smaller_set"]], "reached"
         if portfolio is not None:

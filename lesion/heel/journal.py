@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from ..errors import LesionError
+from ..errors import JournalMismatch, LesionError, ParameterError, ResultError
 from ..files import check_writable_folder
 from ..neurons import Neuron
 
@@ -40,10 +40,10 @@ def check_journal(path: str | Path, resume: bool) -> Path:
     path = Path(path)
     if path.exists() and not path.is_file():
         what = "a folder" if path.is_dir() else "not a regular file"
-        raise LesionError(f"the search journal {str(path)!r} is {what}: move it away or write the result "
-                          "elsewhere, since the journal is kept beside the result")
+        raise ParameterError("out", f"keeps its search journal at {str(path)!r}, which is {what}: move it away or "
+                                    "write the result elsewhere")
     if resume and not path.is_file():
-        raise LesionError(f"there is no journal {str(path)!r} to resume: run the search without resuming first")
+        raise ParameterError("resume", f"finds no journal {str(path)!r} to continue: run the search without it first")
     if path.is_file():
         try:
             with open(path, "r+b"):
@@ -82,9 +82,9 @@ class SetJournal:
         lines = data[:_whole_lines(data)].decode("utf-8", errors="replace").split("\n")[:-1]
         header = _parse(lines[0]) if lines else None
         if not isinstance(header, dict) or header.get("journal") != self.key:
-            raise LesionError(f"{self.path} was written by a search of another model, text or ablation "
-                              f"({_differs(header, self.key)}): start the search afresh, without resuming, or resume "
-                              "the search it belongs to")
+            raise JournalMismatch(f"{self.path} was written by a search of another model, text or ablation "
+                                  f"({_differs(header, self.key)}): start the search afresh, without resuming, or "
+                                  "resume the search it belongs to")
         known: dict[frozenset, tuple[float, ...]] = {}
         for number, line in enumerate(lines[1:], 2):
             key, deltas = self._entry(_parse(line), number)
@@ -94,7 +94,7 @@ class SetJournal:
     def _entry(self, entry, number: int) -> tuple[frozenset, tuple[float, ...]]:
         """One line's set and Deltas, or one line saying why the journal is refused."""
         def refuse(why: str) -> LesionError:
-            return LesionError(f"line {number} of the journal {self.path} {why}: it was edited, damaged or "
+            return ResultError(f"line {number} of the journal {self.path} {why}: it was edited, damaged or "
                                "copied from another search; start the search afresh, without resuming")
         if not isinstance(entry, dict) or set(entry) != {"set", "deltas", "sha256"}:
             raise refuse("is not an entry lesion wrote")

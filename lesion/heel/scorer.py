@@ -16,7 +16,7 @@ import torch
 
 from .. import distributed
 from ..ablation import baseline_nll, channel_means, check_ablation, set_deltas
-from ..errors import LesionError
+from ..errors import BudgetExhausted, JournalMismatch, ParameterError
 from ..neurons import Neuron, SiteIndex
 from ..options import OBJECTIVES
 
@@ -26,15 +26,6 @@ LOGIT_BYTES = 2 ** 29  # float32 logits one batched forward may hold
 # |Delta re-scored - Delta read from a journal| <= this x max(1, |Delta|): another batch composition
 # moves float32 in the 7th digit and bfloat16 in the 3rd; an edit that changes an answer is far larger.
 JOURNAL_TOLERANCE = 1e-3
-
-
-class JournalMismatch(LesionError):
-    """A set read from a search journal does not have, on the model, the Delta the journal gives."""
-
-
-class BudgetExhausted(Exception):
-    """The row budget (--max-rows) or the time budget (--time-budget) ran out; the search
-    returns its best set so far."""
 
 
 class SetScorer:
@@ -51,7 +42,7 @@ class SetScorer:
                  deadline: float | None = None, piece: int | None = None,
                  order: Callable[[frozenset], Any] | None = None):
         if objective not in OBJECTIVES:
-            raise LesionError(f"unknown objective {objective!r}: use {' or '.join(OBJECTIVES)}")
+            raise ParameterError("objective", f"must be {' or '.join(OBJECTIVES)} (got {objective!r})")
         self.evaluate, self.texts, self.objective, self.max_rows = evaluate, texts, objective, max_rows
         self.clean = list(clean) or [0.0] * texts
         self.deadline, self.piece, self.order = deadline, piece, order

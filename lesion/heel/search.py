@@ -56,8 +56,7 @@ def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence
     runs this call: masked rows and Stage 1's noise samples are split across the ranks, every
     decision the time budget takes reads rank 0's clock, and rank 0 alone keeps the journal."""
     plan.check()
-    if per_signal < 1:
-        raise ParameterError("per_signal", f"must be >= 1 (got {per_signal})")
+    check_pool(per_signal)
     if journal is not None:
         check_journal(journal, resume)
     began = time.monotonic()
@@ -136,7 +135,7 @@ def affordable_signals(signals: Sequence[str], bare_seconds: float, noise_option
         return signals, {}
     signals.remove("noise")
     return signals, {"noise": f"estimated {cost:.0f} s ({noise_options['samples']} samples) > "
-                              f"{NOISE_SHARE:.0%} of --time-budget {plan.time_budget:g} s"}
+                              f"{NOISE_SHARE:.0%} of `time_budget` {plan.time_budget:g} s"}
 
 
 def _signal_scores(lm, studies, index, signals, noise_options, progress, memo, seconds: dict) -> dict[str, list]:
@@ -211,9 +210,25 @@ def describe(model: torch.nn.Module, index: SiteIndex, input_ids: torch.Tensor, 
     return rows
 
 
+def check_pool(per_signal: int) -> None:
+    """How many candidates each signal adds to the pool: at least one."""
+    if isinstance(per_signal, bool) or not isinstance(per_signal, int) or per_signal < 1:
+        raise ParameterError("per_signal", f"must be a whole number >= 1 (got {per_signal!r})")
+
+
+def check_transfer(texts: Sequence[str]) -> None:
+    """A transfer table compares heels across texts: it needs two at least."""
+    if len(texts) < 2:
+        raise ParameterError("texts", f"must hold at least two texts to transfer between (got {len(texts)}): "
+                                      "give more `text`, `text_file` or `passages`")
+
+
 def search_with_transfer(lm, texts: Sequence[str], names: Sequence[str], plan: SearchPlan, **options) -> Heel:
     """The joint heel over all texts, plus each text's own heel, and the Delta of every heel on
     every text (does a heel found on one input collapse the model on the others?)."""
+    check_transfer(texts)
+    if len(names) != len(texts):
+        raise ParameterError("names", f"must name each text once ({len(names)} names for {len(texts)} texts)")
     memo: dict = {}
     joint = search_heel(lm, texts, plan, memo=memo, names=names, **options)
     alone = {k: v for k, v in options.items() if k not in ("journal", "resume")}  # the journal is the joint search's

@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..errors import LesionError
+from ..errors import LesionError, ParameterError
 from ..neurons import Neuron, SiteIndex
 from ..options import SIGNALS
 from ..stage1 import activation_gradients, clean_activations, rank_by_activation
@@ -20,8 +20,8 @@ def parse_signals(text: str) -> list[str]:
     names = [s.strip() for s in text.split(",") if s.strip()]
     unknown = [s for s in names if s not in SIGNALS]
     if unknown or not names:
-        raise LesionError(f"unknown signal(s) {', '.join(unknown) or '(none)'}: use a comma-separated "
-                          f"list of {', '.join(SIGNALS)}")
+        raise ParameterError("signals", f"names unknown signal(s) {', '.join(unknown) or '(none)'}: use a "
+                                        f"comma-separated list of {', '.join(SIGNALS)}")
     return list(dict.fromkeys(names))
 
 
@@ -73,7 +73,7 @@ def signal_scores(name: str, model: torch.nn.Module, input_ids: torch.Tensor, in
         return superweight_scores(model, index).float()
     if name == "attribution":
         return attribution_scores(model, input_ids, index).float()
-    raise LesionError(f"unknown signal {name!r}: use one of {', '.join(SIGNALS)}")
+    raise ParameterError("signals", f"names an unknown signal {name!r}: use one of {', '.join(SIGNALS)}")
 
 
 def top_neurons(index: SiteIndex, scores: torch.Tensor, m: int) -> list[Neuron]:

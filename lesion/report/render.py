@@ -6,7 +6,7 @@ import html
 import json
 from pathlib import Path
 
-from ..errors import LesionError
+from ..errors import ResultError
 from ..files import read_json, write_text
 from ..results import unsettled_note
 from ..runfolder import RunFolder
@@ -54,7 +54,7 @@ def build_report(folder: str | Path) -> tuple[Path, Path]:
     beside the ranking, a critical neuron renamed)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise LesionError(f"{folder} is not a folder: pass the folder `lesion scan --out` wrote")
+        raise ResultError(f"{folder} is not a folder: pass the run folder a scan wrote")
     RunFolder(folder).check()
     figures_dir = folder / "figures"
     fresh, built = not figures_dir.exists(), False
@@ -63,7 +63,7 @@ def build_report(folder: str | Path) -> tuple[Path, Path]:
         built = True
         return paths
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
-        raise LesionError(f"{folder} holds an incomplete or malformed result ({type(e).__name__}: {e}): "
+        raise ResultError(f"{folder} holds an incomplete or malformed result ({type(e).__name__}: {e}): "
                           "re-create it with lesion") from None
     finally:
         if fresh and not built:
@@ -74,7 +74,7 @@ def build_report(folder: str | Path) -> tuple[Path, Path]:
 def _build(folder: Path) -> tuple[Path, Path]:
     critical = _load(folder, "critical.json")
     if critical is None:
-        raise LesionError(f"{folder} has no critical.json: run `lesion scan --out {folder}` first")
+        raise ResultError(f"{folder} has no critical.json: write a scan into it first (`lesion scan`)")
     page = Page(folder)
     _summary(page, critical, _load(folder, "ranking.json"))
     sections = [("analysis-phase.json", _phase), ("compare.json", _compare),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from ..errors import LesionError
+from ..errors import ParameterError, ResultError
 from ..files import check_output_path, json_text, read_json, write_files
 from ..texts import text_hash
 from ..views import html_view
@@ -80,10 +80,10 @@ class Result:
             result = cls.from_dict(data)
         except (KeyError, TypeError, AttributeError, ValueError) as e:
             detail = f"missing {e}" if isinstance(e, KeyError) else str(e) or "unexpected structure"
-            raise LesionError(f"{str(path)!r} is not a lesion {cls.SOURCE} ({detail})") from None
+            raise ResultError(f"{str(path)!r} is not a lesion {cls.SOURCE} ({detail})") from None
         problem = result.inconsistency(data)
         if problem:
-            raise LesionError(f"{str(path)!r} contradicts itself ({problem}): it was edited or damaged; "
+            raise ResultError(f"{str(path)!r} contradicts itself ({problem}): it was edited or damaged; "
                               "re-create it with lesion")
         # every concrete result is a dataclass (the base is not, so the checker cannot tell)
         return dataclasses.replace(result, settings=restore_text(result.settings, Path(path).parent, path))  # type: ignore[type-var]
@@ -147,17 +147,17 @@ def restore_text(settings: dict, folder: Path, source: str | Path) -> dict:
     text, name = settings.get("text"), settings.get("text_file")
     if text is None and name is not None:
         if not isinstance(name, str) or Path(name).name != name:
-            raise LesionError(f"{str(source)!r} names its text file {name!r}, which is not a file name beside "
+            raise ResultError(f"{str(source)!r} names its text file {name!r}, which is not a file name beside "
                               "it: re-create the result with lesion")
         file = folder / name
         if not file.is_file():
-            raise LesionError(f"{str(source)!r} keeps its text in {str(file)!r}, which is missing: copy "
+            raise ResultError(f"{str(source)!r} keeps its text in {str(file)!r}, which is missing: copy "
                               f"{name} back beside it")
         text = file.read_text(encoding="utf-8")
     if text is None:
         return settings
     if not isinstance(text, str) or text_hash(text) != settings.get("text_sha256"):
-        raise LesionError(f"the text kept with {str(source)!r} does not match its recorded SHA-256 (it was "
+        raise ResultError(f"the text kept with {str(source)!r} does not match its recorded SHA-256 (it was "
                           "edited or replaced): re-create the result with lesion")
     return {**{k: v for k, v in settings.items() if k != "text_file"}, "text": text}
 
@@ -166,14 +166,14 @@ def recorded_text(settings: dict, given: str | None, source: str | Path) -> str:
     """The text a result was made on, or ``given`` (--text/--text-file) when it is the same text."""
     sha = settings.get("text_sha256")
     if not isinstance(sha, str):
-        raise LesionError(f"{str(source)!r} records no text_sha256, so its text cannot be checked: "
+        raise ResultError(f"{str(source)!r} records no text_sha256, so its text cannot be checked: "
                           "re-create it with lesion")
     if given is not None:
         if text_hash(given) != sha:
-            raise LesionError(f"the text given is not the one {str(source)!r} was made on (SHA-256 "
-                              f"{sha[:16]}...): drop --text/--text-file to use the recorded text")
+            raise ParameterError("text", f"is not the one {str(source)!r} was made on (SHA-256 "
+                              f"{sha[:16]}...): drop it to use the recorded text")
         return given
     if settings.get("text") is None:
-        raise LesionError(f"{str(source)!r} records no text (an older lesion left long texts out): pass the "
-                          "text it was made on with --text-file")
+        raise ResultError(f"{str(source)!r} records no text (an older lesion left long texts out): pass the "
+                          "text it was made on as `text_file`")
     return settings["text"]

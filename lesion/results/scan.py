@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import LesionError
+from ..errors import ParameterError, ResultError
 from ..files import json_text, read_json, write_files
 from .base import Result, result_files
 from .sets import CriticalSet, Ranking
@@ -26,7 +26,7 @@ class ScanResult(Result):
     timings: dict = field(default_factory=dict)
     finished: str = ""
 
-    SOURCE = "run folder: pass the folder `lesion scan --out` wrote"
+    SOURCE = "run folder: pass the folder a scan wrote"
 
     def __iter__(self) -> Iterator:
         return iter((self.ranking, self.critical))
@@ -57,7 +57,7 @@ class ScanResult(Result):
         have is removed, so verify never checks another set's weights."""
         folder = Path(path)
         if folder.exists() and not folder.is_dir():
-            raise LesionError(f"--out {str(folder)!r} is a file: scan writes a folder; pass a folder path")
+            raise ParameterError("path", f"{str(folder)!r} is a file: a scan writes a folder; pass a folder path")
         files = {**result_files(folder / RANKING, self.ranking), **result_files(folder / CRITICAL, self.critical)}
         if self.fingerprints is not None:
             files[folder / FINGERPRINTS] = json_text(self.fingerprints)
@@ -69,7 +69,7 @@ class ScanResult(Result):
     def load(cls, path: str | Path) -> "ScanResult":
         folder = Path(path)
         if not folder.is_dir():
-            raise LesionError(f"{str(folder)!r} is not a folder: {cls.SOURCE}")
+            raise ResultError(f"{str(folder)!r} is not a folder: {cls.SOURCE}")
         fingerprints = read_json(folder / FINGERPRINTS) if (folder / FINGERPRINTS).is_file() else None
         run = read_json(folder / RUN) if (folder / RUN).is_file() else {}
         return cls(Ranking.load(folder / RANKING), CriticalSet.load(folder / CRITICAL), fingerprints,

@@ -11,17 +11,18 @@ from .base import Result
 
 
 def unsettled_note(settings: dict) -> str | None:
-    """What a --samples auto ranking could not vouch for in this critical set, in one line."""
+    """What a ``samples="auto"`` ranking could not vouch for in this critical set, in one line
+    (parameters in backticks, as in errors: the CLI shows them as flags)."""
     if settings.get("critical_within_settled") is not False:
         return None
     settled, cap = settings.get("settled_top", 0), settings.get("max_samples", "its")
     if settings.get("stopped") != "settled":
-        return (f"--samples auto used all {cap} samples and settled the order of only the top {settled} "
+        return (f"`samples` auto used all {cap} samples and settled the order of only the top {settled} "
                 f"neuron(s) at {settings.get('confidence', 0.95):.0%} confidence: the critical set's other "
-                "neurons are ordered within noise, so another --seed can give another set (lesion analyze sweep "
-                "--alphas '' --sample-grid '' measures by how much; lesion search finds a seed-free heel)")
-    return (f"the critical set reaches past the top {settled} neuron(s) that --samples auto settled: "
-            f"re-run with --samples {cap} or a larger --max-samples")
+                "neurons are ordered within noise, so another `seed` can give another set (the sweep analysis "
+                "over seeds alone measures by how much; a heel search finds a seed-free heel)")
+    return (f"the critical set reaches past the top {settled} neuron(s) that `samples` auto settled: "
+            f"re-run with `samples` {cap} or a larger `max_samples`")
 
 
 class NeuronSet(Result):
