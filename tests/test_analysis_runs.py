@@ -23,9 +23,9 @@ def test_component_ablation_masks_only_the_named_kind(lm):
     study = Study.create(lm, TEXT)
     result = component_ablation(study, ["down", "up"], [1, 10, 10_000], samples=4, progress=False)
     widths = {k: sum(s.width for s in study.index.sites if s.kind == k) for k in ("down", "up")}
-    for kind, rows in result["by_kind"].items():
+    for kind, rows in result.by_kind.items():
         # Levels wider than the kind are dropped, not silently filled from other kinds.
-        assert [r["n"] for r in rows] == [n for n in (1, 10, 10_000) if n <= widths[kind]]
+        assert [r.n for r in rows] == [n for n in (1, 10, 10_000) if n <= widths[kind]]
     with pytest.raises(ParameterError, match="^kinds names nope, of which this model has no sites"):
         component_ablation(study, ["down", "nope"], [1], samples=4, progress=False)
 
@@ -33,11 +33,11 @@ def test_component_ablation_masks_only_the_named_kind(lm):
 def test_robustness_overlap_table(lm):
     texts = {"a": TEXT, "b": TEXT, "c": TEXTS["french"]}
     result = robustness(lm, texts, epsilon=0.001, samples=4, progress=False)
-    assert result["names"] == ["a", "b", "c"]
-    assert all(result["jaccard"][i][i] == 1.0 for i in range(3))
-    assert result["jaccard"][0][1] == 1.0  # the same text finds the same set
-    assert result["jaccard"] == [list(r) for r in zip(*result["jaccard"])]  # symmetric
-    assert result["texts"]["a"]["tokens"] == encode(lm.tokenizer, TEXT).shape[1]
+    assert result.names == ("a", "b", "c")
+    assert all(result.jaccard[i][i] == 1.0 for i in range(3))
+    assert result.jaccard[0][1] == 1.0  # the same text finds the same set
+    assert result.jaccard == tuple(zip(*result.jaccard))  # symmetric
+    assert result.texts["a"].tokens == encode(lm.tokenizer, TEXT).shape[1]
 
 
 def test_shipped_texts_span_lengths(lm):
@@ -47,11 +47,11 @@ def test_shipped_texts_span_lengths(lm):
 
 def test_precision_rows_and_float32_re_evaluation(tiny_dir):
     result = precision(tiny_dir, TEXT, ["float32", "bfloat16"], epsilon=0.001, samples=4, progress=False)
-    assert [r["dtype"] for r in result["rows"]] == ["float32", "bfloat16"]
-    f32 = result["rows"][0]
-    assert f32["reached"]  # and its set re-evaluated in float32 gives its own Delta back
-    assert f32["delta_in_float32"] == pytest.approx(f32["delta"], abs=1e-5)
-    assert all("delta_in_float32" in r for r in result["rows"] if r["neurons"])
+    assert [r.dtype for r in result.rows] == ["float32", "bfloat16"]
+    f32 = result.rows[0]
+    assert f32.reached  # and its set re-evaluated in float32 gives its own Delta back
+    assert f32.delta_in_float32 == pytest.approx(f32.delta, abs=1e-5)
+    assert all(r.delta_in_float32 is not None for r in result.rows if r.neurons)
 
 
 @pytest.mark.parametrize("flags, message", [
