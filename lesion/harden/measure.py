@@ -22,9 +22,6 @@ SHOWN = 10  # neurons listed per set in the report
 FIXED_BASIS = "gate,up,act"
 
 
-__all__ = ["Budget", "FIXED_BASIS", "heel_profile", "heel_writer", "mask_deltas", "residual_outliers"]
-
-
 def residual_outliers(model: torch.nn.Module, ids: torch.Tensor) -> Outliers:
     """Per block: the residual channel with the largest |activation| (over tokens) and its ratio
     to the median channel's largest |activation|. A massive activation has a ratio in the

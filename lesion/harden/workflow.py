@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ParameterError
 from ..options import HARDEN_METHODS, MAX_SAMPLES, MAX_SEED
-from .measure import Budget
+from ..results.harden import Budget
 
 if TYPE_CHECKING:
     from ..results.harden import HardenRecord, Proof
