@@ -229,3 +229,14 @@ def test_a_corrupt_analysis_is_refused_in_one_line(tmp_path):
         with pytest.raises(LesionError) as refused:
             AnalysisResult.load(tmp_path / f"analysis-{name}.json")
         assert "\n" not in str(refused.value)
+
+
+def test_each_result_has_a_readable_notebook_view():
+    import lesion.notebook  # noqa: F401  (registers the views, as `import lesion` does in IPython)
+    page = mechanism_report()._repr_html_()
+    assert "<table>" in page and f"{DOWN}:7" in page and "1 of 3 critical neurons" in page and "<pre>" not in page
+    page = harden_record()._repr_html_()
+    assert "Hardened tiny" in page and "The heel before and after" in page
+    for name, data in analyses().items():
+        page = AnalysisResult(analysis=name, model="tiny", data=data)._repr_html_()
+        assert f"<b>Analysis</b> {name}" in page and ("<img" in page or "<table>" in page)
