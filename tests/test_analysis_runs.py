@@ -99,12 +99,14 @@ def test_robustness_cli_on_corpus_passages(tiny_dir, tmp_path, capsys):
 
 def test_a_seed_only_sweep_gives_one_row_per_seed_and_a_one_panel_figure(tiny_dir, tmp_path):
     from lesion.report.figures import sweep_plot
+    from lesion.results.analysis import AnalysisResult
     out = str(tmp_path)
     assert main(["analyze", "sweep", "--model", tiny_dir, "--text", TEXT, "--quiet", "--out-dir", out,
                  "--alphas", "", "--sample-grid", "", "--seed-grid", "1,2", "--samples", "4",
                  "--epsilon", "0.001", "--stage2", "gallop"]) == 0
-    sweep = json.loads((tmp_path / "analysis-sweep.json").read_text())
-    assert sweep["settings"]["stage2"] == "gallop"
-    assert [(r["varied"], r["seed"], r["samples"]) for r in sweep["rows"]] == [("seed", 1, 4), ("seed", 2, 4)]
-    assert sweep["reference"]["seed"] == 42
+    result = AnalysisResult.load(tmp_path / "analysis-sweep.json")
+    sweep = result.data
+    assert result.settings["stage2"] == "gallop"
+    assert [(r.varied, r.seed, r.samples) for r in sweep.rows] == [("seed", 1, 4), ("seed", 2, 4)]
+    assert sweep.reference.seed == 42
     assert len(sweep_plot(sweep).axes) == 2  # one panel and its twin axis
