@@ -33,10 +33,10 @@ def main() -> None:
     with torch.inference_mode():
         reference = lm.model(input_ids=ids).logits
     outliers = residual_outliers(lm.model, ids)
-    heel = heel_writer(lm.model, ids, outliers["channel"])
-    before = mask_deltas(lm.model, ids, [heel], "float32")[0]["delta"]
-    print(f"{args.model}: residual channel {outliers['channel']} at layer {outliers['layer']}, largest/median "
-          f"{outliers['max_ratio']:.4g}; masking {heel} alone: Delta {before:.3f}\n")
+    heel = heel_writer(lm.model, ids, outliers.channel)
+    before = mask_deltas(lm.model, ids, [heel], "float32")[0].delta
+    print(f"{args.model}: residual channel {outliers.channel} at layer {outliers.layer}, largest/median "
+          f"{outliers.max_ratio:.4g}; masking {heel} alone: Delta {before:.3f}\n")
     print("| method | heads | seed | top share of channel (even: 1/n) | max abs Q entry * sqrt(n) | largest/median "
           "after | Delta masking the old heel | max abs logit difference | seconds |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -45,15 +45,16 @@ def main() -> None:
             for seed in (int(s) for s in args.seeds.split(",")):
                 model = copy.deepcopy(lm.model)
                 start = time.perf_counter()
-                done = harden_weights(model, method, seed, heads, watch=outliers["channel"])
+                done = harden_weights(model, method, seed, heads, watch=outliers.channel)
                 seconds = time.perf_counter() - start
                 with torch.inference_mode():
                     diff = float((model(input_ids=ids).logits - reference).abs().max())
-                after = residual_outliers(model, ids)["max_ratio"]
-                delta = mask_deltas(model, ids, [heel], "float32")[0]["delta"]
-                s = done["spread"]
-                print(f"| {method} | {'yes' if heads else 'no'} | {seed} | {s['top_share']:.4f} "
-                      f"({s['uniform_share']:.4f}) | {s['flatness']:.2f} | {after:.3g} | {delta:.3f} | {diff:.2e} "
+                after = residual_outliers(model, ids).max_ratio
+                delta = mask_deltas(model, ids, [heel], "float32")[0].delta
+                s = done.spread
+                assert s is not None  # a channel was watched
+                print(f"| {method} | {'yes' if heads else 'no'} | {seed} | {s.top_share:.4f} "
+                      f"({s.uniform_share:.4f}) | {s.flatness:.2f} | {after:.3g} | {delta:.3f} | {diff:.2e} "
                       f"| {seconds:.1f} |", flush=True)
                 del model
 

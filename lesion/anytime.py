@@ -10,6 +10,7 @@ finished instead of losing them.
 from __future__ import annotations
 
 import contextlib
+import enum
 import math
 import signal
 import time
@@ -19,6 +20,19 @@ from tqdm.auto import tqdm
 from .errors import ParameterError
 
 COMPLETE, BUDGET, INTERRUPTED = "complete", "budget", "interrupted"
+
+
+class Stopped(str, enum.Enum):
+    """Why long work stopped, as a result records it: the same strings as :attr:`Anytime.stopped`."""
+    COMPLETE = COMPLETE
+    BUDGET = BUDGET
+    INTERRUPTED = INTERRUPTED
+
+    def __str__(self) -> str:  # the word, in messages and f-strings, on every Python
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
 
 
 class _BudgetSpent(Exception):

@@ -19,18 +19,21 @@ paper's epsilon).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Sequence
 
 import torch
 
 from . import architectures
 from .ablation import baseline_nll, set_deltas
-from .anytime import Anytime
+from .anytime import Anytime, Stopped
 from .errors import LesionError, ParameterError
 from .hooks import hooked, mask_neurons, set_neurons
 from .metrics import delta, mean_nll, token_nll
 from .neurons import Neuron, SiteIndex, discover_sites
-from .results.mechanism import MechanismReport
+from .results.mechanism import (ActivationProfile, AloneDeltas, CarryingWeight, Criteria, LargestWeight,
+                                MechanismReport, NeuronProfile, Overlap, ResidualWrite, SuperWeight, TokenLesion,
+                                TopActivation, WeightSlice)
 from .study import Study
 from .stage1 import clean_activations, noise_generator
 from .texts import encode
@@ -44,24 +47,30 @@ CAUSAL_DELTA = 1.0  # a lesion is called causal when it alone raises perplexity 
 SCORING_ROWS = 8
 
 
-def activation_profile(acts: dict, index: SiteIndex, neuron: Neuron, flat_max: torch.Tensor) -> dict:
+def activation_profile(acts: dict, index: SiteIndex, neuron: Neuron, flat_max: torch.Tensor) -> ActivationProfile:
     a = acts[neuron.module][:, neuron.channel]
     site_median = float(acts[neuron.module].abs().median())
     peak = float(a.abs().max())
     rank = int((flat_max > flat_max[index.flat(neuron)]).sum()) + 1
-    return {"neuron": str(neuron), "max_abs": peak, "argmax_position": int(a.abs().argmax()),
-            "value_at_position_0": float(a[0]), "site_median_abs": site_median,
-            "ratio_to_median": peak / site_median if site_median else float("inf"),
-            "rank_by_max_abs": rank, "massive": peak > MASSIVE_ABS and peak > MASSIVE_RATIO * site_median}
+    return ActivationProfile(neuron=str(neuron), max_abs=peak, argmax_position=int(a.abs().argmax()),
+                             value_at_position_0=float(a[0]), site_median_abs=site_median,
+                             ratio_to_median=peak / site_median if site_median else float("inf"),
+                             rank_by_max_abs=rank, massive=peak > MASSIVE_ABS and peak > MASSIVE_RATIO * site_median)
 
 
-def massive_activations(acts: dict, index: SiteIndex, top: int = 10) -> list[dict]:
+def _magnitudes(profile: ActivationProfile) -> dict:
+    """The fields of a bare profile, for the record that extends it."""
+    return {f.name: getattr(profile, f.name) for f in dataclasses.fields(ActivationProfile)}
+
+
+def massive_activations(acts: dict, index: SiteIndex, top: int = 10) -> list[TopActivation]:
     flat_max = torch.cat([acts[s.name].abs().max(dim=0).values for s in index.sites])
     order = torch.sort(flat_max, descending=True, stable=True).indices[:top]
-    return [activation_profile(acts, index, n, flat_max) for n in index.neurons(order.tolist())]
+    return [TopActivation(**_magnitudes(activation_profile(acts, index, n, flat_max)))
+            for n in index.neurons(order.tolist())]
 
 
-def super_weights(model: torch.nn.Module, index: SiteIndex, top: int = 10) -> list[dict]:
+def super_weights(model: torch.nn.Module, index: SiteIndex, top: int = 10) -> list[SuperWeight]:
     """Each ``down`` weight's largest entry relative to that matrix's median |w|, the ``top``
     of them across the model (magnitude only: :func:`mechanism` adds the causal test)."""
     rows = []
@@ -73,9 +82,9 @@ def super_weights(model: torch.nn.Module, index: SiteIndex, top: int = 10) -> li
         ratio = w / w.median().clamp_min(1e-12)
         flat = int(ratio.argmax())
         out_channel, in_channel = divmod(flat, w.shape[1])
-        rows.append({"module": site.name, "layer": site.layer, "row": out_channel, "column": in_channel,
-                     "abs_weight": float(w[out_channel, in_channel]), "ratio_to_median": float(ratio.max())})
-    return sorted(rows, key=lambda r: -r["ratio_to_median"])[:top]
+        rows.append(SuperWeight(module=site.name, layer=site.layer, row=out_channel, column=in_channel,
+                                abs_weight=float(w[out_channel, in_channel]), ratio_to_median=float(ratio.max())))
+    return sorted(rows, key=lambda r: -r.ratio_to_median)[:top]
 
 
 def _median_abs(w: torch.Tensor, module: str, medians: dict | None) -> float:
@@ -89,7 +98,8 @@ def _median_abs(w: torch.Tensor, module: str, medians: dict | None) -> float:
     return medians[module]
 
 
-def largest_producing_weight(model: torch.nn.Module, neuron: Neuron, medians: dict | None = None) -> dict | None:
+def largest_producing_weight(model: torch.nn.Module, neuron: Neuron,
+                             medians: dict | None = None) -> LargestWeight | None:
     """The entry of the row that produces ``neuron`` with the largest |w|, measured against
     the median |w| of the whole matrix as for :func:`super_weights`; None for a module
     without a 2-D weight (activations, norms)."""
@@ -99,12 +109,12 @@ def largest_producing_weight(model: torch.nn.Module, neuron: Neuron, medians: di
     w = w.detach()
     row = w[neuron.channel].float().abs()
     column = int(row.argmax())
-    return {"module": neuron.module, "row": neuron.channel, "column": column, "abs_weight": float(row[column]),
-            "ratio_to_median": float(row[column]) / _median_abs(w.float(), neuron.module, medians)}
+    return LargestWeight(module=neuron.module, row=neuron.channel, column=column, abs_weight=float(row[column]),
+                         ratio_to_median=float(row[column]) / _median_abs(w.float(), neuron.module, medians))
 
 
 def carrying_weights(model: torch.nn.Module, input_ids: torch.Tensor, neurons: Sequence[Neuron],
-                     positions: Sequence[int], medians: dict | None = None) -> list[dict | None]:
+                     positions: Sequence[int], medians: dict | None = None) -> list[CarryingWeight | None]:
     """For each neuron, the weight that carries its activation at ``positions[i]`` (where it
     peaks): the entry ``W[channel, col]`` with the largest term |w * x_col| there, and that
     term's share of the activation (of the sum of the terms, bias left out). This is how
@@ -116,7 +126,7 @@ def carrying_weights(model: torch.nn.Module, input_ids: torch.Tensor, neurons: S
               for n in neurons if matrix(model.get_submodule(n.module)) is not None}
     with hooked(model, record, raw=True), torch.inference_mode():
         model.base_model(input_ids=input_ids)
-    out: list[dict | None] = []
+    out: list[CarryingWeight | None] = []
     for n, p in zip(neurons, positions):
         if n.module not in inputs:
             out.append(None)
@@ -126,27 +136,28 @@ def carrying_weights(model: torch.nn.Module, input_ids: torch.Tensor, neurons: S
         terms = w[n.channel].float() * x
         column = int(terms.abs().argmax())
         total = float(terms.sum())  # the activation less any bias
-        out.append({"module": n.module, "row": n.channel, "column": column, "position": p,
-                    "weight": float(w[n.channel, column]), "input": float(x[column]), "term": float(terms[column]),
-                    "share_of_activation": float(terms[column]) / total if total else None,
-                    "ratio_to_median": abs(float(w[n.channel, column])) / _median_abs(w.float(), n.module, medians)})
+        out.append(CarryingWeight(
+            module=n.module, row=n.channel, column=column, position=p, weight=float(w[n.channel, column]),
+            input=float(x[column]), term=float(terms[column]),
+            share_of_activation=float(terms[column]) / total if total else None,
+            ratio_to_median=abs(float(w[n.channel, column])) / _median_abs(w.float(), n.module, medians)))
     return out
 
 
-def _scalar(weight: dict) -> ScalarWeight:
-    return ScalarWeight(weight["module"], weight["row"], weight["column"])
+def _scalar(weight: LargestWeight | CarryingWeight | SuperWeight) -> ScalarWeight:
+    return ScalarWeight(weight.module, weight.row, weight.column)
 
 
 def verdict(delta_value: float) -> str:
     return "causal" if delta_value >= CAUSAL_DELTA else "not causal"
 
 
-def top_weights(slices, k: int = 3) -> list[dict]:
+def top_weights(slices, k: int = 3) -> list[WeightSlice]:
     out = []
     for s in slices:
         v = s.values.detach().float().reshape(-1)
         idx = v.abs().topk(min(k, v.numel())).indices
-        out.append({"slice": s.name, "top": [(int(i), float(v[i])) for i in idx]})
+        out.append(WeightSlice(slice=s.name, top=tuple((int(i), float(v[i])) for i in idx)))
     return out
 
 
@@ -206,7 +217,7 @@ def writer_of(model: torch.nn.Module, index: SiteIndex, neuron: Neuron, order: S
 
 def residual_writes(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex,
                     neurons: Sequence[Neuron], order: Sequence[str],
-                    acts: dict[str, torch.Tensor] | None = None) -> list[dict | None]:
+                    acts: dict[str, torch.Tensor] | None = None) -> list[ResidualWrite | None]:
     """For each neuron, the residual-stream channel that carries most of its effect.
 
     Defined by masking, the same way for every kind: mask the neuron and compare the output of
@@ -236,17 +247,17 @@ def residual_writes(model: torch.nn.Module, input_ids: torch.Tensor, index: Site
                                          [writers[i] for i in chunk])
         for row, i in enumerate(chunk, 1):
             changes[i] = (outputs[writers[i]][row] - outputs[writers[i]][0]).abs()
-    out: list[dict | None] = []
+    out: list[ResidualWrite | None] = []
     for i, (neuron, writer) in enumerate(zip(neurons, writers)):
         change = changes.get(i)
         if change is None or not float(change.max()) > 0:
             out.append(None)
             continue
         position, channel = divmod(int(change.argmax()), change.shape[1])
-        out.append({"neuron": str(Neuron(writer, channel)), "writer": writer, "channel": channel,
-                    "position": position, "largest_change": float(change.max()),
-                    "how": "its own output" if writer == neuron.module else
-                    f"largest change of {writer}'s output when the neuron is masked"})
+        out.append(ResidualWrite(neuron=str(Neuron(writer, channel)), writer=writer, channel=channel,
+                                 position=position, largest_change=float(change.max()),
+                                 how=OWN_OUTPUT if writer == neuron.module else
+                                 f"largest change of {writer}'s output when the neuron is masked"))
     return out
 
 
@@ -263,7 +274,7 @@ def _masked_writer_outputs(model, input_ids, index, neurons, writers) -> dict[st
 
 
 def lesion_tokens(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex,
-                  neurons: Sequence[Neuron], clean: float) -> dict:
+                  neurons: Sequence[Neuron], clean: float) -> TokenLesion:
     """Delta of masking ``neurons`` with the per-token view a bare Delta hides: how many token
     losses are non-finite, Delta over the finite ones, the first module (in forward order)
     whose output is non-finite, and the largest finite |output| of any module of each block,
@@ -292,12 +303,12 @@ def lesion_tokens(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIn
             layer = architectures.layer_of(name, blocks)
             by_layer[layer] = max(by_layer.get(layer, 0.0), float(value))
     finite = torch.isfinite(nll)
-    return {"delta": delta(float(nll.mean()), clean), "tokens": int(nll.numel()),
-            "nonfinite_tokens": int((~finite).sum()),
-            "delta_finite_tokens": delta(float(nll[finite].mean()), clean) if bool(finite.any()) else None,
-            "first_nonfinite_module": first_nonfinite[0] if first_nonfinite else None,
-            "largest_finite_abs_output": max(map(float, largest.values()), default=0.0),
-            "largest_finite_abs_output_by_layer": [by_layer[layer] for layer in sorted(by_layer)]}
+    return TokenLesion(delta=delta(float(nll.mean()), clean), tokens=int(nll.numel()),
+                       nonfinite_tokens=int((~finite).sum()),
+                       delta_finite_tokens=delta(float(nll[finite].mean()), clean) if bool(finite.any()) else None,
+                       first_nonfinite_module=first_nonfinite[0] if first_nonfinite else None,
+                       largest_finite_abs_output=max(map(float, largest.values()), default=0.0),
+                       largest_finite_abs_output_by_layer=tuple(by_layer[layer] for layer in sorted(by_layer)))
 
 
 @contextlib.contextmanager
@@ -403,7 +414,7 @@ class _Probe:
         return dict(zip(unique, set_deltas(self.model, self.ids, self.index, [[n] for n in unique], self.clean,
                                            max_rows=SCORING_ROWS, **options)))
 
-    def weight_deltas(self, weights: Sequence[dict]) -> dict:
+    def weight_deltas(self, weights: Sequence[LargestWeight | CarryingWeight | SuperWeight]) -> dict:
         unique = list(dict.fromkeys(_scalar(w) for w in weights))
         return dict(zip(unique, weight_deltas(self.model, self.ids, unique, self.clean, max_rows=SCORING_ROWS)))
 
@@ -411,12 +422,12 @@ class _Probe:
 class _Parts:
     def __init__(self, critical):
         self.critical = critical
-        self.neurons: list[dict] = []
-        self.massive: list[dict] = []
-        self.supers: list[dict] = []
-        self.positions: dict = {}
-        self.ablations: dict = {}
-        self.norm_tokens: dict = {}
+        self.neurons: list[NeuronProfile] = []
+        self.massive: list[TopActivation] = []
+        self.supers: list[SuperWeight] = []
+        self.positions: dict[str, float] = {}
+        self.ablations: dict[str, float] = {}
+        self.norm_tokens: dict[str, TokenLesion] = {}
         self.following: list[str] = []
 
     def magnitudes(self, p: _Probe) -> None:
@@ -451,14 +462,11 @@ class _Parts:
 
     def outlier_tests(self, p: _Probe) -> None:
         """The causal test beside each of the model's top outliers, by magnitude."""
-        at_0 = p.set_deltas([Neuron.parse(m["neuron"]) for m in self.massive], ablation="position0")
+        at_0 = p.set_deltas([Neuron.parse(m.neuron) for m in self.massive], ablation="position0")
         zeroed = p.weight_deltas(self.supers)
-        for m in self.massive:
-            d = at_0[Neuron.parse(m["neuron"])]
-            m.update(delta_position0=d, causal=d >= CAUSAL_DELTA)
-        for w in self.supers:
-            d = zeroed[_scalar(w)]
-            w.update(delta_zeroed=d, causal=d >= CAUSAL_DELTA)
+        self.massive = [dataclasses.replace(m, delta_position0=at_0[Neuron.parse(m.neuron)],
+                                            causal=at_0[Neuron.parse(m.neuron)] >= CAUSAL_DELTA) for m in self.massive]
+        self.supers = [_tested(w, zeroed[_scalar(w)]) for w in self.supers]
 
     def neuron_tests(self, p: _Probe, chunk: Sequence[Neuron]) -> None:
         """Each neuron of ``chunk`` alone: zeroed, zeroed at position 0, its weights and its
@@ -467,73 +475,80 @@ class _Parts:
         own = [largest_producing_weight(p.model, n, p.medians) for n in chunk]
         peaks = [int(p.acts[n.module][:, n.channel].abs().argmax()) for n in chunk]
         carrying = carrying_weights(p.model, p.ids, chunk, peaks, p.medians)
-        singles = list(chunk) + [Neuron.parse(w["neuron"]) for w in writes if w]
+        singles = list(chunk) + [Neuron.parse(w.neuron) for w in writes if w]
         zero, at_0 = p.set_deltas(singles), p.set_deltas(singles, ablation="position0")
         zeroed = p.weight_deltas([w for w in own + carrying if w])
-        massive_names = {m["neuron"] for m in self.massive}
-        super_rows = {f"{s['module']}:{s['row']}" for s in self.supers}
+        massive_names = {m.neuron for m in self.massive}
+        super_rows = {f"{s.module}:{s.row}" for s in self.supers}
         for n, write, weight, carrier in zip(chunk, writes, own, carrying):
             profile = activation_profile(p.acts, p.index, n, p.flat_max)
-            alone = {"zero": zero[n], "position0": at_0[n]}
-            for w in filter(None, (weight, carrier)):
-                w.update(delta_zeroed=zeroed[_scalar(w)], causal=zeroed[_scalar(w)] >= CAUSAL_DELTA)
+            alone = AloneDeltas(zero=zero[n], position0=at_0[n])
+            weight = None if weight is None else _tested(weight, zeroed[_scalar(weight)])
+            carrier = None if carrier is None else _tested(carrier, zeroed[_scalar(carrier)])
             if write:
-                residual = Neuron.parse(write["neuron"])
-                write.update(delta_zero=zero[residual], delta_position0=at_0[residual])
-            profile.update(in_top_massive=str(n) in massive_names, super_weight_row=str(n) in super_rows,
-                           alone=alone, largest_weight=weight, carrying_weight=carrier, residual_write=write,
-                           labels=labels(profile, alone, weight, carrier, write),
-                           feeding=top_weights(producers(p.model, n)),
-                           leaving=top_weights(consumers(p.model, p.index, n)))
-            self.neurons.append(profile)
+                residual = Neuron.parse(write.neuron)
+                write = dataclasses.replace(write, delta_zero=zero[residual], delta_position0=at_0[residual])
+            self.neurons.append(NeuronProfile(
+                **_magnitudes(profile), in_top_massive=str(n) in massive_names, super_weight_row=str(n) in super_rows,
+                alone=alone, largest_weight=weight, carrying_weight=carrier, residual_write=write,
+                labels=tuple(labels(profile, alone, weight, carrier, write)),
+                feeding=tuple(top_weights(producers(p.model, n))),
+                leaving=tuple(top_weights(consumers(p.model, p.index, n)))))
 
     def report(self, run: Anytime) -> MechanismReport:
         names = set(map(str, self.critical))
-        massive_names = {m["neuron"] for m in self.massive}
-        super_rows = {f"{s['module']}:{s['row']}" for s in self.supers}
+        massive_names = {m.neuron for m in self.massive}
+        super_rows = {f"{s.module}:{s.row}" for s in self.supers}
         return MechanismReport(
             neurons=tuple(self.neurons), massive_activations=tuple(self.massive), super_weights=tuple(self.supers),
-            overlap={"critical_in_top_massive": sorted(massive_names & names),
-                     "critical_on_super_weight_rows": sorted(super_rows & names)},
+            overlap=Overlap(critical_in_top_massive=tuple(sorted(massive_names & names)),
+                            critical_on_super_weight_rows=tuple(sorted(super_rows & names))),
             positions=self.positions, ablations=self.ablations,
-            normalisation={label: r["delta"] for label, r in self.norm_tokens.items()},
+            normalisation={label: r.delta for label, r in self.norm_tokens.items()},
             normalisation_tokens=self.norm_tokens, following_norms=tuple(self.following), criteria=CRITERIA,
-            stopped=run.stopped, critical_size=len(self.critical), neurons_tested=len(self.neurons),
+            stopped=Stopped(run.stopped), critical_size=len(self.critical), neurons_tested=len(self.neurons),
             seconds=run.seconds)
 
 
-CRITERIA = {"massive": f"|a| > {MASSIVE_ABS} and > {MASSIVE_RATIO}x its module's median |a|",
-            "super_weight": "largest |w| / median |w| of each down_proj weight",
-            "causal": f"the lesion alone gives Delta >= {CAUSAL_DELTA} (ten-fold perplexity)",
-            "massive_test": "the neuron zeroed at position 0 only",
-            "super_weight_test": "that one scalar weight zeroed (a hook subtracting w * x)",
-            "carrying_weight": "the entry of the neuron's weight row with the largest |w * x| "
-                               "where the neuron peaks (Yu et al.'s activation-based locator)",
-            "residual_write": "the channel of the next residual writer (down/o) whose output "
-                              "changes most when the neuron is masked; its own channel for "
-                              "down/o neurons"}
+def _tested(weight, d: float):
+    """``weight`` (a LargestWeight, CarryingWeight or SuperWeight) with the Delta of zeroing it."""
+    return dataclasses.replace(weight, delta_zeroed=d, causal=d >= CAUSAL_DELTA)
 
 
-def labels(profile: dict, alone: dict, weight: dict | None, carrier: dict | None, write: dict | None) -> list[str]:
+OWN_OUTPUT = "its own output"  # how a down/o neuron writes the residual stream
+CRITERIA = Criteria(massive=f"|a| > {MASSIVE_ABS} and > {MASSIVE_RATIO}x its module's median |a|",
+                    super_weight="largest |w| / median |w| of each down_proj weight",
+                    causal=f"the lesion alone gives Delta >= {CAUSAL_DELTA} (ten-fold perplexity)",
+                    massive_test="the neuron zeroed at position 0 only",
+                    super_weight_test="that one scalar weight zeroed (a hook subtracting w * x)",
+                    carrying_weight="the entry of the neuron's weight row with the largest |w * x| "
+                                    "where the neuron peaks (Yu et al.'s activation-based locator)",
+                    residual_write="the channel of the next residual writer (down/o) whose output "
+                                   "changes most when the neuron is masked; its own channel for "
+                                   "down/o neurons")
+
+
+def labels(profile: ActivationProfile, alone: AloneDeltas, weight: LargestWeight | None,
+           carrier: CarryingWeight | None, write: ResidualWrite | None) -> list[str]:
     """One honest sentence per label: the magnitude criterion and what its causal test gave."""
     out = []
-    if profile["massive"]:
-        d = alone["position0"]
-        out.append(f"massive activation (max |a| {profile['max_abs']:.4g} at position {profile['argmax_position']}); "
+    if profile.massive:
+        d = alone.position0
+        out.append(f"massive activation (max |a| {profile.max_abs:.4g} at position {profile.argmax_position}); "
                    f"zeroing it at position 0: Delta {d:.2f}, {verdict(d)}")
-    if weight:
-        d = weight["delta_zeroed"]
+    if weight and weight.delta_zeroed is not None:
+        d = weight.delta_zeroed
         name = "super weight" if d >= CAUSAL_DELTA else "largest by magnitude"
-        out.append(f"{name}: W[{weight['row']}, {weight['column']}] = {weight['ratio_to_median']:.1f}x the "
+        out.append(f"{name}: W[{weight.row}, {weight.column}] = {weight.ratio_to_median:.1f}x the "
                    f"median |w|; zeroing it: Delta {d:.2f}, {verdict(d)}")
-    if carrier:
-        d = carrier["delta_zeroed"]
-        share = "" if carrier["share_of_activation"] is None else f", {carrier['share_of_activation']:.0%} of it"
-        out.append(f"carried at position {carrier['position']} by W[{carrier['row']}, {carrier['column']}] "
-                   f"= {carrier['weight']:.4g} x input {carrier['input']:.4g} (term {carrier['term']:.4g}{share}); "
+    if carrier and carrier.delta_zeroed is not None:
+        d = carrier.delta_zeroed
+        share = "" if carrier.share_of_activation is None else f", {carrier.share_of_activation:.0%} of it"
+        out.append(f"carried at position {carrier.position} by W[{carrier.row}, {carrier.column}] "
+                   f"= {carrier.weight:.4g} x input {carrier.input:.4g} (term {carrier.term:.4g}{share}); "
                    f"zeroing that weight: Delta {d:.2f}, {verdict(d)}")
-    if write:
-        target = "its own channel" if write["how"] == "its own output" else write["neuron"]
-        out.append(f"writes into residual channel {write['channel']} ({target}); zeroing that: Delta "
-                   f"{write['delta_zero']:.2f}, at position 0 only: {write['delta_position0']:.2f}")
+    if write and write.delta_zero is not None and write.delta_position0 is not None:
+        target = "its own channel" if write.how == OWN_OUTPUT else write.neuron
+        out.append(f"writes into residual channel {write.channel} ({target}); zeroing that: Delta "
+                   f"{write.delta_zero:.2f}, at position 0 only: {write.delta_position0:.2f}")
     return out

@@ -49,3 +49,4 @@ def critical_html(critical) -> str:
 
 register_html_view("Ranking", ranking_html)
 register_html_view("CriticalSet", critical_html)
+from . import notebook_payloads  # noqa: E402,F401  (the mechanism, hardening and analysis views)

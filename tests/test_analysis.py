@@ -32,15 +32,15 @@ def test_compare_levels_match_direct_masking(study):
 def test_distribution_counts(study):
     ranking = study.rank("noise", samples=4, keep=50, progress=False)
     d = distribution(study.index, ranking.neurons, ranking.neurons[:3], [10, 50])
-    assert sum(c["count"] for c in d["top50"]["cells"]) == 50
-    assert sum(d["critical"]["by_kind"].values()) == 3
+    assert sum(c.count for c in d.top["top50"].cells) == 50
+    assert sum(d.critical.by_kind.values()) == 3
 
 
 def test_phase_curve_starts_at_zero_and_reports_alone_effects(study):
     ranking = study.rank("noise", samples=4, keep=30, progress=False)
     phase = phase_transition(study, ranking.neurons, ranking.neurons[:2], max_n=6)
-    assert [p["n"] for p in phase["curve"]] == list(range(7)) and phase["curve"][0]["delta"] == 0
-    assert len(phase["alone"]) == 2
+    assert [p.n for p in phase.curve] == list(range(7)) and phase.curve[0].delta == 0
+    assert len(phase.alone) == 2
 
 
 def test_jaccard():
@@ -90,7 +90,7 @@ def test_run_analysis_is_the_library_call_behind_the_command(study, tmp_path):
     result = run_analysis("distribution", AnalysisInputs(study=study, ranking=ranking, critical=critical),
                           top_k=[10])
     assert isinstance(result, AnalysisResult) and result.analysis == "distribution"
-    assert result["critical"] == distribution(study.index, ranking.neurons, critical.neurons, [10])["critical"]
+    assert result.data.critical == distribution(study.index, ranking.neurons, critical.neurons, [10]).critical
     path = result.save(tmp_path / "analysis-distribution.json")
     saved = json.loads(path.read_text())
     assert saved["analysis"] == "distribution" and "critical" in saved and "settings" in saved
@@ -106,10 +106,10 @@ def test_sweep_and_robustness_stopped_keep_the_scans_that_finished(study):
 
     sweep = sensitivity_sweep(study, [3], [4], [], ref_alpha=5, ref_samples=4, epsilon=0.001, progress=False,
                               time_budget=1e-9)
-    assert sweep["stopped"] == "budget" and sweep["reference"]["samples"] == 4 and sweep["rows"] == []
+    assert sweep.stopped == "budget" and sweep.reference.samples == 4 and sweep.rows == ()
     texts = {"a": TEXT, "b": TEXT + " Again."}
     found = robustness(study.lm, texts, epsilon=0.001, samples=4, progress=False, time_budget=1e-9)
-    assert found["stopped"] == "budget" and found["names"] == ["a"]
+    assert found.stopped == "budget" and found.names == ("a",)
 
 
 def test_analyze_time_budget_only_where_it_bounds_something(tiny_dir, tmp_path, capsys, refused):

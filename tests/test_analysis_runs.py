@@ -23,9 +23,9 @@ def test_component_ablation_masks_only_the_named_kind(lm):
     study = Study.create(lm, TEXT)
     result = component_ablation(study, ["down", "up"], [1, 10, 10_000], samples=4, progress=False)
     widths = {k: sum(s.width for s in study.index.sites if s.kind == k) for k in ("down", "up")}
-    for kind, rows in result["by_kind"].items():
+    for kind, rows in result.by_kind.items():
         # Levels wider than the kind are dropped, not silently filled from other kinds.
-        assert [r["n"] for r in rows] == [n for n in (1, 10, 10_000) if n <= widths[kind]]
+        assert [r.n for r in rows] == [n for n in (1, 10, 10_000) if n <= widths[kind]]
     with pytest.raises(ParameterError, match="^kinds names nope, of which this model has no sites"):
         component_ablation(study, ["down", "nope"], [1], samples=4, progress=False)
 
@@ -33,11 +33,11 @@ def test_component_ablation_masks_only_the_named_kind(lm):
 def test_robustness_overlap_table(lm):
     texts = {"a": TEXT, "b": TEXT, "c": TEXTS["french"]}
     result = robustness(lm, texts, epsilon=0.001, samples=4, progress=False)
-    assert result["names"] == ["a", "b", "c"]
-    assert all(result["jaccard"][i][i] == 1.0 for i in range(3))
-    assert result["jaccard"][0][1] == 1.0  # the same text finds the same set
-    assert result["jaccard"] == [list(r) for r in zip(*result["jaccard"])]  # symmetric
-    assert result["texts"]["a"]["tokens"] == encode(lm.tokenizer, TEXT).shape[1]
+    assert result.names == ("a", "b", "c")
+    assert all(result.jaccard[i][i] == 1.0 for i in range(3))
+    assert result.jaccard[0][1] == 1.0  # the same text finds the same set
+    assert result.jaccard == tuple(zip(*result.jaccard))  # symmetric
+    assert result.texts["a"].tokens == encode(lm.tokenizer, TEXT).shape[1]
 
 
 def test_shipped_texts_span_lengths(lm):
@@ -47,11 +47,11 @@ def test_shipped_texts_span_lengths(lm):
 
 def test_precision_rows_and_float32_re_evaluation(tiny_dir):
     result = precision(tiny_dir, TEXT, ["float32", "bfloat16"], epsilon=0.001, samples=4, progress=False)
-    assert [r["dtype"] for r in result["rows"]] == ["float32", "bfloat16"]
-    f32 = result["rows"][0]
-    assert f32["reached"]  # and its set re-evaluated in float32 gives its own Delta back
-    assert f32["delta_in_float32"] == pytest.approx(f32["delta"], abs=1e-5)
-    assert all("delta_in_float32" in r for r in result["rows"] if r["neurons"])
+    assert [r.dtype for r in result.rows] == ["float32", "bfloat16"]
+    f32 = result.rows[0]
+    assert f32.reached  # and its set re-evaluated in float32 gives its own Delta back
+    assert f32.delta_in_float32 == pytest.approx(f32.delta, abs=1e-5)
+    assert all(r.delta_in_float32 is not None for r in result.rows if r.neurons)
 
 
 @pytest.mark.parametrize("flags, parameter", [
@@ -99,12 +99,14 @@ def test_robustness_cli_on_corpus_passages(tiny_dir, tmp_path, capsys):
 
 def test_a_seed_only_sweep_gives_one_row_per_seed_and_a_one_panel_figure(tiny_dir, tmp_path):
     from lesion.report.figures import sweep_plot
+    from lesion.results.analysis import AnalysisResult
     out = str(tmp_path)
     assert main(["analyze", "sweep", "--model", tiny_dir, "--text", TEXT, "--quiet", "--out-dir", out,
                  "--alphas", "", "--sample-grid", "", "--seed-grid", "1,2", "--samples", "4",
                  "--epsilon", "0.001", "--stage2", "gallop"]) == 0
-    sweep = json.loads((tmp_path / "analysis-sweep.json").read_text())
-    assert sweep["settings"]["stage2"] == "gallop"
-    assert [(r["varied"], r["seed"], r["samples"]) for r in sweep["rows"]] == [("seed", 1, 4), ("seed", 2, 4)]
-    assert sweep["reference"]["seed"] == 42
+    result = AnalysisResult.load(tmp_path / "analysis-sweep.json")
+    sweep = result.data
+    assert result.settings["stage2"] == "gallop"
+    assert [(r.varied, r.seed, r.samples) for r in sweep.rows] == [("seed", 1, 4), ("seed", 2, 4)]
+    assert sweep.reference.seed == 42
     assert len(sweep_plot(sweep).axes) == 2  # one panel and its twin axis

@@ -63,7 +63,7 @@ def test_heads_rotate_values_and_queries(ids):
     attn_p, attn_r = plain.model.layers[0].self_attn, rotated.model.layers[0].self_attn
     for name in ("q_proj", "k_proj", "v_proj"):
         assert not torch.allclose(getattr(attn_p, name).weight, getattr(attn_r, name).weight)
-    assert info["heads"]["queries_keys_layers"] == 2
+    assert info.heads.queries_keys_layers == 2
     torch.testing.assert_close(logits(rotated, ids), logits(plain, ids), atol=LOGIT_TOLERANCE, rtol=0)
 
 
@@ -71,7 +71,7 @@ def test_qwen3_qk_norm_kept_exact(ids):
     model = scrambled("qwen3", hidden_size=32, intermediate_size=64, num_key_value_heads=2, head_dim=8)
     hardened = copy.deepcopy(model)
     info = harden_weights(hardened, "hadamard", seed=0, heads=True)
-    assert info["heads"]["queries_keys_layers"] == 0  # its per-channel q/k norm forbids the plane rotations
+    assert info.heads.queries_keys_layers == 0  # its per-channel q/k norm forbids the plane rotations
     torch.testing.assert_close(logits(hardened, ids), logits(model, ids), atol=LOGIT_TOLERANCE, rtol=0)
 
 
@@ -80,7 +80,7 @@ def test_tied_embeddings_are_untied_when_the_final_norm_needs_it(ids):
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     hardened = copy.deepcopy(model)
     info = harden_weights(hardened, "rotate", seed=0)
-    assert info["untied_embeddings"] and hardened.config.tie_word_embeddings is False
+    assert info.untied_embeddings and hardened.config.tie_word_embeddings is False
     assert hardened.lm_head.weight.data_ptr() != hardened.model.embed_tokens.weight.data_ptr()
     torch.testing.assert_close(logits(hardened, ids), logits(model, ids), atol=LOGIT_TOLERANCE, rtol=0)
 
@@ -109,7 +109,7 @@ def test_rotations_are_orthogonal_and_seeded(n, method):
 def test_hadamard_of_a_power_of_two_is_flat():
     q = randomized_hadamard(64, torch.Generator().manual_seed(0))
     assert torch.allclose(q.abs(), torch.full_like(q, 1 / 8))
-    assert spread(q, 7)["flatness"] == pytest.approx(1.0)
+    assert spread(q, 7).flatness == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("n", [12, 28, 36, 576, 896, 1536])
@@ -119,7 +119,7 @@ def test_hadamard_of_a_model_width_is_flat(n):
     torch.testing.assert_close(h @ h.T, torch.eye(n, dtype=torch.float64), atol=1e-12, rtol=0)
     torch.testing.assert_close(h.abs(), torch.full_like(h, n ** -0.5), atol=1e-15, rtol=0)
     q = randomized_hadamard(n, torch.Generator().manual_seed(1))
-    assert spread(q, n // 3)["top_share"] == pytest.approx(1 / n)
+    assert spread(q, n // 3).top_share == pytest.approx(1 / n)
 
 
 def test_hadamard_falls_back_where_none_is_built():
@@ -168,8 +168,8 @@ def test_planted_single_channel_heel_is_removed(method, ids):
     harden_weights(hardened, method, seed=0)
     torch.testing.assert_close(logits(hardened, ids), logits(model, ids), atol=LOGIT_TOLERANCE, rtol=0)
     before, after = residual_outliers(model, ids), residual_outliers(hardened, ids)
-    assert before["channel"] == 5 and before["max_ratio"] > 1e4
-    assert after["max_ratio"] < 10  # spread over all 64 channels (measured: 3.7 rotate, 1.00 hadamard)
+    assert before.channel == 5 and before.max_ratio > 1e4
+    assert after.max_ratio < 10  # spread over all 64 channels (measured: 3.7 rotate, 1.00 hadamard)
     heel = [Neuron("model.layers.0.mlp.down_proj", 5)]
     changes = []
     for m in (model, hardened):
@@ -267,12 +267,20 @@ def test_quiet_save_hides_transformers_bar_and_puts_it_back(tmp_path, monkeypatc
 
 
 def test_report_says_what_a_surviving_fixed_basis_heel_means():
+    from dataclasses import replace
+
     from lesion.harden.report import verdict
-    fixed = {"n": 2, "delta": 1.27, "reached": True}
-    heel = {"before": {"fixed_basis": {**fixed, "delta": 1.2678}}, "after": {"fixed_basis": fixed}}
+    from lesion.results.harden import HeelComparison, HeelProfile, Outliers, SameSet, SetSummary, Where
+
+    where = Where(modules={"gate_proj": 2}, layers={"1": 2})
+    found = SetSummary(n=2, reached=True, delta=1.2678, neurons=("a:1", "a:2"), where=where, all_neurons=("a:1", "a:2"))
+    fixed = SameSet(n=2, same_set=True, delta=1.27, reached=True, neurons=found.neurons, where=where, rows=1)
+    outliers = Outliers(layers=(), max_ratio=1.0, layer=0, channel=0)
+    heel = HeelComparison(text_sha256="0" * 64, before=HeelProfile(outliers, (), fixed_basis=found),
+                          after=HeelProfile(outliers, (), fixed_basis=fixed), budget=None)
     assert "at most 2 neurons in any basis" in verdict(heel)[0]
-    heel["after"]["fixed_basis"] = {**fixed, "reached": False}
-    assert verdict(heel) == [] and verdict({"before": {}, "after": {}}) == []
+    assert verdict(replace(heel, after=HeelProfile(outliers, (), fixed_basis=replace(fixed, reached=False)))) == []
+    assert verdict(replace(heel, before=HeelProfile(outliers, ()), after=HeelProfile(outliers, ()))) == []
 
 
 @pytest.mark.parametrize("family", ROTATABLE)

@@ -104,7 +104,7 @@ def test_super_weight_is_found_when_planted(tiny_dir):
     with torch.no_grad():
         lm.model.get_submodule("model.layers.1.mlp.down_proj").weight[7, 11] = 50.0
     top = super_weights(lm.model, discover_sites(lm.model, "all"), top=1)[0]
-    assert (top["module"], top["row"], top["column"]) == ("model.layers.1.mlp.down_proj", 7, 11)
+    assert (top.module, top.row, top.column) == ("model.layers.1.mlp.down_proj", 7, 11)
 
 
 def test_mechanism_report(study):
@@ -116,9 +116,9 @@ def test_mechanism_report(study):
     assert set(result.normalisation) == {"recomputed", "frozen: following norm only", "frozen: every norm"}
     assert result.following_norms == ("model.layers.1.input_layernorm",)
     profile = result.neurons[0]
-    assert profile["neuron"] == str(critical[0]) and profile["feeding"] and profile["leaving"]
-    assert 0 <= profile["argmax_position"] < study.input_ids.shape[1]
-    assert profile["in_top_massive"] == (str(critical[0]) in {m["neuron"] for m in result.massive_activations})
+    assert profile.neuron == str(critical[0]) and profile.feeding and profile.leaving
+    assert 0 <= profile.argmax_position < study.input_ids.shape[1]
+    assert profile.in_top_massive == (str(critical[0]) in {m.neuron for m in result.massive_activations})
 
 
 def test_mechanism_cli(tiny_dir, tmp_path, capsys, refused):
@@ -273,9 +273,9 @@ def test_mechanism_max_neurons_tests_the_first_ones_and_lesions_the_whole_set(st
     critical = [Neuron("model.layers.0.mlp.down_proj", 3), Neuron("model.layers.1.mlp.gate_proj", 5)]
     report = mechanism(study, critical, other_text=OTHER, max_neurons=1)
     whole = mechanism(study, critical, other_text=OTHER)
-    assert [n["neuron"] for n in report.neurons] == [str(critical[0])] and report.critical_size == 2
+    assert [n.neuron for n in report.neurons] == [str(critical[0])] and report.critical_size == 2
     assert report.positions == pytest.approx(whole.positions)
-    assert report.neurons[0]["alone"] == pytest.approx(whole.neurons[0]["alone"])
+    assert report.neurons[0].alone.to_dict() == pytest.approx(whole.neurons[0].alone.to_dict())
 
 
 def test_mechanism_cli_time_budget_writes_what_finished(tiny_dir, tmp_path, capsys):
@@ -291,18 +291,18 @@ def test_mechanism_cli_time_budget_writes_what_finished(tiny_dir, tmp_path, caps
 def test_planted_super_weight_label_follows_the_causal_test(planted):
     critical = Neuron(CAUSAL[0], CAUSAL[1])
     result = mechanism(planted, [critical], other_text=OTHER)
-    by_place = {(w["module"], w["row"], w["column"]): w for w in result.super_weights}
+    by_place = {(w.module, w.row, w.column): w for w in result.super_weights}
     causal, harmless = by_place[CAUSAL], by_place[HARMLESS]
-    assert harmless["ratio_to_median"] > causal["ratio_to_median"]  # magnitude ranks the harmless one first
+    assert harmless.ratio_to_median > causal.ratio_to_median  # magnitude ranks the harmless one first
     assert result.super_weights[0] is harmless
-    assert harmless["delta_zeroed"] == pytest.approx(0, abs=1e-6) and not harmless["causal"]
-    assert causal["delta_zeroed"] >= CAUSAL_DELTA and causal["causal"]
+    assert harmless.delta_zeroed == pytest.approx(0, abs=1e-6) and not harmless.causal
+    assert causal.delta_zeroed >= CAUSAL_DELTA and causal.causal
     profile = result.neurons[0]
-    assert profile["largest_weight"]["column"] == CAUSAL[2] and profile["largest_weight"]["causal"]
-    assert profile["carrying_weight"]["column"] == CAUSAL[2]
-    assert profile["carrying_weight"]["delta_zeroed"] == causal["delta_zeroed"]
+    assert profile.largest_weight.column == CAUSAL[2] and profile.largest_weight.causal
+    assert profile.carrying_weight.column == CAUSAL[2]
+    assert profile.carrying_weight.delta_zeroed == causal.delta_zeroed
     assert any(label.startswith("super weight: W[5, 9]") and label.endswith(", causal")
-               for label in profile["labels"])
+               for label in profile.labels)
 
 
 def test_position_zero_check_zeroes_only_the_first_token(planted):
@@ -311,17 +311,17 @@ def test_position_zero_check_zeroes_only_the_first_token(planted):
     model, ids = planted.lm.model, planted.input_ids
     neuron = Neuron(CAUSAL[0], CAUSAL[1])
     result = mechanism(planted, [neuron], other_text=OTHER)
-    alone = result.neurons[0]["alone"]
+    alone = result.neurons[0].alone
     clean = baseline_nll(model, ids)
     with mask_neurons(model, planted.index, [neuron], positions=slice(0, 1)):
         expected = (mean_nll(model, ids).item() - clean) / math.log(10)
-    assert alone["position0"] == pytest.approx(expected, abs=1e-6)
-    assert alone["zero"] >= CAUSAL_DELTA > 5 * alone["position0"]
+    assert alone.position0 == pytest.approx(expected, abs=1e-6)
+    assert alone.zero >= CAUSAL_DELTA > 5 * alone.position0
     # The table of massive activations carries the same test.
     index = discover_sites(model, "all")
-    top = [Neuron.parse(m["neuron"]) for m in result.massive_activations]
+    top = [Neuron.parse(m.neuron) for m in result.massive_activations]
     expected = set_deltas(model, ids, index, [[n] for n in top], clean, ablation="position0")
-    assert [m["delta_position0"] for m in result.massive_activations] == pytest.approx(expected, abs=1e-6)
+    assert [m.delta_position0 for m in result.massive_activations] == pytest.approx(expected, abs=1e-6)
 
 
 def test_residual_write_of_each_kind(study):
@@ -331,12 +331,12 @@ def test_residual_write_of_each_kind(study):
     down, gate, q = (Neuron("model.layers.0.mlp.down_proj", 3), Neuron("model.layers.0.mlp.gate_proj", 10),
                      Neuron("model.layers.1.self_attn.q_proj", 4))
     writes = residual_writes(model, ids, index, [down, gate, q], order)
-    assert writes[0]["neuron"] == str(down) and writes[0]["how"] == "its own output"
+    assert writes[0].neuron == str(down) and writes[0].how == "its own output"
     # A gate neuron writes through its block's down_proj, mostly where that column's |w| is largest.
     w_down = model.get_submodule("model.layers.0.mlp.down_proj").weight
-    assert writes[1]["writer"] == "model.layers.0.mlp.down_proj"
-    assert writes[1]["channel"] == int(w_down[:, gate.channel].abs().argmax())
-    assert writes[2]["writer"] == "model.layers.1.self_attn.o_proj"
+    assert writes[1].writer == "model.layers.0.mlp.down_proj"
+    assert writes[1].channel == int(w_down[:, gate.channel].abs().argmax())
+    assert writes[2].writer == "model.layers.1.self_attn.o_proj"
     assert all(not m._forward_hooks for m in model.modules())
 
 
@@ -349,9 +349,9 @@ def test_frozen_norms_give_finite_losses_on_tiny_models(family, ids):
     neurons = [Neuron(s.name, 0) for s in index.sites if s.kind in ("down", "o")][:4]
     with frozen_norms(model, ids):
         result = lesion_tokens(model, ids, index, neurons, clean)
-    assert result["nonfinite_tokens"] == 0 and result["first_nonfinite_module"] is None
-    assert math.isfinite(result["delta"]) and result["delta"] == pytest.approx(result["delta_finite_tokens"])
-    assert result["tokens"] == ids.shape[1] - 1
+    assert result.nonfinite_tokens == 0 and result.first_nonfinite_module is None
+    assert math.isfinite(result.delta) and result.delta == pytest.approx(result.delta_finite_tokens)
+    assert result.tokens == ids.shape[1] - 1
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma3_text"])
@@ -381,9 +381,9 @@ def test_lesion_tokens_counts_non_finite_losses(tiny_llama, ids):
     # inf at position 5 of the last block: no attention after it, so only that position's loss.
     with hooked(tiny_llama, {module: lambda out: out.index_fill(1, torch.tensor([5]), float("inf"))}):
         result = lesion_tokens(tiny_llama, ids, index, [], clean)
-    assert result["delta"] == math.inf and result["first_nonfinite_module"] == module
-    assert result["nonfinite_tokens"] == 1 and result["tokens"] == ids.shape[1] - 1
-    assert math.isfinite(result["delta_finite_tokens"])
+    assert result.delta == math.inf and result.first_nonfinite_module == module
+    assert result.nonfinite_tokens == 1 and result.tokens == ids.shape[1] - 1
+    assert math.isfinite(result.delta_finite_tokens)
 
 
 @pytest.fixture(scope="module")
@@ -395,8 +395,8 @@ def test_real_critical_neuron_is_a_massive_activation_at_the_first_token(smollm)
     neuron = Neuron("model.layers.11.mlp.down_proj", 507)
     result = mechanism(smollm, [neuron], other_text=OTHER)
     profile = result.neurons[0]
-    assert profile["massive"] and profile["argmax_position"] == 0 and profile["rank_by_max_abs"] == 1
-    assert profile["super_weight_row"]
+    assert profile.massive and profile.argmax_position == 0 and profile.rank_by_max_abs == 1
+    assert profile.super_weight_row
     # The collapse lives at the sink token: position 0 alone does it, the rest does not.
     assert result.positions["position 0 only"] > 4
     assert result.positions["all but position 0"] < 0.1
@@ -415,12 +415,12 @@ def test_real_frozen_norms_overflow_is_counted_and_located(smollm):
     recomputed = lesion_tokens(model, ids, index, pair, clean)
     with frozen_norms(model, ids):
         frozen = lesion_tokens(model, ids, index, pair, clean)
-    assert recomputed["nonfinite_tokens"] == 0 and recomputed["delta"] > 1
-    assert frozen["delta"] == math.inf and frozen["nonfinite_tokens"] == frozen["tokens"]
-    assert frozen["delta_finite_tokens"] is None
-    assert frozen["first_nonfinite_module"].endswith("input_layernorm")  # x^2 overflows its statistic
-    growth = frozen["largest_finite_abs_output_by_layer"]
-    assert max(growth) > 1e20 > 1e4 > max(recomputed["largest_finite_abs_output_by_layer"])
+    assert recomputed.nonfinite_tokens == 0 and recomputed.delta > 1
+    assert frozen.delta == math.inf and frozen.nonfinite_tokens == frozen.tokens
+    assert frozen.delta_finite_tokens is None
+    assert frozen.first_nonfinite_module.endswith("input_layernorm")  # x^2 overflows its statistic
+    growth = frozen.largest_finite_abs_output_by_layer
+    assert max(growth) > 1e20 > 1e4 > max(recomputed.largest_finite_abs_output_by_layer)
 
 
 def test_zeroed_weight_works_on_an_offloaded_module(tiny_dir):

@@ -129,7 +129,10 @@ def test_n_axes_have_integer_ticks():
         fig.canvas.draw()
         return [t for t in fig.axes[0].get_xticks() if fig.axes[0].get_xlim()[0] <= t <= fig.axes[0].get_xlim()[1]]
 
-    phase = {"curve": [{"n": n, "delta": d} for n, d in ((1, 0.1), (2, 0.4), (3, 2.0))], "n_star": 3}
+    from lesion.results.analysis import CurvePoint, PhaseData
+
+    phase = PhaseData(baseline_ppl=1.0, n_star=3, epsilon=1.0, alone=(), joint_delta=2.0, sum_of_alone=0.0,
+                      curve=tuple(CurvePoint(n=n, ppl=1.0, delta=d) for n, d in ((1, 0.1), (2, 0.4), (3, 2.0))))
     critical = {"trajectory": [{"n": n, "ppl": 1.0, "delta": d} for n, d in ((1, 0.1), (2, 0.3), (3, 1.5))],
                 "settings": {"epsilon": 1.0}, "reached": True, "n": 3}
     for fig in (figures.phase_curve(phase), figures.stage2_trajectory(critical)):

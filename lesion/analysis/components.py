@@ -11,13 +11,14 @@ import torch
 
 from ..compare import level_deltas
 from ..errors import ParameterError
+from ..results.analysis import ComponentsData, LevelDelta
 from ..study import Study
 from ..stage2 import baseline_nll
 
 
 def component_ablation(study: Study, kinds: Sequence[str] | None = None,
-                       levels: Sequence[int] = (1, 3, 10, 100, 1000), **noise_options) -> dict:
-    scores, settings = study.scores("noise", **noise_options)
+                       levels: Sequence[int] = (1, 3, 10, 100, 1000), **noise_options) -> ComponentsData:
+    scores, _ = study.scores("noise", **noise_options)
     clean = baseline_nll(study.lm.model, study.input_ids, study.lm.dtype)
     site_kind = torch.cat([torch.full((s.width,), i) for i, s in enumerate(study.index.sites)])
     present = sorted({s.kind for s in study.index.sites})
@@ -26,7 +27,7 @@ def component_ablation(study: Study, kinds: Sequence[str] | None = None,
         raise ParameterError("kinds", f"names {', '.join(unknown)}, of which this model has no sites: use "
                                       f"{', '.join(present)}")
     kinds = kinds or present
-    rows = {}
+    rows: dict[str, tuple[LevelDelta, ...]] = {}
     for kind in kinds:
         in_kind = torch.tensor([s.kind == kind for s in study.index.sites])[site_kind]
         flat = torch.nonzero(in_kind).squeeze(1)
@@ -34,5 +35,5 @@ def component_ablation(study: Study, kinds: Sequence[str] | None = None,
         usable = [n for n in levels if n <= len(order)]
         neurons = study.index.neurons(order[:max(usable)].tolist()) if usable else []
         deltas = level_deltas(study, neurons, usable, clean) if usable else []
-        rows[kind] = [{"n": n, "delta": d} for n, d in zip(usable, deltas)]
-    return {"levels": list(levels), "by_kind": rows, "settings": settings}
+        rows[kind] = tuple(LevelDelta(n=n, delta=d) for n, d in zip(usable, deltas))
+    return ComponentsData(levels=tuple(levels), by_kind=rows)

@@ -5,23 +5,23 @@ from collections import Counter
 from typing import Sequence
 
 from ..neurons import Neuron, SiteIndex
+from ..results.analysis import DistributionData, LayerKindCell, LayerKindCounts
 
 
-def layer_kind_counts(index: SiteIndex, neurons: Sequence[Neuron]) -> dict:
-    counts = Counter()
+def layer_kind_counts(index: SiteIndex, neurons: Sequence[Neuron]) -> LayerKindCounts:
+    counts: Counter = Counter()
     for n in neurons:
         site = index.site(n)
         counts[(site.layer, site.kind)] += 1
-    return {"cells": [{"layer": layer, "kind": kind, "count": c} for (layer, kind), c in sorted(counts.items())],
-            "by_kind": dict(Counter(index.site(n).kind for n in neurons).most_common()),
-            "by_layer": {str(k): v for k, v in sorted(Counter(index.site(n).layer for n in neurons).items())}}
+    return LayerKindCounts(
+        cells=tuple(LayerKindCell(layer=layer, kind=kind, count=c) for (layer, kind), c in sorted(counts.items())),
+        by_kind=dict(Counter(index.site(n).kind for n in neurons).most_common()),
+        by_layer={str(k): v for k, v in sorted(Counter(index.site(n).layer for n in neurons).items())})
 
 
 def distribution(index: SiteIndex, ranking_neurons: Sequence[Neuron], critical: Sequence[Neuron],
-                 top_k: Sequence[int] = (10, 100, 1000)) -> dict:
-    layers = sorted({s.layer for s in index.sites})
-    out = {"layers": layers, "kinds": sorted({s.kind for s in index.sites}),
-           "critical": layer_kind_counts(index, critical)}
-    for k in top_k:
-        out[f"top{k}"] = layer_kind_counts(index, ranking_neurons[:k])
-    return out
+                 top_k: Sequence[int] = (10, 100, 1000)) -> DistributionData:
+    return DistributionData(layers=tuple(sorted({s.layer for s in index.sites})),
+                            kinds=tuple(sorted({s.kind for s in index.sites})),
+                            critical=layer_kind_counts(index, critical),
+                            top={f"top{k}": layer_kind_counts(index, ranking_neurons[:k]) for k in top_k})

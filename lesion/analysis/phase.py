@@ -6,11 +6,12 @@ from typing import Sequence
 from ..ablation import baseline_nll, masked_nll, set_deltas
 from ..metrics import delta, perplexity
 from ..neurons import Neuron
+from ..results.analysis import CurvePoint, NeuronDelta, PhaseData
 from ..study import Study
 
 
 def phase_transition(study: Study, ranking: Sequence[Neuron], critical: Sequence[Neuron],
-                     max_n: int | None = None, epsilon: float = 1.0) -> dict:
+                     max_n: int | None = None, epsilon: float = 1.0) -> PhaseData:
     n_star = len(critical)
     max_n = max_n or max(2 * n_star + 5, 20)
     levels = list(range(0, min(max_n, len(ranking)) + 1))
@@ -21,7 +22,7 @@ def phase_transition(study: Study, ranking: Sequence[Neuron], critical: Sequence
     sets = [[n] for n in critical] + [list(critical)] if critical else []
     deltas = set_deltas(model, ids, index, sets, clean) if critical else [0.0]
     alone, joint = deltas[:-1], deltas[-1]
-    return {"baseline_ppl": perplexity(clean), "n_star": n_star, "epsilon": epsilon,
-            "curve": [{"n": n, "ppl": perplexity(v), "delta": delta(v, clean)} for n, v in zip(levels, nlls)],
-            "alone": [{"neuron": str(n), "delta": d} for n, d in zip(critical, alone)],
-            "joint_delta": joint, "sum_of_alone": sum(alone)}
+    curve = tuple(CurvePoint(n=n, ppl=perplexity(v), delta=delta(v, clean)) for n, v in zip(levels, nlls))
+    return PhaseData(baseline_ppl=perplexity(clean), n_star=n_star, epsilon=epsilon, curve=curve,
+                     alone=tuple(NeuronDelta(neuron=str(n), delta=d) for n, d in zip(critical, alone)),
+                     joint_delta=joint, sum_of_alone=sum(alone))

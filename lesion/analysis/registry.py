@@ -4,12 +4,12 @@ computes, and the few lines a console shows. ``lesion analyze`` is built from th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import ParameterError
 
 if TYPE_CHECKING:  # the registry is read by `lesion --help`, which must not wait for torch
-    from ..results.analysis import AnalysisResult
+    from ..results.analysis import AnalysisData, AnalysisResult, RobustnessData
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,8 @@ class Analysis:
     name: str
     summary: str
     on: str  # run | text | model | spec
-    compute: Callable[..., tuple[dict, dict]]  # (inputs, **options) -> (figures, settings)
-    lines: Callable[[dict], dict | list]  # a few lines for the console; the JSON has everything
+    compute: Callable[..., tuple[AnalysisData, dict]]  # (inputs, **options) -> (figures, settings)
+    lines: Callable[[Any], dict | list]  # its figures -> a few lines for the console; the JSON has everything
 
 
 def check_counts(parameter: str, values, empty_ok: bool = False) -> list[int]:
@@ -113,29 +113,32 @@ def _recorded(options: dict) -> dict:
     return {k: v for k, v in options.items() if k != "progress"}  # how it was shown is not how it was made
 
 
-def _robustness_lines(result: dict) -> dict:
-    per_text = {k: {"tokens": v["tokens"], "n_star": v["n_star"], "neurons": v["neurons"][:5]}
-                for k, v in result["texts"].items()}
-    return {**per_text, f"most common (of {len(per_text)} texts)": result["most_common"][:3]}
+def _robustness_lines(result: RobustnessData) -> dict:
+    per_text = {k: {"tokens": v.tokens, "n_star": v.n_star, "neurons": list(v.neurons[:5])}
+                for k, v in result.texts.items()}
+    return {**per_text, f"most common (of {len(per_text)} texts)": [c.to_dict() for c in result.most_common[:3]]}
+
+
+def _picked(rows, names: tuple[str, ...]) -> list[dict]:
+    """Some fields of each row, by name, as the console shows them (None where a row has none)."""
+    return [{name: getattr(row, name, None) for name in names} for row in rows]
 
 
 REGISTRY: dict[str, Analysis] = {a.name: a for a in (
     Analysis("distribution", "where the critical and top-k neurons sit, by layer and kind", "run", _distribution,
-             lambda r: {"critical_by_kind": r["critical"]["by_kind"],
-                        "top100_by_kind": r.get("top100", {}).get("by_kind")}),
+             lambda r: {"critical_by_kind": r.critical.by_kind,
+                        "top100_by_kind": r.top["top100"].by_kind if "top100" in r.top else None}),
     Analysis("phase", "Delta as n grows past n*, and each critical neuron alone vs jointly", "run", _phase,
-             lambda r: {"n_star": r["n_star"], "joint_delta": r["joint_delta"], "alone": r["alone"],
-                        "curve": [(p["n"], round(p["delta"], 3)) for p in r["curve"]]}),
+             lambda r: {"n_star": r.n_star, "joint_delta": r.joint_delta, "alone": [a.to_dict() for a in r.alone],
+                        "curve": [(p.n, round(p.delta, 3)) for p in r.curve]}),
     Analysis("components", "Delta of the top-n neurons of each component kind", "text", _components,
-             lambda r: {k: [(x["n"], round(x["delta"], 3)) for x in v] for k, v in r["by_kind"].items()}),
+             lambda r: {k: [(x.n, round(x.delta, 3)) for x in v] for k, v in r.by_kind.items()}),
     Analysis("sweep", "the critical set across alpha, K and the noise seed", "text", _sweep,
-             lambda r: [{k: x.get(k) for k in ("varied", "alpha", "samples", "seed", "n_star",
-                                               "jaccard_to_reference")} for x in r["rows"]]),
+             lambda r: _picked(r.rows, ("varied", "alpha", "samples", "seed", "n_star", "jaccard_to_reference"))),
     Analysis("robustness", "the critical set on several texts, and their overlap", "model", _robustness,
              _robustness_lines),
     Analysis("precision", "the scan in float32, bfloat16 and float16", "spec", _precision,
-             lambda r: [{k: x.get(k) for k in ("dtype", "n_star", "delta", "delta_in_float32", "error")}
-                        for x in r["rows"]]),
+             lambda r: _picked(r.rows, ("dtype", "n_star", "delta", "delta_in_float32", "error"))),
 )}
 
 

@@ -140,12 +140,13 @@ def run(args) -> int:
     result = run_analysis(args.name, inputs, **options)
     path = result.save(folder.file(file_name(args.name)))
     lines = ANALYSES[args.name].lines(result.data)
-    if result.data.get("stopped", "complete") != "complete":
-        console.print(f"{result.data['stopped']}: the file holds the scans that finished")
+    stopped = getattr(result.data, "stopped", "complete")  # sweep and robustness stop between scans
+    if stopped != "complete":
+        console.print(f"{stopped}: the file holds the scans that finished")
     for key, value in (lines.items() if isinstance(lines, dict) else enumerate(lines)):
         console.print(f"{key}: {json.dumps(value, default=str)}", soft_wrap=True)
     console.print(f"wrote {path}")
-    return exit_code(result.data.get("stopped", "complete"), path)
+    return exit_code(stopped, path)
 
 
 def register(sub) -> None:

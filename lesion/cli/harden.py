@@ -70,8 +70,9 @@ def run(args) -> int:
 def print_summary(record, out) -> None:
     from ..harden.report import heel_table
     for precision, proof in record.proof.items():
-        console.print(f"{precision}: max relative PPL difference {proof['max_ppl_rel_diff']:.2e}, max |logit "
-                      f"difference| {proof['max_abs_logit_diff']:.2e}, generations identical: "
-                      f"{proof['generations_identical']}")
-    print("\n".join(heel_table(record.heel)))  # markdown rows: never wrapped
+        console.print(f"{precision}: max relative PPL difference {proof.max_ppl_rel_diff:.2e}, max |logit "
+                      f"difference| {proof.max_abs_logit_diff:.2e}, generations identical: "
+                      f"{proof.generations_identical}")
+    if record.heel is not None:
+        print("\n".join(heel_table(record.heel)))  # markdown rows: never wrapped
     console.print(f"wrote {out} (a Hugging Face model folder; lesion-harden.json and harden.md inside)")

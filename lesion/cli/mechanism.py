@@ -58,85 +58,86 @@ def run(args) -> int:
                        progress=progress_enabled(args))
     report = dataclasses.replace(report, settings=study.settings(seed=args.seed, max_neurons=args.max_neurons,
                                                                  time_budget=args.time_budget))
-    result = report.to_dict()
-    path = folder.write(MECHANISM, result)
-    print_neurons(result)
-    print_overlap(result)
-    print_lesions(result)
+    path = folder.write(MECHANISM, report.to_dict())
+    print_neurons(report)
+    print_overlap(report)
+    print_lesions(report)
     print_coverage(report)
     console.print(f"wrote {path}")
     return exit_code(report.stopped, path)
 
 
 def print_coverage(report: MechanismReport) -> None:
+    from ..anytime import Stopped
     if report.finished:
         return
-    why = "complete" if report.stopped == "complete" else stopped_why(report.stopped)
+    complete = report.stopped == Stopped.COMPLETE
+    why = "complete" if complete else stopped_why(report.stopped)
     console.print(f"{why} after {report.seconds:.0f} s: {report.neurons_tested} of {report.critical_size} "
-                  "critical neurons tested one by one" + ("" if report.stopped != "complete" else
-                                                          f" (raise {flag('max_neurons')}, 0 for all)"), soft_wrap=True)
+                  "critical neurons tested one by one" + (f" (raise {flag('max_neurons')}, 0 for all)" if complete
+                                                          else ""), soft_wrap=True)
 
 
-def print_neurons(result: dict) -> None:
-    rows = [[n["neuron"], fmt(n["max_abs"]), str(n["argmax_position"]), fmt(n["ratio_to_median"]),
-             str(n["rank_by_max_abs"]), str(n["massive"]), str(n["super_weight_row"]), fmt(n["alone"]["zero"]),
-             fmt(n["alone"]["position0"])] for n in result["neurons"]]
+def print_neurons(report: MechanismReport) -> None:
+    rows = [[n.neuron, fmt(n.max_abs), str(n.argmax_position), fmt(n.ratio_to_median), str(n.rank_by_max_abs),
+             str(n.massive), str(n.super_weight_row), fmt(n.alone.zero), fmt(n.alone.position0)]
+            for n in report.neurons]
     console.print(neuron_table(["neuron", "max |a|", "at position", "x module median", "rank by |a|", "massive",
                                 "super-weight row", "Delta alone", "Delta at position 0"], rows,
                                title="critical neurons"))
-    for n in result["neurons"]:
-        console.print(f"{n['neuron']}:", soft_wrap=True)
-        for label in n["labels"]:
+    for n in report.neurons:
+        console.print(f"{n.neuron}:", soft_wrap=True)
+        for label in n.labels:
             console.print(f"  {label}", soft_wrap=True)
-        for direction in ("feeding", "leaving"):
-            for s in n[direction]:
-                top = ", ".join(f"[{i}] {fmt(v)}" for i, v in s["top"])
-                console.print(f"  {direction} {s['slice']}: largest |w| at {top}", soft_wrap=True)
+        for direction, slices in (("feeding", n.feeding), ("leaving", n.leaving)):
+            for s in slices:
+                top = ", ".join(f"[{i}] {fmt(v)}" for i, v in s.top)
+                console.print(f"  {direction} {s.slice}: largest |w| at {top}", soft_wrap=True)
 
 
-def print_overlap(result: dict) -> None:
+def print_overlap(report: MechanismReport) -> None:
     """Top massive activations and data-free super-weight candidates, each beside its causal
     test; * marks critical neurons."""
-    critical = {n["neuron"] for n in result["neurons"]}
+    critical = {n.neuron for n in report.neurons}
     rows = []
-    for i, (m, w) in enumerate(zip(result["massive_activations"], result["super_weights"]), 1):
-        row = f"{w['module']}:{w['row']}"
-        rows.append([str(i), m["neuron"] + (" *" if m["neuron"] in critical else ""), fmt(m["max_abs"]),
-                     str(m["argmax_position"]), _tested(m, "delta_position0"),
-                     f"{row} (col {w['column']})" + (" *" if row in critical else ""), fmt(w["ratio_to_median"]),
-                     _tested(w, "delta_zeroed")])
+    for i, (m, w) in enumerate(zip(report.massive_activations, report.super_weights), 1):
+        row = f"{w.module}:{w.row}"
+        rows.append([str(i), m.neuron + (" *" if m.neuron in critical else ""), fmt(m.max_abs),
+                     str(m.argmax_position), _tested(m.delta_position0, m.causal),
+                     f"{row} (col {w.column})" + (" *" if row in critical else ""), fmt(w.ratio_to_median),
+                     _tested(w.delta_zeroed, w.causal)])
     console.print(neuron_table(["#", "massive activation", "max |a|", "at position", "Delta, zeroed at position 0",
                                 "super-weight candidate", "|w| / median", "Delta, that weight zeroed"], rows,
                                neuron_columns=(1, 5),
                                title="critical set (*) among the model's outliers, by magnitude, "
                                      "and their causal tests"))
-    console.print(f"causal: {result['criteria']['causal']}", soft_wrap=True)
+    console.print(f"causal: {report.criteria.causal}", soft_wrap=True)
 
 
-def _tested(row: dict, key: str) -> str:
+def _tested(delta: float | None, causal: bool | None) -> str:
     """The causal test's Delta and verdict; a run stopped before the test says so."""
-    if key not in row:
+    if delta is None:
         return "not tested (stopped)"
-    return f"{fmt(row[key])} ({'causal' if row['causal'] else 'not causal'})"
+    return f"{fmt(delta)} ({'causal' if causal else 'not causal'})"
 
 
-def print_lesions(result: dict) -> None:
+def print_lesions(report: MechanismReport) -> None:
     lesions = Table("lesion of the critical set", "Delta", "non-finite token losses", "first non-finite output",
                     "largest finite |output|")
-    for group in ("positions", "ablations"):
-        for label, value in result[group].items():
+    for group, deltas in (("positions", report.positions), ("ablations", report.ablations)):
+        for label, value in deltas.items():
             lesions.add_row(f"{group[:-1]}: {label}", fmt(value), "", "", "")
-    for label, r in result["normalisation_tokens"].items():
+    for label, r in report.normalisation_tokens.items():
         # A Delta of inf says only that some token loss is not finite: show how many, and the
         # Delta over the finite ones.
-        finite = r["delta_finite_tokens"]
-        value = fmt(r["delta"]) if not r["nonfinite_tokens"] else \
-            f"{fmt(r['delta'])} (finite tokens: {'none' if finite is None else fmt(finite)})"
-        lesions.add_row(f"norm statistics {label}", value, f"{r['nonfinite_tokens']} of {r['tokens']}",
-                        r["first_nonfinite_module"] or "", fmt(r["largest_finite_abs_output"]))
+        finite = r.delta_finite_tokens
+        value = fmt(r.delta) if not r.nonfinite_tokens else \
+            f"{fmt(r.delta)} (finite tokens: {'none' if finite is None else fmt(finite)})"
+        lesions.add_row(f"norm statistics {label}", value, f"{r.nonfinite_tokens} of {r.tokens}",
+                        r.first_nonfinite_module or "", fmt(r.largest_finite_abs_output))
     console.print(lesions)
-    for label, r in result["normalisation_tokens"].items():
-        if r["nonfinite_tokens"]:
-            growth = ", ".join(f"{layer}: {fmt(v)}" for layer, v in enumerate(r["largest_finite_abs_output_by_layer"]))
+    for label, r in report.normalisation_tokens.items():
+        if r.nonfinite_tokens:
+            growth = ", ".join(f"{layer}: {fmt(v)}" for layer, v in enumerate(r.largest_finite_abs_output_by_layer))
             console.print(f"norm statistics {label}: largest finite |output| by layer: {growth}", soft_wrap=True)
-    console.print(f"following norm(s): {', '.join(result['following_norms']) or 'none'}", soft_wrap=True)
+    console.print(f"following norm(s): {', '.join(report.following_norms) or 'none'}", soft_wrap=True)

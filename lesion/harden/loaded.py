@@ -7,12 +7,13 @@ import time
 
 import torch
 
+from ..results.harden import Rotation
 from .rotations import residual_rotation, spread
 from .transform import check_family, fold_norms, rotate_heads, rotate_residual
 
 
 def harden_weights(model: torch.nn.Module, method: str = "hadamard", seed: int = 0, heads: bool = False,
-                   watch: int | None = None) -> dict:
+                   watch: int | None = None) -> Rotation:
     """Transform ``model`` in place; returns what was done (the settings a HardenRecord keeps).
     ``watch``: a residual channel whose spread under Q is reported (the heel's channel)."""
     model_type = check_family(model)
@@ -22,12 +23,10 @@ def harden_weights(model: torch.nn.Module, method: str = "hadamard", seed: int =
     untied = fold_norms(model)
     rotate_residual(model, q)
     head_info = rotate_heads(model, torch.Generator().manual_seed(seed + 1), method) if heads else None
-    done = {"method": method, "seed": seed, "heads": head_info, "model_type": model_type,
-            "hidden_size": hidden, "untied_embeddings": untied, "seconds": time.perf_counter() - start,
-            "orthogonality_error": float((q @ q.T - torch.eye(hidden, dtype=torch.float64)).abs().max())}
-    if watch is not None:
-        done["spread"] = spread(q, watch)
-    return done
+    return Rotation(method=method, seed=seed, heads=head_info, model_type=model_type, hidden_size=hidden,
+                    untied_embeddings=untied, seconds=time.perf_counter() - start,
+                    orthogonality_error=float((q @ q.T - torch.eye(hidden, dtype=torch.float64)).abs().max()),
+                    spread=None if watch is None else spread(q, watch))
 
 
 def harden_loaded(lm, method: str = "hadamard", seed: int = 0, heads: bool = False, inplace: bool = False,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from ..metrics import nll_of_logits
+from ..results.harden import GenerationProof, Proof, TextProof
 from ..texts import BOOKENDS, encode
 
 GENERATE_TOKENS = 64
@@ -81,23 +82,21 @@ def _greedy(model, tokenizer, prompt: str, new_tokens: int, device) -> list[int]
     return out[0, ids.shape[1]:].tolist()
 
 
-def compare(reference: Trace, hardened: Trace) -> dict:
+def compare(reference: Trace, hardened: Trace) -> Proof:
     """Side by side: PPL before/after and relative difference per text, the max |logit difference|
     (and the max |logit| for scale), whether each greedy generation is identical."""
     texts = {}
     for name, nll in reference.nll.items():
         before, after = math.exp(nll), math.exp(hardened.nll[name])
         diff = (reference.logits[name] - hardened.logits[name]).abs().max()
-        texts[name] = {"ppl_before": before, "ppl_after": after, "ppl_rel_diff": abs(after - before) / before,
-                       "max_abs_logit_diff": float(diff), "max_abs_logit": float(reference.logits[name].abs().max()),
-                       "tokens": int(reference.logits[name].shape[0])}
-    generations = [{"tokens": len(a), "identical": a == b, "first_difference": _first_difference(a, b)}
-                   for a, b in zip(reference.generated, hardened.generated)]
-    return {"texts": texts,
-            "max_ppl_rel_diff": max(t["ppl_rel_diff"] for t in texts.values()),
-            "max_abs_logit_diff": max(t["max_abs_logit_diff"] for t in texts.values()),
-            "generations": generations,
-            "generations_identical": all(g["identical"] for g in generations)}
+        texts[name] = TextProof(ppl_before=before, ppl_after=after, ppl_rel_diff=abs(after - before) / before,
+                                max_abs_logit_diff=float(diff), max_abs_logit=float(reference.logits[name].abs().max()),
+                                tokens=int(reference.logits[name].shape[0]))
+    generations = tuple(GenerationProof(tokens=len(a), identical=a == b, first_difference=_first_difference(a, b))
+                        for a, b in zip(reference.generated, hardened.generated))
+    return Proof(texts=texts, max_ppl_rel_diff=max(t.ppl_rel_diff for t in texts.values()),
+                 max_abs_logit_diff=max(t.max_abs_logit_diff for t in texts.values()), generations=generations,
+                 generations_identical=all(g.identical for g in generations))
 
 
 def _first_difference(a: list[int], b: list[int]) -> int | None:

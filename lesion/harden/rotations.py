@@ -18,6 +18,7 @@ import torch
 
 from ..errors import ParameterError
 from ..options import HARDEN_METHODS
+from ..results.harden import ChannelSpread
 
 METHODS = HARDEN_METHODS
 
@@ -111,11 +112,11 @@ def plane_angles(planes: int, generator: torch.Generator) -> torch.Tensor:
     return torch.rand(planes, generator=generator, dtype=torch.float64) * (2 * math.pi)
 
 
-def spread(q: torch.Tensor, channel: int) -> dict:
+def spread(q: torch.Tensor, channel: int) -> ChannelSpread:
     """How evenly Q spreads one residual channel over the new basis: the channel's unit vector
     e_c goes to row c of Q. flatness is max |Q_cj| * sqrt(n) (1: perfectly even, sqrt(n): not
     spread at all); top_share is the largest share of its energy one new channel holds."""
     row = q[channel].abs()
     n = q.shape[0]
-    return {"channel": channel, "flatness": float(row.max() * math.sqrt(n)),
-            "top_share": float(row.max() ** 2), "uniform_share": 1.0 / n}
+    return ChannelSpread(channel=channel, flatness=float(row.max() * math.sqrt(n)),
+                         top_share=float(row.max() ** 2), uniform_share=1.0 / n)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import LesionError
+from ..results.harden import HeadRotation
 from .rotations import orthogonal, plane_angles
 
 # model_type -> why lesion cannot rotate it exactly (one line, for the refusal).
@@ -160,7 +161,7 @@ def rotate_residual(model: torch.nn.Module, q: torch.Tensor) -> None:
                 _set(linear.bias, _on(q, linear.bias).T @ linear.bias.double())
 
 
-def rotate_heads(model: torch.nn.Module, generator: torch.Generator, method: str = "rotate") -> dict:
+def rotate_heads(model: torch.nn.Module, generator: torch.Generator, method: str = "rotate") -> HeadRotation:
     """Inside each attention head, where exact: values (and o_proj's input) by an orthogonal matrix
     per key/value head (random, or a randomized Hadamard for ``method="hadamard"``); queries and
     keys by a random angle in each rotary frequency plane, the same for a key/value head and its
@@ -183,7 +184,7 @@ def rotate_heads(model: torch.nn.Module, generator: torch.Generator, method: str
             _rotate_rows(block.k, heads, planes)
             _rotate_rows(block.q, heads, [planes[i // group] for i in range(heads.n_heads)])
             qk_rotated += 1
-    return {"values": True, "queries_keys_layers": qk_rotated}
+    return HeadRotation(values=True, queries_keys_layers=qk_rotated)
 
 
 def _plane_rotation(heads: Heads, angles: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 (float32 and bfloat16), measure the heel before and after, and write the folder."""
 from __future__ import annotations
 
+import dataclasses
 import gc
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -9,10 +10,10 @@ from typing import TYPE_CHECKING
 
 from ..errors import ParameterError
 from ..options import HARDEN_METHODS, MAX_SAMPLES, check_seed
-from .measure import Budget
+from ..results.harden import Budget
 
 if TYPE_CHECKING:
-    from ..results.harden import HardenRecord
+    from ..results.harden import HardenRecord, Proof
 
 MAX_ROWS = 1_000_000  # masked rows of one report search: beyond this a typo, not a study (days on a CPU)
 
@@ -69,6 +70,8 @@ def harden_model(model: str, out: str | Path, *, method: str = "hadamard", seed:
 def _harden_and_prove(spec: str, out, method: str, seed: int, heads: bool, text: str, neurons, budget, device: str,
                       progress: bool, say) -> HardenRecord:
     from ..loading import load_model
+    from ..neurons import Neuron
+    from ..results.harden import HeelComparison
     from ..texts import text_hash
     from .loaded import harden_loaded
     from .folder import check_out_folder, save_folder
@@ -83,8 +86,8 @@ def _harden_and_prove(spec: str, out, method: str, seed: int, heads: bool, text:
     say("measuring the original (float32)")
     reference = trace(lm.model, lm.tokenizer, texts)
     before = heel_profile(lm, text, neurons, budget, progress)
-    neurons = neurons or [_first_masked(before)]
-    hardened, record = harden_loaded(lm, method, seed, heads, inplace=True, watch=before["outliers"]["channel"],
+    neurons = neurons or [Neuron.parse(before.masked[0].neuron)]
+    hardened, record = harden_loaded(lm, method, seed, heads, inplace=True, watch=before.outliers.channel,
                                      name=str(out))
     say(f"hardened ({method}, seed {seed}); measuring it (float32)")
     proof = {"float32": compare(reference, trace(hardened.model, hardened.tokenizer, texts))}
@@ -92,16 +95,11 @@ def _harden_and_prove(spec: str, out, method: str, seed: int, heads: bool, text:
     say("bfloat16: the hardened model")
     proof["bfloat16"] = _bfloat16_proof(hardened.model, hardened.tokenizer, texts, low_reference)
     gc.collect()
-    heel = {"text_sha256": text_hash(text), "before": before, "after": after,
-            "budget": None if budget is None else vars(budget)}
-    record = record.with_(proof=proof, heel=heel, rotation={**record.rotation, "text_sha256": text_hash(text)})
+    heel = HeelComparison(text_sha256=text_hash(text), before=before, after=after, budget=budget)
+    rotation = dataclasses.replace(record.rotation, text_sha256=text_hash(text))
+    record = record.with_(proof=proof, heel=heel, rotation=rotation)
     save_folder(hardened.model, hardened.tokenizer, record, markdown(record), out, progress)
     return record
-
-
-def _first_masked(profile: dict):
-    from ..neurons import Neuron
-    return Neuron.parse(profile["masked"][0]["neuron"])
 
 
 def _bfloat16_reference(spec: str, device: str, texts, text, neurons, progress: bool, say):
@@ -127,7 +125,7 @@ def _bfloat16_reference(spec: str, device: str, texts, text, neurons, progress: 
     return reference, float32_bytes
 
 
-def _bfloat16_proof(model, tokenizer, texts, reference) -> dict:
+def _bfloat16_proof(model, tokenizer, texts, reference) -> Proof:
     """The hardened model in bfloat16 against the original loaded in bfloat16: rounding differs
     in the new basis, so this is measured, not expected to be bit-equal."""
     import torch

@@ -1,7 +1,9 @@
-"""One function per figure: result dict in, matplotlib Figure out (never a model)."""
+"""One function per figure: a result (a typed record, or a result file's dict) in, matplotlib
+Figure out (never a model)."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -9,6 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+if TYPE_CHECKING:
+    from ..results.analysis import ComponentsData, DistributionData, PhaseData, RobustnessData, SweepData
 
 COLORS = {"noise": "#c0392b", "random": "#7f8c8d", "activation": "#2980b9", "gradient": "#27ae60"}
 
@@ -18,12 +23,12 @@ def _finite(x) -> float:
     return x if math.isfinite(x) else float("nan")
 
 
-def phase_curve(phase: dict) -> Figure:
+def phase_curve(phase: PhaseData) -> Figure:
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    ns = [p["n"] for p in phase["curve"]]
-    ax.plot(ns, [_finite(p["delta"]) for p in phase["curve"]], marker="o", color=COLORS["noise"])
-    ax.axvline(phase["n_star"], ls="--", color="k", lw=1, label=f"n* = {phase['n_star']}")
-    ax.axhline(phase.get("epsilon", 1.0), ls=":", color="grey", lw=1, label="epsilon")
+    ns = [p.n for p in phase.curve]
+    ax.plot(ns, [_finite(p.delta) for p in phase.curve], marker="o", color=COLORS["noise"])
+    ax.axvline(phase.n_star, ls="--", color="k", lw=1, label=f"n* = {phase.n_star}")
+    ax.axhline(phase.epsilon, ls=":", color="grey", lw=1, label="epsilon")
     ax.set(xlabel="n (top-n noise-ranked neurons masked)", ylabel="Delta = log10 PPL ratio",
            title="Phase transition")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # n counts neurons: no 2.5 tick
@@ -48,39 +53,41 @@ def ranker_comparison(compare: dict) -> Figure:
     return fig
 
 
-def layer_kind_heatmap(distribution: dict, key: str) -> Figure:
-    layers, kinds = distribution["layers"], distribution["kinds"]
+def layer_kind_heatmap(distribution: DistributionData, key: str) -> Figure:
+    layers, kinds = list(distribution.layers), list(distribution.kinds)
     grid = [[0] * len(layers) for _ in kinds]
-    for cell in distribution[key]["cells"]:
-        grid[kinds.index(cell["kind"])][layers.index(cell["layer"])] = cell["count"]
+    for cell in distribution.top[key].cells:
+        grid[kinds.index(cell.kind)][layers.index(cell.layer)] = cell.count
     fig, ax = plt.subplots(figsize=(max(6.4, 0.25 * len(layers) + 2), 0.4 * len(kinds) + 1.6))
     im = ax.imshow(grid, aspect="auto", cmap="Reds")
     ax.set_yticks(range(len(kinds)), kinds)
     ax.set_xticks(range(len(layers)), layers, fontsize=7)
-    for cell in distribution["critical"]["cells"]:
-        ax.plot(layers.index(cell["layer"]), kinds.index(cell["kind"]), marker="*", color="k", ms=12)
+    for cell in distribution.critical.cells:
+        ax.plot(layers.index(cell.layer), kinds.index(cell.kind), marker="*", color="k", ms=12)
     ax.set(xlabel="layer", title=f"{key} neurons by layer and component (star: critical set)")
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     return fig
 
 
-def sweep_plot(sweep: dict) -> Figure:
+def sweep_plot(sweep: SweepData) -> Figure:
     panels = [(v, label) for v, label in (("alpha", "alpha"), ("samples", "K (noise samples)"), ("seed", "seed"))
-              if any(r["varied"] == v for r in sweep["rows"])]
+              if any(r.varied == v for r in sweep.rows)]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
     for ax, (varied, label) in zip(axes[0], panels):
-        rows = [r for r in sweep["rows"] if r["varied"] == varied]
+        # (x, n*, Jaccard to the reference) per point
+        points = [(getattr(r, varied), r.n_star, r.jaccard_to_reference) for r in sweep.rows if r.varied == varied]
         line = "-"
-        if varied == "seed":  # seeds are labels, not a scale: the reference's seed first, no lines between
-            rows = [{**sweep["reference"], "jaccard_to_reference": 1.0}, *rows]
+        if varied == "seed" and sweep.reference is not None:  # seeds are labels, not a scale: the reference's
+            points = [(sweep.reference.seed, sweep.reference.n_star, 1.0), *points]  # first, no lines between
+        if varied == "seed":
             line = "none"
-        xs = [str(r[varied]) for r in rows] if varied == "seed" else [r[varied] for r in rows]
-        n_star, = ax.plot(xs, [r["n_star"] if r["n_star"] is not None else float("nan") for r in rows],
+        xs = [str(x) for x, _, _ in points] if varied == "seed" else [x for x, _, _ in points]
+        n_star, = ax.plot(xs, [n if n is not None else float("nan") for _, n, _ in points],
                           marker="o", linestyle=line)
         ax2 = ax.twinx()
-        overlap, = ax2.plot(xs, [r["jaccard_to_reference"] for r in rows], marker="s", color="grey",
-                            linestyle=line)
+        overlap, = ax2.plot(xs, [j if j is not None else float("nan") for _, _, j in points], marker="s",
+                            color="grey", linestyle=line)
         ax2.set_ylim(0, 1.05)
         ax.set(xlabel=label, ylabel="n*")
         ax2.set_ylabel("Jaccard to reference set")
@@ -91,10 +98,10 @@ def sweep_plot(sweep: dict) -> Figure:
     return fig
 
 
-def component_plot(components: dict) -> Figure:
+def component_plot(components: ComponentsData) -> Figure:
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    for kind, rows in components["by_kind"].items():
-        ax.plot([r["n"] for r in rows], [_finite(r["delta"]) for r in rows], marker="o", label=kind)
+    for kind, rows in components.by_kind.items():
+        ax.plot([r.n for r in rows], [_finite(r.delta) for r in rows], marker="o", label=kind)
     ax.set_xscale("log")
     ax.set(xlabel="top-n of one component kind masked", ylabel="Delta", title="Component ablation")
     ax.legend(fontsize=8, ncol=2)
@@ -102,10 +109,10 @@ def component_plot(components: dict) -> Figure:
     return fig
 
 
-def overlap_heatmap(robustness: dict) -> Figure:
-    names = robustness["names"]
+def overlap_heatmap(robustness: RobustnessData) -> Figure:
+    names = list(robustness.names)
     fig, ax = plt.subplots(figsize=(0.55 * len(names) + 2.5, 0.5 * len(names) + 1.5))
-    im = ax.imshow(robustness["jaccard"], vmin=0, vmax=1, cmap="Blues")
+    im = ax.imshow([list(row) for row in robustness.jaccard], vmin=0, vmax=1, cmap="Blues")
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
     ax.set_yticks(range(len(names)), names)
     ax.set_title("Critical-set overlap across texts (Jaccard)")

@@ -9,6 +9,9 @@ from pathlib import Path
 from ..errors import ResultError
 from ..files import read_json, write_text
 from ..results import unsettled_note
+from ..results.analysis import (ComponentsData, DistributionData, PhaseData, PrecisionData, PrecisionRow,
+                                RobustnessData, SweepData, analysis_data)
+from ..results.mechanism import MechanismReport
 from ..runfolder import RunFolder
 from . import figures
 from .html import fmt, html_image, html_table, png_bytes
@@ -84,7 +87,7 @@ def _build(folder: Path) -> tuple[Path, Path]:
     for name, render in sections:
         data = _load(folder, name)
         if data is not None:
-            render(page, data)
+            render(page, _typed(name, data))
     for path in sorted(folder.glob("minimal-eps*.json")):
         _minimal(page, read_json(path))
     title = f"lesion report: {critical['model']}"
@@ -122,12 +125,22 @@ def _summary(page: Page, critical: dict, ranking: dict | None) -> None:
         page.figure("scores", figures.score_distribution(ranking, critical))
 
 
-def _phase(page: Page, phase: dict) -> None:
+def _typed(name: str, data: dict):
+    """A section's file read as its result's records (the analyses' figures, the mechanism report);
+    the other files as they are."""
+    if name.startswith("analysis-"):
+        return analysis_data(name[len("analysis-"):-len(".json")], data)
+    if name == "mechanism.json":
+        return MechanismReport.from_dict(data)
+    return data
+
+
+def _phase(page: Page, phase: PhaseData) -> None:
     page.heading("Phase transition")
     page.figure("phase", figures.phase_curve(phase))
-    page.para(f"Joint Delta of the critical set {fmt(phase['joint_delta'])}; sum of the neurons' effects alone "
-              f"{fmt(phase['sum_of_alone'])}.")
-    page.table(["neuron", "Delta alone"], [[a["neuron"], fmt(a["delta"])] for a in phase["alone"]])
+    page.para(f"Joint Delta of the critical set {fmt(phase.joint_delta)}; sum of the neurons' effects alone "
+              f"{fmt(phase.sum_of_alone)}.")
+    page.table(["neuron", "Delta alone"], [[a.neuron, fmt(a.delta)] for a in phase.alone])
 
 
 def _compare(page: Page, compare: dict) -> None:
@@ -142,54 +155,65 @@ def _compare(page: Page, compare: dict) -> None:
     page.table(["ranker", *(f"n={n}" for n in compare["levels"]), "Delta falls back at"], rows)
 
 
-def _distribution(page: Page, dist: dict) -> None:
+def _distribution(page: Page, dist: DistributionData) -> None:
     page.heading("Where they sit")
-    key = next((k for k in ("top100", "top1000", "top10") if k in dist), None)
+    key = next((k for k in ("top100", "top1000", "top10") if k in dist.top), None)
     if key:
         page.figure("distribution", figures.layer_kind_heatmap(dist, key))
+    sets = {"critical": dist.critical, **dist.top}
     page.table(["set", "by component kind", "by layer"],
-               [[k, json.dumps(v["by_kind"]), json.dumps(v["by_layer"])] for k, v in dist.items()
-                if isinstance(v, dict) and "by_kind" in v])
+               [[k, json.dumps(v.by_kind), json.dumps(v.by_layer)] for k, v in sets.items()])
 
 
-def _components(page: Page, comp: dict) -> None:
+def _components(page: Page, comp: ComponentsData) -> None:
     page.heading("Component ablation")
     page.figure("components", figures.component_plot(comp))
 
 
-def _sweep(page: Page, sweep: dict) -> None:
+def _sweep(page: Page, sweep: SweepData) -> None:
     page.heading("Sensitivity to alpha, K and the noise seed")
     page.figure("sweep", figures.sweep_plot(sweep))
     page.table(["varied", "alpha", "K", "seed", "n*", "Delta", "Jaccard to reference"],
-               [[r["varied"], r["alpha"], r["samples"], r.get("seed", ""), r["n_star"], fmt(r["delta"]),
-                 fmt(r["jaccard_to_reference"])] for r in sweep["rows"]])
+               [[r.varied, r.alpha, r.samples, r.seed, r.n_star, fmt(r.delta),
+                 fmt(r.jaccard_to_reference if r.jaccard_to_reference is not None else "")] for r in sweep.rows])
 
 
-def _robustness(page: Page, rob: dict) -> None:
+def _robustness(page: Page, rob: RobustnessData) -> None:
     page.heading("Robustness across texts")
     page.figure("robustness", figures.overlap_heatmap(rob))
     page.table(["text", "tokens", "n*", "Delta", "neurons"],
-               [[k, v["tokens"], v["n_star"], fmt(v["delta"]), ", ".join(v["neurons"][:4])]
-                for k, v in rob["texts"].items()])
+               [[k, v.tokens, v.n_star, fmt(v.delta), ", ".join(v.neurons[:4])] for k, v in rob.texts.items()])
 
 
-def _precision(page: Page, prec: dict) -> None:
+def _precision(page: Page, prec: PrecisionData) -> None:
     page.heading("Precision")
-    page.table(["dtype", "n*", "baseline PPL", "masked PPL", "Delta", "Delta of that set in float32", "note"],
-               [[r["dtype"], r.get("n_star"), fmt(r.get("baseline_ppl", "")), fmt(r.get("masked_ppl", "")),
-                 fmt(r.get("delta", "")), fmt(r.get("delta_in_float32", "")), r.get("error") or ""]
-                for r in prec["rows"]])
+    rows = []
+    for r in prec.rows:
+        if isinstance(r, PrecisionRow):
+            float32 = "" if r.delta_in_float32 is None else r.delta_in_float32
+            rows.append([r.dtype, r.n_star, fmt(r.baseline_ppl), fmt(r.masked_ppl), fmt(r.delta), fmt(float32),
+                         r.error or ""])
+        else:
+            rows.append([r.dtype, r.n_star, fmt(""), fmt(""), fmt(""), fmt(""), r.error or ""])
+    page.table(["dtype", "n*", "baseline PPL", "masked PPL", "Delta", "Delta of that set in float32", "note"], rows)
 
 
-def _mechanism(page: Page, mech: dict) -> None:
+# Each analysis' section, by its name (also what a notebook cell of an AnalysisResult shows).
+ANALYSIS_SECTIONS = {"phase": _phase, "distribution": _distribution, "components": _components, "sweep": _sweep,
+                     "robustness": _robustness, "precision": _precision}
+
+
+def _mechanism(page: Page, mech: MechanismReport) -> None:
     page.heading("Mechanism")
     page.table(["neuron", "max |a|", "at position", "x module median", "rank by |a|", "massive", "super-weight row"],
-               [[n["neuron"], fmt(n["max_abs"]), n["argmax_position"], fmt(n["ratio_to_median"]),
-                 n["rank_by_max_abs"], n["massive"], n["super_weight_row"]] for n in mech["neurons"]])
-    rows = [[f"{group}: {label}", fmt(v)] for group in ("positions", "ablations") for label, v in mech[group].items()]
-    rows += [[f"norm statistics {label}", fmt(v)] for label, v in mech["normalisation"].items()]
+               [[n.neuron, fmt(n.max_abs), n.argmax_position, fmt(n.ratio_to_median), n.rank_by_max_abs, n.massive,
+                 n.super_weight_row] for n in mech.neurons])
+    rows = [[f"{group}: {label}", fmt(v)] for group, deltas in (("positions", mech.positions),
+                                                                ("ablations", mech.ablations))
+            for label, v in deltas.items()]
+    rows += [[f"norm statistics {label}", fmt(v)] for label, v in mech.normalisation.items()]
     page.table(["lesion of the critical set", "Delta"], rows)
-    page.para(f"Criteria: massive = {mech['criteria']['massive']}; super weight = {mech['criteria']['super_weight']}.")
+    page.para(f"Criteria: massive = {mech.criteria.massive}; super weight = {mech.criteria.super_weight}.")
 
 
 def _minimal(page: Page, m: dict) -> None:

@@ -91,6 +91,10 @@ def decode(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise ValueError(f"{where} is not a list")
         args = typing.get_args(tp)
+        if origin is tuple and len(args) > 1 and args[1] is not Ellipsis:  # a fixed shape: tuple[int, float]
+            if len(value) != len(args):
+                raise ValueError(f"{where} has {len(value)} items, not {len(args)}")
+            return tuple(decode(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
         item = args[0] if args else Any
         items = [decode(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
@@ -138,8 +142,8 @@ def _decode_record(cls: type[T], value: Any, where: str) -> T:
         raise ValueError(f"{where} has unknown field(s) {', '.join(map(repr, unknown))}")
     kwargs: dict[str, Any] = {}
     for name, f in fields.items():
-        if name == spread:
-            kwargs[name] = {k: value[k] for k in unknown}
+        if name == spread:  # each value read as the field's dict value type (Any: as it is)
+            kwargs[name] = decode(hints[name], {k: value[k] for k in unknown}, where)
         elif name in value:
             kwargs[name] = decode(hints[name], value[name], f"{where}.{name}")
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
