@@ -117,3 +117,13 @@ def test_one_buffer_hook_gives_the_three_buffer_bits(dtype, ids, monkeypatch):
     for a, b in zip(now, before):
         assert torch.equal(a.values, b.values) and torch.equal(a.positions, b.positions)
     assert now[1].adaptive == before[1].adaptive
+
+
+def test_a_float64_model_is_scored_in_float32_as_before(ids, monkeypatch):
+    import lesion.stage1 as stage1
+    model = make_tiny("llama", dtype=torch.float64)
+    index = discover_sites(model, "down,act")
+    now = rank_by_noise(model, ids, index, samples=4, batch_size=2, seed=1, progress=False)
+    monkeypatch.setattr(stage1, "_accumulate", _three_buffer_accumulate)
+    before = rank_by_noise(model, ids, index, samples=4, batch_size=2, seed=1, progress=False)
+    assert now.values.dtype == torch.float32 and torch.equal(now.values, before.values)
