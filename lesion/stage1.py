@@ -243,8 +243,15 @@ def _store(index, clean):
 def _accumulate(index, clean, pending, with_squares: bool = False):
     def add(out, site):
         ref = clean[site.name]
-        change = (site.channels(out, ref.shape[0]).float() - ref).abs()  # (B, T, C)
-        pending[site.name] = (change.sum(dim=0), change.square().sum(dim=0) if with_squares else None)
+        # One (B, T, C) buffer for the whole hook: the subtraction promotes a narrower dtype to
+        # float32 itself (the same values as .float() first, without its copy), and abs and square
+        # run in place. Every op is the one it replaces, in the same order: the same bits.
+        noisy = site.channels(out, ref.shape[0])
+        if torch.promote_types(noisy.dtype, ref.dtype) != ref.dtype:  # float64: to float32 first, as always
+            noisy = noisy.float()
+        change = torch.sub(noisy, ref).abs_()  # (B, T, C)
+        total = change.sum(dim=0)
+        pending[site.name] = (total, change.square_().sum(dim=0) if with_squares else None)
     return {s.name: (lambda out, s=s: add(out, s)) for s in index.sites}
 
 

@@ -94,3 +94,36 @@ def test_out_of_memory_batches_are_retried_in_halves(tiny_llama, ids, monkeypatc
     got = rank_by_noise(tiny_llama, ids, index, samples=8, batch_size=8, seed=1, progress=False)
     assert seen == [1, 8, 4, 2, 2, 4, 2, 2]  # the clean pass, then halving on "OOM"
     torch.testing.assert_close(got.values, expected.values, rtol=1e-5, atol=1e-6)
+
+
+def _three_buffer_accumulate(index, clean, pending, with_squares=False):
+    """The accumulation hook as it was before it ran in one buffer: .float(), subtract, abs, square."""
+    def add(out, site):
+        ref = clean[site.name]
+        change = (site.channels(out, ref.shape[0]).float() - ref).abs()
+        pending[site.name] = (change.sum(dim=0), change.square().sum(dim=0) if with_squares else None)
+    return {s.name: (lambda out, s=s: add(out, s)) for s in index.sites}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_one_buffer_hook_gives_the_three_buffer_bits(dtype, ids, monkeypatch):
+    import lesion.stage1 as stage1
+    model = make_tiny("llama", dtype=dtype)
+    index = discover_sites(model)
+    options = dict(alpha=0.5, batch_size=3, seed=3, progress=False, max_samples=20)
+    now = [rank_by_noise(model, ids, index, samples=samples, **options) for samples in (7, "auto")]
+    monkeypatch.setattr(stage1, "_accumulate", _three_buffer_accumulate)
+    before = [rank_by_noise(model, ids, index, samples=samples, **options) for samples in (7, "auto")]
+    for a, b in zip(now, before):
+        assert torch.equal(a.values, b.values) and torch.equal(a.positions, b.positions)
+    assert now[1].adaptive == before[1].adaptive
+
+
+def test_a_float64_model_is_scored_in_float32_as_before(ids, monkeypatch):
+    import lesion.stage1 as stage1
+    model = make_tiny("llama", dtype=torch.float64)
+    index = discover_sites(model, "down,act")
+    now = rank_by_noise(model, ids, index, samples=4, batch_size=2, seed=1, progress=False)
+    monkeypatch.setattr(stage1, "_accumulate", _three_buffer_accumulate)
+    before = rank_by_noise(model, ids, index, samples=4, batch_size=2, seed=1, progress=False)
+    assert now.values.dtype == torch.float32 and torch.equal(now.values, before.values)
