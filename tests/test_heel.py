@@ -230,7 +230,7 @@ def test_search_cli_writes_a_heel_that_mask_reproduces(tmp_path, capsys):
 
 def test_search_cli_bad_input(tmp_path, capsys):
     for argv, words in ((["--epsilon", "nan"], "--epsilon"), (["--signals", "noize"], "unknown signal"),
-                        (["--pool", "0"], "--pool"), (["--transfer"], "--transfer needs"),
+                        (["--pool", "0"], "--pool"), (["--transfer"], "at least two"),
                         (["--max-rows", "0"], "--max-rows")):
         assert main(["search", "--out", str(tmp_path / "h.json"), *argv]) == 2
         err = capsys.readouterr().err

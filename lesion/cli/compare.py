@@ -49,13 +49,13 @@ def parse_ints(text: str, flag: str) -> list[int]:
 def run(args) -> int:
     from ..compare import compare_rankers
     from ..study import Study
-    from ..stage1 import check_ranker
+    from ..scorers import check_ranker
     from ..runfolder import COMPARE, RunFolder
     from ..texts import read_text
     from .common import check_noise_args, check_out
 
     levels = parse_ints(args.levels, "--levels")
-    rankers = [check_ranker(r.strip()) for r in args.rankers.split(",") if r.strip()]
+    rankers = [check_ranker(r.strip(), "rankers") for r in args.rankers.split(",") if r.strip()]
     if not rankers:
         raise LesionError("--rankers is empty: name at least one, e.g. noise,random")
     if args.random_runs < 1:
