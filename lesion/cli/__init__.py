@@ -17,7 +17,7 @@ import sys
 from ..errors import LesionError, ParameterError
 
 # Library parameters whose flag is not the parameter's name with dashes (``max_rows`` -> ``--max-rows``).
-FLAGS = {"per_signal": "--pool", "run_dir": "--run"}
+FLAGS = {"per_signal": "--pool", "run_dir": "--run", "prompts": "--prompt", "result": "--neurons"}
 
 
 def flag(parameter: str) -> str:

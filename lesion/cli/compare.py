@@ -6,6 +6,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from ..filenames import COMPARE
 from ..errors import LesionError
 from .common import exit_code, stopped_why
 from .common import (add_common_flags, add_components_arg, add_model_args, add_noise_args, add_text_args,
@@ -33,7 +34,7 @@ def register(sub) -> None:
                    help="stop after this many seconds (between rankings) and write the rankers that finished")
     add_common_flags(p)
     p.set_defaults(run=run)
-    add_json_flag(p, lambda args: Path(args.out_dir) / "compare.json")
+    add_json_flag(p, lambda args: Path(args.out_dir) / COMPARE)
 
 
 def parse_ints(text: str, flag: str) -> list[int]:

@@ -5,11 +5,8 @@ import argparse
 
 from rich.table import Table
 
-from ..errors import LesionError
 from ..options import ABLATIONS
-from .common import add_common_flags, add_model_args, console, critical_neurons, load, read_critical
-
-MAX_NEW_TOKENS = 4096
+from .common import add_common_flags, add_model_args, console, load, read_critical
 
 EXAMPLES = """examples:
   lesion generate --neurons lesion-run/critical.json --prompt "The capital of France is"
@@ -30,30 +27,19 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..generation import generate, generate_masked, repeated_share
-    from ..neurons import discover_sites
-    from ..recorded import recorded_ablation
+    from ..generation import compare_continuations
 
-    if not 1 <= args.max_new_tokens <= MAX_NEW_TOKENS:
-        raise LesionError(f"--max-new-tokens must be 1..{MAX_NEW_TOKENS} (got {args.max_new_tokens})")
-    if not all(p.strip() for p in args.prompt):
-        raise LesionError("--prompt is empty: give the text the model should continue")
-    critical = read_critical(args.neurons)
+    critical = read_critical(args.neurons)  # before the model loads: the model it was found on
     lm = load(args, recorded=critical.settings)
-    neurons = critical_neurons(critical, lm)
-    index = discover_sites(lm.model, "all")
-    recorded = recorded_ablation(critical.settings)
-    ablation = args.ablation or recorded
-    if ablation != recorded:
-        console.print(f"[yellow]note[/yellow]: --ablation {ablation} overrides the {recorded} ablation "
-                      f"{args.neurons} was found with")
-    table = Table("prompt", "original", f"{len(neurons)} neuron(s) masked ({ablation})", show_lines=True)
+    found = compare_continuations(lm, args.neurons, args.prompt, max_new_tokens=args.max_new_tokens,
+                                  ablation=args.ablation)
+    for note in found.notes:
+        console.print(f"[yellow]note[/yellow]: {note}")
+    table = Table("prompt", "original", f"{found.size} neuron(s) masked ({found.ablation})", show_lines=True)
     for column in table.columns:
         column.overflow = "fold"
-    for prompt in args.prompt:
-        original = generate(lm.model, lm.tokenizer, prompt, args.max_new_tokens)
-        masked = generate_masked(lm.model, lm.tokenizer, index, neurons, prompt, args.max_new_tokens, ablation)
-        table.add_row(prompt, f"{original!r}\n({repeated_share(lm.tokenizer, original):.0%} repeated tokens)",
-                      f"{masked!r}\n({repeated_share(lm.tokenizer, masked):.0%} repeated tokens)")
+    for row in found.rows:
+        table.add_row(row.prompt, f"{row.original!r}\n({row.original_repeated:.0%} repeated tokens)",
+                      f"{row.masked!r}\n({row.masked_repeated:.0%} repeated tokens)")
     console.print(table)
     return 0

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from ..filenames import HEEL
 from ..errors import LesionError
 from .common import (add_common_flags, add_components_arg, add_model_args, add_noise_args, check_noise_args,
                      check_out, console, fmt, load, progress_enabled)
@@ -69,7 +70,7 @@ def register(sub) -> None:
                    help="continue the search whose sets are in OUT.sets.jsonl: no set is evaluated twice")
     n = p.add_argument_group("noise signal (stage 1)")
     add_noise_args(n)
-    p.add_argument("--out", default="heel.json", help="JSON to write (same shape as critical.json)")
+    p.add_argument("--out", default=HEEL, help="JSON to write (same shape as critical.json)")
     add_common_flags(p)
     p.set_defaults(run=run)
 
