@@ -208,7 +208,7 @@ def ranker_name(name: str) -> str:
     try:
         return check_ranker(name)
     except ParameterError as e:
-        raise argparse.ArgumentTypeError(e.problem) from None
+        raise argparse.ArgumentTypeError(e.problem.removeprefix("names ")) from None  # argparse names the flag
 
 
 def progress_enabled(args) -> bool:
