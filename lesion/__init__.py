@@ -1,9 +1,12 @@
 """lesion: find the handful of neurons a language model cannot live without.
 
 The top level holds what a notebook needs: :func:`load_model`, :class:`Study` (the paper's
-two stages), :func:`search_heel` (the smallest heel), :func:`harden_model` (rotate the heel
-away, with the proof that the function is kept), and the result types. Everything else
-is one level down (``lesion.stage1``, ``lesion.hooks``, ``lesion.files``, ...).
+two stages), :func:`search_heel` (the smallest heel, on texts or on :func:`corpus_passages`),
+:func:`minimal_at` (greedy vs irreducible vs optimal at any epsilon), :func:`harden_model`
+(rotate the heel away, with the proof that the function is kept), :func:`evaluate` (corpus
+perplexity and tasks with a set masked), :func:`masked_perplexity` and
+:func:`compare_continuations` (a set masked on texts and prompts), and the result types.
+Everything else is one level down (``lesion.stage1``, ``lesion.hooks``, ``lesion.files``, ...).
 
 The names are imported on first use, so that ``lesion --help`` (which imports this package)
 does not wait seconds for torch and transformers.
@@ -16,8 +19,9 @@ from .version import __version__
 _EXPORTS = {
     "load_model": "loading", "LoadedModel": "loading",
     "Study": "study",
-    "search_heel": "heel", "SearchPlan": "heel",
-    "harden_model": "harden", "HardenRecord": "results",
+    "search_heel": "heel", "SearchPlan": "heel", "corpus_passages": "passages", "minimal_at": "heel.minimal",
+    "harden_model": "harden", "HardenRecord": "results", "evaluate": "evaluation", "EvalPlan": "evaluation",
+    "masked_perplexity": "recorded", "compare_continuations": "generation",
     "Neuron": "neurons", "mask_neurons": "hooks",
     "Ranking": "results", "CriticalSet": "results", "Heel": "results", "Result": "results",
     "Provenance": "results", "RunFolder": "runfolder", "ScanResult": "results", "reproduce": "recorded",

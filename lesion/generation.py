@@ -2,14 +2,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from .ablation import channel_means, check_ablation
 from .errors import ParameterError
 from .hooks import mask_neurons
-from .neurons import Neuron, SiteIndex
+from .neurons import Neuron, SiteIndex, discover_sites
 from .texts import check_fits
+
+if TYPE_CHECKING:
+    from .results import NeuronSet
 
 MAX_NEW_TOKENS = 4096  # a continuation long enough to show a collapse; beyond it a typo
 
@@ -60,3 +66,60 @@ def repeated_share(tokenizer, text: str) -> float:
     """Share of the continuation's tokens that repeat an earlier one: a cheap degeneracy signal."""
     ids = tokenizer(text, add_special_tokens=False).input_ids
     return 1 - len(set(ids)) / len(ids) if ids else 0.0
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """One prompt's greedy continuation, unmasked and masked, and the share of repeated tokens of each."""
+    prompt: str
+    original: str
+    masked: str
+    original_repeated: float
+    masked_repeated: float
+
+
+@dataclass(frozen=True)
+class Continuations:
+    """What :func:`compare_continuations` generated: a row per prompt."""
+    rows: tuple[Continuation, ...]
+    size: int  # neurons masked
+    ablation: str
+    notes: tuple[str, ...] = ()  # what an override changed
+
+
+def compare_continuations(lm, result: "NeuronSet | str | Path", prompts: str | Sequence[str], *,
+                          max_new_tokens: int = 40, ablation: str | None = None) -> Continuations:
+    """``lesion generate`` as one call: each prompt's greedy continuation, unmasked and with
+    ``result``'s neurons (a critical set or heel, or its file) masked under the ablation it
+    recorded (``ablation`` overrides it, with a note); refused on another model.
+
+        for row in compare_continuations(lm, "lesion-run/critical.json", "The capital of France is").rows:
+            print(row.original, "|", row.masked)
+    """
+    from .recorded import resolve_ablation
+    from .study import check_same_model
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
+            or not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+        raise ParameterError("max_new_tokens", f"must be 1..{MAX_NEW_TOKENS} (got {max_new_tokens!r})")
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts or not all(p.strip() for p in prompts):
+        raise ParameterError("prompts", "is empty: give the text the model should continue")
+    source: str | Path = "the result"
+    if isinstance(result, (str, Path)):
+        from .runfolder import read_neuron_set
+        source, result = result, read_neuron_set(result)
+    if not result.neurons:
+        raise ParameterError("result", f"{str(source)!r} has no neurons (its search did not reach epsilon): "
+                                       "give a result whose `reached` is true")
+    check_same_model(result.settings, lm, "neuron set")
+    index = discover_sites(lm.model, "all")
+    neurons = list(result.neurons)
+    index.check(neurons)
+    chosen, notes = resolve_ablation(result, source, ablation)
+    rows = []
+    for prompt in prompts:
+        original = generate(lm.model, lm.tokenizer, prompt, max_new_tokens)
+        masked = generate_masked(lm.model, lm.tokenizer, index, neurons, prompt, max_new_tokens, chosen)
+        rows.append(Continuation(prompt, original, masked, repeated_share(lm.tokenizer, original),
+                                 repeated_share(lm.tokenizer, masked)))
+    return Continuations(tuple(rows), len(neurons), chosen, notes)

@@ -1,5 +1,6 @@
 """The names the search and ablation options take, in a module without torch, so that the CLI
-can offer them as argparse choices without importing the libraries that use them."""
+can offer them as argparse choices without importing the libraries that use them (the rankers
+and signals are in :mod:`lesion.scorers`, torch-free too)."""
 from .errors import ParameterError
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -11,13 +12,6 @@ MAX_SEED = 2**63 - 1  # torch's generators take a 64-bit seed
 ABLATIONS = {"zero": "0 at every position (the paper)",
              "mean": "the neuron's mean over the text at every position",
              "position0": "0 at the first token only"}
-SIGNALS = {
-    "noise": "the paper's Stage 1: mean |A_clean - A_noisy| under input-embedding noise, best position",
-    "activation": "|activation| at its largest position",
-    "massive": "max |activation| over the text / median |activation| of its module (Sun et al. 2024)",
-    "superweight": "data-free: a down_proj output row's largest |w| / the matrix's median |w| (Yu et al. 2024)",
-    "attribution": "|sum over positions of a * dLoss/da|: first-order estimate of zeroing the neuron",
-}
 STRATEGIES = ("greedy", "topk", "prefix")
 PRUNERS = ("elimination", "best-drop", "none")
 OBJECTIVES = ("worst", "mean")

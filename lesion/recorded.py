@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Sequence
 
 from .ablation import baseline_nll, check_ablation, masked_nll
-from .errors import ResultError
+from .errors import LesionError, ParameterError, ResultError
 from .metrics import delta, perplexity
 from .neurons import Neuron, discover_sites
 from .options import ABLATIONS
 from .results import NeuronSet, recorded_text
-from .texts import check_context, encode, text_hash
+from .texts import BOOKENDS, check_context, encode, text_hash
 
 # |Delta now - Delta recorded| <= 1e-6 x max(1, |Delta recorded|): the search scores sets in batches,
 # and float32 forwards of another batch size move the 7th significant digit (SmolLM2: 4e-6 of 5.91).
@@ -72,19 +72,25 @@ def recorded_texts(result: NeuronSet, source: str | Path) -> list[tuple[str, str
     return rows
 
 
+def resolve_ablation(result: NeuronSet, source: str | Path, ablation: str | None = None) -> tuple[str, tuple[str, ...]]:
+    """The ablation to mask ``result``'s neurons with: the recorded one, or ``ablation`` where
+    given, with a note when it differs from the recorded one."""
+    kept = recorded_ablation(result.settings)
+    if ablation is None:
+        return kept, ()
+    check_ablation(ablation)
+    if ablation == kept:
+        return kept, ()
+    return ablation, (f"the {ablation} ablation given overrides the {kept} ablation {str(source)!r} was found with",)
+
+
 def resolve_inputs(result: NeuronSet, source: str | Path, text: str | None = None,
                    ablation: str | None = None) -> Inputs:
     """The texts and ablation to score ``result`` on: the recorded ones, or ``text`` /
     ``ablation`` where given (one note each when they differ from what was recorded)."""
     texts = recorded_texts(result, source)
-    kept = recorded_ablation(result.settings)
-    notes = []
-    if ablation is not None:
-        check_ablation(ablation)
-        if ablation != kept:
-            notes.append(f"`ablation` {ablation} overrides the {kept} ablation {str(source)!r} was scored with: "
-                         "its Delta is not reproduced")
-    chosen = kept if ablation is None else ablation
+    chosen, overridden = resolve_ablation(result, source, ablation)
+    notes = [f"{note}: its Delta is not reproduced" for note in overridden]
     if text is not None:
         same = [row for row in texts if text_hash(row[1]) == text_hash(text)]
         if same:
@@ -94,7 +100,7 @@ def resolve_inputs(result: NeuronSet, source: str | Path, text: str | None = Non
                          "not apply (drop `text` and `text_file` to reproduce it)")
             texts = [("given text", text, None)]
     return Inputs(tuple((n, t) for n, t, _ in texts), chosen, tuple(notes),
-                  tuple(None if ablation not in (None, kept) else d for _, _, d in texts))
+                  tuple(None if overridden else d for _, _, d in texts))
 
 
 @dataclass(frozen=True)
@@ -125,9 +131,14 @@ def reproduce(result: NeuronSet, lm, inputs: Inputs | None = None, source: str |
     With the recorded inputs and no ``extra``, each Delta equals the recorded one to 1e-6."""
     inputs = inputs or resolve_inputs(result, source)
     neurons = list(result.neurons) + [n for n in extra if n not in result.neurons]
+    recorded = inputs.recorded if not extra else ()
+    return _score(lm, neurons, inputs, recorded, alone)
+
+
+def _score(lm, neurons: list[Neuron], inputs: Inputs, recorded: Sequence[float | None],
+           alone: bool) -> list[Reproduction]:
     index = discover_sites(lm.model, "all")
     index.check(neurons)
-    recorded = inputs.recorded if not extra else (None,) * len(inputs.texts)
     rows = []
     for (name, text), was in zip(inputs.texts, recorded or (None,) * len(inputs.texts)):
         ids = encode(lm.tokenizer, text, lm.device)
@@ -141,6 +152,52 @@ def reproduce(result: NeuronSet, lm, inputs: Inputs | None = None, source: str |
                                  tuple((str(s[0]), perplexity(nll), delta(nll, clean))
                                        for s, nll in zip(sets[1:], nlls[1:]))))
     return rows
+
+
+@dataclass(frozen=True)
+class Masking:
+    """What :func:`masked_perplexity` measured: a row per text (the set, then each neuron alone)."""
+    rows: tuple[Reproduction, ...]
+    size: int  # neurons masked as the set
+    ablation: str
+    notes: tuple[str, ...] = ()  # what an override changed
+
+
+def masked_perplexity(lm, neurons: Sequence[Neuron | str] = (), *, result: NeuronSet | str | Path | None = None,
+                      text: str | None = None, ablation: str | None = None, alone: bool = True) -> Masking:
+    """``lesion mask`` as one call: the perplexity of each text with the neurons masked, as a
+    set and (``alone``) one by one.
+
+    With ``result`` (a critical set or heel, or its file): its neurons plus ``neurons``, on the
+    texts and under the ablation it recorded, each row against its recorded Delta (``text`` or
+    ``ablation`` override them, with a note, and the recorded Delta no longer applies); refused
+    on another model. Without: ``neurons`` on ``text`` (default: the Bookends sentence) under
+    ``ablation`` (default zero).
+
+        masked_perplexity(lm, ["model.layers.11.mlp.down_proj:507"]).rows[0].delta
+        masked_perplexity(lm, result="heel.json").rows  # each row's delta equals its recorded_delta
+    """
+    extra = [n if isinstance(n, Neuron) else Neuron.parse(n) for n in neurons]
+    if result is None:
+        if not extra:
+            raise LesionError("no neurons to mask: name them (module:channel) or give a result (a critical set "
+                              "or heel)")
+        inputs = Inputs((("text", BOOKENDS if text is None else text),), ablation or "zero")
+        check_ablation(inputs.ablation)
+        return Masking(tuple(_score(lm, extra, inputs, (), alone)), len(extra), inputs.ablation)
+    source: str | Path = "the result"
+    if isinstance(result, (str, Path)):
+        from .runfolder import read_neuron_set
+        source, result = result, read_neuron_set(result)
+    if not result.neurons and not extra:
+        raise ParameterError("result", f"{str(source)!r} has no neurons (its search did not reach epsilon): "
+                                       "give a result whose `reached` is true")
+    from .study import check_same_model
+    check_same_model(result.settings, lm, "neuron set")
+    inputs = resolve_inputs(result, source, text, ablation)
+    rows = reproduce(result, lm, inputs, source, extra=extra, alone=alone)
+    size = len(result.neurons) + len([n for n in extra if n not in result.neurons])
+    return Masking(tuple(rows), size, inputs.ablation, inputs.notes)
 
 
 def zero_only_note(settings: dict, source: str | Path, say) -> None:

@@ -1,5 +1,5 @@
-"""A run folder: the one place that knows what lesion's result files are called and how a
-result's text is kept.
+"""A run folder: its results read back as typed objects, and checked to belong together (the
+file names are :mod:`lesion.filenames`').
 
     lesion-run/
       run.json                 the command, timings and date (the only file with a date, so
@@ -26,25 +26,16 @@ from typing import Any
 from .errors import InconsistentRun, LesionError, ResultError
 from .files import read_json
 from .results import CriticalSet, NeuronSet, Ranking, ScanResult, load_neuron_set, save_result
-from .results.scan import CRITICAL, FINGERPRINTS, RANKING, RUN
+from .filenames import (ANALYSIS_PREFIX, COMPARE, CRITICAL, EVAL, FINGERPRINTS, MECHANISM, MINIMAL_PREFIX, RANKING,
+                        RUN, analysis_name, minimal_name)
 
 __all__ = ["CRITICAL", "COMPARE", "EVAL", "FINGERPRINTS", "MECHANISM", "RANKING", "RUN", "InconsistentRun",
            "RunFolder", "ScanResult", "analysis_name", "minimal_name", "read_neuron_set"]
-COMPARE, MECHANISM, EVAL = "compare.json", "mechanism.json", "eval.json"
 # Settings a later step may record differently from the ranking it read: where and with which
 # versions it ran, the model's name (the same weights load from another path), how the text is kept.
 PER_STEP = frozenset({"model", "device", "versions", "text", "text_file"})
 
 
-MINIMAL_PREFIX, ANALYSIS_PREFIX = "minimal-eps", "analysis-"
-
-
-def minimal_name(epsilon: float) -> str:
-    return f"{MINIMAL_PREFIX}{epsilon:g}.json"
-
-
-def analysis_name(analysis: str) -> str:
-    return f"{ANALYSIS_PREFIX}{analysis}.json"
 
 
 def _on_the_run_text(name: str) -> bool:

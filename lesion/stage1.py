@@ -2,14 +2,14 @@
 
 A ranker is ``fn(model, input_ids, index, *, seed, **options) -> Scores``: one score per
 neuron of ``index`` (flat numbering), higher = more important. :func:`rank` turns the
-scores into a :class:`~lesion.results.Ranking`, and ``RANKERS`` maps ``--ranker`` names.
+scores into a :class:`~lesion.results.Ranking`. The rankers are registered, with the heel
+search's signals, in :mod:`lesion.scorers`.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -22,6 +22,7 @@ from .hooks import hooked
 from .neurons import SiteIndex
 from .options import MAX_SAMPLES, check_seed
 from .results import Ranking
+from .scorers import SCORERS, check_ranker
 
 
 @dataclass(frozen=True)
@@ -330,39 +331,10 @@ def rank_by_random(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteI
     return Scores(torch.rand(index.total, generator=noise_generator(seed)))
 
 
-@dataclass(frozen=True)
-class RankerSpec:
-    """A ranker, registered once: its name, function, and the options that determine its scores."""
-    name: str
-    fn: Callable[..., Scores]
-    options: tuple[str, ...]  # keyword options of ``fn`` (besides seed and progress), all in the cache key
-    summary: str
-
-
-RANKER_SPECS: dict[str, RankerSpec] = {spec.name: spec for spec in (
-    RankerSpec("noise", rank_by_noise, ("alpha", "samples", "alpha_relative", "reduce", "batch_size"),
-               "the paper's Stage 1: mean |A_clean - A_noisy| under embedding noise"),
-    RankerSpec("activation", rank_by_activation, ("reduce",), "baseline: |A| on the clean text"),
-    RankerSpec("gradient", rank_by_gradient, ("reduce",), "baseline: |dLoss/dA|"),
-    RankerSpec("random", rank_by_random, (), "baseline: a seeded random order"),
-)}
-RANKERS: dict[str, Callable[..., Scores]] = {name: spec.fn for name, spec in RANKER_SPECS.items()}
-
-
-def check_ranker(name: str, parameter: str = "ranker") -> str:
-    """``name`` if it is registered, else one line naming the closest registered ranker."""
-    if name in RANKER_SPECS:
-        return name
-    import difflib
-    close = difflib.get_close_matches(name, list(RANKER_SPECS), n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    raise ParameterError(parameter, f"names an unknown ranker {name!r}: {hint}use one of {', '.join(RANKER_SPECS)}")
-
-
 def rank(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex, ranker: str = "noise",
          keep: int = 5000, model_name: str = "", settings: dict | None = None, **options) -> Ranking:
     """Run a ranker and keep its top ``keep`` neurons, ties broken by site order."""
-    scores = RANKER_SPECS[check_ranker(ranker)].fn(model, input_ids, index, **options)
+    scores = SCORERS[check_ranker(ranker)].fn(model, input_ids, index, **options)
     return ranking_from_scores(index, scores, ranker, keep, model_name, settings or {})
 
 

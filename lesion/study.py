@@ -21,7 +21,8 @@ from .loading import LoadedModel
 from .provenance import check_same_revision, model_provenance
 from .neurons import SiteIndex, discover_sites
 from .cache import cached_tensors, scores_key
-from .stage1 import RANKER_SPECS, Scores, check_keep, check_rank_options, check_ranker, ranking_from_scores
+from .scorers import SCORERS, check_ranker
+from .stage1 import Scores, check_keep, check_rank_options, ranking_from_scores
 from .results import CriticalSet, Ranking, ScanResult
 from .stage2 import find_critical_set
 from .texts import BOOKENDS, check_context, encode, text_hash
@@ -73,7 +74,7 @@ class Study:
         ``samples="auto"`` adds the K used and the confidence of the settled top to the settings;
         ``settle_top`` says how much of the top must settle (default: the head of the ranking);
         ``max_samples`` caps it (default 100)."""
-        spec = RANKER_SPECS[check_ranker(ranker)]
+        spec = SCORERS[check_ranker(ranker)]
         max_samples = check_rank_options(samples=samples, alpha=alpha, seed=seed, batch_size=batch_size,
                                          max_samples=max_samples, settle_top=settle_top)
         given = dict(alpha=alpha, samples=samples, alpha_relative=alpha_relative, reduce=reduce,

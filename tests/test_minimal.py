@@ -75,7 +75,7 @@ def test_minimal_cli(tiny_dir, tmp_path, capsys):
     assert result["settings"]["epsilon"] == 0.001
     capsys.readouterr()
     for bad, fix in ((["--pool", "40"], "--pool must be 1..30"), (["--pool", "6", "--max-size", "9"], "--max-size"),
-                     (["--epsilon", "1000"], "never reaches Delta >= 1000")):
+                     (["--epsilon", "1000"], "--epsilon 1000 is not reached")):
         assert main(["minimal", "--model", tiny_dir, "--run", str(run), "--quiet", *bad]) == 2
         assert fix in capsys.readouterr().err
 

@@ -2,7 +2,7 @@
 import torch
 
 from lesion.neurons import discover_sites
-from lesion.stage1 import RANKERS
+from lesion.scorers import RANKERS
 from lesion.stage1 import rank_by_activation, rank_by_gradient, rank_by_random, ranking_from_scores
 
 

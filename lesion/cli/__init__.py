@@ -18,7 +18,8 @@ from ..errors import LesionError
 
 # The one table from library parameters to flags: those whose flag is not the parameter's name with
 # dashes (``max_rows`` -> ``--max-rows``). Every message the CLI shows names flags through :func:`flag`.
-FLAGS = {"per_signal": "--pool", "run_dir": "--run", "corpora": "--corpus"}
+FLAGS = {"per_signal": "--pool", "run_dir": "--run", "corpora": "--corpus", "prompts": "--prompt",
+         "result": "--neurons"}
 
 
 def flag(parameter: str) -> str:

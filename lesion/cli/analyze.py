@@ -65,14 +65,10 @@ OPTIONS = {
 def _robustness_texts(args) -> dict[str, str]:
     """lesion's ten texts (plus --text), or --passages N drawn from --corpus."""
     from ..analysis import TEXTS
+    from ..passages import corpus_passages
     from ..texts import read_text
-    if args.passages < 0:
-        raise ParameterError("passages", f"must be >= 0 (got {args.passages})")
     if args.passages:
-        from ..evaluation.corpora import load_corpus, sample_passages
-        corpus = load_corpus(args.corpus)
-        drawn = sample_passages(corpus.documents, args.passages, seed=args.seed)
-        return {f"{corpus.name}#{i}": text for i, text in enumerate(drawn)}
+        return corpus_passages(args.corpus, args.passages, seed=args.seed)
     given = {} if args.text is None and args.text_file is None else {"given": read_text(args.text, args.text_file)}
     return {**TEXTS, **given}
 

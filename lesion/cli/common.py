@@ -7,8 +7,8 @@ import sys
 
 from rich.console import Console
 
-from ..errors import LesionError
 from ..options import DEFAULT_DTYPE, DEFAULT_MODEL, DTYPES, STAGE2
+from ..scorers import RANKERS
 
 console = Console(highlight=False)
 
@@ -47,7 +47,7 @@ def add_components_arg(p: argparse.ArgumentParser) -> None:
 
 def add_stage1_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("stage 1 (ranking)")
-    g.add_argument("--ranker", default="noise", type=ranker_name, choices=RankerNames(), metavar="RANKER",
+    g.add_argument("--ranker", default="noise", type=ranker_name, choices=RANKERS, metavar="RANKER",
                    help="%(choices)s (noise is the paper's; the others are baselines)")
     g.add_argument("--alpha", type=float, default=5.0, help="noise scale (paper: 5)")
     g.add_argument("--alpha-relative", action="store_true",
@@ -156,27 +156,13 @@ def check_out(path: str | None, parameter: str = "out") -> None:
 
 
 def ranker_name(name: str) -> str:
-    """argparse type for --ranker: a known name, or one line with the closest one."""
-    from ..stage1 import check_ranker
+    """argparse type for --ranker: a registered ranker, or one line with the closest one."""
+    from ..errors import ParameterError
+    from ..scorers import check_ranker
     try:
         return check_ranker(name)
-    except LesionError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-class RankerNames:
-    """The registered ranker names for argparse ``choices``, read from :mod:`lesion.stage1` only
-    when argparse looks (rankers imports torch, which ``lesion --help`` must not wait for)."""
-
-    def _names(self) -> list[str]:
-        from ..stage1 import RANKER_SPECS
-        return list(RANKER_SPECS)
-
-    def __contains__(self, name) -> bool:
-        return name in self._names()
-
-    def __iter__(self):
-        return iter(self._names())
+    except ParameterError as e:
+        raise argparse.ArgumentTypeError(e.problem.removeprefix("names ")) from None  # argparse names the flag
 
 
 def progress_enabled(args) -> bool:

@@ -7,6 +7,7 @@ from pathlib import Path
 from rich.table import Table
 
 from ..errors import ParameterError
+from ..filenames import COMPARE
 from .common import exit_code, stopped_why
 from .common import (add_common_flags, add_components_arg, add_model_args, add_noise_args, add_text_args,
                      console, fmt, load, progress_enabled)
@@ -33,7 +34,7 @@ def register(sub) -> None:
                    help="stop after this many seconds (between rankings) and write the rankers that finished")
     add_common_flags(p)
     p.set_defaults(run=run)
-    add_json_flag(p, lambda args: Path(args.out_dir) / "compare.json")
+    add_json_flag(p, lambda args: Path(args.out_dir) / COMPARE)
 
 
 def parse_ints(text: str, parameter: str) -> list[int]:
@@ -47,12 +48,13 @@ def parse_ints(text: str, parameter: str) -> list[int]:
 def run(args) -> int:
     from ..compare import compare_rankers
     from ..study import Study
+    from ..scorers import check_ranker
     from ..runfolder import COMPARE, RunFolder
     from ..texts import read_text
     from .common import check_noise_args, check_out
 
     levels = parse_ints(args.levels, "levels")
-    rankers = [r.strip() for r in args.rankers.split(",") if r.strip()]
+    rankers = [check_ranker(r.strip(), "rankers") for r in args.rankers.split(",") if r.strip()]
     check_noise_args(args)
     folder = RunFolder(args.out_dir)
     check_out(folder.file(COMPARE), "out_dir")

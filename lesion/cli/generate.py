@@ -6,8 +6,7 @@ import argparse
 from rich.table import Table
 
 from ..options import ABLATIONS
-from .common import add_common_flags, add_model_args, console, critical_neurons, load, read_critical
-from . import flag
+from .common import add_common_flags, add_model_args, console, load, named, read_critical
 
 EXAMPLES = """examples:
   lesion generate --neurons lesion-run/critical.json --prompt "The capital of France is"
@@ -28,29 +27,22 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..generation import generate, generate_masked, repeated_share
-    from ..neurons import discover_sites
-    from ..recorded import recorded_ablation
+    from ..generation import compare_continuations
 
     from ..generation import check_generation
     for prompt in args.prompt:
         check_generation(prompt, args.max_new_tokens)
-    critical = read_critical(args.neurons)
+    critical = read_critical(args.neurons)  # before the model loads: the model it was found on
     lm = load(args, recorded=critical.settings)
-    neurons = critical_neurons(critical, lm)
-    index = discover_sites(lm.model, "all")
-    recorded = recorded_ablation(critical.settings)
-    ablation = args.ablation or recorded
-    if ablation != recorded:
-        console.print(f"[yellow]note[/yellow]: {flag('ablation')} {ablation} overrides the {recorded} ablation "
-                      f"{args.neurons} was found with")
-    table = Table("prompt", "original", f"{len(neurons)} neuron(s) masked ({ablation})", show_lines=True)
+    found = compare_continuations(lm, args.neurons, args.prompt, max_new_tokens=args.max_new_tokens,
+                                  ablation=args.ablation)
+    for note in found.notes:
+        console.print(f"[yellow]note[/yellow]: {named(note)}")
+    table = Table("prompt", "original", f"{found.size} neuron(s) masked ({found.ablation})", show_lines=True)
     for column in table.columns:
         column.overflow = "fold"
-    for prompt in args.prompt:
-        original = generate(lm.model, lm.tokenizer, prompt, args.max_new_tokens)
-        masked = generate_masked(lm.model, lm.tokenizer, index, neurons, prompt, args.max_new_tokens, ablation)
-        table.add_row(prompt, f"{original!r}\n({repeated_share(lm.tokenizer, original):.0%} repeated tokens)",
-                      f"{masked!r}\n({repeated_share(lm.tokenizer, masked):.0%} repeated tokens)")
+    for row in found.rows:
+        table.add_row(row.prompt, f"{row.original!r}\n({row.original_repeated:.0%} repeated tokens)",
+                      f"{row.masked!r}\n({row.masked_repeated:.0%} repeated tokens)")
     console.print(table)
     return 0

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import ParameterError
 from ..options import ABLATIONS
 from .common import add_common_flags, add_model_args, add_text_args, console, fmt, load, named
 
@@ -34,31 +33,20 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..experts import unit_name
     from ..neurons import Neuron
-    from ..recorded import Inputs, reproduce, resolve_inputs
-    from ..results import CriticalSet
+    from ..recorded import masked_perplexity
     from ..texts import read_text
     from .common import read_critical
 
-    from ..experts import unit_name
     neurons = [Neuron.parse(unit_name(s) if args.unit == "expert" else s) for s in args.neuron]
     given = read_text(args.text, args.text_file) if args.text is not None or args.text_file is not None else None
-    if args.neurons:
-        result = read_critical(args.neurons)
-        inputs = resolve_inputs(result, args.neurons, given, args.ablation)
-    elif neurons:
-        result = CriticalSet("", (), 1.0, 1.0, 0.0, False, (), 0, {})
-        inputs = Inputs((("text", read_text(given)),), args.ablation or "zero")
-    else:
-        raise ParameterError("neurons", "names none to mask: name them (module:channel) or pass a critical.json")
-    lm = load(args, recorded=result.settings if args.neurons else None)
-    if args.neurons:
-        from ..study import check_same_model
-        check_same_model(result.settings, lm, "neuron set")
-    rows = reproduce(result, lm, inputs, args.neurons or "", extra=neurons)
-    for note in inputs.notes:
+    recorded = read_critical(args.neurons).settings if args.neurons else None  # before the model loads
+    lm = load(args, recorded=recorded)
+    masking = masked_perplexity(lm, neurons, result=args.neurons, text=given, ablation=args.ablation)
+    for note in masking.notes:
         console.print(f"[yellow]note[/yellow]: {named(note)}")
-    print_rows(rows, len(result.neurons) + len([n for n in neurons if n not in result.neurons]), inputs.ablation)
+    print_rows(masking.rows, masking.size, masking.ablation)
     return 0
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from . import flag
+from ..filenames import MECHANISM
 from .common import exit_code, stopped_why
 from .common import add_common_flags, add_model_args, console, fmt, load, progress_enabled
 from .tables import add_json_flag, neuron_table
@@ -36,7 +37,7 @@ def register(sub) -> None:
                    help="stop after this many seconds and write what finished (default: no limit)")
     add_common_flags(p)
     p.set_defaults(run=run)
-    add_json_flag(p, lambda args: Path(args.run_dir) / "mechanism.json")
+    add_json_flag(p, lambda args: Path(args.run_dir) / MECHANISM)
 
 
 def run(args) -> int:

@@ -5,16 +5,7 @@ import argparse
 
 from rich.table import Table
 
-from ..errors import LesionError
-from .common import exit_code, stopped_why
-from .common import (
-    add_common_flags,
-    add_model_args,
-    console,
-    fmt,
-    load,
-    progress_enabled,
-)
+from .common import add_common_flags, add_model_args, console, exit_code, fmt, load, progress_enabled, stopped_why
 
 EXAMPLES = """examples:
   lesion minimal --run lesion-run                    # greedy vs irreducible vs optimum over the top 20
@@ -39,7 +30,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..heel.minimal import check_search_bounds, minimal_sets
+    from ..heel.minimal import check_search_bounds, minimal_at, minimal_epsilon
     from ..runfolder import RunFolder, minimal_name
     from ..metrics import check_epsilon
     from .common import check_out
@@ -49,20 +40,12 @@ def run(args) -> int:
     check_search_bounds(args.pool, args.max_size)
     folder = RunFolder(args.run_dir)
     ranking, critical = folder.ranking(), folder.critical()
-    epsilon = args.epsilon if args.epsilon is not None else critical.settings.get("epsilon", 1.0)
+    epsilon = minimal_epsilon(args.epsilon, critical)
     check_out(folder.file(minimal_name(epsilon)), "run_dir")
     lm = load(args, recorded=ranking.settings)
-    study = folder.study(lm)
-    greedy = critical.neurons
-    if args.epsilon is not None and args.epsilon != critical.settings.get("epsilon"):
-        found = study.identify(ranking, epsilon=epsilon, progress=progress_enabled(args))
-        if not found.reached:
-            raise LesionError(f"greedy masking of up to {found.trajectory[-1].n} neurons never reaches Delta >= "
-                              f"{epsilon:g} (best {found.delta:.2f}): use a lower `epsilon`")
-        greedy = found.neurons
-    result = minimal_sets(study, ranking.neurons, greedy, epsilon=epsilon, pool=args.pool,
-                          max_size=args.max_size, progress=progress_enabled(args),
-                          time_budget=args.time_budget, max_rows=args.max_rows)
+    result = minimal_at(folder.study(lm), ranking, epsilon, critical=critical, pool=args.pool,
+                        max_size=args.max_size, progress=progress_enabled(args), time_budget=args.time_budget,
+                        max_rows=args.max_rows)
     path = folder.write(minimal_name(epsilon), result)
     table = Table("set", "size", "Delta", "forward rows", title=f"epsilon = {epsilon:g}")
     optimum = f"optimum (top {result.pool}, sizes <= {result.max_size})"

@@ -20,7 +20,8 @@ def run(args) -> int:
 
     from ..report import build_report
     from .common import check_out
-    for name in ("report.html", "report.md"):  # before any rendering
+    from ..filenames import REPORT_HTML, REPORT_MD
+    for name in (REPORT_HTML, REPORT_MD):  # before any rendering
         check_out(Path(args.run_dir) / name, "run_dir")
     check_out(args.screenshot, "screenshot")
     html_path, md_path = build_report(args.run_dir)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
+from ..filenames import CRITICAL
 from .common import (add_common_flags, add_components_arg, add_model_args, add_stage1_args,
                      add_stage2_args, add_text_args, check_out, check_stage1, check_stage2, console, fmt, load, named,
                      progress_enabled)
@@ -34,7 +35,7 @@ def register(sub) -> None:
     p.add_argument("--out", default="lesion-run", help="output folder for ranking.json and critical.json")
     p.add_argument("--report", action="store_true", help="also write OUT/report.html and OUT/report.md")
     p.set_defaults(run=run_scan)
-    add_json_flag(p, lambda args: Path(args.out) / "critical.json")
+    add_json_flag(p, lambda args: Path(args.out) / CRITICAL)
 
     p = sub.add_parser("rank", help="stage 1 only: rank neurons and write ranking.json")
     for add in (add_model_args, add_text_args, add_components_arg, add_stage1_args, add_common_flags):

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from ..errors import LesionError, ParameterError
+from ..errors import LesionError
+from ..filenames import HEEL
 from . import error_line, flag
 from .common import (add_common_flags, add_components_arg, add_model_args, add_noise_args, check_noise_args,
                      check_out, console, fmt, load, named, progress_enabled)
@@ -26,7 +27,8 @@ pool sorted by single Delta), prefix (the paper's greedy prefix of the noise ran
 
 
 def register(sub) -> None:
-    from ..options import ABLATIONS, OBJECTIVES, PRUNERS, SIGNALS, STRATEGIES
+    from ..options import ABLATIONS, OBJECTIVES, PRUNERS, STRATEGIES
+    from ..scorers import SIGNALS
 
     p = sub.add_parser("search", help="the smallest critical set: multi-signal screen, greedy selection, pruning",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -69,7 +71,7 @@ def register(sub) -> None:
                    help="continue the search whose sets are in OUT.sets.jsonl: no set is evaluated twice")
     n = p.add_argument_group("noise signal (stage 1)")
     add_noise_args(n)
-    p.add_argument("--out", default="heel.json", help="JSON to write (same shape as critical.json)")
+    p.add_argument("--out", default=HEEL, help="JSON to write (same shape as critical.json)")
     add_common_flags(p)
     p.set_defaults(run=run)
 
@@ -85,26 +87,16 @@ def plan_from(args):
 
 
 def texts_from(args) -> tuple[list[str], list[str]]:
-    """(names, texts): every --text, every --text-file, then --passages; the Bookends default alone."""
+    """(names, texts): every --text, every --text-file, then --texts, then --passages; the Bookends
+    default alone. A list, not a mapping: a file may share a name with one of lesion's texts."""
+    from ..passages import corpus_passages, named_texts
     from ..texts import BOOKENDS, read_text
-    if args.passages is not None and args.passages < 1:
-        raise ParameterError("passages", f"must be >= 1 (got {args.passages}): leave it out to draw none")
     named = [(f"text{i + 1}", read_text(t)) for i, t in enumerate(args.text)]
     named += [(name, read_text(None, f)) for name, f in zip(file_names(args.text_file), args.text_file)]
     if args.texts is not None:
-        from ..analysis import TEXTS
-        names = [n.strip() for n in args.texts.split(",") if n.strip()]
-        unknown = [n for n in names if n not in TEXTS]
-        if not names:
-            raise ParameterError("texts", f"names no text: use one or more of {', '.join(TEXTS)}, or leave it out")
-        if unknown:
-            raise ParameterError("texts", f"names unknown text(s) {', '.join(unknown)}: use {', '.join(TEXTS)}")
-        named += [(n, TEXTS[n]) for n in names]
-    if args.passages:
-        from ..evaluation.corpora import load_corpus, sample_passages
-        corpus = load_corpus(args.corpus)
-        named += [(f"{corpus.name}#{i}", t) for i, t in
-                  enumerate(sample_passages(corpus.documents, args.passages, seed=args.seed))]
+        named += named_texts(args.texts.split(",")).items()
+    if args.passages is not None:
+        named += corpus_passages(args.corpus, args.passages, seed=args.seed).items()
     named = named or [("bookends", BOOKENDS)]
     return [n for n, _ in named], [t for _, t in named]
 
@@ -119,26 +111,24 @@ def file_names(files: list[str]) -> list[str]:
 
 def run(args) -> int:
     from ..heel import search_heel, search_with_transfer
-    from ..results import save_result as write_result
     from ..heel.journal import check_journal, journal_path
     from ..heel.search import check_pool, check_transfer
-    from ..heel.signals import parse_signals
+    from ..results import save_result as write_result
+    from ..scorers import check_signals
 
     plan = plan_from(args)
-    signals = parse_signals(args.signals)
     check_pool(args.pool)
     check_noise_args(args)
     check_out(args.out)
-    if "prefix" == plan.strategy and "noise" not in signals:
-        signals.append("noise")
+    check_signals(args.signals)  # the library's check, before the model loads
     names, texts = texts_from(args)
     if args.transfer:
         check_transfer(texts)
     journal = check_journal(journal_path(args.out), args.resume)  # before the model loads
     lm = load(args)
     progress = progress_enabled(args)
-    options = dict(signals=signals, per_signal=args.pool, components=args.components, progress=progress,
-                   noise_options={"alpha": args.alpha, "samples": args.samples, "seed": args.seed},
+    options = dict(signals=args.signals.split(","), per_signal=args.pool, components=args.components,
+                   progress=progress, noise_options={"alpha": args.alpha, "samples": args.samples, "seed": args.seed},
                    say=(lambda stage: console.print(f"[dim]{stage}...[/dim]")) if progress else None,
                    journal=journal, resume=args.resume)
     from ..anytime import sigterm_as_interrupt

@@ -19,9 +19,7 @@ import torch
 from ..errors import LesionError, ParameterError
 from ..files import check_output_folder, json_text, remove_own_orphans, temp_prefix, write_text
 
-RECORD = "lesion-harden.json"
-REPORT = "harden.md"
-MANIFEST = "lesion-files.json"
+from ..filenames import HARDEN_MANIFEST as MANIFEST, HARDEN_RECORD as RECORD, HARDEN_REPORT as REPORT
 HASH_CHUNK = 1 << 24
 
 

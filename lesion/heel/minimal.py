@@ -16,6 +16,7 @@ from ..ablation import set_deltas
 from ..anytime import Anytime
 from ..errors import LesionError, ParameterError
 from ..neurons import Neuron
+from ..results import CriticalSet, Ranking
 from ..results.base import Result
 from ..study import Study
 from .algorithms import make_irreducible, prune_best_drop
@@ -154,3 +155,47 @@ def minimal_sets(study: Study, ranking: Sequence[Neuron], greedy: Sequence[Neuro
                        len(candidates), max_size or 0, search.rows, search.forwards, optimal,
                        study.settings(epsilon=epsilon, pool=pool), stopped=run.stopped,
                        searched_size=search.searched_size, seconds=round(run.seconds, 1))
+
+
+def recorded_epsilon(critical: CriticalSet) -> float:
+    """The epsilon a critical set was found at (Stage 2's default, 1, where it records none)."""
+    return float(critical.settings.get("epsilon", 1.0))
+
+
+def minimal_epsilon(epsilon: float | None, critical: CriticalSet | None) -> float:
+    """``epsilon``, checked, or the one ``critical`` was found at when it is None."""
+    if epsilon is None:
+        if critical is None:
+            raise ParameterError("epsilon", "is needed when no `critical` set is given")
+        return recorded_epsilon(critical)
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 < epsilon < float("inf"):
+        raise ParameterError("epsilon", f"must be > 0 and finite (got {epsilon!r}): the paper uses 1")
+    return float(epsilon)
+
+
+def minimal_at(study: Study, ranking: Ranking, epsilon: float | None = None, *, critical: CriticalSet | None = None,
+               pool: int = 20, max_size: int | None = None, progress: bool = True,
+               time_budget: float | None = None, max_rows: int | None = None) -> MinimalSets:
+    """``lesion minimal`` as one call: the greedy set at ``epsilon``, the irreducible set pruned
+    from it and the optimum among the top ``pool`` of ``ranking`` (see :func:`minimal_sets`).
+
+    The greedy set is ``critical``'s when it was found at this epsilon (``epsilon`` None: the one
+    it was found at); at any other epsilon Stage 2 finds it again on ``ranking`` (a
+    :class:`~lesion.errors.ParameterError` on ``epsilon`` when no prefix of the ranking reaches it).
+
+        result = minimal_at(study, ranking, epsilon=2.0, pool=12)
+        result.greedy, result.irreducible, result.optimum
+    """
+    epsilon = minimal_epsilon(epsilon, critical)
+    check_search_bounds(pool, max_size)
+    if critical is not None and recorded_epsilon(critical) == epsilon:
+        greedy = list(critical.neurons)
+    else:
+        found = study.identify(ranking, epsilon=epsilon, progress=progress)
+        if not found.reached:
+            raise ParameterError("epsilon", f"{epsilon:g} is not reached by greedy masking of up to "
+                                            f"{found.trajectory[-1].n} neurons (best Delta {found.delta:.2f}): "
+                                            "use a lower one")
+        greedy = list(found.neurons)
+    return minimal_sets(study, ranking.neurons, greedy, epsilon=epsilon, pool=pool, max_size=max_size,
+                        progress=progress, time_budget=time_budget, max_rows=max_rows)

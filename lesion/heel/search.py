@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 
@@ -13,8 +13,8 @@ from .. import distributed
 from ..ablation import baseline_nll
 from ..errors import ParameterError
 from ..neurons import Neuron, SiteIndex
-from ..options import SIGNALS
 from ..results import Heel
+from ..scorers import SCORERS, SIGNALS
 from ..stage1 import clean_activations
 from ..study import Study
 from ..texts import text_hash
@@ -22,7 +22,7 @@ from .algorithms import PortfolioPart, SearchPlan, find_smallest_heel
 from .journal import SetJournal, check_journal
 from .progress import SearchProgress
 from .scorer import SetScorer
-from .signals import candidate_pool, portfolio_pools, signal_scores, top_neurons
+from .signals import candidate_pool, check_signals, portfolio_pools, signal_scores, top_neurons
 
 
 def transfer_table(score_for_each: Sequence[SetScorer], heels: dict[str, Sequence[Neuron]]) -> dict:
@@ -35,15 +35,19 @@ NOISE_FORWARDS = 2.0  # cost of one noise sample (noisy forward + differences) i
 NOISE_SHARE = 0.25  # of a time budget, the most the noise signal may take before it is left out
 
 
-def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence[str] = tuple(SIGNALS),
+def search_heel(lm, texts: Sequence[str] | Mapping[str, str], plan: SearchPlan, *,
+                signals: Sequence[str] = tuple(SIGNALS),
                 per_signal: int = 100, components: str | None = None,
                 noise_options: dict | None = None, progress: bool = True,
                 say: Callable[[str], None] | None = None, memo: dict | None = None,
                 names: Sequence[str] = (), journal: str | Path | None = None, resume: bool = False,
                 use_cache: bool = True) -> Heel:
     """``lesion search`` as a library call: pool from ``signals`` on every text, then
-    :func:`find_smallest_heel` with the objective over all ``texts``. ``memo`` keeps each
-    (signal, text)'s top list across calls on the same model.
+    :func:`find_smallest_heel` with the objective over all ``texts``. ``texts`` is a list (named
+    ``names``, else text1, text2, ...) or a ``{name: text}`` mapping, such as
+    :func:`lesion.corpus_passages` draws from a corpus. ``memo`` keeps each (signal, text)'s top
+    list across calls on the same model. The prefix strategy walks the noise ranking, so it adds
+    the noise signal when ``signals`` lacks it.
 
     ``plan.time_budget`` bounds the whole call (signals included): the noise signal is left out
     when its estimated cost, from one timed forward, would take more than a quarter of it.
@@ -56,6 +60,10 @@ def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence
     runs this call: masked rows and Stage 1's noise samples are split across the ranks, every
     decision the time budget takes reads rank 0's clock, and rank 0 alone keeps the journal."""
     plan.check()
+    names, texts = text_names(texts, names)
+    signals = check_signals(signals)
+    if plan.strategy == "prefix" and "noise" not in signals:
+        signals.append("noise")
     check_pool(per_signal)
     if journal is not None:
         check_journal(journal, resume)
@@ -115,6 +123,17 @@ def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence
         return replace(heel, stopped="interrupted")
 
 
+def text_names(texts: Sequence[str] | Mapping[str, str], names: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """(names, texts) of a list of texts (with ``names``) or of a ``{name: text}`` mapping."""
+    if isinstance(texts, str):
+        raise ParameterError("texts", "is one string: pass a list of texts, e.g. [text]")
+    if isinstance(texts, Mapping):
+        if names:
+            raise ParameterError("names", "cannot be given with a `texts` mapping, whose keys name the texts")
+        return list(texts), list(texts.values())
+    return list(names), list(texts)
+
+
 def _bare_row_seconds(lm, input_ids: torch.Tensor) -> float:
     """One unmasked row of the first text, timed warm (the scorer's baselines ran the first
     forward, which also pays for allocations)."""
@@ -145,17 +164,17 @@ def _signal_scores(lm, studies, index, signals, noise_options, progress, memo, s
     for name in signals:
         start = time.perf_counter()
         for study in studies:
-            noise = (lambda s=study: s.scores("noise", progress=progress, **noise_options)[0].values)
-            scores.setdefault(name, []).append(_scores(lm, study, index, name, noise, memo))
-            if name == "superweight":
-                break  # data-free: the same on every text
+            cached = (lambda signal, s=study: s.scores(signal, progress=progress, **noise_options)[0].values)
+            scores.setdefault(name, []).append(_scores(lm, study, index, name, cached, memo))
+            if SCORERS[name].data_free:
+                break  # the same on every text
         seconds[name] = round(time.perf_counter() - start, 3)
     for key in [k for k in memo if k[0] == "acts"]:
         del memo[key]  # every signal that reads them has run
     return scores
 
 
-def _scores(lm, study, index, name: str, noise, memo: dict) -> torch.Tensor:
+def _scores(lm, study, index, name: str, cached, memo: dict) -> torch.Tensor:
     """One signal's scores on one text, kept in ``memo``: the screen's first-order estimate reuses
     attribution's, and a second search on the same model (``--transfer``) all of them."""
     key = ("scores", name, text_hash(study.text))
@@ -166,7 +185,7 @@ def _scores(lm, study, index, name: str, noise, memo: dict) -> torch.Tensor:
             memo[acts_key] = clean_activations(lm.model, study.input_ids, index)
         return memo[acts_key]
     if key not in memo:
-        memo[key] = signal_scores(name, lm.model, study.input_ids, index, noise, acts)
+        memo[key] = signal_scores(name, lm.model, study.input_ids, index, cached, acts)
     return memo[key]
 
 
@@ -223,12 +242,15 @@ def check_transfer(texts: Sequence[str]) -> None:
                                       "give more `text`, `text_file` or `passages`")
 
 
-def search_with_transfer(lm, texts: Sequence[str], names: Sequence[str], plan: SearchPlan, **options) -> Heel:
+def search_with_transfer(lm, texts: Sequence[str] | Mapping[str, str], names: Sequence[str] = (),
+                         plan: SearchPlan | None = None, **options) -> Heel:
     """The joint heel over all texts, plus each text's own heel, and the Delta of every heel on
-    every text (does a heel found on one input collapse the model on the others?)."""
+    every text (does a heel found on one input collapse the model on the others?). ``texts`` as
+    :func:`search_heel` takes them, at least two."""
+    names, texts = text_names(texts, names)
     check_transfer(texts)
-    if len(names) != len(texts):
-        raise ParameterError("names", f"must name each text once ({len(names)} names for {len(texts)} texts)")
+    names = names + [f"text{i + 1}" for i in range(len(names), len(texts))]
+    plan = SearchPlan() if plan is None else plan
     memo: dict = {}
     joint = search_heel(lm, texts, plan, memo=memo, names=names, **options)
     alone = {k: v for k, v in options.items() if k not in ("journal", "resume")}  # the journal is the joint search's

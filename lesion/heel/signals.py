@@ -1,8 +1,9 @@
 """Where to look for a heel: signals that each score every neuron, and the candidate pool.
 
 Each signal gives one score per neuron of a :class:`SiteIndex` (flat numbering, higher =
-more suspect). The pool :func:`candidate_pool` hands to the screen is the union of every
-signal's top-m on every text, de-duplicated, in the order the signals were asked for.
+more suspect); the signals are registered, with Stage 1's rankers, in :mod:`lesion.scorers`.
+The pool :func:`candidate_pool` hands to the screen is the union of every signal's top-m on
+every text, de-duplicated, in the order the signals were asked for.
 """
 from __future__ import annotations
 
@@ -10,24 +11,18 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..errors import LesionError, ParameterError
+from ..errors import LesionError
 from ..neurons import Neuron, SiteIndex
-from ..options import SIGNALS
-from ..stage1 import activation_gradients, clean_activations, rank_by_activation
+from ..scorers import SCORERS, check_signals
+from ..stage1 import activation_gradients, clean_activations
 
-
-def parse_signals(text: str) -> list[str]:
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    unknown = [s for s in names if s not in SIGNALS]
-    if unknown or not names:
-        raise ParameterError("signals", f"names unknown signal(s) {', '.join(unknown) or '(none)'}: use a "
-                                        f"comma-separated list of {', '.join(SIGNALS)}")
-    return list(dict.fromkeys(names))
+__all__ = ["attribution_scores", "candidate_pool", "check_signals", "massive_scores", "portfolio_pools",
+           "signal_scores", "superweight_scores", "top_neurons"]
 
 
 def massive_scores(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex,
-                   acts: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-    acts = clean_activations(model, input_ids, index) if acts is None else acts
+                   clean: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    acts = clean_activations(model, input_ids, index) if clean is None else clean
     parts = []
     for site in index.sites:
         peak = acts[site.name].abs().max(dim=0).values
@@ -35,7 +30,7 @@ def massive_scores(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteI
     return torch.cat(parts)
 
 
-def superweight_scores(model: torch.nn.Module, index: SiteIndex) -> torch.Tensor:
+def superweight_scores(model: torch.nn.Module, input_ids: torch.Tensor | None, index: SiteIndex) -> torch.Tensor:
     """Only ``down`` rows score (> 0); every other neuron gets 0 and never enters the pool."""
     from ..weights import site_matrix
     parts = []
@@ -56,24 +51,20 @@ def attribution_scores(model: torch.nn.Module, input_ids: torch.Tensor, index: S
 
 
 def signal_scores(name: str, model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex,
-                  noise: Callable[[], torch.Tensor] | None = None,
+                  cached: Callable[[str], torch.Tensor] | None = None,
                   acts: Callable[[], dict[str, torch.Tensor]] | None = None) -> torch.Tensor:
-    """(N,) float32 scores of one signal; ``noise`` computes the noise ranking (cached by the caller);
-    ``acts`` returns the clean activations, so that activation and massive share one forward."""
-    if name == "noise":
-        if noise is None:
-            raise LesionError("the noise signal needs a Stage 1 ranking")
-        return noise().float().cpu()
-    if name == "activation":
-        clean = None if acts is None else acts()
-        return rank_by_activation(model, input_ids, index, clean=clean).values.float().cpu()
-    if name == "massive":
-        return massive_scores(model, input_ids, index, None if acts is None else acts()).float().cpu()
-    if name == "superweight":
-        return superweight_scores(model, index).float()
-    if name == "attribution":
-        return attribution_scores(model, input_ids, index).float()
-    raise ParameterError("signals", f"names an unknown signal {name!r}: use one of {', '.join(SIGNALS)}")
+    """(N,) float32 scores of one registered signal. ``cached(name)`` computes a costly signal
+    through Stage 1's cache (the caller's); ``acts`` returns the clean activations, so that the
+    signals that read them share one forward."""
+    scorer = SCORERS[check_signals([name])[0]]
+    if scorer.cached:
+        if cached is None:
+            raise LesionError(f"the {name} signal is computed through Stage 1's cache: pass `cached`")
+        return cached(name).float().cpu()
+    options = {"clean": acts()} if scorer.reads_activations and acts is not None else {}
+    scores = scorer.fn(model, input_ids, index, **options)
+    values = scores if isinstance(scores, torch.Tensor) else scores.values  # a signal's tensor, a ranker's Scores
+    return values.float().cpu()
 
 
 def top_neurons(index: SiteIndex, scores: torch.Tensor, m: int) -> list[Neuron]:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from ..errors import ResultError
 from ..files import read_json, write_text
+from ..filenames import (COMPARE, CRITICAL, EVAL, MECHANISM, MINIMAL_PREFIX, RANKING, REPORT_HTML, REPORT_MD,
+                         analysis_name)
 from ..results import unsettled_note
 from ..results.analysis import (ComponentsData, DistributionData, PhaseData, PrecisionData, PrecisionRow,
                                 RobustnessData, SweepData, analysis_data)
@@ -75,26 +77,26 @@ def build_report(folder: str | Path) -> tuple[Path, Path]:
 
 
 def _build(folder: Path) -> tuple[Path, Path]:
-    critical = _load(folder, "critical.json")
+    critical = _load(folder, CRITICAL)
     if critical is None:
-        raise ResultError(f"{folder} has no critical.json: write a scan into it first (`lesion scan`)")
+        raise ResultError(f"{folder} has no {CRITICAL}: write a scan into it first (`lesion scan`)")
     page = Page(folder)
-    _summary(page, critical, _load(folder, "ranking.json"))
-    sections = [("analysis-phase.json", _phase), ("compare.json", _compare),
-                ("analysis-distribution.json", _distribution), ("analysis-components.json", _components),
-                ("analysis-sweep.json", _sweep), ("analysis-robustness.json", _robustness),
-                ("analysis-precision.json", _precision), ("mechanism.json", _mechanism), ("eval.json", _eval)]
+    _summary(page, critical, _load(folder, RANKING))
+    sections = [(analysis_name("phase"), _phase), (COMPARE, _compare),
+                (analysis_name("distribution"), _distribution), (analysis_name("components"), _components),
+                (analysis_name("sweep"), _sweep), (analysis_name("robustness"), _robustness),
+                (analysis_name("precision"), _precision), (MECHANISM, _mechanism), (EVAL, _eval)]
     for name, render in sections:
         data = _load(folder, name)
         if data is not None:
             render(page, _typed(name, data))
-    for path in sorted(folder.glob("minimal-eps*.json")):
+    for path in sorted(folder.glob(f"{MINIMAL_PREFIX}*.json")):
         _minimal(page, read_json(path))
     title = f"lesion report: {critical['model']}"
     doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{''.join(page.html)}</body></html>")
     md = f"# {title}\n" + "\n".join(page.md)
-    return write_text(folder / "report.html", doc), write_text(folder / "report.md", md)
+    return write_text(folder / REPORT_HTML, doc), write_text(folder / REPORT_MD, md)
 
 
 def _summary(page: Page, critical: dict, ranking: dict | None) -> None:

@@ -11,8 +11,7 @@ from ..files import json_text, read_json, write_files
 from .base import Result, result_files
 from .sets import CriticalSet, Ranking
 
-# The files of a run folder that a scan writes (lesion.runfolder names the others).
-RANKING, CRITICAL, FINGERPRINTS, RUN = "ranking.json", "critical.json", "fingerprints.json", "run.json"
+from ..filenames import CRITICAL, FINGERPRINTS, RANKING, RUN  # the files of a run folder a scan writes
 
 
 @dataclass(frozen=True)

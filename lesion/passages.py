@@ -1,0 +1,38 @@
+"""Texts beyond one: passages drawn from a corpus, and lesion's own texts by name, each as a
+``{name: text}`` mapping that :func:`lesion.search_heel` and the robustness analysis take as is.
+
+    texts = corpus_passages("enwiki-gensim", 4, seed=42)   # {"enwiki-gensim#0": "...", ...}
+    heel = search_heel(lm, texts, SearchPlan(max_rows=2000))
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .errors import ParameterError
+
+DEFAULT_CORPUS = "enwiki-gensim"
+
+
+def corpus_passages(corpus: str = DEFAULT_CORPUS, passages: int = 4, seed: int = 42) -> dict[str, str]:
+    """``passages`` passages of running text drawn from ``corpus`` (a name such as
+    ``enwiki-gensim``, or a ``.txt``/``.jsonl`` file or folder) with a seeded generator, named
+    ``<corpus>#<i>``: the same seed draws the same passages."""
+    if isinstance(passages, bool) or not isinstance(passages, int) or passages < 1:
+        raise ParameterError("passages", f"must be >= 1 (got {passages!r}): leave it out to draw none")
+    from .evaluation.corpora import load_corpus, sample_passages
+    loaded = load_corpus(corpus)
+    drawn = sample_passages(loaded.documents, passages, seed=seed)
+    return {f"{loaded.name}#{i}": text for i, text in enumerate(drawn)}
+
+
+def named_texts(names: Sequence[str]) -> dict[str, str]:
+    """lesion's own texts (``lesion.analysis.TEXTS``: wikipedia, news, ..., french, chinese, short,
+    long) by name, in the order given, each once."""
+    from .analysis import TEXTS
+    names = list(dict.fromkeys(n.strip() for n in names if n.strip()))
+    if not names:
+        raise ParameterError("texts", f"names no text: use one or more of {', '.join(TEXTS)}, or leave it out")
+    unknown = [n for n in names if n not in TEXTS]
+    if unknown:
+        raise ParameterError("texts", f"names unknown text(s) {', '.join(unknown)}: use {', '.join(TEXTS)}")
+    return {n: TEXTS[n] for n in names}
