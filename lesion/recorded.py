@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .ablation import baseline_nll, check_ablation, masked_nll
-from .errors import LesionError, ParameterError, ResultError
+from .errors import ParameterError, ResultError
 from .metrics import delta, perplexity
 from .neurons import Neuron, discover_sites
 from .options import ABLATIONS
@@ -180,8 +180,8 @@ def masked_perplexity(lm, neurons: Sequence[Neuron | str] = (), *, result: Neuro
     extra = [n if isinstance(n, Neuron) else Neuron.parse(n) for n in neurons]
     if result is None:
         if not extra:
-            raise LesionError("no neurons to mask: name them (module:channel) or give a result (a critical set "
-                              "or heel)")
+            raise ParameterError("neurons", "names none to mask: name them (module:channel) or give a `result` "
+                                            "(a critical set or heel)")
         inputs = Inputs((("text", BOOKENDS if text is None else text),), ablation or "zero")
         check_ablation(inputs.ablation)
         return Masking(tuple(_score(lm, extra, inputs, (), alone)), len(extra), inputs.ablation)
