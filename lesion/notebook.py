@@ -35,7 +35,7 @@ def critical_html(critical) -> str:
     """A :class:`~lesion.results.CriticalSet`: verdict, neurons and the Stage 2 trajectory."""
     from .report import figures
     from .report.html import fmt, html_image, html_table, png_bytes
-    epsilon = critical.settings.get("epsilon", 1.0)
+    epsilon = critical.settings.epsilon_or_default
     verdict = (f"{len(critical.neurons)} neuron(s) reach Delta >= {epsilon}" if critical.reached
                else f"Delta >= {epsilon} not reached")
     head = (f"<p><b>Critical set</b> of {html.escape(critical.model)}: {verdict}; perplexity "

@@ -20,7 +20,7 @@ from .batching import split_on_oom
 from .errors import LesionError, ParameterError
 from .hooks import hooked
 from .neurons import SiteIndex
-from .results import Ranking
+from .results import Ranking, Settings
 
 
 @dataclass(frozen=True)
@@ -330,14 +330,14 @@ def check_ranker(name: str) -> str:
 
 
 def rank(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex, ranker: str = "noise",
-         keep: int = 5000, model_name: str = "", settings: dict | None = None, **options) -> Ranking:
+         keep: int = 5000, model_name: str = "", settings: Settings | None = None, **options) -> Ranking:
     """Run a ranker and keep its top ``keep`` neurons, ties broken by site order."""
     scores = RANKER_SPECS[check_ranker(ranker)].fn(model, input_ids, index, **options)
-    return ranking_from_scores(index, scores, ranker, keep, model_name, settings or {})
+    return ranking_from_scores(index, scores, ranker, keep, model_name, settings or Settings())
 
 
 def ranking_from_scores(index: SiteIndex, scores: Scores, ranker: str, keep: int, model_name: str,
-                        settings: dict) -> Ranking:
+                        settings: Settings) -> Ranking:
     values = scores.values.float().cpu()
     if not torch.isfinite(values).all():
         raise ParameterError("dtype", f"is too narrow for this model: the {ranker} ranker's scores overflow to "

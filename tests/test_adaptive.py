@@ -155,16 +155,16 @@ def test_scan_samples_again_until_the_top_stage2_read_is_settled(monkeypatch, ca
     ranking, critical = study.scan(samples="auto", max_samples=cap, alpha=0.5, seed=3, use_cache=False,
                                    progress=False)
     first = study.rank(samples="auto", max_samples=cap, alpha=0.5, seed=3, use_cache=False, progress=False)
-    assert first.settings["settle_top"] == 1 and first.settings["samples_used"] == 10  # the head alone
+    assert first.settings.settle_top == 1 and first.settings.samples_used == 10  # the head alone
     s = ranking.settings
-    assert len(calls) == 2 and s["settle_top"] == 3 and s["samples_used"] > 10  # Stage 1 sampled again
+    assert len(calls) == 2 and s.settle_top == 3 and s.samples_used > 10  # Stage 1 sampled again
     assert [n.channel for n in critical.neurons] == [5, 9, 11]
     if settles:
-        assert s["stopped"] == "settled" and s["settled_top"] >= 3 and s["samples_used"] == 20
-        assert critical.settings["critical_within_settled"] is True
+        assert s.stopped == "settled" and s.settled_top >= 3 and s.samples_used == 20
+        assert critical.settings.critical_within_settled is True
     else:
-        assert s["stopped"] == "cap" and s["samples_used"] == cap
-        assert critical.settings["critical_within_settled"] is False
+        assert s.stopped == "cap" and s.samples_used == cap
+        assert critical.settings.critical_within_settled is False
 
 
 def test_scan_does_not_repeat_a_search_that_never_reached_epsilon(monkeypatch):
@@ -172,5 +172,5 @@ def test_scan_does_not_repeat_a_search_that_never_reached_epsilon(monkeypatch):
     calls = []
     monkeypatch.setattr("lesion.study.find_critical_set", stage2_reading(3, calls, reached=False))
     ranking, critical = study.scan(samples="auto", alpha=0.5, seed=3, use_cache=False, progress=False)
-    assert len(calls) == 1 and ranking.settings["samples_used"] == 10
-    assert critical.settings["critical_within_settled"] is False  # and the note says what settled
+    assert len(calls) == 1 and ranking.settings.samples_used == 10
+    assert critical.settings.critical_within_settled is False  # and the note says what settled

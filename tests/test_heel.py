@@ -43,7 +43,7 @@ def test_greedy_finds_an_and_pair_that_no_single_reaches():
     heel = find_smallest_heel(score, N, SearchPlan(epsilon=1.0))
     assert heel.reached and sorted(n.channel for n in heel.neurons) == [3, 7]
     assert_irreducible(score, list(heel.neurons), 1.0)
-    assert heel.certificate["certified"] and heel.certificate["best_delta_by_size"][1] < 1.0
+    assert heel.certificate.certified and heel.certificate.best_delta_by_size["1"] < 1.0
     # The decoy that screened best was added first and then pruned away.
     greedy = [t for t in heel.trace if t["stage"] == "greedy"]
     assert greedy[0]["added"] == "m:1" and len(greedy) == 3
@@ -54,7 +54,7 @@ def test_a_single_neuron_stops_the_screen_early():
     heel = find_smallest_heel(score, N, SearchPlan(epsilon=1.0))
     assert [n.channel for n in heel.neurons] == [2]
     assert heel.screen["screened"] == 8 and heel.rows == 8  # the first chunk held it
-    assert "nothing smaller" in heel.certificate["note"]
+    assert "nothing smaller" in heel.certificate.note
 
 
 @pytest.mark.parametrize("planted", [(5,), (2, 30), (0, 17, 39), (4, 9, 13, 21, 33)])
@@ -109,7 +109,7 @@ def test_certificate_finds_a_smaller_set_than_the_irreducible_one():
     score = synthetic(delta_of)
     heel = find_smallest_heel(score, N[:5], SearchPlan(epsilon=1.0))
     assert sorted(n.channel for n in heel.neurons) == [3, 4]
-    assert heel.certificate["smaller_set"] == ["m:3", "m:4"]
+    assert heel.certificate.smaller_set == ("m:3", "m:4")
 
 
 def test_budget_stops_with_the_best_set_so_far():
@@ -120,8 +120,8 @@ def test_budget_stops_with_the_best_set_so_far():
     assert heel.reached and {n.channel for n in heel.neurons} >= {3, 7}
     assert heel.delta == score([list(heel.neurons)])[0] >= 1.0
     assert 8 <= heel.screen["screened"] < 40 and heel.screen["sizing"]["screen"] == heel.screen["screened"]
-    assert [s["stage"] for s in heel.stages] == ["screen", "greedy", "prune"]
-    assert "not certified" in heel.certificate["note"] or "nor certified" in heel.certificate["note"]
+    assert [s.stage for s in heel.stages] == ["screen", "greedy", "prune"]
+    assert "not certified" in heel.certificate.note or "nor certified" in heel.certificate.note
 
 
 def test_a_tight_budget_takes_narrow_greedy_steps_and_still_finds_the_pair():
@@ -190,9 +190,9 @@ def test_search_finds_the_planted_pair_that_the_prefix_ranks_badly(planted_lm):
     assert [p["name"] for p in heel.portfolio["parts"]] == ["all", "gate,up,act", "q,k,v", "o,down"]
     assert all(p["ran"] and p["size"] == 0 for p in heel.portfolio["parts"][1:])
     prefix = search_heel(planted_lm, [TEXT], SearchPlan(epsilon=1.0, strategy="prefix", prune="none"), **options)
-    prefix_size = next(s["size"] for s in prefix.stages if s["stage"] == "prefix")
+    prefix_size = next(s.size for s in prefix.stages if s.stage == "prefix")
     assert prefix_size > 2  # the paper's prefix needs more; the certificate then finds the pair in it
-    assert {str(n) for n in prefix.neurons} == PAIR and prefix.certificate["smaller_set"]
+    assert {str(n) for n in prefix.neurons} == PAIR and prefix.certificate.smaller_set
 
 
 @pytest.mark.parametrize("ablation,expect", [("zero", True), ("mean", False), ("position0", True)])
@@ -202,7 +202,7 @@ def test_ablations_on_the_planted_heel(planted_lm, ablation, expect):
     a loss of about 1000 nats: enough for the mean over the text, less than everywhere."""
     plan = SearchPlan(epsilon=1.0, ablation=ablation, max_size=8)
     heel = search_heel(planted_lm, [TEXT], plan, signals=["activation"], progress=False)
-    assert heel.reached == expect and heel.settings["ablation"] == ablation
+    assert heel.reached == expect and heel.settings.ablation == ablation
     if expect:
         assert {str(n) for n in heel.neurons} == PAIR
     if ablation == "position0":
@@ -263,9 +263,9 @@ def test_no_heel_is_reported_with_the_best_single_and_pair():
     # Not reached: the best set evaluated is kept, with its finite Delta, never [] / -inf.
     assert not heel.reached and heel.stopped == "not reached" and len(heel.neurons) == 2
     assert heel.delta == pytest.approx(0.2)
-    best = heel.certificate["best_delta_by_size"]
-    assert best[1] == pytest.approx(0.1) and best[2] == pytest.approx(0.2)
-    assert "best pair" in heel.certificate["note"]
+    best = heel.certificate.best_delta_by_size
+    assert best["1"] == pytest.approx(0.1) and best["2"] == pytest.approx(0.2)
+    assert "best pair" in heel.certificate.note
 
 
 def test_transfer_table_applies_every_heel_to_every_text(planted_lm):
@@ -278,7 +278,7 @@ def test_transfer_table_applies_every_heel_to_every_text(planted_lm):
     assert all(len(r["deltas"]) == 2 for r in rows.values())
     # The planted pair collapses both texts, so the joint heel is the pair, and worst = min over texts.
     assert set(rows["joint"]["neurons"]) == PAIR and heel.delta == pytest.approx(min(rows["joint"]["deltas"]))
-    assert [t["delta"] for t in heel.texts] == pytest.approx(rows["joint"]["deltas"])
+    assert [t.delta for t in heel.texts] == pytest.approx(rows["joint"]["deltas"])
 
 
 def test_search_interrupted_writes_nothing(tmp_path, monkeypatch, capsys):
@@ -345,8 +345,8 @@ def test_a_restricted_part_finds_the_smaller_heel_the_whole_search_missed():
     assert never["ran"] and never["size"] == 0 and not never["reached"] and never["rows"] < 15
     # One budget: every row any part ran is counted once, and no set was evaluated twice.
     assert heel.rows == score.rows == len(score.known)
-    assert sum(p["rows"] for p in (whole, deep, never)) + heel.certificate["rows"] == heel.rows
-    assert {s["stage"] for s in heel.stages} >= {"screen", "greedy", "prune", "deep: screen", "deep: greedy"}
+    assert sum(p["rows"] for p in (whole, deep, never)) + heel.certificate.rows == heel.rows
+    assert {s.stage for s in heel.stages} >= {"screen", "greedy", "prune", "deep: screen", "deep: greedy"}
     assert {t.get("part") for t in heel.trace} == {None, "deep", "never"}
     again = find_smallest_heel(synthetic(lured), N[:30], SearchPlan(epsilon=1.0), parts=parts)
     assert again.neurons == heel.neurons and again.trace == heel.trace  # deterministic

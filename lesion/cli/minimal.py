@@ -48,12 +48,12 @@ def run(args) -> int:
     check_search_bounds(args.pool, args.max_size)
     folder = RunFolder(args.run_dir)
     ranking, critical = folder.ranking(), folder.critical()
-    epsilon = args.epsilon if args.epsilon is not None else critical.settings.get("epsilon", 1.0)
+    epsilon = args.epsilon if args.epsilon is not None else critical.settings.epsilon_or_default
     check_out(folder.file(minimal_name(epsilon)), "run_dir")
     lm = load(args, recorded=ranking.settings)
     study = folder.study(lm)
     greedy = critical.neurons
-    if args.epsilon is not None and args.epsilon != critical.settings.get("epsilon"):
+    if args.epsilon is not None and args.epsilon != critical.settings.epsilon:
         found = study.identify(ranking, epsilon=epsilon, progress=progress_enabled(args))
         if not found.reached:
             raise LesionError(f"greedy masking of up to {found.trajectory[-1].n} neurons never reaches Delta >= "

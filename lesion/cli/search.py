@@ -164,7 +164,7 @@ def run(args) -> int:
 
 
 def print_heel(heel, names: list[str]) -> None:
-    eps = heel.settings.get("epsilon", 1.0)
+    eps = heel.settings.epsilon_or_default
     head = (f"[bold]heel[/bold]: {len(heel.neurons)} neuron(s), Delta {fmt(heel.delta)} >= {eps:g}" if heel.reached
             else f"[bold]no set reached Delta >= {eps:g}[/bold] ({heel.stopped}); best set so far: "
                  f"{len(heel.neurons)} neuron(s), Delta {fmt(heel.delta)}")
@@ -174,30 +174,29 @@ def print_heel(heel, names: list[str]) -> None:
     if heel.profile:
         table = Table("#", "neuron", "Delta alone", "peak |a|", "at token")
         for i, row in enumerate(heel.profile, 1):
-            table.add_row(str(i), row["neuron"], "-" if row["alone"] is None else fmt(row["alone"]),
-                          fmt(row["peak_abs"]), str(row["peak_position"]))
+            table.add_row(str(i), row.neuron, "-" if row.alone is None else fmt(row.alone), fmt(row.peak_abs),
+                          str(row.peak_position))
         console.print(table)
     stages = Table("stage", "rows", "seconds", "set size", "Delta")
     for s in heel.stages:
-        stages.add_row(s["stage"], str(s["rows"]), f"{s['seconds']:.1f}", str(s["size"]),
-                       "-" if s["delta"] is None else fmt(s["delta"]))
+        stages.add_row(s.stage, str(s.rows), f"{s.seconds:.1f}", str(s.size), "-" if s.delta is None else fmt(s.delta))
     console.print(stages)
     cert = heel.certificate
-    if cert.get("note"):
-        console.print(f"certificate: {cert['note']}")
-    elif cert:
-        sizes = ", ".join(f"size {k}: {fmt(v)}" for k, v in cert.get("best_delta_by_size", {}).items())
-        if cert.get("smaller_set"):
-            verdict = f"a smaller set was found and replaced the pruned one ({len(cert['smaller_set'])} neurons)"
-        elif cert.get("certified"):
-            verdict = f"no smaller set among the top {cert.get('pool')} screened neurons"
+    if cert.note:
+        console.print(f"certificate: {cert.note}")
+    elif cert.present:
+        sizes = ", ".join(f"size {k}: {fmt(v)}" for k, v in (cert.best_delta_by_size or {}).items())
+        if cert.smaller_set:
+            verdict = f"a smaller set was found and replaced the pruned one ({len(cert.smaller_set)} neurons)"
+        elif cert.certified:
+            verdict = f"no smaller set among the top {cert.pool} screened neurons"
         else:
-            verdict = f"not certified ({cert.get('note', 'search cut short')})"
+            verdict = "not certified (search cut short)"
         console.print(f"certificate: {verdict}; best Delta by size: {sizes}", soft_wrap=True)
     if len(heel.texts) > 1:
         per = Table("text", "tokens", "baseline PPL", "Delta")
         for name, t in zip(names, heel.texts):
-            per.add_row(name, str(t.get("tokens")), fmt(t["baseline_ppl"]), fmt(t["delta"]))
+            per.add_row(name, str(t.tokens), fmt(t.baseline_ppl), fmt(t.delta))
         console.print(per)
     if heel.transfer:
         tr = Table("heel \\ text", "size", *heel.transfer["texts"])
