@@ -27,7 +27,7 @@ def ranking_html(ranking) -> str:
     head = (f"<p><b>Ranking</b> of {ranking.total_neurons} neurons of {html.escape(ranking.model)} by the "
             f"{html.escape(ranking.ranker)} ranker: top {min(SHOWN, len(ranking.neurons))} of the "
             f"{len(ranking.neurons)} kept</p>")
-    figure = figures.score_distribution(ranking.to_dict(), {"neurons": []})
+    figure = figures.score_distribution(ranking)
     return head + html_table(["rank", "neuron", "score", "position"], rows) + html_image("scores", png_bytes(figure))
 
 
@@ -43,7 +43,7 @@ def critical_html(critical) -> str:
     rows = _neuron_rows(critical.neurons)
     if len(critical.neurons) > SHOWN:
         rows.append(["...", f"{len(critical.neurons) - SHOWN} more"])
-    figure = figures.stage2_trajectory(critical.to_dict())
+    figure = figures.stage2_trajectory(critical)
     return head + html_table(["#", "neuron"], rows) + html_image("trajectory", png_bytes(figure))
 
 
