@@ -109,13 +109,13 @@ def test_a_critical_set_beyond_the_settled_top_is_said_on_screen_and_in_the_repo
 
 
 def test_the_unsettled_note_names_the_fix():
-    from lesion.results import unsettled_note
-    assert unsettled_note({"critical_within_settled": True, "stopped": "cap"}) is None
-    assert unsettled_note({}) is None  # a fixed-K ranking
-    early = unsettled_note({"critical_within_settled": False, "stopped": "settled", "settled_top": 3,
-                            "max_samples": 100})
+    from lesion.results import Settings, unsettled_note
+    assert unsettled_note(Settings.of(critical_within_settled=True, stopped="cap")) is None
+    assert unsettled_note(Settings()) is None  # a fixed-K ranking
+    early = unsettled_note(Settings.of(critical_within_settled=False, stopped="settled", settled_top=3,
+                                       max_samples=100))
     assert "past the top 3" in early and "--samples 100" in early
-    assert "--seed" in unsettled_note({"critical_within_settled": False})  # a hand-edited file: no KeyError
+    assert "--seed" in unsettled_note(Settings.of(critical_within_settled=False))  # a hand-edited file: no KeyError
 
 
 def planted_study(scales: dict[int, float]):
