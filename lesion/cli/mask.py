@@ -36,7 +36,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..neurons import Neuron
     from ..recorded import Inputs, reproduce, resolve_inputs
-    from ..results import CriticalSet
+    from ..results import CriticalSet, Settings
     from ..texts import read_text
     from .common import read_critical
 
@@ -47,7 +47,7 @@ def run(args) -> int:
         result = read_critical(args.neurons)
         inputs = resolve_inputs(result, args.neurons, given, args.ablation)
     elif neurons:
-        result = CriticalSet("", (), 1.0, 1.0, 0.0, False, (), 0, {})
+        result = CriticalSet("", (), 1.0, 1.0, 0.0, False, (), 0, Settings())
         inputs = Inputs((("text", read_text(given)),), args.ablation or "zero")
     else:
         raise LesionError("no neurons to mask: name them (module:channel) or pass --neurons critical.json")
