@@ -110,7 +110,7 @@ def test_a_forged_journal_never_becomes_a_certified_heel():
     true.load({frozenset([n]): (and_pair(frozenset([n.channel])),) for n in N[:12]})
     resumed = find_smallest_heel(true, N[:12], plan)
     assert resumed.neurons == honest.neurons and resumed.certificate.certified
-    assert resumed.screen["confirmed_sets"] == true.confirmed > 0
+    assert resumed.screen.confirmed_sets == true.confirmed > 0
 
 
 def test_the_journal_refuses_what_it_did_not_write(tmp_path):

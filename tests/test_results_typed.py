@@ -12,8 +12,8 @@ from lesion.errors import LesionError
 from lesion.files import json_text
 from lesion.neurons import Neuron
 from lesion.results import (Certificate, Comparison, CriticalSet, EvalReport, Heel, LevelDelta, MinimalSets,
-                            NeuronProfile, Ranking, SchemaError, Settings, SliceCheck, Stage, Step, Stopped,
-                            TextScore, VerifyReport)
+                            NeuronProfile, Portfolio, PortfolioRun, Ranking, SchemaError, Screen, Settings, SliceCheck,
+                            Stage, Step, Stopped, TextScore, TraceStep, Transfer, TransferRow, VerifyReport)
 
 N = (Neuron("model.layers.0.mlp.down_proj", 3), Neuron("model.layers.1.mlp.down_proj", 7))
 SETTINGS = Settings.of({"model": "tiny", "model_fingerprint": "f" * 32, "text_sha256": None, "text": None,
@@ -24,10 +24,15 @@ def heel() -> Heel:
     return Heel("tiny", N, True, 2.0, 10.0, 1000.0, 40,
                 (TextScore("a", "0" * 64, 12, 10.0, 2.0, 1000.0),),
                 (Stage("screen", 30, 0.5, 0, None), Stage("greedy", 10, 0.2, 2, 2.0)),
-                {"pool": 8, "screened": 8, "heel_alone": {str(N[0]): 0.5}},
+                Screen.of(pool=8, screened=8, top=[{"neuron": str(N[0]), "delta": 0.5}], heel_alone={str(N[0]): 0.5}),
                 Certificate.of({"pool": 8, "certified": True, "smaller_set": None, "best_delta_by_size": {1: 0.5}}),
-                ({"stage": "greedy", "added": str(N[0]), "size": 1, "delta": 0.5},), Stopped.REACHED, SETTINGS,
-                profile=(NeuronProfile(str(N[0]), 0, "down", 0.5, 3, 12.0, 0.1),), seconds=1.5)
+                (TraceStep.of(stage="greedy", added=str(N[0]), size=1, delta=0.5, rescreened=0),), Stopped.REACHED,
+                SETTINGS,
+                profile=(NeuronProfile(str(N[0]), 0, "down", 0.5, 3, 12.0, 0.1),), seconds=1.5,
+                portfolio=Portfolio("all", (PortfolioRun("all", 8, 8, 2, True, "reached", 40, 1.0),
+                                            PortfolioRun("q,k,v", 4, ran=False, why="the budget was spent"))),
+                transfer=Transfer(("a", "b"), {"joint": TransferRow(tuple(map(str, N)), (2.0, None))}, {"a": 2},
+                                  {"a": 10}, 4))
 
 
 def every_result() -> list:
@@ -65,7 +70,8 @@ def test_a_heel_is_typed_and_its_stop_reads_as_the_string_it_is_written_as():
     h = heel()
     assert h.stopped == "reached" and json.loads(json_text(h))["stopped"] == "reached"
     assert h.stages[1].delta == 2.0 and h.texts[0].tokens == 12 and h.certificate.best_delta_by_size == {"1": 0.5}
-    assert json.loads(json_text(h))["n"] == 2
+    assert json.loads(json_text(h))["n"] == 2 and h.screen.top[0].delta == 0.5 and h.trace[0].added == str(N[0])
+    assert h.portfolio.parts[1].to_dict() == {"name": "q,k,v", "pool": 4, "ran": False, "why": "the budget was spent"}
 
 
 def test_an_old_critical_set_without_the_later_fields_still_loads(tmp_path):

@@ -4,10 +4,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
 from ..errors import LesionError
+
+if TYPE_CHECKING:
+    from ..results import Portfolio, PortfolioRun
 from .common import (add_common_flags, add_components_arg, add_model_args, add_noise_args, check_noise_args,
                      check_out, console, fmt, load, progress_enabled)
 
@@ -153,8 +157,8 @@ def run(args) -> int:
     except LesionError as e:  # a full disk: the one line still says what was found
         raise LesionError(f"{e}; the search found {len(heel.neurons)} neuron(s), Delta {fmt(heel.delta)}: "
                           f"{' '.join(map(str, heel.neurons)) or 'none'}") from None
-    if heel.screen.get("journal_failure"):
-        print(f"lesion: note: the journal {journal} stopped ({heel.screen['journal_failure']}): --resume redoes "
+    if heel.screen.journal_failure:
+        print(f"lesion: note: the journal {journal} stopped ({heel.screen.journal_failure}): --resume redoes "
               "the sets after those", file=sys.stderr)
     console.print(f"wrote {path}")
     if heel.stopped == "interrupted":
@@ -199,33 +203,33 @@ def print_heel(heel, names: list[str]) -> None:
             per.add_row(name, str(t.tokens), fmt(t.baseline_ppl), fmt(t.delta))
         console.print(per)
     if heel.transfer:
-        tr = Table("heel \\ text", "size", *heel.transfer["texts"])
-        for label, row in heel.transfer["rows"].items():
-            tr.add_row(label, str(len(row["neurons"])), *("-" if d is None else fmt(d) for d in row["deltas"]))
+        tr = Table("heel \\ text", "size", *heel.transfer.texts)
+        for label, row in heel.transfer.rows.items():
+            tr.add_row(label, str(len(row.neurons)), *("-" if d is None else fmt(d) for d in row.deltas))
         console.print(tr)
     if heel.portfolio:
         console.print(portfolio_line(heel.portfolio), soft_wrap=True)
     rate = f", {heel.rows / heel.seconds:.3g} rows/s" if heel.seconds else ""
     console.print(f"{heel.rows} masked rows in all, {heel.seconds:.1f} s{rate}; stopped: {heel.stopped}")
-    estimate = heel.screen.get("estimate")
-    if estimate and estimate.get("spearman") is not None:
-        console.print(f"first-order estimate vs masked Delta of the {estimate['masked']} screened: "
-                      f"Spearman {estimate['spearman']:.2f}")
+    estimate = heel.screen.estimate
+    if estimate is not None and estimate.spearman is not None:
+        console.print(f"first-order estimate vs masked Delta of the {estimate.masked} screened: "
+                      f"Spearman {estimate.spearman:.2f}")
 
 
-def portfolio_line(portfolio: dict) -> str:
+def portfolio_line(portfolio: Portfolio) -> str:
     """Which part of the portfolio found the answer, and what each part found (or why it did not run)."""
-    def part(p: dict) -> str:
-        if not p.get("ran", True):
-            return f"{p['name']}: not run ({p['why']})"
+    def part(p: PortfolioRun) -> str:
+        if p.ran is False:
+            return f"{p.name}: not run ({p.why})"
         outcome = {"budget": "its rows ran out", "interrupted": "interrupted"}.get(
-            p["stopped"], "no set reached" if p["name"] == "all" else "nothing smaller")
-        return f"{p['name']}: {str(p['size']) + ' neuron(s)' if p['reached'] else outcome}, {p['rows']} rows"
-    who = portfolio["found_by"]
+            p.stopped or "", "no set reached" if p.name == "all" else "nothing smaller")
+        return f"{p.name}: {str(p.size) + ' neuron(s)' if p.reached else outcome}, {p.rows} rows"
+    who = portfolio.found_by
     source = {"all": "the search over every component", "certificate": "the certificate"}.get(
         who, f"the search restricted to {who} (--components {who})")
-    parts = portfolio["parts"][1:]
-    whys = {p.get("why") for p in parts}
+    parts = portfolio.parts[1:]
+    whys = {p.why for p in parts}
     if parts and len(whys) == 1 and None not in whys:
         return f"found by {source}; the portfolio's restricted parts did not run: {whys.pop()}"
-    return f"found by {source}; portfolio: " + "; ".join(part(p) for p in portfolio["parts"])
+    return f"found by {source}; portfolio: " + "; ".join(part(p) for p in portfolio.parts)

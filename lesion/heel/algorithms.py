@@ -37,7 +37,7 @@ from ..errors import LesionError, ParameterError
 from ..metrics import LN10, check_epsilon, perplexity
 from ..neurons import Neuron
 from ..options import ABLATIONS, OBJECTIVES, PRUNERS, STRATEGIES
-from ..results import Certificate, Heel, Settings, Stage, Stopped, TextScore
+from ..results import Certificate, Heel, Portfolio, Screen, Settings, Stage, Stopped, TextScore, TraceStep
 from .scorer import BudgetExhausted, SetScorer
 
 
@@ -381,7 +381,7 @@ def find_smallest_heel(score: SetScorer, pool: Sequence[Neuron], plan: SearchPla
             **({"sizing": sizing} if sizing else {}), **_estimate_check(estimate, screened)}
     heel = _heel(score, answer, plan, stopped, screened, certificate, stages, trace, model_name,
                  settings or Settings(), info, text_info, len(pool), time.perf_counter() - started)
-    return heel if portfolio is None else replace(heel, portfolio=portfolio)
+    return heel if portfolio is None else replace(heel, portfolio=Portfolio.from_dict(portfolio))
 
 
 @dataclass
@@ -617,7 +617,8 @@ def _heel(score: SetScorer, answer, plan: SearchPlan, stopped, screened, certifi
                                   if frozenset([n]) in score.known}}
     return Heel(model_name, tuple(answer), reached, objective, perplexity(clean),
                 perplexity(clean + objective * LN10) if answer else math.nan, score.rows, texts,
-                tuple(Stage(**s) for s in stages), screen_info, Certificate.of(certificate), tuple(trace),
+                tuple(Stage(**s) for s in stages), Screen.of(screen_info), Certificate.of(certificate),
+                tuple(TraceStep.of(t) for t in trace),
                 Stopped(stopped), settings.merged({k: getattr(plan, k) for k in plan.__dataclass_fields__}),
                 seconds=round(seconds, 3))
 

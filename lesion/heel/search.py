@@ -14,7 +14,7 @@ from ..ablation import baseline_nll
 from ..errors import ParameterError
 from ..neurons import Neuron, SiteIndex
 from ..options import SIGNALS
-from ..results import Heel, NeuronProfile, Stopped
+from ..results import Heel, NeuronProfile, Stopped, Transfer, TransferRow
 from ..stage1 import clean_activations
 from ..study import Study
 from ..texts import text_hash
@@ -107,7 +107,7 @@ def search_heel(lm, texts: Sequence[str], plan: SearchPlan, *, signals: Sequence
             score.journal.close()
     heel = replace(heel, seconds=round(time.monotonic() - began, 3))  # the signals included
     if score.journal is not None and score.journal.failure:  # a full disk: the search went on without it
-        heel = replace(heel, screen={**heel.screen, "journal_failure": score.journal.failure})
+        heel = replace(heel, screen=heel.screen.merged(journal_failure=score.journal.failure))
     if heel.stopped == Stopped.INTERRUPTED:
         return heel  # an interrupt asks for the result now: no more forwards
     try:
@@ -200,7 +200,7 @@ def describe(model: torch.nn.Module, index: SiteIndex, input_ids: torch.Tensor, 
         return []
     sites = SiteIndex([index.by_name[m] for m in dict.fromkeys(n.module for n in heel.neurons)])
     acts = clean_activations(model, input_ids, sites)
-    alone = heel.screen.get("heel_alone", {})
+    alone = heel.screen.heel_alone or {}
     rows = []
     for n in heel.neurons:
         a = acts[n.module][:, n.channel].abs()
@@ -223,9 +223,7 @@ def search_with_transfer(lm, texts: Sequence[str], names: Sequence[str], plan: S
                                    max_rows=10 ** 9, dtype=lm.dtype) for s in studies]
     heels = {"joint": joint.neurons, **{f"own:{n}": h.neurons for n, h in own.items()}}
     table = transfer_table(scorers, heels)
-    transfer = {"texts": list(names), "rows": {k: {"neurons": [str(n) for n in heels[k]], "deltas": v}
-                                                for k, v in table.items()},
-                "own_sizes": {n: len(h.neurons) for n, h in own.items()},
-                "own_rows": {n: h.rows for n, h in own.items()},
-                "transfer_rows": sum(s.rows for s in scorers)}
-    return Heel(**{**{f: getattr(joint, f) for f in joint.__dataclass_fields__}, "transfer": transfer})
+    transfer = Transfer(tuple(names), {k: TransferRow(tuple(map(str, heels[k])), tuple(v)) for k, v in table.items()},
+                        {n: len(h.neurons) for n, h in own.items()}, {n: h.rows for n, h in own.items()},
+                        sum(s.rows for s in scorers))
+    return replace(joint, transfer=transfer)

@@ -4,7 +4,8 @@ from .base import (Provenance, Result, SchemaError, recorded_text, restore_text,
                    text_file_name)
 from .settings import Settings
 from .harden import HardenRecord
-from .heel import Certificate, Heel, NeuronProfile, Stage, Stopped, TextScore
+from .heel import (Certificate, EstimateCheck, Heel, NeuronProfile, Portfolio, PortfolioRun, Screen, ScreenedNeuron,
+                   Stage, Stopped, TextScore, TraceStep, Transfer, TransferRow)
 from .compare import Comparison, LevelDelta
 from .evaluation import EvalReport
 from .mechanism import MechanismReport
@@ -21,8 +22,9 @@ def load_neuron_set(path) -> NeuronSet:
     return (Heel if "stopped" in data and "screen" in data else CriticalSet).load(path)
 
 
-__all__ = ["Certificate", "Comparison", "CriticalSet", "EvalReport", "HardenRecord", "Heel", "LevelDelta",
-           "MechanismReport", "MinimalSets", "NeuronProfile", "NeuronSet", "Provenance", "Ranking", "Result",
-           "ScanResult", "SchemaError", "Settings", "SliceCheck", "Stage", "Step", "Stopped", "TextScore",
+__all__ = ["Certificate", "Comparison", "CriticalSet", "EstimateCheck", "EvalReport", "HardenRecord", "Heel",
+           "LevelDelta", "MechanismReport", "MinimalSets", "NeuronProfile", "NeuronSet", "Portfolio", "PortfolioRun",
+           "Provenance", "Ranking", "Result", "ScanResult", "SchemaError", "Screen", "ScreenedNeuron", "Settings",
+           "SliceCheck", "Stage", "Step", "Stopped", "TextScore", "TraceStep", "Transfer", "TransferRow",
            "VerifyReport", "load_neuron_set", "recorded_text", "restore_text", "result_files", "save_result",
            "text_file_name", "unsettled_note"]
