@@ -25,7 +25,8 @@ _EXPORTS = {
     "Neuron": "neurons", "mask_neurons": "hooks",
     "Ranking": "results", "CriticalSet": "results", "Heel": "results", "Result": "results",
     "Provenance": "results", "RunFolder": "runfolder", "ScanResult": "results", "reproduce": "recorded",
-    **dict.fromkeys(("LesionError", "ParameterError", "ResultError", "ModelMismatch", "BudgetExhausted"), "errors"),
+    **dict.fromkeys(("LesionError", "ParameterError", "ResultError", "SchemaError", "ModelMismatch",
+                     "BudgetExhausted"), "errors"),
 }
 __all__ = [*_EXPORTS, "__version__"]
 

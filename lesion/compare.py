@@ -9,58 +9,15 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 from .ablation import baseline_nll, set_deltas
 from .anytime import Anytime
 from .errors import ParameterError
 from .metrics import perplexity
-from .results.base import Result
 from .stage1 import check_ranker
+from .results.compare import Comparison, LevelDelta
 from .study import Study
-
-
-@dataclass(frozen=True)
-class LevelDelta:
-    ranker: str
-    n: int
-    delta: float  # mean over runs (random: over seeds)
-    delta_std: float
-    ppl: float  # perplexity at the mean Delta
-    runs: int
-
-
-@dataclass(frozen=True)
-class Comparison(Result):
-    model: str
-    baseline_ppl: float
-    levels: tuple[int, ...]
-    rows: tuple[LevelDelta, ...]
-    fallbacks: dict  # ranker -> levels where Delta falls below the previous level's
-    settings: dict = field(default_factory=dict)
-    stopped: str = "complete"  # complete | budget | interrupted: rows hold the rankers that finished
-    seconds: float = 0.0
-
-    SOURCE = "comparison: pass compare.json from `lesion compare`"
-
-    def to_dict(self) -> dict:
-        return {"model": self.model, "baseline_ppl": self.baseline_ppl, "levels": list(self.levels),
-                "rows": [asdict(r) for r in self.rows], "fallbacks": self.fallbacks, "settings": self.settings,
-                "stopped": self.stopped, "seconds": self.seconds}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Comparison":
-        return cls(model=d["model"], baseline_ppl=d["baseline_ppl"], levels=tuple(d["levels"]),
-                   rows=tuple(LevelDelta(**r) for r in d["rows"]), fallbacks=dict(d["fallbacks"]),
-                   settings=dict(d["settings"]), stopped=d.get("stopped", "complete"), seconds=d.get("seconds", 0.0))
-
-    @property
-    def rankers(self) -> list[str]:
-        return list(dict.fromkeys(r.ranker for r in self.rows))
-
-    def delta(self, ranker: str, n: int) -> float:
-        return next(r.delta for r in self.rows if r.ranker == ranker and r.n == n)
 
 
 def level_deltas(study: Study, neurons: Sequence, levels: Sequence[int], clean: float) -> list[float]:

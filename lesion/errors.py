@@ -71,6 +71,10 @@ class ResultError(LesionError):
     edited so that it contradicts itself, or missing what it needs (its text, its neurons)."""
 
 
+class SchemaError(ResultError):
+    """A result file written under a schema this lesion does not know (a newer lesion's)."""
+
+
 class InconsistentRun(ResultError):
     """The files of a run folder do not belong together: another model's or text's result, or a
     result edited so that it no longer agrees with the ones it was made from."""

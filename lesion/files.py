@@ -28,6 +28,8 @@ TEMP_MARK = "lesion"
 
 
 def _finite_safe(value: Any) -> Any:
+    if hasattr(value, "to_dict") and not isinstance(value, type):  # a typed record inside hand-built data
+        value = value.to_dict()
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, dict):

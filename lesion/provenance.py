@@ -7,12 +7,16 @@ import functools
 import platform
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from .errors import ParameterError
 from .version import __version__
 from .loading import LoadedModel
+
+if TYPE_CHECKING:
+    from .results.settings import Settings
 
 
 def versions() -> dict:
@@ -33,12 +37,12 @@ def model_provenance(lm: LoadedModel) -> dict:
     return record
 
 
-def check_same_revision(settings: dict, lm: LoadedModel, what: str) -> None:
+def check_same_revision(settings: Settings, lm: LoadedModel, what: str) -> None:
     """Refuse a result recorded at one hub commit read against a model loaded at another: the weights
     may agree while the tokenizer or config do not. A result or model from a folder has no commit."""
-    theirs = settings.get("model_revision")
+    theirs = settings.model_revision
     if theirs is not None and lm.revision is not None and theirs != lm.revision:
-        raise ParameterError("revision", f"must be {theirs}: the {what} was made on {settings.get('model')!r} at that "
+        raise ParameterError("revision", f"must be {theirs}: the {what} was made on {settings.model!r} at that "
                                          f"commit, this model is {lm.name!r} at commit {lm.revision}; pass that "
                                          "commit, or re-run it on this one")
 

@@ -23,7 +23,7 @@ from .errors import ParameterError, ResultError
 from .metrics import delta, perplexity
 from .neurons import Neuron, discover_sites
 from .options import ABLATIONS
-from .results import NeuronSet, recorded_text
+from .results import Heel, NeuronSet, Settings, TextScore, recorded_text
 from .texts import BOOKENDS, check_context, encode, text_hash
 
 # |Delta now - Delta recorded| <= 1e-6 x max(1, |Delta recorded|): the search scores sets in batches,
@@ -40,9 +40,9 @@ class Inputs:
     recorded: tuple[float | None, ...] = ()  # the Delta recorded on each text, when it is recorded
 
 
-def recorded_ablation(settings: dict) -> str:
+def recorded_ablation(settings: Settings) -> str:
     """The ablation a result was scored with: a heel records it; Stage 2 always zeroes."""
-    ablation = settings.get("ablation", "zero")
+    ablation = settings.ablation or "zero"
     if ablation not in ABLATIONS:
         raise ResultError(f"the result records ablation {ablation!r}, which this lesion does not know "
                           f"({', '.join(ABLATIONS)}): re-create it with this lesion")
@@ -53,22 +53,20 @@ def recorded_texts(result: NeuronSet, source: str | Path) -> list[tuple[str, str
     """(name, text, Delta recorded on it) for every text ``result`` was found on, each checked
     against its recorded SHA-256."""
     settings = result.settings
-    many = settings.get("texts")
+    many = settings.texts
+    per_text: list[TextScore] = list(result.texts) if isinstance(result, Heel) else []
     if not many:
-        name = (getattr(result, "texts", None) or [{}])[0].get("name") or "text"
+        name = (per_text[0].name if per_text else None) or "text"
         return [(name, recorded_text(settings, None, source), result.delta)]
-    per_text = list(getattr(result, "texts", ()) or [])
-    if not isinstance(many, list) or not all(isinstance(t, str) for t in many) or len(per_text) != len(many):
+    if len(per_text) != len(many):
         raise ResultError(f"{str(source)!r} records its texts incompletely (settings.texts and texts differ): "
                           "re-create it with lesion")
     rows = []
     for i, (text, info) in enumerate(zip(many, per_text)):
-        if info.get("sha256") not in (None, text_hash(text)):
+        if info.sha256 not in (None, text_hash(text)):
             raise ResultError(f"text {i + 1} kept with {str(source)!r} does not match its recorded SHA-256 (it "
                               "was edited or replaced): re-create the result with lesion")
-        recorded = info.get("delta")
-        rows.append((str(info.get("name") or f"text{i + 1}"), text,
-                     recorded if isinstance(recorded, (int, float)) else None))
+        rows.append((info.name or f"text{i + 1}", text, info.delta))
     return rows
 
 
@@ -200,7 +198,7 @@ def masked_perplexity(lm, neurons: Sequence[Neuron | str] = (), *, result: Neuro
     return Masking(tuple(rows), size, inputs.ablation, inputs.notes)
 
 
-def zero_only_note(settings: dict, source: str | Path, say) -> None:
+def zero_only_note(settings: Settings, source: str | Path, say) -> None:
     """For a command that masks by zeroing only: say so when the result was found with another ablation."""
     ablation = recorded_ablation(settings)
     if ablation != "zero":

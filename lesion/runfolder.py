@@ -25,7 +25,7 @@ from typing import Any
 
 from .errors import InconsistentRun, LesionError, ResultError
 from .files import read_json
-from .results import CriticalSet, NeuronSet, Ranking, ScanResult, load_neuron_set, save_result
+from .results import CriticalSet, NeuronSet, Ranking, ScanResult, Settings, load_neuron_set, save_result
 from .filenames import (ANALYSIS_PREFIX, COMPARE, CRITICAL, EVAL, FINGERPRINTS, MECHANISM, MINIMAL_PREFIX, RANKING,
                         RUN, analysis_name, minimal_name)
 
@@ -109,20 +109,20 @@ class RunFolder:
         object.__setattr__(self, "_checked", True)
         return self
 
-    def _same_identity(self, file: Path, reference: tuple[str, dict]) -> None:
+    def _same_identity(self, file: Path, reference: tuple[str, Settings]) -> None:
         try:
             data = read_json(file)
-        except LesionError:
+            settings = Settings.from_dict(data["settings"])
+        except (LesionError, TypeError, KeyError, ValueError):
             return  # not a result of this folder's (a reader of that file refuses it on its own)
-        settings = data.get("settings") if isinstance(data, dict) else None
-        if not isinstance(settings, dict):
-            return
         name, expected = reference
         # Every result here was made on the run's weights; those about its critical set also on its
         # text (compare, robustness, precision and the text analyses choose their own texts).
-        for key in ("model_fingerprint", "text_sha256") if _on_the_run_text(file.name) else ("model_fingerprint",):
-            theirs, ours = settings.get(key), expected.get(key)
-            if isinstance(theirs, str) and isinstance(ours, str) and theirs != ours:
+        pairs = {"model_fingerprint": (settings.model_fingerprint, expected.model_fingerprint)}
+        if _on_the_run_text(file.name):
+            pairs["text_sha256"] = (settings.text_sha256, expected.text_sha256)
+        for key, (theirs, ours) in pairs.items():
+            if theirs is not None and ours is not None and theirs != ours:
                 what = "model weights" if key == "model_fingerprint" else "text"
                 raise InconsistentRun(f"{str(file)!r} was made on other {what} than {name} beside it ({key} "
                                       f"{str(theirs)[:16]} vs {str(ours)[:16]}): the folder mixes runs; move "
@@ -130,8 +130,8 @@ class RunFolder:
 
     def _critical_from_ranking(self, ranking: Ranking, critical: CriticalSet) -> None:
         source = str(self.file(CRITICAL))
-        differs = sorted(k for k, v in ranking.settings.items()
-                         if k not in PER_STEP and critical.settings.get(k, v) != v)
+        ours, theirs = ranking.settings.to_dict(), critical.settings.to_dict()
+        differs = sorted(k for k, v in ours.items() if k not in PER_STEP and theirs.get(k, v) != v)
         if differs:
             raise InconsistentRun(f"{source!r} was not made from the ranking beside it ({', '.join(differs)} "
                                   f"differ): the folder mixes runs; re-run `lesion identify` on this ranking")
@@ -163,7 +163,7 @@ class RunFolder:
         self._require(CRITICAL)
         return ScanResult.load(self.check().path)
 
-    def settings(self) -> dict:
+    def settings(self) -> Settings:
         """What the run was made on (model, fingerprint, dtype, text, components), from its ranking."""
         return self.ranking().settings
 

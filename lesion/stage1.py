@@ -21,7 +21,7 @@ from .errors import ParameterError
 from .hooks import hooked
 from .neurons import SiteIndex
 from .options import MAX_SAMPLES, check_seed
-from .results import Ranking
+from .results import Ranking, Settings
 from .scorers import SCORERS, check_ranker
 
 
@@ -332,14 +332,14 @@ def rank_by_random(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteI
 
 
 def rank(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex, ranker: str = "noise",
-         keep: int = 5000, model_name: str = "", settings: dict | None = None, **options) -> Ranking:
+         keep: int = 5000, model_name: str = "", settings: Settings | None = None, **options) -> Ranking:
     """Run a ranker and keep its top ``keep`` neurons, ties broken by site order."""
     scores = SCORERS[check_ranker(ranker)].fn(model, input_ids, index, **options)
-    return ranking_from_scores(index, scores, ranker, keep, model_name, settings or {})
+    return ranking_from_scores(index, scores, ranker, keep, model_name, settings or Settings())
 
 
 def ranking_from_scores(index: SiteIndex, scores: Scores, ranker: str, keep: int, model_name: str,
-                        settings: dict) -> Ranking:
+                        settings: Settings) -> Ranking:
     values = scores.values.float().cpu()
     if not torch.isfinite(values).all():
         raise ParameterError("dtype", f"is too narrow for this model: the {ranker} ranker's scores overflow to "

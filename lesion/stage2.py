@@ -23,7 +23,7 @@ from .errors import LesionError, ParameterError
 from .metrics import check_epsilon, delta, perplexity
 from .neurons import Neuron, SiteIndex
 from .options import STAGE2
-from .results import CriticalSet, Step
+from .results import CriticalSet, Settings, Step
 
 # A fall of Delta smaller than this between evaluated n is float noise around a flat stretch
 # (Gemma 3's Delta wobbles by 0.001 around 0 for its first 8 neurons), not evidence of a
@@ -59,22 +59,22 @@ def check_options(epsilon: float = 1.0, step: int = 1, max_neurons: int = 1000, 
 def find_critical_set(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex,
                       candidates: Sequence[Neuron], *, epsilon: float = 1.0, step: int = 1,
                       max_neurons: int = 1000, batch_size: int = 8, stage2: str = "linear", model_name: str = "",
-                      settings: dict | None = None, progress: bool = True) -> CriticalSet:
+                      settings: Settings | None = None, progress: bool = True) -> CriticalSet:
     """Mask the top n = step, 2*step, ... candidates; stop at the first Delta >= epsilon.
 
     Delta is not monotone in n, so the first crossing is the answer, as in the paper.
     When no n up to ``max_neurons`` crosses, the result has ``reached=False``, no neurons,
     and the Delta and perplexity of the best n tried. ``stage2="gallop"`` reaches the same
     answer in fewer rows when Delta is monotone (see the module notes); its bracket and
-    whether Delta fell between the n it tried are in ``settings["gallop"]``.
+    whether Delta fell between the n it tried are in ``settings.gallop``.
     """
     check_options(epsilon, step, max_neurons, stage2)
     candidates = list(candidates)[:max_neurons]
     if not candidates:
         raise LesionError("the ranking is empty: rank some neurons first, or widen `components`")
     index.check(candidates)
-    settings = dict(settings or {})
-    clean = baseline_nll(model, input_ids, settings.get("dtype", ""))
+    settings = settings or Settings()
+    clean = baseline_nll(model, input_ids, settings.dtype or "")
     sizes = list(range(step, len(candidates) + 1, step))
     if sizes[-1] != len(candidates):
         sizes.append(len(candidates))
@@ -104,14 +104,14 @@ def find_critical_set(model: torch.nn.Module, input_ids: torch.Tensor, index: Si
             below = max((n for n in points if high is not None and n < high), default=0)
             crossing = first_crossing([n for n in sizes if below < n < (high or 0)], batch_size) or high
             visited = [n for n in points if high is None or n <= high]
-            settings["gallop"] = {
+            settings = settings.merged(gallop={
                 "bracket": [below, high], "points": visited,
                 # A fall between gallop points is the evidence that a crossing below the bracket
                 # may have come and gone unseen; a fall inside the bracket is non-monotone too.
                 "delta_fell_at_gallop_points": _fell([evaluated[n].delta for n in visited]),
                 "delta_fell_inside_bracket": _fell([evaluated[n].delta for n in sorted(evaluated) if n > below]),
                 "exact_if": f"no n <= {below} other than the gallop points crosses (true when Delta is "
-                            "monotone in n); `stage2` linear checks every n"}
+                            "monotone in n); `stage2` linear checks every n"})
     finally:
         bar.close()
     trajectory = tuple(evaluated[n] for n in sorted(evaluated))

@@ -23,7 +23,7 @@ from .neurons import SiteIndex, discover_sites
 from .cache import cached_tensors, scores_key
 from .scorers import SCORERS, check_ranker
 from .stage1 import Scores, check_keep, check_rank_options, ranking_from_scores
-from .results import CriticalSet, Ranking, ScanResult
+from .results import CriticalSet, Ranking, ScanResult, Settings
 from .stage2 import find_critical_set
 from .texts import BOOKENDS, check_context, encode, text_hash
 from .verify import fingerprints as weight_fingerprints
@@ -47,28 +47,29 @@ class Study:
         return cls(lm, text, ids, index, components or "default")
 
     @classmethod
-    def recreate(cls, lm: LoadedModel, settings: dict, source, text: str | None = None) -> "Study":
+    def recreate(cls, lm: LoadedModel, settings: Settings, source, text: str | None = None) -> "Study":
         """The Study a result was made on, from its recorded settings, on ``lm``; refused when ``lm``
         holds other weights, ``text`` is another text, or the tokenizer splits the text differently."""
         from .results import recorded_text
         check_same_model(settings, lm, f"result {str(source)!r}")
-        study = cls.create(lm, recorded_text(settings, text, source), settings.get("components"))
-        tokens = settings.get("tokens")
+        study = cls.create(lm, recorded_text(settings, text, source), settings.components)
+        tokens = settings.tokens
         if tokens is not None and tokens != study.input_ids.shape[1]:
             raise ModelMismatch(f"{str(source)!r} was made on {tokens} tokens but this model's tokenizer gives "
                               f"{study.input_ids.shape[1]}: use the tokenizer of the original `model`")
         return study
 
-    def settings(self, **extra) -> dict:
+    def settings(self, **extra) -> Settings:
+        """What a result made on this study records: the model, the text, and ``extra``."""
         # The whole text is kept: lesion.runfolder writes a long one to a file beside the result.
-        base = {**model_provenance(self.lm), "components": self.components, "text_sha256": text_hash(self.text),
-                "text": self.text, "tokens": int(self.input_ids.shape[1])}
-        return {**base, **extra}
+        return Settings.of({**model_provenance(self.lm), "components": self.components,
+                            "text_sha256": text_hash(self.text), "text": self.text,
+                            "tokens": int(self.input_ids.shape[1])}, **extra)
 
     def scores(self, ranker: str = "noise", *, alpha: float = 5.0, samples: int | str = 100, seed: int = 42,
                alpha_relative: bool = False, reduce: str = "max", batch_size: int = 16,
                max_samples: int | None = None, settle_top: int | None = None, progress: bool = True,
-               use_cache: bool = True) -> tuple[Scores, dict]:
+               use_cache: bool = True) -> tuple[Scores, Settings]:
         """Stage 1 scores of every neuron and their settings, cached on disk by everything that
         determines them (the batch size included: it changes the last bits of the sums).
         ``samples="auto"`` adds the K used and the confidence of the settled top to the settings;
@@ -85,7 +86,7 @@ class Study:
             if settle_top is not None:
                 options["settle_top"] = settle_top
         settings = self.settings(ranker=ranker, seed=seed, **options)
-        key = scores_key(**{k: v for k, v in settings.items() if k not in ("versions", "text")})
+        key = scores_key(**settings.without("versions", "text").to_dict())
         start = time.perf_counter()
 
         def compute() -> dict[str, torch.Tensor]:
@@ -97,13 +98,13 @@ class Study:
                                       enabled=use_cache)
         self._time("rank_cached_s" if hit else "rank_s", start)
         adaptive = json.loads(bytes(tensors["adaptive"].tolist())) if "adaptive" in tensors else None
-        return Scores(tensors["values"], tensors.get("positions"), adaptive), {**settings, **(adaptive or {})}
+        return Scores(tensors["values"], tensors.get("positions"), adaptive), settings.merged(adaptive)
 
     def rank(self, ranker: str = "noise", *, keep: int = 5000, **options) -> Ranking:
         """Stage 1: the top ``keep`` neurons of ``ranker`` (options as :meth:`scores`)."""
         check_keep(keep)
         scores, settings = self.scores(ranker, **options)
-        return ranking_from_scores(self.index, scores, ranker, keep, self.lm.name, {**settings, "keep": keep})
+        return ranking_from_scores(self.index, scores, ranker, keep, self.lm.name, settings.merged(keep=keep))
 
     def identify(self, ranking: Ranking, *, epsilon: float = 1.0, step: int = 1, max_neurons: int = 1000,
                  stage2: str = "linear", progress: bool = True) -> CriticalSet:
@@ -113,16 +114,16 @@ class Study:
         tried = min(max_neurons, len(ranking.neurons))
         if step > tried:
             raise ParameterError("step", f"{step} is larger than the {tried} candidate(s) to try: lower it")
-        settings = {**ranking.settings, **self.settings(), "epsilon": epsilon, "step": step,
-                    "max_neurons": max_neurons, "ranker": ranking.ranker, "stage2": stage2}
+        settings = ranking.settings.merged(self.settings(), epsilon=epsilon, step=step, max_neurons=max_neurons,
+                                           ranker=ranking.ranker, stage2=stage2)
         start = time.perf_counter()
         critical = find_critical_set(self.lm.model, self.input_ids, self.index, ranking.neurons,
                                      epsilon=epsilon, step=step, max_neurons=max_neurons, stage2=stage2,
                                      model_name=self.lm.name, settings=settings, progress=progress)
         self._time("identify_s", start)
-        if "settled_top" in ranking.settings:
-            within = _read_by_stage2(critical) <= ranking.settings["settled_top"]
-            critical = replace(critical, settings={**critical.settings, "critical_within_settled": within})
+        if ranking.settings.settled_top is not None:
+            within = _read_by_stage2(critical) <= ranking.settings.settled_top
+            critical = replace(critical, settings=critical.settings.merged(critical_within_settled=within))
         return critical
 
     def scan(self, ranker: str = "noise", *, keep: int = 5000, epsilon: float = 1.0, step: int = 1,
@@ -143,7 +144,7 @@ class Study:
             critical = self.identify(ranking, epsilon=epsilon, step=step, max_neurons=max_neurons,
                                      stage2=stage2, progress=progress)
             settings = critical.settings
-            if (settings.get("critical_within_settled") is not False or settings.get("stopped") != "settled"
+            if (settings.critical_within_settled is not False or settings.stopped != "settled"
                     or not critical.reached):
                 return ScanResult(ranking, critical, self.fingerprints(critical), dict(self.timings),
                                   time.strftime("%Y-%m-%dT%H:%M:%S%z"))
@@ -195,15 +196,15 @@ def _valid_scores(tensors: dict[str, torch.Tensor], total: int, tokens: int) -> 
             and (positions is None or bool(((positions >= 0) & (positions < tokens)).all())))
 
 
-def check_same_model(settings: dict, lm: LoadedModel, what: str) -> None:
+def check_same_model(settings: Settings, lm: LoadedModel, what: str) -> None:
     """Refuse a result file made on other weights (its settings carry their fingerprint), or at
     another hub commit."""
     check_same_revision(settings, lm, what)  # first: at another commit, the fingerprint differs for that reason
-    theirs = settings.get("model_fingerprint")
+    theirs = settings.model_fingerprint
     if theirs is None:
         raise ModelMismatch(f"the {what} records no model_fingerprint, so the model it was made on cannot be "
                             "checked: re-create it with lesion on this model")
     if theirs != lm.fingerprint():
-        raise ModelMismatch(f"the {what} was made on another model or dtype ({settings.get('model')!r}, "
-                            f"{settings.get('dtype')}, fingerprint {theirs}): pass that `model` and `dtype`, "
+        raise ModelMismatch(f"the {what} was made on another model or dtype ({settings.model!r}, "
+                            f"{settings.dtype}, fingerprint {theirs}): pass that `model` and `dtype`, "
                           "or re-run it on this one")

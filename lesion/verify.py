@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -19,7 +18,8 @@ from .files import read_json
 from .loading import LoadedModel
 from .neurons import Neuron, SiteIndex, discover_sites
 from .provenance import check_same_revision, model_provenance
-from .results import CriticalSet, Result
+from .results import CriticalSet, Settings
+from .results.verify import SliceCheck, VerifyReport
 from .weights import WeightSlice, consumers, producers
 
 HEAD = 8  # values kept per slice, to tell a rescaling from another change
@@ -35,14 +35,6 @@ def _fingerprint(s: WeightSlice) -> dict:
 def fingerprints(model: torch.nn.Module, index: SiteIndex, neurons: Sequence[Neuron], dtype: str = "") -> dict:
     return {"dtype": dtype, "neurons": {str(n): [_fingerprint(s) for s in producers(model, n) +
                                                  consumers(model, index, n)] for n in neurons}}
-
-
-@dataclass(frozen=True)
-class SliceCheck:
-    neuron: str
-    slice: str
-    status: str  # intact | zeroed | scaled | altered | missing
-    detail: str
 
 
 def _classify(ref: dict, new: dict | None) -> tuple[str, str]:
@@ -76,38 +68,6 @@ def verify(model: torch.nn.Module, index: SiteIndex, reference: dict) -> list[Sl
             status, detail = _classify(ref, current.get(ref["slice"]))
             checks.append(SliceCheck(neuron, ref["slice"], status, detail))
     return checks
-
-
-def as_dicts(checks: Sequence[SliceCheck]) -> list[dict]:
-    return [asdict(c) for c in checks]
-
-
-@dataclass(frozen=True)
-class VerifyReport(Result):
-    """Every fingerprinted weight slice of a critical set, checked on a (deployed) model."""
-    model: str
-    checks: tuple[SliceCheck, ...]
-    whole_model_matches: bool  # the whole model's fingerprint is the one the critical set recorded
-    settings: dict
-
-    SOURCE = "verify report: pass the file a verify wrote"
-
-    @property
-    def changed(self) -> list[SliceCheck]:
-        return [c for c in self.checks if c.status != "intact"]
-
-    @property
-    def intact(self) -> bool:
-        return not self.changed
-
-    def to_dict(self) -> dict:
-        return {"model": self.model, "intact": self.intact, "checks": as_dicts(self.checks),
-                "whole_model_matches": self.whole_model_matches, "settings": self.settings}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> VerifyReport:
-        return cls(str(d["model"]), tuple(SliceCheck(**c) for c in d["checks"]), bool(d["whole_model_matches"]),
-                   dict(d["settings"]))
 
 
 def read_fingerprints(critical: CriticalSet, path: Path, against: str | Path) -> dict:
@@ -147,5 +107,5 @@ def verify_model(lm: LoadedModel, critical: CriticalSet, reference: dict) -> Ver
     check_same_revision(critical.settings, lm, "critical set")
     fingerprint_dtype(reference, lm.dtype)
     checks = verify(lm.model, discover_sites(lm.model, "all"), reference)
-    same = critical.settings.get("model_fingerprint") == lm.fingerprint()
-    return VerifyReport(lm.name, tuple(checks), same, model_provenance(lm))
+    same = critical.settings.model_fingerprint == lm.fingerprint()
+    return VerifyReport(lm.name, tuple(checks), same, Settings.of(model_provenance(lm)))

@@ -107,14 +107,14 @@ def test_a_critical_set_beyond_the_settled_top_is_said_on_screen_and_in_the_repo
 
 
 def test_the_unsettled_note_names_the_fix():
-    from lesion.results import unsettled_note
-    assert unsettled_note({"critical_within_settled": True, "stopped": "cap"}) is None
-    assert unsettled_note({}) is None  # a fixed-K ranking
-    early = unsettled_note({"critical_within_settled": False, "stopped": "settled", "settled_top": 3,
-                            "max_samples": 100})
+    from lesion.results import Settings, unsettled_note
+    assert unsettled_note(Settings.of(critical_within_settled=True, stopped="cap")) is None
+    assert unsettled_note(Settings()) is None  # a fixed-K ranking
+    early = unsettled_note(Settings.of(critical_within_settled=False, stopped="settled", settled_top=3,
+                                       max_samples=100))
     # the fix named by parameter (the CLI shows each as its flag: tests/test_adaptive.py's scan test)
     assert "past the top 3" in early and "`samples` 100" in early
-    assert "`seed`" in unsettled_note({"critical_within_settled": False})  # a hand-edited file: no KeyError
+    assert "`seed`" in unsettled_note(Settings.of(critical_within_settled=False))  # a hand-edited file: no KeyError
 
 
 def planted_study(scales: dict[int, float]):
@@ -154,16 +154,16 @@ def test_scan_samples_again_until_the_top_stage2_read_is_settled(monkeypatch, ca
     ranking, critical = study.scan(samples="auto", max_samples=cap, alpha=0.5, seed=3, use_cache=False,
                                    progress=False)
     first = study.rank(samples="auto", max_samples=cap, alpha=0.5, seed=3, use_cache=False, progress=False)
-    assert first.settings["settle_top"] == 1 and first.settings["samples_used"] == 10  # the head alone
+    assert first.settings.settle_top == 1 and first.settings.samples_used == 10  # the head alone
     s = ranking.settings
-    assert len(calls) == 2 and s["settle_top"] == 3 and s["samples_used"] > 10  # Stage 1 sampled again
+    assert len(calls) == 2 and s.settle_top == 3 and s.samples_used > 10  # Stage 1 sampled again
     assert [n.channel for n in critical.neurons] == [5, 9, 11]
     if settles:
-        assert s["stopped"] == "settled" and s["settled_top"] >= 3 and s["samples_used"] == 20
-        assert critical.settings["critical_within_settled"] is True
+        assert s.stopped == "settled" and s.settled_top >= 3 and s.samples_used == 20
+        assert critical.settings.critical_within_settled is True
     else:
-        assert s["stopped"] == "cap" and s["samples_used"] == cap
-        assert critical.settings["critical_within_settled"] is False
+        assert s.stopped == "cap" and s.samples_used == cap
+        assert critical.settings.critical_within_settled is False
 
 
 def test_scan_does_not_repeat_a_search_that_never_reached_epsilon(monkeypatch):
@@ -171,5 +171,5 @@ def test_scan_does_not_repeat_a_search_that_never_reached_epsilon(monkeypatch):
     calls = []
     monkeypatch.setattr("lesion.study.find_critical_set", stage2_reading(3, calls, reached=False))
     ranking, critical = study.scan(samples="auto", alpha=0.5, seed=3, use_cache=False, progress=False)
-    assert len(calls) == 1 and ranking.settings["samples_used"] == 10
-    assert critical.settings["critical_within_settled"] is False  # and the note says what settled
+    assert len(calls) == 1 and ranking.settings.samples_used == 10
+    assert critical.settings.critical_within_settled is False  # and the note says what settled

@@ -75,7 +75,7 @@ def test_time_budget_stops_a_slow_search_with_its_best_set():
     score = SetScorer(slow, 1, deadline=time.monotonic() + 0.4, piece=4)
     heel = find_smallest_heel(score, N, SearchPlan(epsilon=100.0, time_budget=0.4))  # out of reach
     assert heel.stopped == "budget" and heel.neurons and math.isfinite(heel.delta)
-    assert 0 < score.rows < 40 and heel.screen["screened"] > 0
+    assert 0 < score.rows < 40 and heel.screen.screened > 0
 
 
 def test_time_budget_on_the_cli(planted_dir, tmp_path, monkeypatch):

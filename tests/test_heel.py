@@ -43,18 +43,18 @@ def test_greedy_finds_an_and_pair_that_no_single_reaches():
     heel = find_smallest_heel(score, N, SearchPlan(epsilon=1.0))
     assert heel.reached and sorted(n.channel for n in heel.neurons) == [3, 7]
     assert_irreducible(score, list(heel.neurons), 1.0)
-    assert heel.certificate["certified"] and heel.certificate["best_delta_by_size"][1] < 1.0
+    assert heel.certificate.certified and heel.certificate.best_delta_by_size["1"] < 1.0
     # The decoy that screened best was added first and then pruned away.
-    greedy = [t for t in heel.trace if t["stage"] == "greedy"]
-    assert greedy[0]["added"] == "m:1" and len(greedy) == 3
+    greedy = [t for t in heel.trace if t.stage == "greedy"]
+    assert greedy[0].added == "m:1" and len(greedy) == 3
 
 
 def test_a_single_neuron_stops_the_screen_early():
     score = synthetic(lambda s: 5.0 if 2 in s else 0.0)
     heel = find_smallest_heel(score, N, SearchPlan(epsilon=1.0))
     assert [n.channel for n in heel.neurons] == [2]
-    assert heel.screen["screened"] == 8 and heel.rows == 8  # the first chunk held it
-    assert "nothing smaller" in heel.certificate["note"]
+    assert heel.screen.screened == 8 and heel.rows == 8  # the first chunk held it
+    assert "nothing smaller" in heel.certificate.note
 
 
 @pytest.mark.parametrize("planted", [(5,), (2, 30), (0, 17, 39), (4, 9, 13, 21, 33)])
@@ -109,7 +109,7 @@ def test_certificate_finds_a_smaller_set_than_the_irreducible_one():
     score = synthetic(delta_of)
     heel = find_smallest_heel(score, N[:5], SearchPlan(epsilon=1.0))
     assert sorted(n.channel for n in heel.neurons) == [3, 4]
-    assert heel.certificate["smaller_set"] == ["m:3", "m:4"]
+    assert heel.certificate.smaller_set == ("m:3", "m:4")
 
 
 def test_budget_stops_with_the_best_set_so_far():
@@ -119,16 +119,16 @@ def test_budget_stops_with_the_best_set_so_far():
     assert heel.stopped == "budget" and score.rows == heel.rows == 20
     assert heel.reached and {n.channel for n in heel.neurons} >= {3, 7}
     assert heel.delta == score([list(heel.neurons)])[0] >= 1.0
-    assert 8 <= heel.screen["screened"] < 40 and heel.screen["sizing"]["screen"] == heel.screen["screened"]
-    assert [s["stage"] for s in heel.stages] == ["screen", "greedy", "prune"]
-    assert "not certified" in heel.certificate["note"] or "nor certified" in heel.certificate["note"]
+    assert 8 <= heel.screen.screened < 40 and heel.screen.sizing["screen"] == heel.screen.screened
+    assert [s.stage for s in heel.stages] == ["screen", "greedy", "prune"]
+    assert "not certified" in heel.certificate.note or "nor certified" in heel.certificate.note
 
 
 def test_a_tight_budget_takes_narrow_greedy_steps_and_still_finds_the_pair():
     score = SetScorer(lambda sets: [[and_pair(frozenset(n.channel for n in s)) for s in sets]], 1, max_rows=50)
     heel = find_smallest_heel(score, N, SearchPlan(epsilon=1.0, max_rows=50))
     assert heel.stopped == "reached" and sorted(n.channel for n in heel.neurons) == [3, 7] and heel.rows <= 50
-    widths = [t["rescreened"] for t in heel.trace if t["stage"] == "greedy" and t["rescreened"]]
+    widths = [t.rescreened for t in heel.trace if t.stage == "greedy" and t.rescreened]
     assert widths and max(widths) < 32  # the default rescreen would have spent the budget in one step
     with pytest.raises(BudgetExhausted):
         score([[N[i], N[j]] for i, j in combinations(range(40), 2)])
@@ -183,16 +183,16 @@ def test_search_finds_the_planted_pair_that_the_prefix_ranks_badly(planted_lm):
     options = dict(noise_options={"samples": 8}, progress=False)
     heel = search_heel(planted_lm, [TEXT], SearchPlan(epsilon=1.0), **options)
     assert heel.reached and {str(n) for n in heel.neurons} == PAIR and heel.delta > 100
-    alone = {r["neuron"]: r["delta"] for r in heel.screen["top"]}
+    alone = {r.neuron: r.delta for r in heel.screen.top}
     assert all(0 < alone[n] < 1.0 for n in PAIR)
     # The pair is two neurons: each part of the portfolio looked for a single one, and none crossed.
-    assert heel.portfolio["found_by"] == "all"
-    assert [p["name"] for p in heel.portfolio["parts"]] == ["all", "gate,up,act", "q,k,v", "o,down"]
-    assert all(p["ran"] and p["size"] == 0 for p in heel.portfolio["parts"][1:])
+    assert heel.portfolio.found_by == "all"
+    assert [p.name for p in heel.portfolio.parts] == ["all", "gate,up,act", "q,k,v", "o,down"]
+    assert all(p.ran and p.size == 0 for p in heel.portfolio.parts[1:])
     prefix = search_heel(planted_lm, [TEXT], SearchPlan(epsilon=1.0, strategy="prefix", prune="none"), **options)
-    prefix_size = next(s["size"] for s in prefix.stages if s["stage"] == "prefix")
+    prefix_size = next(s.size for s in prefix.stages if s.stage == "prefix")
     assert prefix_size > 2  # the paper's prefix needs more; the certificate then finds the pair in it
-    assert {str(n) for n in prefix.neurons} == PAIR and prefix.certificate["smaller_set"]
+    assert {str(n) for n in prefix.neurons} == PAIR and prefix.certificate.smaller_set
 
 
 @pytest.mark.parametrize("ablation,expect", [("zero", True), ("mean", False), ("position0", True)])
@@ -202,7 +202,7 @@ def test_ablations_on_the_planted_heel(planted_lm, ablation, expect):
     a loss of about 1000 nats: enough for the mean over the text, less than everywhere."""
     plan = SearchPlan(epsilon=1.0, ablation=ablation, max_size=8)
     heel = search_heel(planted_lm, [TEXT], plan, signals=["activation"], progress=False)
-    assert heel.reached == expect and heel.settings["ablation"] == ablation
+    assert heel.reached == expect and heel.settings.ablation == ablation
     if expect:
         assert {str(n) for n in heel.neurons} == PAIR
     if ablation == "position0":
@@ -262,9 +262,9 @@ def test_no_heel_is_reported_with_the_best_single_and_pair():
     # Not reached: the best set evaluated is kept, with its finite Delta, never [] / -inf.
     assert not heel.reached and heel.stopped == "not reached" and len(heel.neurons) == 2
     assert heel.delta == pytest.approx(0.2)
-    best = heel.certificate["best_delta_by_size"]
-    assert best[1] == pytest.approx(0.1) and best[2] == pytest.approx(0.2)
-    assert "best pair" in heel.certificate["note"]
+    best = heel.certificate.best_delta_by_size
+    assert best["1"] == pytest.approx(0.1) and best["2"] == pytest.approx(0.2)
+    assert "best pair" in heel.certificate.note
 
 
 def test_transfer_table_applies_every_heel_to_every_text(planted_lm):
@@ -272,12 +272,12 @@ def test_transfer_table_applies_every_heel_to_every_text(planted_lm):
     other = "Every evening the lamps along the harbour wall were lit one after another."
     heel = search_with_transfer(planted_lm, [TEXT, other], ["river", "harbour"], SearchPlan(epsilon=1.0),
                                 signals=["activation", "attribution"], progress=False)
-    rows = heel.transfer["rows"]
-    assert set(rows) == {"joint", "own:river", "own:harbour"} and heel.transfer["texts"] == ["river", "harbour"]
-    assert all(len(r["deltas"]) == 2 for r in rows.values())
+    rows = heel.transfer.rows
+    assert set(rows) == {"joint", "own:river", "own:harbour"} and heel.transfer.texts == ("river", "harbour")
+    assert all(len(r.deltas) == 2 for r in rows.values())
     # The planted pair collapses both texts, so the joint heel is the pair, and worst = min over texts.
-    assert set(rows["joint"]["neurons"]) == PAIR and heel.delta == pytest.approx(min(rows["joint"]["deltas"]))
-    assert [t["delta"] for t in heel.texts] == pytest.approx(rows["joint"]["deltas"])
+    assert set(rows["joint"].neurons) == PAIR and heel.delta == pytest.approx(min(rows["joint"].deltas))
+    assert [t.delta for t in heel.texts] == pytest.approx(rows["joint"].deltas)
 
 
 def test_search_interrupted_writes_nothing(tmp_path, monkeypatch, capsys):
@@ -335,18 +335,18 @@ def test_a_restricted_part_finds_the_smaller_heel_the_whole_search_missed():
     assert heel.reached and sorted(n.channel for n in heel.neurons) == [33, 37]
     assert_irreducible(score, list(heel.neurons), 1.0)
     record = heel.portfolio
-    assert record["found_by"] == "deep"
-    whole, deep, never = record["parts"]
-    assert whole["name"] == "all" and whole["size"] == 4 and whole["reached"]
-    assert deep["ran"] and deep["size"] == 2 and deep["pool"] == 15
+    assert record.found_by == "deep"
+    whole, deep, never = record.parts
+    assert whole.name == "all" and whole.size == 4 and whole.reached
+    assert deep.ran and deep.size == 2 and deep.pool == 15
     # After the pair only a single could be smaller: "never" still runs (its singles, screened by the whole
     # search, cost nothing again), and nothing of it crosses.
-    assert never["ran"] and never["size"] == 0 and not never["reached"] and never["rows"] < 15
+    assert never.ran and never.size == 0 and not never.reached and never.rows < 15
     # One budget: every row any part ran is counted once, and no set was evaluated twice.
     assert heel.rows == score.rows == len(score.known)
-    assert sum(p["rows"] for p in (whole, deep, never)) + heel.certificate["rows"] == heel.rows
-    assert {s["stage"] for s in heel.stages} >= {"screen", "greedy", "prune", "deep: screen", "deep: greedy"}
-    assert {t.get("part") for t in heel.trace} == {None, "deep", "never"}
+    assert sum(p.rows for p in (whole, deep, never)) + heel.certificate.rows == heel.rows
+    assert {s.stage for s in heel.stages} >= {"screen", "greedy", "prune", "deep: screen", "deep: greedy"}
+    assert {t.part for t in heel.trace} == {None, "deep", "never"}
     again = find_smallest_heel(synthetic(lured), N[:30], SearchPlan(epsilon=1.0), parts=parts)
     assert again.neurons == heel.neurons and again.trace == heel.trace  # deterministic
 
@@ -355,13 +355,13 @@ def test_parts_do_not_run_when_the_heel_is_one_neuron_and_share_the_row_budget()
     from lesion.heel.algorithms import PortfolioPart
     parts = [PortfolioPart("deep", tuple(N[25:40]))]
     one = find_smallest_heel(synthetic(lambda s: 5.0 if 2 in s else 0.0), N, SearchPlan(epsilon=1.0), parts=parts)
-    assert one.rows == 8 and one.portfolio["parts"][1] == {"name": "deep", "pool": 15, "ran": False,
-                                                           "why": "the heel is one neuron: nothing smaller exists"}
+    assert one.rows == 8 and one.portfolio.parts[1].to_dict() == {
+        "name": "deep", "pool": 15, "ran": False, "why": "the heel is one neuron: nothing smaller exists"}
     score = SetScorer(lambda sets: [[lured(frozenset(n.channel for n in s)) for s in sets]], 1, max_rows=120)
     heel = find_smallest_heel(score, N[:30], SearchPlan(epsilon=1.0, max_rows=120), parts=parts)
     assert score.rows <= 120 and heel.rows == score.rows
-    whole, deep = heel.portfolio["parts"]
-    assert deep["ran"] and deep["rows"] <= (120 - whole["rows"]) * 2 // 3 + 1  # at most two thirds of what was left
+    whole, deep = heel.portfolio.parts
+    assert deep.ran and deep.rows <= (120 - whole.rows) * 2 // 3 + 1  # at most two thirds of what was left
 
 
 def test_a_part_pool_is_the_pool_of_the_search_restricted_to_its_components(planted_lm):
@@ -390,7 +390,7 @@ def test_after_a_pair_the_last_part_screens_its_whole_pool_with_every_row_left()
     score = SetScorer(lambda sets: [[late_single(frozenset(n.channel for n in s)) for s in sets]], 1, max_rows=60)
     heel = find_smallest_heel(score, N[:10], SearchPlan(epsilon=1.0, max_rows=60),
                               parts=[PortfolioPart("wide", tuple(N[10:40]))])
-    whole, wide = heel.portfolio["parts"]
-    assert whole["size"] == 2 and 60 - whole["rows"] >= 30  # the pair, with the rows for 30 singles left
-    assert [n.channel for n in heel.neurons] == [39] and heel.portfolio["found_by"] == "wide"
-    assert wide["screened"] == 30 and wide["rows"] == 30 and heel.rows <= 60
+    whole, wide = heel.portfolio.parts
+    assert whole.size == 2 and 60 - whole.rows >= 30  # the pair, with the rows for 30 singles left
+    assert [n.channel for n in heel.neurons] == [39] and heel.portfolio.found_by == "wide"
+    assert wide.screened == 30 and wide.rows == 30 and heel.rows <= 60

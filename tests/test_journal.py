@@ -99,7 +99,7 @@ def test_confirm_re_scores_what_the_journal_claims():
 def test_a_forged_journal_never_becomes_a_certified_heel():
     plan = SearchPlan(epsilon=1.0, max_rows=5000, certify_rows=500)
     honest = find_smallest_heel(synthetic(and_pair), N[:12], plan)
-    assert honest.reached and set(honest.neurons) == {N[3], N[7]} and honest.certificate["certified"]
+    assert honest.reached and set(honest.neurons) == {N[3], N[7]} and honest.certificate.certified
 
     forged = synthetic(and_pair)
     forged.load({frozenset([N[9]]): (9.9,)})  # really 0.01: it would be a one-neuron heel
@@ -109,8 +109,8 @@ def test_a_forged_journal_never_becomes_a_certified_heel():
     true = synthetic(and_pair)  # a true journal: the same heel, its sets re-scored
     true.load({frozenset([n]): (and_pair(frozenset([n.channel])),) for n in N[:12]})
     resumed = find_smallest_heel(true, N[:12], plan)
-    assert resumed.neurons == honest.neurons and resumed.certificate["certified"]
-    assert resumed.screen["confirmed_sets"] == true.confirmed > 0
+    assert resumed.neurons == honest.neurons and resumed.certificate.certified
+    assert resumed.screen.confirmed_sets == true.confirmed > 0
 
 
 def test_the_journal_refuses_what_it_did_not_write(tmp_path):

@@ -4,6 +4,7 @@ import torch
 from lesion.neurons import discover_sites
 from lesion.scorers import RANKERS
 from lesion.stage1 import rank_by_activation, rank_by_gradient, rank_by_random, ranking_from_scores
+from lesion.results import Settings
 
 
 def test_activation_ranker_is_max_abs_activation(tiny, ids):
@@ -48,7 +49,7 @@ def test_random_ranker_covers_the_same_neurons(tiny_llama, ids):
     a, b, c = (rank_by_random(tiny_llama, ids, index, seed=s) for s in (1, 1, 2))
     assert a.values.shape == (index.total,) and torch.equal(a.values, b.values)
     assert not torch.equal(a.values, c.values)
-    ranking = ranking_from_scores(index, a, "random", index.total, "tiny", {})
+    ranking = ranking_from_scores(index, a, "random", index.total, "tiny", Settings())
     assert sorted(map(str, ranking.neurons)) == sorted(map(str, index.neurons(range(index.total))))
 
 

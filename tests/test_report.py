@@ -95,21 +95,20 @@ def test_render_check_catches_a_broken_figure(run_dir, tmp_path, capsys):
 
 
 def test_scan_figures_are_drawn_from_the_scan_files_alone(run_dir):
-    import json
-
     from lesion.report import figures
+    from lesion.results import CriticalSet, Ranking
 
-    ranking = json.loads((run_dir / "ranking.json").read_text())
-    critical = json.loads((run_dir / "critical.json").read_text())
+    ranking = Ranking.load(run_dir / "ranking.json")
+    critical = CriticalSet.load(run_dir / "critical.json")
     heat = figures.ranking_map(ranking, critical, top=7)
     assert heat.axes[0].images[0].get_array().sum() == 7  # every top neuron in one cell
     stars = [line for line in heat.axes[0].lines if line.get_marker() == "*"]
-    assert len(stars) == len({figures.layer_and_kind(n) for n in critical["neurons"]})
+    assert len(stars) == len({figures.layer_and_kind(str(n)) for n in critical.neurons})
     trajectory = figures.stage2_trajectory(critical)
     xs = trajectory.axes[0].lines[0].get_xdata()
-    assert list(xs) == [0] + [t["n"] for t in critical["trajectory"]]
+    assert list(xs) == [0] + [t.n for t in critical.trajectory]
     scores = figures.score_distribution(ranking, critical)
-    assert len(scores.axes[0].lines[0].get_xdata()) == len(ranking["scores"])
+    assert len(scores.axes[0].lines[0].get_xdata()) == len(ranking.scores)
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -124,6 +123,7 @@ def test_layer_and_kind_from_the_name(name, expected):
 
 def test_n_axes_have_integer_ticks():
     from lesion.report import figures
+    from lesion.results import CriticalSet, Settings, Step
 
     def ticks(fig):
         fig.canvas.draw()
@@ -133,7 +133,7 @@ def test_n_axes_have_integer_ticks():
 
     phase = PhaseData(baseline_ppl=1.0, n_star=3, epsilon=1.0, alone=(), joint_delta=2.0, sum_of_alone=0.0,
                       curve=tuple(CurvePoint(n=n, ppl=1.0, delta=d) for n, d in ((1, 0.1), (2, 0.4), (3, 2.0))))
-    critical = {"trajectory": [{"n": n, "ppl": 1.0, "delta": d} for n, d in ((1, 0.1), (2, 0.3), (3, 1.5))],
-                "settings": {"epsilon": 1.0}, "reached": True, "n": 3}
+    trajectory = tuple(Step(n, 1.0, d) for n, d in ((1, 0.1), (2, 0.3), (3, 1.5)))
+    critical = CriticalSet("m", tuple(range(3)), 1.0, 1.0, 1.5, True, trajectory, 4, Settings.of(epsilon=1.0))
     for fig in (figures.phase_curve(phase), figures.stage2_trajectory(critical)):
         assert ticks(fig) and all(float(t).is_integer() for t in ticks(fig))

@@ -83,9 +83,9 @@ def test_gallop_finds_the_linear_first_crossing_on_a_monotone_trajectory(tiny_ll
     gallop = find_critical_set(tiny_llama, ids, index, candidates, stage2="gallop", progress=False)
     assert len(linear.neurons) == first and gallop.neurons == linear.neurons
     assert gallop.delta == linear.delta
-    assert not gallop.settings["gallop"]["delta_fell_at_gallop_points"]
-    assert not gallop.settings["gallop"]["delta_fell_inside_bracket"]
-    low, high = gallop.settings["gallop"]["bracket"]
+    assert not gallop.settings.gallop["delta_fell_at_gallop_points"]
+    assert not gallop.settings.gallop["delta_fell_inside_bracket"]
+    low, high = gallop.settings.gallop["bracket"]
     assert low < first <= high
     if first >= 37:
         assert gallop.forward_rows < linear.forward_rows
@@ -100,9 +100,9 @@ def test_gallop_says_when_delta_fell_and_it_may_have_missed_a_crossing(tiny_llam
     gallop = find_critical_set(tiny_llama, ids, index, candidates, stage2="gallop", progress=False)
     assert len(linear.neurons) == 3
     assert len(gallop.neurons) == 50  # the gallop points 1, 2, 4 miss n = 3; 64 crosses; 50 is first inside
-    assert gallop.settings["gallop"]["bracket"] == [32, 64]
-    assert gallop.settings["gallop"]["delta_fell_at_gallop_points"]  # Delta(4) < Delta(2): it says so
-    assert not gallop.settings["gallop"]["delta_fell_inside_bracket"]
+    assert gallop.settings.gallop["bracket"] == [32, 64]
+    assert gallop.settings.gallop["delta_fell_at_gallop_points"]  # Delta(4) < Delta(2): it says so
+    assert not gallop.settings.gallop["delta_fell_inside_bracket"]
     with pytest.raises(ParameterError, match="stage2 must be one of linear, gallop") as raised:
         find_critical_set(tiny_llama, ids, index, candidates, stage2="binary", progress=False)
     assert raised.value.parameter == "stage2"

@@ -57,7 +57,7 @@ def _phase(i: AnalysisInputs, max_n=None):
     if max_n is not None and (isinstance(max_n, bool) or not isinstance(max_n, int) or max_n < 1):
         raise ParameterError("max_n", f"must be a whole number >= 1 (got {max_n!r})")
     result = phase_transition(i.study, i.ranking.neurons, i.critical.neurons, max_n,
-                              epsilon=i.critical.settings.get("epsilon", 1.0))
+                              epsilon=i.critical.settings.epsilon_or_default)
     return result, i.study.settings()
 
 
@@ -160,5 +160,5 @@ def run_analysis(name: str, inputs: AnalysisInputs, **options) -> "AnalysisResul
     from ..results.analysis import AnalysisResult
     check_analysis_options(name, options)
     data, settings = REGISTRY[name].compute(inputs, **options)
-    model = inputs.model if inputs.model is not None else settings.get("model")
+    model = inputs.model if inputs.model is not None else settings.model
     return AnalysisResult(analysis=name, model=model, data=data, settings=settings)

@@ -4,11 +4,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from ..options import DEFAULT_DTYPE, DEFAULT_MODEL, DTYPES, STAGE2
 from ..scorers import RANKERS
+
+if TYPE_CHECKING:
+    from ..results.settings import Settings
 
 console = Console(highlight=False)
 
@@ -117,21 +121,20 @@ def check_device(args) -> None:
     check(args.device, args.device_map)
 
 
-def resolve_model_args(args, recorded: dict | None = None) -> None:
+def resolve_model_args(args, recorded: Settings | None = None) -> None:
     """Fill in --model, --revision and --dtype: as given, else those the result read was made with
     (a hub id at the commit it was read at), else defaults."""
-    recorded = recorded or {}
     if args.model is None:
-        args.model = recorded.get("model") or DEFAULT_MODEL
-        if args.dtype is None and recorded.get("model"):
-            args.dtype = recorded.get("dtype")
-        if args.revision is None and recorded.get("model"):
-            args.revision = recorded.get("model_revision")
+        args.model = (recorded.model if recorded is not None else None) or DEFAULT_MODEL
+        if args.dtype is None and recorded is not None and recorded.model:
+            args.dtype = recorded.dtype
+        if args.revision is None and recorded is not None and recorded.model:
+            args.revision = recorded.model_revision
     if args.dtype is None:
         args.dtype = DEFAULT_DTYPE
 
 
-def load(args, recorded: dict | None = None):
+def load(args, recorded: Settings | None = None):
     """Load the model named by the model arguments, or by ``recorded`` (a result's settings) when
     --model is not given; checks the arguments before the (slow) load."""
     from ..loading import load_model

@@ -145,7 +145,7 @@ def run_identify(args) -> int:
 
 
 def print_critical(critical: CriticalSet, timings: dict) -> None:
-    epsilon = critical.settings.get("epsilon", 1.0)
+    epsilon = critical.settings.epsilon_or_default
     if critical.reached:
         console.print(f"[bold]critical set[/bold]: {len(critical.neurons)} neuron(s) reach Delta >= {epsilon}")
         shown = 15

@@ -4,12 +4,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
 from ..errors import LesionError
 from ..filenames import HEEL
 from . import error_line, flag
+
+if TYPE_CHECKING:
+    from ..results import Portfolio, PortfolioRun
 from .common import (add_common_flags, add_components_arg, add_model_args, add_noise_args, check_noise_args,
                      check_out, console, fmt, load, named, progress_enabled)
 
@@ -144,8 +148,8 @@ def run(args) -> int:
     except LesionError as e:  # a full disk: the one line still says what was found
         raise LesionError(f"{error_line(e)}; the search found {len(heel.neurons)} neuron(s), Delta {fmt(heel.delta)}: "
                           f"{' '.join(map(str, heel.neurons)) or 'none'}") from None
-    if heel.screen.get("journal_failure"):
-        print(f"lesion: note: the journal {journal} stopped ({heel.screen['journal_failure']}): "
+    if heel.screen.journal_failure:
+        print(f"lesion: note: the journal {journal} stopped ({heel.screen.journal_failure}): "
               f"{flag('resume')} redoes the sets after those", file=sys.stderr)
     console.print(f"wrote {path}")
     if heel.stopped == "interrupted":
@@ -155,7 +159,7 @@ def run(args) -> int:
 
 
 def print_heel(heel, names: list[str]) -> None:
-    eps = heel.settings.get("epsilon", 1.0)
+    eps = heel.settings.epsilon_or_default
     head = (f"[bold]heel[/bold]: {len(heel.neurons)} neuron(s), Delta {fmt(heel.delta)} >= {eps:g}" if heel.reached
             else f"[bold]no set reached Delta >= {eps:g}[/bold] ({heel.stopped}); best set so far: "
                  f"{len(heel.neurons)} neuron(s), Delta {fmt(heel.delta)}")
@@ -166,59 +170,58 @@ def print_heel(heel, names: list[str]) -> None:
     if heel.profile:
         table = Table("#", "neuron", "Delta alone", "peak |a|", "at token")
         for i, row in enumerate(heel.profile, 1):
-            table.add_row(str(i), row["neuron"], "-" if row["alone"] is None else fmt(row["alone"]),
-                          fmt(row["peak_abs"]), str(row["peak_position"]))
+            table.add_row(str(i), row.neuron, "-" if row.alone is None else fmt(row.alone), fmt(row.peak_abs),
+                          str(row.peak_position))
         console.print(table)
     stages = Table("stage", "rows", "seconds", "set size", "Delta")
     for s in heel.stages:
-        stages.add_row(s["stage"], str(s["rows"]), f"{s['seconds']:.1f}", str(s["size"]),
-                       "-" if s["delta"] is None else fmt(s["delta"]))
+        stages.add_row(s.stage, str(s.rows), f"{s.seconds:.1f}", str(s.size), "-" if s.delta is None else fmt(s.delta))
     console.print(stages)
     cert = heel.certificate
-    if cert.get("note"):
-        console.print(f"certificate: {named(cert['note'])}")
-    elif cert:
-        sizes = ", ".join(f"size {k}: {fmt(v)}" for k, v in cert.get("best_delta_by_size", {}).items())
-        if cert.get("smaller_set"):
-            verdict = f"a smaller set was found and replaced the pruned one ({len(cert['smaller_set'])} neurons)"
-        elif cert.get("certified"):
-            verdict = f"no smaller set among the top {cert.get('pool')} screened neurons"
+    if cert.note:
+        console.print(f"certificate: {named(cert.note)}")
+    elif cert.present:
+        sizes = ", ".join(f"size {k}: {fmt(v)}" for k, v in (cert.best_delta_by_size or {}).items())
+        if cert.smaller_set:
+            verdict = f"a smaller set was found and replaced the pruned one ({len(cert.smaller_set)} neurons)"
+        elif cert.certified:
+            verdict = f"no smaller set among the top {cert.pool} screened neurons"
         else:
-            verdict = f"not certified ({named(cert.get('note', 'search cut short'))})"
+            verdict = "not certified (search cut short)"
         console.print(f"certificate: {verdict}; best Delta by size: {sizes}", soft_wrap=True)
     if len(heel.texts) > 1:
         per = Table("text", "tokens", "baseline PPL", "Delta")
         for name, t in zip(names, heel.texts):
-            per.add_row(name, str(t.get("tokens")), fmt(t["baseline_ppl"]), fmt(t["delta"]))
+            per.add_row(name, str(t.tokens), fmt(t.baseline_ppl), fmt(t.delta))
         console.print(per)
     if heel.transfer:
-        tr = Table("heel \\ text", "size", *heel.transfer["texts"])
-        for label, row in heel.transfer["rows"].items():
-            tr.add_row(label, str(len(row["neurons"])), *("-" if d is None else fmt(d) for d in row["deltas"]))
+        tr = Table("heel \\ text", "size", *heel.transfer.texts)
+        for label, row in heel.transfer.rows.items():
+            tr.add_row(label, str(len(row.neurons)), *("-" if d is None else fmt(d) for d in row.deltas))
         console.print(tr)
     if heel.portfolio:
         console.print(portfolio_line(heel.portfolio), soft_wrap=True)
     rate = f", {heel.rows / heel.seconds:.3g} rows/s" if heel.seconds else ""
     console.print(f"{heel.rows} masked rows in all, {heel.seconds:.1f} s{rate}; stopped: {heel.stopped}")
-    estimate = heel.screen.get("estimate")
-    if estimate and estimate.get("spearman") is not None:
-        console.print(f"first-order estimate vs masked Delta of the {estimate['masked']} screened: "
-                      f"Spearman {estimate['spearman']:.2f}")
+    estimate = heel.screen.estimate
+    if estimate is not None and estimate.spearman is not None:
+        console.print(f"first-order estimate vs masked Delta of the {estimate.masked} screened: "
+                      f"Spearman {estimate.spearman:.2f}")
 
 
-def portfolio_line(portfolio: dict) -> str:
+def portfolio_line(portfolio: Portfolio) -> str:
     """Which part of the portfolio found the answer, and what each part found (or why it did not run)."""
-    def part(p: dict) -> str:
-        if not p.get("ran", True):
-            return f"{p['name']}: not run ({named(p['why'])})"
+    def part(p: PortfolioRun) -> str:
+        if p.ran is False:
+            return f"{p.name}: not run ({named(p.why)})"
         outcome = {"budget": "its rows ran out", "interrupted": "interrupted"}.get(
-            p["stopped"], "no set reached" if p["name"] == "all" else "nothing smaller")
-        return f"{p['name']}: {str(p['size']) + ' neuron(s)' if p['reached'] else outcome}, {p['rows']} rows"
-    who = portfolio["found_by"]
+            p.stopped or "", "no set reached" if p.name == "all" else "nothing smaller")
+        return f"{p.name}: {str(p.size) + ' neuron(s)' if p.reached else outcome}, {p.rows} rows"
+    who = portfolio.found_by
     source = {"all": "the search over every component", "certificate": "the certificate"}.get(
         who, f"the search restricted to {who} ({flag('components')} {who})")
-    parts = portfolio["parts"][1:]
-    whys = {p.get("why") for p in parts}
+    parts = portfolio.parts[1:]
+    whys = {p.why for p in parts}
     if parts and len(whys) == 1 and None not in whys:
         return f"found by {source}; the portfolio's restricted parts did not run: {whys.pop()}"
-    return f"found by {source}; portfolio: " + "; ".join(part(p) for p in portfolio["parts"])
+    return f"found by {source}; portfolio: " + "; ".join(part(p) for p in portfolio.parts)

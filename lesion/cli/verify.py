@@ -50,8 +50,8 @@ def run(args) -> int:
         return TAMPERED
     console.print(f"intact: all {len(checks)} slices match")
     if not report.whole_model_matches:
-        console.print(f"[yellow]note[/yellow]: the whole model's fingerprint ({report.settings['model_fingerprint']}) "
-                      f"is not the one {args.against} recorded ({critical.settings.get('model_fingerprint')}): "
+        console.print(f"[yellow]note[/yellow]: the whole model's fingerprint ({report.settings.model_fingerprint}) "
+                      f"is not the one {args.against} recorded ({critical.settings.model_fingerprint}): "
                       "weights outside the checked slices differ (another model, a fine-tune, or edits elsewhere); "
                       "the critical neurons' own weights are intact")
     return 0

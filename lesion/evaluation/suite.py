@@ -10,6 +10,7 @@ from ..anytime import Anytime, check_time_budget
 from ..errors import ParameterError
 from ..neurons import Neuron, discover_sites
 from ..results.evaluation import EvalReport
+from ..results.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,8 @@ def evaluate(lm, neurons: Sequence[Neuron], plan: EvalPlan = EvalPlan(), *,
     if plan.corpora:
         check_fits(lm.model, plan.window, "window", "pass one no longer than the context")
     index = discover_sites(lm.model, "all")
-    settings = {**model_provenance(lm), "window": plan.window, "stride": plan.stride,
-                "max_tokens": plan.max_tokens or 0, "loss_dtype": "float32"}
+    settings = Settings.of(model_provenance(lm), window=plan.window, stride=plan.stride,
+                           max_tokens=plan.max_tokens or 0, loss_dtype="float32")
     parts: dict = {}
     run = Anytime(plan.steps(len(levels)), "eval", time_budget=time_budget, progress=progress)
     with run:

@@ -108,7 +108,7 @@ def search_summary(lm, text: str, budget: Budget, progress: bool, components: st
                        noise_options={"samples": budget.samples, "seed": budget.seed})
     if heel.stopped == "interrupted":  # the search keeps its best set and returns; hardening stops entirely
         raise KeyboardInterrupt
-    return set_summary(heel, heel.rows, stopped=heel.stopped, epsilon=heel.settings.get("epsilon", 1.0),
+    return set_summary(heel, heel.rows, stopped=heel.stopped, epsilon=heel.settings.epsilon_or_default,
                        all_neurons=tuple(str(n) for n in heel.neurons))
 
 

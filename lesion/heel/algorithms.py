@@ -37,7 +37,7 @@ from ..errors import BudgetExhausted, LesionError, ParameterError
 from ..metrics import LN10, check_epsilon, perplexity
 from ..neurons import Neuron
 from ..options import ABLATIONS, OBJECTIVES, PRUNERS, STRATEGIES
-from ..results import Heel
+from ..results import Certificate, Heel, Portfolio, Screen, Settings, Stage, Stopped, TextScore, TraceStep
 from .scorer import SetScorer
 
 
@@ -313,7 +313,7 @@ PART_SHARE = 2 / 3  # of the rows left, what the next part may take (the rest: l
 
 def find_smallest_heel(score: SetScorer, pool: Sequence[Neuron], plan: SearchPlan,
                        prefix_order: Callable[[], Sequence[Neuron]] | None = None,
-                       model_name: str = "", settings: dict | None = None, pool_info: dict | None = None,
+                       model_name: str = "", settings: Settings | None = None, pool_info: dict | None = None,
                        text_info: Sequence[dict] = (), progress: Callable[[str], None] | None = None,
                        estimate: dict[Neuron, float] | None = None,
                        parts: Sequence[PortfolioPart] = ()) -> Heel:
@@ -380,8 +380,8 @@ def find_smallest_heel(score: SetScorer, pool: Sequence[Neuron], plan: SearchPla
             **({"confirmed_sets": score.confirmed} if score.confirmed else {}),
             **({"sizing": sizing} if sizing else {}), **_estimate_check(estimate, screened)}
     heel = _heel(score, answer, plan, stopped, screened, certificate, stages, trace, model_name,
-                 settings or {}, info, text_info, len(pool), time.perf_counter() - started)
-    return heel if portfolio is None else replace(heel, portfolio=portfolio)
+                 settings or Settings(), info, text_info, len(pool), time.perf_counter() - started)
+    return heel if portfolio is None else replace(heel, portfolio=Portfolio.from_dict(portfolio))
 
 
 @dataclass
@@ -600,8 +600,8 @@ def _heel(score: SetScorer, answer, plan: SearchPlan, stopped, screened, certifi
           model_name, settings, pool_info, text_info, pool_size: int, seconds: float) -> Heel:
     per_text = score.per_text([answer])[0] if answer else tuple(-math.inf for _ in range(score.texts))
     objective = score.aggregate(per_text) if answer else -math.inf
-    texts = tuple({**info, "baseline_ppl": perplexity(clean), "delta": d,
-                   "masked_ppl": perplexity(clean + d * LN10) if answer else None}
+    texts = tuple(TextScore(**info, baseline_ppl=perplexity(clean), delta=d,
+                            masked_ppl=perplexity(clean + d * LN10) if answer else None)
                   for info, clean, d in zip(_pad(text_info, score.texts), score.clean, per_text))
     if plan.objective == "worst" and answer:
         which = min(range(len(per_text)), key=lambda i: per_text[i])
@@ -616,9 +616,10 @@ def _heel(score: SetScorer, answer, plan: SearchPlan, stopped, screened, certifi
                    "heel_alone": {str(n): score.aggregate(score.known[frozenset([n])]) for n in answer
                                   if frozenset([n]) in score.known}}
     return Heel(model_name, tuple(answer), reached, objective, perplexity(clean),
-                perplexity(clean + objective * LN10) if answer else math.nan, score.rows, texts, tuple(stages),
-                screen_info, certificate, tuple(trace), stopped,
-                {**settings, **{k: getattr(plan, k) for k in plan.__dataclass_fields__}},
+                perplexity(clean + objective * LN10) if answer else math.nan, score.rows, texts,
+                tuple(Stage(**s) for s in stages), Screen.of(screen_info), Certificate.of(certificate),
+                tuple(TraceStep.of(t) for t in trace),
+                Stopped(stopped), settings.merged({k: getattr(plan, k) for k in plan.__dataclass_fields__}),
                 seconds=round(seconds, 3))
 
 

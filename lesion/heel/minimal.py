@@ -8,7 +8,6 @@ the optimum within that pool. Both evaluate their candidate sets in batched forw
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from itertools import combinations, islice
 from math import comb
 
@@ -17,42 +16,10 @@ from ..anytime import Anytime
 from ..errors import LesionError, ParameterError
 from ..neurons import Neuron
 from ..results import CriticalSet, Ranking
-from ..results.base import Result
+from ..results.minimal import MinimalSets
 from ..study import Study
 from .algorithms import make_irreducible, prune_best_drop
 from .scorer import SetScorer
-
-
-@dataclass(frozen=True)
-class MinimalSets(Result):
-    greedy: tuple[str, ...]
-    greedy_delta: float
-    irreducible: tuple[str, ...]
-    irreducible_delta: float
-    prune_rows: int
-    optimum: tuple[str, ...] | None  # None: no subset of the pool reaches epsilon up to max_size
-    optimum_delta: float | None
-    pool: int
-    max_size: int
-    search_rows: int  # sets evaluated by the exhaustive search
-    search_forwards: int  # batched forward passes of the text those sets took
-    greedy_is_optimal: bool | None  # within the pool; None when the pool does not hold the greedy set
-    settings: dict = field(default_factory=dict)
-    # complete | budget | interrupted: a stopped search certifies sizes < searched_size + 1 only
-    stopped: str = "complete"
-    searched_size: int = 0  # every subset up to this size was evaluated
-    seconds: float = 0.0
-
-    SOURCE = "minimal sets: pass minimal-eps<E>.json from `lesion minimal`"
-
-    def to_dict(self) -> dict:
-        from dataclasses import asdict
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "MinimalSets":
-        lists = ("greedy", "irreducible", "optimum")
-        return cls(**{k: (tuple(v) if k in lists and v is not None else v) for k, v in d.items()})
 
 
 def _deltas(study: Study, sets: list[list[Neuron]], clean: float) -> list[float]:
@@ -159,7 +126,7 @@ def minimal_sets(study: Study, ranking: Sequence[Neuron], greedy: Sequence[Neuro
 
 def recorded_epsilon(critical: CriticalSet) -> float:
     """The epsilon a critical set was found at (Stage 2's default, 1, where it records none)."""
-    return float(critical.settings.get("epsilon", 1.0))
+    return critical.settings.epsilon_or_default
 
 
 def minimal_epsilon(epsilon: float | None, critical: CriticalSet | None) -> float:

@@ -13,7 +13,7 @@ from .. import distributed
 from ..ablation import baseline_nll
 from ..errors import ParameterError
 from ..neurons import Neuron, SiteIndex
-from ..results import Heel
+from ..results import Heel, NeuronProfile, Stopped, Transfer, TransferRow
 from ..scorers import SCORERS, SIGNALS
 from ..stage1 import clean_activations
 from ..study import Study
@@ -95,12 +95,12 @@ def search_heel(lm, texts: Sequence[str] | Mapping[str, str], plan: SearchPlan, 
 
     info = [{"name": name, "sha256": text_hash(s.text), "tokens": int(s.input_ids.shape[1])}
             for name, s in zip(list(names) + [f"text{i + 1}" for i in range(len(names), len(studies))], studies)]
-    settings = {**studies[0].settings(), "signals": list(signals), "per_signal": per_signal, "noise": noise_options,
-                "bare_row_seconds": round(bare_row_seconds, 4)}
+    settings = studies[0].settings(signals=list(signals), per_signal=per_signal, noise=noise_options,
+                                   bare_row_seconds=round(bare_row_seconds, 4))
     if left_out:
-        settings["signals_left_out"] = left_out
+        settings = settings.merged(signals_left_out=left_out)
     if len(texts) > 1:  # each text is in the result's `texts`, with its hash and token count
-        settings.update(text=None, text_sha256=None, tokens=None, texts=list(texts))
+        settings = settings.merged(text=None, text_sha256=None, tokens=None, texts=list(texts))
     pool_info = {**brought, "per_signal": per_signal, "signal_seconds": signal_seconds}
     bar = SearchProgress(progress).attach(score)
     try:
@@ -114,13 +114,13 @@ def search_heel(lm, texts: Sequence[str] | Mapping[str, str], plan: SearchPlan, 
             score.journal.close()
     heel = replace(heel, seconds=round(time.monotonic() - began, 3))  # the signals included
     if score.journal is not None and score.journal.failure:  # a full disk: the search went on without it
-        heel = replace(heel, screen={**heel.screen, "journal_failure": score.journal.failure})
-    if heel.stopped == "interrupted":
+        heel = replace(heel, screen=heel.screen.merged(journal_failure=score.journal.failure))
+    if heel.stopped == Stopped.INTERRUPTED:
         return heel  # an interrupt asks for the result now: no more forwards
     try:
         return replace(heel, profile=tuple(describe(lm.model, index, studies[0].input_ids, heel)))
     except KeyboardInterrupt:  # during the profile's one forward: the set is found, keep it
-        return replace(heel, stopped="interrupted")
+        return replace(heel, stopped=Stopped.INTERRUPTED)
 
 
 def text_names(texts: Sequence[str] | Mapping[str, str], names: Sequence[str] = ()) -> tuple[list[str], list[str]]:
@@ -212,20 +212,19 @@ def _open_journal(score: SetScorer, lm, studies, plan: SearchPlan, path, resume:
     return resumed
 
 
-def describe(model: torch.nn.Module, index: SiteIndex, input_ids: torch.Tensor, heel: Heel) -> list[dict]:
+def describe(model: torch.nn.Module, index: SiteIndex, input_ids: torch.Tensor, heel: Heel) -> list[NeuronProfile]:
     """Where each heel neuron sits and where (on the first text) its |activation| peaks."""
     if not heel.neurons:
         return []
     sites = SiteIndex([index.by_name[m] for m in dict.fromkeys(n.module for n in heel.neurons)])
     acts = clean_activations(model, input_ids, sites)
-    alone = heel.screen.get("heel_alone", {})
+    alone = heel.screen.heel_alone or {}
     rows = []
     for n in heel.neurons:
         a = acts[n.module][:, n.channel].abs()
         site = index.by_name[n.module]
-        rows.append({"neuron": str(n), "layer": site.layer, "kind": site.kind, "alone": alone.get(str(n)),
-                     "peak_position": int(a.argmax()), "peak_abs": float(a.max()),
-                     "median_abs_of_module": float(acts[n.module].abs().median())})
+        rows.append(NeuronProfile(str(n), site.layer, site.kind, alone.get(str(n)), int(a.argmax()), float(a.max()),
+                                  float(acts[n.module].abs().median())))
     return rows
 
 
@@ -261,9 +260,7 @@ def search_with_transfer(lm, texts: Sequence[str] | Mapping[str, str], names: Se
                                    max_rows=10 ** 9, dtype=lm.dtype) for s in studies]
     heels = {"joint": joint.neurons, **{f"own:{n}": h.neurons for n, h in own.items()}}
     table = transfer_table(scorers, heels)
-    transfer = {"texts": list(names), "rows": {k: {"neurons": [str(n) for n in heels[k]], "deltas": v}
-                                                for k, v in table.items()},
-                "own_sizes": {n: len(h.neurons) for n, h in own.items()},
-                "own_rows": {n: h.rows for n, h in own.items()},
-                "transfer_rows": sum(s.rows for s in scorers)}
-    return Heel(**{**{f: getattr(joint, f) for f in joint.__dataclass_fields__}, "transfer": transfer})
+    transfer = Transfer(tuple(names), {k: TransferRow(tuple(map(str, heels[k])), tuple(v)) for k, v in table.items()},
+                        {n: len(h.neurons) for n, h in own.items()}, {n: h.rows for n, h in own.items()},
+                        sum(s.rows for s in scorers))
+    return replace(joint, transfer=transfer)

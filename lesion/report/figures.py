@@ -14,6 +14,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 if TYPE_CHECKING:
     from ..results.analysis import ComponentsData, DistributionData, PhaseData, RobustnessData, SweepData
+    from ..results import CriticalSet, NeuronSet, Ranking
 
 COLORS = {"noise": "#c0392b", "random": "#7f8c8d", "activation": "#2980b9", "gradient": "#27ae60"}
 
@@ -131,10 +132,10 @@ def layer_and_kind(neuron: str) -> tuple[int, str]:
     return int(parts[at]), ".".join(parts[at + 1:])
 
 
-def ranking_map(ranking: dict, critical: dict, top: int = 100) -> Figure:
+def ranking_map(ranking: Ranking, critical: NeuronSet, top: int = 100) -> Figure:
     """Layer x component counts of the ranking's top neurons, the critical set starred."""
-    top_cells = [layer_and_kind(n) for n in ranking["neurons"][:top]]
-    critical_cells = [layer_and_kind(n) for n in critical["neurons"]]
+    top_cells = [layer_and_kind(str(n)) for n in ranking.neurons[:top]]
+    critical_cells = [layer_and_kind(str(n)) for n in critical.neurons]
     layers = sorted({layer for layer, _ in top_cells + critical_cells})
     kinds = sorted({kind for _, kind in top_cells + critical_cells})
     grid = [[0] * len(layers) for _ in kinds]
@@ -146,23 +147,23 @@ def ranking_map(ranking: dict, critical: dict, top: int = 100) -> Figure:
     ax.set_xticks(range(len(layers)), layers, fontsize=8)
     for layer, kind in set(critical_cells):
         ax.plot(layers.index(layer), kinds.index(kind), marker="*", color="k", ms=12)
-    shown = min(top, len(ranking["neurons"]))
+    shown = min(top, len(ranking.neurons))
     ax.set(xlabel="layer (only layers holding one of them)",
-           title=f"Top {shown} of {ranking['total_neurons']} ranked neurons (star: critical set)")
+           title=f"Top {shown} of {ranking.total_neurons} ranked neurons (star: critical set)")
     fig.colorbar(im, ax=ax, label="neurons")
     fig.tight_layout()
     return fig
 
 
-def stage2_trajectory(critical: dict) -> Figure:
+def stage2_trajectory(critical: CriticalSet) -> Figure:
     """Delta against n as Stage 2 grew the set; n = 0 is the unmasked model (Delta 0 by definition)."""
-    points = [(0, 0.0)] + [(t["n"], _finite(t["delta"])) for t in critical["trajectory"]]
-    epsilon = critical["settings"].get("epsilon", 1.0)
+    points = [(0, 0.0)] + [(t.n, _finite(t.delta)) for t in critical.trajectory]
+    epsilon = critical.settings.epsilon_or_default
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     ax.plot([n for n, _ in points], [d for _, d in points], marker="o", color=COLORS["noise"])
     ax.axhline(epsilon, ls=":", color="grey", lw=1, label=f"epsilon = {epsilon}")
-    if critical["reached"]:
-        ax.axvline(critical["n"], ls="--", color="k", lw=1, label=f"n* = {critical['n']}")
+    if critical.reached:
+        ax.axvline(critical.n, ls="--", color="k", lw=1, label=f"n* = {critical.n}")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="n (top-n ranked neurons masked)", ylabel="Delta = log10 PPL ratio",
            title="Stage 2: greedy masking until Delta >= epsilon")
@@ -171,21 +172,21 @@ def stage2_trajectory(critical: dict) -> Figure:
     return fig
 
 
-def score_distribution(ranking: dict, critical: dict) -> Figure:
+def score_distribution(ranking: Ranking, critical: NeuronSet | None = None) -> Figure:
     """Scores of the kept top of the ranking by rank, log-log: how far the first few stand out."""
-    scores = [_finite(s) for s in ranking["scores"]]
+    scores = [_finite(s) for s in ranking.scores]
     ranks = range(1, len(scores) + 1)
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     ax.plot(ranks, scores, color="#555", lw=1)
-    where = {n: i for i, n in enumerate(ranking["neurons"])}
-    marked = [where[n] for n in critical["neurons"] if n in where]
+    where = {n: i for i, n in enumerate(ranking.neurons)}
+    marked = [where[n] for n in (critical.neurons if critical is not None else ()) if n in where]
     ax.scatter([i + 1 for i in marked], [scores[i] for i in marked], marker="*", s=120, color=COLORS["noise"],
                zorder=3, label="critical set")
     ax.set_xscale("log")
     ax.set_yscale("log")
     median = sorted(scores)[len(scores) // 2] if scores else float("nan")
     stands_out = f": the top is {scores[0] / median:,.0f}x the median" if median > 0 else ""
-    ax.set(xlabel=f"rank (top {len(scores)} of {ranking['total_neurons']} kept)", ylabel=f"{ranking['ranker']} score",
+    ax.set(xlabel=f"rank (top {len(scores)} of {ranking.total_neurons} kept)", ylabel=f"{ranking.ranker} score",
            title=f"Score by rank{stands_out}")
     if marked:
         ax.legend()

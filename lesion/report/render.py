@@ -14,6 +14,7 @@ from ..results import unsettled_note
 from ..results.analysis import (ComponentsData, DistributionData, PhaseData, PrecisionData, PrecisionRow,
                                 RobustnessData, SweepData, analysis_data)
 from ..results.mechanism import MechanismReport
+from ..results import CriticalSet, MinimalSets, Ranking
 from ..runfolder import RunFolder
 from . import figures
 from .html import fmt, html_image, html_table, png_bytes
@@ -77,11 +78,11 @@ def build_report(folder: str | Path) -> tuple[Path, Path]:
 
 
 def _build(folder: Path) -> tuple[Path, Path]:
-    critical = _load(folder, CRITICAL)
-    if critical is None:
+    if not (folder / CRITICAL).is_file():
         raise ResultError(f"{folder} has no {CRITICAL}: write a scan into it first (`lesion scan`)")
+    critical = CriticalSet.load(folder / CRITICAL)
     page = Page(folder)
-    _summary(page, critical, _load(folder, RANKING))
+    _summary(page, critical, Ranking.load(folder / RANKING) if (folder / RANKING).is_file() else None)
     sections = [(analysis_name("phase"), _phase), (COMPARE, _compare),
                 (analysis_name("distribution"), _distribution), (analysis_name("components"), _components),
                 (analysis_name("sweep"), _sweep), (analysis_name("robustness"), _robustness),
@@ -91,36 +92,35 @@ def _build(folder: Path) -> tuple[Path, Path]:
         if data is not None:
             render(page, _typed(name, data))
     for path in sorted(folder.glob(f"{MINIMAL_PREFIX}*.json")):
-        _minimal(page, read_json(path))
-    title = f"lesion report: {critical['model']}"
+        _minimal(page, MinimalSets.load(path))
+    title = f"lesion report: {critical.model}"
     doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{''.join(page.html)}</body></html>")
     md = f"# {title}\n" + "\n".join(page.md)
     return write_text(folder / REPORT_HTML, doc), write_text(folder / REPORT_MD, md)
 
 
-def _summary(page: Page, critical: dict, ranking: dict | None) -> None:
-    s = critical["settings"]
+def _summary(page: Page, critical: CriticalSet, ranking: Ranking | None) -> None:
+    s = critical.settings
     page.heading("Critical set")
-    verdict = (f"{critical['n']} neuron(s) reach Delta >= {s.get('epsilon')}" if critical["reached"]
-               else f"threshold Delta >= {s.get('epsilon')} not reached within {s.get('max_neurons')} neurons")
-    page.para(f"{verdict}: perplexity {fmt(critical['baseline_ppl'])} -> {fmt(critical['masked_ppl'])}, "
-              f"Delta {fmt(critical['delta'])}. Text of {s.get('tokens')} tokens; ranker {s.get('ranker')}, "
-              f"alpha {s.get('alpha')}{' (relative)' if s.get('alpha_relative') else ''}, K {s.get('samples')}, "
-              f"seed {s.get('seed')}, dtype {s.get('dtype')}.")
+    verdict = (f"{critical.n} neuron(s) reach Delta >= {s.epsilon}" if critical.reached
+               else f"threshold Delta >= {s.epsilon} not reached within {s.max_neurons} neurons")
+    page.para(f"{verdict}: perplexity {fmt(critical.baseline_ppl)} -> {fmt(critical.masked_ppl)}, "
+              f"Delta {fmt(critical.delta)}. Text of {s.tokens} tokens; ranker {s.ranker}, "
+              f"alpha {s.alpha}{' (relative)' if s.alpha_relative else ''}, K {s.samples}, "
+              f"seed {s.seed}, dtype {s.dtype}.")
     note = unsettled_note(s)
     if note:
         page.para(f"Note: {note}.")
-    page.table(["#", "neuron"], [[i, n] for i, n in enumerate(critical["neurons"], 1)])
+    page.table(["#", "neuron"], [[i, str(n)] for i, n in enumerate(critical.neurons, 1)])
     if ranking:
-        page.para(f"Top of the ranking ({ranking['total_neurons']} neurons scored):")
-        positions = ranking.get("positions") or [""] * len(ranking["neurons"])
+        page.para(f"Top of the ranking ({ranking.total_neurons} neurons scored):")
+        positions = ranking.positions or [""] * len(ranking.neurons)
         page.table(["rank", "neuron", "score", "position"],
-                   [[i + 1, n, fmt(sc), p] for i, (n, sc, p) in
-                    enumerate(zip(ranking["neurons"][:10], ranking["scores"][:10], positions[:10]))])
+                   [[i + 1, str(n), fmt(sc), p] for i, (n, sc, p) in
+                    enumerate(zip(ranking.neurons[:10], ranking.scores[:10], positions[:10]))])
     page.figure("trajectory", figures.stage2_trajectory(critical))
-    page.table(["n", "perplexity", "Delta"], [[t["n"], fmt(t["ppl"]), fmt(t["delta"])]
-                                               for t in critical["trajectory"][-10:]])
+    page.table(["n", "perplexity", "Delta"], [[t.n, fmt(t.ppl), fmt(t.delta)] for t in critical.trajectory[-10:]])
     if ranking:
         page.heading("The ranking")
         page.figure("ranking_map", figures.ranking_map(ranking, critical))
@@ -218,11 +218,11 @@ def _mechanism(page: Page, mech: MechanismReport) -> None:
     page.para(f"Criteria: massive = {mech.criteria.massive}; super weight = {mech.criteria.super_weight}.")
 
 
-def _minimal(page: Page, m: dict) -> None:
-    page.heading(f"Minimal sets (epsilon {m['settings'].get('epsilon')})")
-    optimum = "none within the pool" if m["optimum"] is None else len(m["optimum"])
-    page.table(["greedy", "irreducible", f"optimum in top {m['pool']}", "forward rows (prune + search)"],
-               [[len(m["greedy"]), len(m["irreducible"]), optimum, m["prune_rows"] + m["search_rows"]]])
+def _minimal(page: Page, m: MinimalSets) -> None:
+    page.heading(f"Minimal sets (epsilon {m.settings.epsilon})")
+    optimum = "none within the pool" if m.optimum is None else len(m.optimum)
+    page.table(["greedy", "irreducible", f"optimum in top {m.pool}", "forward rows (prune + search)"],
+               [[len(m.greedy), len(m.irreducible), optimum, m.prune_rows + m.search_rows]])
 
 
 def _eval(page: Page, ev: dict) -> None:

@@ -1,5 +1,6 @@
-"""The one shape of every lesion result: ``to_dict``/``from_dict``, ``save``/``load``, a
-notebook view, and a typed :class:`Provenance` read from the result's ``settings``.
+"""The one shape of every lesion result: ``to_dict``/``from_dict`` derived from its fields (schema
+versioned), ``save``/``load``, a notebook view, and a typed :class:`Provenance` read from the
+result's typed :class:`~lesion.results.settings.Settings`.
 
 Every result's ``settings`` records the text's SHA-256. A short text sits inline in
 ``settings.text``; a long one is written beside the result and named in
@@ -15,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from ..errors import ParameterError, ResultError
+from ..errors import ParameterError, ResultError, SchemaError
 from ..files import check_output_path, json_text, read_json, write_files
 from ..texts import text_hash
 from ..views import html_view
+from .record import Record, decode, encode
+from .settings import Settings
 
 INLINE_TEXT_CHARS = 2000  # longer texts go to a file beside the result, keeping the JSON readable
 R = TypeVar("R", bound="Result")
@@ -42,31 +45,37 @@ class Provenance:
         return self.partial_view is not None
 
     @classmethod
-    def from_settings(cls, settings: dict) -> "Provenance":
-        versions = settings.get("versions")
-        return cls(settings.get("model"), settings.get("model_fingerprint"), settings.get("dtype"),
-                   settings.get("device"), settings.get("text_sha256"), settings.get("tokens"),
-                   versions if isinstance(versions, dict) else {}, settings.get("model_revision"),
-                   settings.get("partial_view"))
+    def from_settings(cls, settings: Settings) -> "Provenance":
+        return cls(settings.model, settings.model_fingerprint, settings.dtype, settings.device, settings.text_sha256,
+                   settings.tokens, dict(settings.versions or {}), settings.model_revision, settings.partial_view)
 
 
-class Result:
-    """Base of every result type (frozen dataclasses with a ``settings`` dict).
+class Result(Record):
+    """Base of every result type: a frozen dataclass whose ``to_dict``/``from_dict`` derive from its
+    fields (:class:`~lesion.results.record.Record`), with typed :class:`Settings`.
 
-    Subclasses define ``to_dict``/``from_dict`` and ``SOURCE`` (what file to pass, for errors)."""
+    ``SCHEMA`` is the version of the file's shape. Files of schema 1 (all files so far) carry no
+    schema key and keep their bytes; a later schema is written as ``"schema": N`` first. A file
+    naming a schema other than the class's is refused with one line (:class:`SchemaError`).
+    Subclasses set ``SOURCE`` (what file to pass, for errors)."""
     SOURCE: ClassVar[str] = "result"
-    settings: dict
+    SCHEMA: ClassVar[int] = 1
+    settings: Settings | dict[str, Any]  # a dict only in result types whose settings are not typed yet
 
     def to_dict(self) -> dict:
-        return _plain(dataclasses.asdict(self))  # type: ignore[call-overload]
+        data = encode(self)
+        return data if self.SCHEMA == 1 else {"schema": self.SCHEMA, **data}
 
     @classmethod
-    def from_dict(cls: type[R], d: dict) -> R:
-        return cls(**d)
+    def from_dict(cls: type[R], data: Any) -> R:
+        if isinstance(data, dict) and "schema" in data:
+            check_schema(cls, data, cls.__name__)
+            data = {k: v for k, v in data.items() if k != "schema"}
+        return decode(cls, data, cls.__name__)
 
     @property
     def provenance(self) -> Provenance:
-        return Provenance.from_settings(self.settings)
+        return Provenance.from_settings(as_settings_record(self.settings))
 
     def save(self, path: str | Path) -> Path:
         """Write the result as JSON, atomically; a long text goes to a file beside it."""
@@ -76,6 +85,8 @@ class Result:
     def load(cls: type[R], path: str | Path) -> R:
         """The result in ``path``, its text restored from where it was kept and checked."""
         data = read_json(path)
+        if isinstance(data, dict):
+            check_schema(cls, data, repr(str(path)))
         try:
             result = cls.from_dict(data)
         except (KeyError, TypeError, AttributeError, ValueError) as e:
@@ -85,8 +96,11 @@ class Result:
         if problem:
             raise ResultError(f"{str(path)!r} contradicts itself ({problem}): it was edited or damaged; "
                               "re-create it with lesion")
+        settings = restore_text(as_settings_record(result.settings), Path(path).parent, path)
+        # a result whose settings are still a plain dict gets a dict back
+        kept: Any = settings if isinstance(result.settings, Settings) else settings.to_dict()
         # every concrete result is a dataclass (the base is not, so the checker cannot tell)
-        return dataclasses.replace(result, settings=restore_text(result.settings, Path(path).parent, path))  # type: ignore[type-var]
+        return dataclasses.replace(result, settings=kept)  # type: ignore[type-var]
 
     def inconsistency(self, data: dict) -> str | None:
         """What in this result (read from ``data``) contradicts the rest of it, naming the field; None
@@ -102,14 +116,18 @@ class Result:
                 f"{html.escape(json.dumps(summary, indent=1, default=str)[:4000])}</pre>")
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)  # a Neuron, a Path: their string form is what files hold
+def check_schema(cls: type, data: dict, where: str) -> None:
+    """Refuse ``data`` when it names a schema other than ``cls.SCHEMA`` (none named: schema 1)."""
+    schema = data.get("schema", 1)
+    if schema != cls.SCHEMA:  # type: ignore[attr-defined]
+        raise SchemaError(f"{where} is written in schema {schema!r} of a lesion {cls.SOURCE.split(':')[0]}; "  # type: ignore[attr-defined]
+                          f"this lesion reads schema {cls.SCHEMA}: upgrade lesion, or re-create it with this "  # type: ignore[attr-defined]
+                          "one")
+
+
+def as_settings_record(settings: Settings | dict) -> Settings:
+    """``settings`` as a :class:`Settings` (a result type whose settings are still a dict passes one)."""
+    return settings if isinstance(settings, Settings) else Settings.from_dict(settings)
 
 
 def text_file_name(sha256: str) -> str:
@@ -138,15 +156,15 @@ def result_files(path: str | Path, result: Any) -> dict[Path, str]:
     return {path: json_text(data), **files}
 
 
-def restore_text(settings: dict, folder: Path, source: str | Path) -> dict:
+def restore_text(settings: Settings, folder: Path, source: str | Path) -> Settings:
     """``settings`` with its text back inline, checked against ``text_sha256``.
 
     A result written before texts were always kept has ``text: null`` and no file: it is
     returned as is, and :func:`recorded_text` asks for the text when a command needs it.
     """
-    text, name = settings.get("text"), settings.get("text_file")
+    text, name = settings.text, settings.text_file
     if text is None and name is not None:
-        if not isinstance(name, str) or Path(name).name != name:
+        if Path(name).name != name:
             raise ResultError(f"{str(source)!r} names its text file {name!r}, which is not a file name beside "
                               "it: re-create the result with lesion")
         file = folder / name
@@ -156,16 +174,16 @@ def restore_text(settings: dict, folder: Path, source: str | Path) -> dict:
         text = file.read_text(encoding="utf-8")
     if text is None:
         return settings
-    if not isinstance(text, str) or text_hash(text) != settings.get("text_sha256"):
+    if text_hash(text) != settings.text_sha256:
         raise ResultError(f"the text kept with {str(source)!r} does not match its recorded SHA-256 (it was "
                           "edited or replaced): re-create the result with lesion")
-    return {**{k: v for k, v in settings.items() if k != "text_file"}, "text": text}
+    return settings.without("text_file").merged(text=text)
 
 
-def recorded_text(settings: dict, given: str | None, source: str | Path) -> str:
+def recorded_text(settings: Settings, given: str | None, source: str | Path) -> str:
     """The text a result was made on, or ``given`` (--text/--text-file) when it is the same text."""
-    sha = settings.get("text_sha256")
-    if not isinstance(sha, str):
+    sha = settings.text_sha256
+    if sha is None:
         raise ResultError(f"{str(source)!r} records no text_sha256, so its text cannot be checked: "
                           "re-create it with lesion")
     if given is not None:
@@ -173,7 +191,7 @@ def recorded_text(settings: dict, given: str | None, source: str | Path) -> str:
             raise ParameterError("text", f"is not the one {str(source)!r} was made on (SHA-256 "
                               f"{sha[:16]}...): drop it to use the recorded text")
         return given
-    if settings.get("text") is None:
+    if settings.text is None:
         raise ResultError(f"{str(source)!r} records no text (an older lesion left long texts out): pass the "
                           "text it was made on as `text_file`")
-    return settings["text"]
+    return settings.text

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from ..files import as_list, as_settings
 from .base import Result
+from .record import optional
+from .settings import Settings
 
 PARTS = ("perplexity", "tasks", "humaneval", "ifbench")
 
@@ -17,30 +19,12 @@ class EvalReport(Result):
     model: str
     neurons: tuple[str, ...]
     levels: tuple[int, ...]
-    settings: dict = field(default_factory=dict)
-    perplexity: tuple[dict, ...] | None = None
-    tasks: dict | None = None
-    humaneval: dict | None = None
-    ifbench: dict | None = None
+    settings: Settings = field(default_factory=Settings)
+    perplexity: tuple[dict[str, Any], ...] | None = optional()
+    tasks: dict[str, Any] | None = optional()
+    humaneval: dict[str, Any] | None = optional()
+    ifbench: dict[str, Any] | None = optional()
     seconds: float = 0.0
     stopped: str = "complete"  # complete | budget | interrupted
 
     SOURCE = "evaluation: pass eval.json from `lesion eval`"
-
-    def to_dict(self) -> dict:
-        out = {"model": self.model, "neurons": list(self.neurons), "levels": list(self.levels),
-               "settings": self.settings}
-        for part in PARTS:
-            value = getattr(self, part)
-            if value is not None:
-                out[part] = list(value) if part == "perplexity" else value
-        return {**out, "seconds": self.seconds, "stopped": self.stopped}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "EvalReport":
-        rows = d.get("perplexity")
-        return cls(model=str(d["model"]), neurons=tuple(as_list(d["neurons"], "neurons")),
-                   levels=tuple(int(v) for v in as_list(d["levels"], "levels")), settings=as_settings(d["settings"]),
-                   perplexity=None if rows is None else tuple(as_list(rows, "perplexity")), tasks=d.get("tasks"),
-                   humaneval=d.get("humaneval"), ifbench=d.get("ifbench"), seconds=float(d.get("seconds", 0.0)),
-                   stopped=str(d.get("stopped", "complete")))

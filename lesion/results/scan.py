@@ -2,14 +2,16 @@
 ``verify`` checks, and the timings, saved as a run folder in one unit."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from ..errors import ParameterError, ResultError
 from ..files import json_text, read_json, write_files
 from .base import Result, result_files
+from .record import OpenRecord, renamed
 from .sets import CriticalSet, Ranking
+from .settings import Settings
 
 from ..filenames import CRITICAL, FINGERPRINTS, RANKING, RUN  # the files of a run folder a scan writes
 
@@ -21,8 +23,8 @@ class ScanResult(Result):
     the scan finished. Unpacks as ``ranking, critical = study.scan(...)``."""
     ranking: Ranking
     critical: CriticalSet
-    fingerprints: dict | None
-    timings: dict = field(default_factory=dict)
+    fingerprints: dict[str, Any] | None
+    timings: dict[str, float] = renamed("timings_s", default_factory=dict)
     finished: str = ""
 
     SOURCE = "run folder: pass the folder a scan wrote"
@@ -31,17 +33,8 @@ class ScanResult(Result):
         return iter((self.ranking, self.critical))
 
     @property
-    def settings(self) -> dict:  # type: ignore[override]
+    def settings(self) -> Settings:  # type: ignore[override]
         return self.critical.settings
-
-    def to_dict(self) -> dict:
-        return {"ranking": self.ranking.to_dict(), "critical": self.critical.to_dict(),
-                "fingerprints": self.fingerprints, "timings_s": dict(self.timings), "finished": self.finished}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ScanResult":
-        return cls(Ranking.from_dict(d["ranking"]), CriticalSet.from_dict(d["critical"]), d.get("fingerprints"),
-                   dict(d.get("timings_s") or {}), str(d.get("finished", "")))
 
     def run_record(self) -> dict:
         """run.json: the only file of the folder with a date, so the results beside it are
@@ -70,6 +63,20 @@ class ScanResult(Result):
         if not folder.is_dir():
             raise ResultError(f"{str(folder)!r} is not a folder: {cls.SOURCE}")
         fingerprints = read_json(folder / FINGERPRINTS) if (folder / FINGERPRINTS).is_file() else None
-        run = read_json(folder / RUN) if (folder / RUN).is_file() else {}
-        return cls(Ranking.load(folder / RANKING), CriticalSet.load(folder / CRITICAL), fingerprints,
-                   dict(run.get("timings_s") or {}), str(run.get("finished", "")))
+        try:
+            run = RunRecord.from_dict(read_json(folder / RUN)) if (folder / RUN).is_file() else RunRecord()
+        except ValueError as e:
+            raise ResultError(f"{str(folder / RUN)!r} is not a lesion run record ({e})") from None
+        return cls(Ranking.load(folder / RANKING), CriticalSet.load(folder / CRITICAL), fingerprints, run.timings,
+                   run.finished or "")
+
+
+@dataclass(frozen=True)
+class RunRecord(OpenRecord):
+    """What run.json holds that a scan reads back (the command and each rank's share stay as written)."""
+    timings_s: dict[str, float] | None = None
+    finished: str | None = None
+
+    @property
+    def timings(self) -> dict[str, float]:
+        return dict(self.timings_s or {})

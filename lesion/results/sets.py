@@ -1,24 +1,26 @@
 """The neuron-set results: a Stage 1 ranking and a Stage 2 critical set."""
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from ..files import as_float, as_int, as_list, as_settings
 from ..neurons import Neuron
 from .base import Result
+from .record import Record
+from .settings import Settings
 
 
-def unsettled_note(settings: dict) -> str | None:
+def unsettled_note(settings: Settings) -> str | None:
     """What a ``samples="auto"`` ranking could not vouch for in this critical set, in one line
     (parameters in backticks, as in errors: the CLI shows them as flags)."""
-    if settings.get("critical_within_settled") is not False:
+    if settings.critical_within_settled is not False:
         return None
-    settled, cap = settings.get("settled_top", 0), settings.get("max_samples", "its")
-    if settings.get("stopped") != "settled":
+    settled = settings.settled_top or 0
+    cap = "its" if settings.max_samples is None else settings.max_samples
+    if settings.stopped != "settled":
+        confidence = 0.95 if settings.confidence is None else settings.confidence
         return (f"`samples` auto used all {cap} samples and settled the order of only the top {settled} "
-                f"neuron(s) at {settings.get('confidence', 0.95):.0%} confidence: the critical set's other "
+                f"neuron(s) at {confidence:.0%} confidence: the critical set's other "
                 "neurons are ordered within noise, so another `seed` can give another set (the sweep analysis "
                 "over seeds alone measures by how much; a heel search finds a seed-free heel)")
     return (f"the critical set reaches past the top {settled} neuron(s) that `samples` auto settled: "
@@ -34,6 +36,7 @@ class NeuronSet(Result):
     masked_ppl: float
     delta: float
     reached: bool
+    settings: Settings
 
     @property
     def n(self) -> int:
@@ -66,8 +69,8 @@ def check_neuron_set(result: NeuronSet, data: dict) -> str | None:
         implied = math.log10(result.masked_ppl / result.baseline_ppl)
         if not abs(implied - result.delta) <= DELTA_TOLERANCE * max(1.0, abs(implied)):
             return f"delta is {result.delta} but log10(masked_ppl / baseline_ppl) is {implied:.6g}"
-    epsilon = result.settings.get("epsilon")
-    if isinstance(epsilon, (int, float)) and result.reached != (bool(neurons) and result.delta >= epsilon):
+    epsilon = result.settings.epsilon
+    if epsilon is not None and result.reached != (bool(neurons) and result.delta >= epsilon):
         return f"reached is {str(result.reached).lower()} but delta {result.delta:.6g} with {len(neurons)} " \
                f"neuron(s) against epsilon {epsilon:g} says otherwise"
     return None
@@ -82,18 +85,17 @@ class Ranking(Result):
     scores: tuple[float, ...]
     positions: tuple[int, ...] | None  # token position of each neuron's best score
     total_neurons: int
-    settings: dict = field(default_factory=dict)
+    settings: Settings = field(default_factory=Settings)
 
-    def to_dict(self) -> dict:
-        return {"model": self.model, "ranker": self.ranker, "total_neurons": self.total_neurons,
-                "settings": self.settings, "neurons": [str(n) for n in self.neurons],
-                "scores": list(self.scores),
-                "positions": None if self.positions is None else list(self.positions)}
-
+    LAYOUT = ("model", "ranker", "total_neurons", "settings", "neurons", "scores", "positions")
     SOURCE = "ranking: pass ranking.json from `lesion rank` or `lesion scan`"
 
     def inconsistency(self, data: dict) -> str | None:
-        """Finite scores in decreasing order, each neuron once, positions inside the text."""
+        """As many scores (and positions) as neurons, finite, in decreasing order, each neuron once,
+        positions inside the text."""
+        if len(self.scores) != len(self.neurons) or (self.positions is not None
+                                                      and len(self.positions) != len(self.neurons)):
+            return "neurons, scores and positions differ in length"
         if not all(math.isfinite(s) for s in self.scores):
             return "scores holds a value that is not finite"
         if any(a < b for a, b in zip(self.scores, self.scores[1:])):
@@ -102,28 +104,17 @@ class Ranking(Result):
             return "neurons lists a neuron twice"
         if len(self.neurons) > self.total_neurons:
             return f"total_neurons is {self.total_neurons} but neurons lists {len(self.neurons)}"
-        tokens = self.settings.get("tokens")
-        if self.positions is not None and isinstance(tokens, int):
+        tokens = self.settings.tokens
+        if self.positions is not None and tokens is not None:
             outside = [p for p in self.positions if not 0 <= p < tokens]
             if outside:
                 return f"positions holds {outside[0]}, outside the text's {tokens} tokens"
         return None
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "Ranking":
-        neurons = tuple(Neuron.parse(s) for s in as_list(d["neurons"], "neurons"))
-        scores = tuple(as_float(s) for s in as_list(d["scores"], "scores"))
-        positions = None if d.get("positions") is None else tuple(as_int(p) for p in as_list(d["positions"],
-                                                                                            "positions"))
-        if len(scores) != len(neurons) or (positions is not None and len(positions) != len(neurons)):
-            raise ValueError("neurons, scores and positions differ in length")
-        return cls(model=str(d["model"]), ranker=str(d["ranker"]), neurons=neurons, scores=scores,
-                   positions=positions, total_neurons=as_int(d["total_neurons"]),
-                   settings=as_settings(d["settings"]))
-
 
 @dataclass(frozen=True)
-class Step:
+class Step(Record):
+    """One point of Stage 2's trajectory: the top ``n`` masked, their perplexity and Delta."""
     n: int
     ppl: float
     delta: float
@@ -140,14 +131,11 @@ class CriticalSet(NeuronSet):
     reached: bool  # False: the threshold was not reached within the candidate cap
     trajectory: tuple[Step, ...]
     forward_rows: int  # sequences evaluated by the search (each a forward of the text)
-    settings: dict = field(default_factory=dict)
+    settings: Settings = field(default_factory=Settings)
 
-    def to_dict(self) -> dict:
-        return {"model": self.model, "reached": self.reached, "neurons": [str(n) for n in self.neurons],
-                "n": len(self.neurons), "baseline_ppl": self.baseline_ppl, "masked_ppl": self.masked_ppl,
-                "delta": self.delta, "forward_rows": self.forward_rows, "settings": self.settings,
-                "trajectory": [dataclasses.asdict(s) for s in self.trajectory]}
-
+    LAYOUT = ("model", "reached", "neurons", "n", "baseline_ppl", "masked_ppl", "delta", "forward_rows", "settings",
+              "trajectory")
+    LEGACY = {"reached": True, "trajectory": [], "forward_rows": 0}  # files older than these fields
     SOURCE = "critical set: pass critical.json from `lesion identify` or `lesion scan`"
 
     def inconsistency(self, data: dict) -> str | None:
@@ -166,12 +154,3 @@ class CriticalSet(NeuronSet):
         elif max(s.delta for s in self.trajectory) != self.delta:
             return f"delta is {self.delta} but the trajectory's best point is {max(s.delta for s in self.trajectory)}"
         return None
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "CriticalSet":
-        return cls(model=str(d["model"]), neurons=tuple(Neuron.parse(s) for s in as_list(d["neurons"], "neurons")),
-                   baseline_ppl=as_float(d["baseline_ppl"]), masked_ppl=as_float(d["masked_ppl"]),
-                   delta=as_float(d["delta"]), reached=bool(d.get("reached", True)),
-                   trajectory=tuple(Step(as_int(s["n"]), as_float(s["ppl"]), as_float(s["delta"]))
-                                    for s in as_list(d.get("trajectory", []), "trajectory")),
-                   forward_rows=as_int(d.get("forward_rows", 0)), settings=as_settings(d["settings"]))
