@@ -79,7 +79,7 @@ def resolve_ablation(result: NeuronSet, source: str | Path, ablation: str | None
     check_ablation(ablation)
     if ablation == kept:
         return kept, ()
-    return ablation, (f"the {ablation} ablation given overrides the {kept} ablation {str(source)!r} was found with",)
+    return ablation, (f"`ablation` {ablation} overrides the {kept} ablation {str(source)!r} was found with",)
 
 
 def resolve_inputs(result: NeuronSet, source: str | Path, text: str | None = None,

@@ -106,7 +106,7 @@ def test_a_seed_only_sweep_gives_one_row_per_seed_and_a_one_panel_figure(tiny_di
                  "--epsilon", "0.001", "--stage2", "gallop"]) == 0
     result = AnalysisResult.load(tmp_path / "analysis-sweep.json")
     sweep = result.data
-    assert result.settings["stage2"] == "gallop"
+    assert result.settings.stage2 == "gallop"
     assert [(r.varied, r.seed, r.samples) for r in sweep.rows] == [("seed", 1, 4), ("seed", 2, 4)]
     assert sweep.reference.seed == 42
     assert len(sweep_plot(sweep).axes) == 2  # one panel and its twin axis

@@ -214,9 +214,10 @@ def test_a_damaged_result_file_is_a_result_error(tmp_path):
 def test_a_result_of_another_model_is_a_model_mismatch():
     from lesion.study import check_same_model
     lm = SimpleNamespace(revision=None, name="tiny", fingerprint=lambda: "aaaa")
-    _raises(lambda: check_same_model({"model_fingerprint": "bbbb"}, lm, "ranking"), ModelMismatch)
-    _raises(lambda: check_same_model({}, lm, "ranking"), ModelMismatch)
-    check_same_model({"model_fingerprint": "aaaa"}, lm, "ranking")
+    from lesion.results import Settings
+    _raises(lambda: check_same_model(Settings.of(model_fingerprint="bbbb"), lm, "ranking"), ModelMismatch)
+    _raises(lambda: check_same_model(Settings(), lm, "ranking"), ModelMismatch)
+    check_same_model(Settings.of(model_fingerprint="aaaa"), lm, "ranking")
 
 
 def test_a_critical_set_without_neurons_is_refused_where_neurons_are_needed(tmp_path):

@@ -378,7 +378,7 @@ def test_a_result_from_another_commit_is_refused_by_the_library(study):
 
     from lesion.errors import ParameterError
     from lesion.study import check_same_model
-    settings = {**study.settings(), "model_revision": "a" * 40}
+    settings = study.settings().merged(model_revision="a" * 40)
     check_same_model(settings, replace(study.lm, revision="a" * 40), "ranking")
     with pytest.raises(ParameterError) as refused:
         check_same_model(settings, replace(study.lm, revision="b" * 40), "ranking")

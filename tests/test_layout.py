@@ -92,4 +92,5 @@ def test_a_notebook_shows_results_through_the_registered_views():
     assert plain.stdout.split() == ["[]", "False"], plain.stderr
     ipython = code.format("sys.modules['IPython'] = types.ModuleType('IPython');")
     shown = subprocess.run([sys.executable, "-c", ipython], capture_output=True, text=True, timeout=60)
-    assert shown.stdout.split() == ["['CriticalSet',", "'Heel',", "'Ranking']", "False"], shown.stderr
+    assert shown.stdout.split() == ["['AnalysisResult',", "'CriticalSet',", "'HardenRecord',", "'Heel',",
+                                    "'MechanismReport',", "'Ranking']", "False"], shown.stderr

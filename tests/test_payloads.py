@@ -12,6 +12,7 @@ import pytest
 from lesion.anytime import Stopped
 from lesion.errors import LesionError
 from lesion.files import json_text, write_json
+from lesion.results import Settings
 from lesion.results.analysis import (AnalysisResult, CommonNeuron, ComponentsData, CurvePoint, DistributionData,
                                      LayerKindCell, LayerKindCounts, LevelDelta, NeuronDelta, PhaseData,
                                      PrecisionData, PrecisionFailure, PrecisionRow, RobustnessData, SweepData,
@@ -169,7 +170,7 @@ def test_files_from_before_a_field_existed_still_load(tmp_path):
     write_json(tmp_path / "mechanism.json", old)
     report = MechanismReport.load(tmp_path / "mechanism.json")
     assert report.stopped is Stopped.COMPLETE and report.critical_size == report.neurons_tested == 2
-    assert report.settings == {}
+    assert report.settings == Settings()
     old = harden_record().to_dict()
     del old["proof"], old["heel"]
     write_json(tmp_path / "lesion-harden.json", old)

@@ -77,7 +77,7 @@ def test_search_over_a_mapping_names_its_texts(study):
     options = dict(signals=("activation", "massive"), progress=False)
     by_mapping = search_heel(study.lm, texts, plan, **options)
     by_list = search_heel(study.lm, list(texts.values()), plan, names=list(texts), **options)
-    assert [t["name"] for t in by_mapping.texts] == ["fox", "other"]
+    assert [t.name for t in by_mapping.texts] == ["fox", "other"]
     assert by_mapping.neurons == by_list.neurons and by_mapping.delta == by_list.delta
     with pytest.raises(ParameterError) as e:
         search_heel(study.lm, texts, plan, names=["a", "b"], **options)
@@ -97,7 +97,7 @@ def test_the_prefix_strategy_adds_the_noise_signal(study):
     plan = SearchPlan(epsilon=0.001, strategy="prefix", max_rows=30)
     heel = search_heel(study.lm, [TEXT], plan, signals=("activation",), noise_options={"samples": 2},
                        progress=False, use_cache=False)
-    assert heel.settings["signals"] == ["activation", "noise"]
+    assert list(heel.settings.signals) == ["activation", "noise"]
 
 
 @pytest.fixture(scope="module")
@@ -129,13 +129,13 @@ def test_minimal_at_the_recorded_epsilon_starts_from_the_critical_set(study, sma
     ranking, _, critical = small
     result = minimal_at(study, ranking, critical=critical, pool=6, progress=False)
     assert result.greedy == tuple(map(str, critical.neurons))
-    assert result.settings["epsilon"] == critical.settings["epsilon"]
+    assert result.settings.epsilon == critical.settings.epsilon
 
 
 def test_minimal_at_a_new_epsilon_identifies_again(study, small):
     ranking, deltas, critical = small
     epsilon = max(deltas) * 0.999  # the first crossing is within the top 5
-    assert epsilon != critical.settings["epsilon"]
+    assert epsilon != critical.settings.epsilon
     found = study.identify(ranking, epsilon=epsilon, progress=False)
     assert found.reached and len(found.neurons) <= 5
     result = minimal_at(study, ranking, epsilon, critical=critical, pool=6, progress=False)

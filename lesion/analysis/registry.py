@@ -157,8 +157,10 @@ def check_analysis_options(name: str, options: dict) -> None:
 
 def run_analysis(name: str, inputs: AnalysisInputs, **options) -> "AnalysisResult":
     """Run analysis ``name`` on ``inputs`` with its own ``options`` (see each entry's compute)."""
+    from ..results import Settings
     from ..results.analysis import AnalysisResult
     check_analysis_options(name, options)
-    data, settings = REGISTRY[name].compute(inputs, **options)
+    data, given = REGISTRY[name].compute(inputs, **options)
+    settings = Settings.of(given)
     model = inputs.model if inputs.model is not None else settings.model
     return AnalysisResult(analysis=name, model=model, data=data, settings=settings)

@@ -12,6 +12,7 @@ from typing import Any
 from ..anytime import Stopped
 from .base import Result
 from .record import Record, decode, optional, spread
+from .settings import Settings
 
 ENVELOPE = ("analysis", "model", "settings")  # the file's keys around the figures
 
@@ -187,17 +188,22 @@ class AnalysisResult(Result):
     analysis: str
     model: str | None
     data: AnalysisData
-    settings: dict = field(default_factory=dict)
+    settings: Settings = field(default_factory=Settings)
+
+    def __post_init__(self):
+        if not isinstance(self.settings, Settings):  # a plain mapping given by a caller
+            object.__setattr__(self, "settings", Settings.of(self.settings))
 
     SOURCE = "analysis: pass analysis-NAME.json from `lesion analyze`"
 
     def to_dict(self) -> dict:
-        return {"analysis": self.analysis, "model": self.model, **self.data.to_dict(), "settings": self.settings}
+        return {"analysis": self.analysis, "model": self.model, **self.data.to_dict(),
+                "settings": self.settings.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "AnalysisResult":
         name, model = d["analysis"], d.get("model")
         if not isinstance(name, str) or not (model is None or isinstance(model, str)):
             raise ValueError("its analysis or model is not a name")
-        settings = decode(dict, d["settings"], "settings")
+        settings = Settings.from_dict(d["settings"])
         return cls(analysis=name, model=model, data=analysis_data(name, d), settings=settings)

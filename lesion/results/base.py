@@ -46,7 +46,8 @@ class Provenance:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Provenance":
-        return cls(settings.model, settings.model_fingerprint, settings.dtype, settings.device, settings.text_sha256,
+        sha = settings.text_sha256 if isinstance(settings.text_sha256, str) else None  # one text's hash
+        return cls(settings.model, settings.model_fingerprint, settings.dtype, settings.device, sha,
                    settings.tokens, dict(settings.versions or {}), settings.model_revision, settings.partial_view)
 
 
@@ -183,7 +184,7 @@ def restore_text(settings: Settings, folder: Path, source: str | Path) -> Settin
 def recorded_text(settings: Settings, given: str | None, source: str | Path) -> str:
     """The text a result was made on, or ``given`` (--text/--text-file) when it is the same text."""
     sha = settings.text_sha256
-    if sha is None:
+    if not isinstance(sha, str):
         raise ResultError(f"{str(source)!r} records no text_sha256, so its text cannot be checked: "
                           "re-create it with lesion")
     if given is not None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from .base import Result
 from .record import Record, decode, encode, optional
+from .settings import Settings
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,11 @@ class HardenRecord(Result, Record):
     rotation: Rotation
     proof: dict[str, Proof] = field(default_factory=dict)
     heel: HeelComparison | None = None
-    settings: dict = field(default_factory=dict)
+    settings: Settings = field(default_factory=Settings)
+
+    def __post_init__(self):
+        if not isinstance(self.settings, Settings):  # a plain mapping given by a caller
+            object.__setattr__(self, "settings", Settings.of(self.settings))
 
     SOURCE = "hardening record: pass the lesion-harden.json of a `lesion harden` folder"
 

@@ -12,6 +12,7 @@ from typing import Any
 from ..anytime import Stopped
 from .base import Result
 from .record import Record, decode, encode, optional
+from .settings import Settings
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,11 @@ class MechanismReport(Result, Record):
     critical_size: int = 0
     neurons_tested: int = 0
     seconds: float = 0.0
-    settings: dict = field(default_factory=dict)
+    settings: Settings = field(default_factory=Settings)
+
+    def __post_init__(self):
+        if not isinstance(self.settings, Settings):  # a plain mapping given by a caller
+            object.__setattr__(self, "settings", Settings.of(self.settings))
 
     SOURCE = "mechanism report: pass mechanism.json from `lesion mechanism`"
 

@@ -31,7 +31,7 @@ class Settings(OpenRecord):
     partial_view: dict[str, Any] | None = None
     # the text (a long one in a file beside the result while on disk)
     components: str | None = None
-    text_sha256: str | None = None
+    text_sha256: str | dict[str, str] | None = None  # a dict: one hash per named text (robustness)
     text: str | None = None
     text_file: str | None = None
     tokens: int | None = None

@@ -26,7 +26,7 @@ class VerifyReport(Result):
     settings: Settings
 
     LAYOUT = ("model", "intact", "checks", "whole_model_matches", "settings")
-    SOURCE = "verify report: pass the file `lesion verify --out` wrote"
+    SOURCE = "verify report: pass the file a verify wrote"
 
     @property
     def changed(self) -> list[SliceCheck]:
