@@ -14,6 +14,7 @@ from math import comb
 from ..ablation import set_deltas
 from ..anytime import Anytime
 from ..errors import LesionError, ParameterError
+from ..metrics import check_epsilon
 from ..neurons import Neuron
 from ..results import CriticalSet, Ranking
 from ..results.minimal import MinimalSets
@@ -124,19 +125,15 @@ def minimal_sets(study: Study, ranking: Sequence[Neuron], greedy: Sequence[Neuro
                        searched_size=search.searched_size, seconds=round(run.seconds, 1))
 
 
-def recorded_epsilon(critical: CriticalSet) -> float:
-    """The epsilon a critical set was found at (Stage 2's default, 1, where it records none)."""
-    return critical.settings.epsilon_or_default
-
-
 def minimal_epsilon(epsilon: float | None, critical: CriticalSet | None) -> float:
     """``epsilon``, checked, or the one ``critical`` was found at when it is None."""
     if epsilon is None:
         if critical is None:
             raise ParameterError("epsilon", "is needed when no `critical` set is given")
-        return recorded_epsilon(critical)
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 < epsilon < float("inf"):
-        raise ParameterError("epsilon", f"must be > 0 and finite (got {epsilon!r}): the paper uses 1")
+        return critical.settings.epsilon_or_default
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)):
+        raise ParameterError("epsilon", f"must be a number (got {epsilon!r}): the paper uses 1")
+    check_epsilon(epsilon)
     return float(epsilon)
 
 
@@ -155,7 +152,7 @@ def minimal_at(study: Study, ranking: Ranking, epsilon: float | None = None, *, 
     """
     epsilon = minimal_epsilon(epsilon, critical)
     check_search_bounds(pool, max_size)
-    if critical is not None and recorded_epsilon(critical) == epsilon:
+    if critical is not None and critical.settings.epsilon_or_default == epsilon:
         greedy = list(critical.neurons)
     else:
         found = study.identify(ranking, epsilon=epsilon, progress=progress)
