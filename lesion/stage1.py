@@ -242,15 +242,22 @@ def _store(index, clean):
 
 
 def _accumulate(index, clean, pending, with_squares: bool = False):
+    # One (B, T, C) buffer per shape, shared by the sites of that shape and kept across batches:
+    # a fresh buffer per hook costs more than the subtraction itself (the allocator hands back
+    # untouched pages, each faulted in on first write). The subtraction promotes a narrower dtype
+    # to float32 itself (the same values as .float() first, without its copy), and abs and square
+    # run in place. Every op is the one it replaces, in the same order: the same bits.
+    buffers: dict[tuple, torch.Tensor] = {}
+
     def add(out, site):
         ref = clean[site.name]
-        # One (B, T, C) buffer for the whole hook: the subtraction promotes a narrower dtype to
-        # float32 itself (the same values as .float() first, without its copy), and abs and square
-        # run in place. Every op is the one it replaces, in the same order: the same bits.
         noisy = site.channels(out, ref.shape[0])
         if torch.promote_types(noisy.dtype, ref.dtype) != ref.dtype:  # float64: to float32 first, as always
             noisy = noisy.float()
-        change = torch.sub(noisy, ref).abs_()  # (B, T, C)
+        key = (noisy.shape, ref.device)
+        if key not in buffers:
+            buffers[key] = torch.empty(noisy.shape, dtype=ref.dtype, device=ref.device)
+        change = torch.sub(noisy, ref, out=buffers[key]).abs_()  # (B, T, C)
         total = change.sum(dim=0)
         pending[site.name] = (total, change.square_().sum(dim=0) if with_squares else None)
     return {s.name: (lambda out, s=s: add(out, s)) for s in index.sites}
