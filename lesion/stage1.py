@@ -196,7 +196,8 @@ def rank_by_noise(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIn
         forget_interrupt()
         world = distributed.current()  # under torchrun, each rank runs its share of each segment
         accumulate = _accumulate(index, clean, pending, with_squares=adaptive)
-        routed = {s.name: _accumulate_routed(s, clean, pending, adaptive) for s in index.sites
+        routing: dict = {}
+        routed = {s.name: _accumulate_routed(s, clean, pending, adaptive, routing) for s in index.sites
                   if experts.reads_routed(model, s.name)}
         with hooked(model, {n: fn for n, fn in accumulate.items() if n not in routed}), \
                 experts.reading_routed(model, routed):
@@ -222,7 +223,9 @@ def rank_by_noise(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIn
                         break
             bar.close()
         sums = world.sum_dict(sums)  # all_reduce across ranks (the same dict in one process)
-    scores = _collect(index, {n: s / done for n, s in sums.items()}, reduce)
+        for total in sums.values():
+            total.div_(done)  # in place: a copy of every sum would cost more than the division
+    scores = _collect(index, sums, reduce)  # outside inference mode: the scores are ordinary tensors
     if not adaptive:
         return scores
     return Scores(scores.values, scores.positions,
@@ -263,19 +266,25 @@ def _accumulate(index, clean, pending, with_squares: bool = False):
     return {s.name: (lambda out, s=s: add(out, s)) for s in index.sites}
 
 
-def _accumulate_routed(site, clean, pending, with_squares: bool):
+def _accumulate_routed(site, clean, pending, with_squares: bool, routing: dict):
     """The sums of :func:`_accumulate` for an expert's neuron, from its routed rows alone: at a token
     not routed to the expert the noisy activation is 0, so each such row adds |A_clean| (and A_clean^2):
-    (rows of the batch at that position not routed) x |A_clean|, plus the routed rows' own terms."""
+    (rows of the batch at that position not routed) x |A_clean|, plus the routed rows' own terms.
+
+    ``routing`` is shared by the readers of one Stage 1 run: an expert's gate, up, act and down see
+    the same rows tensor, so its positions and unrouted counts are worked out once per expert."""
     constant: dict[str, torch.Tensor] = {}  # |A_clean| and A_clean^2, made once
 
     def add(values: torch.Tensor, rows: torch.Tensor, shape: tuple[int, int]) -> None:
         ref = clean[site.name]  # (T, C)
         if not constant:
-            constant.update(abs=ref.abs(), square=ref.square())
-        batch, tokens = shape
-        at = rows % tokens
-        unrouted = (batch - torch.bincount(at, minlength=tokens)).to(ref.dtype).unsqueeze(1)  # (T, 1)
+            constant.update(abs=ref.abs(), square=ref.square() if with_squares else None)
+        if routing.get("rows") is not rows or routing.get("shape") != shape:
+            batch, tokens = shape
+            at = rows % tokens
+            unrouted = (batch - torch.bincount(at, minlength=tokens)).to(ref.dtype).unsqueeze(1)  # (T, 1)
+            routing.update(rows=rows, shape=shape, at=at, unrouted=unrouted)
+        at, unrouted = routing["at"], routing["unrouted"]
         moved = ref.index_select(0, at).sub_(values.float())  # A_clean - A_noisy on the routed rows
         squares = None
         if with_squares:
