@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from .expert_list import instrument_list, is_expert_list
+from .torch_hooks import on_routed_rows
 
 MOE_BLOCK_KIND = "moe"
 
@@ -111,9 +112,7 @@ def through(tap: Tap, values: torch.Tensor, rows: torch.Tensor, shape: tuple[int
         read(values, rows, shape)
     if not (tap._forward_hooks or tap._forward_pre_hooks):
         return values
-    batch, tokens = shape
-    dense = values.new_zeros(batch * tokens, values.shape[-1]).index_copy(0, rows, values)
-    return tap(dense.view(batch, tokens, -1)).reshape(batch * tokens, -1).index_select(0, rows)
+    return on_routed_rows(tap, values, rows, shape)
 
 
 def reads_routed(model: torch.nn.Module, name: str) -> bool:

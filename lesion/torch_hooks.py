@@ -30,17 +30,25 @@ def hooked(model: torch.nn.Module, fns: Mapping[str, Callable], raw: bool = Fals
             handle.remove()
 
 
+def on_routed_rows(fn: Callable, values: torch.Tensor, rows: torch.Tensor, shape: tuple[int, int]):
+    """``fn`` applied to the (n, C) ``values`` of the flat token rows ``rows`` as if every token had
+    them: ``fn`` sees (batch, tokens, C) with 0 at the other tokens, and the routed rows of what it
+    returns come back as (n, C) (None when ``fn`` returns None)."""
+    batch, tokens = shape
+    dense = values.new_zeros(batch * tokens, values.shape[-1]).index_copy(0, rows, values)
+    new = fn(dense.view(batch, tokens, -1))
+    return None if new is None else new.reshape(batch * tokens, -1).index_select(0, rows)
+
+
 def _dense(hook: Callable) -> Callable:
-    """``hook`` on a module that runs on some tokens' rows alone (an expert kept in a list of modules):
-    it sees (batch, tokens, C) with 0 at the other tokens, and the rows it returns are put back."""
+    """``hook`` on a module that runs on some tokens' rows alone (an expert kept in a list of modules)."""
     def on(module, inputs, output):
         if not isinstance(output, torch.Tensor):
             return hook(module, inputs, output)
-        rows, (batch, tokens) = module._lesion_routed()
-        width = output.shape[-1]
-        dense = output.new_zeros(batch * tokens, width).index_copy(0, rows, output.reshape(-1, width))
-        new = hook(module, inputs, dense.view(batch, tokens, width))
-        return None if new is None else new.reshape(batch * tokens, width).index_select(0, rows).view(output.shape)
+        rows, shape = module._lesion_routed()
+        new = on_routed_rows(lambda dense: hook(module, inputs, dense), output.reshape(-1, output.shape[-1]),
+                             rows, shape)
+        return None if new is None else new.view(output.shape)
     return on
 
 
