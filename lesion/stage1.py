@@ -244,23 +244,38 @@ def _store(index, clean):
             for s in index.sites}
 
 
+class BatchBuffers:
+    """Scratch tensors by shape for one batch size at a time: a batch of another size (the last,
+    shorter batch, or the halves of a batch that ran out of memory) drops the others first, so a
+    retry after an out-of-memory error does not also hold the failed batch's buffers."""
+
+    def __init__(self):
+        self.by_shape: dict[tuple, torch.Tensor] = {}
+
+    def get(self, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
+        key = (tuple(shape), like.dtype, like.device)
+        found = self.by_shape.get(key)
+        if found is None:
+            if any(other[0][0] != shape[0] for other in self.by_shape):
+                self.by_shape.clear()
+            found = self.by_shape[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return found
+
+
 def _accumulate(index, clean, pending, with_squares: bool = False):
     # One (B, T, C) buffer per shape, shared by the sites of that shape and kept across batches:
     # a fresh buffer per hook costs more than the subtraction itself (the allocator hands back
     # untouched pages, each faulted in on first write). The subtraction promotes a narrower dtype
     # to float32 itself (the same values as .float() first, without its copy), and abs and square
     # run in place. Every op is the one it replaces, in the same order: the same bits.
-    buffers: dict[tuple, torch.Tensor] = {}
+    buffers = BatchBuffers()
 
     def add(out, site):
         ref = clean[site.name]
         noisy = site.channels(out, ref.shape[0])
         if torch.promote_types(noisy.dtype, ref.dtype) != ref.dtype:  # float64: to float32 first, as always
             noisy = noisy.float()
-        key = (noisy.shape, ref.device)
-        if key not in buffers:
-            buffers[key] = torch.empty(noisy.shape, dtype=ref.dtype, device=ref.device)
-        change = torch.sub(noisy, ref, out=buffers[key]).abs_()  # (B, T, C)
+        change = torch.sub(noisy, ref, out=buffers.get(noisy.shape, ref)).abs_()  # (B, T, C)
         total = change.sum(dim=0)
         pending[site.name] = (total, change.square_().sum(dim=0) if with_squares else None)
     return {s.name: (lambda out, s=s: add(out, s)) for s in index.sites}

@@ -127,3 +127,16 @@ def test_a_float64_model_is_scored_in_float32_as_before(ids, monkeypatch):
     monkeypatch.setattr(stage1, "_accumulate", _three_buffer_accumulate)
     before = rank_by_noise(model, ids, index, samples=4, batch_size=2, seed=1, progress=False)
     assert now.values.dtype == torch.float32 and torch.equal(now.values, before.values)
+
+
+def test_batch_buffers_keep_one_batch_size():
+    from lesion.stage1 import BatchBuffers
+    like = torch.zeros(1)
+    buffers = BatchBuffers()
+    first = buffers.get(torch.Size([8, 5, 4]), like)
+    assert buffers.get(torch.Size([8, 5, 4]), like) is first  # reused across batches
+    other = buffers.get(torch.Size([8, 5, 6]), like)
+    assert len(buffers.by_shape) == 2 and other is not first
+    half = buffers.get(torch.Size([4, 5, 4]), like)  # a halved batch after out of memory drops the full ones
+    assert [k[0] for k in buffers.by_shape] == [(4, 5, 4)] and half.shape == (4, 5, 4)
+    assert buffers.get(torch.Size([4, 5, 4]), like.double()).dtype == torch.float64  # one per dtype
