@@ -31,6 +31,8 @@ def authors_analyser(path: str, model, tokenizer):
     spec = importlib.util.spec_from_file_location("authors_stage1_script", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    if not hasattr(module, "MultiGPUNeuronAnalyzer"):
+        raise SystemExit(f"{path} has no MultiGPUNeuronAnalyzer: is it the authors' 1_importance_evaluation.py?")
     analyser = object.__new__(module.MultiGPUNeuronAnalyzer)  # their __init__ loads from the Hub onto GPUs
     logger = logging.getLogger("authors")
     logger.setLevel(logging.WARNING)
@@ -46,6 +48,9 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=100)
     p.add_argument("--top", type=int, default=5)
     args = p.parse_args()
+    if not os.path.isfile(args.authors):
+        p.error(f"--authors {args.authors!r} is not a file: give the path of the authors' "
+                "method/1_importance_evaluation.py")
 
     study = Study.create(load_model(args.model, progress=False), BOOKENDS)
     model, ids, index = study.lm.model, study.input_ids, study.index
