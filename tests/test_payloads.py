@@ -12,13 +12,13 @@ import pytest
 from lesion.anytime import Stopped
 from lesion.errors import LesionError
 from lesion.files import json_text, write_json
-from lesion.results import Settings
-from lesion.results.analysis import (AnalysisResult, CommonNeuron, ComponentsData, CurvePoint, DistributionData,
-                                     LayerKindCell, LayerKindCounts, LevelDelta, NeuronDelta, PhaseData,
+from lesion.results import NeuronDelta, Settings, Step
+from lesion.results.analysis import (AnalysisResult, CommonNeuron, ComponentsData, DistributionData,
+                                     LayerKindCell, LayerKindCounts, LevelDelta, PhaseData,
                                      PrecisionData, PrecisionFailure, PrecisionRow, RobustnessData, SweepData,
                                      SweepPoint, SweepRow, TextScan, analysis_data)
 from lesion.results.harden import (Budget, ChannelSpread, GenerationProof, HardenRecord, HeadRotation,
-                                   HeelComparison, HeelProfile, MaskedDelta, OutlierLayer, Outliers, Proof, Rotation,
+                                   HeelComparison, HeelProfile, OutlierLayer, Outliers, Proof, Rotation,
                                    SameSet, SetSummary, TextProof, Where)
 from lesion.results.mechanism import (AloneDeltas, CarryingWeight, Criteria, LargestWeight, MechanismReport,
                                       NeuronProfile, Overlap, ResidualWrite, SuperWeight, TokenLesion,
@@ -69,7 +69,7 @@ def _summary(**more) -> SetSummary:
 def harden_record(heel: bool = True) -> HardenRecord:
     outliers = Outliers(layers=(OutlierLayer(layer=0, channel=13, max=0.5, median=0.25, ratio=2.0),), max_ratio=2.0,
                         layer=0, channel=13)
-    masked = (MaskedDelta(neuron=f"{DOWN}:13", delta=0.5),)
+    masked = (NeuronDelta(neuron=f"{DOWN}:13", delta=0.5),)
     search = _summary(stopped="reached", epsilon=1.0, all_neurons=(f"{DOWN}:7", f"{DOWN}:8"))
     same = SameSet(n=2, same_set=True, delta=1.2, reached=True, neurons=search.neurons, where=search.where, rows=1)
     comparison = HeelComparison(
@@ -101,7 +101,7 @@ def analyses() -> dict:
     return {
         "distribution": DistributionData(layers=(0, 1), kinds=("down",), critical=counts,
                                          top={"top10": counts, "top100": counts}),
-        "phase": PhaseData(baseline_ppl=128.0, n_star=1, epsilon=1.0, curve=(CurvePoint(n=0, ppl=128.0, delta=0.0),),
+        "phase": PhaseData(baseline_ppl=128.0, n_star=1, epsilon=1.0, curve=(Step(n=0, ppl=128.0, delta=0.0),),
                            alone=(NeuronDelta(neuron=f"{DOWN}:7", delta=2.0),), joint_delta=2.0, sum_of_alone=2.0),
         "components": ComponentsData(levels=(1, 3), by_kind={"down": (LevelDelta(n=1, delta=0.25),)}),
         "sweep": SweepData(reference=SweepPoint(**point), rows=(SweepRow(**point, varied="alpha",

@@ -129,10 +129,10 @@ def test_n_axes_have_integer_ticks():
         fig.canvas.draw()
         return [t for t in fig.axes[0].get_xticks() if fig.axes[0].get_xlim()[0] <= t <= fig.axes[0].get_xlim()[1]]
 
-    from lesion.results.analysis import CurvePoint, PhaseData
+    from lesion.results.analysis import PhaseData
 
     phase = PhaseData(baseline_ppl=1.0, n_star=3, epsilon=1.0, alone=(), joint_delta=2.0, sum_of_alone=0.0,
-                      curve=tuple(CurvePoint(n=n, ppl=1.0, delta=d) for n, d in ((1, 0.1), (2, 0.4), (3, 2.0))))
+                      curve=tuple(Step(n=n, ppl=1.0, delta=d) for n, d in ((1, 0.1), (2, 0.4), (3, 2.0))))
     trajectory = tuple(Step(n, 1.0, d) for n, d in ((1, 0.1), (2, 0.3), (3, 1.5)))
     critical = CriticalSet("m", tuple(range(3)), 1.0, 1.0, 1.5, True, trajectory, 4, Settings.of(epsilon=1.0))
     for fig in (figures.phase_curve(phase), figures.stage2_trajectory(critical)):

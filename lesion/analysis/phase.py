@@ -6,7 +6,8 @@ from typing import Sequence
 from ..ablation import baseline_nll, masked_nll, set_deltas
 from ..metrics import delta, perplexity
 from ..neurons import Neuron
-from ..results.analysis import CurvePoint, NeuronDelta, PhaseData
+from ..results.analysis import PhaseData
+from ..results.sets import NeuronDelta, Step
 from ..study import Study
 
 
@@ -22,7 +23,7 @@ def phase_transition(study: Study, ranking: Sequence[Neuron], critical: Sequence
     sets = [[n] for n in critical] + [list(critical)] if critical else []
     deltas = set_deltas(model, ids, index, sets, clean) if critical else [0.0]
     alone, joint = deltas[:-1], deltas[-1]
-    curve = tuple(CurvePoint(n=n, ppl=perplexity(v), delta=delta(v, clean)) for n, v in zip(levels, nlls))
+    curve = tuple(Step(n=n, ppl=perplexity(v), delta=delta(v, clean)) for n, v in zip(levels, nlls))
     return PhaseData(baseline_ppl=perplexity(clean), n_star=n_star, epsilon=epsilon, curve=curve,
                      alone=tuple(NeuronDelta(neuron=str(n), delta=d) for n, d in zip(critical, alone)),
                      joint_delta=joint, sum_of_alone=sum(alone))

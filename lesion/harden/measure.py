@@ -11,8 +11,8 @@ import torch
 from ..ablation import baseline_nll, set_deltas
 from ..errors import LesionError
 from ..neurons import Neuron, discover_sites
-from ..results.harden import (Budget, HeelProfile, MaskedDelta, OutlierLayer, Outliers, SameSet, SetSummary,
-                              Where)
+from ..results.harden import Budget, HeelProfile, OutlierLayer, Outliers, SameSet, SetSummary, Where
+from ..results.sets import NeuronDelta
 from ..texts import encode
 from ..torch_hooks import hooked
 
@@ -72,9 +72,9 @@ def sets_deltas(model: torch.nn.Module, ids: torch.Tensor, sets: list[list[Neuro
     return set_deltas(model, ids, index, sets, baseline_nll(model, ids, dtype))
 
 
-def mask_deltas(model: torch.nn.Module, ids: torch.Tensor, neurons: list[Neuron], dtype: str) -> list[MaskedDelta]:
+def mask_deltas(model: torch.nn.Module, ids: torch.Tensor, neurons: list[Neuron], dtype: str) -> list[NeuronDelta]:
     deltas = sets_deltas(model, ids, [[n] for n in neurons], dtype)
-    return [MaskedDelta(neuron=str(n), delta=d) for n, d in zip(neurons, deltas)]
+    return [NeuronDelta(neuron=str(n), delta=d) for n, d in zip(neurons, deltas)]
 
 
 def where(neurons) -> Where:

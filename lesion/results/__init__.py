@@ -4,14 +4,14 @@ from .base import (Provenance, Result, SchemaError, recorded_text, restore_text,
                    text_file_name)
 from .settings import Settings
 from .harden import HardenRecord
-from .heel import (Certificate, EstimateCheck, Heel, NeuronProfile, Portfolio, PortfolioRun, Screen, ScreenedNeuron,
+from .heel import (Certificate, EstimateCheck, Heel, NeuronProfile, Portfolio, PortfolioRun, Screen,
                    Stage, Stopped, TextScore, TraceStep, Transfer, TransferRow)
 from .compare import Comparison, LevelDelta
 from .evaluation import EvalReport
 from .mechanism import MechanismReport
 from .minimal import MinimalSets
 from .scan import ScanResult
-from .sets import CriticalSet, NeuronSet, Ranking, Step, unsettled_note
+from .sets import CriticalSet, NeuronDelta, NeuronSet, Ranking, Step, unsettled_note
 from .verify import SliceCheck, VerifyReport
 
 
@@ -23,8 +23,8 @@ def load_neuron_set(path) -> NeuronSet:
 
 
 __all__ = ["Certificate", "Comparison", "CriticalSet", "EstimateCheck", "EvalReport", "HardenRecord", "Heel",
-           "LevelDelta", "MechanismReport", "MinimalSets", "NeuronProfile", "NeuronSet", "Portfolio", "PortfolioRun",
-           "Provenance", "Ranking", "Result", "ScanResult", "SchemaError", "Screen", "ScreenedNeuron", "Settings",
+           "LevelDelta", "MechanismReport", "MinimalSets", "NeuronDelta", "NeuronProfile", "NeuronSet", "Portfolio",
+           "PortfolioRun", "Provenance", "Ranking", "Result", "ScanResult", "SchemaError", "Screen", "Settings",
            "SliceCheck", "Stage", "Step", "Stopped", "TextScore", "TraceStep", "Transfer", "TransferRow",
            "VerifyReport", "load_neuron_set", "recorded_text", "restore_text", "result_files", "save_result",
            "text_file_name", "unsettled_note"]

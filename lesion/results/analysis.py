@@ -12,6 +12,7 @@ from typing import Any
 from ..anytime import Stopped
 from .base import Result
 from .record import Record, decode, optional, spread
+from .sets import NeuronDelta, Step
 from .settings import Settings
 
 ENVELOPE = ("analysis", "model", "settings")  # the file's keys around the figures
@@ -43,25 +44,12 @@ class DistributionData(Record):
 
 
 @dataclass(frozen=True)
-class CurvePoint(Record):
-    n: int
-    ppl: float
-    delta: float
-
-
-@dataclass(frozen=True)
-class NeuronDelta(Record):
-    neuron: str
-    delta: float
-
-
-@dataclass(frozen=True)
 class PhaseData(Record):
     """Delta as the top n are masked, n from 0 past n*; each critical neuron alone and all jointly."""
     baseline_ppl: float
     n_star: int
     epsilon: float
-    curve: tuple[CurvePoint, ...]
+    curve: tuple[Step, ...]
     alone: tuple[NeuronDelta, ...]
     joint_delta: float
     sum_of_alone: float

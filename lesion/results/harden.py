@@ -10,6 +10,7 @@ from typing import Any
 
 from .base import Result
 from .record import Record, decode, encode, optional
+from .sets import NeuronDelta
 from .settings import Settings
 
 
@@ -105,12 +106,6 @@ class Outliers(Record):
 
 
 @dataclass(frozen=True)
-class MaskedDelta(Record):
-    neuron: str
-    delta: float
-
-
-@dataclass(frozen=True)
 class Where(Record):
     """Where a set sits: neurons by module kind and by layer."""
     modules: dict[str, int]
@@ -151,7 +146,7 @@ class HeelProfile(Record):
     """Everything the report compares on one model; the searches only with a budget. The hardened
     model's ``fixed_basis`` (and ``original_heel``) is the original's set masked as it is."""
     outliers: Outliers
-    masked: tuple[MaskedDelta, ...]
+    masked: tuple[NeuronDelta, ...]
     scan: SetSummary | None = optional()
     search: SetSummary | None = optional()
     original_heel: SameSet | None = optional()

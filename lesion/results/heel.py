@@ -7,7 +7,7 @@ from typing import Any
 
 from ..neurons import Neuron
 from .record import OpenRecord, Record, optional
-from .sets import NeuronSet
+from .sets import NeuronDelta, NeuronSet
 from .settings import Settings
 
 
@@ -71,12 +71,6 @@ class NeuronProfile(Record):
 
 
 @dataclass(frozen=True)
-class ScreenedNeuron(Record):
-    neuron: str
-    delta: float
-
-
-@dataclass(frozen=True)
 class EstimateCheck(Record):
     """How well the first-order estimate ranked the candidates then masked alone (Spearman's rho)."""
     signal: str
@@ -100,7 +94,7 @@ class Screen(OpenRecord):
     estimate: EstimateCheck | None = None
     pool: int | None = None
     screened: int | None = None
-    top: tuple[ScreenedNeuron, ...] | None = None
+    top: tuple[NeuronDelta, ...] | None = None
     heel_alone: dict[str, float] | None = None
     journal_failure: str | None = None  # why the journal stopped (a full disk): the search went on without it
 

@@ -114,9 +114,17 @@ class Ranking(Result):
 
 @dataclass(frozen=True)
 class Step(Record):
-    """One point of Stage 2's trajectory: the top ``n`` masked, their perplexity and Delta."""
+    """The top ``n`` of a ranking masked, their perplexity and Delta: one point of Stage 2's
+    trajectory or of the phase curve."""
     n: int
     ppl: float
+    delta: float
+
+
+@dataclass(frozen=True)
+class NeuronDelta(Record):
+    """A neuron and the Delta of masking it alone (screened, measured after hardening, or the phase's)."""
+    neuron: str
     delta: float
 
 
