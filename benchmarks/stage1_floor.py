@@ -4,7 +4,9 @@ In one process and interleaved (so that the load of a shared machine slows every
 ``--repeats`` times, the minimum of each:
 
 - Stage 1 (``rank_by_noise``, K samples: the clean pass, the hooks, the ranking) per sample;
-- the eager floor: K bare forwards of the decoder body on the same noisy batches, no hooks, per sample;
+- the eager floor: K bare forwards of the decoder body on the same noisy batches, no hooks, per sample
+  (``stage1_speed.floor_seconds``: the noise is drawn inside the timing, as Stage 1 draws it, 3.5 ms a
+  batch of 16 on SmolLM2);
 - the floor at other batch sizes (``--batch-sizes``): whether a better-shaped batch pays;
 - a float32 matmul (``--matmul`` square) as the practical peak of this machine's torch.
 
@@ -21,27 +23,11 @@ import os
 import time
 
 import torch
+from stage1_speed import floor_seconds
 
 from lesion import Study, load_model
-from lesion.stage1 import noise_generator, rank_by_noise
+from lesion.stage1 import rank_by_noise
 from lesion.texts import BOOKENDS
-
-
-def floor_seconds(model, ids, samples: int, batch_size: int, alpha: float, seed: int) -> float:
-    """K bare forwards of the body on Stage 1's noisy batches (noise drawn outside the timing)."""
-    body = model.base_model
-    with torch.inference_mode():
-        embeds = model.get_input_embeddings()(ids).float()
-        gen = noise_generator(seed)
-        batches = []
-        for first in range(0, samples, batch_size):
-            b = min(batch_size, samples - first)
-            batches.append(embeds + alpha * torch.stack([torch.randn(embeds.shape[1:], generator=gen)
-                                                         for _ in range(b)]))
-        start = time.perf_counter()
-        for batch in batches:
-            body(inputs_embeds=batch)
-        return time.perf_counter() - start
 
 
 def sample_flops(model, tokens: int) -> float:
