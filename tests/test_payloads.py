@@ -14,7 +14,7 @@ from lesion.errors import LesionError
 from lesion.files import json_text, write_json
 from lesion.results import NeuronDelta, Settings, Step
 from lesion.results.analysis import (AnalysisResult, CommonNeuron, ComponentsData, DistributionData,
-                                     LayerKindCell, LayerKindCounts, LevelDelta, PhaseData,
+                                     LayerKindCell, LayerKindCounts, ComponentLevel, PhaseData,
                                      PrecisionData, PrecisionFailure, PrecisionRow, RobustnessData, SweepData,
                                      SweepPoint, SweepRow, TextScan, analysis_data)
 from lesion.results.harden import (Budget, ChannelSpread, GenerationProof, HardenRecord, HeadRotation,
@@ -103,7 +103,7 @@ def analyses() -> dict:
                                          top={"top10": counts, "top100": counts}),
         "phase": PhaseData(baseline_ppl=128.0, n_star=1, epsilon=1.0, curve=(Step(n=0, ppl=128.0, delta=0.0),),
                            alone=(NeuronDelta(neuron=f"{DOWN}:7", delta=2.0),), joint_delta=2.0, sum_of_alone=2.0),
-        "components": ComponentsData(levels=(1, 3), by_kind={"down": (LevelDelta(n=1, delta=0.25),)}),
+        "components": ComponentsData(levels=(1, 3), by_kind={"down": (ComponentLevel(n=1, delta=0.25),)}),
         "sweep": SweepData(reference=SweepPoint(**point), rows=(SweepRow(**point, varied="alpha",
                                                                          jaccard_to_reference=1.0),),
                            epsilon=1.0, stopped=Stopped.INTERRUPTED),

@@ -11,7 +11,7 @@ import torch
 
 from ..compare import level_deltas
 from ..errors import ParameterError
-from ..results.analysis import ComponentsData, LevelDelta
+from ..results.analysis import ComponentsData, ComponentLevel
 from ..study import Study
 from ..stage2 import baseline_nll
 
@@ -27,7 +27,7 @@ def component_ablation(study: Study, kinds: Sequence[str] | None = None,
         raise ParameterError("kinds", f"names {', '.join(unknown)}, of which this model has no sites: use "
                                       f"{', '.join(present)}")
     kinds = kinds or present
-    rows: dict[str, tuple[LevelDelta, ...]] = {}
+    rows: dict[str, tuple[ComponentLevel, ...]] = {}
     for kind in kinds:
         in_kind = torch.tensor([s.kind == kind for s in study.index.sites])[site_kind]
         flat = torch.nonzero(in_kind).squeeze(1)
@@ -35,5 +35,5 @@ def component_ablation(study: Study, kinds: Sequence[str] | None = None,
         usable = [n for n in levels if n <= len(order)]
         neurons = study.index.neurons(order[:max(usable)].tolist()) if usable else []
         deltas = level_deltas(study, neurons, usable, clean) if usable else []
-        rows[kind] = tuple(LevelDelta(n=n, delta=d) for n, d in zip(usable, deltas))
+        rows[kind] = tuple(ComponentLevel(n=n, delta=d) for n, d in zip(usable, deltas))
     return ComponentsData(levels=tuple(levels), by_kind=rows)

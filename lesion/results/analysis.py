@@ -56,7 +56,8 @@ class PhaseData(Record):
 
 
 @dataclass(frozen=True)
-class LevelDelta(Record):
+class ComponentLevel(Record):
+    """The top-n noise-ranked neurons of one component kind masked together: Delta."""
     n: int
     delta: float
 
@@ -65,7 +66,7 @@ class LevelDelta(Record):
 class ComponentsData(Record):
     """Delta of the top-n noise-ranked neurons of each component kind, at each level n."""
     levels: tuple[int, ...]
-    by_kind: dict[str, tuple[LevelDelta, ...]]
+    by_kind: dict[str, tuple[ComponentLevel, ...]]
 
 
 @dataclass(frozen=True)
