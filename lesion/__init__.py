@@ -26,7 +26,7 @@ _EXPORTS = {
     "Ranking": "results", "CriticalSet": "results", "Heel": "results", "Result": "results",
     "Provenance": "results", "RunFolder": "runfolder", "ScanResult": "results", "reproduce": "recorded",
     **dict.fromkeys(("LesionError", "ParameterError", "ResultError", "SchemaError", "ModelMismatch",
-                     "BudgetExhausted"), "errors"),
+                     "ModelError", "MissingPackage", "BudgetExhausted"), "errors"),
 }
 __all__ = [*_EXPORTS, "__version__"]
 

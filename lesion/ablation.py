@@ -32,7 +32,7 @@ import torch
 from . import architectures, distributed
 from .anytime import forget_interrupt, raise_if_interrupted
 from .batching import split_on_oom
-from .errors import LesionError, ParameterError
+from .errors import ModelError, ParameterError
 from .hooks import hooked, mask_neurons
 from .metrics import delta, mean_nll
 from .neurons import Neuron, SiteIndex
@@ -173,8 +173,8 @@ def baseline_nll(model: torch.nn.Module, input_ids: torch.Tensor, dtype: str = "
     """The unmasked model's mean NLL on the text; a non-finite one is refused, not averaged."""
     nll = mean_nll(model, input_ids)[0].item()
     if not math.isfinite(nll):
-        raise LesionError(f"the unmasked model's perplexity is non-finite{' in ' + dtype if dtype else ''}: "
-                          "use `dtype` float32")
+        raise ModelError(f"the unmasked model's perplexity is non-finite{' in ' + dtype if dtype else ''}: "
+                         "use `dtype` float32")
     return nll
 
 

@@ -11,7 +11,7 @@ from typing import Iterable
 
 import torch
 
-from .errors import LesionError, ParameterError
+from .errors import ModelError, ParameterError
 
 BLOCKS_BY_MODEL_TYPE = {
     "llama": "model.layers", "mistral": "model.layers", "qwen2": "model.layers", "qwen3": "model.layers",
@@ -112,8 +112,8 @@ def block_prefix(model: torch.nn.Module) -> str:
     lists = [(len(m), name) for name, m in model.named_modules() if isinstance(m, torch.nn.ModuleList)]
     lists = [(n, name) for n, name in lists if n_layers is None or n == n_layers] or lists
     if not lists:
-        raise LesionError(f"cannot find the transformer blocks of model type {model_type!r}: "
-                          "add it to lesion.architectures.BLOCKS_BY_MODEL_TYPE")
+        raise ModelError(f"cannot find the transformer blocks of model type {model_type!r}: "
+                         "add it to lesion.architectures.BLOCKS_BY_MODEL_TYPE")
     return max(lists)[1]
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from . import architectures, experts
-from .errors import LesionError, ParameterError
+from .errors import ModelError, ParameterError
 
 PARTS = ("attention", "mlp", "experts", "router", "norms", "other")
 # Parts whose blind spots are refused: a lesion study of the MLP is the paper's whole question, and a
@@ -126,8 +126,8 @@ def check(model: torch.nn.Module, partial_view: bool = False) -> Coverage:
     try:
         sites = discover_sites(model, "all")
     except ParameterError:  # not one site, whatever the components: nothing lesion knows in its blocks
-        raise LesionError(f"lesion finds no neuron site in this {getattr(model.config, 'model_type', '')} model: "
-                          "none of its blocks' modules has an output lesion can read") from None
+        raise ModelError(f"lesion finds no neuron site in this {getattr(model.config, 'model_type', '')} model: "
+                         "none of its blocks' modules has an output lesion can read") from None
     coverage = measure(model, sites)
     if coverage.partial and not partial_view:
         count = sum(coverage.unseen.get(p, 0) for p in MUST_SEE)

@@ -7,6 +7,9 @@ on stderr and exit code 2. One tree, so that ``except LesionError`` catches them
     ├── ResultError          a result file that cannot be used: not a lesion result, damaged or edited
     │   ├── InconsistentRun  the files of a run folder do not belong together
     │   └── JournalMismatch  a search journal's Delta the model does not reproduce
+    ├── ModelError           a model lesion cannot load or study: no blocks or neuron sites it can find,
+    │                        a forward that fails, non-finite outputs, a hub repository it refuses
+    ├── MissingPackage       an optional package or program a feature needs is not installed
     ├── ModelMismatch        a result made on other weights, dtype or tokenizer than the model given
     └── BudgetExhausted      a row or time budget is spent (a search catches it and returns its best set)
 
@@ -82,6 +85,16 @@ class InconsistentRun(ResultError):
 
 class JournalMismatch(ResultError):
     """A set read from a search journal does not have, on the model, the Delta the journal gives."""
+
+
+class ModelError(LesionError):
+    """A model lesion cannot load or study as given: the message says what is missing (a folder, its
+    config or safetensors, blocks or neuron sites lesion can find, a forward on input ids alone)."""
+
+
+class MissingPackage(LesionError):
+    """An optional package (or program, such as Chromium) that the feature asked for needs: the
+    message names what to install."""
 
 
 class ModelMismatch(LesionError):

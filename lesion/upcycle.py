@@ -10,11 +10,30 @@ moves into the experts (the channel of ``down_proj`` now written by every expert
 """
 from __future__ import annotations
 
-import argparse
+import math
+import os
+import shutil
+import sys
+from pathlib import Path
 
 import torch
 
-from .errors import LesionError
+from .errors import LesionError, ModelError, ParameterError
+from .files import check_output_folder, temp_prefix
+from .options import check_seed
+
+
+def check_upcycle(experts: int = 4, top_k: int = 2, noise: float = 0.01, seed: int = 0) -> None:
+    """The options of :func:`upcycle`, checked before any model is read."""
+    for name, value in (("experts", experts), ("top_k", top_k)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1024:
+            raise ParameterError(name, f"must be a whole number 1..1024 (got {value!r})")
+    if top_k > experts:
+        raise ParameterError("top_k", f"must be at most `experts` ({experts}), got {top_k}")
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not (math.isfinite(noise) and 0 <= noise <= 1):
+        raise ParameterError("noise", f"must be a number 0..1 (got {noise!r}): each copy's weights are scaled by "
+                             "1 + noise * N(0, 1)")
+    check_seed(seed)
 
 
 def upcycle(model: torch.nn.Module, experts: int = 4, top_k: int = 2, noise: float = 0.01,
@@ -22,11 +41,11 @@ def upcycle(model: torch.nn.Module, experts: int = 4, top_k: int = 2, noise: flo
     """A Mixtral model with ``experts`` noisy copies of each block's MLP and a random router."""
     from transformers import MixtralConfig, MixtralForCausalLM
 
+    check_upcycle(experts, top_k, noise, seed)
+
     dense = model.config
     if getattr(dense, "model_type", None) not in ("llama", "mistral", "qwen2"):
-        raise LesionError(f"upcycle takes a Llama-style model (llama, mistral, qwen2), not {dense.model_type!r}")
-    if not 1 <= top_k <= experts:
-        raise LesionError(f"top_k must be 1..experts ({experts}), got {top_k}")
+        raise ModelError(f"upcycle takes a Llama-style model (llama, mistral, qwen2), not {dense.model_type!r}")
     config = MixtralConfig(
         vocab_size=dense.vocab_size, hidden_size=dense.hidden_size, intermediate_size=dense.intermediate_size,
         num_hidden_layers=dense.num_hidden_layers, num_attention_heads=dense.num_attention_heads,
@@ -61,7 +80,7 @@ def upcycle(model: torch.nn.Module, experts: int = 4, top_k: int = 2, noise: flo
         moe.tie_weights()
     missing = [n for n, p in moe.named_parameters() if p.device.type == "meta"]
     if missing:
-        raise LesionError(f"upcycle left parameters unset: {missing[:3]}")
+        raise ModelError(f"upcycle left parameters unset: {missing[:3]}")
     for buffer_name, buffer in list(moe.named_buffers()):
         if buffer.device.type == "meta":  # rotary tables: made again on the CPU from the config
             owner = moe.get_submodule(buffer_name.rpartition(".")[0])
@@ -71,21 +90,53 @@ def upcycle(model: torch.nn.Module, experts: int = 4, top_k: int = 2, noise: flo
     return moe.eval()
 
 
+def check_out(out: str | Path) -> Path:
+    """The folder the upcycled model goes to: writable, and new or empty (nothing of the user's is replaced)."""
+    target = check_output_folder(out, "out")
+    if target.is_dir() and any(target.iterdir()):
+        raise ParameterError("out", f"{str(out)!r} is not empty: pass a new or empty folder")
+    return target
+
+
+def save(moe: torch.nn.Module, tokenizer, out: str | Path) -> Path:
+    """Write the model and tokenizer to a new or empty folder ``out``, whole or not at all."""
+    target = check_out(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{temp_prefix(target.name)}tmp")
+    try:
+        moe.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if target.is_dir():
+            target.rmdir()  # still empty: checked above
+        os.replace(tmp, target)
+    except OSError as e:
+        raise LesionError(f"cannot write {str(out)!r} ({e.strerror or e}): choose a writable folder with "
+                          "free space") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .cli import Parser, error_line
     from .loading import load_model
 
-    p = argparse.ArgumentParser(prog="python -m lesion.upcycle", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="python -m lesion.upcycle", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--out", required=True)
     p.add_argument("--experts", type=int, default=4)
     p.add_argument("--top-k", type=int, default=2)
     p.add_argument("--noise", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    lm = load_model(args.model, progress=False)
-    moe = upcycle(lm.model, args.experts, args.top_k, args.noise, args.seed)
-    moe.save_pretrained(args.out)
-    lm.tokenizer.save_pretrained(args.out)
+    try:
+        args = p.parse_args(argv)
+        check_upcycle(args.experts, args.top_k, args.noise, args.seed)
+        check_out(args.out)
+        lm = load_model(args.model, progress=False)
+        save(upcycle(lm.model, args.experts, args.top_k, args.noise, args.seed), lm.tokenizer, args.out)
+    except LesionError as e:
+        print(f"{p.prog}: error: {error_line(e)}", file=sys.stderr)
+        return 2
     print(f"wrote {args.out}: {args.experts} experts per block, top-{args.top_k}")
     return 0
 

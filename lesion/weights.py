@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from . import experts
-from .errors import LesionError
+from .errors import ModelError
 from .neurons import Neuron, SiteIndex
 
 RESIDUAL_WRITERS = ("down", "o")
@@ -38,8 +38,8 @@ def parameter(module: torch.nn.Module, name: str) -> torch.Tensor | None:
         weights = getattr(h, "weights_map", None)
         if weights is not None and name in weights:
             return weights[name]
-    raise LesionError(f"the {name} of {type(module).__name__} has no values (a meta tensor that accelerate "
-                      "did not offload): load the model without `device_map` or with enough memory")
+    raise ModelError(f"the {name} of {type(module).__name__} has no values (a meta tensor that accelerate "
+                     "did not offload): load the model without `device_map` or with enough memory")
 
 
 def matrix(module: torch.nn.Module) -> torch.Tensor | None:

@@ -15,15 +15,15 @@ import pytest
 
 import lesion
 from lesion.cli import FLAGS, error_line, flag
-from lesion.errors import (BudgetExhausted, ConfigError, InconsistentRun, JournalMismatch, LesionError, ModelMismatch,
-                           ParameterError, ResultError, name_parameters)
+from lesion.errors import (BudgetExhausted, ConfigError, InconsistentRun, JournalMismatch, LesionError, MissingPackage,
+                           ModelError, ModelMismatch, ParameterError, ResultError, name_parameters)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_one_tree():
     for cls in (ParameterError, ConfigError, ResultError, InconsistentRun, JournalMismatch, ModelMismatch,
-                BudgetExhausted):
+                ModelError, MissingPackage, BudgetExhausted):
         assert issubclass(cls, LesionError), cls
     assert issubclass(ConfigError, ParameterError)
     assert issubclass(InconsistentRun, ResultError) and issubclass(JournalMismatch, ResultError)
@@ -35,8 +35,10 @@ def test_one_tree():
     from lesion.runfolder import InconsistentRun as run_inconsistent
     assert (heel_budget, scorer_journal, plan_config, run_inconsistent) == \
         (BudgetExhausted, JournalMismatch, ConfigError, InconsistentRun)
-    assert (lesion.ParameterError, lesion.ResultError, lesion.ModelMismatch, lesion.BudgetExhausted) == \
-        (ParameterError, ResultError, ModelMismatch, BudgetExhausted)
+    assert not issubclass(ModelError, (ParameterError, ResultError, ModelMismatch))
+    assert (lesion.ParameterError, lesion.ResultError, lesion.ModelMismatch, lesion.BudgetExhausted,
+            lesion.ModelError, lesion.MissingPackage) == \
+        (ParameterError, ResultError, ModelMismatch, BudgetExhausted, ModelError, MissingPackage)
 
 
 def test_the_cli_shows_each_backticked_parameter_as_its_flag():
@@ -131,6 +133,11 @@ def _seed(seed):
     return lambda: check_seed(seed)
 
 
+def _upcycle(**kw):
+    from lesion.upcycle import check_upcycle
+    return lambda: check_upcycle(**kw)
+
+
 LIBRARY_CASES = [
     ("alpha-nan", lambda: _noise(alpha=math.nan), "alpha"),
     ("alpha-negative", lambda: _noise(alpha=-1.0), "alpha"),
@@ -163,6 +170,10 @@ LIBRARY_CASES = [
     ("generate-empty-prompt", lambda: _generation("  ", 4), "prompt"),
     ("analysis-time-budget-ignored", lambda: _analysis("phase", time_budget=5.0), "time_budget"),
     ("analysis-unknown", lambda: _analysis("bogus"), "name"),
+    ("upcycle-experts-0", lambda: _upcycle(experts=0), "experts"),
+    ("upcycle-top-k-beyond-experts", lambda: _upcycle(experts=2, top_k=3), "top_k"),
+    ("upcycle-noise-nan", lambda: _upcycle(noise=math.nan), "noise"),
+    ("upcycle-seed-negative", lambda: _upcycle(seed=-1), "seed"),
 ]
 
 
@@ -230,3 +241,39 @@ def test_the_budget_is_part_of_the_tree_and_a_search_still_catches_it():
     # the row budget raising BudgetExhausted is how a search learns to stop (tests/test_heel.py
     # checks the search returns its best set); as a LesionError it is one line should it escape
     assert error_line(BudgetExhausted("the row budget is spent")) == "the row budget is spent"
+
+
+def test_a_model_lesion_cannot_study_is_a_model_error():
+    import torch
+    from lesion.architectures import block_prefix
+    from lesion.neurons import _probe_shapes
+    from lesion.upcycle import upcycle
+    no_blocks = SimpleNamespace(config=SimpleNamespace(model_type="bogus", num_hidden_layers=2),
+                                named_modules=lambda: iter([("", torch.nn.Linear(2, 2))]))
+    _raises(lambda: block_prefix(no_blocks), ModelError)
+    _raises(lambda: upcycle(SimpleNamespace(config=SimpleNamespace(model_type="gpt2"))), ModelError)
+
+    class Broken(torch.nn.Module):  # a forward that needs more than input ids
+        config = SimpleNamespace(model_type="broken", vocab_size=8)
+
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(2, 2)
+
+        def forward(self, input_ids, use_cache=False):
+            raise TypeError("needs pixel_values")
+    broken = Broken()
+    _raises(lambda: _probe_shapes(broken, {"proj": broken.proj}, 4), ModelError)
+
+
+def test_a_missing_optional_package_is_a_missing_package(monkeypatch):
+    import builtins
+    from lesion.evaluation import corpora
+    real_import = builtins.__import__
+
+    def no_gensim(name, *args, **kwargs):
+        if name.startswith("gensim"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", no_gensim)
+    _raises(lambda: corpora.load_corpus("enwiki-gensim"), MissingPackage)

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import LesionError
+from ..errors import LesionError, MissingPackage
 from ..temporary import temporarily
 
 HUB_CORPORA = {
@@ -58,7 +58,7 @@ def enwiki_gensim() -> list[str]:
         import gensim
         from gensim.corpora.wikicorpus import extract_pages, filter_wiki
     except ImportError:
-        raise LesionError("corpus enwiki-gensim needs gensim: pip install gensim") from None
+        raise MissingPackage("corpus enwiki-gensim needs gensim: pip install gensim") from None
     path = Path(gensim.__file__).parent / "test" / "test_data" / (
         "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
     docs = []
@@ -130,7 +130,7 @@ def _hub_corpus(name: str, max_chars: int | None) -> list[str]:
     try:
         import datasets
     except ImportError:
-        raise LesionError(f"corpus {name} needs the datasets package: pip install datasets") from None
+        raise MissingPackage(f"corpus {name} needs the datasets package: pip install datasets") from None
     path, config, split = HUB_CORPORA[name]
     try:
         with _offline_unless_reachable():

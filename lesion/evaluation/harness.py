@@ -10,7 +10,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import LesionError
+from ..errors import LesionError, MissingPackage
 from ..hooks import mask_neurons
 from ..neurons import Neuron, SiteIndex
 from .tasks import write_offline_tasks
@@ -30,7 +30,7 @@ def run_harness(model, tokenizer, index: SiteIndex, neurons: Sequence[Neuron], t
         from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager
     except ImportError:
-        raise LesionError("downstream tasks need lm-eval: pip install lm-eval") from None
+        raise MissingPackage("downstream tasks need lm-eval: pip install lm-eval") from None
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     manager = TaskManager(include_path=str(include_path or write_offline_tasks()))
     unknown = [t for t in tasks if t not in manager.all_tasks]

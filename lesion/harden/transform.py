@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import LesionError
+from ..errors import ModelError
 from ..results.harden import HeadRotation
 from .rotations import orthogonal, plane_angles
 
@@ -36,14 +36,14 @@ def check_family(model: torch.nn.Module) -> str:
     """The model type, or one LesionError line saying why it cannot be rotated exactly."""
     model_type = getattr(model.config, "model_type", None)
     if model_type in REFUSED:
-        raise LesionError(f"cannot harden model type {model_type!r}: {REFUSED[model_type]}")
+        raise ModelError(f"cannot harden model type {model_type!r}: {REFUSED[model_type]}")
     if model_type in LAYERNORM:
-        raise LesionError(f"cannot harden model type {model_type!r}: its LayerNorm subtracts the mean over "
-                          "channels, and a rotation does not keep that mean (it moves the all-ones direction); "
-                          "lesion does not centre the stream first")
+        raise ModelError(f"cannot harden model type {model_type!r}: its LayerNorm subtracts the mean over "
+                         "channels, and a rotation does not keep that mean (it moves the all-ones direction); "
+                         "lesion does not centre the stream first")
     if model_type not in SUPPORTED:
-        raise LesionError(f"cannot harden model type {model_type!r}: exact rotation is implemented for "
-                          f"{', '.join(SUPPORTED)} (pre-norm RMSNorm families)")
+        raise ModelError(f"cannot harden model type {model_type!r}: exact rotation is implemented for "
+                         f"{', '.join(SUPPORTED)} (pre-norm RMSNorm families)")
     return model_type
 
 
@@ -95,8 +95,8 @@ def blocks_of(model: torch.nn.Module) -> list[Block]:
     try:
         return [Block(layer, heads) for layer in model.model.layers]
     except AttributeError as e:
-        raise LesionError(f"cannot harden this {model.config.model_type!r} model: its blocks are not laid out "
-                          f"as lesion expects ({e})") from None
+        raise ModelError(f"cannot harden this {model.config.model_type!r} model: its blocks are not laid out "
+                         f"as lesion expects ({e})") from None
 
 
 def _on(matrix: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import LesionError
+from ..errors import LesionError, MissingPackage
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 # As root and on a closed network Chromium needs no sandbox and no background connections.
@@ -47,8 +47,8 @@ def find_browser() -> str:
         path = shutil.which(name)
         if path:
             return path
-    raise LesionError("no headless Chromium found to open the report: apt-get install chromium "
-                      "(or put chromium/google-chrome on PATH)")
+    raise MissingPackage("no headless Chromium found to open the report: apt-get install chromium "
+                         "(or put chromium/google-chrome on PATH)")
 
 
 def _run(args: list[str], profile: str) -> subprocess.CompletedProcess:
