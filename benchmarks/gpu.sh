@@ -6,11 +6,18 @@
 #
 # 1. Checks CUDA against the CPU on the default model: `lesion scan` on both, float32; the
 #    same top neuron, the same critical set, Delta within 1e-3. Exit 1 if not.
-# 2. For each model (default model, then the 1.5B Qwen when it is installed) and each dtype
+# 2. At the paper's scale (benchmarks/gpu_scale.py): Qwen2.5-7B, Llama-3.1-8B and Qwen2.5-32B
+#    built from their configs with random weights on the GPU, bfloat16 then float32 where it
+#    fits: Stage 1 against its floor, masked rows and a search's rows per second, and each
+#    against what `lesion plan` predicts (measured / planned, and the TFLOPS that fits).
+# 3. `torchrun -m lesion search` on this machine's CPU cores, 1, 2 and 4 ranks (threads split
+#    evenly), same rows: rows per second and whether every run finds the same heel.
+# 4. For each model (default model, then the 1.5B Qwen when it is installed) and each dtype
 #    (float32, bfloat16), prints Stage 1 against its floor (K = 100 bare forwards of the
 #    same noisy batches, no hooks), masked rows per second (64 rows masking block 0, so each
 #    is a full forward), and the wall time of `lesion search` end to end.
 #
+# Each part after the first starts only while the run has time left (ten minutes in all).
 # Without CUDA it stops at once with one line and exit code 2. GPU_SH_DEVICE=cpu runs the
 # same steps on the CPU with a small K, to check the script itself where no GPU is lent.
 set -euo pipefail
@@ -62,7 +69,43 @@ if not (same_top and same_set and gap <= 1e-3):
     sys.exit("CUDA and CPU disagree: see the lines above")
 EOF
 
-echo "== 2. speed: Stage 1 against its floor, masked rows per second, a search =="
+echo "== 2. the paper's scale: random-weight 7B, 8B and 32B models against lesion plan =="
+if [ "$DEVICE" = cuda ]; then
+    python benchmarks/gpu_scale.py --budget-s 200 --out "$OUT/scale.jsonl" || echo "gpu_scale.py failed"
+else
+    python benchmarks/gpu_scale.py --device cpu --tiny --samples 8 --rows 8 --search-rows 40 --dtypes float32 \
+        --models llama-3.1-8b --out "$OUT/scale.jsonl" || echo "gpu_scale.py failed"
+fi
+
+echo "== 3. torchrun search on the CPU cores: 1, 2 and 4 ranks =="
+CORES=$(nproc)
+for ranks in 1 2 4; do
+    if [ "$SECONDS" -gt 420 ] || [ "$ranks" -gt "$CORES" ]; then
+        echo "$ranks rank(s): skipped ($SECONDS s spent, $CORES cores)"
+        continue
+    fi
+    if ! OMP_NUM_THREADS=$((CORES / ranks)) torchrun --standalone --nproc-per-node "$ranks" -m lesion search \
+            --device cpu --epsilon 8 --max-rows "${GPU_SH_TORCHRUN_ROWS:-400}" --time-budget 90 --quiet \
+            --out "$OUT/torchrun-$ranks.json" > "$OUT/torchrun-$ranks.log" 2>&1; then
+        echo "$ranks rank(s): failed: $(tail -1 "$OUT/torchrun-$ranks.log")"
+        continue
+    fi
+    python - "$OUT/torchrun-$ranks.json" "$ranks" <<'EOF'
+import json
+import sys
+
+from pathlib import Path
+
+path, ranks = Path(sys.argv[1]), sys.argv[2]
+heel = json.loads(path.read_text())
+one = json.loads((path.parent / "torchrun-1.json").read_text())
+same = "same heel as 1 rank" if (one["neurons"], one["delta"]) == (heel["neurons"], heel["delta"]) else "HEEL DIFFERS"
+print(f"{ranks} rank(s): {heel['rows']} rows in {heel['seconds']:.1f} s (signals included), "
+      f"{heel['rows'] / heel['seconds']:.2f} rows/s; {len(heel['neurons'])} neurons, Delta {heel['delta']:.3f}: {same}")
+EOF
+done
+
+echo "== 4. speed: Stage 1 against its floor, masked rows per second, a search =="
 for model in $MODELS; do
     for dtype in float32 bfloat16; do
         if [ "$SECONDS" -gt 480 ]; then  # keep the whole run under ten minutes
@@ -131,7 +174,7 @@ print(f"{model} {dtype}: load {load_s:.1f} s; Stage 1 (K={samples}) {stage1:.2f}
       f"(ratio {stage1 / bare:.2f}); masked rows {ROWS / rows:.1f} rows/s{peak}", flush=True)
 EOF
         start=$(date +%s.%N)
-        if lesion search --model "$model" --dtype "$dtype" --device "$DEVICE" --quiet --time-budget 60 \
+        if lesion search --model "$model" --dtype "$dtype" --device "$DEVICE" --quiet --time-budget 30 \
                 --out "$OUT/search-$model-$dtype.json" > "$OUT/search-$model-$dtype.log" 2>&1; then
             echo "$model $dtype: lesion search end to end $(python -c "print(f'{$(date +%s.%N) - $start:.1f} s')")"
         else

@@ -250,3 +250,26 @@ def test_a_failing_rank_words_a_parameter_error_as_its_flag():
     error = ParameterError("max_rows", "must be >= 1 (got 0)")
     assert _one_line(error, error_line) == "--max-rows must be >= 1 (got 0)"
     assert _one_line(RuntimeError("simulated\nsecond line")) == "RuntimeError: simulated"
+
+
+def test_the_scale_benchmark_runs_its_steps_on_small_shapes(tmp_path):
+    """benchmarks/gpu_scale.py (gpu.sh's part 2) on the CPU with --tiny: each step ran and was compared
+    with the plan, so the script is ready for the GPU it is written for."""
+    out = tmp_path / "scale.jsonl"
+    done = subprocess.run([sys.executable, "benchmarks/gpu_scale.py", "--device", "cpu", "--tiny", "--samples", "2",
+                           "--rows", "2", "--search-rows", "10", "--dtypes", "float32", "--models", "qwen2.5-7b",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1], env={**os.environ, "PYTHONPATH": "."})
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["model"] == "qwen2.5-7b-tiny" and row["neurons"] > 0 and 0 < row["search_rows"] <= 10
+    for key in ("stage1_s", "floor_s", "masked_rows_per_s", "planned_stage1_s", "planned_row_s",
+                "row_measured_over_planned", "effective_tflops_row"):
+        assert row[key] > 0, key
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message a machine without CUDA gets")
+def test_the_scale_benchmark_stops_with_one_line_without_cuda():
+    done = subprocess.run([sys.executable, "benchmarks/gpu_scale.py"], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1], env={**os.environ, "PYTHONPATH": "."})
+    assert done.returncode != 0 and done.stdout == "" and len(done.stderr.strip().splitlines()) == 1

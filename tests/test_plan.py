@@ -198,6 +198,16 @@ def test_published_mixtures_of_experts(path, total, active):
     assert s.active_parameters == pytest.approx(active, rel=0.02)
 
 
+@pytest.mark.parametrize("path, total", [
+    ("tests/data/configs/qwen2.5-7b.json", 7.61e9),  # Qwen's published 7.61B
+    ("tests/data/configs/llama-3.1-8b.json", 8.03e9),  # Meta's published 8.03B
+])
+def test_published_dense_models_of_the_gpu_scale_benchmark(path, total):
+    """benchmarks/gpu_scale.py builds these configs with random weights: their shapes are the published ones."""
+    s = shapes(*read_config(config=path))
+    assert s.parameters == pytest.approx(total, rel=0.005) and s.moe is None
+
+
 @pytest.mark.parametrize("family", sorted(TINY_MOE))
 @pytest.mark.parametrize("components", [None, "all", "expert"])
 def test_moe_neurons_counted_from_shapes_are_the_sites_scan_ranks(family, components):
