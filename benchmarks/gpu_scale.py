@@ -12,7 +12,7 @@ every config's vocabulary). For each model and dtype it prints:
   decoder body on the same noisy batches;
 - masked rows per second: ``--rows`` rows each masking one neuron of block 0 (no prefix to share: a
   full forward per row, what the plan assumes);
-- a search (``search_heel``, ``--search-rows`` rows, 60 s budget): rows per second, signals included;
+- a search (``search_heel``, ``--search-rows`` rows, ``--search-budget-s``): rows per second, signals included;
 - what ``lesion plan`` predicts for the same model on one GPU of this one's memory (or on this CPU):
   measured / planned for Stage 1 and a masked row, and the effective TFLOPS measured, which is the
   ``--gpu-tflops`` that makes the plan exact. The plan is calibrated when that ratio is within 30 %.
@@ -120,8 +120,8 @@ def measure(path: Path, dtype: str, args) -> dict:
     bare = timed(lambda: floor(lm, ids, args.samples), args.device)
     sets = [[n] for n in index.neurons(range(args.rows))]
     rows = timed(lambda: masked_nll(lm.model, ids, index, sets, max_rows=32), args.device)
-    heel = search_heel(lm, [BOOKENDS], SearchPlan(max_rows=args.search_rows, time_budget=60.0), progress=False,
-                       use_cache=False)
+    heel = search_heel(lm, [BOOKENDS], SearchPlan(max_rows=args.search_rows, time_budget=args.search_budget_s),
+                       progress=False, use_cache=False)
     peak = torch.cuda.max_memory_allocated() / 2 ** 30 if args.device == "cuda" else None
 
     name, config = read_config(config=str(path))
@@ -169,7 +169,8 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=100)
     p.add_argument("--rows", type=int, default=64)
     p.add_argument("--search-rows", type=int, default=400)
-    p.add_argument("--budget-s", type=float, default=300.0)
+    p.add_argument("--search-budget-s", type=float, default=30.0, help="the search's time budget")
+    p.add_argument("--budget-s", type=float, default=300.0, help="no model starts after this many seconds")
     p.add_argument("--tiny", action="store_true", help="small shapes from each config: checks the script")
     p.add_argument("--out", default=None, help="a JSON lines file for the results")
     args = p.parse_args()
@@ -177,8 +178,8 @@ def main() -> None:
         raise SystemExit("gpu_scale.py: no CUDA device here: pass --device cpu --tiny to check the script")
     folder = Path(args.out).parent if args.out else Path(".")
     start = time.perf_counter()
-    for model in args.models:
-        for dtype in args.dtypes:
+    for dtype in args.dtypes:  # every model in the first dtype before any in the second
+        for model in args.models:
             spent = time.perf_counter() - start
             if spent > args.budget_s:
                 print(f"{model} {dtype}: skipped: {spent:.0f} s spent of --budget-s {args.budget_s:g}", flush=True)
