@@ -126,8 +126,8 @@ def measure(path: Path, dtype: str, args) -> dict:
 
     name, config = read_config(config=str(path))
     gpu_gib = torch.cuda.get_device_properties(0).total_memory / 2 ** 30 if args.device == "cuda" else 0
-    plan = make_plan(shapes(name, config), tokens=ids.shape[1], samples=args.samples, dtype=dtype,
-                     gpus=1 if args.device == "cuda" else 0, gpu_memory=max(gpu_gib, 1.0))
+    on_gpu = dict(gpus=1, gpu_memory=gpu_gib) if args.device == "cuda" else {}
+    plan = make_plan(shapes(name, config), tokens=ids.shape[1], samples=args.samples, dtype=dtype, **on_gpu)
     planned = plan["time_s"]["gpu_assumed" if args.device == "cuda" else "cpu_this_machine"]
     row_s = rows / args.rows
     result = {

@@ -50,6 +50,7 @@ CALIBRATION = {
 # extrapolation); validated out of sample on Gemma 3 270M and a Qwen2 0.5B (docs/plan.md).
 WIDTH_EXPONENT = {"stage1": -0.40, "row": -0.43}
 CALIBRATED_WIDTHS = (576, 1536)
+DEFAULT_GPU_GIB = 80.0  # one H100-class GPU's memory, where `gpus` is given without `gpu_memory`
 DEFAULT_GPU_TFLOPS = 200.0  # assumed effective bfloat16 throughput of one H100-class GPU (not measured)
 STAGE2_ROW_BATCH = 8  # find_critical_set's widest chunk
 LOGIT_BYTES = 2 ** 29  # heel.scorer's cap on one batch's float32 logits
@@ -575,16 +576,19 @@ def plan_study(model: str | None = None, config: str | None = None, components: 
     return make_plan(shapes(name, built, components), **options)
 
 
-def check_options(*, tokens: int = 49, samples: int | str = 100, gpus: int = 0, gpu_memory: float = 80.0,
+def check_options(*, tokens: int = 49, samples: int | str = 100, gpus: int = 0, gpu_memory: float | None = None,
                   dtype: str = "bfloat16", stage2_rows: int = 100, search_rows: int = 1000, ranks: int | None = None,
                   gpu_tflops: float | None = None) -> None:
     """Every option of a plan, before any config is read: integers that are integers, within
-    bounds; GPU memory and throughput positive and finite."""
+    bounds; GPU memory and throughput positive and finite; the GPU options (memory, throughput,
+    ranks) only with ``gpus``: without GPUs the plan is for this machine's CPU, which more
+    processes would share, not multiply."""
     _integer("tokens", tokens, 1, MAX_TOKENS, ": the Bookends text is 49 tokens on SmolLM2")
     if samples != "auto":
         _integer("samples", samples, 1, MAX_SAMPLES, " (or 'auto'): the paper uses 100")
     _integer("gpus", gpus, 0, MAX_GPUS, " (0 plans for this CPU only)")
-    _positive("gpu_memory", gpu_memory, MAX_GPU_GIB, ": the memory of one GPU in GiB, e.g. 80")
+    if gpu_memory is not None:
+        _positive("gpu_memory", gpu_memory, MAX_GPU_GIB, ": the memory of one GPU in GiB, e.g. 80")
     if dtype not in BYTES:
         raise ParameterError("dtype", f"must be one of {', '.join(BYTES)} (got {dtype!r})")
     _integer("stage2_rows", stage2_rows, 0, MAX_ROWS, "")
@@ -593,8 +597,10 @@ def check_options(*, tokens: int = 49, samples: int | str = 100, gpus: int = 0, 
         _integer("ranks", ranks, 1, MAX_GPUS, ": leave it out for the copies the GPUs hold")
     if gpu_tflops is not None:
         _positive("gpu_tflops", gpu_tflops, MAX_GPU_TFLOPS, f": leave it out for the default, {DEFAULT_GPU_TFLOPS:g}")
-        if not gpus:
-            raise ParameterError("gpu_tflops", "plans GPU times: give `gpus` too")
+    for name, value in (("gpu_memory", gpu_memory), ("gpu_tflops", gpu_tflops), ("ranks", ranks)):
+        if value is not None and not gpus:
+            raise ParameterError(name, "is for a plan on GPUs: give `gpus` too (without GPUs the plan is for "
+                                       "this machine's CPU, whose cores more processes share, not multiply)")
 
 
 def _integer(name: str, value, low: int, high: int, hint: str) -> None:
@@ -609,12 +615,13 @@ def _positive(name: str, value, high: float, hint: str) -> None:
         raise ParameterError(name, f"must be a finite number > 0 and at most {high:g} (got {value!r}){hint}")
 
 
-def make_plan(s: Shapes, *, tokens: int = 49, samples: int | str = 100, gpus: int = 0, gpu_memory: float = 80.0,
+def make_plan(s: Shapes, *, tokens: int = 49, samples: int | str = 100, gpus: int = 0, gpu_memory: float | None = None,
               dtype: str = "bfloat16", stage2_rows: int = 100, search_rows: int = 1000, ranks: int | None = None,
               gpu_tflops: float | None = None) -> dict:
     """Memory, placement and time of a study; ``samples`` K or "auto" (planned at its cap,
     100); ``ranks`` data-parallel copies (default: as many as the GPUs hold, else 1);
-    ``gpu_tflops`` the assumed throughput of one copy (default DEFAULT_GPU_TFLOPS)."""
+    ``gpu_tflops`` the assumed throughput of one copy (default DEFAULT_GPU_TFLOPS); ``gpu_memory``
+    GiB per GPU (default DEFAULT_GPU_GIB). Where one copy does not fit the GPUs, no GPU time is planned."""
     check_options(tokens=tokens, samples=samples, gpus=gpus, gpu_memory=gpu_memory, dtype=dtype,
                   stage2_rows=stage2_rows, search_rows=search_rows, ranks=ranks, gpu_tflops=gpu_tflops)
     if s.context is not None and tokens > s.context:
@@ -655,14 +662,14 @@ def make_plan(s: Shapes, *, tokens: int = 49, samples: int | str = 100, gpus: in
     working = (stage1_bytes + max(rows_bytes.values())) / GIB
     copies = 1
     if gpus:
-        placement = device_map(s, gpus, gpu_memory, dtype, working * 1.1)
+        placement = device_map(s, gpus, DEFAULT_GPU_GIB if gpu_memory is None else gpu_memory, dtype, working * 1.1)
         # The fewest GPUs one copy needs; the others hold more data-parallel copies.
         copies = gpus // placement["used_gpus"] if placement["fits"] else 0
         plan["device_map"] = placement
         plan["data_parallel_ranks"] = copies
-        if ranks is not None and copies and ranks > copies:
+        if ranks is not None and ranks > copies:
             raise ParameterError("ranks", f"must be at most the copies the GPUs hold ({copies}; got {ranks}): "
-                                          "give more `gpus` or fewer ranks")
+                                          "give more `gpus` (or `gpu_memory`) or fewer ranks")
     ranks = ranks or copies or 1
     cpu = CALIBRATION
     plan["time_s"] = {
@@ -671,7 +678,7 @@ def make_plan(s: Shapes, *, tokens: int = 49, samples: int | str = 100, gpus: in
                                    cpu["row_s_per_flop"] * width_factor(s.hidden, "row")),
         "calibration": cpu["source"],
     }
-    if gpus:
+    if gpus and copies:
         tflops = DEFAULT_GPU_TFLOPS if gpu_tflops is None else gpu_tflops
         spf = 1.0 / (tflops * 1e12)
         plan["time_s"]["gpu_assumed"] = _times(stage1_flops, row_flops, stage2_rows, search_rows, ranks, spf, spf)

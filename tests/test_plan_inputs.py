@@ -195,7 +195,7 @@ def test_what_transformers_refuses_is_one_config_error(tmp_path):
     ("dtype", "int8"),
 ])
 def test_a_bad_option_is_refused_naming_it(option, value):
-    options = {option: value, **({"gpus": 1} if option == "gpu_tflops" else {})}
+    options = {option: value, **({"gpus": 1} if option in ("gpu_tflops", "gpu_memory", "ranks") else {})}
     with pytest.raises(ParameterError) as e:
         check_options(**options)
     assert e.value.parameter == option
@@ -231,6 +231,23 @@ def test_a_million_gpus_are_answered_at_once(smol_shapes):
     assert plan["time_s"]["rows"]["ranks"] == 1_000_000
 
 
+@pytest.mark.parametrize("option, value", [("ranks", 1000), ("gpu_memory", 80.0), ("gpu_tflops", 100.0)])
+def test_gpu_options_without_gpus_are_refused(smol_shapes, option, value):
+    """Without GPUs the plan is for this CPU: 1000 ranks on its two cores would divide its times by 1000."""
+    with pytest.raises(ParameterError) as e:
+        make_plan(smol_shapes, **{option: value})
+    assert e.value.parameter == option
+
+
+def test_gpus_that_hold_no_copy_get_no_gpu_time_and_no_ranks(smol_shapes):
+    plan = make_plan(smol_shapes, gpus=1, gpu_memory=1e-4)
+    assert plan["data_parallel_ranks"] == 0 and "gpu_assumed" not in plan["time_s"]
+    assert plan["time_s"]["cpu_this_machine"]["stage1"] > 0
+    with pytest.raises(ParameterError) as e:
+        make_plan(smol_shapes, gpus=1, gpu_memory=1e-4, ranks=4)
+    assert e.value.parameter == "ranks"
+
+
 def test_more_ranks_than_the_gpus_hold_are_refused(smol_shapes):
     with pytest.raises(ParameterError) as e:
         make_plan(smol_shapes, gpus=2, gpu_memory=1.0, ranks=3)
@@ -251,6 +268,8 @@ def test_model_and_config_together_are_refused(tmp_path):
     (["--gpu-tflops", "-5", "--gpus", "1"], "--gpu-tflops"),
     (["--gpu-tflops", "0", "--gpus", "1"], "--gpu-tflops"),
     (["--ranks", "-2"], "--ranks"),
+    (["--ranks", "1000"], "--ranks"),
+    (["--gpu-memory", "80"], "--gpu-memory"),
     (["--gpu-memory", "nan", "--gpus", "1"], "--gpu-memory"),
     (["--gpu-memory", "inf", "--gpus", "1"], "--gpu-memory"),
     (["--tokens", "1000000000000"], "--tokens"),

@@ -22,7 +22,8 @@ def register(sub) -> None:
     src.add_argument("--config", default=None, help="a model's config.json instead of --model")
     p.add_argument("--components", default=None, help="neuron components, as for scan (default: default)")
     p.add_argument("--gpus", type=int, default=0, help="GPUs to plan for (0: this CPU only)")
-    p.add_argument("--gpu-memory", type=float, default=80.0, metavar="GB", help="memory of each GPU in GiB")
+    p.add_argument("--gpu-memory", type=float, default=None, metavar="GB",
+                   help="memory of each GPU in GiB (default 80)")
     p.add_argument("--gpu-tflops", type=float, default=None,
                    help="assumed effective TFLOPS of one model copy on the GPUs (default 200; a 135M model "
                         "measured about 17 on one H100)")
@@ -106,3 +107,5 @@ def print_plan(plan: dict) -> None:
     console.print(f"CPU: {times['calibration']}")
     if "gpu_assumption" in times:
         console.print(f"GPU: {times['gpu_assumption']}, {times['rows']['ranks']} rank(s)")
+    elif "device_map" in plan:
+        console.print("GPU: no time planned: one copy does not fit these GPUs")
