@@ -36,6 +36,9 @@ class Scores:
 # K it stops at does not depend on the batch size; the first look needs that many samples for
 # a variance estimate worth the name.
 SETTLE_CHECK_EVERY = 10
+# Noise this much larger than the paper's 5 says nothing about the text, and squared in a norm it
+# leaves float32 (3.4e38) from about 1e19: the bound is far below that and far above any study.
+MAX_ALPHA = 1e6
 CONFIDENCE = 0.95
 # How much of the ranking must settle: its head, the neurons scoring at least 1/HEAD_RATIO of
 # the top score. Critical neurons are outliers of the ranking (massive activations): every
@@ -118,6 +121,9 @@ def check_noise_options(samples: int | str = 100, alpha: float = 5.0, batch_size
         raise ParameterError("samples", f"must be a number or 'auto' (got {samples!r}): the paper uses 100")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (alpha > 0 and math.isfinite(alpha)):
         raise ParameterError("alpha", f"must be a finite number > 0 (got {alpha}): the paper uses 5")
+    if alpha > MAX_ALPHA:
+        raise ParameterError("alpha", f"must be at most {MAX_ALPHA:g} (got {alpha:g}): the noise would swamp the "
+                                      "text and overflow float32; the paper uses 5")
     counts = [("batch_size", batch_size, 1, None)]
     if samples == "auto":  # the adaptive stop compares two sample counts at least
         counts += [("max_samples", max_samples, 2, MAX_SAMPLES),
@@ -373,8 +379,15 @@ def ranking_from_scores(index: SiteIndex, scores: Scores, ranker: str, keep: int
                         settings: Settings) -> Ranking:
     values = scores.values.float().cpu()
     if not torch.isfinite(values).all():
-        raise ParameterError("dtype", f"is too narrow for this model: the {ranker} ranker's scores overflow to "
-                                      "non-finite values; use float32")
+        if settings.dtype not in (None, "float32"):
+            raise ParameterError("dtype", f"is too narrow for this model: the {ranker} ranker's scores overflow to "
+                                          "non-finite values; use float32")
+        if ranker == "noise":
+            given = "" if settings.alpha is None else f"{settings.alpha:g} "
+            raise ParameterError("alpha", f"{given}gives non-finite noise scores even in float32: lower it (the "
+                                          "paper uses 5)")
+        raise ParameterError("ranker", f"{ranker} gives non-finite scores even in float32 on this model: use "
+                                       "another ranker")
     order = torch.sort(values, descending=True, stable=True).indices[:keep]
     pos = None if scores.positions is None else tuple(scores.positions.cpu()[order].tolist())
     return Ranking(model=model_name, ranker=ranker, neurons=tuple(index.neurons(order.tolist())),

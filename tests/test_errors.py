@@ -141,6 +141,7 @@ def _upcycle(**kw):
 LIBRARY_CASES = [
     ("alpha-nan", lambda: _noise(alpha=math.nan), "alpha"),
     ("alpha-negative", lambda: _noise(alpha=-1.0), "alpha"),
+    ("alpha-overflowing", lambda: _noise(alpha=1e308), "alpha"),
     ("samples-0", lambda: _noise(samples=0), "samples"),
     ("samples-huge", lambda: _noise(samples=10 ** 8), "samples"),
     ("samples-word", lambda: _noise(samples="many"), "samples"),
@@ -201,6 +202,7 @@ def test_analysis_parameters_are_checked_in_the_library():
     _raises(lambda: REGISTRY["components"].compute(inputs, levels=[]), ParameterError, "levels")
     _raises(lambda: REGISTRY["phase"].compute(inputs, max_n=0), ParameterError, "max_n")
     _raises(lambda: REGISTRY["sweep"].compute(inputs, alphas=[1.0, math.nan]), ParameterError, "alphas")
+    _raises(lambda: REGISTRY["sweep"].compute(inputs, alphas=[1e308]), ParameterError, "alphas")
     _raises(lambda: REGISTRY["sweep"].compute(inputs, alphas=[], sample_grid=[], seed_grid=[]), ParameterError,
             "alphas")
     # an unknown dtype is the caller's error, not a finding recorded per dtype (and no model is loaded)
@@ -277,3 +279,19 @@ def test_a_missing_optional_package_is_a_missing_package(monkeypatch):
         return real_import(name, *args, **kwargs)
     monkeypatch.setattr(builtins, "__import__", no_gensim)
     _raises(lambda: corpora.load_corpus("enwiki-gensim"), MissingPackage)
+
+
+def test_non_finite_scores_name_the_cause_float32_or_alpha():
+    """A narrower dtype is named when the model ran in one; in float32 the noise scale is the cause."""
+    import torch
+    from lesion.neurons import Site, SiteIndex
+    from lesion.results import Settings
+    from lesion.stage1 import Scores, ranking_from_scores
+    scores = Scores(torch.tensor([1.0, math.inf]))
+    index = SiteIndex([Site("model.layers.0.mlp.down_proj", 0, "down", (2,), 1)])
+    _raises(lambda: ranking_from_scores(index, scores, "noise", 2, "m", Settings.of(dtype="bfloat16")),
+            ParameterError, "dtype")
+    _raises(lambda: ranking_from_scores(index, scores, "noise", 2, "m", Settings.of(dtype="float32", alpha=1e5)),
+            ParameterError, "alpha")
+    _raises(lambda: ranking_from_scores(index, scores, "gradient", 2, "m", Settings.of(dtype="float32")),
+            ParameterError, "ranker")

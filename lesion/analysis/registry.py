@@ -72,14 +72,14 @@ def _sweep(i: AnalysisInputs, alphas=(1, 3, 5, 7, 10), sample_grid=(25, 50, 75, 
            epsilon=1.0, stage2="linear", time_budget=None):
     from .sweep import sensitivity_sweep
     options = {k: v for k, v in i.rank_options.items() if k not in ("alpha", "samples", "seed")}
-    import math
 
     from ..options import MAX_SEED
     if not (alphas or sample_grid or seed_grid):
         raise ParameterError("alphas", "and `sample_grid` and `seed_grid` are all empty: the sweep has no points")
-    bad = [a for a in alphas if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a < math.inf]
+    from ..stage1 import MAX_ALPHA
+    bad = [a for a in alphas if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a <= MAX_ALPHA]
     if bad:
-        raise ParameterError("alphas", f"must be finite numbers > 0, e.g. 1,3,5,7,10 (got {bad[0]!r})")
+        raise ParameterError("alphas", f"must be numbers > 0 and <= {MAX_ALPHA:g}, e.g. 1,3,5,7,10 (got {bad[0]!r})")
     check_counts("sample_grid", sample_grid, empty_ok=True)
     if any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED for s in seed_grid):
         raise ParameterError("seed_grid", f"must be seeds 0..{MAX_SEED}, e.g. 43,44 (got {list(seed_grid)!r})")
