@@ -31,8 +31,9 @@ class Neuron:
     @classmethod
     def parse(cls, text: str) -> "Neuron":
         module, sep, channel = str(text).strip().rpartition(":")
-        # fullmatch, not isdigit: isdigit accepts '²' and other digits int() cannot read
-        if not sep or not module or not re.fullmatch(r"[0-9]+", channel):
+        # fullmatch, not isdigit: isdigit accepts '²' and other digits int() cannot read; a ':' left in
+        # the module part is a second channel ('m:507:3'), which no module name of a model holds
+        if not sep or not module or ":" in module or not re.fullmatch(r"[0-9]+", channel):
             raise LesionError(f"bad neuron {text!r}: write it as '<module name>:<channel>', "
                               "e.g. 'model.layers.11.mlp.down_proj:507'")
         return cls(module, int(channel))

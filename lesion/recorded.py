@@ -161,6 +161,19 @@ class Masking:
     notes: tuple[str, ...] = ()  # what an override changed
 
 
+def check_mask_neurons(neurons: Sequence[Neuron | str], result=None) -> list[Neuron]:
+    """The neurons :func:`masked_perplexity` masks, parsed and checked without a model: each once,
+    and at least one unless a ``result`` gives them."""
+    parsed = [n if isinstance(n, Neuron) else Neuron.parse(n) for n in neurons]
+    twice = next((n for i, n in enumerate(parsed) if n in parsed[:i]), None)
+    if twice is not None:
+        raise ParameterError("neurons", f"lists {twice} twice: a set holds each neuron once; drop the repeat")
+    if result is None and not parsed:
+        raise ParameterError("neurons", "names none to mask: name them (module:channel) or give a `result` "
+                                        "(a critical set or heel)")
+    return parsed
+
+
 def masked_perplexity(lm, neurons: Sequence[Neuron | str] = (), *, result: NeuronSet | str | Path | None = None,
                       text: str | None = None, ablation: str | None = None, alone: bool = True) -> Masking:
     """``lesion mask`` as one call: the perplexity of each text with the neurons masked, as a
@@ -175,11 +188,8 @@ def masked_perplexity(lm, neurons: Sequence[Neuron | str] = (), *, result: Neuro
         masked_perplexity(lm, ["model.layers.11.mlp.down_proj:507"]).rows[0].delta
         masked_perplexity(lm, result="heel.json").rows  # each row's delta equals its recorded_delta
     """
-    extra = [n if isinstance(n, Neuron) else Neuron.parse(n) for n in neurons]
+    extra = check_mask_neurons(neurons, result)
     if result is None:
-        if not extra:
-            raise ParameterError("neurons", "names none to mask: name them (module:channel) or give a `result` "
-                                            "(a critical set or heel)")
         inputs = Inputs((("text", BOOKENDS if text is None else text),), ablation or "zero")
         check_ablation(inputs.ablation)
         return Masking(tuple(_score(lm, extra, inputs, (), alone)), len(extra), inputs.ablation)

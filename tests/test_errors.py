@@ -295,3 +295,16 @@ def test_non_finite_scores_name_the_cause_float32_or_alpha():
             ParameterError, "alpha")
     _raises(lambda: ranking_from_scores(index, scores, "gradient", 2, "m", Settings.of(dtype="float32")),
             ParameterError, "ranker")
+
+
+def test_a_neuron_with_two_channels_is_not_read_as_a_module_named_with_the_first():
+    from lesion.neurons import Neuron
+    _raises(lambda: Neuron.parse("model.layers.11.mlp.down_proj:507:3"), LesionError)
+    assert Neuron.parse(" model.layers.11.mlp.down_proj:507 ") == Neuron("model.layers.11.mlp.down_proj", 507)
+
+
+def test_mask_refuses_a_neuron_given_twice_before_any_model():
+    from lesion.recorded import check_mask_neurons
+    _raises(lambda: check_mask_neurons(["m.a:1", "m.b:2", "m.a:1"]), ParameterError, "neurons")
+    _raises(lambda: check_mask_neurons([]), ParameterError, "neurons")
+    assert len(check_mask_neurons([], result="heel.json")) == 0

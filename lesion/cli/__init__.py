@@ -19,7 +19,7 @@ from ..errors import LesionError
 # The one table from library parameters to flags: those whose flag is not the parameter's name with
 # dashes (``max_rows`` -> ``--max-rows``). Every message the CLI shows names flags through :func:`flag`.
 FLAGS = {"per_signal": "--pool", "run_dir": "--run", "corpora": "--corpus", "prompts": "--prompt",
-         "result": "--neurons"}
+         "result": "--neurons", "neurons": "NEURON"}  # lesion mask's positional arguments
 
 
 def flag(parameter: str) -> str:

@@ -35,11 +35,12 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..experts import unit_name
     from ..neurons import Neuron
-    from ..recorded import masked_perplexity
+    from ..recorded import check_mask_neurons, masked_perplexity
     from ..texts import read_text
     from .common import read_critical
 
-    neurons = [Neuron.parse(unit_name(s) if args.unit == "expert" else s) for s in args.neuron]
+    neurons = check_mask_neurons([Neuron.parse(unit_name(s) if args.unit == "expert" else s) for s in args.neuron],
+                                 args.neurons)
     given = read_text(args.text, args.text_file) if args.text is not None or args.text_file is not None else None
     recorded = read_critical(args.neurons).settings if args.neurons else None  # before the model loads
     lm = load(args, recorded=recorded)
