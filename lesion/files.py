@@ -276,6 +276,19 @@ def _umask() -> int:
     return mask
 
 
+class _RepeatedKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """A JSON object whose keys are all different: lesion never writes a key twice."""
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        raise _RepeatedKey(next(repr(k) for k, _ in pairs if k in seen or seen.add(k)))
+    return data
+
+
 def read_json(path: str | Path) -> dict:
     path = Path(path)
     if path.is_dir():
@@ -283,9 +296,12 @@ def read_json(path: str | Path) -> dict:
     if not path.is_file():
         raise ResultError(f"{str(path)!r} not found: pass the JSON written by an earlier lesion run")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ResultError(f"{str(path)!r} is not valid JSON ({e}): re-create it with lesion") from None
+    except _RepeatedKey as e:
+        raise ResultError(f"{str(path)!r} gives {e} twice in one object (the reader would keep the last): it was "
+                          "edited; re-create it with lesion") from None
     except OSError as e:
         raise ResultError(f"cannot read {str(path)!r} ({e.strerror or e}): check its permissions") from None
     if not isinstance(data, dict):

@@ -91,6 +91,8 @@ class RunFolder:
         fingerprints exactly those neurons. Checked once per :class:`RunFolder`."""
         if self._checked or not self.path.is_dir():
             return self
+        if self.file(RUN).exists():  # read by no report, but a damaged run.json says the folder was damaged
+            read_json(self.file(RUN))
         ranking = Ranking.load(self.file(RANKING)) if self.file(RANKING).is_file() else None
         critical = CriticalSet.load(self.file(CRITICAL)) if self.file(CRITICAL).is_file() else None
         reference = (RANKING, ranking.settings) if ranking else (CRITICAL, critical.settings) if critical else None

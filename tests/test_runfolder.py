@@ -107,3 +107,39 @@ def test_results_that_choose_their_own_texts_belong_to_the_run(run):
     (run / "compare.json").write_text(json.dumps({"settings": {"model_fingerprint": "other weights"}}))
     with pytest.raises(InconsistentRun):
         RunFolder(run).check()
+
+
+def _trajectory_point_added(data):
+    data["trajectory"].insert(0, {"n": 1, "ppl": 1e30, "delta": 99.0})
+
+
+@pytest.mark.parametrize("name, change", [
+    ("n-a-boolean", lambda d: d.update(n=True)),
+    ("negative-count", lambda d: d.update(forward_rows=-5)),
+    ("another-models-name", lambda d: d.update(model="gemma3-270m")),
+    ("a-second-point-at-n", _trajectory_point_added),
+    ("a-point-whose-delta-its-ppl-denies", lambda d: d["trajectory"][0].update(delta=d["trajectory"][0]["delta"] + 1)),
+])
+def test_an_edited_critical_set_is_refused_by_the_report(run, capsys, name, change):
+    """Contradictions a reader can see without the model: each is refused, nothing is written."""
+    from lesion.errors import ResultError
+    from lesion.results import CriticalSet
+    edit(run / "critical.json", change)
+    with pytest.raises(ResultError):
+        CriticalSet.load(run / "critical.json")
+    before = sorted(p.name for p in run.iterdir())
+    assert main(["report", str(run), "--quiet"]) == 2
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_a_key_given_twice_or_a_damaged_run_record_is_refused(run, capsys):
+    from lesion.errors import ResultError
+    from lesion.files import read_json
+    text = (run / "critical.json").read_text()
+    (run / "critical.json").write_text(text[:text.rindex("}")] + ', "delta": 0.5}')
+    with pytest.raises(ResultError):
+        read_json(run / "critical.json")
+    (run / "critical.json").write_text(text)
+    assert main(["report", str(run), "--quiet"]) == 0
+    (run / "run.json").write_text("garbage")
+    assert main(["report", str(run), "--quiet"]) == 2

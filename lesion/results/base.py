@@ -93,7 +93,7 @@ class Result(Record):
         except (KeyError, TypeError, AttributeError, ValueError) as e:
             detail = f"missing {e}" if isinstance(e, KeyError) else str(e) or "unexpected structure"
             raise ResultError(f"{str(path)!r} is not a lesion {cls.SOURCE} ({detail})") from None
-        problem = result.inconsistency(data)
+        problem = _common_inconsistency(result) or result.inconsistency(data)
         if problem:
             raise ResultError(f"{str(path)!r} contradicts itself ({problem}): it was edited or damaged; "
                               "re-create it with lesion")
@@ -115,6 +115,21 @@ class Result(Record):
         summary = {k: v for k, v in self.to_dict().items() if k != "settings"}
         return (f"<b>{type(self).__name__}</b><pre>"
                 f"{html.escape(json.dumps(summary, indent=1, default=str)[:4000])}</pre>")
+
+
+def _common_inconsistency(result: Result) -> str | None:
+    """What any result may contradict: its model against the model its settings record, and a count
+    (every top-level whole-number field is one) below zero."""
+    model = getattr(result, "model", None)
+    recorded = getattr(result.settings, "model", None) if not isinstance(result.settings, dict) \
+        else result.settings.get("model")
+    if isinstance(model, str) and isinstance(recorded, str) and model and recorded and model != recorded:
+        return f"model is {model!r} but its settings record {recorded!r}"
+    for f in dataclasses.fields(result):  # type: ignore[arg-type]
+        value = getattr(result, f.name)
+        if type(value) is int and value < 0:
+            return f"{f.name} is {value}, a count below zero"
+    return None
 
 
 def check_schema(cls: type, data: dict, where: str) -> None:

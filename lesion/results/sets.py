@@ -55,7 +55,7 @@ def check_neuron_set(result: NeuronSet, data: dict) -> str | None:
     Checked: ``n`` against the neurons listed, no neuron twice, positive perplexities, ``delta``
     against the two perplexities, and ``reached`` against ``delta`` and the recorded epsilon."""
     neurons, n = result.neurons, data.get("n", len(result.neurons))
-    if n != len(neurons):
+    if type(n) is not int or n != len(neurons):
         return f"n is {n!r} but neurons lists {len(neurons)}"
     if len(set(neurons)) != len(neurons):
         return "neurons lists a neuron twice"
@@ -152,6 +152,15 @@ class CriticalSet(NeuronSet):
         problem = check_neuron_set(self, data)
         if problem or not self.trajectory:
             return problem
+        ns = [s.n for s in self.trajectory]
+        if ns[0] < 1 or any(a >= b for a, b in zip(ns, ns[1:])):
+            return f"the trajectory's n are not increasing from 1 ({ns[:6]}{'...' if len(ns) > 6 else ''})"
+        for step in self.trajectory:
+            implied = math.log10(step.ppl / self.baseline_ppl) if step.ppl > 0 and math.isfinite(step.ppl) else None
+            if implied is not None and not abs(implied - step.delta) <= DELTA_TOLERANCE * max(1.0, abs(implied)):
+                return f"the trajectory's delta at n = {step.n} is {step.delta} but its ppl gives {implied:.6g}"
+            if not step.ppl > 0:
+                return f"the trajectory's ppl at n = {step.n} is {step.ppl}, not a positive perplexity"
         steps = {s.n: s for s in self.trajectory}
         if self.neurons:
             hit = steps.get(len(self.neurons))
