@@ -81,18 +81,24 @@ def write_json(path: str | Path, data: Any) -> Path:
     return write_text(path, json_text(data))
 
 
-def check_output_path(path: str | Path, parameter: str = "path") -> Path:
+def check_output_path(path: str | Path, parameter: str = "path", follow_link: bool = True) -> Path:
     """The file an output path will write, checked before any work.
 
     Refused (a :class:`ParameterError` on ``parameter``): a path naming no file; one that would
     replace something other than a regular file (a folder, a device node such as /dev/null, a
     pipe), since the atomic rename would swap it out; a folder that cannot be created or written.
-    A symbolic link is written through: the path returned is its target, which is replaced, and
-    the link stays.
+    A symbolic link the user named is written through: the path returned is its target, which is
+    replaced, and the link stays. ``follow_link=False`` is for a file lesion names itself (in a
+    run folder, beside a result, in a cache): a link there was planted, and is refused, since
+    following it would write wherever it points (a run as root once replaced /etc/passwd so).
     """
     path = Path(path)
     if not str(path.name) or path.name in (".", ".."):
         raise ParameterError(parameter, f"{str(path)!r} names no file: pass the path of a file to write")
+    if not follow_link and path.is_symlink():
+        raise ParameterError(parameter, f"{str(path)!r} is a symbolic link (to {os.readlink(path)!r}) where lesion "
+                             "writes a file it names itself: remove the link (lesion never writes such a file "
+                             "through one)")
     target = _link_target(path, parameter)
     if target.exists() and not target.is_file():
         what = "a folder" if target.is_dir() else "not a regular file (a device, pipe or socket)"
@@ -186,7 +192,8 @@ def write_text(path: str | Path, text: str) -> Path:
 
     The file gets the permissions a plain ``open`` would (0666 less the umask), not the
     private 0600 of a temp file; a failed write (read-only, full disk, no permission) is
-    one line naming the path, and leaves nothing behind. A symbolic link is written through.
+    one line naming the path, and leaves nothing behind. A symbolic link at ``path`` is refused:
+    every caller names the file itself (see :func:`check_output_path`).
     """
     return write_files({Path(path): text})[0]
 
@@ -198,8 +205,10 @@ def write_files(files: dict[Path, str], remove: Sequence[Path] = ()) -> list[Pat
     before anything is replaced); then all are renamed into place. Should a rename fail,
     the ones already renamed are put back from hard links kept of the old files. ``remove``
     names files of an earlier unit that this one supersedes; they go once all are in place.
+    A path that is a symbolic link is refused: a link the user named was resolved by the caller
+    (:func:`lesion.results.base.result_files`), so one here was planted.
     """
-    targets = {check_output_path(path): text for path, text in files.items()}
+    targets = {check_output_path(path, follow_link=False): text for path, text in files.items()}
     temps: dict[Path, str] = {}
     try:
         for target, text in targets.items():

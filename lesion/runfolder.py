@@ -176,4 +176,4 @@ class RunFolder:
         return Study.recreate(lm, self.settings(), self.file(RANKING), text)
 
     def write(self, name: str, result: Any) -> Path:
-        return save_result(self.file(name), result)
+        return save_result(self.file(name), result, follow_link=False)

@@ -197,3 +197,36 @@ def test_search_refuses_a_journal_path_that_is_a_folder(tmp_path, no_load):
     from lesion.heel.journal import journal_path
     journal_path(tmp_path / "heel.json").mkdir()  # a traceback after the model loaded, before
     assert main(["search", "--out", str(tmp_path / "heel.json")]) == 2
+
+
+@pytest.mark.parametrize("command, planted", [
+    (["scan", "--out", "{folder}"], "{folder}/ranking.json"),
+    (["scan", "--out", "{folder}"], "{folder}/run.json"),
+    (["search", "--out", "{folder}/heel.json"], "{folder}/heel.json.sets.jsonl"),
+])
+def test_a_link_planted_where_lesion_names_a_file_is_refused_before_work(tmp_path, capsys, no_load, command,
+                                                                          planted):
+    """A run as root once replaced /etc/passwd through such a link: the file it points to stays as it was."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    Path(planted.format(folder=folder)).symlink_to(precious)
+    assert main([a.format(folder=folder) for a in command] + ["--quiet"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert precious.read_text() == "keep me"
+
+
+def test_library_writes_refuse_a_planted_link_and_follow_a_named_one(tmp_path):
+    from lesion.files import write_text
+    from lesion.results.base import save_result
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    (tmp_path / "report.md").symlink_to(precious)
+    with pytest.raises(ParameterError):
+        write_text(tmp_path / "report.md", "report")  # lesion's own name in a folder
+    with pytest.raises(ParameterError):
+        save_result(tmp_path / "report.md", {"a": 1}, follow_link=False)
+    assert precious.read_text() == "keep me"
+    save_result(tmp_path / "report.md", {"a": 1})  # a path the user named: written through, the link stays
+    assert (tmp_path / "report.md").is_symlink() and json.loads(precious.read_text()) == {"a": 1}

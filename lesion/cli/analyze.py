@@ -129,7 +129,7 @@ def run(args) -> int:
 
     options = _check(args)
     folder = RunFolder(args.out_dir)
-    check_out(folder.file(file_name(args.name)), "out_dir")
+    check_out(folder.file(file_name(args.name)), "out_dir", named=False)
     given = read_text(args.text, args.text_file) if args.text is not None or args.text_file else None
     rank_options = dict(alpha=args.alpha, samples=args.samples, seed=args.seed, progress=progress_enabled(args))
     inputs = _inputs(args, ANALYSES[args.name].on, folder, given, rank_options)

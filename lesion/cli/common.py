@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -150,12 +151,14 @@ def load(args, recorded: Settings | None = None):
     return lm
 
 
-def check_out(path: str | None, parameter: str = "out") -> None:
+def check_out(path: str | Path | None, parameter: str = "out", named: bool = True) -> None:
     """Refuse an output file that cannot be written, before any work is done (the library's one
-    check, :func:`lesion.files.check_output_path`; ``parameter`` names the flag that set it)."""
+    check, :func:`lesion.files.check_output_path`; ``parameter`` names the flag that set it).
+    ``named``: the user named this file (a link there is written through); False for a file lesion
+    names in a folder the user gave (a link there is refused)."""
     if path is not None:
         from ..files import check_output_path
-        check_output_path(path, parameter)
+        check_output_path(path, parameter, follow_link=named)
 
 
 def ranker_name(name: str) -> str:

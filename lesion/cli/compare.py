@@ -57,7 +57,7 @@ def run(args) -> int:
     rankers = [check_ranker(r.strip(), "rankers") for r in args.rankers.split(",") if r.strip()]
     check_noise_args(args)
     folder = RunFolder(args.out_dir)
-    check_out(folder.file(COMPARE), "out_dir")
+    check_out(folder.file(COMPARE), "out_dir", named=False)
     study = Study.create(load(args), read_text(args.text, args.text_file), args.components)
     result = compare_rankers(study, rankers, levels, random_runs=args.random_runs, seed=args.seed,
                              progress=progress_enabled(args), time_budget=args.time_budget, alpha=args.alpha,

@@ -51,7 +51,7 @@ def run(args) -> int:
     folder = RunFolder(args.run_dir)
     critical = folder.critical()
     check_has_neurons(critical, folder.file(CRITICAL))
-    check_out(folder.file(MECHANISM), "run_dir")
+    check_out(folder.file(MECHANISM), "run_dir", named=False)
     lm = load(args, recorded=critical.settings)
     study = folder.study(lm)
     report = mechanism(study, critical.neurons, other_text=TEXTS["wikipedia"], seed=args.seed,

@@ -41,7 +41,7 @@ def run(args) -> int:
     folder = RunFolder(args.run_dir)
     ranking, critical = folder.ranking(), folder.critical()
     epsilon = minimal_epsilon(args.epsilon, critical)
-    check_out(folder.file(minimal_name(epsilon)), "run_dir")
+    check_out(folder.file(minimal_name(epsilon)), "run_dir", named=False)
     lm = load(args, recorded=ranking.settings)
     result = minimal_at(folder.study(lm), ranking, epsilon, critical=critical, pool=args.pool,
                         max_size=args.max_size, progress=progress_enabled(args), time_budget=args.time_budget,

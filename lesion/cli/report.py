@@ -22,7 +22,7 @@ def run(args) -> int:
     from .common import check_out
     from ..filenames import REPORT_HTML, REPORT_MD
     for name in (REPORT_HTML, REPORT_MD):  # before any rendering
-        check_out(Path(args.run_dir) / name, "run_dir")
+        check_out(Path(args.run_dir) / name, "run_dir", named=False)
     check_out(args.screenshot, "screenshot")
     html_path, md_path = build_report(args.run_dir)
     console.print(f"wrote {html_path} and {md_path}")

@@ -93,7 +93,7 @@ def run_scan(args) -> int:
     out = Path(args.out)
     check_output_folder(out, "out")  # before the model loads: a path that cannot be written costs nothing
     for name in (RANKING, CRITICAL, FINGERPRINTS, RUN):
-        check_out(out / name)
+        check_out(out / name, named=False)
     start = time.perf_counter()
     study = _study(args, args.components)
     study.timings["load_s"] = time.perf_counter() - start

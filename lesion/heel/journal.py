@@ -38,6 +38,10 @@ def check_journal(path: str | Path, resume: bool) -> Path:
     """Refuse, before any work, a journal path that is not a file lesion can write (a folder, a
     device, an unwritable place), and a resume with nothing to resume."""
     path = Path(path)
+    if path.is_symlink():  # its name is lesion's, derived from --out: a link there was planted
+        raise ParameterError("out", f"keeps its search journal at {str(path)!r}, a symbolic link (to "
+                                    f"{os.readlink(path)!r}): remove the link (lesion never writes its journal "
+                                    "through one)")
     if path.exists() and not path.is_file():
         what = "a folder" if path.is_dir() else "not a regular file"
         raise ParameterError("out", f"keeps its search journal at {str(path)!r}, which is {what}: move it away or "
@@ -117,11 +121,11 @@ class SetJournal:
         is cut off first, so the next entry starts a line of its own), else over an old file."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume and self.path.exists():
-            self._fd = os.open(self.path, os.O_WRONLY)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_NOFOLLOW)
             os.ftruncate(self._fd, _whole_lines(self.path.read_bytes()))
             os.lseek(self._fd, 0, os.SEEK_END)
             return
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666)
         self._write({"journal": self.key})
 
     def append(self, entries: Iterable[tuple[frozenset, tuple[float, ...]]]) -> None:

@@ -150,16 +150,18 @@ def text_file_name(sha256: str) -> str:
     return f"text-{sha256[:16]}.txt"
 
 
-def save_result(path: str | Path, result: Any) -> Path:
+def save_result(path: str | Path, result: Any, follow_link: bool = True) -> Path:
     """Write a result (a :class:`Result` or a dict) as JSON; a long text in its settings goes to
-    a file beside it, named by its hash. The two are written as a unit: both, or neither."""
-    return write_files(result_files(path, result))[0]
+    a file beside it, named by its hash. The two are written as a unit: both, or neither.
+    ``follow_link``: whether ``path`` may be a symbolic link to write through (a path the user
+    named; not one lesion names, see :func:`lesion.files.check_output_path`)."""
+    return write_files(result_files(path, result, follow_link))[0]
 
 
-def result_files(path: str | Path, result: Any) -> dict[Path, str]:
+def result_files(path: str | Path, result: Any, follow_link: bool = True) -> dict[Path, str]:
     """What :func:`save_result` writes, file by file: {path: JSON} and, for a long text,
     {its file beside the result: the text}."""
-    path = check_output_path(path)
+    path = check_output_path(path, follow_link=follow_link)
     data = result.to_dict() if hasattr(result, "to_dict") else dict(result)
     settings = data.get("settings")
     settings = settings if isinstance(settings, dict) else {}

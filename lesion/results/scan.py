@@ -50,7 +50,8 @@ class ScanResult(Result):
         folder = Path(path)
         if folder.exists() and not folder.is_dir():
             raise ParameterError("path", f"{str(folder)!r} is a file: a scan writes a folder; pass a folder path")
-        files = {**result_files(folder / RANKING, self.ranking), **result_files(folder / CRITICAL, self.critical)}
+        files = {**result_files(folder / RANKING, self.ranking, follow_link=False),
+                 **result_files(folder / CRITICAL, self.critical, follow_link=False)}
         if self.fingerprints is not None:
             files[folder / FINGERPRINTS] = json_text(self.fingerprints)
         files[folder / RUN] = json_text(self.run_record())
