@@ -230,3 +230,13 @@ def test_a_full_disk_for_the_result_says_what_was_found(planted_dir, tmp_path, m
     assert len(err) == 1 and "Traceback" not in err[0]
     assert all(name in err[0] for name in PAIR)  # the heel, in the one line
     assert not out.exists()
+
+
+def test_a_forged_single_shown_in_the_screen_table_is_re_scored():
+    """A single neuron's Delta edited in the journal (digest recomputed) is not on the answer's path,
+    but the heel's screen table would state it as measured: it is re-scored and refused."""
+    plan = SearchPlan(epsilon=1.0, max_rows=5000, certify_rows=500)
+    forged = synthetic(and_pair)
+    forged.load({frozenset([N[5]]): (and_pair(frozenset([N[5].channel])) + 0.3,)})
+    with pytest.raises(JournalMismatch):
+        find_smallest_heel(forged, N[:12], plan)

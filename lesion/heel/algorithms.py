@@ -69,6 +69,7 @@ def screened_so_far(score: SetScorer, pool: Sequence[Neuron]) -> list[tuple[Neur
 
 
 SCREEN_SHARE = 0.4  # of the rows a budget affords, what the screen may take (the rest builds the set)
+SCREEN_TOP = 20  # neurons of the screen shown in a heel (screen.top), strongest first
 
 
 def screen_order(pool: Sequence[Neuron], estimate: dict[Neuron, float] | None) -> list[Neuron]:
@@ -375,7 +376,9 @@ def find_smallest_heel(score: SetScorer, pool: Sequence[Neuron], plan: SearchPla
         answer, stopped = [Neuron.parse(s) for s in certificate["smaller_set"]], "reached"
         if portfolio is not None:
             portfolio["found_by"] = "certificate"
-    score.confirm(rests_on(score, answer))  # Deltas read from a resumed journal are re-scored, not believed
+    # Deltas read from a resumed journal are re-scored, not believed, where the result states them:
+    # what the answer rests on, and the screen's table (a forged single would be shown as measured)
+    score.confirm(rests_on(score, answer) + [[n] for n, _ in screened[:SCREEN_TOP]])
     info = {**(pool_info or {}), "order": "estimate and signals, alternately" if estimate else "signals",
             **({"confirmed_sets": score.confirmed} if score.confirmed else {}),
             **({"sizing": sizing} if sizing else {}), **_estimate_check(estimate, screened)}
@@ -612,7 +615,7 @@ def _heel(score: SetScorer, answer, plan: SearchPlan, stopped, screened, certifi
     if stopped == "reached" and not reached:
         stopped = "not reached"
     screen_info = {**pool_info, "pool": pool_size, "screened": len(screened),
-                   "top": [{"neuron": str(n), "delta": d} for n, d in screened[:20]],
+                   "top": [{"neuron": str(n), "delta": d} for n, d in screened[:SCREEN_TOP]],
                    "heel_alone": {str(n): score.aggregate(score.known[frozenset([n])]) for n in answer
                                   if frozenset([n]) in score.known}}
     return Heel(model_name, tuple(answer), reached, objective, perplexity(clean),
