@@ -54,6 +54,11 @@ def test_harden_budget_caps_are_refused_at_once(tmp_path, no_load):
     with pytest.raises(ParameterError) as e:
         harden_model("smollm2-135m", UNWRITABLE)
     assert e.value.parameter == "out"
+    for name, value in (("samples", 5), ("max_rows", 5), ("max_neurons", 5)):  # the report's budget, no report
+        with pytest.raises(ParameterError) as e:
+            harden_model("smollm2-135m", tmp_path / "a", **{name: value})
+        assert e.value.parameter == name
+    assert harden("--samples", "5", "--out", tmp_path / "a") == 2
     assert not (tmp_path / "a").exists()
 
 

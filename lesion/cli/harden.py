@@ -44,9 +44,11 @@ def register(sub) -> None:
     h.add_argument("--report", action="store_true",
                    help="also run the paper's two stages and `lesion search` on both models, same budget, and "
                         "search the MLP's intermediate neurons, which no rotation moves")
-    h.add_argument("--max-rows", type=int, default=2000, help="--report: lesion search's budget of masked rows")
-    h.add_argument("--max-neurons", type=int, default=1000, help="--report: Stage 2 candidates")
-    h.add_argument("--samples", type=int, default=100, help="--report: Stage 1 noise samples K (paper: 100)")
+    h.add_argument("--max-rows", type=int, default=None,
+                   help="--report: lesion search's budget of masked rows (default 2000)")
+    h.add_argument("--max-neurons", type=int, default=None, help="--report: Stage 2 candidates (default 1000)")
+    h.add_argument("--samples", type=int, default=None,
+                   help="--report: Stage 1 noise samples K (default and paper: 100)")
     p.add_argument("--out", required=True, help="folder to write the hardened model into")
     add_common_flags(p)
     p.set_defaults(run=run)

@@ -18,8 +18,20 @@ if TYPE_CHECKING:
 MAX_ROWS = 1_000_000  # masked rows of one report search: beyond this a typo, not a study (days on a CPU)
 
 
-def check_budget(max_rows: int, max_neurons: int, samples: int) -> Budget:
-    """The report's budget, refused at once when it could not finish (the caps ``scan`` has)."""
+REPORT_BUDGET = {"max_rows": 2000, "max_neurons": 1000, "samples": 100}  # the report's defaults
+
+
+def check_budget(max_rows: int | None = None, max_neurons: int | None = None, samples: int | None = None,
+                 report: bool = True) -> Budget:
+    """The report's budget (None: its default), refused at once when it could not finish (the caps
+    ``scan`` has), or when given without ``report``, which alone spends it."""
+    given = {"max_rows": max_rows, "max_neurons": max_neurons, "samples": samples}
+    if not report:
+        name = next((n for n, v in given.items() if v is not None), None)
+        if name is not None:
+            raise ParameterError(name, "is the `report`'s budget, and no report was asked for: give `report` too, "
+                                       "or drop it")
+    max_rows, max_neurons, samples = (REPORT_BUDGET[n] if v is None else v for n, v in given.items())
     for name, value, cap in (("max_rows", max_rows, MAX_ROWS), ("max_neurons", max_neurons, None),
                              ("samples", samples, MAX_SAMPLES)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (cap is not None and value > cap):
@@ -30,7 +42,8 @@ def check_budget(max_rows: int, max_neurons: int, samples: int) -> Budget:
 
 def harden_model(model: str, out: str | Path, *, method: str = "hadamard", seed: int = 0,
                  heads: bool = False, text: str | None = None, neurons: Sequence | None = None, report: bool = False,
-                 max_rows: int = 2000, max_neurons: int = 1000, samples: int = 100, device: str = "cpu",
+                 max_rows: int | None = None, max_neurons: int | None = None, samples: int | None = None,
+                 device: str = "cpu",
                  progress: bool = True, say: Callable[[str], object] | None = None) -> HardenRecord:
     """Harden ``model`` (an alias, folder, .gguf or hub id) and write it to the folder ``out``;
     returns the :class:`~lesion.results.HardenRecord` written there as lesion-harden.json.
@@ -41,7 +54,7 @@ def harden_model(model: str, out: str | Path, *, method: str = "hadamard", seed:
     and after on ``text`` (default: the Bookends sentence): the residual outliers and the Delta of
     ``neurons`` masked alone (default: the down_proj output writing the most massive channel).
     ``report=True`` adds the paper's two stages and ``lesion search`` on both models with the same
-    budget (``max_rows``, ``max_neurons``, ``samples``).
+    budget (``max_rows``, ``max_neurons``, ``samples``; default 2000, 1000, 100; refused without ``report``).
 
     Every input and ``out`` are checked before the model loads; ``out`` must be new, empty, or a
     folder an earlier hardening wrote (replaced only if it holds nothing else; a symbolic link is
@@ -59,7 +72,7 @@ def harden_model(model: str, out: str | Path, *, method: str = "hadamard", seed:
     if method not in HARDEN_METHODS:
         raise ParameterError("method", f"must be one of {', '.join(HARDEN_METHODS)} (got {method!r})")
     check_seed(seed)
-    budget = check_budget(max_rows, max_neurons, samples)  # checked without report too: a typo is a typo
+    budget = check_budget(max_rows, max_neurons, samples, report)
     text = read_text(text)
     neurons = [n if isinstance(n, Neuron) else Neuron.parse(n) for n in neurons] if neurons else None
     check_out_folder(out)  # before any load: a path that cannot be written costs nothing
