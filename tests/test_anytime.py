@@ -221,3 +221,22 @@ def test_the_cli_handler_raises_and_remembers_ctrl_c_until_the_command_ends():
             assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_sigterm_stops_every_command_as_ctrl_c_does(tiny_dir, tmp_path, monkeypatch, capsys):
+    """A scheduler's SIGTERM during `lesion rank` (no anytime steps): exit 130 with the one line, nothing
+    written, the handler put back; it used to kill the process silently (143)."""
+    import lesion.stage1 as stage1
+    real = stage1.rank_by_noise
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)  # the handler runs here at the latest
+        return real(*args, **kwargs)
+    monkeypatch.setattr(stage1, "rank_by_noise", terminated)  # the registry looks it up at each call
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "ranking.json"
+    assert main(["rank", "--model", tiny_dir, "--samples", "2", "--no-cache", "--quiet", "--out", str(out)]) == 130
+    assert not out.exists()
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert signal.getsignal(signal.SIGTERM) == before

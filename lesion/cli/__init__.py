@@ -89,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
             from ..architectures import resolve_components, unit_components
             args.components = unit_components(getattr(args, "components", None), args.unit)
             resolve_components(args.components)
-        from ..anytime import remembered_interrupts
+        from ..anytime import remembered_interrupts, sigterm_as_interrupt
         from ..distributed import run_command  # torch-free unless launched by torchrun
-        with remembered_interrupts():
+        with remembered_interrupts(), sigterm_as_interrupt():  # SIGTERM (a scheduler's stop) is Ctrl-C everywhere
             return int(run_command(args.run, args, error_line) or 0)
     except LesionError as e:
         from ..distributed import speaks
