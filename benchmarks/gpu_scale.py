@@ -26,6 +26,7 @@ import argparse
 import functools
 import json
 import math
+import tempfile
 import time
 from pathlib import Path
 
@@ -176,7 +177,7 @@ def main() -> None:
     args = p.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("gpu_scale.py: no CUDA device here: pass --device cpu --tiny to check the script")
-    folder = Path(args.out).parent if args.out else Path(".")
+    folder = Path(tempfile.mkdtemp(prefix="gpu-scale-"))  # the configs as built (``--tiny`` shrinks them)
     start = time.perf_counter()
     for dtype in args.dtypes:  # every model in the first dtype before any in the second
         for model in args.models:
