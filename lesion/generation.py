@@ -109,8 +109,8 @@ def compare_continuations(lm, result: "NeuronSet | str | Path", prompts: str | S
         from .runfolder import read_neuron_set
         source, result = result, read_neuron_set(result)
     if not result.neurons:
-        raise ParameterError("result", f"{str(source)!r} has no neurons (its search did not reach epsilon): "
-                                       "give a result whose `reached` is true")
+        from .runfolder import no_neurons
+        raise ParameterError("result", f"{str(source)!r} {no_neurons(result)}")
     check_same_model(result.settings, lm, "neuron set")
     index = discover_sites(lm.model, "all")
     neurons = list(result.neurons)

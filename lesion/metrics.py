@@ -50,5 +50,6 @@ def delta(nll_masked: float, nll_clean: float) -> float:
 
 def check_epsilon(epsilon: float) -> None:
     """A Delta threshold must be one a set can cross: finite and above zero."""
-    if not (epsilon > 0 and math.isfinite(epsilon)):
-        raise ParameterError("epsilon", f"must be a finite number > 0 (got {epsilon}): the paper uses 1")
+    number = isinstance(epsilon, (int, float)) and not isinstance(epsilon, bool)
+    if not (number and epsilon > 0 and math.isfinite(epsilon)):
+        raise ParameterError("epsilon", f"must be a finite number > 0 (got {epsilon!r}): the paper uses 1")

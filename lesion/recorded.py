@@ -198,8 +198,8 @@ def masked_perplexity(lm, neurons: Sequence[Neuron | str] = (), *, result: Neuro
         from .runfolder import read_neuron_set
         source, result = result, read_neuron_set(result)
     if not result.neurons and not extra:
-        raise ParameterError("result", f"{str(source)!r} has no neurons (its search did not reach epsilon): "
-                                       "give a result whose `reached` is true")
+        from .runfolder import no_neurons
+        raise ParameterError("result", f"{str(source)!r} {no_neurons(result)}")
     from .study import check_same_model
     check_same_model(result.settings, lm, "neuron set")
     inputs = resolve_inputs(result, source, text, ablation)

@@ -64,9 +64,19 @@ def read_neuron_set(path: str | Path, need_neurons: bool = False) -> NeuronSet:
 
 def check_has_neurons(found: NeuronSet, source: str | Path) -> None:
     if not found.neurons:
-        raise ResultError(f"{str(source)!r} has no neurons (its search did not reach `epsilon`): pass a result "
-                          "whose 'reached' is true, or search again with a lower `epsilon` or a larger "
-                          "`max_neurons`")
+        raise ResultError(f"{str(source)!r} {no_neurons(found)}")
+
+
+def no_neurons(found: NeuronSet) -> str:
+    """Why a neuron set has no neurons, and what to do: the words depend on what made it and how it stopped."""
+    stopped = str(getattr(found, "stopped", ""))
+    if stopped in ("budget", "interrupted"):
+        how = "its budget (`max_rows` / `time_budget`)" if stopped == "budget" else "an interrupt"
+        return (f"has no neurons: its search was stopped by {how} after {getattr(found, 'rows', 0)} masked rows, "
+                "before any set reached `epsilon`; continue it with `resume`, or give it a larger budget")
+    cap = "`max_size`" if hasattr(found, "stopped") else "`max_neurons`"
+    return (f"has no neurons: no set reached `epsilon` within {cap}; pass a result whose 'reached' is true, or "
+            f"search again with a lower `epsilon` or a larger {cap}")
 
 
 @dataclass(frozen=True)

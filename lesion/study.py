@@ -110,6 +110,8 @@ class Study:
                  stage2: str = "linear", progress: bool = True) -> CriticalSet:
         """Stage 2. With an adaptive-K ranking, ``critical_within_settled`` in the settings says
         whether the answer used only the settled top of the ranking (else re-rank at full K)."""
+        from .stage2 import check_options
+        check_options(epsilon, step, max_neurons, stage2)
         self.check_ranking(ranking)
         tried = min(max_neurons, len(ranking.neurons))
         if step > tried:

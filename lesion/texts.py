@@ -39,6 +39,8 @@ def read_text(text: str | None = None, text_file: str | Path | None = None) -> s
 
 def encode(tokenizer, text: str, device: torch.device | str = "cpu") -> torch.Tensor:
     """Text -> (1, T) token ids, refusing texts of 10 tokens or fewer."""
+    if not isinstance(text, str):
+        raise ParameterError("text", f"must be a string (got {type(text).__name__}): pass the text itself")
     ids = tokenizer(text, return_tensors="pt").input_ids
     if ids.shape[1] < MIN_TOKENS:
         raise ParameterError("text", f"has {ids.shape[1]} tokens; the method needs more than 10 "

@@ -240,3 +240,24 @@ def test_sigterm_stops_every_command_as_ctrl_c_does(tiny_dir, tmp_path, monkeypa
     assert not out.exists()
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_budget_spent_in_the_signals_starts_no_further_signal(planted_dir, tmp_path, monkeypatch):
+    """The time budget is checked between signals: past it, the rest are left out (and said so), the
+    first-order estimate and the portfolio's parts are skipped, and the search stops at once."""
+    import lesion.heel.search as search_module
+    real, ran = search_module._scores, []
+
+    def slow(lm, study, index, name, cached, memo):
+        ran.append(name)
+        time.sleep(0.6)
+        return real(lm, study, index, name, cached, memo)
+    monkeypatch.setattr(search_module, "_scores", slow)
+    out = tmp_path / "heel.json"
+    assert main(["search", "--model", planted_dir, "--quiet", "--signals", "activation,massive,superweight",
+                 "--time-budget", "0.5", "--out", str(out)]) == 0
+    heel = json.loads(out.read_text())
+    assert ran == ["activation"]
+    left = heel["settings"]["signals_left_out"]
+    assert set(left) == {"massive", "superweight"} and heel["settings"]["signals"] == ["activation"]
+    assert heel["stopped"] == "budget" and heel["screen"]["signal_seconds"]["estimate"] < 0.5

@@ -233,6 +233,8 @@ CASES = [
     # search
     ("search-texts-empty", "search --texts '' --out {OUT}", "texts"),
     ("search-passages-0", "search --passages 0 --out {OUT}", "passages"),
+    ("search-passages-huge", "search --passages 1000000000 --out {OUT}", "passages"),
+    ("search-same-text-twice", f"search --text '{TEXT}' --text '{TEXT}' --out {{OUT}}", "texts"),
     # analyze
     ("analyze-unknown", "analyze bogus", LesionError),
     ("analyze-typo", "analyze phse --out-dir {RUN}", LesionError),

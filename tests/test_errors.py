@@ -308,3 +308,22 @@ def test_mask_refuses_a_neuron_given_twice_before_any_model():
     _raises(lambda: check_mask_neurons(["m.a:1", "m.b:2", "m.a:1"]), ParameterError, "neurons")
     _raises(lambda: check_mask_neurons([]), ParameterError, "neurons")
     assert len(check_mask_neurons([], result="heel.json")) == 0
+
+
+def test_library_calls_refuse_wrong_types_on_the_parameter():
+    """What a notebook passes by mistake is a ParameterError naming it, not a ValueError from deep inside."""
+    from lesion.heel import SearchPlan
+    from lesion.heel.search import text_names
+    from lesion.passages import corpus_passages
+    from lesion.study import Study
+    from lesion.texts import encode
+    for text in (None, 123, b"bytes"):
+        _raises(lambda: encode(None, text), ParameterError, "text")  # noqa: B023 (called at once)
+    _raises(lambda: Study.identify(None, None, epsilon=True), ParameterError, "epsilon")
+    _raises(lambda: Study.identify(None, None, max_neurons=1.5), ParameterError, "max_neurons")
+    for texts in ([], {}, [None]):
+        _raises(lambda: text_names(texts), ParameterError, "texts")  # noqa: B023
+    _raises(lambda: text_names(["a text", "another", "a text"]), ParameterError, "texts")
+    for name, value in (("epsilon", "1"), ("max_rows", 1.5), ("max_rows", True), ("screen", -1)):
+        _raises(lambda: SearchPlan(**{name: value}).check(), ParameterError, name)  # noqa: B023
+    _raises(lambda: corpus_passages("no-such-corpus", 10 ** 9), ParameterError, "passages")  # before any reading

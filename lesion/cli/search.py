@@ -116,7 +116,7 @@ def file_names(files: list[str]) -> list[str]:
 def run(args) -> int:
     from ..heel import search_heel, search_with_transfer
     from ..heel.journal import check_journal, journal_path
-    from ..heel.search import check_pool, check_transfer
+    from ..heel.search import check_pool, check_transfer, text_names
     from ..results import save_result as write_result
     from ..scorers import check_signals
 
@@ -125,7 +125,7 @@ def run(args) -> int:
     check_noise_args(args)
     check_out(args.out)
     check_signals(args.signals)  # the library's check, before the model loads
-    names, texts = texts_from(args)
+    names, texts = text_names(*reversed(texts_from(args)))  # the library's check of the texts, before the load
     if args.transfer:
         check_transfer(texts)
     journal = check_journal(journal_path(args.out), args.resume)  # before the model loads
@@ -165,7 +165,8 @@ def print_heel(heel, names: list[str]) -> None:
                  f"{len(heel.neurons)} neuron(s), Delta {fmt(heel.delta)}")
     if not heel.neurons:
         head = (f"[bold]no set was evaluated[/bold] within the budget: raise {flag('max_rows')} or "
-                f"{flag('time_budget')}")
+                f"{flag('time_budget')}" if heel.stopped == "budget" else
+                f"[bold]no set reached Delta >= {eps:g}[/bold] ({heel.stopped}): no neurons")
     console.print(head)
     if heel.profile:
         table = Table("#", "neuron", "Delta alone", "peak |a|", "at token")
@@ -199,7 +200,7 @@ def print_heel(heel, names: list[str]) -> None:
         for label, row in heel.transfer.rows.items():
             tr.add_row(label, str(len(row.neurons)), *("-" if d is None else fmt(d) for d in row.deltas))
         console.print(tr)
-    if heel.portfolio:
+    if heel.portfolio and heel.neurons:  # with no set there is nothing one part found
         console.print(portfolio_line(heel.portfolio), soft_wrap=True)
     rate = f", {heel.rows / heel.seconds:.3g} rows/s" if heel.seconds else ""
     console.print(f"{heel.rows} masked rows in all, {heel.seconds:.1f} s{rate}; stopped: {heel.stopped}")
@@ -223,5 +224,5 @@ def portfolio_line(portfolio: Portfolio) -> str:
     parts = portfolio.parts[1:]
     whys = {p.why for p in parts}
     if parts and len(whys) == 1 and None not in whys:
-        return f"found by {source}; the portfolio's restricted parts did not run: {whys.pop()}"
+        return f"found by {source}; the portfolio's restricted parts did not run: {named(whys.pop())}"
     return f"found by {source}; portfolio: " + "; ".join(part(p) for p in portfolio.parts)

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import LesionError, MissingPackage
+from ..errors import LesionError, MissingPackage, ParameterError
 from ..temporary import temporarily
 
 HUB_CORPORA = {
@@ -101,18 +101,32 @@ def sample_passages(documents: Iterable[str], n: int, seed: int = 0, chars: int 
     if n < 1 or not pools:
         raise LesionError(f"cannot draw {n} passages: the corpus needs paragraphs of running text, and n >= 1")
     order = rng.sample(range(len(pools)), len(pools))
-    passages = []
+    passages: list[str] = []
     for i in range(n):
-        parts = sentences(rng.choice(pools[order[i % len(order)]]))
-        remaining = [len(" ".join(parts[k:])) for k in range(len(parts))]
-        start = rng.choice([k for k, r in enumerate(remaining) if r >= chars] or [0])
-        taken = []
-        for part in parts[start:]:
-            taken.append(part)
-            if len(" ".join(taken)) >= chars:
+        for _ in range(DRAWS_PER_PASSAGE):  # a passage drawn before is drawn again (a text counts once)
+            passage = _draw(rng, pools[order[i % len(order)]], chars)
+            if passage not in passages:
                 break
-        passages.append(" ".join(taken))
+        else:
+            raise ParameterError("passages", f"asks for {n} passages, and the corpus gave only {len(passages)} "
+                                             "different ones: ask for fewer, or give a larger corpus")
+        passages.append(passage)
     return passages
+
+
+DRAWS_PER_PASSAGE = 20
+
+
+def _draw(rng: random.Random, pool: list[str], chars: int) -> str:
+    parts = sentences(rng.choice(pool))
+    remaining = [len(" ".join(parts[k:])) for k in range(len(parts))]
+    start = rng.choice([k for k, r in enumerate(remaining) if r >= chars] or [0])
+    taken = []
+    for part in parts[start:]:
+        taken.append(part)
+        if len(" ".join(taken)) >= chars:
+            break
+    return " ".join(taken)
 
 
 def take_chars(documents: Iterable[str], max_chars: int | None) -> list[str]:

@@ -286,13 +286,11 @@ class SearchPlan:
                             ("objective", OBJECTIVES)):
             if getattr(self, name) not in known:
                 raise ParameterError(name, f"must be one of {', '.join(known)} (got {getattr(self, name)!r})")
-        for name in ("rescreen", "max_size", "max_rows"):
-            if getattr(self, name) < 1:
-                raise ParameterError(name, f"must be >= 1 (got {getattr(self, name)})")
-        if self.certify_rows < 0:
-            raise ParameterError("certify_rows", f"must be >= 0 (got {self.certify_rows})")
-        if self.screen < 0:
-            raise ParameterError("screen", f"must be >= 0 (got {self.screen}); 0 sizes it to the budget")
+        for name, least in (("rescreen", 1), ("max_size", 1), ("max_rows", 1), ("certify_rows", 0), ("screen", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ParameterError(name, f"must be a whole number >= {least} (got {value!r})"
+                                     + ("; 0 sizes it to the budget" if name == "screen" else ""))
         check_time_budget(self.time_budget)
 
 

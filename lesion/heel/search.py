@@ -80,14 +80,21 @@ def search_heel(lm, texts: Sequence[str] | Mapping[str, str], plan: SearchPlan, 
     signals, left_out = affordable_signals(signals, bare_row_seconds * len(texts), noise_options, plan)
     memo = {} if memo is None else memo
     signal_seconds: dict[str, float] = {}
-    scores = _signal_scores(lm, studies, index, signals, stage1_options, progress, memo, signal_seconds)
+    scores = _signal_scores(lm, studies, index, signals, stage1_options, progress, memo, signal_seconds, deadline)
+    for name in signals:
+        if name not in scores:
+            left_out[name] = "the time budget ran out while the signals before it ran"
+    signals = [s for s in signals if s in scores]
     pool, brought = candidate_pool({name: [top_neurons(index, v, per_signal) for v in per_text]
                                     for name, per_text in scores.items()})
+    late = deadline is not None and distributed.current().decide([deadline - time.monotonic()])[0] <= 0
     start = time.perf_counter()
-    estimate = _estimate(lm, studies, index, pool, memo)
+    # past the deadline the first-order estimate (a backward pass per text) and the portfolio's parts
+    # are skipped: the search can only stop, and should at once
+    estimate = None if late else _estimate(lm, studies, index, pool, memo)
     signal_seconds["estimate"] = round(time.perf_counter() - start, 3)
-    parts = [PortfolioPart(name, tuple(p), _estimate(lm, studies, index, p, memo))
-             for name, p in portfolio_pools(index, scores, per_signal)]
+    parts = [] if late else [PortfolioPart(name, tuple(p), _estimate(lm, studies, index, p, memo))
+                             for name, p in portfolio_pools(index, scores, per_signal)]
 
     def prefix_order() -> list[Neuron]:
         ranking = studies[0].rank("noise", keep=1000, progress=progress, **stage1_options)
@@ -130,8 +137,19 @@ def text_names(texts: Sequence[str] | Mapping[str, str], names: Sequence[str] = 
     if isinstance(texts, Mapping):
         if names:
             raise ParameterError("names", "cannot be given with a `texts` mapping, whose keys name the texts")
-        return list(texts), list(texts.values())
-    return list(names), list(texts)
+        names, texts = list(texts), list(texts.values())
+    else:
+        names, texts = list(names), list(texts)
+    if not texts:
+        raise ParameterError("texts", "holds no text: pass at least one")
+    odd = [t for t in texts if not isinstance(t, str)]
+    if odd:
+        raise ParameterError("texts", f"holds a {type(odd[0]).__name__}, not a string: pass the texts themselves")
+    twice = next((i for i, t in enumerate(texts) if t in texts[:i]), None)
+    if twice is not None:
+        raise ParameterError("texts", f"gives one text twice (text {texts.index(texts[twice]) + 1} and text "
+                                      f"{twice + 1}): each text counts once in the objective; drop the repeat")
+    return names, texts
 
 
 def _bare_row_seconds(lm, input_ids: torch.Tensor) -> float:
@@ -157,11 +175,15 @@ def affordable_signals(signals: Sequence[str], bare_seconds: float, noise_option
                               f"{NOISE_SHARE:.0%} of `time_budget` {plan.time_budget:g} s"}
 
 
-def _signal_scores(lm, studies, index, signals, noise_options, progress, memo, seconds: dict) -> dict[str, list]:
+def _signal_scores(lm, studies, index, signals, noise_options, progress, memo, seconds: dict,
+                   deadline: float | None = None) -> dict[str, list]:
     """Each signal's scores of every neuron, per text (superweight, data-free, once); ``seconds`` gets
-    each signal's wall time. The portfolio's parts take their pools from the same scores."""
+    each signal's wall time. The portfolio's parts take their pools from the same scores. Past the
+    ``deadline`` (rank 0's clock) no further signal starts: the first always runs, a pool needs one."""
     scores: dict[str, list] = {}
     for name in signals:
+        if scores and deadline is not None and distributed.current().decide([deadline - time.monotonic()])[0] <= 0:
+            break
         start = time.perf_counter()
         for study in studies:
             cached = (lambda signal, s=study: s.scores(signal, progress=progress, **noise_options)[0].values)
