@@ -117,14 +117,16 @@ class Result(Record):
                 f"{html.escape(json.dumps(summary, indent=1, default=str)[:4000])}</pre>")
 
 
+def model_inconsistency(result: Any) -> str | None:
+    """A result's model against the one its settings record (both set from the same loaded model)."""
+    recorded = result.settings.model
+    if result.model and recorded and result.model != recorded:
+        return f"model is {result.model!r} but its settings record {recorded!r}"
+    return None
+
+
 def _common_inconsistency(result: Result) -> str | None:
-    """What any result may contradict: its model against the model its settings record, and a count
-    (every top-level whole-number field is one) below zero."""
-    model = getattr(result, "model", None)
-    recorded = getattr(result.settings, "model", None) if not isinstance(result.settings, dict) \
-        else result.settings.get("model")
-    if isinstance(model, str) and isinstance(recorded, str) and model and recorded and model != recorded:
-        return f"model is {model!r} but its settings record {recorded!r}"
+    """What any result may contradict: a count (every top-level whole-number field is one) below zero."""
     for f in dataclasses.fields(result):  # type: ignore[arg-type]
         value = getattr(result, f.name)
         if type(value) is int and value < 0:

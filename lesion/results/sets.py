@@ -5,7 +5,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..neurons import Neuron
-from .base import Result
+from .base import Result, model_inconsistency
 from .record import Record
 from .settings import Settings
 
@@ -54,6 +54,9 @@ def check_neuron_set(result: NeuronSet, data: dict) -> str | None:
 
     Checked: ``n`` against the neurons listed, no neuron twice, positive perplexities, ``delta``
     against the two perplexities, and ``reached`` against ``delta`` and the recorded epsilon."""
+    problem = model_inconsistency(result)
+    if problem:
+        return problem
     neurons, n = result.neurons, data.get("n", len(result.neurons))
     if type(n) is not int or n != len(neurons):
         return f"n is {n!r} but neurons lists {len(neurons)}"
@@ -92,7 +95,10 @@ class Ranking(Result):
 
     def inconsistency(self, data: dict) -> str | None:
         """As many scores (and positions) as neurons, finite, in decreasing order, each neuron once,
-        positions inside the text."""
+        positions inside the text; the model its settings record."""
+        problem = model_inconsistency(self)
+        if problem:
+            return problem
         if len(self.scores) != len(self.neurons) or (self.positions is not None
                                                       and len(self.positions) != len(self.neurons)):
             return "neurons, scores and positions differ in length"
