@@ -86,11 +86,14 @@ def test_local_corpora(tmp_path):
     (tmp_path / "a.txt").write_text("first document")
     (tmp_path / "b.jsonl").write_text('{"text": "second"}\n\n{"text": "third"}\n')
     assert load_corpus(str(tmp_path)).documents == ("first document", "second", "third")
-    (tmp_path / "bad.jsonl").write_text('{"no_text": 1}\n')
-    with pytest.raises(LesionError, match="'text' field"):
-        load_corpus(str(tmp_path / "bad.jsonl"))
-    with pytest.raises(LesionError, match="not a known name"):
+    for line in ('{"no_text": 1}', '{"text": 5}', '[1, 2]', 'not json'):  # each a one-line refusal naming the corpus
+        (tmp_path / "bad.jsonl").write_text(line + "\n")
+        with pytest.raises(ParameterError) as refused:
+            load_corpus(str(tmp_path / "bad.jsonl"))
+        assert refused.value.parameter == "corpora"
+    with pytest.raises(ParameterError) as refused:
         load_corpus(str(tmp_path / "missing"))
+    assert refused.value.parameter == "corpora"
 
 
 def test_offline_wikipedia_corpus_is_real_text():

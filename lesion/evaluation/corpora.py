@@ -177,16 +177,24 @@ def _local_corpus(path: Path) -> list[str]:
         files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl"))
         return [doc for f in files for doc in _local_corpus(f)]
     if not path.is_file():
-        raise LesionError(f"corpus {str(path)!r} is not a known name or an existing path: "
-                          f"use enwiki-gensim, wikitext-103, c4, or a .txt/.jsonl file or folder")
-    if path.suffix == ".jsonl":
-        docs = []
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    docs.append(json.loads(line)["text"])
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise LesionError(f"{path}:{i} is not a JSON object with a 'text' field: fix the "
-                                      "line or pass a .txt file") from None
-        return docs
-    return [path.read_text(encoding="utf-8", errors="replace")]
+        raise ParameterError("corpora", f"{str(path)!r} is not a known corpus or an existing path: use "
+                                        "enwiki-gensim, wikitext-103, c4, or a .txt/.jsonl file or folder")
+    try:
+        content = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise ParameterError("corpora", f"cannot read {str(path)!r} ({e.strerror or e}): check its "
+                                        "permissions") from None
+    if path.suffix != ".jsonl":
+        return [content]
+    docs = []
+    for i, line in enumerate(content.splitlines(), 1):
+        if line.strip():
+            try:
+                text = json.loads(line)["text"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                text = None
+            if not isinstance(text, str):
+                raise ParameterError("corpora", f"{str(path)!r} line {i} is not a JSON object with a 'text' string: "
+                                                "fix the line or pass a .txt file")
+            docs.append(text)
+    return docs
