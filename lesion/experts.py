@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from .errors import ParameterError
 from .expert_list import instrument_list, is_expert_list
 from .torch_hooks import on_routed_rows
 
@@ -43,12 +44,20 @@ MOE_BLOCK_KIND = "moe"
 
 
 def unit_name(text: str) -> str:
-    """``<experts module>.<E>`` (an expert, as ``--unit expert`` names it) as the neuron that stands
-    for it, ``<experts module>.routing:<E>``; anything else unchanged."""
+    """``<experts module>.<E>`` (an expert, as ``unit="expert"`` names it) as the neuron that stands
+    for it, ``<experts module>.routing:<E>``; anything else (a neuron, ``module:channel``) is
+    refused, since masking it would drop the unit the caller asked for."""
     module, _, expert = str(text).strip().rpartition(".")
     if module and expert.isascii() and expert.isdigit() and ":" not in text:
         return f"{module}.routing:{int(expert)}"
-    return text
+    raise ParameterError("unit", f"expert names whole experts, as <experts module>.<E> (e.g. "
+                                 f"model.layers.3.mlp.experts.2), not {str(text)!r}: drop `unit` to mask neurons")
+
+
+def expert_label(name: str) -> str:
+    """The expert a unit's neuron (``<experts module>.routing:<E>``) stands for, as the user names it."""
+    module, sep, expert = name.rpartition(".routing:")
+    return f"{module}.{expert}" if sep else name
 
 
 class Tap(torch.nn.Module):

@@ -101,6 +101,9 @@ class SiteIndex:
         if site is None:
             raise LesionError(f"neuron {neuron}: module {neuron.module!r} is not a neuron site of this "
                               "model (or not in `components`); list sites with `lesion sites`")
+        if not 0 <= neuron.channel < site.width and neuron.module.endswith(".routing"):  # an expert unit
+            raise LesionError(f"expert {neuron.module[:-len('.routing')]}.{neuron.channel} is out of range: the "
+                              f"block has {site.width} experts (0..{site.width - 1})")
         if not 0 <= neuron.channel < site.width:
             raise LesionError(f"neuron {neuron}: channel out of range, {neuron.module} has "
                               f"{site.width} channels (0..{site.width - 1})")
@@ -149,6 +152,10 @@ def discover_sites(model: torch.nn.Module, components: Iterable[str] | None = No
         channel_shape = tuple(d for ax, d in enumerate(a) if ax not in (0, axis))
         layer = architectures.layer_of(name, blocks)
         sites.append(Site(name, layer, kind, channel_shape, axis))
+    if not sites and kinds == {"expert"}:
+        raise ParameterError("components", "expert (or `unit` expert) takes whole experts, and this model has none "
+                                           "lesion can take out: it is not a mixture of experts, or its experts are "
+                                           "a list of modules; study its neurons instead")
     order = {name: i for i, (name, _) in enumerate(model.named_modules())}
     return SiteIndex(sorted(sites, key=lambda s: order[s.name]))
 

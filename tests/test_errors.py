@@ -133,6 +133,11 @@ def _seed(seed):
     return lambda: check_seed(seed)
 
 
+def _unit_name(text):
+    from lesion.experts import unit_name
+    return lambda: unit_name(text)
+
+
 def _upcycle(**kw):
     from lesion.upcycle import check_upcycle
     return lambda: check_upcycle(**kw)
@@ -171,6 +176,8 @@ LIBRARY_CASES = [
     ("generate-empty-prompt", lambda: _generation("  ", 4), "prompt"),
     ("analysis-time-budget-ignored", lambda: _analysis("phase", time_budget=5.0), "time_budget"),
     ("analysis-unknown", lambda: _analysis("bogus"), "name"),
+    ("unit-expert-given-a-neuron", lambda: _unit_name("model.layers.1.mlp.down_proj:507"), "unit"),
+    ("unit-expert-given-a-negative-expert", lambda: _unit_name("model.layers.1.mlp.experts.-1"), "unit"),
     ("upcycle-experts-0", lambda: _upcycle(experts=0), "experts"),
     ("upcycle-top-k-beyond-experts", lambda: _upcycle(experts=2, top_k=3), "top_k"),
     ("upcycle-noise-nan", lambda: _upcycle(noise=math.nan), "noise"),

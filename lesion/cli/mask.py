@@ -33,7 +33,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..experts import unit_name
+    from ..experts import expert_label, unit_name
     from ..neurons import Neuron
     from ..recorded import check_mask_neurons, masked_perplexity
     from ..texts import read_text
@@ -47,12 +47,13 @@ def run(args) -> int:
     masking = masked_perplexity(lm, neurons, result=args.neurons, text=given, ablation=args.ablation)
     for note in masking.notes:
         console.print(f"[yellow]note[/yellow]: {named(note)}")
-    print_rows(masking.rows, masking.size, masking.ablation)
+    print_rows(masking.rows, masking.size, masking.ablation, expert_label if args.unit == "expert" else str)
     return 0
 
 
-def print_rows(rows, size: int, ablation: str) -> None:
-    """A row per text (its name, tokens and unmasked PPL), the whole set first, then each neuron alone."""
+def print_rows(rows, size: int, ablation: str, label=str) -> None:
+    """A row per text (its name, tokens and unmasked PPL), the whole set first, then each neuron alone
+    (``label``: how a neuron is shown; an expert unit by its expert's name)."""
     from .tables import neuron_table
     recorded = any(r.recorded_delta is not None for r in rows)
     columns = ["text", "masked", "PPL", "Delta", *(("recorded", "same") if recorded else ())]
@@ -62,6 +63,6 @@ def print_rows(rows, size: int, ablation: str) -> None:
         cells.append([f"{r.name} ({r.tokens} tok, PPL {fmt(r.baseline_ppl)})", f"all {size}" if r.alone else
                       "the set", fmt(r.masked_ppl), fmt(r.delta),
                       *((fmt(r.recorded_delta) if r.recorded_delta is not None else "-", same) if recorded else ())])
-        cells += [["", neuron, fmt(ppl), fmt(d), *(("", "") if recorded else ())] for neuron, ppl, d in r.alone]
+        cells += [["", label(neuron), fmt(ppl), fmt(d), *(("", "") if recorded else ())] for neuron, ppl, d in r.alone]
     console.print(neuron_table(columns, cells, neuron_columns=(1,),
                                title=f"{size} neuron(s) masked, {ablation} ablation; Delta = log10 PPL ratio"))

@@ -36,7 +36,7 @@ def neuron_table(columns: Sequence[str], rows: Sequence[Sequence[str]], *, neuro
                  title: str | None = None) -> Table:
     """A table whose ``neuron_columns`` hold neuron names (possibly followed by a remark, e.g.
     ``... *``): their shared prefix is left off, and no cell is truncated."""
-    names = [row[c] for row in rows for c in neuron_columns if ":" in row[c]]
+    names = [row[c] for row in rows for c in neuron_columns if "." in row[c]]  # not "all 2", "the set", ""
     prefix = shared_prefix(name.split(" ")[0] for name in names)
     table = Table(title=title)
     for i, column in enumerate(columns):
