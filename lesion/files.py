@@ -293,8 +293,8 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
     """A JSON object whose keys are all different: lesion never writes a key twice."""
     data = dict(pairs)
     if len(data) != len(pairs):
-        seen: set[str] = set()
-        raise _RepeatedKey(next(repr(k) for k, _ in pairs if k in seen or seen.add(k)))
+        keys = [k for k, _ in pairs]
+        raise _RepeatedKey(repr(next(k for i, k in enumerate(keys) if k in keys[:i])))
     return data
 
 

@@ -261,3 +261,11 @@ def test_a_budget_spent_in_the_signals_starts_no_further_signal(planted_dir, tmp
     left = heel["settings"]["signals_left_out"]
     assert set(left) == {"massive", "superweight"} and heel["settings"]["signals"] == ["activation"]
     assert heel["stopped"] == "budget" and heel["screen"]["signal_seconds"]["estimate"] < 0.5
+
+
+def test_the_stage_table_shows_the_set_a_stage_built_though_it_reached_nothing():
+    plan = SearchPlan(epsilon=100.0, max_rows=400, max_size=4)  # out of reach: greedy builds, reaches nothing
+    heel = find_smallest_heel(SetScorer(lambda sets: [[and_pair(frozenset(n.channel for n in s)) for s in sets]], 1),
+                              N[:12], plan)
+    greedy = next(s for s in heel.stages if s.stage == "greedy")
+    assert not heel.reached and heel.neurons and greedy.size > 0 and greedy.delta is not None

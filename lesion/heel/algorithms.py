@@ -342,11 +342,21 @@ def find_smallest_heel(score: SetScorer, pool: Sequence[Neuron], plan: SearchPla
         rows, start = score.rows, time.perf_counter()
         entry = {"stage": name, "rows": 0, "seconds": 0.0, "size": 0, "delta": None}
         stages.append(entry)
+        found: list[Neuron] | None = None
+        before = set(score.known)
         try:
             found = fn()
         finally:  # a stage cut short is recorded with what it ran
             entry.update(rows=score.rows - rows, seconds=round(time.perf_counter() - start, 3))
-        entry.update(size=len(found), delta=score([found])[0] if found else None)
+            if not found and name.rsplit(": ", 1)[-1] != "screen":
+                # reached nothing, or cut short: the best set it evaluated (the screen's are single neurons)
+                built = [(_finite(score.aggregate(d)), -len(k)) for k, d in score.known.items()
+                         if k and k not in before]
+                if built:
+                    delta, size = max(built)
+                    entry.update(size=-size, delta=delta)
+        if found:
+            entry.update(size=len(found), delta=score([found])[0])
         return found
 
     main = _search_part(score, order, plan, stage, prefix_order, trace)
