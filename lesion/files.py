@@ -92,6 +92,8 @@ def check_output_path(path: str | Path, parameter: str = "path", follow_link: bo
     run folder, beside a result, in a cache): a link there was planted, and is refused, since
     following it would write wherever it points (a run as root once replaced /etc/passwd so).
     """
+    if not str(path).strip():
+        raise ParameterError(parameter, "is empty: pass the path of a file to write")
     path = Path(path)
     if not str(path.name) or path.name in (".", ".."):
         raise ParameterError(parameter, f"{str(path)!r} names no file: pass the path of a file to write")
@@ -113,6 +115,8 @@ def check_output_folder(path: str | Path, parameter: str = "path", needs_bytes: 
     path returned is the folder it points to; the link stays); a link to nothing is refused,
     since lesion would have to guess where the folder goes. ``needs_bytes``: refused when the
     file system holding it has less free space than that."""
+    if not str(path).strip():
+        raise ParameterError(parameter, "is empty: pass the path of a folder to write")
     path = Path(path)
     if not str(path.name) or path.name in (".", ".."):
         raise ParameterError(parameter, f"{str(path)!r} names no folder: pass the path of a folder to write")

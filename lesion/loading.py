@@ -157,8 +157,17 @@ def resolve(spec: str) -> tuple[str, str | None]:
         if not path.is_file():
             raise ParameterError("model", f"{spec!r}: no such GGUF file: pass an existing .gguf file")
         return str(path.parent), path.name
+    if not spec.strip():
+        raise ParameterError("model", f"is empty: pass an alias ({', '.join(ALIASES)}), a folder, a .gguf file "
+                                      "or a hub id")
     if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ParameterError("model", f"{spec!r} is a folder without a config.json: pass a model folder (its "
+                                          "config.json beside its weights), a .gguf file or an alias")
         return str(path), None
+    alias = next((a for a in ALIASES if a.lower() == spec.lower()), None)
+    if alias is not None:  # an alias in other case would go to the hub, and fail far from the typo
+        raise ParameterError("model", f"{spec!r} is not an alias: did you mean {alias!r}?")
     if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise ParameterError("model", f"{spec!r} is not a folder, a .gguf file or an alias "
                                       f"({', '.join(ALIASES)}): pass one of those or a hub id")

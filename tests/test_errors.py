@@ -334,3 +334,12 @@ def test_library_calls_refuse_wrong_types_on_the_parameter():
     for name, value in (("epsilon", "1"), ("max_rows", 1.5), ("max_rows", True), ("screen", -1)):
         _raises(lambda: SearchPlan(**{name: value}).check(), ParameterError, name)  # noqa: B023
     _raises(lambda: corpus_passages("no-such-corpus", 10 ** 9), ParameterError, "passages")  # before any reading
+
+
+def test_a_model_spec_that_names_nothing_loadable_is_refused_before_any_load(tmp_path):
+    from lesion.files import check_output_folder, check_output_path
+    from lesion.loading import resolve
+    for spec in ("", "  ", "SmolLM2-135M", str(tmp_path)):  # empty, an alias in other case, a folder without config
+        _raises(lambda: resolve(spec), ParameterError, "model")  # noqa: B023
+    _raises(lambda: check_output_path("", "out"), ParameterError, "out")
+    _raises(lambda: check_output_folder("", "out"), ParameterError, "out")

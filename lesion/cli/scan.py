@@ -90,8 +90,8 @@ def run_scan(args) -> int:
     check_stage1(args)
     check_stage2(args)
     from ..files import check_output_folder
+    check_output_folder(args.out, "out")  # before the model loads: a path that cannot be written costs nothing
     out = Path(args.out)
-    check_output_folder(out, "out")  # before the model loads: a path that cannot be written costs nothing
     for name in (RANKING, CRITICAL, FINGERPRINTS, RUN):
         check_out(out / name, named=False)
     start = time.perf_counter()
