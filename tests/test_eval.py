@@ -314,3 +314,13 @@ def test_eval_cli_time_budget_writes_what_finished(tiny_dir, tmp_path, critical,
     assert main(["eval", "--model", tiny_dir, "--neurons", critical, "--time-budget", "0", "--quiet",
                  "--out", str(tmp_path / "e2.json")]) == 2
     assert "--time-budget must be a finite number of seconds > 0" in capsys.readouterr().err
+
+
+def test_an_unknown_task_is_refused_before_any_evaluation():
+    """Checked first: the corpora (minutes on a real model) would otherwise run before the refusal."""
+    from types import SimpleNamespace
+
+    from lesion.evaluation import EvalPlan, evaluate
+    with pytest.raises(ParameterError) as refused:
+        evaluate(SimpleNamespace(), [], EvalPlan(tasks=("no_such_task",)))  # no model is touched before it
+    assert refused.value.parameter == "tasks"

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import LesionError, MissingPackage
+from ..errors import LesionError, MissingPackage, ParameterError
 from ..hooks import mask_neurons
 from ..neurons import Neuron, SiteIndex
 from .tasks import write_offline_tasks
@@ -21,13 +21,9 @@ PAPER_TASKS = {"MMLU-Pro": "mmlu_pro", "GPQA-Diamond": "gpqa_diamond_zeroshot",
                "IFEval": "ifeval", "SimpleQA": None}
 
 
-def run_harness(model, tokenizer, index: SiteIndex, neurons: Sequence[Neuron], tasks: Sequence[str], *,
-                limit: int | None = None, num_fewshot: int | None = None, batch_size: int = 8,
-                include_path: str | Path | None = None) -> dict:
-    """{task: {metric: value}} with ``neurons`` masked during the whole run."""
+def check_tasks(tasks: Sequence[str], include_path: str | Path | None = None):
+    """lm-eval's task manager, once every task is known to it (checked before any evaluation runs)."""
     try:
-        from lm_eval import simple_evaluate
-        from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager
     except ImportError:
         raise MissingPackage("downstream tasks need lm-eval: pip install lm-eval") from None
@@ -35,8 +31,18 @@ def run_harness(model, tokenizer, index: SiteIndex, neurons: Sequence[Neuron], t
     manager = TaskManager(include_path=str(include_path or write_offline_tasks()))
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
-        raise LesionError(f"unknown lm-eval task(s) {', '.join(unknown)}: see `lm-eval ls tasks`, or use the "
-                          "offline tasks lesion_mmlu_dev, lesion_wiki_cloze")
+        raise ParameterError("tasks", f"names unknown lm-eval task(s) {', '.join(unknown)}: see `lm-eval ls tasks`, "
+                                      "or use the offline tasks lesion_mmlu_dev, lesion_wiki_cloze")
+    return manager
+
+
+def run_harness(model, tokenizer, index: SiteIndex, neurons: Sequence[Neuron], tasks: Sequence[str], *,
+                limit: int | None = None, num_fewshot: int | None = None, batch_size: int = 8,
+                include_path: str | Path | None = None) -> dict:
+    """{task: {metric: value}} with ``neurons`` masked during the whole run."""
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    manager = check_tasks(tasks, include_path)
     harness_model = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     with mask_neurons(model, index, list(neurons)):
         try:

@@ -72,6 +72,9 @@ def evaluate(lm, neurons: Sequence[Neuron], plan: EvalPlan = EvalPlan(), *,
     if plan.ifbench:
         from .ifbench import require_packages
         require_packages()
+    if plan.tasks:  # before the corpora run: an unknown task refused after minutes of perplexity is minutes lost
+        from .harness import check_tasks
+        check_tasks(plan.tasks)
     if plan.corpora:
         check_fits(lm.model, plan.window, "window", "pass one no longer than the context")
     index = discover_sites(lm.model, "all")
