@@ -235,3 +235,14 @@ def test_library_writes_refuse_a_planted_link_and_follow_a_named_one(tmp_path):
     assert precious.read_text() == "keep me"
     save_result(tmp_path / "report.md", {"a": 1})  # a path the user named: written through, the link stays
     assert (tmp_path / "report.md").is_symlink() and json.loads(precious.read_text()) == {"a": 1}
+
+
+def test_harden_refuses_a_mixture_of_experts_from_its_config_before_loading(tmp_path, no_load):
+    from conftest import make_tiny_moe
+    from lesion import harden_model
+    from lesion.errors import ModelError
+    folder = tmp_path / "moe"
+    make_tiny_moe("mixtral").save_pretrained(folder)
+    with pytest.raises(ModelError):
+        harden_model(str(folder), tmp_path / "hardened")
+    assert not (tmp_path / "hardened").exists()

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ParameterError
+from ..errors import LesionError, ParameterError
 from ..options import HARDEN_METHODS, MAX_SAMPLES, check_seed
 from ..results.harden import Budget
 
@@ -76,8 +76,23 @@ def harden_model(model: str, out: str | Path, *, method: str = "hadamard", seed:
     text = read_text(text)
     neurons = [n if isinstance(n, Neuron) else Neuron.parse(n) for n in neurons] if neurons else None
     check_out_folder(out)  # before any load: a path that cannot be written costs nothing
+    _check_family_before_loading(model)
     return _harden_and_prove(model, out, method, seed, heads, text, neurons, budget if report else None,
                              device, progress, say)
+
+
+def _check_family_before_loading(spec: str) -> None:
+    """A family hardening refuses (a mixture of experts, Gemma 3...) is refused from its config, before
+    minutes of loading; a config the plan's reader cannot take is left to the check after the load."""
+    import types
+
+    from ..plan import read_config
+    from .transform import check_family
+    try:
+        _, config = read_config(spec)
+    except LesionError:
+        return
+    check_family(types.SimpleNamespace(config=config))
 
 
 def _harden_and_prove(spec: str, out, method: str, seed: int, heads: bool, text: str, neurons, budget, device: str,
