@@ -343,15 +343,15 @@ def find_smallest_heel(score: SetScorer, pool: Sequence[Neuron], plan: SearchPla
         entry = {"stage": name, "rows": 0, "seconds": 0.0, "size": 0, "delta": None}
         stages.append(entry)
         found: list[Neuron] | None = None
-        before = set(score.known)
+        known_before = len(score.known)  # sets are added in order: this stage's are those after
         try:
             found = fn()
         finally:  # a stage cut short is recorded with what it ran
             entry.update(rows=score.rows - rows, seconds=round(time.perf_counter() - start, 3))
             if not found and name.rsplit(": ", 1)[-1] != "screen":
                 # reached nothing, or cut short: the best set it evaluated (the screen's are single neurons)
-                built = [(_finite(score.aggregate(d)), -len(k)) for k, d in score.known.items()
-                         if k and k not in before]
+                built = [(_finite(score.aggregate(d)), -len(k))
+                         for k, d in islice(score.known.items(), known_before, None) if k]
                 if built:
                     delta, size = max(built)
                     entry.update(size=-size, delta=delta)

@@ -80,14 +80,15 @@ def search_heel(lm, texts: Sequence[str] | Mapping[str, str], plan: SearchPlan, 
     signals, left_out = affordable_signals(signals, bare_row_seconds * len(texts), noise_options, plan)
     memo = {} if memo is None else memo
     signal_seconds: dict[str, float] = {}
-    scores = _signal_scores(lm, studies, index, signals, stage1_options, progress, memo, signal_seconds, deadline)
+    scores = _signal_scores(lm, studies, index, signals, stage1_options, progress, memo, signal_seconds,
+                            score.seconds_left)
     for name in signals:
         if name not in scores:
             left_out[name] = "the time budget ran out while the signals before it ran"
     signals = [s for s in signals if s in scores]
     pool, brought = candidate_pool({name: [top_neurons(index, v, per_signal) for v in per_text]
                                     for name, per_text in scores.items()})
-    late = deadline is not None and distributed.current().decide([deadline - time.monotonic()])[0] <= 0
+    late = score.seconds_left() <= 0
     start = time.perf_counter()
     # past the deadline the first-order estimate (a backward pass per text) and the portfolio's parts
     # are skipped: the search can only stop, and should at once
@@ -176,13 +177,14 @@ def affordable_signals(signals: Sequence[str], bare_seconds: float, noise_option
 
 
 def _signal_scores(lm, studies, index, signals, noise_options, progress, memo, seconds: dict,
-                   deadline: float | None = None) -> dict[str, list]:
+                   seconds_left: Callable[[], float]) -> dict[str, list]:
     """Each signal's scores of every neuron, per text (superweight, data-free, once); ``seconds`` gets
-    each signal's wall time. The portfolio's parts take their pools from the same scores. Past the
-    ``deadline`` (rank 0's clock) no further signal starts: the first always runs, a pool needs one."""
+    each signal's wall time. The portfolio's parts take their pools from the same scores. Once
+    ``seconds_left`` (the scorer's, by rank 0's clock) is spent no further signal starts: the first
+    always runs, a pool needs one."""
     scores: dict[str, list] = {}
     for name in signals:
-        if scores and deadline is not None and distributed.current().decide([deadline - time.monotonic()])[0] <= 0:
+        if scores and seconds_left() <= 0:
             break
         start = time.perf_counter()
         for study in studies:
