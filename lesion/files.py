@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import LesionError, ParameterError, ResultError
+from .options import first_repeat
 
 ORPHAN_AGE_S = 3600  # a temp file this old, in lesion's own cache, belongs to a run that died mid-write
 # lesion's temp files and folders beside an output are named ".NAME.lesion-PID-...": the marker says
@@ -295,11 +296,10 @@ class _RepeatedKey(Exception):
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
     """A JSON object whose keys are all different: lesion never writes a key twice."""
-    data = dict(pairs)
-    if len(data) != len(pairs):
-        keys = [k for k, _ in pairs]
-        raise _RepeatedKey(repr(next(k for i, k in enumerate(keys) if k in keys[:i])))
-    return data
+    twice = first_repeat(key for key, _ in pairs)
+    if twice is not None:
+        raise _RepeatedKey(repr(pairs[twice][0]))
+    return dict(pairs)
 
 
 def read_json(path: str | Path) -> dict:

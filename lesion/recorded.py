@@ -22,7 +22,7 @@ from .ablation import baseline_nll, check_ablation, masked_nll
 from .errors import ParameterError, ResultError
 from .metrics import delta, perplexity
 from .neurons import Neuron, discover_sites
-from .options import ABLATIONS
+from .options import ABLATIONS, first_repeat
 from .results import Heel, NeuronSet, Settings, TextScore, recorded_text
 from .texts import BOOKENDS, check_context, encode, text_hash
 
@@ -165,9 +165,9 @@ def check_mask_neurons(neurons: Sequence[Neuron | str], result=None) -> list[Neu
     """The neurons :func:`masked_perplexity` masks, parsed and checked without a model: each once,
     and at least one unless a ``result`` gives them."""
     parsed = [n if isinstance(n, Neuron) else Neuron.parse(n) for n in neurons]
-    twice = next((n for i, n in enumerate(parsed) if n in parsed[:i]), None)
+    twice = first_repeat(parsed)
     if twice is not None:
-        raise ParameterError("neurons", f"lists {twice} twice: a set holds each neuron once; drop the repeat")
+        raise ParameterError("neurons", f"lists {parsed[twice]} twice: a set holds each neuron once; drop the repeat")
     if result is None and not parsed:
         raise ParameterError("neurons", "names none to mask: name them (module:channel) or give a `result` "
                                         "(a critical set or heel)")

@@ -20,7 +20,7 @@ from .batching import split_on_oom
 from .errors import ParameterError
 from .hooks import hooked
 from .neurons import SiteIndex
-from .options import MAX_SAMPLES, check_seed
+from .options import MAX_SAMPLES, check_seed, check_whole_number
 from .results import Ranking, Settings
 from .scorers import SCORERS, check_ranker
 
@@ -131,9 +131,7 @@ def check_noise_options(samples: int | str = 100, alpha: float = 5.0, batch_size
     else:
         counts.append(("samples", samples, 1, MAX_SAMPLES))
     for name, value, least, most in counts:
-        if isinstance(value, bool) or not isinstance(value, int) or value < least or (most and value > most):
-            raise ParameterError(name, f"must be a whole number >= {least}{f' and <= {most:,}' if most else ''} "
-                                       f"(got {value!r})")
+        check_whole_number(name, value, least, most)
     check_seed(seed)
     if samples == "auto" and not 0 < confidence < 1:
         raise ParameterError("confidence", f"must be between 0 and 1, both excluded (got {confidence})")

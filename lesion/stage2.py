@@ -22,7 +22,7 @@ from .ablation import baseline_nll, masked_nll
 from .errors import LesionError, ParameterError
 from .metrics import check_epsilon, delta, perplexity
 from .neurons import Neuron, SiteIndex
-from .options import STAGE2
+from .options import STAGE2, check_whole_number
 from .results import CriticalSet, Settings, Step
 
 # A fall of Delta smaller than this between evaluated n is float noise around a flat stretch
@@ -47,8 +47,7 @@ def check_options(epsilon: float = 1.0, step: int = 1, max_neurons: int = 1000, 
     """Stage 2's options (see :func:`find_critical_set`), checked without a model."""
     check_epsilon(epsilon)
     for name, value in (("step", step), ("max_neurons", max_neurons)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ParameterError(name, f"must be a whole number >= 1 (got {value!r})")
+        check_whole_number(name, value, 1)
     if step > max_neurons:
         raise ParameterError("step", f"{step} is larger than `max_neurons` {max_neurons}: no set would be tried; "
                                      "lower it")

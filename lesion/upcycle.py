@@ -20,14 +20,13 @@ import torch
 
 from .errors import LesionError, ModelError, ParameterError
 from .files import check_output_folder, temp_prefix
-from .options import check_seed
+from .options import check_seed, check_whole_number
 
 
 def check_upcycle(experts: int = 4, top_k: int = 2, noise: float = 0.01, seed: int = 0) -> None:
     """The options of :func:`upcycle`, checked before any model is read."""
     for name, value in (("experts", experts), ("top_k", top_k)):
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1024:
-            raise ParameterError(name, f"must be a whole number 1..1024 (got {value!r})")
+        check_whole_number(name, value, 1, 1024)
     if top_k > experts:
         raise ParameterError("top_k", f"must be at most `experts` ({experts}), got {top_k}")
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not (math.isfinite(noise) and 0 <= noise <= 1):

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import LesionError, ParameterError
-from ..options import HARDEN_METHODS, MAX_SAMPLES, check_seed
+from ..options import HARDEN_METHODS, MAX_SAMPLES, check_seed, check_whole_number
 from ..results.harden import Budget
 
 if TYPE_CHECKING:
@@ -34,9 +34,7 @@ def check_budget(max_rows: int | None = None, max_neurons: int | None = None, sa
     max_rows, max_neurons, samples = (REPORT_BUDGET[n] if v is None else v for n, v in given.items())
     for name, value, cap in (("max_rows", max_rows, MAX_ROWS), ("max_neurons", max_neurons, None),
                              ("samples", samples, MAX_SAMPLES)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (cap is not None and value > cap):
-            raise ParameterError(name, f"must be a whole number >= 1{f' and <= {cap:,}' if cap else ''} "
-                                       f"(got {value!r})" + (": the paper uses 100" if name == "samples" else ""))
+        check_whole_number(name, value, 1, cap, ": the paper uses 100" if name == "samples" else "")
     return Budget(max_neurons=max_neurons, max_rows=max_rows, samples=samples, seed=42)
 
 

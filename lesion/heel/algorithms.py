@@ -36,7 +36,7 @@ from ..anytime import check_time_budget
 from ..errors import BudgetExhausted, LesionError, ParameterError
 from ..metrics import LN10, check_epsilon, perplexity
 from ..neurons import Neuron
-from ..options import ABLATIONS, OBJECTIVES, PRUNERS, STRATEGIES
+from ..options import ABLATIONS, OBJECTIVES, PRUNERS, STRATEGIES, check_whole_number
 from ..results import Certificate, Heel, Portfolio, Screen, Settings, Stage, Stopped, TextScore, TraceStep
 from .scorer import SetScorer
 
@@ -287,10 +287,8 @@ class SearchPlan:
             if getattr(self, name) not in known:
                 raise ParameterError(name, f"must be one of {', '.join(known)} (got {getattr(self, name)!r})")
         for name, least in (("rescreen", 1), ("max_size", 1), ("max_rows", 1), ("certify_rows", 0), ("screen", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ParameterError(name, f"must be a whole number >= {least} (got {value!r})"
-                                     + ("; 0 sizes it to the budget" if name == "screen" else ""))
+            check_whole_number(name, getattr(self, name), least, hint="; 0 sizes it to the budget" if name == "screen"
+                               else "")
         check_time_budget(self.time_budget)
 
 

@@ -13,6 +13,7 @@ from .. import distributed
 from ..ablation import baseline_nll
 from ..errors import ParameterError
 from ..neurons import Neuron, SiteIndex
+from ..options import first_repeat
 from ..results import Heel, NeuronProfile, Stopped, Transfer, TransferRow
 from ..scorers import SCORERS, SIGNALS
 from ..stage1 import clean_activations
@@ -146,7 +147,7 @@ def text_names(texts: Sequence[str] | Mapping[str, str], names: Sequence[str] = 
     odd = [t for t in texts if not isinstance(t, str)]
     if odd:
         raise ParameterError("texts", f"holds a {type(odd[0]).__name__}, not a string: pass the texts themselves")
-    twice = next((i for i, t in enumerate(texts) if t in texts[:i]), None)
+    twice = first_repeat(texts)
     if twice is not None:
         raise ParameterError("texts", f"gives one text twice (text {texts.index(texts[twice]) + 1} and text "
                                       f"{twice + 1}): each text counts once in the objective; drop the repeat")
