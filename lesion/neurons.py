@@ -101,9 +101,9 @@ class SiteIndex:
         if site is None:
             raise LesionError(f"neuron {neuron}: module {neuron.module!r} is not a neuron site of this "
                               "model (or not in `components`); list sites with `lesion sites`")
-        if not 0 <= neuron.channel < site.width and neuron.module.endswith(".routing"):  # an expert unit
-            raise LesionError(f"expert {neuron.module[:-len('.routing')]}.{neuron.channel} is out of range: the "
-                              f"block has {site.width} experts (0..{site.width - 1})")
+        if not 0 <= neuron.channel < site.width and experts.expert_label(str(neuron)) != str(neuron):
+            raise LesionError(f"expert {experts.expert_label(str(neuron))} is out of range: the block has "
+                              f"{site.width} experts (0..{site.width - 1})")
         if not 0 <= neuron.channel < site.width:
             raise LesionError(f"neuron {neuron}: channel out of range, {neuron.module} has "
                               f"{site.width} channels (0..{site.width - 1})")

@@ -25,7 +25,8 @@ from typing import Any
 
 from .errors import InconsistentRun, LesionError, ResultError
 from .files import read_json
-from .results import CriticalSet, NeuronSet, Ranking, ScanResult, Settings, load_neuron_set, save_result
+from .results import (CriticalSet, Heel, NeuronSet, Ranking, ScanResult, Settings, Stopped, load_neuron_set,
+                      save_result)
 from .filenames import (ANALYSIS_PREFIX, COMPARE, CRITICAL, EVAL, FINGERPRINTS, MECHANISM, MINIMAL_PREFIX, RANKING,
                         RUN, analysis_name, minimal_name)
 
@@ -69,12 +70,11 @@ def check_has_neurons(found: NeuronSet, source: str | Path) -> None:
 
 def no_neurons(found: NeuronSet) -> str:
     """Why a neuron set has no neurons, and what to do: the words depend on what made it and how it stopped."""
-    stopped = str(getattr(found, "stopped", ""))
-    if stopped in ("budget", "interrupted"):
-        how = "its budget (`max_rows` / `time_budget`)" if stopped == "budget" else "an interrupt"
-        return (f"has no neurons: its search was stopped by {how} after {getattr(found, 'rows', 0)} masked rows, "
-                "before any set reached `epsilon`; continue it with `resume`, or give it a larger budget")
-    cap = "`max_size`" if hasattr(found, "stopped") else "`max_neurons`"
+    if isinstance(found, Heel) and found.stopped in (Stopped.BUDGET, Stopped.INTERRUPTED):
+        how = "its budget (`max_rows` / `time_budget`)" if found.stopped == Stopped.BUDGET else "an interrupt"
+        return (f"has no neurons: its search was stopped by {how} after {found.rows} masked rows, before any set "
+                "reached `epsilon`; continue it with `resume`, or give it a larger budget")
+    cap = "`max_size`" if isinstance(found, Heel) else "`max_neurons`"
     return (f"has no neurons: no set reached `epsilon` within {cap}; pass a result whose 'reached' is true, or "
             f"search again with a lower `epsilon` or a larger {cap}")
 
