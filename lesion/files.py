@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .errors import LesionError, ParameterError, ResultError
 from .options import first_repeat
@@ -229,6 +229,29 @@ def write_files(files: dict[Path, str], remove: Sequence[Path] = ()) -> list[Pat
     for old in remove:
         Path(old).unlink(missing_ok=True)
     return list(targets)
+
+
+def write_folder(target: Path, fill: Callable[[Path], None], shown: str | Path) -> Path:
+    """Build a folder beside ``target`` with ``fill(tmp)`` and rename it into place: the whole folder
+    or nothing; an earlier ``target`` is replaced, and removed only once the new one is in. ``fill``
+    writes every file, and may refuse at its end (a file the user put there meanwhile). A failed
+    write is one line naming ``shown`` (the path as the user gave it)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_own_orphans(target.parent, target.name)  # left by a run killed while writing this folder
+    tmp = target.with_name(f"{temp_prefix(target.name)}tmp")
+    old = target.with_name(f"{temp_prefix(target.name)}old")
+    try:
+        fill(tmp)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+    except OSError as e:
+        raise LesionError(f"cannot write {str(shown)!r} ({e.strerror or e}): choose a writable folder with "
+                          "free space") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return target
 
 
 def _write_temp(target: Path, text: str) -> str:

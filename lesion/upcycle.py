@@ -11,15 +11,13 @@ moves into the experts (the channel of ``down_proj`` now written by every expert
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import sys
 from pathlib import Path
 
 import torch
 
 from .errors import LesionError, ModelError, ParameterError
-from .files import check_output_folder, temp_prefix
+from .files import check_output_folder, write_folder
 from .options import check_seed, check_whole_number
 
 
@@ -99,21 +97,11 @@ def check_out(out: str | Path) -> Path:
 
 def save(moe: torch.nn.Module, tokenizer, out: str | Path) -> Path:
     """Write the model and tokenizer to a new or empty folder ``out``, whole or not at all."""
-    target = check_out(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{temp_prefix(target.name)}tmp")
-    try:
+    def fill(tmp: Path) -> None:
         moe.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if target.is_dir():
-            target.rmdir()  # still empty: checked above
-        os.replace(tmp, target)
-    except OSError as e:
-        raise LesionError(f"cannot write {str(out)!r} ({e.strerror or e}): choose a writable folder with "
-                          "free space") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+        check_out(out)  # again: a file the user put there meanwhile is theirs, not replaced
+    return write_folder(check_out(out), fill, out)
 
 
 def main(argv: list[str] | None = None) -> int:

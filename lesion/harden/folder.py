@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 
 import torch
 
-from ..errors import LesionError, ParameterError
-from ..files import check_output_folder, json_text, remove_own_orphans, temp_prefix, write_text
+from ..errors import ParameterError
+from ..files import check_output_folder, json_text, write_folder, write_text
 
 from ..filenames import HARDEN_MANIFEST as MANIFEST, HARDEN_RECORD as RECORD, HARDEN_REPORT as REPORT
 HASH_CHUNK = 1 << 24
@@ -87,27 +85,14 @@ def save_folder(model: torch.nn.Module, tokenizer, record, report: str, path: st
                 progress: bool = True) -> Path:
     """Write the folder at ``path`` (through a link), replacing an earlier one only when
     :func:`check_out_folder` finds nothing in it that lesion did not write."""
-    target = check_out_folder(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_own_orphans(target.parent, target.name)
-    tmp = target.with_name(f"{temp_prefix(target.name)}tmp")
-    old = target.with_name(f"{temp_prefix(target.name)}old")
-    try:
+    def fill(tmp: Path) -> None:
         _save_model(model, tmp, progress)
         tokenizer.save_pretrained(tmp)
         record.save(tmp / RECORD)
         write_text(tmp / REPORT, report)
         write_manifest(tmp)
         check_out_folder(path)  # again: a file the user put there while lesion worked is theirs
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-    except OSError as e:
-        raise LesionError(f"cannot write {str(path)!r} ({e.strerror or e}): choose a writable folder with "
-                          "free space") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+    write_folder(check_out_folder(path), fill, path)
     return Path(path)
 
 
