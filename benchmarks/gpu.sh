@@ -118,43 +118,18 @@ import time
 
 import torch
 
-from lesion.ablation import masked_nll
-from lesion.errors import LesionError
-from lesion.loading import load_model
-from lesion.stage1 import noise_generator, rank_by_noise
-from lesion.study import Study
+sys.path.insert(0, "benchmarks")
+from gpu_scale import ALPHA, BATCH, SEED, timed  # noqa: E402 (the benchmarks' helpers, one copy)
+from stage1_speed import floor_seconds  # noqa: E402
+
+from lesion.ablation import masked_nll  # noqa: E402
+from lesion.errors import LesionError  # noqa: E402
+from lesion.loading import load_model  # noqa: E402
+from lesion.stage1 import rank_by_noise  # noqa: E402
+from lesion.study import Study  # noqa: E402
 
 model, dtype, device, samples = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-BATCH, ALPHA, SEED, ROWS = 16, 5.0, 42, 64
-
-
-def sync():
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def seconds(fn) -> float:
-    """Minimum of two timed runs (the first also warms up kernels and allocator)."""
-    best = float("inf")
-    for _ in range(2):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def floor(lm, ids):
-    """K bare forwards of the same noisy batches through the decoder body: no hooks, no sums."""
-    with torch.inference_mode():
-        embeds = lm.model.get_input_embeddings()(ids).float()
-        gen = noise_generator(SEED)
-        for first in range(0, samples, BATCH):
-            b = min(BATCH, samples - first)
-            noise = torch.stack([torch.randn(embeds.shape[1:], generator=gen) for _ in range(b)])
-            lm.model.base_model(inputs_embeds=(embeds + ALPHA * noise.to(embeds.device)).to(lm.model.dtype))
-
+ROWS = 64
 
 try:
     start = time.perf_counter()
@@ -164,11 +139,11 @@ except LesionError as e:
 load_s = time.perf_counter() - start
 study = Study.create(lm)
 ids, index = study.input_ids, study.index
-stage1 = seconds(lambda: rank_by_noise(lm.model, ids, index, samples=samples, batch_size=BATCH, seed=SEED,
-                                       progress=False))
-bare = seconds(lambda: floor(lm, ids))
+stage1 = timed(lambda: rank_by_noise(lm.model, ids, index, samples=samples, batch_size=BATCH, seed=SEED,
+                                     progress=False), device)
+bare = min(floor_seconds(lm.model, ids, samples, BATCH, ALPHA, SEED) for _ in range(2))
 sets = [[n] for n in index.neurons(range(ROWS))]  # block 0: no shared prefix, a full forward per row
-rows = seconds(lambda: masked_nll(lm.model, ids, index, sets, max_rows=32))
+rows = timed(lambda: masked_nll(lm.model, ids, index, sets, max_rows=32), device)
 peak = f", peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if device == "cuda" else ""
 print(f"{model} {dtype}: load {load_s:.1f} s; Stage 1 (K={samples}) {stage1:.2f} s against floor {bare:.2f} s "
       f"(ratio {stage1 / bare:.2f}); masked rows {ROWS / rows:.1f} rows/s{peak}", flush=True)

@@ -31,17 +31,13 @@ import time
 from pathlib import Path
 
 import torch
+from stage1_speed import floor_seconds, sync
 
 CONFIGS = Path(__file__).resolve().parents[1] / "tests" / "data" / "configs"
 MODELS = ("qwen2.5-7b", "llama-3.1-8b", "qwen2.5-32b")
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
         "num_hidden_layers": 2}
 BATCH, ALPHA, SEED = 16, 5.0, 42
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def timed(fn, device: str, repeats: int = 2) -> float:
@@ -91,18 +87,6 @@ def build(path: Path, dtype: str, device: str):
     return lm
 
 
-def floor(lm, ids, samples: int) -> None:
-    """K bare forwards of the decoder body on Stage 1's noisy batches: no hooks, no sums."""
-    from lesion.stage1 import noise_generator
-    with torch.inference_mode():
-        embeds = lm.model.get_input_embeddings()(ids).float()
-        gen = noise_generator(SEED)
-        for first in range(0, samples, BATCH):
-            b = min(BATCH, samples - first)
-            noise = torch.stack([torch.randn(embeds.shape[1:], generator=gen) for _ in range(b)])
-            lm.model.base_model(inputs_embeds=(embeds + ALPHA * noise.to(embeds.device)).to(lm.model.dtype))
-
-
 def measure(path: Path, dtype: str, args) -> dict:
     from lesion.ablation import masked_nll
     from lesion.heel import SearchPlan, search_heel
@@ -118,7 +102,7 @@ def measure(path: Path, dtype: str, args) -> dict:
     ids, index = study.input_ids, study.index
     stage1 = timed(lambda: rank_by_noise(lm.model, ids, index, samples=args.samples, batch_size=BATCH, seed=SEED,
                                          progress=False), args.device)
-    bare = timed(lambda: floor(lm, ids, args.samples), args.device)
+    bare = min(floor_seconds(lm.model, ids, args.samples, BATCH, ALPHA, SEED) for _ in range(2))
     sets = [[n] for n in index.neurons(range(args.rows))]
     rows = timed(lambda: masked_nll(lm.model, ids, index, sets, max_rows=32), args.device)
     heel = search_heel(lm, [BOOKENDS], SearchPlan(max_rows=args.search_rows, time_budget=args.search_budget_s),

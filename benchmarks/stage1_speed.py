@@ -23,17 +23,27 @@ from lesion.texts import BOOKENDS
 
 
 def floor_seconds(model, ids, samples, batch_size, alpha, seed) -> float:
-    """K bare forwards of the same batches: what any noise-perturbation method must pay."""
+    """K bare forwards of the same batches: what any noise-perturbation method must pay. The noise is
+    drawn on the CPU, as Stage 1 draws it, and the batch cast to the model's dtype on its device (both
+    no-ops for a float32 model on the CPU); on CUDA the timing waits for the kernels."""
     body = model.base_model
     with torch.inference_mode():
         embeds = model.get_input_embeddings()(ids).float()
         gen = noise_generator(seed)
+        sync(embeds.device)
         start = time.perf_counter()
         for first in range(0, samples, batch_size):
             b = min(batch_size, samples - first)
             noise = torch.stack([torch.randn(embeds.shape[1:], generator=gen) for _ in range(b)])
-            body(inputs_embeds=embeds + alpha * noise)
+            body(inputs_embeds=(embeds + alpha * noise.to(embeds.device)).to(model.dtype))
+        sync(embeds.device)
         return time.perf_counter() - start
+
+
+def sync(device: torch.device | str) -> None:
+    """Wait for the device's kernels (CUDA runs them asynchronously), so a timing ends with them."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main() -> None:
