@@ -125,7 +125,8 @@ def run(args) -> int:
     check_noise_args(args)
     check_out(args.out)
     check_signals(args.signals)  # the library's check, before the model loads
-    names, texts = text_names(*reversed(texts_from(args)))  # the library's check of the texts, before the load
+    names, texts = texts_from(args)
+    names, texts = text_names(texts, names)  # the library's check of the texts, before the load
     if args.transfer:
         check_transfer(texts)
     journal = check_journal(journal_path(args.out), args.resume)  # before the model loads

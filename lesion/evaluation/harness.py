@@ -6,6 +6,7 @@ is available, and the masks are gone when it returns.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,14 +22,21 @@ PAPER_TASKS = {"MMLU-Pro": "mmlu_pro", "GPQA-Diamond": "gpqa_diamond_zeroshot",
                "IFEval": "ifeval", "SimpleQA": None}
 
 
-def check_tasks(tasks: Sequence[str], include_path: str | Path | None = None):
-    """lm-eval's task manager, once every task is known to it (checked before any evaluation runs)."""
+@functools.cache
+def _task_manager(include_path: str):
+    """lm-eval's index of every task it knows (seconds to build): one per process and include path,
+    shared by the check before an evaluation and each level's run."""
     try:
         from lm_eval.tasks import TaskManager
     except ImportError:
         raise MissingPackage("downstream tasks need lm-eval: pip install lm-eval") from None
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
-    manager = TaskManager(include_path=str(include_path or write_offline_tasks()))
+    return TaskManager(include_path=include_path)
+
+
+def check_tasks(tasks: Sequence[str], include_path: str | Path | None = None):
+    """lm-eval's task manager, once every task is known to it (checked before any evaluation runs)."""
+    manager = _task_manager(str(include_path or write_offline_tasks()))
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
         raise ParameterError("tasks", f"names unknown lm-eval task(s) {', '.join(unknown)}: see `lm-eval ls tasks`, "
