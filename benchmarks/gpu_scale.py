@@ -73,30 +73,30 @@ def config_file(name: str, tiny: bool, folder: Path) -> Path:
     return path
 
 
-def build(path: Path, dtype: str, device: str):
+def build(name: str, config, dtype: str, device: str):
     """A LoadedModel of random weights on ``device`` (weights drawn there: seconds even for 32B)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     from lesion.loading import LoadedModel
-    config = AutoConfig.from_pretrained(path)
     torch.manual_seed(0)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype)).eval()
-    lm = LoadedModel(model, tokenizer(), path.stem, dtype)
-    lm.__dict__["_weights_digest"] = f"random-{path.stem}-{dtype}"  # hashing 65 GB would measure SHA-256
+    lm = LoadedModel(model, tokenizer(), name, dtype)
+    lm.__dict__["_weights_digest"] = f"random-{name}-{dtype}"  # hashing 65 GB would measure SHA-256
     return lm
 
 
-def measure(path: Path, dtype: str, args) -> dict:
+def measure(name: str, config, planned, dtype: str, args) -> dict:
+    """Every figure of one model in one dtype (``config`` and ``planned``, its plan's shapes, read once)."""
     from lesion.ablation import masked_nll
     from lesion.heel import SearchPlan, search_heel
-    from lesion.plan import make_plan, read_config, shapes
+    from lesion.plan import make_plan
     from lesion.stage1 import rank_by_noise
     from lesion.study import Study
     from lesion.texts import BOOKENDS
 
     start = time.perf_counter()
-    lm = build(path, dtype, args.device)
+    lm = build(name, config, dtype, args.device)
     build_s = time.perf_counter() - start
     study = Study.create(lm, BOOKENDS)
     ids, index = study.input_ids, study.index
@@ -109,20 +109,19 @@ def measure(path: Path, dtype: str, args) -> dict:
                        progress=False, use_cache=False)
     peak = torch.cuda.max_memory_allocated() / 2 ** 30 if args.device == "cuda" else None
 
-    name, config = read_config(config=str(path))
     gpu_gib = torch.cuda.get_device_properties(0).total_memory / 2 ** 30 if args.device == "cuda" else 0
     on_gpu = dict(gpus=1, gpu_memory=gpu_gib) if args.device == "cuda" else {}
-    plan = make_plan(shapes(name, config), tokens=ids.shape[1], samples=args.samples, dtype=dtype, **on_gpu)
-    planned = plan["time_s"]["gpu_assumed" if args.device == "cuda" else "cpu_this_machine"]
+    plan = make_plan(planned, tokens=ids.shape[1], samples=args.samples, dtype=dtype, **on_gpu)
+    times = plan["time_s"]["gpu_assumed" if args.device == "cuda" else "cpu_this_machine"]
     row_s = rows / args.rows
     result = {
         "model": name, "dtype": dtype, "device": args.device, "tokens": ids.shape[1], "neurons": len(index),
         "build_s": sig(build_s), "stage1_s": sig(stage1), "floor_s": sig(bare), "stage1_over_floor": sig(stage1 / bare),
         "masked_rows_per_s": sig(args.rows / rows), "search_rows": heel.rows, "search_s": sig(heel.seconds),
         "search_rows_per_s": sig(heel.rows / max(heel.seconds, 1e-9)),
-        "planned_stage1_s": sig(planned["stage1"]), "planned_row_s": sig(planned["per_masked_row"]),
-        "stage1_measured_over_planned": sig(stage1 / planned["stage1"], 3),
-        "row_measured_over_planned": sig(row_s / planned["per_masked_row"], 3),
+        "planned_stage1_s": sig(times["stage1"]), "planned_row_s": sig(times["per_masked_row"]),
+        "stage1_measured_over_planned": sig(stage1 / times["stage1"], 3),
+        "row_measured_over_planned": sig(row_s / times["per_masked_row"], 3),
         "effective_tflops_stage1": sig(plan["flops"]["stage1"] / stage1 / 1e12, 3),
         "effective_tflops_row": sig(plan["flops"]["masked_row"] / row_s / 1e12, 3),
     }
@@ -135,13 +134,11 @@ def measure(path: Path, dtype: str, args) -> dict:
     return result
 
 
-def fits(path: Path, dtype: str, device: str) -> str | None:
+def fits(planned, dtype: str, device: str) -> str | None:
     """Why the model cannot be built here (None: it fits, with a quarter of the memory to spare)."""
     if device != "cuda":
         return None
-    from lesion.plan import read_config, shapes
-    name, config = read_config(config=str(path))
-    need = shapes(name, config).parameters * torch.tensor([], dtype=getattr(torch, dtype)).element_size() / 2 ** 30
+    need = planned.parameters * torch.tensor([], dtype=getattr(torch, dtype)).element_size() / 2 ** 30
     free = torch.cuda.mem_get_info()[0] / 2 ** 30
     return None if need * 1.25 <= free else f"weights {need:.0f} GiB, {free:.0f} GiB free"
 
@@ -161,6 +158,7 @@ def main() -> None:
     args = p.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("gpu_scale.py: no CUDA device here: pass --device cpu --tiny to check the script")
+    from lesion.plan import read_config, shapes
     folder = Path(tempfile.mkdtemp(prefix="gpu-scale-"))  # the configs as built (``--tiny`` shrinks them)
     start = time.perf_counter()
     for dtype in args.dtypes:  # every model in the first dtype before any in the second
@@ -169,12 +167,13 @@ def main() -> None:
             if spent > args.budget_s:
                 print(f"{model} {dtype}: skipped: {spent:.0f} s spent of --budget-s {args.budget_s:g}", flush=True)
                 continue
-            path = config_file(model, args.tiny, folder)
-            why = fits(path, dtype, args.device)
+            name, config = read_config(config=str(config_file(model, args.tiny, folder)))
+            planned = shapes(name, config)
+            why = fits(planned, dtype, args.device)
             if why:
                 print(f"{model} {dtype}: skipped: does not fit ({why})", flush=True)
                 continue
-            result = measure(path, dtype, args)
+            result = measure(name, config, planned, dtype, args)
             print(json.dumps(result), flush=True)
             if args.out:
                 with open(args.out, "a") as f:
