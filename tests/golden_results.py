@@ -2,10 +2,13 @@
 texts with a transfer table, one that does not reach epsilon) of a tiny random Llama, seeds fixed.
 
 ``python tests/golden_results.py`` (from the repository root, PYTHONPATH=.) writes them to
-tests/data/golden; the files there were written by the code before results were typed, and
-tests/test_results_golden.py checks that today's code writes the same bytes."""
+tests/data/golden with machine.json, the CPU kind that wrote them; the files there were written by the
+code before results were typed, and tests/test_results_golden.py checks that today's code computes the
+same results (the same bytes on that CPU kind, floats within float32 rounding on any other)."""
 from __future__ import annotations
 
+import json
+import platform
 import sys
 from pathlib import Path
 
@@ -15,6 +18,24 @@ from conftest import TEXT, char_tokenizer, make_tiny  # noqa: E402
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 SECOND = "A quiet morning by the river, with boats drifting past the old stone bridge."
+
+
+def machine() -> dict:
+    """What decides the last bits of a float32 result on the CPU: the processor's name and the vector
+    instruction sets torch's kernels pick from, and the torch version."""
+    import torch
+    name, flags = platform.processor(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                name = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:  # not Linux: the name alone
+        pass
+    return {"cpu": name, "vector": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_tile", "fma"}),
+            "torch": torch.__version__}
 
 
 def tiny_lm():
@@ -45,5 +66,6 @@ def produce(out: Path) -> list[Path]:
 if __name__ == "__main__":
     for path in produce(GOLDEN):
         print(path)
+    (GOLDEN / "machine.json").write_text(json.dumps(machine(), indent=2) + "\n", encoding="utf-8")
     for path in [*GOLDEN.rglob("run.json"), *GOLDEN.rglob("fingerprints.json")]:
         path.unlink()  # not compared: run.json holds the date, fingerprints.json is verify's

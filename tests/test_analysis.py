@@ -47,6 +47,7 @@ def test_jaccard():
     assert jaccard(["a", "b"], ["b", "c"]) == pytest.approx(1 / 3) and jaccard([], []) == 1.0
 
 
+@pytest.mark.slow
 def test_cli_compare_analyze_report_is_self_contained(tiny_dir, tmp_path):
     out = str(tmp_path)
     common = ["--model", tiny_dir, "--text", TEXT, "--quiet"]

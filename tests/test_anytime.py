@@ -78,6 +78,7 @@ def test_time_budget_stops_a_slow_search_with_its_best_set():
     assert 0 < score.rows < 40 and heel.screen.screened > 0
 
 
+@pytest.mark.slow
 def test_time_budget_on_the_cli(planted_dir, tmp_path, monkeypatch):
     import lesion.heel.scorer as scorer
     real = scorer.set_deltas

@@ -47,6 +47,7 @@ def test_same_command_twice_gives_byte_identical_results(tiny_dir, tmp_path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 
+@pytest.mark.slow
 def test_cached_stage1_gives_the_same_ranking(tiny_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("LESION_CACHE", str(tmp_path / "cache"))
     assert scan(tiny_dir, tmp_path / "a") == 0
@@ -179,6 +180,7 @@ def test_interruption_leaves_no_file_and_no_hook(tiny_dir, tmp_path, monkeypatch
         assert torch.equal(before, lm.model(input_ids=study.input_ids).logits)
 
 
+@pytest.mark.slow
 def test_sigint_in_a_real_process_writes_nothing(tiny_dir, tmp_path):
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k != "LESION_NO_PROGRESS"}

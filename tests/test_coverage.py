@@ -42,6 +42,7 @@ def tiny_model(model_type: str) -> torch.nn.Module | None:
         return None
 
 
+@pytest.mark.slow
 def test_every_causal_lm_type_is_covered_or_refused():
     outcomes: dict[str, str] = {}
     with warnings.catch_warnings():

@@ -44,6 +44,7 @@ def read(folder: Path, name: str) -> dict:
 
 
 @pytest.mark.parametrize("ranks", [2, 3])
+@pytest.mark.slow
 def test_ranks_give_the_ranking_and_critical_set_of_one_process(ranks, one_process, tiny_dir, tmp_path):
     out = tmp_path / "run"
     done = torchrun(ranks, *SCAN, "--model", tiny_dir, "--out", str(out))
@@ -65,6 +66,7 @@ def test_ranks_give_the_ranking_and_critical_set_of_one_process(ranks, one_proce
     assert "world_size" not in read(one_process, "run.json")  # one process records nothing about ranks
 
 
+@pytest.mark.slow
 def test_adaptive_samples_agree_across_ranks(tiny_dir, tmp_path):
     """--samples auto: the ranks sum their shares at every check, so they stop at the K one process stops at."""
     auto = [*SCAN, "--samples", "auto", "--max-samples", "30", "--model", tiny_dir]
@@ -101,6 +103,7 @@ distributed.stop()
 """
 
 
+@pytest.mark.slow
 def test_heel_scorer_rows_split_across_ranks(tmp_path):
     """The heel search's objective: each rank scores its share of the sets, every rank gets all."""
     script = tmp_path / "scorer.py"
@@ -133,6 +136,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_search_under_torchrun_gives_one_process_heel_and_resumes(tiny_dir, tmp_path):
     """Two ranks (the second with a clock an hour ahead, so that a budget decided per rank would stop
     it at once and hang rank 0) stop by the row budget, resume, and end at one process's heel."""
@@ -170,6 +174,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_a_failing_rank_stops_every_rank_with_one_message_and_no_file(tiny_dir, tmp_path):
     script = tmp_path / "failing.py"
     script.write_text(FAILING_RANK)
@@ -234,6 +239,7 @@ def test_shares_are_counted_for_every_rank():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message a machine without CUDA gets")
+@pytest.mark.slow
 def test_gpu_script_stops_with_one_line_without_cuda(tmp_path):
     done = subprocess.run(["bash", "benchmarks/gpu.sh", str(tmp_path / "runs")], capture_output=True, text=True,
                           timeout=120, cwd=Path(__file__).resolve().parents[1])
@@ -252,6 +258,7 @@ def test_a_failing_rank_words_a_parameter_error_as_its_flag():
     assert _one_line(RuntimeError("simulated\nsecond line")) == "RuntimeError: simulated"
 
 
+@pytest.mark.slow
 def test_the_scale_benchmark_runs_its_steps_on_small_shapes(tmp_path):
     """benchmarks/gpu_scale.py (gpu.sh's part 2) on the CPU with --tiny: each step ran and was compared
     with the plan, so the script is ready for the GPU it is written for."""

@@ -96,12 +96,14 @@ def test_local_corpora(tmp_path):
     assert refused.value.parameter == "corpora"
 
 
+@pytest.mark.slow
 def test_offline_wikipedia_corpus_is_real_text():
     corpus = load_corpus("enwiki-gensim")
     assert len(corpus.documents) > 90 and sum(map(len, corpus.documents)) > 2_000_000
     assert any(doc.startswith("Autism is a neurodevelopmental disorder") for doc in corpus.documents)
 
 
+@pytest.mark.slow
 def test_masks_are_active_inside_the_lm_eval_run(tiny_dir, tmp_path, monkeypatch):
     from lesion.evaluation import harness
     from lesion.loading import load_model
@@ -172,6 +174,7 @@ def test_eval_cli_on_a_local_corpus(tiny_dir, tmp_path, critical):
     (["--max-tokens", "-1"], "max_tokens"),
     (["--corpus", "none", "--tasks", "no_such_task"], LesionError),
 ])
+@pytest.mark.slow
 def test_eval_cli_bad_input(tiny_dir, tmp_path, refused, critical, extra, refused_by):
     refused(["eval", "--model", tiny_dir, "--neurons", critical, "--quiet", "--out", str(tmp_path / "e.json"),
              *extra], refused_by)
@@ -197,6 +200,7 @@ def test_take_chars_stops_reading():
     assert take_chars(["aa", "bb"], None) == ["aa", "bb"]
 
 
+@pytest.mark.slow
 def test_offline_tasks_are_well_formed():
     from lesion.evaluation.tasks import mmlu_dev_rows, wiki_cloze_rows
 
@@ -316,6 +320,7 @@ def test_eval_cli_time_budget_writes_what_finished(tiny_dir, tmp_path, critical,
     assert "--time-budget must be a finite number of seconds > 0" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_an_unknown_task_is_refused_before_any_evaluation():
     """Checked first: the corpora (minutes on a real model) would otherwise run before the refusal."""
     from types import SimpleNamespace

@@ -183,6 +183,7 @@ def run_cli(*argv) -> int:
     return main(["harden", "--quiet", *map(str, argv)])
 
 
+@pytest.mark.slow
 def test_cli_writes_a_folder_plain_transformers_loads(tiny_dir, tmp_path, ids):
     out = tmp_path / "hardened"
     assert run_cli("--model", tiny_dir, "--method", "hadamard", "--seed", "7", "--out", out) == 0
@@ -227,6 +228,7 @@ def test_cli_refuses_a_short_text_and_an_unknown_neuron_before_hardening(tiny_di
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 def test_report_masks_the_fixed_basis_heel_on_the_hardened_model(tiny_dir, tmp_path):
     """--report searches the MLP's intermediate neurons of the original and masks that set on the
     hardened model: no rotation moves those neurons, so its Delta is the same after."""

@@ -179,6 +179,7 @@ def planted_lm():
     return LoadedModel(planted_and_model(), char_tokenizer(), "planted", "float32")
 
 
+@pytest.mark.slow
 def test_search_finds_the_planted_pair_that_the_prefix_ranks_badly(planted_lm):
     options = dict(noise_options={"samples": 8}, progress=False)
     heel = search_heel(planted_lm, [TEXT], SearchPlan(epsilon=1.0), **options)

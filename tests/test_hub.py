@@ -237,6 +237,7 @@ def scan(url, hf_home, out, *extra):
 
 # --- tests ----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_pinned_commit_downloads_once_and_is_named_in_every_result(hub, tiny_files, tmp_path):
     fake, url = hub
     commit_a = fake.add(REPO, tiny_files[0])
@@ -263,6 +264,7 @@ def test_a_pinned_commit_downloads_once_and_is_named_in_every_result(hub, tiny_f
     assert not fake.requested(".bin") and not fake.requested(".py")
 
 
+@pytest.mark.slow
 def test_main_resolves_to_its_commit(hub, tiny_files, tmp_path):
     fake, url = hub
     commit = fake.add(REPO, tiny_files[0])
@@ -277,6 +279,7 @@ def test_main_resolves_to_its_commit(hub, tiny_files, tmp_path):
 
 
 @pytest.mark.parametrize("fault", ["drop", "short"])
+@pytest.mark.slow
 def test_a_failed_download_leaves_nothing_and_the_next_run_succeeds(hub, tiny_files, tmp_path, fault):
     fake, url = hub
     commit = fake.add(REPO, tiny_files[0])
@@ -295,6 +298,7 @@ def test_a_failed_download_leaves_nothing_and_the_next_run_succeeds(hub, tiny_fi
     assert [p.name for p in weights_in_cache(hf_home)] == ["model.safetensors"]
 
 
+@pytest.mark.slow
 def test_a_download_killed_midway_is_never_taken_for_the_file(hub, tiny_files, tmp_path):
     fake, url = hub
     commit = fake.add(REPO, tiny_files[0])
@@ -319,6 +323,7 @@ def test_a_download_killed_midway_is_never_taken_for_the_file(hub, tiny_files, t
     assert weights.read_bytes() == tiny_files[0]["model.safetensors"]
 
 
+@pytest.mark.slow
 def test_pickled_weights_are_refused_before_they_download(hub, tiny_files, tmp_path):
     fake, url = hub
     files = {n: b for n, b in tiny_files[0].items() if n != "model.safetensors"}
@@ -330,6 +335,7 @@ def test_pickled_weights_are_refused_before_they_download(hub, tiny_files, tmp_p
     assert cached_blobs(hf_home) == []
 
 
+@pytest.mark.slow
 def test_code_in_a_hub_repository_is_never_downloaded_nor_run(hub, tiny_files, tmp_path):
     fake, url = hub
     marker = tmp_path / "ran"
@@ -343,6 +349,7 @@ def test_code_in_a_hub_repository_is_never_downloaded_nor_run(hub, tiny_files, t
     assert not fake.requested("evil.py") and not marker.exists()
 
 
+@pytest.mark.slow
 def test_unknown_repositories_and_revisions_are_one_line(hub, tiny_files, tmp_path):
     fake, url = hub
     fake.add(REPO, tiny_files[0])
@@ -354,6 +361,7 @@ def test_unknown_repositories_and_revisions_are_one_line(hub, tiny_files, tmp_pa
     assert cached_blobs(hf_home) == []
 
 
+@pytest.mark.slow
 def test_a_private_repository_needs_hf_token(hub, tiny_files, tmp_path):
     fake, url = hub
     fake.add(REPO, tiny_files[0])

@@ -391,6 +391,7 @@ def smollm():
     return Study.create(load_model("smollm2-135m"))
 
 
+@pytest.mark.real
 def test_real_critical_neuron_is_a_massive_activation_at_the_first_token(smollm):
     neuron = Neuron("model.layers.11.mlp.down_proj", 507)
     result = mechanism(smollm, [neuron], other_text=OTHER)
@@ -403,6 +404,7 @@ def test_real_critical_neuron_is_a_massive_activation_at_the_first_token(smollm)
     assert result.normalisation["frozen: every norm"] < result.normalisation["recomputed"] - 2
 
 
+@pytest.mark.real
 def test_real_frozen_norms_overflow_is_counted_and_located(smollm):
     """With every norm frozen, masking the two writers of the sink channel 507 moves the
     massive activation to a later token whose clean RMS is small: nothing renormalises it,

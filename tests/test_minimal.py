@@ -66,6 +66,7 @@ def test_optimum_certifies_the_irreducible_size(study):
     assert result.search_forwards >= 1 and result.search_rows >= len(greedy)
 
 
+@pytest.mark.slow
 def test_minimal_cli(tiny_dir, tmp_path, capsys):
     run = scan_tiny(tiny_dir, tmp_path / "run")
     assert main(["minimal", "--model", tiny_dir, "--run", str(run), "--pool", "6", "--quiet"]) == 0

@@ -270,6 +270,7 @@ def test_the_commands_read_expert_neurons(tiny_moe_dir, tmp_path):
     assert all(".experts.routing:" in n for n in json.loads((units / "ranking.json").read_text())["neurons"])
 
 
+@pytest.mark.slow
 def test_ranks_give_one_process_answer_on_an_moe_model(tiny_moe_dir, tmp_path):
     import json
 

@@ -62,6 +62,7 @@ def test_harden_budget_caps_are_refused_at_once(tmp_path, no_load):
     assert not (tmp_path / "a").exists()
 
 
+@pytest.mark.slow
 def test_harden_replaces_only_a_folder_holding_nothing_but_what_it_wrote(tiny_dir, tmp_path, capsys):
     """The user's files survive: beside the output (an orphan sweep by name and age took
     .t9.cfg and .t9.important/), inside a folder that looks like a hardening, and in the

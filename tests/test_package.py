@@ -33,6 +33,7 @@ def test_the_notebook_verbs_and_types_are_at_the_top():
         getattr(lesion, "rank_by_noise")  # noqa: B009 -- one level down: lesion.stage1.rank_by_noise
 
 
+@pytest.mark.slow
 def test_the_wheel_ships_type_information(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(tmp_path)], check=True, timeout=300, capture_output=True)
@@ -61,6 +62,7 @@ def test_version_outside_a_checkout_is_the_version_alone(tmp_path, monkeypatch):
     assert cli._version() == f"lesion {lesion.__version__}"
 
 
+@pytest.mark.slow
 def test_lm_eval_registry_knows_every_paper_task(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

@@ -88,6 +88,7 @@ def test_a_critical_set_made_from_another_ranking_is_refused(run, capsys):
     assert_every_reader_refuses(run, capsys)
 
 
+@pytest.mark.slow
 def test_a_result_of_another_text_in_the_folder_is_refused(two_runs, run, tmp_path, capsys):
     other = scan_tiny(two_runs[0], tmp_path / "other-text", text=TEXT + " And a second sentence, longer.")
     assert main(["minimal", "--run", str(other), "--pool", "3", "--max-size", "1", "--quiet"]) == 0

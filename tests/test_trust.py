@@ -37,6 +37,7 @@ def long_text() -> str:
     return "".join(sentence.format(i) for i in range(40))[:2500]
 
 
+@pytest.mark.slow
 def test_long_text_survives_rank_identify_minimal_mechanism(long_context_model, tmp_path):
     from lesion.texts import text_hash
     text = long_text()
@@ -175,6 +176,7 @@ def test_a_corrupt_dequantised_model_cache_is_rebuilt(tiny_dir, tmp_path):
     assert loaded is not None
 
 
+@pytest.mark.slow
 def test_code_shipped_with_a_model_never_runs(tmp_path):
     folder = save_tiny(tmp_path / "remote")
     marker = tmp_path / "ran"
