@@ -17,6 +17,10 @@ How a name resolves:
 - ``importlib.import_module("lesion.x")`` with a literal string counts; a computed name (the
   CLI's command discovery, the lazy top-level exports) cannot be resolved and is left out.
 
+With no module cycle, it also checks the layering: each top-level module or subpackage is a part, and
+two parts that import each other (round any loop) fail it too. It prints the levels of both graphs:
+the longest chain of imports between modules, and between parts.
+
 Usage: ``python scripts/import_cycles.py [ROOT]`` (ROOT defaults to the repository's ``lesion``).
 """
 from __future__ import annotations
@@ -156,6 +160,36 @@ def one_cycle(graph: dict[str, set[str]], component: list[str]) -> list[str]:
     raise AssertionError("a strongly connected component always has a cycle")
 
 
+def levels(graph: dict[str, set[str]]) -> dict[str, int]:
+    """Each node's level in an acyclic graph: 1 for a node that imports nothing of the graph, else one
+    more than the highest node it imports. The highest level is the longest chain of imports."""
+    level: dict[str, int] = {}
+    for start in sorted(graph):
+        work = [start]
+        while work:
+            node = work[-1]
+            todo = [child for child in graph[node] if child not in level and child != node]
+            if todo:
+                work.extend(todo)
+                continue
+            work.pop()
+            level[node] = 1 + max((level[child] for child in graph[node] if child != node), default=0)
+    return level
+
+
+def part_of(module: str) -> str:
+    """The part a module belongs to: the package's top-level module or subpackage it sits in."""
+    return ".".join(module.split(".")[:2])
+
+
+def part_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The imports between parts (each top-level module or subpackage one node), a part's own left out."""
+    parts: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        parts.setdefault(part_of(module), set()).update(part_of(t) for t in targets)
+    return {part: targets - {part} for part, targets in parts.items()}
+
+
 def main(argv: list[str]) -> int:
     package_dir = Path(argv[0]) if argv else Path(__file__).resolve().parents[1] / "lesion"
     graph = import_graph(package_dir)
@@ -165,7 +199,17 @@ def main(argv: list[str]) -> int:
         print("  e.g. " + " -> ".join(one_cycle(graph, component)))
     print(f"import cycles: {len(components)} ({len(graph)} modules, "
           f"{sum(len(v) for v in graph.values())} imports between them)")
-    return 1 if components else 0
+    if components:
+        return 1
+    parts = part_graph(graph)
+    back = strongly_connected(parts)  # two parts importing each other: the layers are not a stack
+    for component in back:
+        print(f"parts importing each other: {', '.join(component)}")
+        print("  e.g. " + " -> ".join(one_cycle(parts, component)))
+    print(f"levels: {max(levels(graph).values(), default=0)} of modules; "
+          + (f"{max(levels(parts).values(), default=0)} of parts ({len(parts)} top-level modules and subpackages)"
+             if not back else f"parts: {len(back)} cycles"))
+    return 1 if back else 0
 
 
 if __name__ == "__main__":

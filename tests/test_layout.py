@@ -94,3 +94,18 @@ def test_a_notebook_shows_results_through_the_registered_views():
     shown = subprocess.run([sys.executable, "-c", ipython], capture_output=True, text=True, timeout=60)
     assert shown.stdout.split() == ["['AnalysisResult',", "'CriticalSet',", "'HardenRecord',", "'Heel',",
                                     "'MechanismReport',", "'Ranking']", "False"], shown.stderr
+
+
+def test_levels_count_the_longest_chain_and_parts_may_not_import_each_other(tmp_path):
+    # a -> sub.c -> errors: modules at levels 3, 2, 1 (sub's __init__ is level 1 too)
+    files = {"__init__.py": "", "a.py": "from .sub.c import h\n", "sub/__init__.py": "",
+             "sub/c.py": "from ..errors import E\n", "errors.py": ""}
+    done = run_script(str(write_package(tmp_path / "one", files)))
+    assert done.returncode == 0, done.stdout
+    assert "levels: 3 of modules; 3 of parts" in done.stdout
+    # no module cycle, but the parts sub and b import each other: the layering is broken
+    files = {"__init__.py": "", "b.py": "from .sub.c import h\n", "sub/__init__.py": "", "sub/c.py": "",
+             "sub/d.py": "from ..b import x\n"}
+    done = run_script(str(write_package(tmp_path / "two", files)))
+    assert done.returncode == 1
+    assert "parts importing each other: pkg.b, pkg.sub" in done.stdout
