@@ -19,11 +19,11 @@ import argparse
 import time
 
 from lesion import Study, load_model
-from lesion.stage1 import rank_by_noise
-from lesion.stage2 import find_critical_set
+from lesion.method.rankers import rank_by_noise
+from lesion.method.stage2 import find_critical_set
 from lesion.analysis.sweep import jaccard
-from lesion.stage1 import ranking_from_scores
-from lesion.texts import BOOKENDS
+from lesion.method.rankers import ranking_from_scores
+from lesion.texts.text import BOOKENDS
 
 TEXTS = {
     "bookends": BOOKENDS,

@@ -23,8 +23,8 @@ import time
 import torch
 
 from lesion import Study, load_model
-from lesion.stage1 import rank_by_noise
-from lesion.texts import BOOKENDS
+from lesion.method.rankers import rank_by_noise
+from lesion.texts.text import BOOKENDS
 
 
 def authors_analyser(path: str, model, tokenizer):

@@ -122,11 +122,11 @@ sys.path.insert(0, "benchmarks")
 from gpu_scale import ALPHA, BATCH, SEED, timed  # noqa: E402 (the benchmarks' helpers, one copy)
 from stage1_speed import floor_seconds  # noqa: E402
 
-from lesion.ablation import masked_nll  # noqa: E402
+from lesion.masking.ablation import masked_nll  # noqa: E402
 from lesion.errors import LesionError  # noqa: E402
-from lesion.loading import load_model  # noqa: E402
-from lesion.stage1 import rank_by_noise  # noqa: E402
-from lesion.study import Study  # noqa: E402
+from lesion.model.loading import load_model  # noqa: E402
+from lesion.method.rankers import rank_by_noise  # noqa: E402
+from lesion.method.study import Study  # noqa: E402
 
 model, dtype, device, samples = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 ROWS = 64

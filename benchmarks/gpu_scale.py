@@ -59,7 +59,7 @@ def sig(x: float, digits: int = 4) -> float:
 
 @functools.cache
 def tokenizer():
-    from lesion.loading import load_model
+    from lesion.model.loading import load_model
     return load_model("smollm2-135m", progress=False).tokenizer
 
 
@@ -77,7 +77,7 @@ def build(name: str, config, dtype: str, device: str):
     """A LoadedModel of random weights on ``device`` (weights drawn there: seconds even for 32B)."""
     from transformers import AutoModelForCausalLM
 
-    from lesion.loading import LoadedModel
+    from lesion.model.loading import LoadedModel
     torch.manual_seed(0)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype)).eval()
@@ -88,12 +88,12 @@ def build(name: str, config, dtype: str, device: str):
 
 def measure(name: str, config, planned, dtype: str, args) -> dict:
     """Every figure of one model in one dtype (``config`` and ``planned``, its plan's shapes, read once)."""
-    from lesion.ablation import masked_nll
+    from lesion.masking.ablation import masked_nll
     from lesion.heel import SearchPlan, search_heel
-    from lesion.plan import make_plan
-    from lesion.stage1 import rank_by_noise
-    from lesion.study import Study
-    from lesion.texts import BOOKENDS
+    from lesion.plan.estimate import make_plan
+    from lesion.method.rankers import rank_by_noise
+    from lesion.method.study import Study
+    from lesion.texts.text import BOOKENDS
 
     start = time.perf_counter()
     lm = build(name, config, dtype, args.device)
@@ -158,7 +158,8 @@ def main() -> None:
     args = p.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("gpu_scale.py: no CUDA device here: pass --device cpu --tiny to check the script")
-    from lesion.plan import read_config, shapes
+    from lesion.plan.config import read_config
+    from lesion.plan.shapes import shapes
     folder = Path(tempfile.mkdtemp(prefix="gpu-scale-"))  # the configs as built (``--tiny`` shrinks them)
     start = time.perf_counter()
     for dtype in args.dtypes:  # every model in the first dtype before any in the second

@@ -18,8 +18,8 @@ import torch
 
 from lesion.harden import harden_weights
 from lesion.harden.measure import heel_writer, mask_deltas, residual_outliers
-from lesion.loading import load_model
-from lesion.texts import BOOKENDS, encode
+from lesion.model.loading import load_model
+from lesion.texts.text import BOOKENDS, encode
 
 
 def main() -> None:

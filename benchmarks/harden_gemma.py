@@ -17,9 +17,9 @@ import math
 import torch
 
 from lesion.harden.proof import proof_texts
-from lesion.loading import load_model
-from lesion.metrics import nll_of_logits
-from lesion.texts import encode
+from lesion.model.loading import load_model
+from lesion.masking.metrics import nll_of_logits
+from lesion.texts.text import encode
 
 
 def traces(lm, texts: dict[str, str]) -> dict[str, tuple[float, torch.Tensor]]:

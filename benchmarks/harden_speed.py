@@ -19,7 +19,7 @@ import time
 import torch
 
 from lesion.harden import harden_loaded
-from lesion.loading import load_model
+from lesion.model.loading import load_model
 
 
 def sync(device: str) -> None:

@@ -18,8 +18,8 @@ import torch
 
 from lesion import load_model
 from lesion.heel import SearchPlan, search_heel
-from lesion.metrics import mean_nll
-from lesion.texts import BOOKENDS, encode
+from lesion.masking.metrics import mean_nll
+from lesion.texts.text import BOOKENDS, encode
 
 
 def bare_rows_per_second(lm, rows: int = 8, repeats: int = 3) -> float:

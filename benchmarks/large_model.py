@@ -23,11 +23,11 @@ import time
 import torch
 
 from lesion import load_model
-from lesion.ablation import baseline_nll, set_deltas
-from lesion.metrics import mean_nll
-from lesion.neurons import Neuron
-from lesion.study import Study
-from lesion.texts import BOOKENDS, encode
+from lesion.masking.ablation import baseline_nll, set_deltas
+from lesion.masking.metrics import mean_nll
+from lesion.model.neurons import Neuron
+from lesion.method.study import Study
+from lesion.texts.text import BOOKENDS, encode
 
 MODEL = "qwen2.5-coder-1.5b"
 PREFIXES = (1, 4, 16, 64)

@@ -15,7 +15,7 @@ import math
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lesion.texts import BOOKENDS
+from lesion.texts.text import BOOKENDS
 
 
 def nll(model, ids) -> float:

@@ -1,12 +1,12 @@
 """Stage 1 and masked rows on a mixture-of-experts model, against the stock forward.
 
-The model is the default one upcycled into a Mixtral (4 experts, top-2; ``python -m lesion.upcycle``).
+The model is the default one upcycled into a Mixtral (4 experts, top-2; ``python -m lesion.tools.upcycle``).
 The floor is transformers' own model, loaded from the same folder and never touched by lesion (its
 grouped experts forward): K bare forwards of the same noisy batches for Stage 1, one forward of
 the same rows for masked rows. Both are timed alternately in one process, ``--repeats`` times,
 and the minimum of each is kept (this machine is shared: say which figures were quiet).
 
-    python -m lesion.upcycle --out /tmp/smollm2-moe
+    python -m lesion.tools.upcycle --out /tmp/smollm2-moe
     python benchmarks/moe_speed.py --model /tmp/smollm2-moe [--samples 32] [--rows 16] [--repeats 3]
 """
 from __future__ import annotations
@@ -19,16 +19,16 @@ from stage1_speed import floor_seconds
 from transformers import AutoModelForCausalLM
 
 from lesion import Study, load_model
-from lesion.ablation import masked_nll
-from lesion.metrics import mean_nll
-from lesion.neurons import Neuron
-from lesion.stage1 import rank_by_noise
-from lesion.texts import BOOKENDS
+from lesion.masking.ablation import masked_nll
+from lesion.masking.metrics import mean_nll
+from lesion.model.neurons import Neuron
+from lesion.method.rankers import rank_by_noise
+from lesion.texts.text import BOOKENDS
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--model", required=True, help="an upcycled folder (python -m lesion.upcycle --out DIR)")
+    p.add_argument("--model", required=True, help="an upcycled folder (python -m lesion.tools.upcycle --out DIR)")
     p.add_argument("--samples", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--rows", type=int, default=16)

@@ -33,11 +33,11 @@ def timed(fn, repeats: int) -> tuple[float, float]:
 
 
 def measure(model: str, samples: int, rows: int, repeats: int) -> dict:
-    from lesion.ablation import masked_nll
-    from lesion.loading import load_model
-    from lesion.plan import shapes
-    from lesion.stage1 import rank_by_noise
-    from lesion.study import Study
+    from lesion.masking.ablation import masked_nll
+    from lesion.model.loading import load_model
+    from lesion.plan.shapes import shapes
+    from lesion.method.rankers import rank_by_noise
+    from lesion.method.study import Study
 
     lm = load_model(model, progress=False)
     study = Study.create(lm)

@@ -26,12 +26,13 @@ from pathlib import Path
 import torch
 
 from lesion import Study, load_model
-from lesion.stage1 import rank_by_noise
-from lesion.stage2 import find_critical_set
-from lesion.ablation import masked_nll
-from lesion.metrics import mean_nll
-from lesion.loading import _gguf_cache, resolve
-from lesion.texts import BOOKENDS
+from lesion.method.rankers import rank_by_noise
+from lesion.method.stage2 import find_critical_set
+from lesion.masking.ablation import masked_nll
+from lesion.masking.metrics import mean_nll
+from lesion.model.model_cache import _gguf_cache
+from lesion.model.aliases import resolve
+from lesion.texts.text import BOOKENDS
 
 sys.path.insert(0, str(Path(__file__).parent))
 from stage1_speed import floor_seconds  # noqa: E402
@@ -100,7 +101,7 @@ def load(model: str, r: int) -> None:
     if weights is not None and weights.is_file():
         from safetensors.torch import load as load_bytes
         from transformers import AutoTokenizer
-        from lesion.fast_tokenizer import load_tokenizer
+        from lesion.model.tokenizer import load_tokenizer
         # Read every byte: load_file maps the file lazily and would time only the header.
         read_s = best_of(r, lambda: load_bytes(weights.read_bytes()))
         tokenizer_s = best_of(r, lambda: load_tokenizer(weights.parent))

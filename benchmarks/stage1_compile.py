@@ -18,9 +18,9 @@ import time
 import torch
 
 from lesion import Study, load_model
-from lesion.hooks import hooked
-from lesion.stage1 import _accumulate, _store
-from lesion.texts import BOOKENDS
+from lesion.masking.masks import hooked
+from lesion.method.rankers import _accumulate, _store
+from lesion.texts.text import BOOKENDS
 
 
 def main() -> None:

@@ -26,8 +26,8 @@ import torch
 from stage1_speed import floor_seconds
 
 from lesion import Study, load_model
-from lesion.stage1 import rank_by_noise
-from lesion.texts import BOOKENDS
+from lesion.method.rankers import rank_by_noise
+from lesion.texts.text import BOOKENDS
 
 
 def sample_flops(model, tokens: int) -> float:

@@ -17,9 +17,9 @@ import time
 import torch
 
 from lesion import Study, load_model
-from lesion.stage1 import rank_by_noise
-from lesion.stage1 import noise_generator
-from lesion.texts import BOOKENDS
+from lesion.method.rankers import rank_by_noise
+from lesion.method.rankers import noise_generator
+from lesion.texts.text import BOOKENDS
 
 
 def floor_seconds(model, ids, samples, batch_size, alpha, seed) -> float:

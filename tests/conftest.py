@@ -148,8 +148,8 @@ def tiny_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def study(tiny_dir):
     """The tiny Llama loaded through lesion, on TEXT (one per test module: tests must not change it)."""
-    from lesion.loading import load_model
-    from lesion.study import Study
+    from lesion.model.loading import load_model
+    from lesion.method.study import Study
     return Study.create(load_model(tiny_dir), TEXT)
 
 

@@ -39,7 +39,7 @@ def machine() -> dict:
 
 
 def tiny_lm():
-    from lesion.loading import LoadedModel
+    from lesion.model.loading import LoadedModel
     return LoadedModel(make_tiny("llama"), char_tokenizer(), "tiny-llama", "float32")
 
 
@@ -47,7 +47,7 @@ def produce(out: Path) -> list[Path]:
     """Write every golden result into ``out``; the paths written."""
     from lesion.heel import SearchPlan, search_heel
     from lesion.heel.search import search_with_transfer
-    from lesion.study import Study
+    from lesion.method.study import Study
     lm = tiny_lm()
     quiet = dict(progress=False, use_cache=False)
     scan = Study.create(lm, TEXT).scan(samples=4, epsilon=0.001, **quiet)

@@ -3,8 +3,8 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from lesion.neurons import Neuron, discover_sites
-from lesion.ablation import masked_nll
+from lesion.model.neurons import Neuron, discover_sites
+from lesion.masking.ablation import masked_nll
 from conftest import COMMON, FAMILIES
 
 SHARING = ["llama", "qwen2", "gemma3_text", "phi3"]

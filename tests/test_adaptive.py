@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from lesion.errors import ParameterError
-from lesion.neurons import Neuron, discover_sites
-from lesion.stage1 import rank_by_noise
-from lesion.stage1 import settle_z
+from lesion.model.neurons import Neuron, discover_sites
+from lesion.method.rankers import rank_by_noise
+from lesion.method.rankers import settle_z
 from conftest import make_tiny
 
 
@@ -72,7 +72,7 @@ def test_bad_adaptive_options(tiny_llama, ids):
 
 def test_scan_records_k_used_and_confidence(tiny_dir, tmp_path, capsys):
     from lesion.cli import main
-    from lesion.files import read_json
+    from lesion.runtime.files import read_json
     out = tmp_path / "run"
     assert main(["scan", "--model", tiny_dir, "--text", "Later reviews were more positive, said the writer.",
                  "--samples", "auto", "--max-samples", "20", "--stage2", "gallop", "--epsilon", "0.001",
@@ -93,7 +93,7 @@ def test_bad_samples_is_one_line(tiny_dir, refused, argv, parameter):
 
 def test_a_critical_set_beyond_the_settled_top_is_said_on_screen_and_in_the_report(tiny_dir, tmp_path, capsys):
     from lesion.cli import main
-    from lesion.files import read_json
+    from lesion.runtime.files import read_json
     out = tmp_path / "run"
     # Two samples settle nothing on a random tiny model: the whole critical set is unvouched for.
     assert main(["scan", "--model", tiny_dir, "--text", "Later reviews were more positive, said the writer.",
@@ -120,8 +120,8 @@ def test_the_unsettled_note_names_the_fix():
 def planted_study(scales: dict[int, float]):
     """A Study of a tiny Llama whose layer-1 down_proj channels are scaled by ``scales``."""
     from conftest import char_tokenizer
-    from lesion.loading import LoadedModel
-    from lesion.study import Study
+    from lesion.model.loading import LoadedModel
+    from lesion.method.study import Study
     model = make_tiny("llama")
     weight = model.model.layers[1].mlp.down_proj.weight
     with torch.no_grad():
@@ -150,7 +150,7 @@ def test_scan_samples_again_until_the_top_stage2_read_is_settled(monkeypatch, ca
     # Stage 2 reads the top 3, whose order needs more samples.
     study = planted_study({5: 1000.0, 9: 95.0, 11: 30.0})
     calls = []
-    monkeypatch.setattr("lesion.study.find_critical_set", stage2_reading(3, calls))
+    monkeypatch.setattr("lesion.method.study.find_critical_set", stage2_reading(3, calls))
     ranking, critical = study.scan(samples="auto", max_samples=cap, alpha=0.5, seed=3, use_cache=False,
                                    progress=False)
     first = study.rank(samples="auto", max_samples=cap, alpha=0.5, seed=3, use_cache=False, progress=False)
@@ -169,7 +169,7 @@ def test_scan_samples_again_until_the_top_stage2_read_is_settled(monkeypatch, ca
 def test_scan_does_not_repeat_a_search_that_never_reached_epsilon(monkeypatch):
     study = planted_study({5: 1000.0, 9: 95.0, 11: 30.0})
     calls = []
-    monkeypatch.setattr("lesion.study.find_critical_set", stage2_reading(3, calls, reached=False))
+    monkeypatch.setattr("lesion.method.study.find_critical_set", stage2_reading(3, calls, reached=False))
     ranking, critical = study.scan(samples="auto", alpha=0.5, seed=3, use_cache=False, progress=False)
     assert len(calls) == 1 and ranking.settings.samples_used == 10
     assert critical.settings.critical_within_settled is False  # and the note says what settled

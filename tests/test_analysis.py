@@ -8,9 +8,9 @@ import pytest
 from lesion.analysis import distribution, jaccard, phase_transition
 from lesion.cli import main
 from lesion.errors import ParameterError, ResultError
-from lesion.compare import compare_rankers
-from lesion.stage2 import masked_nll
-from lesion.metrics import delta, mean_nll
+from lesion.method.compare import compare_rankers
+from lesion.method.stage2 import masked_nll
+from lesion.masking.metrics import delta, mean_nll
 from conftest import TEXT
 
 

@@ -6,10 +6,10 @@ import pytest
 from lesion.analysis import TEXTS, component_ablation, precision, robustness
 from lesion.cli import main
 from lesion.errors import LesionError, ParameterError
-from lesion.evaluation.corpora import sample_passages
-from lesion.loading import load_model
-from lesion.study import Study
-from lesion.texts import encode
+from lesion.texts.corpora import sample_passages
+from lesion.model.loading import load_model
+from lesion.method.study import Study
+from lesion.texts.text import encode
 
 TEXT = "The old lighthouse keeper climbed the stairs every evening to light the lamp."
 

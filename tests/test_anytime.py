@@ -14,7 +14,7 @@ from conftest import char_tokenizer
 from lesion.cli import main
 from lesion.errors import JournalMismatch
 from lesion.heel import SearchPlan, SetScorer, find_smallest_heel
-from lesion.neurons import Neuron
+from lesion.model.neurons import Neuron
 from test_heel import N, PAIR, TEXT, and_pair, planted_and_model
 
 FAST = ["--text", TEXT, "--signals", "activation,massive,superweight,attribution", "--quiet"]
@@ -176,7 +176,7 @@ def test_best_found_prefers_the_smallest_set_that_reaches():
 @pytest.mark.parametrize("seconds", [0, -3, float("nan"), float("inf")])
 def test_a_bad_time_budget_is_one_rule_everywhere(seconds, capsys):
     """SearchPlan and every anytime command refuse the same budgets with the same words."""
-    from lesion.anytime import check_time_budget
+    from lesion.runtime.anytime import check_time_budget
     from lesion.errors import ParameterError
     for check in (lambda: SearchPlan(time_budget=seconds).check(), lambda: check_time_budget(seconds)):
         with pytest.raises(ParameterError, match="must be a finite number of seconds > 0"):
@@ -188,9 +188,9 @@ def test_a_bad_time_budget_is_one_rule_everywhere(seconds, capsys):
 def test_a_ctrl_c_swallowed_in_a_finalizer_still_stops_stage_1_and_masked_rows(study, monkeypatch):
     """Python may run the SIGINT handler inside a __del__, where its KeyboardInterrupt is printed
     and dropped; lesion's handler also remembers it, and the next batch stops."""
-    import lesion.ablation as ablation
-    import lesion.anytime as anytime
-    import lesion.stage1 as stage1
+    import lesion.masking.ablation as ablation
+    import lesion.runtime.anytime as anytime
+    import lesion.method.rankers as stage1
     for module in (stage1, ablation):
         real = module.split_on_oom
 
@@ -208,7 +208,7 @@ def test_a_ctrl_c_swallowed_in_a_finalizer_still_stops_stage_1_and_masked_rows(s
 
 
 def test_the_cli_handler_raises_and_remembers_ctrl_c_until_the_command_ends():
-    import lesion.anytime as anytime
+    import lesion.runtime.anytime as anytime
     before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
     try:
         with anytime.remembered_interrupts():
@@ -227,7 +227,7 @@ def test_the_cli_handler_raises_and_remembers_ctrl_c_until_the_command_ends():
 def test_sigterm_stops_every_command_as_ctrl_c_does(tiny_dir, tmp_path, monkeypatch, capsys):
     """A scheduler's SIGTERM during `lesion rank` (no anytime steps): exit 130 with the one line, nothing
     written, the handler put back; it used to kill the process silently (143)."""
-    import lesion.stage1 as stage1
+    import lesion.method.rankers as stage1
     real = stage1.rank_by_noise
 
     def terminated(*args, **kwargs):

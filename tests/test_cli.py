@@ -13,8 +13,8 @@ import torch
 
 from lesion.cli import main
 from lesion.errors import LesionError, ModelMismatch, ParameterError, ResultError
-from lesion.loading import load_model
-from lesion.study import Study
+from lesion.model.loading import load_model
+from lesion.method.study import Study
 from conftest import TEXT, save_tiny
 
 
@@ -52,8 +52,8 @@ def test_cached_stage1_gives_the_same_ranking(tiny_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("LESION_CACHE", str(tmp_path / "cache"))
     assert scan(tiny_dir, tmp_path / "a") == 0
     assert list((tmp_path / "cache" / "scores").glob("*.safetensors"))
-    import lesion.stage1
-    monkeypatch.setattr(lesion.stage1, "rank_by_noise", lambda *a, **k: pytest.fail("recomputed"))
+    import lesion.method.rankers
+    monkeypatch.setattr(lesion.method.rankers, "rank_by_noise", lambda *a, **k: pytest.fail("recomputed"))
     assert scan(tiny_dir, tmp_path / "b") == 0
     assert (tmp_path / "a/ranking.json").read_bytes() == (tmp_path / "b/ranking.json").read_bytes()
 
@@ -100,7 +100,7 @@ def test_bad_input_is_one_line_exit_2(tiny_dir, tmp_path, refused, args, refused
 
 
 def test_a_ranker_typo_names_the_closest_ranker(tiny_dir, tmp_path, refused):
-    from lesion.stage1 import check_ranker
+    from lesion.method.rankers import check_ranker
     with pytest.raises(ParameterError) as caught:
         check_ranker("noize")
     assert caught.value.parameter == "ranker" and "'noise'" in str(caught.value)  # the suggestion is the point
@@ -154,9 +154,9 @@ def test_ranking_from_another_model_is_refused(tiny_dir, tmp_path, refused):
 
 @pytest.mark.parametrize("stage", ["rank", "identify"])
 def test_interruption_leaves_no_file_and_no_hook(tiny_dir, tmp_path, monkeypatch, capsys, stage):
-    import lesion.ablation
-    import lesion.stage1
-    target = (lesion.stage1, "split_on_oom") if stage == "rank" else (lesion.ablation, "split_on_oom")
+    import lesion.masking.ablation
+    import lesion.method.rankers
+    target = (lesion.method.rankers, "split_on_oom") if stage == "rank" else (lesion.masking.ablation, "split_on_oom")
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
@@ -207,7 +207,7 @@ def test_sigint_in_a_real_process_writes_nothing(tiny_dir, tmp_path):
 def test_quiet_also_silences_the_gguf_dequantisation_bar(capsys):
     import transformers.modeling_gguf_pytorch_utils as gguf_utils
 
-    from lesion.loading import _gguf_progress
+    from lesion.model.loading import _gguf_progress
     for enabled in (False, True):
         with _gguf_progress(enabled):
             for _ in gguf_utils.tqdm(range(3), desc="dequantising"):

@@ -3,10 +3,10 @@ import statistics
 
 import pytest
 
-from lesion.compare import compare_rankers, level_deltas
-from lesion.metrics import delta, mean_nll
-from lesion.stage1 import rank_by_random, ranking_from_scores
-from lesion.stage2 import masked_nll
+from lesion.method.compare import compare_rankers, level_deltas
+from lesion.masking.metrics import delta, mean_nll
+from lesion.method.rankers import rank_by_random, ranking_from_scores
+from lesion.method.stage2 import masked_nll
 
 
 def test_many_levels_in_chunked_batches_equal_one_mask_per_forward(study):
@@ -53,7 +53,7 @@ def test_compare_bad_input_is_one_line_and_exit_2(tiny_dir, tmp_path, refused, f
 
 
 def test_compare_stopped_keeps_the_rankers_that_finished(study, tmp_path, monkeypatch):
-    from lesion.compare import Comparison
+    from lesion.method.compare import Comparison
 
     whole = compare_rankers(study, ["noise", "activation"], [1, 5], samples=4, progress=False)
     spent = compare_rankers(study, ["noise", "activation"], [1, 5], samples=4, progress=False, time_budget=1e-9)

@@ -11,7 +11,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from conftest import MOE_FAMILIES, make_tiny, make_tiny_moe
-from lesion import coverage
+from lesion.model import coverage
 from lesion.errors import LesionError, ParameterError
 
 SMALL = dict(num_hidden_layers=2, n_layer=2, num_layers=2, n_layers=2, hidden_size=32, n_embd=32, d_model=32,

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from lesion.cli import main
-from lesion.distributed import World
+from lesion.runtime.distributed import World
 
 TEXT = "the quick brown fox jumps over the lazy dog"
 SCAN = ["scan", "--text", TEXT, "--samples", "12", "--batch-size", "4", "--epsilon", "0.001", "--quiet",
@@ -87,9 +87,9 @@ import json, sys
 import torch
 sys.path.insert(0, sys.argv[2])
 from conftest import make_tiny
-from lesion import distributed
+from lesion.runtime import distributed
 from lesion.heel.scorer import SetScorer
-from lesion.neurons import discover_sites
+from lesion.model.neurons import discover_sites
 world = distributed.init()
 model = make_tiny("llama")
 index = discover_sites(model)
@@ -164,7 +164,7 @@ def test_search_under_torchrun_gives_one_process_heel_and_resumes(tiny_dir, tmp_
 
 FAILING_RANK = """
 import os, sys
-from lesion import stage1
+from lesion.method import rankers as stage1
 if os.environ["RANK"] == "1":
     def broken(fn, items):
         raise RuntimeError("simulated failure on this rank\\nsecond line")
@@ -251,7 +251,7 @@ def test_gpu_script_stops_with_one_line_without_cuda(tmp_path):
 def test_a_failing_rank_words_a_parameter_error_as_its_flag():
     """The message rank 0 prints for another rank's user error names the flag, as one process would."""
     from lesion.cli import error_line
-    from lesion.distributed import _one_line
+    from lesion.runtime.distributed import _one_line
     from lesion.errors import ParameterError
     error = ParameterError("max_rows", "must be >= 1 (got 0)")
     assert _one_line(error, error_line) == "--max-rows must be >= 1 (got 0)"

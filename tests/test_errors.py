@@ -31,8 +31,8 @@ def test_one_tree():
     # one class each, wherever it is imported from
     from lesion.heel import BudgetExhausted as heel_budget
     from lesion.heel.scorer import JournalMismatch as scorer_journal
-    from lesion.plan import ConfigError as plan_config
-    from lesion.runfolder import InconsistentRun as run_inconsistent
+    from lesion.plan.config import ConfigError as plan_config
+    from lesion.replay.runfolder import InconsistentRun as run_inconsistent
     assert (heel_budget, scorer_journal, plan_config, run_inconsistent) == \
         (BudgetExhausted, JournalMismatch, ConfigError, InconsistentRun)
     assert not issubclass(ModelError, (ParameterError, ResultError, ModelMismatch))
@@ -66,7 +66,7 @@ def _flag_strings(path: Path) -> list[str]:
 
 def test_no_flag_text_in_library_code():
     # The CLI's flags live in lesion/cli; browser.py passes Chromium's flags, upcycle.py is its own script.
-    others = ("cli", "report/browser.py", "upcycle.py")
+    others = ("cli", "report/browser.py", "tools/upcycle.py")
     library = [p for p in sorted((ROOT / "lesion").rglob("*.py"))
                if not str(p.relative_to(ROOT / "lesion")).startswith(others)]
     assert len(library) > 50
@@ -84,22 +84,22 @@ def _raises(call, cls, parameter=None):
 
 
 def _noise(**kw):
-    from lesion.stage1 import check_noise_options
+    from lesion.method.rankers import check_noise_options
     return lambda: check_noise_options(**kw)
 
 
 def _rank(**kw):
-    from lesion.stage1 import check_rank_options
+    from lesion.method.rankers import check_rank_options
     return lambda: check_rank_options(**kw)
 
 
 def _keep(keep):
-    from lesion.stage1 import check_keep
+    from lesion.method.rankers import check_keep
     return lambda: check_keep(keep)
 
 
 def _stage2(**kw):
-    from lesion.stage2 import check_options
+    from lesion.method.stage2 import check_options
     return lambda: check_options(**kw)
 
 
@@ -114,12 +114,12 @@ def _levels(levels, n):
 
 
 def _device(device, device_map=None):
-    from lesion.loading import check_device
+    from lesion.model.loading import check_device
     return lambda: check_device(device, device_map)
 
 
 def _generation(prompt, tokens):
-    from lesion.generation import check_generation
+    from lesion.replay.generation import check_generation
     return lambda: check_generation(prompt, tokens)
 
 
@@ -129,17 +129,17 @@ def _analysis(name, **options):
 
 
 def _seed(seed):
-    from lesion.options import check_seed
+    from lesion.runtime.options import check_seed
     return lambda: check_seed(seed)
 
 
 def _unit_name(text):
-    from lesion.experts import unit_name
+    from lesion.model.experts import unit_name
     return lambda: unit_name(text)
 
 
 def _upcycle(**kw):
-    from lesion.upcycle import check_upcycle
+    from lesion.tools.upcycle import check_upcycle
     return lambda: check_upcycle(**kw)
 
 
@@ -192,8 +192,8 @@ def test_a_bad_value_is_refused_on_its_parameter(name, make, parameter):
 
 def test_valid_values_pass_the_same_checks():
     from lesion.evaluation.suite import EvalPlan, check_levels
-    from lesion.stage1 import check_noise_options, check_rank_options
-    from lesion.stage2 import check_options
+    from lesion.method.rankers import check_noise_options, check_rank_options
+    from lesion.method.stage2 import check_options
     check_noise_options(samples="auto", max_samples=2, alpha=5.0, seed=0)
     assert check_rank_options(samples="auto") == 100 and check_rank_options(samples="auto", max_samples=7) == 7
     check_options(epsilon=1.0, step=10, max_neurons=10, stage2="gallop")
@@ -217,7 +217,7 @@ def test_analysis_parameters_are_checked_in_the_library():
 
 
 def test_a_fingerprint_dtype_mismatch_names_dtype():
-    from lesion.verify import fingerprint_dtype
+    from lesion.replay.verify import fingerprint_dtype
     assert fingerprint_dtype({"dtype": "bfloat16"}) == "bfloat16"
     _raises(lambda: fingerprint_dtype({"dtype": "bfloat16"}, "float32"), ParameterError, "dtype")
 
@@ -232,7 +232,7 @@ def test_a_damaged_result_file_is_a_result_error(tmp_path):
 
 
 def test_a_result_of_another_model_is_a_model_mismatch():
-    from lesion.study import check_same_model
+    from lesion.method.study import check_same_model
     lm = SimpleNamespace(revision=None, name="tiny", fingerprint=lambda: "aaaa")
     from lesion.results import Settings
     _raises(lambda: check_same_model(Settings.of(model_fingerprint="bbbb"), lm, "ranking"), ModelMismatch)
@@ -241,7 +241,7 @@ def test_a_result_of_another_model_is_a_model_mismatch():
 
 
 def test_a_critical_set_without_neurons_is_refused_where_neurons_are_needed(tmp_path):
-    from lesion.runfolder import check_has_neurons
+    from lesion.replay.runfolder import check_has_neurons
     _raises(lambda: check_has_neurons(SimpleNamespace(neurons=()), tmp_path / "critical.json"), ResultError)
     check_has_neurons(SimpleNamespace(neurons=("m:1",)), tmp_path / "critical.json")
 
@@ -254,9 +254,9 @@ def test_the_budget_is_part_of_the_tree_and_a_search_still_catches_it():
 
 def test_a_model_lesion_cannot_study_is_a_model_error():
     import torch
-    from lesion.architectures import block_prefix
-    from lesion.neurons import _probe_shapes
-    from lesion.upcycle import upcycle
+    from lesion.model.architectures import block_prefix
+    from lesion.model.neurons import _probe_shapes
+    from lesion.tools.upcycle import upcycle
     no_blocks = SimpleNamespace(config=SimpleNamespace(model_type="bogus", num_hidden_layers=2),
                                 named_modules=lambda: iter([("", torch.nn.Linear(2, 2))]))
     _raises(lambda: block_prefix(no_blocks), ModelError)
@@ -277,7 +277,7 @@ def test_a_model_lesion_cannot_study_is_a_model_error():
 
 def test_a_missing_optional_package_is_a_missing_package(monkeypatch):
     import builtins
-    from lesion.evaluation import corpora
+    from lesion.texts import corpora
     real_import = builtins.__import__
 
     def no_gensim(name, *args, **kwargs):
@@ -291,9 +291,9 @@ def test_a_missing_optional_package_is_a_missing_package(monkeypatch):
 def test_non_finite_scores_name_the_cause_float32_or_alpha():
     """A narrower dtype is named when the model ran in one; in float32 the noise scale is the cause."""
     import torch
-    from lesion.neurons import Site, SiteIndex
+    from lesion.model.neurons import Site, SiteIndex
     from lesion.results import Settings
-    from lesion.stage1 import Scores, ranking_from_scores
+    from lesion.method.rankers import Scores, ranking_from_scores
     scores = Scores(torch.tensor([1.0, math.inf]))
     index = SiteIndex([Site("model.layers.0.mlp.down_proj", 0, "down", (2,), 1)])
     _raises(lambda: ranking_from_scores(index, scores, "noise", 2, "m", Settings.of(dtype="bfloat16")),
@@ -305,13 +305,13 @@ def test_non_finite_scores_name_the_cause_float32_or_alpha():
 
 
 def test_a_neuron_with_two_channels_is_not_read_as_a_module_named_with_the_first():
-    from lesion.neurons import Neuron
+    from lesion.model.neurons import Neuron
     _raises(lambda: Neuron.parse("model.layers.11.mlp.down_proj:507:3"), LesionError)
     assert Neuron.parse(" model.layers.11.mlp.down_proj:507 ") == Neuron("model.layers.11.mlp.down_proj", 507)
 
 
 def test_mask_refuses_a_neuron_given_twice_before_any_model():
-    from lesion.recorded import check_mask_neurons
+    from lesion.replay.recorded import check_mask_neurons
     _raises(lambda: check_mask_neurons(["m.a:1", "m.b:2", "m.a:1"]), ParameterError, "neurons")
     _raises(lambda: check_mask_neurons([]), ParameterError, "neurons")
     assert len(check_mask_neurons([], result="heel.json")) == 0
@@ -321,9 +321,9 @@ def test_library_calls_refuse_wrong_types_on_the_parameter():
     """What a notebook passes by mistake is a ParameterError naming it, not a ValueError from deep inside."""
     from lesion.heel import SearchPlan
     from lesion.heel.search import text_names
-    from lesion.passages import corpus_passages
-    from lesion.study import Study
-    from lesion.texts import encode
+    from lesion.texts.passages import corpus_passages
+    from lesion.method.study import Study
+    from lesion.texts.text import encode
     for text in (None, 123, b"bytes"):
         _raises(lambda: encode(None, text), ParameterError, "text")  # noqa: B023 (called at once)
     _raises(lambda: Study.identify(None, None, epsilon=True), ParameterError, "epsilon")
@@ -337,8 +337,8 @@ def test_library_calls_refuse_wrong_types_on_the_parameter():
 
 
 def test_a_model_spec_that_names_nothing_loadable_is_refused_before_any_load(tmp_path):
-    from lesion.files import check_output_folder, check_output_path
-    from lesion.loading import resolve
+    from lesion.runtime.files import check_output_folder, check_output_path
+    from lesion.model.aliases import resolve
     for spec in ("", "  ", "SmolLM2-135M", str(tmp_path)):  # empty, an alias in other case, a folder without config
         _raises(lambda: resolve(spec), ParameterError, "model")  # noqa: B023
     _raises(lambda: check_output_path("", "out"), ParameterError, "out")

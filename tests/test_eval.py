@@ -10,10 +10,10 @@ import torch
 from conftest import VOCAB, char_tokenizer, make_tiny, scan_tiny
 
 from lesion.errors import LesionError, ParameterError
-from lesion.hooks import hooked
-from lesion.neurons import Neuron, discover_sites
+from lesion.masking.masks import hooked
+from lesion.model.neurons import Neuron, discover_sites
 from lesion.cli import main
-from lesion.evaluation.corpora import load_corpus, take_chars
+from lesion.texts.corpora import load_corpus, take_chars
 from lesion.evaluation.perplexity import (
     Span,
     corpus_perplexity,
@@ -21,7 +21,7 @@ from lesion.evaluation.perplexity import (
     window_losses,
     windows,
 )
-from lesion.metrics import token_nll
+from lesion.masking.metrics import token_nll
 
 
 @pytest.mark.parametrize("n, window, stride", [(12, 6, 4), (100, 16, 16), (100, 16, 5), (7, 32, 8),
@@ -106,7 +106,7 @@ def test_offline_wikipedia_corpus_is_real_text():
 @pytest.mark.slow
 def test_masks_are_active_inside_the_lm_eval_run(tiny_dir, tmp_path, monkeypatch):
     from lesion.evaluation import harness
-    from lesion.loading import load_model
+    from lesion.model.loading import load_model
 
     rows = [{"context": "The sky is", "choices": [" blue", " green"], "label": 0},
             {"context": "Two plus two is", "choices": [" four", " five"], "label": 0}]
@@ -182,7 +182,7 @@ def test_eval_cli_bad_input(tiny_dir, tmp_path, refused, critical, extra, refuse
 
 
 def test_hub_corpus_fails_fast_offline(monkeypatch):
-    from lesion.evaluation import corpora
+    from lesion.texts import corpora
 
     monkeypatch.setattr(corpora, "_hub_reachable", lambda: False)
     start = time.perf_counter()
@@ -268,7 +268,7 @@ def test_humaneval_cli_is_masked_and_in_the_report(tiny_dir, tmp_path, critical,
 
 def test_evaluate_is_a_library_call_with_a_typed_report(tiny_dir, tmp_path, critical):
     from lesion.evaluation import EvalPlan, evaluate
-    from lesion.loading import load_model
+    from lesion.model.loading import load_model
     from lesion.results.evaluation import EvalReport
 
     lm = load_model(tiny_dir)
@@ -296,7 +296,7 @@ def test_offline_switch_is_put_back(monkeypatch):
     """The hub's offline flags are set for the call only, without unittest.mock in the library."""
     import datasets.config
     import huggingface_hub.constants
-    from lesion.evaluation import corpora
+    from lesion.texts import corpora
 
     monkeypatch.setattr(corpora, "_hub_reachable", lambda: False)
     before = (datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE)

@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from conftest import VOCAB, make_tiny_moe
-from lesion import coverage, experts
+from lesion.model import coverage, experts
 from lesion.errors import LesionError
-from lesion.hooks import mask_neurons
-from lesion.neurons import Neuron, discover_sites
-from lesion.stage1 import rank_by_noise
+from lesion.masking.masks import mask_neurons
+from lesion.model.neurons import Neuron, discover_sites
+from lesion.method.rankers import rank_by_noise
 
 
 class Expert(torch.nn.Module):

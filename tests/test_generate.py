@@ -2,11 +2,11 @@
 import pytest
 from test_eval import scan_to
 
-from lesion.hooks import hooked
-from lesion.neurons import Neuron, discover_sites
+from lesion.masking.masks import hooked
+from lesion.model.neurons import Neuron, discover_sites
 from lesion.cli import main
-from lesion.generation import generate, generate_masked, repeated_share
-from lesion.loading import load_model
+from lesion.replay.generation import generate, generate_masked, repeated_share
+from lesion.model.loading import load_model
 
 
 @pytest.fixture(scope="module")

@@ -158,9 +158,9 @@ def planted_heel(model: torch.nn.Module, channel: int = 5, size: float = 200.0) 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_planted_single_channel_heel_is_removed(method, ids):
-    from lesion.ablation import baseline_nll, masked_nll
+    from lesion.masking.ablation import baseline_nll, masked_nll
     from lesion.harden.measure import residual_outliers
-    from lesion.neurons import Neuron, discover_sites
+    from lesion.model.neurons import Neuron, discover_sites
 
     model = scrambled("llama", hidden_size=64)
     planted_heel(model)

@@ -13,9 +13,10 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from conftest import COMMON, FAMILIES, char_tokenizer
 from lesion.cli import main
 from lesion.heel import BudgetExhausted, SearchPlan, SetScorer, find_smallest_heel, search_heel
-from lesion.heel.algorithms import first_crossing, make_irreducible, prune_elimination
-from lesion.loading import LoadedModel
-from lesion.neurons import Neuron
+from lesion.heel.select import first_crossing
+from lesion.heel.prune import make_irreducible, prune_elimination
+from lesion.model.loading import LoadedModel
+from lesion.model.neurons import Neuron
 from lesion.results import load_neuron_set
 
 N = [Neuron("m", i) for i in range(40)]
@@ -240,11 +241,11 @@ def test_search_cli_bad_input(tmp_path, refused):
 
 def test_mean_ablation_rows_equal_setting_each_mean(planted_lm):
     """Batched mean ablation (one set per row) = overwriting each set's neurons with their means."""
-    from lesion.ablation import channel_means, masked_nll
-    from lesion.hooks import set_neurons
-    from lesion.metrics import mean_nll
-    from lesion.neurons import discover_sites
-    from lesion.texts import encode
+    from lesion.masking.ablation import channel_means, masked_nll
+    from lesion.masking.masks import set_neurons
+    from lesion.masking.metrics import mean_nll
+    from lesion.model.neurons import discover_sites
+    from lesion.texts.text import encode
 
     model, ids = planted_lm.model, encode(planted_lm.tokenizer, TEXT)
     index = discover_sites(model)
@@ -282,7 +283,7 @@ def test_transfer_table_applies_every_heel_to_every_text(planted_lm):
 
 
 def test_search_interrupted_writes_nothing(tmp_path, monkeypatch, capsys):
-    import lesion.ablation
+    import lesion.masking.ablation
     folder = tmp_path / "planted"
     model = planted_and_model()
     model.save_pretrained(folder)
@@ -292,7 +293,7 @@ def test_search_interrupted_writes_nothing(tmp_path, monkeypatch, capsys):
     def interrupt(fn, items):
         seen.append(fn)
         raise KeyboardInterrupt
-    monkeypatch.setattr(lesion.ablation, "split_on_oom", interrupt)
+    monkeypatch.setattr(lesion.masking.ablation, "split_on_oom", interrupt)
     out = tmp_path / "heel.json"
     assert main(["search", "--model", str(folder), "--text", TEXT, "--samples", "4", "--quiet",
                  "--out", str(out)]) == 130
@@ -300,9 +301,9 @@ def test_search_interrupted_writes_nothing(tmp_path, monkeypatch, capsys):
 
 
 def test_interrupted_search_leaves_the_model_as_it_was(planted_lm, monkeypatch):
-    import lesion.ablation
-    from lesion.metrics import mean_nll
-    from lesion.texts import encode
+    import lesion.masking.ablation
+    from lesion.masking.metrics import mean_nll
+    from lesion.texts.text import encode
     ids = encode(planted_lm.tokenizer, TEXT)
     before = mean_nll(planted_lm.model, ids).item()
     calls = []
@@ -312,7 +313,7 @@ def test_interrupted_search_leaves_the_model_as_it_was(planted_lm, monkeypatch):
         if len(calls) == 2:
             raise KeyboardInterrupt
         return fn(items)
-    monkeypatch.setattr(lesion.ablation, "split_on_oom", interrupt_second)
+    monkeypatch.setattr(lesion.masking.ablation, "split_on_oom", interrupt_second)
     heel = search_heel(planted_lm, [TEXT], SearchPlan(epsilon=1.0), signals=["activation"], progress=False)
     # The first batch was scored before the interrupt: its best set is the answer.
     assert heel.stopped == "interrupted" and heel.neurons and math.isfinite(heel.delta)
@@ -329,7 +330,7 @@ def lured(s: frozenset) -> float:
 
 
 def test_a_restricted_part_finds_the_smaller_heel_the_whole_search_missed():
-    from lesion.heel.algorithms import PortfolioPart
+    from lesion.heel.plan import PortfolioPart
     score = synthetic(lured)
     parts = [PortfolioPart("deep", tuple(N[25:40])), PortfolioPart("never", tuple(N[5:10]))]
     heel = find_smallest_heel(score, N[:30], SearchPlan(epsilon=1.0), parts=parts)
@@ -353,7 +354,7 @@ def test_a_restricted_part_finds_the_smaller_heel_the_whole_search_missed():
 
 
 def test_parts_do_not_run_when_the_heel_is_one_neuron_and_share_the_row_budget():
-    from lesion.heel.algorithms import PortfolioPart
+    from lesion.heel.plan import PortfolioPart
     parts = [PortfolioPart("deep", tuple(N[25:40]))]
     one = find_smallest_heel(synthetic(lambda s: 5.0 if 2 in s else 0.0), N, SearchPlan(epsilon=1.0), parts=parts)
     assert one.rows == 8 and one.portfolio.parts[1].to_dict() == {
@@ -369,8 +370,8 @@ def test_a_part_pool_is_the_pool_of_the_search_restricted_to_its_components(plan
     """The parts' pools filter the signals' scores of every neuron: no forward, and the same pool
     ``--components NAME`` builds, since every signal scores each neuron on its own."""
     from lesion.heel.signals import candidate_pool, portfolio_pools, signal_scores, top_neurons
-    from lesion.neurons import discover_sites
-    from lesion.texts import encode
+    from lesion.model.neurons import discover_sites
+    from lesion.texts.text import encode
     model, ids = planted_lm.model, encode(planted_lm.tokenizer, TEXT)
     whole = discover_sites(model)
     names = ("activation", "massive", "superweight", "attribution")
@@ -384,7 +385,7 @@ def test_a_part_pool_is_the_pool_of_the_search_restricted_to_its_components(plan
 
 def test_after_a_pair_the_last_part_screens_its_whole_pool_with_every_row_left():
     """Only a single neuron can beat a pair: the part's screen, not a share of it, is what pays."""
-    from lesion.heel.algorithms import PortfolioPart
+    from lesion.heel.plan import PortfolioPart
 
     def late_single(s: frozenset) -> float:
         return 5.0 if 39 in s else and_pair(s)  # channel 39 is the last of the part's 30

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from lesion.hooks import hooked, mask_neurons
-from lesion.neurons import Neuron, discover_sites
-from lesion.stage2 import masked_nll
-from lesion.metrics import mean_nll
+from lesion.masking.masks import hooked, mask_neurons
+from lesion.model.neurons import Neuron, discover_sites
+from lesion.method.stage2 import masked_nll
+from lesion.masking.metrics import mean_nll
 
 
 def no_hooks(model):

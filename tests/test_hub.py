@@ -385,7 +385,7 @@ def test_a_result_from_another_commit_is_refused_by_the_library(study):
     from dataclasses import replace
 
     from lesion.errors import ParameterError
-    from lesion.study import check_same_model
+    from lesion.method.study import check_same_model
     settings = study.settings().merged(model_revision="a" * 40)
     check_same_model(settings, replace(study.lm, revision="a" * 40), "ranking")
     with pytest.raises(ParameterError) as refused:
@@ -395,7 +395,7 @@ def test_a_result_from_another_commit_is_refused_by_the_library(study):
 
 def test_the_files_lesion_downloads():
     from lesion.errors import LesionError
-    from lesion.hub import wanted_files
+    from lesion.model.hub import wanted_files
     names = ["config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
              "model.safetensors.index.json", "pytorch_model.bin", "modeling_x.py", "tokenizer.json", "README.md",
              "onnx/model.safetensors", "tokenizer.model"]

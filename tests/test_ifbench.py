@@ -10,7 +10,7 @@ from lesion.cli import main
 from lesion.errors import LesionError
 from lesion.evaluation import ifbench
 from lesion.evaluation.ifbench import IFBenchPrompt, IFBenchResult, PromptOutcome, check_response, load_prompts
-from lesion.hooks import hooked
+from lesion.masking.masks import hooked
 
 from conftest import char_tokenizer, make_tiny, scan_tiny
 
@@ -93,7 +93,7 @@ def critical(tiny_dir, tmp_path_factory):
 
 
 def test_ifbench_cli_generates_under_the_mask_and_reports(tiny_dir, critical, monkeypatch, capsys):
-    from lesion.neurons import Neuron
+    from lesion.model.neurons import Neuron
 
     neurons = [Neuron.parse(n) for n in json.loads(Path(critical).read_text())["neurons"]]
     masked_during_generation = []

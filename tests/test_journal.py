@@ -217,12 +217,12 @@ def test_a_full_disk_stops_the_journal_not_the_search(planted_dir, tmp_path, mon
 
 
 def test_a_full_disk_for_the_result_says_what_was_found(planted_dir, tmp_path, monkeypatch, capsys):  # noqa: F811
-    import lesion.files
+    import lesion.runtime.files
 
     def full_disk(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     monkeypatch.setattr(journal_module, "os", FullDisk(room=0))
-    monkeypatch.setattr(lesion.files.os, "fsync", full_disk)
+    monkeypatch.setattr(lesion.runtime.files.os, "fsync", full_disk)
     out = tmp_path / "heel.json"
     capsys.readouterr()
     assert search(planted_dir, out) == 2

@@ -4,8 +4,8 @@ or LESION_LARGE=1. Run it alone, under the heavy-job lock:
 import pytest
 
 from lesion import load_model
-from lesion.study import Study
-from lesion.texts import BOOKENDS
+from lesion.method.study import Study
+from lesion.texts.text import BOOKENDS
 
 
 @pytest.mark.large

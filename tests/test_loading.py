@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lesion.fast_tokenizer import PROBES, RECORD, load_tokenizer, same_tokenizer
+from lesion.model.tokenizer import PROBES, RECORD, load_tokenizer, same_tokenizer
 
 
 def gemma_tokenizer_folder(path: Path) -> Path:
@@ -44,7 +44,7 @@ def test_a_tokenizer_file_the_class_reads_otherwise_keeps_the_class(tmp_path, mo
     assert type(load_tokenizer(folder)).__name__ == "GemmaTokenizer"
     assert json.loads((folder / RECORD).read_text())["same"] is False
     # The outcome is kept: later loads take the class without building the generic one again.
-    monkeypatch.setattr("lesion.fast_tokenizer._generic", lambda *a: pytest.fail("checked twice"))
+    monkeypatch.setattr("lesion.model.tokenizer._generic", lambda *a: pytest.fail("checked twice"))
     assert type(load_tokenizer(folder)).__name__ == "GemmaTokenizer"
 
 
@@ -85,7 +85,7 @@ def test_a_read_only_cache_loads_the_class_without_a_check_it_could_not_keep(tmp
     folder = gemma_tokenizer_folder(tmp_path / "tok")
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda path, mode: False if mode == os.W_OK else real_access(path, mode))
-    monkeypatch.setattr("lesion.fast_tokenizer._generic", lambda *a: pytest.fail("checked a read-only cache"))
+    monkeypatch.setattr("lesion.model.tokenizer._generic", lambda *a: pytest.fail("checked a read-only cache"))
     assert type(load_tokenizer(folder)).__name__ == "GemmaTokenizer"
     assert not (folder / RECORD).exists()
 
@@ -95,6 +95,6 @@ def test_a_generic_backend_that_cannot_load_is_recorded_as_not_the_same(tmp_path
 
     def broken(*args):
         raise ValueError("cannot build this backend")
-    monkeypatch.setattr("lesion.fast_tokenizer._generic", broken)
+    monkeypatch.setattr("lesion.model.tokenizer._generic", broken)
     assert type(load_tokenizer(folder)).__name__ == "GemmaTokenizer"
     assert json.loads((folder / RECORD).read_text())["same"] is False

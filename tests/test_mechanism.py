@@ -7,28 +7,22 @@ import math
 import pytest
 import torch
 
-from lesion.hooks import hooked
-from lesion.neurons import Neuron, discover_sites
+from lesion.masking.masks import hooked
+from lesion.model.neurons import Neuron, discover_sites
 from lesion.cli import main
-from lesion.hooks import mask_neurons, set_neurons
-from lesion.ablation import baseline_nll, masked_nll, set_deltas
+from lesion.masking.masks import mask_neurons, set_neurons
+from lesion.masking.ablation import baseline_nll, masked_nll, set_deltas
 from lesion.errors import LesionError, ParameterError, ResultError
-from lesion.loading import load_model
-from lesion.mechanism import (
-    CAUSAL_DELTA,
-    following_norm,
-    forward_order,
-    frozen_norms,
-    lesion_tokens,
-    mechanism,
-    residual_writes,
-    super_weights,
-)
-from lesion.metrics import mean_nll, token_nll
+from lesion.model.loading import load_model
+from lesion.mechanism.causal import CAUSAL_DELTA, frozen_norms, lesion_tokens
+from lesion.mechanism.graph import following_norm, forward_order, residual_writes
+from lesion.mechanism.run import mechanism
+from lesion.mechanism.detect import super_weights
+from lesion.masking.metrics import mean_nll, token_nll
 from lesion.results.mechanism import MechanismReport
-from lesion.study import Study
-from lesion.weight_lesions import ScalarWeight, weight_deltas, zeroed_weights
-from lesion.weights import matrix
+from lesion.method.study import Study
+from lesion.masking.weight_lesions import ScalarWeight, weight_deltas, zeroed_weights
+from lesion.model.weights import matrix
 
 from conftest import TEXT, make_tiny, scan_tiny
 
@@ -261,7 +255,7 @@ def test_mechanism_spent_budget_keeps_what_finished(study):
 def test_mechanism_interrupted_keeps_what_finished(study, monkeypatch):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr("lesion.mechanism.lesion_tokens", interrupt)
+    monkeypatch.setattr("lesion.mechanism.run.lesion_tokens", interrupt)
     report = mechanism(study, [Neuron("model.layers.0.mlp.down_proj", 3)], other_text=OTHER)
     assert report.stopped == "interrupted"
     assert set(report.positions) == {"all positions", "position 0 only", "all but position 0"}

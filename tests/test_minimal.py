@@ -5,9 +5,9 @@ from itertools import combinations
 import pytest
 
 from lesion.cli import main
-from lesion.metrics import delta, mean_nll
+from lesion.masking.metrics import delta, mean_nll
 from lesion.heel.minimal import exhaustive_minimum, minimal_sets, prune
-from lesion.stage2 import masked_nll
+from lesion.method.stage2 import masked_nll
 from conftest import scan_tiny
 
 

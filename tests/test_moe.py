@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from conftest import MOE_FAMILIES, VOCAB, make_tiny_moe
-from lesion import coverage, experts
-from lesion.ablation import masked_nll
+from lesion.model import coverage, experts
+from lesion.masking.ablation import masked_nll
 from lesion.errors import ParameterError
-from lesion.hooks import mask_neurons
-from lesion.neurons import Neuron, discover_sites
-from lesion.stage1 import clean_activations, rank_by_noise
+from lesion.masking.masks import mask_neurons
+from lesion.model.neurons import Neuron, discover_sites
+from lesion.method.rankers import clean_activations, rank_by_noise
 
 FAMILIES = sorted(MOE_FAMILIES)
 
@@ -204,7 +204,7 @@ def test_stage1_reads_an_expert_neuron_as_zero_where_no_token_was_routed(ids):
 
 
 def test_whole_experts_as_units():
-    from lesion.architectures import unit_components
+    from lesion.model.architectures import unit_components
     model = make_tiny_moe("qwen3_moe")
     index = discover_sites(model, unit_components(None, "expert"))
     assert {s.kind for s in index.sites} == {"expert"}
@@ -216,7 +216,7 @@ def test_whole_experts_as_units():
 
 
 def test_expert_weights_are_fingerprinted():
-    from lesion.weights import consumers, producers
+    from lesion.model.weights import consumers, producers
     model = make_tiny_moe("gpt_oss")
     index = discover_sites(model, "all")
     block, ex = _moe(model)
@@ -293,9 +293,9 @@ def test_the_upcycled_default_model_collapses_on_its_expert_neurons():
     neurons of layer 11's channel 507, and zeroing the weights that write them in a copy lesion never
     touched collapses it as the mask did."""
     from lesion import Study, load_model
-    from lesion.ablation import baseline_nll
-    from lesion.loading import LoadedModel
-    from lesion.upcycle import upcycle
+    from lesion.masking.ablation import baseline_nll
+    from lesion.model.loading import LoadedModel
+    from lesion.tools.upcycle import upcycle
     dense = load_model(progress=False)
     moe = upcycle(dense.model)
     lm = LoadedModel(moe, dense.tokenizer, "smollm2-135m-upcycled", "float32", coverage=coverage.check(moe))
@@ -372,7 +372,7 @@ def test_experts_written_by_hand_as_a_list_of_modules_are_seen_and_masked_exactl
 def test_stage1_from_routed_rows_equals_the_dense_accumulation(family, samples, ids, monkeypatch):
     """Expert neurons accumulate |A_clean - A_noisy| from their routed rows alone (the others add
     |A_clean|): the same scores as over the dense tensor with zeros, within float32 rounding."""
-    import lesion.stage1 as stage1
+    import lesion.method.rankers as stage1
     model = make_tiny_moe(family)
     index = discover_sites(model)
     options = dict(samples=samples, max_samples=20, batch_size=4, progress=False)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-import lesion.notebook  # noqa: F401  (registers the views, as `import lesion` does in IPython)
+import lesion.report.notebook  # noqa: F401  (registers the views, as `import lesion` does in IPython)
 from lesion.results import CriticalSet, Ranking
 
 

@@ -1,10 +1,10 @@
 """A model sharded and offloaded by accelerate (--device-map): same neurons, same fingerprints."""
 import torch
 
-from lesion.neurons import discover_sites
-from lesion.loading import load_model
-from lesion.study import Study
-from lesion.verify import fingerprints
+from lesion.model.neurons import discover_sites
+from lesion.model.loading import load_model
+from lesion.method.study import Study
+from lesion.replay.verify import fingerprints
 from conftest import TEXT
 
 # Layer 1 lives on disk: its modules hold meta tensors and accelerate loads them per forward.

@@ -1,5 +1,5 @@
 """Outputs checked before work, lesion deleting only what it wrote, and Ctrl-C stopping any
-command with exit 130 (issue 28): harden, eval, mechanism and the shared checks in lesion.files."""
+command with exit 130 (issue 28): harden, eval, mechanism and the shared checks in lesion.runtime.files."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ import pytest
 from conftest import TEXT, scan_tiny
 from lesion.cli import main
 from lesion.errors import ParameterError
-from lesion.files import check_output_folder, remove_own_orphans, temp_prefix
+from lesion.runtime.files import check_output_folder, remove_own_orphans, temp_prefix
 
 UNWRITABLE = "/proc/lesion-test/hardened"  # root ignores permission bits; /proc refuses every new file
 DEAD_PID = 999_999_999  # above any pid_max: no such process
@@ -20,11 +20,11 @@ DEAD_PID = 999_999_999  # above any pid_max: no such process
 @pytest.fixture
 def no_load(monkeypatch):
     """Fails the test if a model is loaded: the refusal must come first."""
-    import lesion.loading
+    import lesion.model.loading
 
     def refuse(*args, **kwargs):
         pytest.fail("a model was loaded before the output path was checked")
-    monkeypatch.setattr(lesion.loading, "load_model", refuse)
+    monkeypatch.setattr(lesion.model.loading, "load_model", refuse)
 
 
 def harden(*argv) -> int:
@@ -175,12 +175,12 @@ def test_mechanism_interrupted_exits_130_with_what_finished(tiny_dir, tmp_path, 
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr("lesion.mechanism.lesion_tokens", interrupt)
+    monkeypatch.setattr("lesion.mechanism.run.lesion_tokens", interrupt)
     assert main(["mechanism", "--model", tiny_dir, "--run", str(run), "--quiet"]) == 130
     assert "interrupted" in capsys.readouterr().err
     report = json.loads((run / "mechanism.json").read_text())
     assert report["stopped"] == "interrupted" and report["positions"]
-    monkeypatch.setattr("lesion.mechanism._Probe", interrupt)  # before the first step: nothing to keep
+    monkeypatch.setattr("lesion.mechanism.run._Probe", interrupt)  # before the first step: nothing to keep
     (run / "mechanism.json").unlink()
     assert main(["mechanism", "--model", tiny_dir, "--run", str(run), "--quiet"]) == 130
     assert not (run / "mechanism.json").exists()
@@ -224,7 +224,7 @@ def test_a_link_planted_where_lesion_names_a_file_is_refused_before_work(tmp_pat
 
 
 def test_library_writes_refuse_a_planted_link_and_follow_a_named_one(tmp_path):
-    from lesion.files import write_text
+    from lesion.runtime.files import write_text
     from lesion.results.base import save_result
     precious = tmp_path / "precious.txt"
     precious.write_text("keep me")

@@ -30,7 +30,7 @@ def test_the_notebook_verbs_and_types_are_at_the_top():
     for name in lesion.__all__:
         assert getattr(lesion, name) is not None, name
     with pytest.raises(AttributeError, match="no attribute 'rank_by_noise'"):
-        getattr(lesion, "rank_by_noise")  # noqa: B009 -- one level down: lesion.stage1.rank_by_noise
+        getattr(lesion, "rank_by_noise")  # noqa: B009 -- one level down: lesion.method.rankers.rank_by_noise
 
 
 @pytest.mark.slow
@@ -53,13 +53,26 @@ def test_version_names_the_commit_of_a_checkout(capsys):
     assert found and commit.startswith(found.group(1))
 
 
+def test_results_record_the_commit_of_the_checkout():
+    from lesion.method.provenance import git_commit
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    git_commit.cache_clear()
+    assert git_commit() == commit
+
+
 def test_version_outside_a_checkout_is_the_version_alone(tmp_path, monkeypatch):
     import lesion.cli as cli
+    import lesion.method.provenance as provenance
+    import lesion.version as version
 
-    fake = tmp_path / "site-packages" / "lesion" / "cli" / "__init__.py"  # as installed from a wheel
+    fake = tmp_path / "site-packages" / "lesion" / "version.py"  # as installed from a wheel
     fake.parent.mkdir(parents=True)
-    monkeypatch.setattr(cli, "__file__", str(fake))
+    monkeypatch.setattr(version, "__file__", str(fake))
     assert cli._version() == f"lesion {lesion.__version__}"
+    provenance.git_commit.cache_clear()
+    assert provenance.git_commit() is None
+    provenance.git_commit.cache_clear()
 
 
 @pytest.mark.slow
@@ -91,7 +104,7 @@ def test_a_parameter_error_names_the_parameter_and_the_cli_shows_its_flag():
 
 
 def test_the_cli_prints_a_library_parameter_error_with_the_flag(tiny_dir, capsys):
-    from lesion.architectures import resolve_components
+    from lesion.model.architectures import resolve_components
     from lesion.errors import ParameterError
 
     with pytest.raises(ParameterError, match="^components names an unknown component 'bogus'"):

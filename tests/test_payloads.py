@@ -9,9 +9,9 @@ from dataclasses import replace
 
 import pytest
 
-from lesion.anytime import Stopped
+from lesion.runtime.anytime import Stopped
 from lesion.errors import LesionError
-from lesion.files import json_text, write_json
+from lesion.runtime.files import json_text, write_json
 from lesion.results import NeuronDelta, Settings, Step
 from lesion.results.analysis import (AnalysisResult, CommonNeuron, ComponentsData, DistributionData,
                                      LayerKindCell, LayerKindCounts, ComponentLevel, PhaseData,
@@ -233,7 +233,7 @@ def test_a_corrupt_analysis_is_refused_in_one_line(tmp_path):
 
 
 def test_each_result_has_a_readable_notebook_view():
-    import lesion.notebook  # noqa: F401  (registers the views, as `import lesion` does in IPython)
+    import lesion.report.notebook  # noqa: F401  (registers the views, as `import lesion` does in IPython)
     page = mechanism_report()._repr_html_()
     assert "<table>" in page and f"{DOWN}:7" in page and "1 of 3 critical neurons" in page and "<pre>" not in page
     page = harden_record()._repr_html_()

@@ -9,8 +9,10 @@ from conftest import COMMON, FAMILIES, make_tiny, make_tiny_moe
 from conftest import MOE_FAMILIES as TINY_MOE
 
 from lesion.cli import main
-from lesion.neurons import discover_sites
-from lesion.plan import CALIBRATION, make_plan, read_config, shapes
+from lesion.model.neurons import discover_sites
+from lesion.plan.estimate import CALIBRATION, make_plan
+from lesion.plan.config import read_config
+from lesion.plan.shapes import shapes
 
 LLAMA_70B = "tests/data/configs/llama-3.1-70b.json"
 QWEN_72B = "tests/data/configs/qwen2.5-72b.json"

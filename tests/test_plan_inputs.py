@@ -13,8 +13,10 @@ import time
 import pytest
 
 from lesion.cli import main
-from lesion.errors import LesionError, ParameterError
-from lesion.plan import ConfigError, check_options, make_plan, plan_study, read_config, shapes
+from lesion.errors import ConfigError, LesionError, ParameterError
+from lesion.plan.config import read_config
+from lesion.plan.estimate import check_options, make_plan, plan_study
+from lesion.plan.shapes import shapes
 
 SMOL = {"model_type": "llama", "vocab_size": 128, "hidden_size": 576, "intermediate_size": 64,
         "num_hidden_layers": 2, "num_attention_heads": 9, "num_key_value_heads": 3,

@@ -1,9 +1,9 @@
 """Baseline rankers: magnitudes, gradients, random over the same neurons."""
 import torch
 
-from lesion.neurons import discover_sites
-from lesion.scorers import RANKERS
-from lesion.stage1 import rank_by_activation, rank_by_gradient, rank_by_random, ranking_from_scores
+from lesion.model.neurons import discover_sites
+from lesion.method.scorers import RANKERS
+from lesion.method.rankers import rank_by_activation, rank_by_gradient, rank_by_random, ranking_from_scores
 from lesion.results import Settings
 
 

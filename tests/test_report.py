@@ -8,9 +8,9 @@ from PIL import Image
 
 from lesion.analysis import robustness
 from lesion.cli import main
-from lesion.loading import load_model
+from lesion.model.loading import load_model
 from lesion.report import build_report
-from lesion.files import write_json
+from lesion.runtime.files import write_json
 from conftest import scan_tiny
 
 TEXT = "Every morning the baker opened the shop before the first tram came down the street."

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from golden_results import GOLDEN, machine, produce
-from lesion.files import json_text
+from lesion.runtime.files import json_text
 from lesion.results import CriticalSet, Heel, Ranking
 
 FILES = sorted(p.relative_to(GOLDEN).as_posix() for p in GOLDEN.rglob("*.json")

@@ -9,8 +9,8 @@ import pytest
 
 from golden_results import GOLDEN
 from lesion.errors import LesionError
-from lesion.files import json_text
-from lesion.neurons import Neuron
+from lesion.runtime.files import json_text
+from lesion.model.neurons import Neuron
 from lesion.results import (Certificate, Comparison, CriticalSet, EvalReport, Heel, LevelDelta, MinimalSets,
                             NeuronProfile, Portfolio, PortfolioRun, Ranking, SchemaError, Screen, Settings, SliceCheck,
                             Stage, Step, Stopped, TextScore, TraceStep, Transfer, TransferRow, VerifyReport)
@@ -112,7 +112,7 @@ def test_a_file_naming_the_current_schema_loads():
 
 
 def test_the_heel_shows_in_a_notebook_as_tables_with_its_delta_per_text_and_its_certificate():
-    import lesion.notebook  # noqa: F401  (registers the views)
+    import lesion.report.notebook  # noqa: F401  (registers the views)
     page = heel()._repr_html_()
     assert page.count("<table>") == 2 and "<pre>" not in page
     assert str(N[0]) in page and "down" in page and "Certificate" in page and "certified" in page

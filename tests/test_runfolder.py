@@ -9,7 +9,7 @@ import pytest
 
 from conftest import TEXT, save_tiny, scan_tiny
 from lesion.cli import main
-from lesion.runfolder import InconsistentRun, RunFolder
+from lesion.replay.runfolder import InconsistentRun, RunFolder
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +135,7 @@ def test_an_edited_critical_set_is_refused_by_the_report(run, capsys, name, chan
 
 def test_a_key_given_twice_or_a_damaged_run_record_is_refused(run, capsys):
     from lesion.errors import ResultError
-    from lesion.files import read_json
+    from lesion.runtime.files import read_json
     text = (run / "critical.json").read_text()
     (run / "critical.json").write_text(text[:text.rindex("}")] + ', "delta": 0.5}')
     with pytest.raises(ResultError):

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from lesion.errors import LesionError, ParameterError
-from lesion.neurons import Neuron, discover_sites
-from lesion.stage2 import find_critical_set
-from lesion.metrics import delta, mean_nll, perplexity
-from lesion.hooks import mask_neurons
+from lesion.model.neurons import Neuron, discover_sites
+from lesion.method.stage2 import find_critical_set
+from lesion.masking.metrics import delta, mean_nll, perplexity
+from lesion.masking.masks import mask_neurons
 
 
 def test_first_crossing_and_trajectory_match_direct_masking(tiny_llama, ids):
@@ -67,7 +67,7 @@ def test_delta_of_nan_and_inf_is_a_collapse():
 
 def planted(monkeypatch, deltas):
     """Stage 2 on a planted trajectory: Delta(top-n) = deltas[n - 1], whatever the model does."""
-    import lesion.stage2 as search
+    import lesion.method.stage2 as search
     ln10 = math.log(10)
     monkeypatch.setattr(search, "baseline_nll", lambda *a, **k: 0.0)
     monkeypatch.setattr(search, "masked_nll",

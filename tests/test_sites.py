@@ -1,7 +1,7 @@
 import pytest
 
 from lesion.errors import LesionError
-from lesion.neurons import Neuron, discover_sites
+from lesion.model.neurons import Neuron, discover_sites
 from conftest import make_tiny
 
 

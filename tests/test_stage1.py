@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from lesion.neurons import discover_sites
-from lesion.stage1 import rank_by_noise
-from lesion.stage1 import noise_generator
+from lesion.model.neurons import discover_sites
+from lesion.method.rankers import rank_by_noise
+from lesion.method.rankers import noise_generator
 from conftest import make_tiny
 
 
@@ -107,7 +107,7 @@ def _three_buffer_accumulate(index, clean, pending, with_squares=False):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_one_buffer_hook_gives_the_three_buffer_bits(dtype, ids, monkeypatch):
-    import lesion.stage1 as stage1
+    import lesion.method.rankers as stage1
     model = make_tiny("llama", dtype=dtype)
     index = discover_sites(model)
     options = dict(alpha=0.5, batch_size=3, seed=3, progress=False, max_samples=20)
@@ -120,7 +120,7 @@ def test_one_buffer_hook_gives_the_three_buffer_bits(dtype, ids, monkeypatch):
 
 
 def test_a_float64_model_is_scored_in_float32_as_before(ids, monkeypatch):
-    import lesion.stage1 as stage1
+    import lesion.method.rankers as stage1
     model = make_tiny("llama", dtype=torch.float64)
     index = discover_sites(model, "down,act")
     now = rank_by_noise(model, ids, index, samples=4, batch_size=2, seed=1, progress=False)
@@ -130,7 +130,7 @@ def test_a_float64_model_is_scored_in_float32_as_before(ids, monkeypatch):
 
 
 def test_batch_buffers_keep_one_batch_size():
-    from lesion.stage1 import BatchBuffers
+    from lesion.method.rankers import BatchBuffers
     like = torch.zeros(1)
     buffers = BatchBuffers()
     first = buffers.get(torch.Size([8, 5, 4]), like)

@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from lesion.cli import main
 from lesion.errors import ResultError
-from lesion.loading import load_model
+from lesion.model.loading import load_model
 from conftest import COMMON, FAMILIES, TEXT, char_tokenizer, save_tiny
 
 
@@ -39,7 +39,7 @@ def long_text() -> str:
 
 @pytest.mark.slow
 def test_long_text_survives_rank_identify_minimal_mechanism(long_context_model, tmp_path):
-    from lesion.texts import text_hash
+    from lesion.texts.text import text_hash
     text = long_text()
     assert len(text) > 2000
     (tmp_path / "long.txt").write_text(text)
@@ -124,19 +124,19 @@ def test_a_cache_entry_of_the_wrong_shape_is_recomputed(tiny_dir, tmp_path):
 
 
 def test_batch_size_and_scorer_version_are_in_the_key(tiny_dir, tmp_path, monkeypatch):
-    import lesion.cache
+    import lesion.method.cache
     cache = Path(os.environ["LESION_CACHE"]) / "scores"
     scan = ["rank", "--model", tiny_dir, "--text", TEXT, "--samples", "4", "--quiet", "--out", str(tmp_path / "r.json")]
     assert main(scan + ["--batch-size", "1"]) == 0
     assert main(scan + ["--batch-size", "4"]) == 0
     assert len(list(cache.glob("*.safetensors"))) == 2
-    monkeypatch.setattr(lesion.cache, "SCORER_VERSION", lesion.cache.SCORER_VERSION + 1)
+    monkeypatch.setattr(lesion.method.cache, "SCORER_VERSION", lesion.method.cache.SCORER_VERSION + 1)
     assert main(scan + ["--batch-size", "4"]) == 0
     assert len(list(cache.glob("*.safetensors"))) == 3
 
 
 def test_orphan_temp_files_are_removed_but_fresh_ones_kept(tmp_path):
-    from lesion.files import ORPHAN_AGE_S, remove_orphans
+    from lesion.runtime.files import ORPHAN_AGE_S, remove_orphans
     old, fresh, entry = tmp_path / ".a.tmp", tmp_path / ".b.tmp", tmp_path / "c.safetensors"
     old_dir = tmp_path / "model.tmp123"
     for f in (old, fresh, entry):
@@ -151,7 +151,7 @@ def test_orphan_temp_files_are_removed_but_fresh_ones_kept(tmp_path):
 
 
 def test_writing_a_result_removes_its_own_old_temp_files_only(tmp_path):
-    from lesion.files import write_json
+    from lesion.runtime.files import write_json
     dead = 999_999_999  # no such process: the run that wrote it is gone
     mine = tmp_path / f".r.json.lesion-{dead}-abc.tmp"
     others = [tmp_path / ".notes.txt.abc.tmp", tmp_path / f".notes.txt.lesion-{dead}-abc.tmp",
@@ -164,7 +164,7 @@ def test_writing_a_result_removes_its_own_old_temp_files_only(tmp_path):
 
 
 def test_a_corrupt_dequantised_model_cache_is_rebuilt(tiny_dir, tmp_path):
-    from lesion.loading import _load_cached
+    from lesion.model.model_cache import _load_cached
     broken = tmp_path / "models" / "abc"
     broken.mkdir(parents=True)
     (broken / "config.json").write_text("{not json")
@@ -221,7 +221,7 @@ def test_a_device_node_or_pipe_given_as_out_is_untouched(tiny_dir, tmp_path, cap
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
 def test_results_are_as_readable_as_the_umask_says(tmp_path, umask, mode):
-    from lesion.files import write_json
+    from lesion.runtime.files import write_json
     old = os.umask(umask)
     try:
         path = write_json(tmp_path / "r.json", {"a": 1})
@@ -231,15 +231,15 @@ def test_results_are_as_readable_as_the_umask_says(tmp_path, umask, mode):
 
 
 def test_a_failed_write_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
-    import lesion.files
+    import lesion.runtime.files
     from lesion.errors import LesionError
 
     def full_disk(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(lesion.files.os, "fsync", full_disk)
+    monkeypatch.setattr(lesion.runtime.files.os, "fsync", full_disk)
     with pytest.raises(LesionError, match="No space left on device"):
-        lesion.files.write_json(tmp_path / "r.json", {"a": 1})
+        lesion.runtime.files.write_json(tmp_path / "r.json", {"a": 1})
     assert list(tmp_path.iterdir()) == []
 
 
@@ -271,10 +271,10 @@ def test_one_changed_weight_changes_the_fingerprint_and_its_ranking_is_refused(t
 
 
 def test_fingerprint_is_computed_once_per_loaded_model(tiny_dir, monkeypatch):
-    import lesion.loading
+    import lesion.model.loading
     lm = load_model(tiny_dir)
     first = lm.fingerprint()
-    monkeypatch.setattr(lesion.loading, "weights_fingerprint", lambda model: pytest.fail("hashed again"))
+    monkeypatch.setattr(lesion.model.loading, "weights_fingerprint", lambda model: pytest.fail("hashed again"))
     assert lm.fingerprint() == first
 
 
@@ -293,7 +293,7 @@ def test_every_result_carries_provenance_and_only_run_json_a_date(tiny_dir, tmp_
 
 
 def test_cpu_out_of_memory_also_halves_the_batch():
-    from lesion.batching import is_oom, split_on_oom
+    from lesion.runtime.batching import is_oom, split_on_oom
     cpu = RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
                        "you tried to allocate 1099511627776 bytes.")
     assert is_oom(cpu) and not is_oom(RuntimeError("shape mismatch"))
@@ -330,7 +330,7 @@ def _search(tiny_dir, out, *extra):
 @pytest.mark.parametrize("ablation", ["zero", "mean"])
 def test_mask_reproduces_a_heel_on_its_own_text_and_ablation(tiny_dir, tmp_path, capsys, ablation):
     """The old mask scored the default sentence with zeroing, whatever the heel recorded."""
-    from lesion.recorded import reproduce
+    from lesion.replay.recorded import reproduce
     from lesion.results import Heel
     heel = _search(tiny_dir, tmp_path / "heel.json", "--text", OTHER, "--ablation", ablation)
     assert heel["neurons"]
@@ -345,7 +345,7 @@ def test_mask_reproduces_a_heel_on_its_own_text_and_ablation(tiny_dir, tmp_path,
 
 def test_mask_reproduces_a_multi_text_heel_on_every_text(tiny_dir, tmp_path, capsys):
     """A multi-text heel records settings.texts (settings.text is null): a row per text."""
-    from lesion.recorded import reproduce
+    from lesion.replay.recorded import reproduce
     from lesion.results import Heel
     heel = _search(tiny_dir, tmp_path / "heel.json", "--text", OTHER, "--text", TEXT)
     assert heel["settings"]["text"] is None and len(heel["settings"]["texts"]) == 2
@@ -384,14 +384,15 @@ def test_a_stage1_cache_entry_with_a_position_past_the_text_is_recomputed(tiny_d
 
 
 def _cached_copy(tiny_dir, target):
-    from lesion.loading import _save_atomically
+    from lesion.model.model_cache import _save_atomically
     lm = load_model(tiny_dir, progress=False)
     return _save_atomically(lm.model, lm.tokenizer, target, "float32")
 
 
 def test_one_changed_weight_in_the_dequantised_cache_is_rebuilt(tiny_dir, tmp_path, capsys):
     from safetensors.torch import load_file, save_file
-    from lesion.loading import _load_cached, weights_fingerprint
+    from lesion.model.model_cache import _load_cached
+    from lesion.model.fingerprints import weights_fingerprint
     target = tmp_path / "models" / "key"
     digest = _cached_copy(tiny_dir, target)
     tokenizer, model, checked = _load_cached(target, {}, "float32")
@@ -409,9 +410,9 @@ def test_one_changed_weight_in_the_dequantised_cache_is_rebuilt(tiny_dir, tmp_pa
 
 
 def test_a_killed_dequantisation_is_swept_on_every_load(tiny_dir, monkeypatch):
-    import lesion.loading
+    import lesion.model.loading
     models = Path(os.environ["LESION_CACHE"]) / "models-sweep"
-    monkeypatch.setattr(lesion.loading, "cache_dir", lambda: models.parent / "sweep-root")
+    monkeypatch.setattr(lesion.model.loading, "cache_dir", lambda: models.parent / "sweep-root")
     folder = models.parent / "sweep-root" / "models"
     dead, alive = folder / "0123.tmp999999999", folder / f"4567.tmp{os.getpid()}"
     for tmp in (dead, alive):
@@ -466,7 +467,7 @@ def test_a_failed_write_leaves_no_orphan_text_file(tmp_path, monkeypatch):
     from lesion.errors import LesionError
     from lesion.results import save_result
     text = "x" * 3000
-    from lesion.texts import text_hash
+    from lesion.texts.text import text_hash
     result = {"model": "m", "settings": {"text": text, "text_sha256": text_hash(text)}}
     real_replace = os.replace
 

@@ -4,12 +4,12 @@ import shutil
 
 import torch
 
-from lesion.neurons import Neuron, discover_sites
+from lesion.model.neurons import Neuron, discover_sites
 from lesion.cli import main
 from lesion.errors import InconsistentRun, ResultError
-from lesion.loading import load_model
-from lesion.verify import fingerprints, verify
-from lesion.weights import consumers, producers
+from lesion.model.loading import load_model
+from lesion.replay.verify import fingerprints, verify
+from lesion.model.weights import consumers, producers
 from conftest import TEXT
 
 

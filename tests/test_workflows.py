@@ -6,12 +6,12 @@ import torch
 
 import lesion
 from lesion.errors import LesionError, ParameterError
-from lesion.filenames import CRITICAL, RANKING, minimal_name
+from lesion.results.filenames import CRITICAL, RANKING, minimal_name
 from lesion.heel import SearchPlan, search_heel, search_with_transfer
 from lesion.heel.minimal import minimal_at, minimal_sets
-from lesion.metrics import delta
-from lesion.runfolder import RunFolder
-from lesion.scorers import RANKERS, SCORERS, SIGNALS, check_ranker, check_signals
+from lesion.masking.metrics import delta
+from lesion.replay.runfolder import RunFolder
+from lesion.method.scorers import RANKERS, SCORERS, SIGNALS, check_ranker, check_signals
 from conftest import TEXT
 
 
@@ -36,7 +36,7 @@ def test_one_registry_scores_for_stage1_and_the_search():
 
 def test_each_signal_scores_every_neuron_through_the_registry(study):
     from lesion.heel.signals import signal_scores
-    from lesion.stage1 import clean_activations, rank_by_activation
+    from lesion.method.rankers import clean_activations, rank_by_activation
     model, ids, index = study.lm.model, study.input_ids, study.index
     acts = clean_activations(model, ids, index)
     for name in SIGNALS:
@@ -63,7 +63,7 @@ def test_corpus_passages_are_named_and_seeded(tmp_path):
 
 def test_named_texts():
     from lesion.analysis import TEXTS
-    from lesion.passages import named_texts
+    from lesion.texts.named import named_texts
     assert named_texts(["news", " wikipedia", "news"]) == {"news": TEXTS["news"], "wikipedia": TEXTS["wikipedia"]}
     for bad in ([], [" "], ["news", "klingon"]):
         with pytest.raises(ParameterError) as e:
@@ -111,8 +111,8 @@ def small(study):
     """A ranking that puts 5 neurons of various modules first, the Delta of each of its prefixes, and the
     critical set at the first positive one (a random model's Deltas are tiny and of either sign; these
     neurons together are known to raise it): sets of a few neurons prune quickly."""
-    from lesion.ablation import baseline_nll, masked_nll
-    from lesion.stage1 import Scores, ranking_from_scores
+    from lesion.masking.ablation import baseline_nll, masked_nll
+    from lesion.method.rankers import Scores, ranking_from_scores
     values = torch.zeros(study.index.total)
     values[list(range(0, 300, 60))] = torch.arange(5, 0, -1, dtype=torch.float32)
     ranking = ranking_from_scores(study.index, Scores(values), "random", 5, study.lm.name, study.settings())
@@ -155,7 +155,7 @@ def test_minimal_at_refuses_an_epsilon(study, small, epsilon):
 
 
 def test_masked_perplexity_of_given_neurons(study):
-    from lesion.ablation import baseline_nll, masked_nll
+    from lesion.masking.ablation import baseline_nll, masked_nll
     neurons = study.index.neurons([3, 70])
     masking = lesion.masked_perplexity(study.lm, [str(n) for n in neurons], text=TEXT)
     clean = baseline_nll(study.lm.model, study.input_ids, study.lm.dtype)
@@ -181,7 +181,7 @@ def test_masked_perplexity_reproduces_a_recorded_result(study, run):
 
 
 def test_compare_continuations(study, run):
-    from lesion.generation import generate_masked
+    from lesion.replay.generation import generate_masked
     folder, _, critical = run
     found = lesion.compare_continuations(study.lm, folder.file(CRITICAL), "The fox", max_new_tokens=3)
     (row,) = found.rows
@@ -206,6 +206,6 @@ def test_the_verbs_at_the_top_level():
 
 def test_one_owner_of_result_file_names(tmp_path):
     import lesion.results.scan as scan
-    import lesion.runfolder as runfolder
+    import lesion.replay.runfolder as runfolder
     assert (scan.RANKING, scan.CRITICAL) == (runfolder.RANKING, runfolder.CRITICAL) == (RANKING, CRITICAL)
     assert runfolder.minimal_name(2.0) == minimal_name(2.0) == "minimal-eps2.json"

@@ -9,11 +9,11 @@ from typing import Sequence
 
 import torch
 
-from ..compare import level_deltas
+from ..method.compare import level_deltas
 from ..errors import ParameterError
 from ..results.analysis import ComponentsData, ComponentLevel
-from ..study import Study
-from ..stage2 import baseline_nll
+from ..method.study import Study
+from ..method.stage2 import baseline_nll
 
 
 def component_ablation(study: Study, kinds: Sequence[str] | None = None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Sequence
 
-from ..neurons import Neuron, SiteIndex
+from ..model.neurons import Neuron, SiteIndex
 from ..results.analysis import DistributionData, LayerKindCell, LayerKindCounts
 
 

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..ablation import baseline_nll, masked_nll, set_deltas
-from ..metrics import delta, perplexity
-from ..neurons import Neuron
+from ..masking.ablation import baseline_nll, masked_nll, set_deltas
+from ..masking.metrics import delta, perplexity
+from ..model.neurons import Neuron
 from ..results.analysis import PhaseData
 from ..results.sets import NeuronDelta, Step
-from ..study import Study
+from ..method.study import Study
 
 
 def phase_transition(study: Study, ranking: Sequence[Neuron], critical: Sequence[Neuron],

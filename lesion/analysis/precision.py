@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Sequence
 
-from ..ablation import baseline_nll, set_deltas
+from ..masking.ablation import baseline_nll, set_deltas
 from ..errors import LesionError, ParameterError
-from ..loading import load_model
-from ..options import DTYPES
+from ..model.loading import load_model
+from ..runtime.options import DTYPES
 from ..results.analysis import PrecisionData, PrecisionFailure, PrecisionRow
-from ..stage2 import check_options
-from ..study import Study
+from ..method.stage2 import check_options
+from ..method.study import Study
 
 
 def precision(model_spec: str, text: str, dtypes: Sequence[str] = ("float32", "bfloat16", "float16"), *,

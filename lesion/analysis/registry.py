@@ -18,10 +18,10 @@ class AnalysisInputs:
     on the run folder's model and text, with its ranking and critical set), ``text`` (a study
     on a text), ``model`` (a loaded model and several texts) or ``spec`` (a model spec, loaded
     once per dtype)."""
-    study: object = None  # lesion.study.Study
+    study: object = None  # lesion.method.study.Study
     ranking: object = None  # lesion.results.Ranking
     critical: object = None  # lesion.results.CriticalSet
-    lm: object = None  # lesion.loading.LoadedModel
+    lm: object = None  # lesion.model.loading.LoadedModel
     texts: dict = field(default_factory=dict)
     model: str | None = None
     text: str | None = None
@@ -73,10 +73,10 @@ def _sweep(i: AnalysisInputs, alphas=(1, 3, 5, 7, 10), sample_grid=(25, 50, 75, 
     from .sweep import sensitivity_sweep
     options = {k: v for k, v in i.rank_options.items() if k not in ("alpha", "samples", "seed")}
 
-    from ..options import MAX_SEED
+    from ..runtime.options import MAX_SEED
     if not (alphas or sample_grid or seed_grid):
         raise ParameterError("alphas", "and `sample_grid` and `seed_grid` are all empty: the sweep has no points")
-    from ..stage1 import MAX_ALPHA
+    from ..method.rankers import MAX_ALPHA
     bad = [a for a in alphas if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a <= MAX_ALPHA]
     if bad:
         raise ParameterError("alphas", f"must be numbers > 0 and <= {MAX_ALPHA:g}, e.g. 1,3,5,7,10 (got {bad[0]!r})")
@@ -91,8 +91,8 @@ def _sweep(i: AnalysisInputs, alphas=(1, 3, 5, 7, 10), sample_grid=(25, 50, 75, 
 
 
 def _robustness(i: AnalysisInputs, epsilon=1.0, stage2="linear", time_budget=None):
-    from ..provenance import model_provenance
-    from ..texts import text_hash
+    from ..method.provenance import model_provenance
+    from ..texts.text import text_hash
     from .robustness import robustness
     result = robustness(i.lm, i.texts, epsilon=epsilon, stage2=stage2, time_budget=time_budget, **i.rank_options)
     return result, {**model_provenance(i.lm), "epsilon": epsilon, "stage2": stage2, **_recorded(i.rank_options),
@@ -100,7 +100,7 @@ def _robustness(i: AnalysisInputs, epsilon=1.0, stage2="linear", time_budget=Non
 
 
 def _precision(i: AnalysisInputs, dtypes=("float32", "bfloat16", "float16"), epsilon=1.0, stage2="linear"):
-    from ..texts import BOOKENDS, text_hash
+    from ..texts.text import BOOKENDS, text_hash
     from .precision import precision
     text = i.text or BOOKENDS
     result = precision(i.model, text, list(dtypes), epsilon=epsilon, device=i.device, stage2=stage2,

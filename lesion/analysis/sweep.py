@@ -6,9 +6,9 @@ from typing import Sequence
 
 import dataclasses
 
-from ..anytime import Anytime, Stopped
+from ..runtime.anytime import Anytime, Stopped
 from ..results.analysis import SweepData, SweepPoint, SweepRow
-from ..study import Study
+from ..method.study import Study
 
 
 def jaccard(a, b) -> float:

@@ -58,11 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _version() -> str:
     """The version and, when run from a git checkout, its commit (an installed wheel has none)."""
     import subprocess
-    from pathlib import Path
 
-    from ..version import __version__
-    root = Path(__file__).resolve().parents[2]
-    if not ((root / ".git").exists() and (root / "pyproject.toml").is_file()):
+    from ..version import __version__, checkout
+    root = checkout()
+    if root is None:
         return f"lesion {__version__}"
     try:
         commit = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=12"],
@@ -86,15 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if hasattr(args, "unit"):  # before any model loads: the library's checks of both
-            from ..architectures import resolve_components, unit_components
+            from ..model.architectures import resolve_components, unit_components
             args.components = unit_components(getattr(args, "components", None), args.unit)
             resolve_components(args.components)
-        from ..anytime import remembered_interrupts, sigterm_as_interrupt
-        from ..distributed import run_command  # torch-free unless launched by torchrun
+        from ..runtime.anytime import remembered_interrupts, sigterm_as_interrupt
+        from ..runtime.distributed import run_command  # torch-free unless launched by torchrun
         with remembered_interrupts(), sigterm_as_interrupt():  # SIGTERM (a scheduler's stop) is Ctrl-C everywhere
             return int(run_command(args.run, args, error_line) or 0)
     except LesionError as e:
-        from ..distributed import speaks
+        from ..runtime.distributed import speaks
         if speaks():  # under torchrun every rank refuses the same input: rank 0 says it
             print(f"lesion: error: {error_line(e)}", file=sys.stderr)
         return 2

@@ -65,8 +65,8 @@ OPTIONS = {
 def _robustness_texts(args) -> dict[str, str]:
     """lesion's ten texts (plus --text), or --passages N drawn from --corpus."""
     from ..analysis import TEXTS
-    from ..passages import corpus_passages
-    from ..texts import read_text
+    from ..texts.passages import corpus_passages
+    from ..texts.text import read_text
     if args.passages:
         return corpus_passages(args.corpus, args.passages, seed=args.seed)
     given = {} if args.text is None and args.text_file is None else {"given": read_text(args.text, args.text_file)}
@@ -81,8 +81,8 @@ def _inputs(args, on: str, folder, text: str | None, rank_options: dict):
         study = folder.study(load(args, recorded=ranking.settings), text)
         return AnalysisInputs(study=study, ranking=ranking, critical=critical, rank_options=rank_options)
     if on == "text":
-        from ..study import Study
-        from ..texts import BOOKENDS
+        from ..method.study import Study
+        from ..texts.text import BOOKENDS
         return AnalysisInputs(study=Study.create(load(args), text or BOOKENDS), rank_options=rank_options)
     if on == "model":
         texts = _robustness_texts(args)
@@ -108,11 +108,11 @@ def analysis_name(name: str) -> str:
 
 def _check(args) -> dict:
     """Every argument of the analysis, before the model loads; its own options."""
-    from ..metrics import check_epsilon
+    from ..masking.metrics import check_epsilon
     check_noise_args(args)
     check_epsilon(args.epsilon)
     from ..analysis.registry import check_analysis_options
-    from ..anytime import check_time_budget
+    from ..runtime.anytime import check_time_budget
     check_time_budget(args.time_budget)
     options = OPTIONS[args.name](args)
     if args.time_budget is not None:
@@ -123,8 +123,8 @@ def _check(args) -> dict:
 
 def run(args) -> int:
     from ..analysis import run_analysis
-    from ..runfolder import RunFolder, analysis_name as file_name
-    from ..texts import read_text
+    from ..replay.runfolder import RunFolder, analysis_name as file_name
+    from ..texts.text import read_text
     from .common import check_out, exit_code
 
     options = _check(args)

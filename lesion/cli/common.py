@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from ..options import DEFAULT_DTYPE, DEFAULT_MODEL, DTYPES, STAGE2
-from ..scorers import RANKERS
+from ..runtime.options import DEFAULT_DTYPE, DEFAULT_MODEL, DTYPES, STAGE2
+from ..method.scorers import RANKERS
 
 if TYPE_CHECKING:
     from ..results.settings import Settings
@@ -96,14 +96,14 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
 
 def check_noise_args(args) -> None:
     """The options :func:`add_noise_args` adds, before any work (the library's check)."""
-    from ..stage1 import check_noise_options
+    from ..method.rankers import check_noise_options
     check_noise_options(samples=args.samples, alpha=args.alpha, seed=args.seed)
 
 
 def check_stage1(args) -> None:
     """--samples as the library takes it (a number, or the word 'auto'), and Stage 1's options
     checked by the library before the model loads."""
-    from ..stage1 import check_keep, check_rank_options
+    from ..method.rankers import check_keep, check_rank_options
     if str(args.samples).isascii() and str(args.samples).isdigit():
         args.samples = int(args.samples)
     check_rank_options(samples=args.samples, alpha=args.alpha, seed=args.seed, batch_size=args.batch_size,
@@ -112,13 +112,13 @@ def check_stage1(args) -> None:
 
 
 def check_stage2(args) -> None:
-    from ..stage2 import check_options
+    from ..method.stage2 import check_options
     check_options(args.epsilon, args.step, args.max_neurons, args.stage2)
 
 
 def check_device(args) -> None:
     """The device, before the model loads (the library's check)."""
-    from ..loading import check_device as check
+    from ..model.loading import check_device as check
     check(args.device, args.device_map)
 
 
@@ -138,12 +138,12 @@ def resolve_model_args(args, recorded: Settings | None = None) -> None:
 def load(args, recorded: Settings | None = None):
     """Load the model named by the model arguments, or by ``recorded`` (a result's settings) when
     --model is not given; checks the arguments before the (slow) load."""
-    from ..loading import load_model
+    from ..model.loading import load_model
     resolve_model_args(args, recorded)
     lm = load_model(args.model, dtype=args.dtype, device=args.device, device_map=args.device_map,
                     progress=progress_enabled(args), revision=args.revision,
                     partial_view=getattr(args, "partial_view", False))
-    from ..distributed import speaks
+    from ..runtime.distributed import speaks
     # On stdout with the command's own output: stderr keeps to the one line of an error, and --json
     # keeps stdout to the result (its record says what was not seen when a partial view was accepted).
     if lm.coverage is not None and speaks() and not getattr(args, "quiet", False) and not getattr(args, "json", False):
@@ -153,18 +153,18 @@ def load(args, recorded: Settings | None = None):
 
 def check_out(path: str | Path | None, parameter: str = "out", named: bool = True) -> None:
     """Refuse an output file that cannot be written, before any work is done (the library's one
-    check, :func:`lesion.files.check_output_path`; ``parameter`` names the flag that set it).
+    check, :func:`lesion.runtime.files.check_output_path`; ``parameter`` names the flag that set it).
     ``named``: the user named this file (a link there is written through); False for a file lesion
     names in a folder the user gave (a link there is refused)."""
     if path is not None:
-        from ..files import check_output_path
+        from ..runtime.files import check_output_path
         check_output_path(path, parameter, follow_link=named)
 
 
 def ranker_name(name: str) -> str:
     """argparse type for --ranker: a registered ranker, or one line with the closest one."""
     from ..errors import ParameterError
-    from ..scorers import check_ranker
+    from ..method.scorers import check_ranker
     try:
         return check_ranker(name)
     except ParameterError as e:
@@ -207,14 +207,14 @@ def fmt(x: float) -> str:
 def read_critical(path: str):
     """A critical.json or heel.json with neurons, read before the model loads (a critical.json
     in a run folder only if the folder's files belong together)."""
-    from ..runfolder import read_neuron_set
+    from ..replay.runfolder import read_neuron_set
     return read_neuron_set(path, need_neurons=True)
 
 
 def critical_neurons(critical, lm) -> list:
     """The critical set's neurons, checked against the loaded model."""
-    from ..neurons import discover_sites
-    from ..study import check_same_model
+    from ..model.neurons import discover_sites
+    from ..method.study import check_same_model
     check_same_model(critical.settings, lm, "critical set")
     discover_sites(lm.model, "all").check(critical.neurons)
     return list(critical.neurons)

@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.table import Table
 
 from ..errors import ParameterError
-from ..filenames import COMPARE
+from ..results.filenames import COMPARE
 from .common import exit_code, stopped_why
 from .common import (add_common_flags, add_components_arg, add_model_args, add_noise_args, add_text_args,
                      console, fmt, load, progress_enabled)
@@ -46,11 +46,11 @@ def parse_ints(text: str, parameter: str) -> list[int]:
 
 
 def run(args) -> int:
-    from ..compare import compare_rankers
-    from ..study import Study
-    from ..scorers import check_ranker
-    from ..runfolder import COMPARE, RunFolder
-    from ..texts import read_text
+    from ..method.compare import compare_rankers
+    from ..method.study import Study
+    from ..method.scorers import check_ranker
+    from ..replay.runfolder import COMPARE, RunFolder
+    from ..texts.text import read_text
     from .common import check_noise_args, check_out
 
     levels = parse_ints(args.levels, "levels")

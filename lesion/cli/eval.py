@@ -56,7 +56,7 @@ def level_words(text: str) -> list[int | str]:
 
 def run(args) -> int:
     from ..evaluation.suite import EvalPlan, evaluate
-    from ..recorded import zero_only_note
+    from ..replay.recorded import zero_only_note
 
     corpora = tuple(c for c in (args.corpus or ["enwiki-gensim"]) if c != "none")
     plan = EvalPlan(corpora=corpora, max_tokens=args.max_tokens, window=args.window, stride=args.stride,

@@ -5,7 +5,7 @@ import argparse
 
 from rich.table import Table
 
-from ..options import ABLATIONS
+from ..runtime.options import ABLATIONS
 from .common import add_common_flags, add_model_args, console, load, named, read_critical
 
 EXAMPLES = """examples:
@@ -27,9 +27,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..generation import compare_continuations
+    from ..replay.generation import compare_continuations
 
-    from ..generation import check_generation
+    from ..replay.generation import check_generation
     for prompt in args.prompt:
         check_generation(prompt, args.max_new_tokens)
     critical = read_critical(args.neurons)  # before the model loads: the model it was found on

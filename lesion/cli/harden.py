@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..options import HARDEN_METHODS as METHODS
+from ..runtime.options import HARDEN_METHODS as METHODS
 from .common import add_common_flags, add_text_args, console, progress_enabled
 
 
@@ -56,7 +56,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..harden import harden_model
-    from ..texts import read_text
+    from ..texts.text import read_text
     from .common import check_device
 
     args.device_map = None

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..options import ABLATIONS
+from ..runtime.options import ABLATIONS
 from .common import add_common_flags, add_model_args, add_text_args, console, fmt, load, named
 
 EXAMPLES = """examples:
@@ -33,10 +33,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..experts import expert_label, unit_name
-    from ..neurons import Neuron
-    from ..recorded import check_mask_neurons, masked_perplexity
-    from ..texts import read_text
+    from ..model.experts import expert_label, unit_name
+    from ..model.neurons import Neuron
+    from ..replay.recorded import check_mask_neurons, masked_perplexity
+    from ..texts.text import read_text
     from .common import read_critical
 
     neurons = check_mask_neurons([Neuron.parse(unit_name(s) if args.unit == "expert" else s) for s in args.neuron],

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from . import flag
-from ..filenames import MECHANISM
+from ..results.filenames import MECHANISM
 from .common import exit_code, stopped_why
 from .common import add_common_flags, add_model_args, console, fmt, load, progress_enabled
 from .tables import add_json_flag, neuron_table
@@ -41,10 +41,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..analysis.robustness import TEXTS
-    from ..mechanism import mechanism
-    from ..runfolder import CRITICAL, MECHANISM, RunFolder, check_has_neurons
-    from ..options import check_seed
+    from ..texts.named import TEXTS
+    from ..mechanism.run import mechanism
+    from ..replay.runfolder import CRITICAL, MECHANISM, RunFolder, check_has_neurons
+    from ..runtime.options import check_seed
     from .common import check_out
 
     check_seed(args.seed)
@@ -69,7 +69,7 @@ def run(args) -> int:
 
 
 def print_coverage(report: MechanismReport) -> None:
-    from ..anytime import Stopped
+    from ..runtime.anytime import Stopped
     if report.finished:
         return
     complete = report.stopped == Stopped.COMPLETE

@@ -31,8 +31,8 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..heel.minimal import check_search_bounds, minimal_at, minimal_epsilon
-    from ..runfolder import RunFolder, minimal_name
-    from ..metrics import check_epsilon
+    from ..replay.runfolder import RunFolder, minimal_name
+    from ..masking.metrics import check_epsilon
     from .common import check_out
 
     if args.epsilon is not None:

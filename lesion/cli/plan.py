@@ -39,7 +39,7 @@ def register(sub) -> None:
 
 
 def run_plan(args) -> int:
-    from ..plan import plan_study
+    from ..plan.estimate import plan_study
     plan = plan_study(args.model, args.config, args.components, tokens=args.tokens, samples=args.samples,
                       gpus=args.gpus, gpu_memory=args.gpu_memory, dtype=args.dtype, stage2_rows=args.stage2_rows,
                       search_rows=args.search_rows, ranks=args.ranks, gpu_tflops=args.gpu_tflops)
@@ -53,7 +53,7 @@ def run_plan(args) -> int:
 def print_plan(plan: dict) -> None:
     from rich.table import Table
 
-    from ..plan import human_bytes, human_seconds
+    from ..plan.estimate import human_bytes, human_seconds
     neurons = plan["neurons"]
     moe = plan.get("moe")
     active = f" ({plan['active_parameters'] / 1e9:.3g} B active per token)" if moe else ""

@@ -20,7 +20,7 @@ def run(args) -> int:
 
     from ..report import build_report
     from .common import check_out
-    from ..filenames import REPORT_HTML, REPORT_MD
+    from ..results.filenames import REPORT_HTML, REPORT_MD
     for name in (REPORT_HTML, REPORT_MD):  # before any rendering
         check_out(Path(args.run_dir) / name, "run_dir", named=False)
     check_out(args.screenshot, "screenshot")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from ..filenames import CRITICAL
+from ..results.filenames import CRITICAL
 from .common import (add_common_flags, add_components_arg, add_model_args, add_stage1_args,
                      add_stage2_args, add_text_args, check_out, check_stage1, check_stage2, console, fmt, load, named,
                      progress_enabled)
@@ -55,13 +55,13 @@ def register(sub) -> None:
 
 def _text(args) -> str | None:
     """The text given by --text/--text-file, or None (read before the model loads)."""
-    from ..texts import read_text
+    from ..texts.text import read_text
     return read_text(args.text, args.text_file) if args.text is not None or args.text_file is not None else None
 
 
 def _study(args, components=None):
-    from ..study import Study
-    from ..texts import BOOKENDS
+    from ..method.study import Study
+    from ..texts.text import BOOKENDS
     text = _text(args)
     lm = load(args)
     return Study.create(lm, BOOKENDS if text is None else text, components)
@@ -89,7 +89,7 @@ def run_scan(args) -> int:
     from ..results.scan import CRITICAL, FINGERPRINTS, RANKING, RUN
     check_stage1(args)
     check_stage2(args)
-    from ..files import check_output_folder
+    from ..runtime.files import check_output_folder
     check_output_folder(args.out, "out")  # before the model loads: a path that cannot be written costs nothing
     out = Path(args.out)
     for name in (RANKING, CRITICAL, FINGERPRINTS, RUN):
@@ -98,7 +98,7 @@ def run_scan(args) -> int:
     study = _study(args, args.components)
     study.timings["load_s"] = time.perf_counter() - start
     scan = study.scan(args.ranker, progress=progress_enabled(args), **_stage2_options(args), **_rank_options(args))
-    from ..distributed import agree
+    from ..runtime.distributed import agree
     if not agree():  # under torchrun: every rank succeeded, and only rank 0 writes
         return 0
     scan.save(out)
@@ -127,7 +127,7 @@ def run_rank(args) -> int:
 
 
 def run_identify(args) -> int:
-    from ..study import Study
+    from ..method.study import Study
     from ..results import Ranking
     from ..results import save_result as write_result
     check_stage2(args)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from ..errors import LesionError
-from ..filenames import HEEL
+from ..results.filenames import HEEL
 from . import error_line, flag
 
 if TYPE_CHECKING:
@@ -31,8 +31,8 @@ pool sorted by single Delta), prefix (the paper's greedy prefix of the noise ran
 
 
 def register(sub) -> None:
-    from ..options import ABLATIONS, OBJECTIVES, PRUNERS, STRATEGIES
-    from ..scorers import SIGNALS
+    from ..runtime.options import ABLATIONS, OBJECTIVES, PRUNERS, STRATEGIES
+    from ..method.scorers import SIGNALS
 
     p = sub.add_parser("search", help="the smallest critical set: multi-signal screen, greedy selection, pruning",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -93,8 +93,9 @@ def plan_from(args):
 def texts_from(args) -> tuple[list[str], list[str]]:
     """(names, texts): every --text, every --text-file, then --texts, then --passages; the Bookends
     default alone. A list, not a mapping: a file may share a name with one of lesion's texts."""
-    from ..passages import corpus_passages, named_texts
-    from ..texts import BOOKENDS, read_text
+    from ..texts.passages import corpus_passages
+    from ..texts.named import named_texts
+    from ..texts.text import BOOKENDS, read_text
     named = [(f"text{i + 1}", read_text(t)) for i, t in enumerate(args.text)]
     named += [(name, read_text(None, f)) for name, f in zip(file_names(args.text_file), args.text_file)]
     if args.texts is not None:
@@ -118,7 +119,7 @@ def run(args) -> int:
     from ..heel.journal import check_journal, journal_path
     from ..heel.search import check_pool, check_transfer, text_names
     from ..results import save_result as write_result
-    from ..scorers import check_signals
+    from ..method.scorers import check_signals
 
     plan = plan_from(args)
     check_pool(args.pool)
@@ -136,11 +137,11 @@ def run(args) -> int:
                    progress=progress, noise_options={"alpha": args.alpha, "samples": args.samples, "seed": args.seed},
                    say=(lambda stage: console.print(f"[dim]{stage}...[/dim]")) if progress else None,
                    journal=journal, resume=args.resume)
-    from ..anytime import sigterm_as_interrupt
+    from ..runtime.anytime import sigterm_as_interrupt
     with sigterm_as_interrupt():
         heel = (search_with_transfer(lm, texts, names, plan, **options) if args.transfer
                 else search_heel(lm, texts, plan, names=names, **options))
-    from ..distributed import agree
+    from ..runtime.distributed import agree
     if not agree():  # under torchrun: every rank finished, and only rank 0 writes
         return 0
     print_heel(heel, names)

@@ -18,7 +18,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..neurons import discover_sites
+    from ..model.neurons import discover_sites
     index = discover_sites(load(args).model, args.components)
     if args.all:
         table = Table()

@@ -28,8 +28,8 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..results import CriticalSet
-    from ..runfolder import FINGERPRINTS
-    from ..verify import fingerprint_dtype, read_fingerprints, verify_model
+    from ..replay.runfolder import FINGERPRINTS
+    from ..replay.verify import fingerprint_dtype, read_fingerprints, verify_model
     from .common import check_out, resolve_model_args
 
     check_out(args.out)

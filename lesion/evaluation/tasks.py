@@ -16,9 +16,9 @@ from pathlib import Path
 
 import yaml
 
-from ..loading import cache_dir
-from ..files import write_text
-from .corpora import enwiki_gensim, prose_paragraphs, sentences
+from ..runtime.files import cache_dir
+from ..runtime.files import write_text
+from ..texts.corpora import enwiki_gensim, prose_paragraphs, sentences
 
 TASKS = ("lesion_mmlu_dev", "lesion_wiki_cloze")
 # The paper's benchmarks under their lm-eval names (they download from the hub; SimpleQA has no task).

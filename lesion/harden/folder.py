@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 
 from ..errors import ParameterError
-from ..files import check_output_folder, json_text, write_folder, write_text
+from ..runtime.files import check_output_folder, json_text, write_folder, write_text
 
-from ..filenames import HARDEN_MANIFEST as MANIFEST, HARDEN_RECORD as RECORD, HARDEN_REPORT as REPORT
+from ..results.filenames import HARDEN_MANIFEST as MANIFEST, HARDEN_RECORD as RECORD, HARDEN_REPORT as REPORT
 HASH_CHUNK = 1 << 24
 
 
@@ -99,7 +99,7 @@ def save_folder(model: torch.nn.Module, tokenizer, record, report: str, path: st
 def _save_model(model: torch.nn.Module, folder: Path, progress: bool) -> None:
     from transformers.utils import logging as hf_logging
 
-    from ..loading import drop_gguf_quantizer
+    from ..model.model_cache import drop_gguf_quantizer
     drop_gguf_quantizer(model)
     bars = hf_logging.is_progress_bar_enabled()
     if not progress:  # --quiet: transformers' own "Writing model shards" bar too

@@ -31,12 +31,12 @@ def harden_weights(model: torch.nn.Module, method: str = "hadamard", seed: int =
 
 def harden_loaded(lm, method: str = "hadamard", seed: int = 0, heads: bool = False, inplace: bool = False,
                   watch: int | None = None, name: str | None = None):
-    """(hardened :class:`~lesion.loading.LoadedModel`, HardenRecord) for a loaded model, in
+    """(hardened :class:`~lesion.model.loading.LoadedModel`, HardenRecord) for a loaded model, in
     memory. The record holds the rotation and the source's fingerprint; :func:`harden_model`
     adds the proof that the function is kept and writes the folder. ``inplace`` transforms
     ``lm.model`` itself (no second copy; ``lm`` must not be used after). ``name``: the hardened
     model's (default: the source's, with the rotation)."""
-    from ..loading import LoadedModel
+    from ..model.loading import LoadedModel
     from ..results.harden import HardenRecord
     check_family(lm.model)
     source = lm.fingerprint()

@@ -8,13 +8,13 @@ from dataclasses import replace
 
 import torch
 
-from ..ablation import baseline_nll, set_deltas
+from ..masking.ablation import baseline_nll, set_deltas
 from ..errors import LesionError
-from ..neurons import Neuron, discover_sites
+from ..model.neurons import Neuron, discover_sites
 from ..results.harden import Budget, HeelProfile, OutlierLayer, Outliers, SameSet, SetSummary, Where
 from ..results.sets import NeuronDelta
-from ..texts import encode
-from ..torch_hooks import hooked
+from ..texts.text import encode
+from ..model.hook_points import hooked
 
 SHOWN = 10  # neurons listed per set in the report
 # The MLP's intermediate neurons: the elementwise nonlinearity fixes their basis, so no exact
@@ -93,7 +93,7 @@ def set_summary(neuron_set, rows: int | None = None, **more) -> SetSummary:
 
 def scan_summary(lm, text: str, budget: Budget, progress: bool) -> SetSummary:
     """The paper's two stages; gallop Stage 2, so a model with no small prefix costs log rows."""
-    from ..study import Study
+    from ..method.study import Study
     study = Study.create(lm, text)
     _, critical = study.scan(samples=budget.samples, seed=budget.seed, max_neurons=budget.max_neurons,
                              stage2="gallop", progress=progress)

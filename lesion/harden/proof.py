@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..metrics import nll_of_logits
+from ..masking.metrics import nll_of_logits
 from ..results.harden import GenerationProof, Proof, TextProof
-from ..texts import BOOKENDS, encode
+from ..texts.text import BOOKENDS, encode
 
 GENERATE_TOKENS = 64
 

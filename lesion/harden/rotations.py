@@ -17,7 +17,7 @@ import math
 import torch
 
 from ..errors import ParameterError
-from ..options import HARDEN_METHODS
+from ..runtime.options import HARDEN_METHODS
 from ..results.harden import ChannelSpread
 
 METHODS = HARDEN_METHODS

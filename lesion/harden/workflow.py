@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import LesionError, ParameterError
-from ..options import HARDEN_METHODS, MAX_SAMPLES, check_seed, check_whole_number
+from ..runtime.options import HARDEN_METHODS, MAX_SAMPLES, check_seed, check_whole_number
 from ..results.harden import Budget
 
 if TYPE_CHECKING:
@@ -62,8 +62,8 @@ def harden_model(model: str, out: str | Path, *, method: str = "hadamard", seed:
     >>> record = lesion.harden_model("smollm2-135m", "smollm2-hardened")
     >>> hardened = lesion.load_model("smollm2-hardened")
     """
-    from ..neurons import Neuron
-    from ..texts import read_text
+    from ..model.neurons import Neuron
+    from ..texts.text import read_text
     from .folder import check_out_folder
 
     say = say or (lambda line: None)
@@ -84,7 +84,7 @@ def _check_family_before_loading(spec: str) -> None:
     minutes of loading; a config the plan's reader cannot take is left to the check after the load."""
     import types
 
-    from ..plan import read_config
+    from ..plan.config import read_config
     from .transform import check_family
     try:
         _, config = read_config(spec)
@@ -95,10 +95,10 @@ def _check_family_before_loading(spec: str) -> None:
 
 def _harden_and_prove(spec: str, out, method: str, seed: int, heads: bool, text: str, neurons, budget, device: str,
                       progress: bool, say) -> HardenRecord:
-    from ..loading import load_model
-    from ..neurons import Neuron
+    from ..model.loading import load_model
+    from ..model.neurons import Neuron
     from ..results.harden import HeelComparison
-    from ..texts import text_hash
+    from ..texts.text import text_hash
     from .loaded import harden_loaded
     from .folder import check_out_folder, save_folder
     from .measure import heel_profile
@@ -133,9 +133,9 @@ def _bfloat16_reference(spec: str, device: str, texts, text, neurons, progress: 
     two at once, with the load's float32 staging, made the peak of a 1.5B run 20.9 GB. The
     family, the text and the neurons are checked on it, before any other work. Also returns
     the size of the float32 weights the folder will hold (at least)."""
-    from ..loading import load_model
-    from ..neurons import discover_sites
-    from ..texts import encode
+    from ..model.loading import load_model
+    from ..model.neurons import discover_sites
+    from ..texts.text import encode
     from .transform import check_family
     from .proof import trace
     say("measuring the original (bfloat16)")

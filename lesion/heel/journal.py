@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import JournalMismatch, LesionError, ParameterError, ResultError
-from ..files import check_writable_folder
-from ..neurons import Neuron
+from ..runtime.files import check_writable_folder
+from ..model.neurons import Neuron
 
 FORMAT = 2  # 2: each entry carries its SHA-256 and finite Deltas only
 

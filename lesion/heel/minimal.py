@@ -11,15 +11,15 @@ from collections.abc import Sequence
 from itertools import combinations, islice
 from math import comb
 
-from ..ablation import set_deltas
-from ..anytime import Anytime
+from ..masking.ablation import set_deltas
+from ..runtime.anytime import Anytime
 from ..errors import LesionError, ParameterError
-from ..metrics import check_epsilon
-from ..neurons import Neuron
+from ..masking.metrics import check_epsilon
+from ..model.neurons import Neuron
 from ..results import CriticalSet, Ranking
 from ..results.minimal import MinimalSets
-from ..study import Study
-from .algorithms import make_irreducible, prune_best_drop
+from ..method.study import Study
+from .prune import make_irreducible, prune_best_drop
 from .scorer import SetScorer
 
 

@@ -14,11 +14,11 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .. import distributed
-from ..ablation import baseline_nll, channel_means, check_ablation, set_deltas
+from ..runtime import distributed
+from ..masking.ablation import baseline_nll, channel_means, check_ablation, set_deltas
 from ..errors import BudgetExhausted, JournalMismatch, ParameterError
-from ..neurons import Neuron, SiteIndex
-from ..options import OBJECTIVES
+from ..model.neurons import Neuron, SiteIndex
+from ..runtime.options import OBJECTIVES
 
 LOGIT_BYTES = 2 ** 29  # float32 logits one batched forward may hold
 

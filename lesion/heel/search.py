@@ -1,5 +1,5 @@
 """``lesion search`` as a library call: the candidate pool from several signals, then the
-search of :mod:`lesion.heel.algorithms` under a :class:`~lesion.heel.scorer.SetScorer`."""
+search of :mod:`lesion.heel.run` under a :class:`~lesion.heel.scorer.SetScorer`."""
 from __future__ import annotations
 
 import time
@@ -9,17 +9,18 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-from .. import distributed
-from ..ablation import baseline_nll
+from ..runtime import distributed
+from ..masking.ablation import baseline_nll
 from ..errors import ParameterError
-from ..neurons import Neuron, SiteIndex
-from ..options import first_repeat
+from ..model.neurons import Neuron, SiteIndex
+from ..runtime.options import first_repeat
 from ..results import Heel, NeuronProfile, Stopped, Transfer, TransferRow
-from ..scorers import SCORERS, SIGNALS
-from ..stage1 import clean_activations
-from ..study import Study
-from ..texts import text_hash
-from .algorithms import PortfolioPart, SearchPlan, find_smallest_heel
+from ..method.scorers import SCORERS, SIGNALS
+from ..method.rankers import clean_activations
+from ..method.study import Study
+from ..texts.text import text_hash
+from .plan import PortfolioPart, SearchPlan
+from .run import find_smallest_heel
 from .journal import SetJournal, check_journal
 from .progress import SearchProgress
 from .scorer import SetScorer
@@ -57,7 +58,7 @@ def search_heel(lm, texts: Sequence[str] | Mapping[str, str], plan: SearchPlan, 
     ``use_cache``: read and write the noise signal's Stage 1 scores in lesion's cache (never under
     torchrun, whose scores are not one process's bits).
 
-    Under torchrun (:func:`lesion.distributed.init`, or ``torchrun -m lesion search``) every rank
+    Under torchrun (:func:`lesion.runtime.distributed.init`, or ``torchrun -m lesion search``) every rank
     runs this call: masked rows and Stage 1's noise samples are split across the ranks, every
     decision the time budget takes reads rank 0's clock, and rank 0 alone keeps the journal."""
     plan.check()

@@ -1,7 +1,7 @@
 """Where to look for a heel: signals that each score every neuron, and the candidate pool.
 
 Each signal gives one score per neuron of a :class:`SiteIndex` (flat numbering, higher =
-more suspect); the signals are registered, with Stage 1's rankers, in :mod:`lesion.scorers`.
+more suspect); the signals are registered, with Stage 1's rankers, in :mod:`lesion.method.scorers`.
 The pool :func:`candidate_pool` hands to the screen is the union of every signal's top-m on
 every text, de-duplicated, in the order the signals were asked for.
 """
@@ -12,9 +12,9 @@ from typing import Callable, Sequence
 import torch
 
 from ..errors import LesionError
-from ..neurons import Neuron, SiteIndex
-from ..scorers import SCORERS, check_signals
-from ..stage1 import activation_gradients, clean_activations
+from ..model.neurons import Neuron, SiteIndex
+from ..method.scorers import SCORERS, check_signals
+from ..method.rankers import activation_gradients, clean_activations
 
 __all__ = ["attribution_scores", "candidate_pool", "check_signals", "massive_scores", "portfolio_pools",
            "signal_scores", "superweight_scores", "top_neurons"]
@@ -32,7 +32,7 @@ def massive_scores(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteI
 
 def superweight_scores(model: torch.nn.Module, input_ids: torch.Tensor | None, index: SiteIndex) -> torch.Tensor:
     """Only ``down`` rows score (> 0); every other neuron gets 0 and never enters the pool."""
-    from ..weights import site_matrix
+    from ..model.weights import site_matrix
     parts = []
     for site in index.sites:
         w = site_matrix(model, site.name) if site.kind == "down" else None

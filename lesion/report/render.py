@@ -7,15 +7,15 @@ import json
 from pathlib import Path
 
 from ..errors import ResultError
-from ..files import read_json, write_text
-from ..filenames import (COMPARE, CRITICAL, EVAL, MECHANISM, MINIMAL_PREFIX, RANKING, REPORT_HTML, REPORT_MD,
-                         analysis_name)
+from ..runtime.files import read_json, write_text
+from ..results.filenames import (COMPARE, CRITICAL, EVAL, MECHANISM, MINIMAL_PREFIX, RANKING, REPORT_HTML, REPORT_MD,
+                                 analysis_name)
 from ..results import unsettled_note
 from ..results.analysis import (ComponentsData, DistributionData, PhaseData, PrecisionData, PrecisionRow,
                                 RobustnessData, SweepData, analysis_data)
 from ..results.mechanism import MechanismReport
 from ..results import CriticalSet, MinimalSets, Ranking
-from ..runfolder import RunFolder
+from ..replay.runfolder import RunFolder
 from . import figures
 from .html import fmt, html_image, html_table, png_bytes
 
@@ -56,7 +56,7 @@ class Page:
 
 def build_report(folder: str | Path) -> tuple[Path, Path]:
     """Refuses, leaving no ``figures/`` behind, a folder whose results are corrupt, incomplete or do
-    not belong together (:meth:`lesion.runfolder.RunFolder.check`: another model's critical set
+    not belong together (:meth:`lesion.replay.runfolder.RunFolder.check`: another model's critical set
     beside the ranking, a critical neuron renamed)."""
     folder = Path(folder)
     if not folder.is_dir():

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..anytime import Stopped
+from ..runtime.anytime import Stopped
 from .base import Result
 from .record import Record, decode, optional, spread
 from .sets import NeuronDelta, Step

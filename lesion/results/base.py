@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from ..errors import ParameterError, ResultError, SchemaError
-from ..files import check_output_path, json_text, read_json, write_files
-from ..texts import text_hash
-from ..views import html_view
+from ..runtime.files import check_output_path, json_text, read_json, write_files
+from ..texts.text import text_hash
+from .views import html_view
 from .record import Record, decode, encode
 from .settings import Settings
 
@@ -109,7 +109,7 @@ class Result(Record):
         return None
 
     def _repr_html_(self) -> str:
-        view = html_view(self)  # registered by lesion.notebook: the view layer sits above the results
+        view = html_view(self)  # registered by lesion.report.notebook: the view layer sits above the results
         if view is not None:
             return view(self)
         summary = {k: v for k, v in self.to_dict().items() if k != "settings"}
@@ -156,7 +156,7 @@ def save_result(path: str | Path, result: Any, follow_link: bool = True) -> Path
     """Write a result (a :class:`Result` or a dict) as JSON; a long text in its settings goes to
     a file beside it, named by its hash. The two are written as a unit: both, or neither.
     ``follow_link``: whether ``path`` may be a symbolic link to write through (a path the user
-    named; not one lesion names, see :func:`lesion.files.check_output_path`)."""
+    named; not one lesion names, see :func:`lesion.runtime.files.check_output_path`)."""
     return write_files(result_files(path, result, follow_link))[0]
 
 

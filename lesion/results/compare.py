@@ -1,4 +1,4 @@
-"""The result of :func:`lesion.compare.compare_rankers`: Delta of each ranker's top-n."""
+"""The result of :func:`lesion.method.compare.compare_rankers`: Delta of each ranker's top-n."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -5,7 +5,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..neurons import Neuron
+from ..model.neurons import Neuron
 from .record import OpenRecord, Record, optional
 from .sets import NeuronDelta, NeuronSet
 from .settings import Settings

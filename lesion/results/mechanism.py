@@ -1,4 +1,4 @@
-"""The result of :func:`lesion.mechanism.mechanism`: why the critical neurons matter.
+"""The result of :func:`lesion.mechanism.run.mechanism`: why the critical neurons matter.
 
 Every part of ``mechanism.json`` is a typed record; the fields are declared in the order the file
 holds them. A causal test that a stopped run never reached is absent from the file (``None``
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..anytime import Stopped
+from ..runtime.anytime import Stopped
 from .base import Result
 from .record import Record, decode, encode, optional
 from .settings import Settings

@@ -3,10 +3,10 @@ types, once, here. Every payload of a result (settings, stages, certificates, pr
 entries) is a :class:`Record`; nothing outside (de)serialisation reads a result by string key.
 
 Encoding: a nested record becomes an object (its fields in declaration order), a tuple a list, an
-enum its value, a :class:`~lesion.neurons.Neuron` its string. A field whose metadata says
+enum its value, a :class:`~lesion.model.neurons.Neuron` its string. A field whose metadata says
 ``omit_none`` is left out of the object while it is None, so files written before the field
 existed keep their bytes. Decoding checks each value against its field's type (a float also
-accepts the non-finite strings :mod:`lesion.files` writes) and refuses unknown keys: a file from
+accepts the non-finite strings :mod:`lesion.runtime.files` writes) and refuses unknown keys: a file from
 another schema is refused with one line, not half read.
 """
 from __future__ import annotations
@@ -19,8 +19,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
-from ..files import as_float, as_int
-from ..neurons import Neuron
+from ..runtime.files import as_float, as_int
+from ..model.neurons import Neuron
 
 T = TypeVar("T", bound="Record")
 

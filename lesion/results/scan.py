@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import ParameterError, ResultError
-from ..files import json_text, read_json, write_files
+from ..runtime.files import json_text, read_json, write_files
 from .base import Result, result_files
 from .record import OpenRecord, renamed
 from .sets import CriticalSet, Ranking
 from .settings import Settings
 
-from ..filenames import CRITICAL, FINGERPRINTS, RANKING, RUN  # the files of a run folder a scan writes
+from .filenames import CRITICAL, FINGERPRINTS, RANKING, RUN  # the files of a run folder a scan writes
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class ScanResult(Result):
     def run_record(self) -> dict:
         """run.json: the only file of the folder with a date, so the results beside it are
         byte-identical between runs."""
-        from ..distributed import record  # world_size and each rank's share under torchrun; {} in one process
+        from ..runtime.distributed import record  # world_size and each rank's share under torchrun; {} in one process
         return {"command": "scan", "timings_s": self.timings, **record(), "finished": self.finished}
 
     def save(self, path: str | Path) -> Path:

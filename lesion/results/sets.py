@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..neurons import Neuron
+from ..model.neurons import Neuron
 from .base import Result, model_inconsistency
 from .record import Record
 from .settings import Settings

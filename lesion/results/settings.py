@@ -21,7 +21,7 @@ class Settings(OpenRecord):
     """The settings of a result: typed fields for the keys lesion writes, ``extra`` for others,
     ``present`` for which keys the file holds, in their order (a key present may hold null: a
     multi-text search records ``text: null``)."""
-    # the model (lesion.provenance.model_provenance)
+    # the model (lesion.method.provenance.model_provenance)
     model: str | None = None
     model_revision: str | None = None
     model_fingerprint: str | None = None

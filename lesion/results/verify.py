@@ -1,4 +1,4 @@
-"""The result of :func:`lesion.verify.verify`: every fingerprinted weight slice of a critical set, checked."""
+"""The result of :func:`lesion.replay.verify.verify`: every fingerprinted weight slice of a critical set, checked."""
 from __future__ import annotations
 
 from dataclasses import dataclass
