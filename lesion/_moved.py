@@ -14,6 +14,7 @@ import importlib
 import importlib.abc
 import importlib.util
 import sys
+import types
 import warnings
 
 # old module -> the module it became
@@ -73,7 +74,8 @@ SPLIT = {
 
 def _warn(old: str, new: str) -> None:
     # the first frame outside the import machinery and this module: the user's import or look-up
-    frame, level = sys._getframe(1), 2
+    frame: types.FrameType | None = sys._getframe(1)
+    level = 2
     while frame is not None and (frame.f_code.co_filename == __file__ or "importlib" in frame.f_code.co_filename
                                  or frame.f_code.co_filename.startswith("<frozen")):
         frame, level = frame.f_back, level + 1
@@ -120,7 +122,7 @@ class _StandIn(importlib.abc.Loader):
 
     def exec_module(self, module) -> None:
         module.__doc__ = f"Deprecated: {module.__name__} was split into {', '.join(SPLIT[module.__name__])}."
-        module.__getattr__ = names_from(module.__name__)  # type: ignore[method-assign]
+        module.__getattr__ = names_from(module.__name__)
 
 
 class _Finder(importlib.abc.MetaPathFinder):

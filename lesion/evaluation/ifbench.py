@@ -108,7 +108,8 @@ def check_response(prompt: IFBenchPrompt, response: str) -> PromptOutcome:
         from if_verifiable.ifbench.instructions_registry import INSTRUCTION_DICT
     except ImportError:
         raise MissingPackage(INSTALL) from None
-    strict, loose = [], []
+    strict: list[bool | None] = []  # None: the checker could not run (its NLTK data is missing)
+    loose: list[bool | None] = []
     for instruction_id, kwargs in zip(prompt.instruction_ids, prompt.kwargs):
         if instruction_id not in INSTRUCTION_DICT:
             raise LesionError(f"if-verifiable has no checker for IFBench instruction {instruction_id!r}: "

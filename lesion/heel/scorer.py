@@ -64,7 +64,7 @@ class SetScorer:
         names = [s.name for s in index.sites]
         means = ([channel_means(model, ids, index, names) for ids in texts] if ablation == "mean"
                  else [None] * len(texts))
-        vocab = model.get_output_embeddings().weight.shape[0]
+        vocab = model.get_output_embeddings().weight.shape[0]  # type: ignore[operator]
         batches = [max(1, min(64, LOGIT_BYTES // (4 * vocab * ids.shape[1]))) for ids in texts]
 
         def evaluate(sets: list[list[Neuron]]) -> list[list[float]]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -52,8 +52,9 @@ def channel_means(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIn
     sites = [index.by_name[m] for m in dict.fromkeys(modules)]
     record = {s.name: (lambda out, s=s: means.__setitem__(s.name, s.channels(out)[0].float().mean(dim=0)))
               for s in sites}
+    body: Any = model.base_model  # a transformers model without its head: the logits are not needed
     with hooked(model, record), torch.inference_mode():
-        model.base_model(input_ids=input_ids)
+        body(input_ids=input_ids)
     return means
 
 
@@ -75,13 +76,13 @@ def masked_nll(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex
     blocks = _sequential_blocks(model) if share_prefix else None
     prefixes: dict[int, object] = {}  # first masked block -> output of the block below it
 
-    def first_block(chunk: list[list[Neuron]]) -> int:
+    def first_block(chunk: Sequence[Sequence[Neuron]]) -> int:
         return min((index.site(n).layer for s in chunk for n in s), default=len(blocks)) if blocks else 0
 
-    def run(chunk: list[list[Neuron]]) -> list[float]:
+    def run(chunk: Sequence[Sequence[Neuron]]) -> list[float]:
         first = first_block(chunk)
         with mask_neurons(model, index, chunk, positions=positions, fill=fill):
-            if first == 0:
+            if first == 0 or blocks is None:  # first_block is 0 when no blocks are shared
                 return mean_nll(model, input_ids, rows=len(chunk)).tolist()
             if first not in prefixes:
                 prefixes[first] = _prefix_output(model, input_ids, blocks, first)
@@ -111,7 +112,9 @@ def _sequential_blocks(model: torch.nn.Module) -> torch.nn.ModuleList | None:
     if getattr(model, "hf_device_map", None) is not None:
         return None  # accelerate moves hidden states between devices inside blocks: leave it be
     blocks = model.get_submodule(architectures.block_prefix(model))
-    return blocks if len(blocks) == model.config.num_hidden_layers else None
+    if not isinstance(blocks, torch.nn.ModuleList):
+        return None
+    return blocks if len(blocks) == getattr(model.config, "num_hidden_layers", None) else None
 
 
 class _PrefixCaptured(Exception):
@@ -156,7 +159,7 @@ def _replay_prefix(blocks: torch.nn.ModuleList, first: int, output) -> Iterator[
         hidden_states = args[0] if args else kwargs["hidden_states"]
         return repeated(hidden_states.shape[0])
 
-    replaced: list[tuple[torch.nn.Module, object]] = []  # (block, the forward set on it before, or None)
+    replaced: list[tuple[torch.nn.Module, Any]] = []  # (block, the forward set on it before, or None)
     try:
         for block in blocks[:first]:
             replaced.append((block, block.__dict__.get("forward")))

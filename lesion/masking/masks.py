@@ -7,7 +7,7 @@ computes exactly what it computed before.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Mapping, Sequence
+from typing import Iterator, Mapping, Sequence, cast
 
 import torch
 
@@ -77,7 +77,8 @@ def mask_neurons(model: torch.nn.Module, index: SiteIndex,
     sets, one per batch row, so that several masks are evaluated in one forward pass.
     ``fill`` maps a module name to a per-channel value (C,) used instead of zero (mean ablation).
     """
-    sets = [neuron_sets] if not neuron_sets or isinstance(neuron_sets[0], Neuron) else neuron_sets
+    sets = cast(Sequence[Sequence[Neuron]],
+                [neuron_sets] if not neuron_sets or isinstance(neuron_sets[0], Neuron) else neuron_sets)
     masks = keep_masks(index, sets)
     fill = fill or {}
     fns = {name: _apply_keep(index.by_name[name], keep, positions, fill.get(name)) for name, keep in masks.items()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -94,14 +95,16 @@ def carrying_weights(model: torch.nn.Module, input_ids: torch.Tensor, neurons: S
     inputs: dict[str, torch.Tensor] = {}
     record = {n.module: (lambda m, i, o, name=n.module: inputs.__setitem__(name, i[0].detach().float()))
               for n in neurons if matrix(model.get_submodule(n.module)) is not None}
+    body: Any = model.base_model  # a transformers model without its head: the logits are not needed
     with hooked(model, record, raw=True), torch.inference_mode():
-        model.base_model(input_ids=input_ids)
+        body(input_ids=input_ids)
     out: list[CarryingWeight | None] = []
     for n, p in zip(neurons, positions):
-        if n.module not in inputs:
+        weight = matrix(model.get_submodule(n.module))
+        if n.module not in inputs or weight is None:
             out.append(None)
             continue
-        w = matrix(model.get_submodule(n.module)).detach()
+        w = weight.detach()
         x = inputs[n.module].reshape(-1, w.shape[1])[p]  # batch of one: (T, in) in every layout
         terms = w[n.channel].float() * x
         column = int(terms.abs().argmax())

@@ -73,7 +73,7 @@ def residual_writes(model: torch.nn.Module, input_ids: torch.Tensor, index: Site
     masked = [i for i, (n, w) in enumerate(zip(neurons, writers))
               if w and not (acts is not None and w == n.module and n.module in acts)]
     for i, (n, w) in enumerate(zip(neurons, writers)):
-        if w and i not in masked:
+        if w and i not in masked and acts is not None:  # not masked: its own writer, read from acts
             change = torch.zeros_like(acts[w])
             change[:, n.channel] = acts[w][:, n.channel].abs()
             changes[i] = change
@@ -82,16 +82,17 @@ def residual_writes(model: torch.nn.Module, input_ids: torch.Tensor, index: Site
         outputs = _masked_writer_outputs(model, input_ids, index, [neurons[i] for i in chunk],
                                          [writers[i] for i in chunk])
         for row, i in enumerate(chunk, 1):
-            changes[i] = (outputs[writers[i]][row] - outputs[writers[i]][0]).abs()
+            written = outputs[str(writers[i])]
+            changes[i] = (written[row] - written[0]).abs()
     out: list[ResidualWrite | None] = []
     for i, (neuron, writer) in enumerate(zip(neurons, writers)):
-        change = changes.get(i)
-        if change is None or not float(change.max()) > 0:
+        found = changes.get(i)
+        if found is None or writer is None or not float(found.max()) > 0:
             out.append(None)
             continue
-        position, channel = divmod(int(change.argmax()), change.shape[1])
+        position, channel = divmod(int(found.argmax()), found.shape[1])
         out.append(ResidualWrite(neuron=str(Neuron(writer, channel)), writer=writer, channel=channel,
-                                 position=position, largest_change=float(change.max()),
+                                 position=position, largest_change=float(found.max()),
                                  how=OWN_OUTPUT if writer == neuron.module else
                                  f"largest change of {writer}'s output when the neuron is masked"))
     return out

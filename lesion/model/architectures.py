@@ -101,7 +101,7 @@ def unit_components(components: Iterable[str] | str | None, unit: str = "neuron"
 
 def block_prefix(model: torch.nn.Module) -> str:
     model_type = getattr(model.config, "model_type", None)
-    known = BLOCKS_BY_MODEL_TYPE.get(model_type)
+    known = BLOCKS_BY_MODEL_TYPE.get(str(model_type))
     if known is not None:
         try:
             model.get_submodule(known)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import types
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -91,7 +91,7 @@ def _gathered(rows: torch.Tensor, func, args, kwargs) -> torch.Tensor | None:
     return rows.index_select(0, index) if dim == 0 and isinstance(index, torch.Tensor) else None
 
 
-def _note_rows(leaf: torch.nn.Module, args) -> None:
+def _note_rows(leaf: Any, args) -> None:
     """Pre-hook while the block is tracked: the rows ``leaf``'s expert runs on."""
     block, expert = leaf._lesion_block, leaf._lesion_expert
     mode = block._lesion_rows_mode
@@ -107,7 +107,7 @@ def _note_rows(leaf: torch.nn.Module, args) -> None:
                           "tokens; study the model without those neurons (components without gate, up, act, down)")
 
 
-def routed_rows(leaf: torch.nn.Module) -> tuple[torch.Tensor, tuple[int, int]]:
+def routed_rows(leaf: Any) -> tuple[torch.Tensor, tuple[int, int]]:
     """(rows (n,), (batch, tokens)) of the tokens ``leaf`` ran on in this forward."""
     rows, mode = leaf._lesion_expert._lesion_rows, leaf._lesion_block._lesion_rows_mode
     if rows is None or mode is None:
@@ -115,7 +115,7 @@ def routed_rows(leaf: torch.nn.Module) -> tuple[torch.Tensor, tuple[int, int]]:
     return rows, mode.shape
 
 
-def _block_forward(block: torch.nn.Module, *args, **kwargs):
+def _block_forward(block: Any, *args, **kwargs):
     """The block's forward, bound to it: its own, under row tracking while any expert module is hooked."""
     original = block._lesion_forward
     leaves: list[torch.nn.Module] = block._lesion_leaves
@@ -173,7 +173,7 @@ def unrouted_shapes(model: torch.nn.Module, names, shapes: dict[str, tuple[int, 
     """``shapes`` completed for expert modules no probe token was routed to: the layout of the same
     module in an expert of the same block that ran, when their weights have the same shapes."""
     found = dict(shapes)
-    ran = {}
+    ran: dict[str, tuple[str, tuple[int, ...]]] = {}
     for name, shape in shapes.items():
         ran.setdefault(_pattern(name), (name, shape))
     for name in names:

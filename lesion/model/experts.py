@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import types
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, cast
 
 import torch
 import torch.nn.functional as F
@@ -139,7 +139,7 @@ def reading_routed(model: torch.nn.Module, readers: dict[str, Callable]) -> Iter
     added: list[tuple[Tap, Callable]] = []
     try:
         for name, read in readers.items():
-            tap = model.get_submodule(name)
+            tap = cast(Tap, model.get_submodule(name))
             tap.routed_readers.append(read)
             added.append((tap, read))
         yield
@@ -153,7 +153,7 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, tr
     return out if bias is None else out + bias
 
 
-def _routed_forward(experts: torch.nn.Module, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
+def _routed_forward(experts: Any, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
                     top_k_weights: torch.Tensor) -> torch.Tensor:
     """The forward of a transformers 5 fused-experts module (``@use_experts_implementation``),
     bound to it: ``(hidden (N, H), top_k_index (N, k), top_k_weights (N, k)) -> (N, H)``."""
@@ -200,7 +200,7 @@ def _routed_forward(experts: torch.nn.Module, hidden_states: torch.Tensor, top_k
     return summed.view(tokens, top_k, -1).sum(dim=1).to(hidden_states.dtype)
 
 
-def _regate(experts, gate_up: torch.Tensor, taps: ExpertPoints, rows: torch.Tensor,
+def _regate(experts: Any, gate_up: torch.Tensor, taps: ExpertPoints, rows: torch.Tensor,
             shape: tuple[int, int]) -> torch.Tensor:
     """``gate_up`` with its gate and up halves passed through their taps, in the family's layout:
     concatenated [gate; up] or interleaved [g0, u0, g1, u1, ...]."""
@@ -217,7 +217,7 @@ def _regate(experts, gate_up: torch.Tensor, taps: ExpertPoints, rows: torch.Tens
     return torch.stack([gate, up], dim=-1).flatten(-2)
 
 
-def _dense_forward(experts: torch.nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+def _dense_forward(experts: Any, hidden_states: torch.Tensor) -> torch.Tensor:
     """Llama 4's experts, bound to them: every expert runs on every token, its input already scaled
     by the token's routing score (0 when not routed): ``(E * N, H) -> (E * N, H)``."""
     routing, batch = experts.routing, experts._lesion_batch
@@ -257,7 +257,7 @@ class _LogitsMode(TorchFunctionMode):
         return out
 
 
-def _router_forward(router: torch.nn.Module, *args, **kwargs):
+def _router_forward(router: Any, *args, **kwargs):
     """A router's forward, bound to it: its own, with the logits passed through its tap when hooked."""
     original = router._lesion_forward
     if not router.logits.hooked:
@@ -293,7 +293,7 @@ def _router_of(block: torch.nn.Module, n_experts: int) -> torch.nn.Module | None
 
 
 def _instrument_router(block: torch.nn.Module, n_experts: int, batch: _BatchShape) -> None:
-    router = _router_of(block, n_experts)
+    router: Any = _router_of(block, n_experts)  # a family's module, given lesion's attributes
     if router is None:
         return
     router.add_module("logits", Tap())
@@ -303,7 +303,7 @@ def _instrument_router(block: torch.nn.Module, n_experts: int, batch: _BatchShap
     setattr(router, attr, types.MethodType(_router_forward, router))
 
 
-def instrument(model: torch.nn.Module) -> list[str]:
+def instrument(model: Any) -> list[str]:
     """Give every fused-experts block of ``model`` its taps, and every block whose experts are a list
     of modules its row tracking (once; the model computes the same function); return the names of
     its MoE blocks."""
@@ -359,7 +359,7 @@ def internal(model: torch.nn.Module, name: str) -> bool:
     return False
 
 
-def _expert_matrices(experts: torch.nn.Module, e: int) -> dict[str, tuple[str, torch.Tensor]]:
+def _expert_matrices(experts: Any, e: int) -> dict[str, tuple[str, torch.Tensor]]:
     """Expert ``e``'s weights as (out, in) matrices by kind, with the name each slice is read from."""
     name = "gate_up_proj" if getattr(experts, "has_gate", True) else "up_proj"
     transposed = getattr(experts, "is_transposed", fused_kind(experts) == "dense")
@@ -396,22 +396,22 @@ def weight_slices(model: torch.nn.Module, module: str, channel: int) -> tuple[li
     by columns of its down projection; the block's output channel by that row of every expert."""
     target = model.get_submodule(module)
     if module in getattr(model, "_lesion_moe_blocks", ()):
-        experts = next(m for m in target.children() if fused_kind(m) is not None)
+        experts: Any = next(m for m in target.children() if fused_kind(m) is not None)
         prefix = next(n for n, m in target.named_children() if m is experts)
         rows = []
-        for e in range(experts.down_proj.shape[0]):
-            _, down = _expert_matrices(experts, e)["down_proj"]
-            rows.append((f"{module}.{prefix}.down_proj[{e}][{channel},:]", down[channel]))
+        for expert in range(experts.down_proj.shape[0]):
+            _, down = _expert_matrices(experts, expert)["down_proj"]
+            rows.append((f"{module}.{prefix}.down_proj[{expert}][{channel},:]", down[channel]))
         return rows, []
     if not isinstance(target, Tap):
         return None
     parent_name, _, point = module.rpartition(".")
-    parent = model.get_submodule(parent_name)
+    parent: Any = model.get_submodule(parent_name)
     if point == "logits":  # a router's logit: its row of the router's weight
         return [(f"{parent_name}.weight[{channel},:]", parent.weight[channel])], []
     if point == "routing":  # an expert as a unit: its row of the router
-        router = next((m for m in model.get_submodule(parent_name.rpartition(".")[0]).children()
-                       if isinstance(getattr(m, "logits", None), Tap)), None)
+        router: Any = next((m for m in model.get_submodule(parent_name.rpartition(".")[0]).children()
+                              if isinstance(getattr(m, "logits", None), Tap)), None)
         return ([] if router is None else [(f"{parent_name}:router.weight[{channel},:]", router.weight[channel])]), []
     experts_name, _, e = parent_name.rpartition(".")
     experts = model.get_submodule(experts_name)

@@ -8,6 +8,7 @@ import torch
 from ..errors import LesionError
 
 T = TypeVar("T")
+Item = TypeVar("Item")
 
 
 # CUDA says "out of memory"; the CPU allocator says "DefaultCPUAllocator: can't allocate memory".
@@ -19,7 +20,7 @@ def is_oom(error: BaseException) -> bool:
         isinstance(error, RuntimeError) and any(m in str(error).lower() for m in OOM_MESSAGES))
 
 
-def split_on_oom(fn: Callable[[Sequence], list[T]], items: Sequence) -> list[T]:
+def split_on_oom(fn: Callable[[Sequence[Item]], list[T]], items: Sequence[Item]) -> list[T]:
     """``fn(items)`` returns a list; on out-of-memory, retry each half and join their lists.
 
     ``fn`` must not leave partial state behind when it fails (it returns what it computed).

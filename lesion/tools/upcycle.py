@@ -13,8 +13,12 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 from ..errors import LesionError, ModelError, ParameterError
 from ..runtime.files import check_output_folder, write_folder
@@ -34,13 +38,13 @@ def check_upcycle(experts: int = 4, top_k: int = 2, noise: float = 0.01, seed: i
 
 
 def upcycle(model: torch.nn.Module, experts: int = 4, top_k: int = 2, noise: float = 0.01,
-            seed: int = 0) -> torch.nn.Module:
+            seed: int = 0) -> PreTrainedModel:
     """A Mixtral model with ``experts`` noisy copies of each block's MLP and a random router."""
     from transformers import MixtralConfig, MixtralForCausalLM
 
     check_upcycle(experts, top_k, noise, seed)
 
-    dense = model.config
+    dense: Any = model.config  # a transformers config: its fields are its family's
     if getattr(dense, "model_type", None) not in ("llama", "mistral", "qwen2"):
         raise ModelError(f"upcycle takes a Llama-style model (llama, mistral, qwen2), not {dense.model_type!r}")
     config = MixtralConfig(
@@ -60,8 +64,9 @@ def upcycle(model: torch.nn.Module, experts: int = 4, top_k: int = 2, noise: flo
     for name, value in model.state_dict().items():
         if ".mlp." not in name:
             state[name] = value
-    for i, layer in enumerate(model.model.layers):
-        mlp = layer.mlp
+    body: Any = model.model  # the Llama-style body: embed_tokens, layers, norm
+    for i, layer in enumerate(body.layers):
+        mlp: Any = layer.mlp
         gate_up = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach().float()
         down = mlp.down_proj.weight.detach().float()
 
@@ -95,7 +100,7 @@ def check_out(out: str | Path) -> Path:
     return target
 
 
-def save(moe: torch.nn.Module, tokenizer, out: str | Path) -> Path:
+def save(moe: PreTrainedModel, tokenizer, out: str | Path) -> Path:
     """Write the model and tokenizer to a new or empty folder ``out``, whole or not at all."""
     def fill(tmp: Path) -> None:
         moe.save_pretrained(tmp, safe_serialization=True)
