@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 
 from ..masking.ablation import baseline_nll, set_deltas
-from ..runtime.anytime import Anytime, Stopped
+from ..runtime.anytime import Anytime
 from ..errors import ParameterError
 from ..masking.masks import mask_neurons, set_neurons
 from ..model.neurons import Neuron, SiteIndex, discover_sites
@@ -190,7 +190,7 @@ class _Parts:
             positions=self.positions, ablations=self.ablations,
             normalisation={label: r.delta for label, r in self.norm_tokens.items()},
             normalisation_tokens=self.norm_tokens, following_norms=tuple(self.following), criteria=CRITERIA,
-            stopped=Stopped(run.stopped), critical_size=len(self.critical), neurons_tested=len(self.neurons),
+            stopped=run.stopped, critical_size=len(self.critical), neurons_tested=len(self.neurons),
             seconds=run.seconds)
 CRITERIA = Criteria(massive=f"|a| > {MASSIVE_ABS} and > {MASSIVE_RATIO}x its module's median |a|",
                     super_weight="largest |w| / median |w| of each down_proj weight",

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from ..errors import ParameterError, ResultError, SchemaError
+from ..runtime.anytime import WORK_STOPS, Stopped
 from ..runtime.files import check_output_path, json_text, read_json, write_files
 from ..texts.text import text_hash
 from .views import html_view
@@ -58,9 +59,11 @@ class Result(Record):
     ``SCHEMA`` is the version of the file's shape. Files of schema 1 (all files so far) carry no
     schema key and keep their bytes; a later schema is written as ``"schema": N`` first. A file
     naming a schema other than the class's is refused with one line (:class:`SchemaError`).
-    Subclasses set ``SOURCE`` (what file to pass, for errors)."""
+    Subclasses set ``SOURCE`` (what file to pass, for errors); a result that records why it
+    stopped (a ``stopped`` field) records one of ``STOPS``."""
     SOURCE: ClassVar[str] = "result"
     SCHEMA: ClassVar[int] = 1
+    STOPS: ClassVar[frozenset[Stopped]] = WORK_STOPS
     settings: Settings | dict[str, Any]  # a dict only in result types whose settings are not typed yet
 
     def to_dict(self) -> dict:
@@ -126,11 +129,14 @@ def model_inconsistency(result: Any) -> str | None:
 
 
 def _common_inconsistency(result: Result) -> str | None:
-    """What any result may contradict: a count (every top-level whole-number field is one) below zero."""
+    """What any result may contradict: a count (every top-level whole-number field is one) below zero, a
+    stop reason of another kind of work (a search's on an evaluation)."""
     for f in dataclasses.fields(result):  # type: ignore[arg-type]
         value = getattr(result, f.name)
         if type(value) is int and value < 0:
             return f"{f.name} is {value}, a count below zero"
+        if isinstance(value, Stopped) and value not in result.STOPS:
+            return f"{f.name} is {value.value!r}, which this kind of result never records"
     return None
 
 
