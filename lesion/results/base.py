@@ -64,7 +64,7 @@ class Result(Record):
     SOURCE: ClassVar[str] = "result"
     SCHEMA: ClassVar[int] = 1
     STOPS: ClassVar[frozenset[Stopped]] = WORK_STOPS
-    settings: Settings | dict[str, Any]  # a dict only in result types whose settings are not typed yet
+    settings: Settings
 
     def to_dict(self) -> dict:
         data = encode(self)
@@ -79,7 +79,7 @@ class Result(Record):
 
     @property
     def provenance(self) -> Provenance:
-        return Provenance.from_settings(as_settings_record(self.settings))
+        return Provenance.from_settings(self.settings)
 
     def save(self, path: str | Path) -> Path:
         """Write the result as JSON, atomically; a long text goes to a file beside it."""
@@ -100,11 +100,9 @@ class Result(Record):
         if problem:
             raise ResultError(f"{str(path)!r} contradicts itself ({problem}): it was edited or damaged; "
                               "re-create it with lesion")
-        settings = restore_text(as_settings_record(result.settings), Path(path).parent, path)
-        # a result whose settings are still a plain dict gets a dict back
-        kept: Any = settings if isinstance(result.settings, Settings) else settings.to_dict()
+        settings = restore_text(result.settings, Path(path).parent, path)
         # every concrete result is a dataclass (the base is not, so the checker cannot tell)
-        return dataclasses.replace(result, settings=kept)  # type: ignore[type-var]
+        return dataclasses.replace(result, settings=settings)  # type: ignore[type-var]
 
     def inconsistency(self, data: dict) -> str | None:
         """What in this result (read from ``data``) contradicts the rest of it, naming the field; None
@@ -147,11 +145,6 @@ def check_schema(cls: type, data: dict, where: str) -> None:
         raise SchemaError(f"{where} is written in schema {schema!r} of a lesion {cls.SOURCE.split(':')[0]}; "  # type: ignore[attr-defined]
                           f"this lesion reads schema {cls.SCHEMA}: upgrade lesion, or re-create it with this "  # type: ignore[attr-defined]
                           "one")
-
-
-def as_settings_record(settings: Settings | dict) -> Settings:
-    """``settings`` as a :class:`Settings` (a result type whose settings are still a dict passes one)."""
-    return settings if isinstance(settings, Settings) else Settings.from_dict(settings)
 
 
 def text_file_name(sha256: str) -> str:
