@@ -21,7 +21,7 @@ from lesion.results.harden import (Budget, ChannelSpread, GenerationProof, Harde
                                    HeelComparison, HeelProfile, OutlierLayer, Outliers, Proof, Rotation,
                                    SameSet, SetSummary, TextProof, Where)
 from lesion.results.mechanism import (AloneDeltas, CarryingWeight, Criteria, LargestWeight, MechanismReport,
-                                      NeuronProfile, Overlap, ResidualWrite, SuperWeight, TokenLesion,
+                                      NeuronMechanism, Overlap, ResidualWrite, SuperWeight, TokenLesion,
                                       TopActivation, WeightSlice)
 
 DOWN = "model.layers.1.mlp.down_proj"
@@ -30,7 +30,7 @@ MAGNITUDES = dict(max_abs=812.5, argmax_position=0, value_at_position_0=-812.5, 
 
 
 def mechanism_report(**changes) -> MechanismReport:
-    neuron = NeuronProfile(
+    neuron = NeuronMechanism(
         neuron=f"{DOWN}:7", **MAGNITUDES, in_top_massive=True, super_weight_row=False,
         alone=AloneDeltas(zero=4.5, position0=3.25),
         largest_weight=LargestWeight(module=DOWN, row=7, column=11, abs_weight=2.5, ratio_to_median=90.0,
@@ -241,3 +241,24 @@ def test_each_result_has_a_readable_notebook_view():
     for name, data in analyses().items():
         page = AnalysisResult(analysis=name, model="tiny", data=data)._repr_html_()
         assert f"<b>Analysis</b> {name}" in page and ("<img" in page or "<table>" in page)
+
+
+def test_no_two_record_classes_share_a_name():
+    """A notebook view is registered by class name (lesion.results.views): two classes of one name would
+    share a view."""
+    import importlib
+    import pkgutil
+
+    import lesion.results
+    from lesion.results.record import Record
+
+    for info in pkgutil.iter_modules(lesion.results.__path__):
+        importlib.import_module(f"lesion.results.{info.name}")
+    seen: dict[str, str] = {}
+    pending = [Record]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if cls.__module__.startswith("lesion."):
+            where = f"{cls.__module__}.{cls.__qualname__}"
+            assert seen.setdefault(cls.__name__, where) == where, f"{where} and {seen[cls.__name__]}"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from ..runtime.anytime import Anytime, Stopped
+from ..runtime.anytime import Anytime
 from ..model.loading import LoadedModel
 from ..results.analysis import CommonNeuron, RobustnessData, TextScan
 from ..method.study import Study
@@ -36,4 +36,4 @@ def robustness(lm: LoadedModel, texts: Mapping[str, str] | None = None, *, epsil
     common = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:20]
     return RobustnessData(texts=found, names=tuple(names), jaccard=overlap,
                           most_common=tuple(CommonNeuron(neuron=n, texts=c) for n, c in common),
-                          stopped=Stopped(run.stopped))
+                          stopped=run.stopped)

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import dataclasses
 
-from ..runtime.anytime import Anytime, Stopped
+from ..runtime.anytime import Anytime
 from ..results.analysis import SweepData, SweepPoint, SweepRow
 from ..method.study import Study
 
@@ -44,7 +44,7 @@ def sensitivity_sweep(study: Study, alphas: Sequence[float] = (1, 3, 5, 7, 10),
             run.step()
     if reference is not None:
         rows = [dataclasses.replace(row, jaccard_to_reference=jaccard(row.neurons, reference.neurons)) for row in rows]
-    return SweepData(reference=reference, rows=tuple(rows), epsilon=epsilon, stopped=Stopped(run.stopped))
+    return SweepData(reference=reference, rows=tuple(rows), epsilon=epsilon, stopped=run.stopped)
 
 
 def _fields(point: SweepPoint) -> dict:

@@ -12,6 +12,7 @@ import json
 
 from ..analysis.registry import REGISTRY as ANALYSES
 from ..errors import ParameterError
+from ..runtime.anytime import Stopped
 from .common import (add_common_flags, add_model_args, add_noise_args, add_stage2_search_arg, add_text_args,
                      check_noise_args, console, load, progress_enabled)
 from .compare import parse_ints
@@ -136,8 +137,8 @@ def run(args) -> int:
     result = run_analysis(args.name, inputs, **options)
     path = result.save(folder.file(file_name(args.name)))
     lines = ANALYSES[args.name].lines(result.data)
-    stopped = getattr(result.data, "stopped", "complete")  # sweep and robustness stop between scans
-    if stopped != "complete":
+    stopped = getattr(result.data, "stopped", Stopped.COMPLETE)  # sweep and robustness stop between scans
+    if stopped != Stopped.COMPLETE:
         console.print(f"{stopped}: the file holds the scans that finished")
     for key, value in (lines.items() if isinstance(lines, dict) else enumerate(lines)):
         console.print(f"{key}: {json.dumps(value, default=str)}", soft_wrap=True)

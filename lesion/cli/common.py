@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from ..runtime.anytime import Stopped
 from ..runtime.options import DEFAULT_DTYPE, DEFAULT_MODEL, DTYPES, STAGE2
 from ..method.scorers import RANKERS
 
@@ -175,20 +176,20 @@ def progress_enabled(args) -> bool:
     return not getattr(args, "quiet", False) and os.environ.get("LESION_NO_PROGRESS") is None
 
 
-def exit_code(stopped: str, path) -> int:
+def exit_code(stopped: Stopped, path) -> int:
     """The exit code of a command that kept what finished: 130 after Ctrl-C or SIGTERM, as for
     every interrupted command, with a line saying what was written; else 0."""
-    if stopped == "interrupted":
+    if stopped == Stopped.INTERRUPTED:
         print(f"lesion: interrupted: wrote what finished to {path}", file=sys.stderr)
         return 130
     return 0
 
 
-def stopped_why(stopped: str, budget: str | None = None) -> str:
+def stopped_why(stopped: Stopped, budget: str | None = None) -> str:
     """Why a command that keeps what it finished stopped early: its budget (``time_budget``
     unless named), or an interrupt."""
     from . import flag
-    return f"stopped by {budget or flag('time_budget')}" if stopped == "budget" else "interrupted"
+    return f"stopped by {budget or flag('time_budget')}" if stopped == Stopped.BUDGET else "interrupted"
 
 
 def named(text: str) -> str:

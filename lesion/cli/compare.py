@@ -8,6 +8,7 @@ from rich.table import Table
 
 from ..errors import ParameterError
 from ..results.filenames import COMPARE
+from ..runtime.anytime import Stopped
 from .common import exit_code, stopped_why
 from .common import (add_common_flags, add_components_arg, add_model_args, add_noise_args, add_text_args,
                      console, fmt, load, progress_enabled)
@@ -72,7 +73,7 @@ def run(args) -> int:
             cells.append(fmt(row.delta) + (f" ±{fmt(row.delta_std)}" if row.runs > 1 else ""))
         table.add_row(ranker, *cells, ",".join(map(str, result.fallbacks[ranker])) or "-")
     console.print(table)
-    if result.stopped != "complete":
+    if result.stopped != Stopped.COMPLETE:
         console.print(f"{stopped_why(result.stopped)} after {result.seconds:.0f} s: "
                       f"{', '.join(result.rankers) or 'no ranker'} finished "
                       f"of {', '.join(rankers)}")

@@ -5,6 +5,7 @@ import argparse
 
 from rich.table import Table
 
+from ..runtime.anytime import Stopped
 from .common import exit_code, stopped_why
 from .common import (add_common_flags, add_model_args, check_out, console, critical_neurons, fmt, load,
                      progress_enabled, read_critical)
@@ -88,7 +89,7 @@ def print_report(report) -> None:
                       f"({outcome_summary(h['outcomes'].values())})")
     if report.ifbench:
         print_ifbench(report.ifbench)
-    if report.stopped != "complete":
+    if report.stopped != Stopped.COMPLETE:
         console.print(f"{stopped_why(report.stopped)} after {report.seconds:.0f} s: the report holds the levels "
                       "that finished")
 

@@ -5,6 +5,7 @@ import argparse
 
 from rich.table import Table
 
+from ..runtime.anytime import Stopped
 from .common import add_common_flags, add_model_args, console, exit_code, fmt, load, progress_enabled, stopped_why
 
 EXAMPLES = """examples:
@@ -62,7 +63,7 @@ def run(args) -> int:
     console.print(f"exhaustive search: {result.search_rows} sets in {result.search_forwards} batched forwards"
                   + ("" if result.greedy_is_optimal is None else
                      f"; greedy set {'is' if result.greedy_is_optimal else 'is NOT'} optimal within the pool"))
-    if result.stopped != "complete":
+    if result.stopped != Stopped.COMPLETE:
         console.print(f"{stopped_why(result.stopped, 'its budget')} after {result.seconds:.0f} s: every subset up "
                       f"to size {result.searched_size} was "
                       "searched; the optimum above that is not certified")

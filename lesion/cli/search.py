@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ..errors import LesionError
 from ..results.filenames import HEEL
+from ..runtime.anytime import Stopped
 from . import error_line, flag
 
 if TYPE_CHECKING:
@@ -154,7 +155,7 @@ def run(args) -> int:
         print(f"lesion: note: the journal {journal} stopped ({heel.screen.journal_failure}): "
               f"{flag('resume')} redoes the sets after those", file=sys.stderr)
     console.print(f"wrote {path}")
-    if heel.stopped == "interrupted":
+    if heel.stopped == Stopped.INTERRUPTED:
         print(f"lesion: interrupted: wrote the best set so far to {path}; {flag('resume')} continues", file=sys.stderr)
         return 130
     return 0
@@ -167,7 +168,7 @@ def print_heel(heel, names: list[str]) -> None:
                  f"{len(heel.neurons)} neuron(s), Delta {fmt(heel.delta)}")
     if not heel.neurons:
         head = (f"[bold]no set was evaluated[/bold] within the budget: raise {flag('max_rows')} or "
-                f"{flag('time_budget')}" if heel.stopped == "budget" else
+                f"{flag('time_budget')}" if heel.stopped == Stopped.BUDGET else
                 f"[bold]no set reached Delta >= {eps:g}[/bold] ({heel.stopped}): no neurons")
     console.print(head)
     if heel.profile:
@@ -217,8 +218,8 @@ def portfolio_line(portfolio: Portfolio) -> str:
     def part(p: PortfolioRun) -> str:
         if p.ran is False:
             return f"{p.name}: not run ({named(p.why)})"
-        outcome = {"budget": "its rows ran out", "interrupted": "interrupted"}.get(
-            p.stopped or "", "no set reached" if p.name == "all" else "nothing smaller")
+        outcome = {Stopped.BUDGET: "its rows ran out", Stopped.INTERRUPTED: "interrupted"}.get(
+            p.stopped or Stopped.COMPLETE, "no set reached" if p.name == "all" else "nothing smaller")
         return f"{p.name}: {str(p.size) + ' neuron(s)' if p.reached else outcome}, {p.rows} rows"
     who = portfolio.found_by
     source = {"all": "the search over every component", "certificate": "the certificate"}.get(

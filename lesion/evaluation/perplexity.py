@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -62,18 +62,6 @@ class LevelResult:
     ppl: float
     ppl_finite_only: float
     log10_ratio: float  # to level 0 of the same corpus
-
-
-@dataclass(frozen=True)
-class CorpusEval:
-    model: str
-    neurons: tuple[str, ...]
-    results: tuple[LevelResult, ...]
-    settings: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {"model": self.model, "neurons": list(self.neurons), "settings": self.settings,
-                "results": [asdict(r) for r in self.results]}
 
 
 def stream_tokens(tokenizer, documents: Sequence[str], max_tokens: int | None) -> torch.Tensor:

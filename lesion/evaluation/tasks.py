@@ -35,14 +35,14 @@ def mmlu_dev_rows() -> list[dict]:
     rows = []
     for path in sorted(folder.glob("mmlu_*.yaml")):
         spec = yaml.safe_load(path.read_text())
-        for sample in spec.get("fewshot_config", {}).get("samples", []):
-            parts = re.split(r"\(([A-D])\) ", sample["question"])
-            answer = re.search(r"answer is \(([A-D])\)", sample["target"])
+        for sample in spec.get("fewshot_config", {}).get("samples", []):  # foreign JSON
+            parts = re.split(r"\(([A-D])\) ", sample["question"])  # foreign JSON
+            answer = re.search(r"answer is \(([A-D])\)", sample["target"])  # foreign JSON
             if len(parts) != 9 or answer is None:
                 continue  # not a clean 4-choice question
             stem = parts[0].strip()
             choices = [parts[i].strip() for i in (2, 4, 6, 8)]
-            rows.append({"subject": spec["dataset_name"], "question": stem, "choices": choices,
+            rows.append({"subject": spec["dataset_name"], "question": stem, "choices": choices,  # foreign JSON
                          "label": LETTERS.index(answer.group(1))})
     return rows
 

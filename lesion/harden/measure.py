@@ -11,6 +11,7 @@ import torch
 from ..masking.ablation import baseline_nll, set_deltas
 from ..errors import LesionError
 from ..model.neurons import Neuron, discover_sites
+from ..runtime.anytime import Stopped
 from ..results.harden import Budget, HeelProfile, OutlierLayer, Outliers, SameSet, SetSummary, Where
 from ..results.sets import NeuronDelta
 from ..texts.text import encode
@@ -106,7 +107,7 @@ def search_summary(lm, text: str, budget: Budget, progress: bool, components: st
     from ..heel import SearchPlan, search_heel
     heel = search_heel(lm, [text], SearchPlan(max_rows=budget.max_rows), progress=progress, components=components,
                        noise_options={"samples": budget.samples, "seed": budget.seed})
-    if heel.stopped == "interrupted":  # the search keeps its best set and returns; hardening stops entirely
+    if heel.stopped == Stopped.INTERRUPTED:  # the search keeps its best set and returns; hardening stops entirely
         raise KeyboardInterrupt
     return set_summary(heel, heel.rows, stopped=heel.stopped, epsilon=heel.settings.epsilon_or_default,
                        all_neurons=tuple(str(n) for n in heel.neurons))

@@ -12,7 +12,7 @@ from itertools import combinations, islice
 from math import comb
 
 from ..masking.ablation import set_deltas
-from ..runtime.anytime import Anytime
+from ..runtime.anytime import Anytime, Stopped
 from ..errors import LesionError, ParameterError
 from ..masking.metrics import check_epsilon
 from ..model.neurons import Neuron
@@ -116,7 +116,7 @@ def minimal_sets(study: Study, ranking: Sequence[Neuron], greedy: Sequence[Neuro
         max_size = max_size or (len(irreducible) if in_pool else min(len(candidates), 4))
         search.run(study, candidates, epsilon, clean, max_size, 64, run)
     optimum = search.best
-    optimal = None if not set(greedy) <= set(candidates) or run.stopped != "complete" else \
+    optimal = None if not set(greedy) <= set(candidates) or run.stopped != Stopped.COMPLETE else \
         (optimum is not None and len(optimum) == len(greedy))
     return MinimalSets(tuple(map(str, greedy)), greedy_delta, tuple(map(str, irreducible)), irreducible_delta,
                        score.rows, None if optimum is None else tuple(map(str, optimum)), search.best_delta,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..runtime.anytime import check_time_budget
+from ..runtime.anytime import Stopped, check_time_budget
 from ..errors import ParameterError
 from ..masking.metrics import check_epsilon
 from ..model.neurons import Neuron
@@ -37,7 +37,8 @@ class SearchPlan:
         check_time_budget(self.time_budget)
 
 
-STOPS = {"budget": "the budget (`max_rows` / `time_budget`)", "interrupted": "an interrupt (Ctrl-C / SIGTERM)"}
+STOPS = {Stopped.BUDGET: "the budget (`max_rows` / `time_budget`)",
+         Stopped.INTERRUPTED: "an interrupt (Ctrl-C / SIGTERM)"}
 
 
 @dataclass(frozen=True)

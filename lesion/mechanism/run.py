@@ -23,12 +23,12 @@ from collections.abc import Sequence
 import torch
 
 from ..masking.ablation import baseline_nll, set_deltas
-from ..runtime.anytime import Anytime, Stopped
+from ..runtime.anytime import Anytime
 from ..errors import ParameterError
 from ..masking.masks import mask_neurons, set_neurons
 from ..model.neurons import Neuron, SiteIndex, discover_sites
 from ..results.mechanism import (ActivationProfile, AloneDeltas, CarryingWeight, Criteria, LargestWeight,
-                                 MechanismReport, NeuronProfile, Overlap, ResidualWrite, SuperWeight, TokenLesion,
+                                 MechanismReport, NeuronMechanism, Overlap, ResidualWrite, SuperWeight, TokenLesion,
                                  TopActivation)
 from ..method.study import Study
 from ..method.rankers import clean_activations
@@ -106,7 +106,7 @@ class _Probe:
 class _Parts:
     def __init__(self, critical):
         self.critical = critical
-        self.neurons: list[NeuronProfile] = []
+        self.neurons: list[NeuronMechanism] = []
         self.massive: list[TopActivation] = []
         self.supers: list[SuperWeight] = []
         self.positions: dict[str, float] = {}
@@ -172,7 +172,7 @@ class _Parts:
             if write:
                 residual = Neuron.parse(write.neuron)
                 write = dataclasses.replace(write, delta_zero=zero[residual], delta_position0=at_0[residual])
-            self.neurons.append(NeuronProfile(
+            self.neurons.append(NeuronMechanism(
                 **_magnitudes(profile), in_top_massive=str(n) in massive_names, super_weight_row=str(n) in super_rows,
                 alone=alone, largest_weight=weight, carrying_weight=carrier, residual_write=write,
                 labels=tuple(labels(profile, alone, weight, carrier, write)),
@@ -190,7 +190,7 @@ class _Parts:
             positions=self.positions, ablations=self.ablations,
             normalisation={label: r.delta for label, r in self.norm_tokens.items()},
             normalisation_tokens=self.norm_tokens, following_norms=tuple(self.following), criteria=CRITERIA,
-            stopped=Stopped(run.stopped), critical_size=len(self.critical), neurons_tested=len(self.neurons),
+            stopped=run.stopped, critical_size=len(self.critical), neurons_tested=len(self.neurons),
             seconds=run.seconds)
 CRITERIA = Criteria(massive=f"|a| > {MASSIVE_ABS} and > {MASSIVE_RATIO}x its module's median |a|",
                     super_weight="largest |w| / median |w| of each down_proj weight",

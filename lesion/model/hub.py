@@ -128,7 +128,8 @@ def refuse_remote_code(config: object, where: str) -> None:
     config through transformers would stop to ask on an open stdin."""
     if not isinstance(config, dict) or "auto_map" not in config:
         return
-    names = config["auto_map"].values() if isinstance(config["auto_map"], dict) else [config["auto_map"]]
+    auto_map = config["auto_map"]  # foreign JSON
+    names = auto_map.values() if isinstance(auto_map, dict) else [auto_map]
     references = [r for n in names for r in (n if isinstance(n, list) else [n]) if isinstance(r, str)]
     # "module.Class" is module.py beside the config; "repo--module.Class" is module.py of another repository
     files = sorted({r.rsplit(".", 1)[0].replace("--", ": ") + ".py" for r in references}) or ["(unnamed)"]

@@ -44,7 +44,7 @@ def harden_html(record) -> str:
 
 
 def analysis_html(result) -> str:
-    """A :class:`~lesion.results.AnalysisResult`: its figure and table, as in ``report.html``."""
+    """A :class:`~lesion.results.analysis.AnalysisResult`: its figure and table, as in ``report.html``."""
     from . import render
     from .html import html_image, png_bytes
 

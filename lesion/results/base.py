@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from ..errors import ParameterError, ResultError, SchemaError
+from ..runtime.anytime import WORK_STOPS, Stopped
 from ..runtime.files import check_output_path, json_text, read_json, write_files
 from ..texts.text import text_hash
 from .views import html_view
@@ -58,10 +59,12 @@ class Result(Record):
     ``SCHEMA`` is the version of the file's shape. Files of schema 1 (all files so far) carry no
     schema key and keep their bytes; a later schema is written as ``"schema": N`` first. A file
     naming a schema other than the class's is refused with one line (:class:`SchemaError`).
-    Subclasses set ``SOURCE`` (what file to pass, for errors)."""
+    Subclasses set ``SOURCE`` (what file to pass, for errors); a result that records why it
+    stopped (a ``stopped`` field) records one of ``STOPS``."""
     SOURCE: ClassVar[str] = "result"
     SCHEMA: ClassVar[int] = 1
-    settings: Settings | dict[str, Any]  # a dict only in result types whose settings are not typed yet
+    STOPS: ClassVar[frozenset[Stopped]] = WORK_STOPS
+    settings: Settings
 
     def to_dict(self) -> dict:
         data = encode(self)
@@ -76,7 +79,7 @@ class Result(Record):
 
     @property
     def provenance(self) -> Provenance:
-        return Provenance.from_settings(as_settings_record(self.settings))
+        return Provenance.from_settings(self.settings)
 
     def save(self, path: str | Path) -> Path:
         """Write the result as JSON, atomically; a long text goes to a file beside it."""
@@ -97,11 +100,9 @@ class Result(Record):
         if problem:
             raise ResultError(f"{str(path)!r} contradicts itself ({problem}): it was edited or damaged; "
                               "re-create it with lesion")
-        settings = restore_text(as_settings_record(result.settings), Path(path).parent, path)
-        # a result whose settings are still a plain dict gets a dict back
-        kept: Any = settings if isinstance(result.settings, Settings) else settings.to_dict()
+        settings = restore_text(result.settings, Path(path).parent, path)
         # every concrete result is a dataclass (the base is not, so the checker cannot tell)
-        return dataclasses.replace(result, settings=kept)  # type: ignore[type-var]
+        return dataclasses.replace(result, settings=settings)  # type: ignore[type-var]
 
     def inconsistency(self, data: dict) -> str | None:
         """What in this result (read from ``data``) contradicts the rest of it, naming the field; None
@@ -126,11 +127,14 @@ def model_inconsistency(result: Any) -> str | None:
 
 
 def _common_inconsistency(result: Result) -> str | None:
-    """What any result may contradict: a count (every top-level whole-number field is one) below zero."""
+    """What any result may contradict: a count (every top-level whole-number field is one) below zero, a
+    stop reason of another kind of work (a search's on an evaluation)."""
     for f in dataclasses.fields(result):  # type: ignore[arg-type]
         value = getattr(result, f.name)
         if type(value) is int and value < 0:
             return f"{f.name} is {value}, a count below zero"
+        if isinstance(value, Stopped) and value not in result.STOPS:
+            return f"{f.name} is {value.value!r}, which this kind of result never records"
     return None
 
 
@@ -141,11 +145,6 @@ def check_schema(cls: type, data: dict, where: str) -> None:
         raise SchemaError(f"{where} is written in schema {schema!r} of a lesion {cls.SOURCE.split(':')[0]}; "  # type: ignore[attr-defined]
                           f"this lesion reads schema {cls.SCHEMA}: upgrade lesion, or re-create it with this "  # type: ignore[attr-defined]
                           "one")
-
-
-def as_settings_record(settings: Settings | dict) -> Settings:
-    """``settings`` as a :class:`Settings` (a result type whose settings are still a dict passes one)."""
-    return settings if isinstance(settings, Settings) else Settings.from_dict(settings)
 
 
 def text_file_name(sha256: str) -> str:

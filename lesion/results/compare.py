@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..runtime.anytime import Stopped
 from .base import Result
 from .record import Record
 from .settings import Settings
@@ -29,7 +30,7 @@ class Comparison(Result):
     rows: tuple[LevelDelta, ...]
     fallbacks: dict[str, Any]  # ranker -> levels where Delta falls below the previous level's
     settings: Settings = field(default_factory=Settings)
-    stopped: str = "complete"  # complete | budget | interrupted: rows hold the rankers that finished
+    stopped: Stopped = Stopped.COMPLETE  # complete, budget or interrupted: rows hold the rankers that finished
     seconds: float = 0.0
 
     SOURCE = "comparison: pass compare.json from `lesion compare`"

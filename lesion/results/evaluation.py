@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..runtime.anytime import Stopped
 from .base import Result
 from .record import optional
 from .settings import Settings
@@ -25,6 +26,6 @@ class EvalReport(Result):
     humaneval: dict[str, Any] | None = optional()
     ifbench: dict[str, Any] | None = optional()
     seconds: float = 0.0
-    stopped: str = "complete"  # complete | budget | interrupted
+    stopped: Stopped = Stopped.COMPLETE  # complete, budget or interrupted
 
     SOURCE = "evaluation: pass eval.json from `lesion eval`"

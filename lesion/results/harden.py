@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..runtime.anytime import Stopped
 from .base import Result
 from .record import Record, decode, encode, optional
 from .sets import NeuronDelta
@@ -124,7 +125,7 @@ class SetSummary(Record):
     where: Where
     rows: int | None = optional()  # masked rows the search spent
     best_delta: float | None = optional()
-    stopped: str | None = optional()  # the heel search's: reached, not reached, budget, interrupted
+    stopped: Stopped | None = optional()  # the heel search's: reached, not reached, budget, interrupted
     epsilon: float | None = optional()
     all_neurons: tuple[str, ...] | None = optional()
 

@@ -1,25 +1,14 @@
 """The result of the smallest-heel search (:mod:`lesion.heel`), and its typed parts."""
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..model.neurons import Neuron
+from ..runtime.anytime import SEARCH_STOPS, Stopped
 from .record import OpenRecord, Record, optional
 from .sets import NeuronDelta, NeuronSet
 from .settings import Settings
-
-
-class Stopped(str, enum.Enum):
-    """Why a search stopped (the strings the files hold)."""
-    REACHED = "reached"
-    NOT_REACHED = "not reached"
-    BUDGET = "budget"  # max_rows or time_budget
-    INTERRUPTED = "interrupted"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)
@@ -122,7 +111,7 @@ class PortfolioRun(Record):
     screened: int | None = optional()
     size: int | None = optional()
     reached: bool | None = optional()
-    stopped: str | None = optional()
+    stopped: Stopped | None = optional()
     rows: int | None = optional()
     seconds: float | None = optional()
     ran: bool | None = optional()
@@ -178,3 +167,4 @@ class Heel(NeuronSet):
               "trace")
     LEGACY = {"texts": [], "stages": [], "screen": {}, "certificate": {}, "trace": []}
     SOURCE = "heel: pass heel.json from `lesion search`"
+    STOPS = SEARCH_STOPS

@@ -91,7 +91,7 @@ class TopActivation(ActivationProfile):
 
 
 @dataclass(frozen=True)
-class NeuronProfile(ActivationProfile):
+class NeuronMechanism(ActivationProfile):
     """A critical neuron tested one by one: its magnitudes, where it sits among the outliers, its
     Deltas alone, the weights and the residual channel that carry it (None: none), in words."""
     in_top_massive: bool
@@ -159,7 +159,7 @@ class MechanismReport(Result, Record):
     set. A run stopped by its budget or by Ctrl-C (``stopped``) keeps the parts that finished; a
     part not reached is empty.
     """
-    neurons: tuple[NeuronProfile, ...]
+    neurons: tuple[NeuronMechanism, ...]
     massive_activations: tuple[TopActivation, ...]
     super_weights: tuple[SuperWeight, ...]
     overlap: Overlap

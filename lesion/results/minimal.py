@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..runtime.anytime import Stopped
 from .base import Result
 from .settings import Settings
 
@@ -23,8 +24,8 @@ class MinimalSets(Result):
     search_forwards: int  # batched forward passes of the text those sets took
     greedy_is_optimal: bool | None  # within the pool; None when the pool does not hold the greedy set
     settings: Settings = field(default_factory=Settings)
-    # complete | budget | interrupted: a stopped search certifies sizes < searched_size + 1 only
-    stopped: str = "complete"
+    # complete, budget or interrupted: a stopped search certifies sizes < searched_size + 1 only
+    stopped: Stopped = Stopped.COMPLETE
     searched_size: int = 0  # every subset up to this size was evaluated
     seconds: float = 0.0
 

@@ -19,20 +19,25 @@ from tqdm.auto import tqdm
 
 from ..errors import ParameterError
 
-COMPLETE, BUDGET, INTERRUPTED = "complete", "budget", "interrupted"
-
-
 class Stopped(str, enum.Enum):
-    """Why long work stopped, as a result records it: the same strings as :attr:`Anytime.stopped`."""
-    COMPLETE = COMPLETE
-    BUDGET = BUDGET
-    INTERRUPTED = INTERRUPTED
+    """Why work stopped, as every result records it (the strings its file holds): long work run
+    under :class:`Anytime` ends complete, by its budget or interrupted; a search (the heel search)
+    ends reached or not reached, by its budget or interrupted."""
+    COMPLETE = "complete"
+    REACHED = "reached"  # a search: a set reached epsilon
+    NOT_REACHED = "not reached"  # a search ran to its end and no set reached epsilon
+    BUDGET = "budget"  # the time budget (or a search's max_rows) was spent
+    INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM
 
     def __str__(self) -> str:  # the word, in messages and f-strings, on every Python
         return self.value
 
     def __format__(self, spec: str) -> str:
         return format(self.value, spec)
+
+
+WORK_STOPS = frozenset({Stopped.COMPLETE, Stopped.BUDGET, Stopped.INTERRUPTED})  # how Anytime work ends
+SEARCH_STOPS = frozenset({Stopped.REACHED, Stopped.NOT_REACHED, Stopped.BUDGET, Stopped.INTERRUPTED})  # a search
 
 
 class _BudgetSpent(Exception):
@@ -57,7 +62,7 @@ class Anytime:
             raise ParameterError("max_rows", f"must be a whole number >= 1, got {max_steps!r}")
         self.budget = time_budget
         self.max_steps = max_steps
-        self.stopped = COMPLETE
+        self.stopped: Stopped = Stopped.COMPLETE
         self.steps = 0
         self._bar = tqdm(total=total, desc=desc, unit=unit, disable=not progress, leave=False)
         self._started = time.perf_counter()
@@ -82,7 +87,7 @@ class Anytime:
         """Called after the ``with`` block: an interrupt before any step finished leaves nothing
         to hand back, so it goes on up as KeyboardInterrupt (the CLI then writes nothing, exit
         130) instead of becoming an empty result."""
-        if self.stopped == INTERRUPTED and self.steps == 0:
+        if self.stopped == Stopped.INTERRUPTED and self.steps == 0:
             raise KeyboardInterrupt
 
     def __enter__(self) -> "Anytime":
@@ -93,10 +98,10 @@ class Anytime:
         self._bar.close()
         self._sigterm.__exit__(None, None, None)
         if kind is _BudgetSpent:
-            self.stopped = BUDGET
+            self.stopped = Stopped.BUDGET
             return True
         if kind is KeyboardInterrupt:
-            self.stopped = INTERRUPTED
+            self.stopped = Stopped.INTERRUPTED
             return True
         return False
 
