@@ -36,7 +36,7 @@ class DataConsole(Console):
     def __init__(self, **options):
         super().__init__(markup=False, emoji=False, highlight=False, **options)
 
-    def render_str(self, text: str, **options) -> Text:  # type: ignore[override]
+    def render_str(self, text: str, **options) -> Text:
         options.update(markup=False, emoji=False)
         return super().render_str(printable(text, newlines=True), **options)
 
