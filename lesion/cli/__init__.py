@@ -90,12 +90,16 @@ def main(argv: list[str] | None = None) -> int:
             resolve_components(args.components)
         from ..runtime.anytime import remembered_interrupts, sigterm_as_interrupt
         from ..runtime.distributed import run_command  # torch-free unless launched by torchrun
-        with remembered_interrupts(), sigterm_as_interrupt():  # SIGTERM (a scheduler's stop) is Ctrl-C everywhere
+        from ..runtime.files import output_locks
+        # SIGTERM (a scheduler's stop) is Ctrl-C everywhere; every output the command checks before its
+        # work is its own until it returns (another run writing one is refused there, in one line).
+        with remembered_interrupts(), sigterm_as_interrupt(), output_locks():
             return int(run_command(args.run, args, error_line) or 0)
     except LesionError as e:
+        from ..runtime.display import printable
         from ..runtime.distributed import speaks
         if speaks():  # under torchrun every rank refuses the same input: rank 0 says it
-            print(f"lesion: error: {error_line(e)}", file=sys.stderr)
+            print(f"lesion: error: {printable(error_line(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lesion: interrupted: no partial result was written", file=sys.stderr)

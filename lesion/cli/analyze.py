@@ -16,6 +16,7 @@ from ..runtime.anytime import Stopped
 from .common import (add_common_flags, add_model_args, add_noise_args, add_stage2_search_arg, add_text_args,
                      check_noise_args, console, load, progress_enabled)
 from .compare import parse_ints
+from .tables import shown
 
 EXAMPLES = """examples:
   lesion scan --out lesion-run                 # distribution and phase read its ranking and critical set
@@ -141,8 +142,8 @@ def run(args) -> int:
     if stopped != Stopped.COMPLETE:
         console.print(f"{stopped}: the file holds the scans that finished")
     for key, value in (lines.items() if isinstance(lines, dict) else enumerate(lines)):
-        console.print(f"{key}: {json.dumps(value, default=str)}", soft_wrap=True)
-    console.print(f"wrote {path}")
+        console.print(f"{shown(key)}: {json.dumps(value, default=str)}", soft_wrap=True)
+    console.print(f"wrote {shown(path)}")
     return exit_code(stopped, path)
 
 

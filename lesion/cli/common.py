@@ -7,16 +7,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.console import Console
-
 from ..runtime.anytime import Stopped
 from ..runtime.options import DEFAULT_DTYPE, DEFAULT_MODEL, DTYPES, STAGE2
 from ..method.scorers import RANKERS
+from .tables import DataConsole
 
 if TYPE_CHECKING:
     from ..results.settings import Settings
 
-console = Console(highlight=False)
+console = DataConsole()  # every string shown as data: never markup, control characters escaped
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -180,7 +179,8 @@ def exit_code(stopped: Stopped, path) -> int:
     """The exit code of a command that kept what finished: 130 after Ctrl-C or SIGTERM, as for
     every interrupted command, with a line saying what was written; else 0."""
     if stopped == Stopped.INTERRUPTED:
-        print(f"lesion: interrupted: wrote what finished to {path}", file=sys.stderr)
+        from .tables import shown
+        print(f"lesion: interrupted: wrote what finished to {shown(path)}", file=sys.stderr)
         return 130
     return 0
 

@@ -12,7 +12,7 @@ from ..runtime.anytime import Stopped
 from .common import exit_code, stopped_why
 from .common import (add_common_flags, add_components_arg, add_model_args, add_noise_args, add_text_args,
                      console, fmt, load, progress_enabled)
-from .tables import add_json_flag
+from .tables import add_json_flag, shown
 
 EXAMPLES = """examples:
   lesion compare                                           # noise,random,activation,gradient at 1,10,100,1000
@@ -77,5 +77,5 @@ def run(args) -> int:
         console.print(f"{stopped_why(result.stopped)} after {result.seconds:.0f} s: "
                       f"{', '.join(result.rankers) or 'no ranker'} finished "
                       f"of {', '.join(rankers)}")
-    console.print(f"wrote {path}")
+    console.print(f"wrote {shown(path)}")
     return exit_code(result.stopped, path)

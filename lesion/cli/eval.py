@@ -9,7 +9,7 @@ from ..runtime.anytime import Stopped
 from .common import exit_code, stopped_why
 from .common import (add_common_flags, add_model_args, check_out, console, critical_neurons, fmt, load,
                      progress_enabled, read_critical)
-from .tables import add_json_flag
+from .tables import add_json_flag, shown
 
 EXAMPLES = """examples:
   lesion eval --neurons lesion-run/critical.json --corpus enwiki-gensim --max-tokens 20000
@@ -72,9 +72,9 @@ def run(args) -> int:
     zero_only_note(critical.settings, args.neurons, console.print)
     report = evaluate(lm, neurons, plan, levels=level_words(args.levels), time_budget=args.time_budget,
                       progress=progress_enabled(args))
+    path = report.save(args.out)  # written before anything is printed about it
     print_report(report)
-    path = report.save(args.out)
-    console.print(f"wrote {path}")
+    console.print(f"wrote {shown(path)}")
     return exit_code(report.stopped, path)
 
 
@@ -98,7 +98,7 @@ def print_perplexity(rows: list[dict]) -> None:
     table = Table("corpus", "masked", "tokens", "perplexity", "log10 ratio", "non-finite tokens",
                   title="sliding-window perplexity")
     for r in rows:
-        table.add_row(r["corpus"], str(r["level"]), str(r["tokens"]), fmt(r["ppl"]), fmt(r["log10_ratio"]),
+        table.add_row(shown(r["corpus"]), str(r["level"]), str(r["tokens"]), fmt(r["ppl"]), fmt(r["log10_ratio"]),
                       str(r["nonfinite_tokens"]))
     console.print(table)
 
@@ -109,7 +109,7 @@ def print_tasks(by_level: dict) -> None:
     for task, metrics in first.items():
         for metric in metrics:
             if metric != "sample_len":
-                table.add_row(task, metric, *(fmt(by_level[lvl][task][metric]) for lvl in by_level))
+                table.add_row(shown(task), shown(metric), *(fmt(by_level[lvl][task][metric]) for lvl in by_level))
     console.print(table)
 
 

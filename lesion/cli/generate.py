@@ -7,6 +7,7 @@ from rich.table import Table
 
 from ..runtime.options import ABLATIONS
 from .common import add_common_flags, add_model_args, console, load, named, read_critical
+from .tables import styled
 
 EXAMPLES = """examples:
   lesion generate --neurons lesion-run/critical.json --prompt "The capital of France is"
@@ -37,7 +38,7 @@ def run(args) -> int:
     found = compare_continuations(lm, args.neurons, args.prompt, max_new_tokens=args.max_new_tokens,
                                   ablation=args.ablation)
     for note in found.notes:
-        console.print(f"[yellow]note[/yellow]: {named(note)}")
+        console.print(styled(("note", "yellow"), f": {named(note)}"))
     table = Table("prompt", "original", f"{found.size} neuron(s) masked ({found.ablation})", show_lines=True)
     for column in table.columns:
         column.overflow = "fold"

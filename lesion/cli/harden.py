@@ -6,6 +6,7 @@ import argparse
 
 from ..runtime.options import HARDEN_METHODS as METHODS
 from .common import add_common_flags, add_text_args, console, progress_enabled
+from .tables import shown
 
 
 EXAMPLES = """examples:
@@ -77,4 +78,4 @@ def print_summary(record, out) -> None:
                       f"{proof.generations_identical}")
     if record.heel is not None:
         print("\n".join(heel_table(record.heel)))  # markdown rows: never wrapped
-    console.print(f"wrote {out} (a Hugging Face model folder; lesion-harden.json and harden.md inside)")
+    console.print(f"wrote {shown(out)} (a Hugging Face model folder; lesion-harden.json and harden.md inside)")

@@ -5,6 +5,7 @@ import argparse
 
 from ..runtime.options import ABLATIONS
 from .common import add_common_flags, add_model_args, add_text_args, console, fmt, load, named
+from .tables import shown, styled
 
 EXAMPLES = """examples:
   lesion mask model.layers.11.mlp.down_proj:507
@@ -46,7 +47,7 @@ def run(args) -> int:
     lm = load(args, recorded=recorded)
     masking = masked_perplexity(lm, neurons, result=args.neurons, text=given, ablation=args.ablation)
     for note in masking.notes:
-        console.print(f"[yellow]note[/yellow]: {named(note)}")
+        console.print(styled(("note", "yellow"), f": {named(note)}"))
     print_rows(masking.rows, masking.size, masking.ablation, expert_label if args.unit == "expert" else str)
     return 0
 
@@ -60,7 +61,7 @@ def print_rows(rows, size: int, ablation: str, label=str) -> None:
     cells = []
     for r in rows:
         same = {True: "yes", False: "NO", None: "-"}[r.reproduced]
-        cells.append([f"{r.name} ({r.tokens} tok, PPL {fmt(r.baseline_ppl)})", f"all {size}" if r.alone else
+        cells.append([f"{shown(r.name)} ({r.tokens} tok, PPL {fmt(r.baseline_ppl)})", f"all {size}" if r.alone else
                       "the set", fmt(r.masked_ppl), fmt(r.delta),
                       *((fmt(r.recorded_delta) if r.recorded_delta is not None else "-", same) if recorded else ())])
         cells += [["", label(neuron), fmt(ppl), fmt(d), *(("", "") if recorded else ())] for neuron, ppl, d in r.alone]

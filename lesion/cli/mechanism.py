@@ -12,7 +12,7 @@ from . import flag
 from ..results.filenames import MECHANISM
 from .common import exit_code, stopped_why
 from .common import add_common_flags, add_model_args, console, fmt, load, progress_enabled
-from .tables import add_json_flag, neuron_table
+from .tables import add_json_flag, neuron_table, shown
 
 if TYPE_CHECKING:  # lesion.results imports torch, which `lesion --help` must not wait for
     from ..results.mechanism import MechanismReport
@@ -64,7 +64,7 @@ def run(args) -> int:
     print_overlap(report)
     print_lesions(report)
     print_coverage(report)
-    console.print(f"wrote {path}")
+    console.print(f"wrote {shown(path)}")
     return exit_code(report.stopped, path)
 
 

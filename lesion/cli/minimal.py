@@ -7,6 +7,7 @@ from rich.table import Table
 
 from ..runtime.anytime import Stopped
 from .common import add_common_flags, add_model_args, console, exit_code, fmt, load, progress_enabled, stopped_why
+from .tables import shown
 
 EXAMPLES = """examples:
   lesion minimal --run lesion-run                    # greedy vs irreducible vs optimum over the top 20
@@ -67,5 +68,5 @@ def run(args) -> int:
         console.print(f"{stopped_why(result.stopped, 'its budget')} after {result.seconds:.0f} s: every subset up "
                       f"to size {result.searched_size} was "
                       "searched; the optimum above that is not certified")
-    console.print(f"wrote {path}")
+    console.print(f"wrote {shown(path)}")
     return exit_code(result.stopped, path)

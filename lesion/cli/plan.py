@@ -5,6 +5,7 @@ import argparse
 import json
 
 from .common import add_common_flags, console
+from .tables import shown, styled
 
 PLAN_EXAMPLES = """examples:
   lesion plan                                       # the default model on this CPU
@@ -57,9 +58,9 @@ def print_plan(plan: dict) -> None:
     neurons = plan["neurons"]
     moe = plan.get("moe")
     active = f" ({plan['active_parameters'] / 1e9:.3g} B active per token)" if moe else ""
-    console.print(f"[bold]{plan['model']}[/bold] ({plan['model_type']}): {plan['parameters'] / 1e9:.3g} B "
-                  f"parameters{active}, {plan['layers']} layers, {neurons['total']:,} neurons; "
-                  f"{plan['tokens']} tokens, K = {plan['samples']}")
+    console.print(styled((shown(plan["model"]), "bold"), f" ({plan['model_type']}): {plan['parameters'] / 1e9:.3g} B "
+                         f"parameters{active}, {plan['layers']} layers, {neurons['total']:,} neurons; "
+                         f"{plan['tokens']} tokens, K = {plan['samples']}"))
     if moe:
         experts = moe["neurons"]
         console.print(f"mixture of experts: {moe['moe_layers']} MoE layers ({moe['dense_layers']} dense), "
@@ -68,7 +69,8 @@ def print_plan(plan: dict) -> None:
                       f"shared experts {experts['shared_experts']:,}, router logits {experts['router']:,}, "
                       f"MoE block outputs {experts['block_output']:,}")
     if plan.get("uncounted_modules"):
-        console.print(f"[red]not counted[/red] (weights of no known layout): {', '.join(plan['uncounted_modules'])}")
+        console.print(styled(("not counted", "red"),
+                             f" (weights of no known layout): {', '.join(plan['uncounted_modules'])}"))
     table = Table("component", "neurons")
     for kind, count in neurons.items():
         if kind != "total":
@@ -89,12 +91,13 @@ def print_plan(plan: dict) -> None:
     if "device_map" in plan:
         dm = plan["device_map"]
         if dm.get("weights_gib") is None:
-            console.print(f"[red]does not fit[/red]: {dm['why']}")
+            console.print(styled(("does not fit", "red"), f": {dm['why']}"))
         else:
-            fit = "fits" if dm["fits"] else "[red]does not fit[/red] (the rest lands on the CPU)"
-            console.print(f"device map, {dm['gpus']} GPU(s) of {dm['gpu_gib']:g} GiB, {dm['reserve_gib']:g} GiB "
-                          f"kept free on each: one copy {fit}; " + ", ".join(
-                              f"{d}: {g:g} GiB, {dm['blocks'].get(d, 0)} blocks" for d, g in dm["weights_gib"].items()))
+            fit = ("fits",) if dm["fits"] else (("does not fit", "red"), " (the rest lands on the CPU)")
+            console.print(styled(f"device map, {dm['gpus']} GPU(s) of {dm['gpu_gib']:g} GiB, {dm['reserve_gib']:g} "
+                                 "GiB kept free on each: one copy ", *fit, "; " + ", ".join(
+                                     f"{d}: {g:g} GiB, {dm['blocks'].get(d, 0)} blocks"
+                                     for d, g in dm["weights_gib"].items())))
             console.print(f"data-parallel ranks (copies the GPUs hold): {plan['data_parallel_ranks']}")
     times = plan["time_s"]
     columns = ("cpu_this_machine", "gpu_assumed")

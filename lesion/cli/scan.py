@@ -13,7 +13,7 @@ from ..results.filenames import CRITICAL
 from .common import (add_common_flags, add_components_arg, add_model_args, add_stage1_args,
                      add_stage2_args, add_text_args, check_out, check_stage1, check_stage2, console, fmt, load, named,
                      progress_enabled)
-from .tables import add_json_flag, neuron_table
+from .tables import add_json_flag, neuron_table, shown, styled
 
 if TYPE_CHECKING:
     from ..results import CriticalSet, Ranking
@@ -92,7 +92,8 @@ def run_scan(args) -> int:
     from ..runtime.files import check_output_folder
     check_output_folder(args.out, "out")  # before the model loads: a path that cannot be written costs nothing
     out = Path(args.out)
-    for name in (RANKING, CRITICAL, FINGERPRINTS, RUN):
+    from ..results.filenames import REPORT_HTML, REPORT_MD
+    for name in (RANKING, CRITICAL, FINGERPRINTS, RUN, *((REPORT_HTML, REPORT_MD) if args.report else ())):
         check_out(out / name, named=False)
     start = time.perf_counter()
     study = _study(args, args.components)
@@ -103,10 +104,10 @@ def run_scan(args) -> int:
         return 0
     scan.save(out)
     print_critical(scan.critical, scan.timings)
-    console.print(f"wrote {out / RANKING}, {out / CRITICAL}")
+    console.print(f"wrote {shown(out / RANKING)}, {shown(out / CRITICAL)}")
     if args.report:
         from ..report import build_report
-        console.print(f"wrote {build_report(out)[0]}")
+        console.print(f"wrote {shown(build_report(out)[0])}")
     return 0
 
 
@@ -122,7 +123,7 @@ def run_rank(args) -> int:
             for i, neuron in enumerate(ranking.neurons[:10])]
     console.print(neuron_table(["rank", "neuron", "score", "position"], rows, neuron_columns=(1,),
                                title=f"top neurons of {ranking.total_neurons} ({ranking.ranker} ranker)"))
-    console.print(f"stage 1: {sum(study.timings.values()):.1f} s; wrote {args.out}")
+    console.print(f"stage 1: {sum(study.timings.values()):.1f} s; wrote {shown(args.out)}")
     return 0
 
 
@@ -140,23 +141,23 @@ def run_identify(args) -> int:
     critical = _identify(study, ranking, args)
     write_result(args.out, critical)
     print_critical(critical, study.timings)
-    console.print(f"wrote {args.out}")
+    console.print(f"wrote {shown(args.out)}")
     return 0
 
 
 def print_critical(critical: CriticalSet, timings: dict) -> None:
     epsilon = critical.settings.epsilon_or_default
     if critical.reached:
-        console.print(f"[bold]critical set[/bold]: {len(critical.neurons)} neuron(s) reach Delta >= {epsilon}")
+        console.print(styled(("critical set", "bold"), f": {len(critical.neurons)} neuron(s) reach Delta >= {epsilon}"))
         shown = 15
         rows = [[str(i), str(n)] for i, n in enumerate(critical.neurons[:shown], 1)]
         if len(critical.neurons) > shown:
             rows.append(["...", f"{len(critical.neurons) - shown} more in critical.json"])
         console.print(neuron_table(["#", "neuron"], rows, neuron_columns=(1,)))
     else:
-        console.print(f"[bold]threshold not reached[/bold]: no n <= {critical.trajectory[-1].n} masked neurons "
-                      f"reaches Delta >= {epsilon}; the best n gives the figures below. The trajectory is "
-                      "written.")
+        console.print(styled(("threshold not reached", "bold"),
+                             f": no n <= {critical.trajectory[-1].n} masked neurons reaches Delta >= {epsilon}; the "
+                             "best n gives the figures below. The trajectory is written."))
     summary = Table("baseline PPL", "masked PPL", "Delta (log10)", "forward rows",
                     *(f"{k[:-2].replace('_', ' ')} s" for k in timings))
     summary.add_row(fmt(critical.baseline_ppl), fmt(critical.masked_ppl), fmt(critical.delta),
@@ -165,4 +166,4 @@ def print_critical(critical: CriticalSet, timings: dict) -> None:
     from ..results import unsettled_note
     note = unsettled_note(critical.settings)
     if note:
-        console.print(f"[yellow]note[/yellow]: {named(note)}")
+        console.print(styled(("note", "yellow"), f": {named(note)}"))

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ..results import Portfolio, PortfolioRun
 from .common import (add_common_flags, add_components_arg, add_model_args, add_noise_args, check_noise_args,
                      check_out, console, fmt, load, named, progress_enabled)
+from .tables import shown, styled
 
 EXAMPLES = """examples:
   lesion search --out heel.json                               # default model, Bookends text
@@ -136,7 +137,7 @@ def run(args) -> int:
     progress = progress_enabled(args)
     options = dict(signals=args.signals.split(","), per_signal=args.pool, components=args.components,
                    progress=progress, noise_options={"alpha": args.alpha, "samples": args.samples, "seed": args.seed},
-                   say=(lambda stage: console.print(f"[dim]{stage}...[/dim]")) if progress else None,
+                   say=(lambda stage: console.print(f"{stage}...", style="dim")) if progress else None,
                    journal=journal, resume=args.resume)
     from ..runtime.anytime import sigterm_as_interrupt
     with sigterm_as_interrupt():
@@ -145,31 +146,33 @@ def run(args) -> int:
     from ..runtime.distributed import agree
     if not agree():  # under torchrun: every rank finished, and only rank 0 writes
         return 0
-    print_heel(heel, names)
-    try:
+    try:  # written before anything is printed about it: a print that fails loses nothing
         path = write_result(args.out, heel)
     except LesionError as e:  # a full disk: the one line still says what was found
         raise LesionError(f"{error_line(e)}; the search found {len(heel.neurons)} neuron(s), Delta {fmt(heel.delta)}: "
                           f"{' '.join(map(str, heel.neurons)) or 'none'}") from None
+    print_heel(heel, names)
     if heel.screen.journal_failure:
-        print(f"lesion: note: the journal {journal} stopped ({heel.screen.journal_failure}): "
+        print(f"lesion: note: the journal {shown(journal)} stopped ({heel.screen.journal_failure}): "
               f"{flag('resume')} redoes the sets after those", file=sys.stderr)
-    console.print(f"wrote {path}")
+    console.print(f"wrote {shown(path)}")
     if heel.stopped == Stopped.INTERRUPTED:
-        print(f"lesion: interrupted: wrote the best set so far to {path}; {flag('resume')} continues", file=sys.stderr)
+        print(f"lesion: interrupted: wrote the best set so far to {shown(path)}; {flag('resume')} continues",
+              file=sys.stderr)
         return 130
     return 0
 
 
 def print_heel(heel, names: list[str]) -> None:
     eps = heel.settings.epsilon_or_default
-    head = (f"[bold]heel[/bold]: {len(heel.neurons)} neuron(s), Delta {fmt(heel.delta)} >= {eps:g}" if heel.reached
-            else f"[bold]no set reached Delta >= {eps:g}[/bold] ({heel.stopped}); best set so far: "
-                 f"{len(heel.neurons)} neuron(s), Delta {fmt(heel.delta)}")
+    head = (styled(("heel", "bold"), f": {len(heel.neurons)} neuron(s), Delta {fmt(heel.delta)} >= {eps:g}")
+            if heel.reached else
+            styled((f"no set reached Delta >= {eps:g}", "bold"), f" ({heel.stopped}); best set so far: "
+                   f"{len(heel.neurons)} neuron(s), Delta {fmt(heel.delta)}"))
     if not heel.neurons:
-        head = (f"[bold]no set was evaluated[/bold] within the budget: raise {flag('max_rows')} or "
-                f"{flag('time_budget')}" if heel.stopped == Stopped.BUDGET else
-                f"[bold]no set reached Delta >= {eps:g}[/bold] ({heel.stopped}): no neurons")
+        head = (styled(("no set was evaluated", "bold"), f" within the budget: raise {flag('max_rows')} or "
+                       f"{flag('time_budget')}") if heel.stopped == Stopped.BUDGET else
+                styled((f"no set reached Delta >= {eps:g}", "bold"), f" ({heel.stopped}): no neurons"))
     console.print(head)
     if heel.profile:
         table = Table("#", "neuron", "Delta alone", "peak |a|", "at token")
@@ -196,12 +199,12 @@ def print_heel(heel, names: list[str]) -> None:
     if len(heel.texts) > 1:
         per = Table("text", "tokens", "baseline PPL", "Delta")
         for name, t in zip(names, heel.texts):
-            per.add_row(name, str(t.tokens), fmt(t.baseline_ppl), fmt(t.delta))
+            per.add_row(shown(name), str(t.tokens), fmt(t.baseline_ppl), fmt(t.delta))
         console.print(per)
     if heel.transfer:
-        tr = Table("heel \\ text", "size", *heel.transfer.texts)
+        tr = Table("heel \\ text", "size", *map(shown, heel.transfer.texts))
         for label, row in heel.transfer.rows.items():
-            tr.add_row(label, str(len(row.neurons)), *("-" if d is None else fmt(d) for d in row.deltas))
+            tr.add_row(shown(label), str(len(row.neurons)), *("-" if d is None else fmt(d) for d in row.deltas))
         console.print(tr)
     if heel.portfolio and heel.neurons:  # with no set there is nothing one part found
         console.print(portfolio_line(heel.portfolio), soft_wrap=True)

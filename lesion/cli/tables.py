@@ -1,4 +1,10 @@
-"""Console tables that keep neuron names whole, and ``--json`` output.
+"""The console, on which every string is data; tables that keep neuron names whole; ``--json`` output.
+
+Every string the CLI prints is shown as it is (:class:`DataConsole`): a path, a model or corpus
+name, a text name, a model's continuation or a note read from a result is never read as rich
+markup (``x[/]y.txt`` once raised MarkupError and lost the result; ``[red]a.txt`` showed as ``a.txt``)
+nor as an emoji code, and its control characters are shown escaped (``\\x1b``), never sent to the
+terminal. Style comes only from ``style=`` or :func:`styled`.
 
 A neuron name is long (``model.layers.11.mlp.down_proj:507``) and rich shortens a cell that
 does not fit to ``model.layers.…``, losing exactly the part that tells neurons apart: the
@@ -15,7 +21,40 @@ from collections.abc import Callable, Iterable, Sequence
 from functools import wraps
 from pathlib import Path
 
+from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from ..runtime.display import printable
+
+
+class DataConsole(Console):
+    """A rich console that shows every string it is given as it is: no markup, no emoji codes, no
+    highlighting, and control characters escaped (tab and newline kept: a cell may hold lines).
+    Tables' cells, headers and titles reach it through :meth:`render_str` too."""
+
+    def __init__(self, **options):
+        super().__init__(markup=False, emoji=False, highlight=False, **options)
+
+    def render_str(self, text: str, **options) -> Text:
+        options.update(markup=False, emoji=False)
+        return super().render_str(printable(text, newlines=True), **options)
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """One line of text with a styled part or two: each part a string, or (string, rich style),
+    e.g. ``styled(("note", "yellow"), ": ...")``; every string is shown as data."""
+    text = Text()
+    for part in parts:
+        words, style = part if isinstance(part, tuple) else (part, "")
+        text.append(printable(words, newlines=True), style=style)
+    return text
+
+
+def shown(value: object) -> str:
+    """A name or a path in a line of output: its control characters, newline and tab included,
+    shown escaped (a name is one line)."""
+    return printable(value)
 
 
 def shared_prefix(names: Iterable[str]) -> str:

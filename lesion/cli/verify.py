@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from .common import add_common_flags, add_model_args, console, load
-from .tables import neuron_table
+from .tables import neuron_table, shown, styled
 
 EXAMPLES = """examples:
   lesion scan --out lesion-run                                  # also writes lesion-run/fingerprints.json
@@ -40,18 +40,19 @@ def run(args) -> int:
     resolve_model_args(args, critical.settings)
     report = verify_model(load(args), critical, reference)
     checks, bad = report.checks, report.changed
+    if args.out:  # written before anything is printed about it
+        report.save(args.out)
     console.print(neuron_table(["neuron", "weights", "status", "detail"],
                                [[c.neuron, c.slice, c.status, c.detail] for c in bad or checks[:8]],
                                title=f"{len(checks)} weight slices checked"))
-    if args.out:
-        report.save(args.out)
     if bad:
-        console.print(f"[bold red]TAMPERED[/bold red]: {len(bad)} of {len(checks)} slices changed")
+        console.print(styled(("TAMPERED", "bold red"), f": {len(bad)} of {len(checks)} slices changed"))
         return TAMPERED
     console.print(f"intact: all {len(checks)} slices match")
     if not report.whole_model_matches:
-        console.print(f"[yellow]note[/yellow]: the whole model's fingerprint ({report.settings.model_fingerprint}) "
-                      f"is not the one {args.against} recorded ({critical.settings.model_fingerprint}): "
-                      "weights outside the checked slices differ (another model, a fine-tune, or edits elsewhere); "
-                      "the critical neurons' own weights are intact")
+        console.print(styled(("note", "yellow"), f": the whole model's fingerprint "
+                             f"({report.settings.model_fingerprint}) is not the one {shown(args.against)} recorded "
+                             f"({critical.settings.model_fingerprint}): weights outside the checked slices differ "
+                             "(another model, a fine-tune, or edits elsewhere); the critical neurons' own weights "
+                             "are intact"))
     return 0

@@ -12,6 +12,12 @@ in; and the sets the result rests on are re-scored on the model before it is wri
 A last line cut short (a kill, a full disk) is dropped: the file is cut back to its last whole
 line before the next entry is appended. A journal that cannot be written any more (a full
 disk) stops; the search goes on without it and says so (:attr:`SetJournal.failure`).
+
+One search writes a journal at a time: :meth:`SetJournal.start` holds a flock(2) on the file
+until :meth:`SetJournal.close` (or the process ends), and a second search on it is refused before
+it writes a byte (two once interleaved their lines, and the resume refused the journal of both).
+Each line is read with the bounded reader (:func:`lesion.runtime.files.bounded_json`): a line
+nested 100,000 deep or holding a 5,000-digit number is refused in one line like any other damage.
 """
 from __future__ import annotations
 
@@ -23,10 +29,11 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import JournalMismatch, LesionError, ParameterError, ResultError
-from ..runtime.files import check_writable_folder
+from ..runtime.files import bounded_json, check_writable_folder
 from ..model.neurons import Neuron
 
 FORMAT = 2  # 2: each entry carries its SHA-256 and finite Deltas only
+MAX_LINE_CHARS = 16 << 20  # an entry is a set's names and a Delta per text: far less, even for thousands
 
 
 def journal_path(out: str | Path) -> Path:
@@ -91,15 +98,16 @@ class SetJournal:
                                   "resume the search it belongs to")
         known: dict[frozenset, tuple[float, ...]] = {}
         for number, line in enumerate(lines[1:], 2):
-            key, deltas = self._entry(_parse(line), number)
+            key, deltas = self._entry(line, number)
             known[key] = deltas
         return known
 
-    def _entry(self, entry, number: int) -> tuple[frozenset, tuple[float, ...]]:
+    def _entry(self, line: str, number: int) -> tuple[frozenset, tuple[float, ...]]:
         """One line's set and Deltas, or one line saying why the journal is refused."""
         def refuse(why: str) -> LesionError:
             return ResultError(f"line {number} of the journal {self.path} {why}: it was edited, damaged or "
                                "copied from another search; start the search afresh, without resuming")
+        entry = bounded_json(line, refuse, max_bytes=MAX_LINE_CHARS)
         if not isinstance(entry, dict) or set(entry) != {"set", "deltas", "sha256"}:
             raise refuse("is not an entry lesion wrote")
         names, deltas = entry["set"], entry["deltas"]
@@ -118,15 +126,25 @@ class SetJournal:
 
     def start(self, resume: bool) -> None:
         """Open for appending: after the existing whole lines when resuming (a last line cut short
-        is cut off first, so the next entry starts a line of its own), else over an old file."""
+        is cut off first, so the next entry starts a line of its own), else over an old file.
+        Refused (a :class:`ParameterError` on ``journal``), the file untouched, while another
+        search writes it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if resume and self.path.exists():
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_NOFOLLOW)
-            os.ftruncate(self._fd, _whole_lines(self.path.read_bytes()))
-            os.lseek(self._fd, 0, os.SEEK_END)
-            return
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666)
-        self._write({"journal": self.key})
+        existed = self.path.exists()
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        try:
+            _lock(fd, self.path)  # before the file is cut: another search's lines stay its own
+            if resume and existed:
+                os.ftruncate(fd, _whole_lines(self.path.read_bytes()))
+                os.lseek(fd, 0, os.SEEK_END)
+            else:
+                os.ftruncate(fd, 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        if not (resume and existed):
+            self._write({"journal": self.key})
 
     def append(self, entries: Iterable[tuple[frozenset, tuple[float, ...]]]) -> None:
         """Each set with finite Deltas (one that is not finite is evaluated again on a resume)."""
@@ -158,15 +176,31 @@ class SetJournal:
                 self.failure = self.failure or f"{e.strerror or e} after {self.written} set(s)"
 
 
+def _lock(fd: int, path: Path) -> None:
+    """Hold the journal for this search; refuse it while another holds it. A file system without
+    locks leaves it unlocked, as before."""
+    import errno
+    import fcntl
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ParameterError("journal", f"{str(path)!r} is being written by another search: wait for it to "
+                                        "finish, or keep this search's journal elsewhere") from None
+    except OSError as e:
+        if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise
+
+
 def _whole_lines(data: bytes) -> int:
     """The length of ``data`` up to and including its last newline: what is past it was cut short."""
     return data.rfind(b"\n") + 1
 
 
 def _parse(line: str):
+    """A header line's value, or None where it is not JSON the bounded reader takes."""
     try:
-        return json.loads(line)
-    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
+        return bounded_json(line, ResultError, max_bytes=MAX_LINE_CHARS)
+    except ResultError:
         return None
 
 

@@ -212,5 +212,5 @@ def zero_only_note(settings: Settings, source: str | Path, say) -> None:
     """For a command that masks by zeroing only: say so when the result was found with another ablation."""
     ablation = recorded_ablation(settings)
     if ablation != "zero":
-        say(f"[yellow]note[/yellow]: this command masks by zeroing; {source} was found with the {ablation} "
+        say(f"note: this command masks by zeroing; {source} was found with the {ablation} "
             "ablation, so its figures here differ from the recorded ones")

@@ -1,9 +1,17 @@
 """One function per figure: a result (a typed record, or a result file's dict) in, matplotlib
-Figure out (never a model)."""
+Figure out (never a model).
+
+A figure's text is plain (:data:`PLAIN_TEXT`): a text or corpus name in a tick label
+(``$\\undefinedcmd$.txt``, ``$5 and $6``) is never read as mathtext or LaTeX, which drew
+``$5 and $6`` as math and made a report refuse its folder as malformed. Each figure is built
+inside that setting (and drawn inside it by :func:`lesion.report.html.png_bytes`); the user's own
+matplotlib settings are left as they are.
+"""
 from __future__ import annotations
 
+import functools
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 import matplotlib
 
@@ -12,11 +20,26 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from ..runtime.display import printable  # noqa: E402
+
 if TYPE_CHECKING:
     from ..results.analysis import ComponentsData, DistributionData, PhaseData, RobustnessData, SweepData
     from ..results import CriticalSet, NeuronSet, Ranking
 
 COLORS = {"noise": "#c0392b", "random": "#7f8c8d", "activation": "#2980b9", "gradient": "#27ae60"}
+PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}  # a label is the string it is given
+
+_Drawing = TypeVar("_Drawing", bound=Callable)
+
+
+def _plain_text(draw: _Drawing) -> _Drawing:
+    """``draw`` run with :data:`PLAIN_TEXT`: every Text it makes keeps it (matplotlib reads the
+    setting when a Text is made)."""
+    @functools.wraps(draw)
+    def plain(*args, **kwargs):
+        with plt.rc_context(PLAIN_TEXT):
+            return draw(*args, **kwargs)
+    return plain  # type: ignore[return-value]
 
 
 def _finite(x) -> float:
@@ -24,6 +47,7 @@ def _finite(x) -> float:
     return x if math.isfinite(x) else float("nan")
 
 
+@_plain_text
 def phase_curve(phase: PhaseData) -> Figure:
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     ns = [p.n for p in phase.curve]
@@ -38,13 +62,14 @@ def phase_curve(phase: PhaseData) -> Figure:
     return fig
 
 
+@_plain_text
 def ranker_comparison(compare: dict) -> Figure:
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     rankers = sorted({r["ranker"] for r in compare["rows"]}, key=lambda r: list(COLORS).index(r) if r in COLORS else 9)
     for ranker in rankers:
         rows = [r for r in compare["rows"] if r["ranker"] == ranker]
         ax.errorbar([r["n"] for r in rows], [_finite(r["delta"]) for r in rows],
-                    yerr=[_finite(r["delta_std"]) for r in rows], marker="o", capsize=3, label=ranker,
+                    yerr=[_finite(r["delta_std"]) for r in rows], marker="o", capsize=3, label=printable(ranker),
                     color=COLORS.get(ranker), zorder=3 if ranker == "noise" else 2,
                     ls="--" if ranker == "activation" else "-")  # activation can overlay noise exactly
     ax.set_xscale("log")
@@ -54,6 +79,7 @@ def ranker_comparison(compare: dict) -> Figure:
     return fig
 
 
+@_plain_text
 def layer_kind_heatmap(distribution: DistributionData, key: str) -> Figure:
     layers, kinds = list(distribution.layers), list(distribution.kinds)
     grid = [[0] * len(layers) for _ in kinds]
@@ -71,6 +97,7 @@ def layer_kind_heatmap(distribution: DistributionData, key: str) -> Figure:
     return fig
 
 
+@_plain_text
 def sweep_plot(sweep: SweepData) -> Figure:
     panels = [(v, label) for v, label in (("alpha", "alpha"), ("samples", "K (noise samples)"), ("seed", "seed"))
               if any(r.varied == v for r in sweep.rows)]
@@ -99,6 +126,7 @@ def sweep_plot(sweep: SweepData) -> Figure:
     return fig
 
 
+@_plain_text
 def component_plot(components: ComponentsData) -> Figure:
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     for kind, rows in components.by_kind.items():
@@ -110,8 +138,9 @@ def component_plot(components: ComponentsData) -> Figure:
     return fig
 
 
+@_plain_text
 def overlap_heatmap(robustness: RobustnessData) -> Figure:
-    names = list(robustness.names)
+    names = [printable(name) for name in robustness.names]
     fig, ax = plt.subplots(figsize=(0.55 * len(names) + 2.5, 0.5 * len(names) + 1.5))
     im = ax.imshow([list(row) for row in robustness.jaccard], vmin=0, vmax=1, cmap="Blues")
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
@@ -132,6 +161,7 @@ def layer_and_kind(neuron: str) -> tuple[int, str]:
     return int(parts[at]), ".".join(parts[at + 1:])
 
 
+@_plain_text
 def ranking_map(ranking: Ranking, critical: NeuronSet, top: int = 100) -> Figure:
     """Layer x component counts of the ranking's top neurons, the critical set starred."""
     top_cells = [layer_and_kind(str(n)) for n in ranking.neurons[:top]]
@@ -155,6 +185,7 @@ def ranking_map(ranking: Ranking, critical: NeuronSet, top: int = 100) -> Figure
     return fig
 
 
+@_plain_text
 def stage2_trajectory(critical: CriticalSet) -> Figure:
     """Delta against n as Stage 2 grew the set; n = 0 is the unmasked model (Delta 0 by definition)."""
     points = [(0, 0.0)] + [(t.n, _finite(t.delta)) for t in critical.trajectory]
@@ -172,6 +203,7 @@ def stage2_trajectory(critical: CriticalSet) -> Figure:
     return fig
 
 
+@_plain_text
 def score_distribution(ranking: Ranking, critical: NeuronSet | None = None) -> Figure:
     """Scores of the kept top of the ranking by rank, log-log: how far the first few stand out."""
     scores = [_finite(s) for s in ranking.scores]

@@ -6,9 +6,8 @@ so in a notebook. It takes the report's figures on first use, so that registerin
 """
 from __future__ import annotations
 
-import html
-
 from ..results.views import register_html_view
+from .html import html_text
 
 SHOWN = 20  # rows of neurons in a notebook cell; the object holds them all
 
@@ -24,8 +23,8 @@ def ranking_html(ranking) -> str:
     from .html import html_image, html_table, png_bytes
     positions = ranking.positions or [""] * len(ranking.neurons)
     rows = [[*row, positions[row[0] - 1]] for row in _neuron_rows(ranking.neurons, ranking.scores)]
-    head = (f"<p><b>Ranking</b> of {ranking.total_neurons} neurons of {html.escape(ranking.model)} by the "
-            f"{html.escape(ranking.ranker)} ranker: top {min(SHOWN, len(ranking.neurons))} of the "
+    head = (f"<p><b>Ranking</b> of {ranking.total_neurons} neurons of {html_text(ranking.model)} by the "
+            f"{html_text(ranking.ranker)} ranker: top {min(SHOWN, len(ranking.neurons))} of the "
             f"{len(ranking.neurons)} kept</p>")
     figure = figures.score_distribution(ranking)
     return head + html_table(["rank", "neuron", "score", "position"], rows) + html_image("scores", png_bytes(figure))
@@ -38,7 +37,7 @@ def critical_html(critical) -> str:
     epsilon = critical.settings.epsilon_or_default
     verdict = (f"{len(critical.neurons)} neuron(s) reach Delta >= {epsilon}" if critical.reached
                else f"Delta >= {epsilon} not reached")
-    head = (f"<p><b>Critical set</b> of {html.escape(critical.model)}: {verdict}; perplexity "
+    head = (f"<p><b>Critical set</b> of {html_text(critical.model)}: {verdict}; perplexity "
             f"{fmt(critical.baseline_ppl)} -> {fmt(critical.masked_ppl)}, Delta {fmt(critical.delta)}</p>")
     rows = _neuron_rows(critical.neurons)
     if len(critical.neurons) > SHOWN:
@@ -54,7 +53,7 @@ def heel_html(heel) -> str:
     epsilon = heel.settings.epsilon_or_default
     verdict = (f"{len(heel.neurons)} neuron(s) reach Delta >= {epsilon:g}" if heel.reached
                else f"Delta >= {epsilon:g} not reached ({heel.stopped}); the best set evaluated")
-    head = (f"<p><b>Heel</b> of {html.escape(heel.model)}: {verdict}; Delta {fmt(heel.delta)}, perplexity "
+    head = (f"<p><b>Heel</b> of {html_text(heel.model)}: {verdict}; Delta {fmt(heel.delta)}, perplexity "
             f"{fmt(heel.baseline_ppl)} -> {fmt(heel.masked_ppl)}; {heel.rows} masked rows, {fmt(heel.seconds)} s</p>")
     profiles = {p.neuron: p for p in heel.profile}
     rows = []
@@ -70,7 +69,7 @@ def heel_html(heel) -> str:
     cert = heel.certificate
     sizes = ", ".join(f"size {k}: {fmt(v)}" for k, v in (cert.best_delta_by_size or {}).items())
     certificate = (f"<p><b>Certificate</b>: {'certified' if cert.certified else 'not certified'}"
-                   f"{'' if cert.note is None else '; ' + html.escape(cert.note)}"
+                   f"{'' if cert.note is None else '; ' + html_text(cert.note)}"
                    f"{'' if not sizes else '; best Delta by size: ' + sizes}</p>")
     return (head + html_table(["#", "neuron", "layer", "kind", "Delta alone"], rows)
             + html_table(["text", "tokens", "baseline PPL", "masked PPL", "Delta"], texts) + certificate)

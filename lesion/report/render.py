@@ -1,8 +1,8 @@
 """Turn a run folder's JSON into ``report.html`` (figures embedded as base64 PNG, no external
-reference) and ``report.md`` (figures beside it in ``figures/``)."""
+reference) and ``report.md`` (figures beside it in ``figures/``). Every string on the page is
+text in both (:func:`lesion.report.html.html_text`, :func:`lesion.report.html.md_text`)."""
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 
@@ -17,7 +17,7 @@ from ..results.mechanism import MechanismReport
 from ..results import CriticalSet, MinimalSets, Ranking
 from ..replay.runfolder import RunFolder
 from . import figures
-from .html import fmt, html_image, html_table, png_bytes
+from .html import fmt, html_image, html_table, html_text, md_table, md_text, png_bytes
 
 CSS = ("body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}"
        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
@@ -35,17 +35,16 @@ class Page:
         (folder / "figures").mkdir(exist_ok=True)
 
     def heading(self, text: str) -> None:
-        self.html.append(f"<h2>{html.escape(text)}</h2>")
-        self.md.append(f"\n## {text}\n")
+        self.html.append(f"<h2>{html_text(text)}</h2>")
+        self.md.append(f"\n## {md_text(text)}\n")
 
     def para(self, text: str) -> None:
-        self.html.append(f"<p>{html.escape(text)}</p>")
-        self.md.append(text + "\n")
+        self.html.append(f"<p>{html_text(text)}</p>")
+        self.md.append(md_text(text) + "\n")
 
     def table(self, header: list[str], rows: list[list]) -> None:
         self.html.append(html_table(header, rows))
-        self.md.append("| " + " | ".join(header) + " |\n|" + " --- |" * len(header) + "\n" +
-                       "".join("| " + " | ".join(str(c) for c in row) + " |\n" for row in rows))
+        self.md.append(md_table(header, rows))
 
     def figure(self, name: str, fig) -> None:
         png = png_bytes(fig)
@@ -54,13 +53,20 @@ class Page:
         self.md.append(f"![{name}](figures/{name}.png)\n")
 
 
+def check_run_folder(folder: str | Path) -> Path:
+    """The folder a report is made of, refused (:class:`ResultError`) when it is not a folder: checked
+    before the report's outputs in it are (locking them would make the folder)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ResultError(f"{str(folder)!r} is not a folder: pass the run folder a scan wrote")
+    return folder
+
+
 def build_report(folder: str | Path) -> tuple[Path, Path]:
     """Refuses, leaving no ``figures/`` behind, a folder whose results are corrupt, incomplete or do
     not belong together (:meth:`lesion.replay.runfolder.RunFolder.check`: another model's critical set
     beside the ranking, a critical neuron renamed)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ResultError(f"{folder} is not a folder: pass the run folder a scan wrote")
+    folder = check_run_folder(folder)
     RunFolder(folder).check()
     figures_dir = folder / "figures"
     fresh, built = not figures_dir.exists(), False
@@ -94,9 +100,9 @@ def _build(folder: Path) -> tuple[Path, Path]:
     for path in sorted(folder.glob(f"{MINIMAL_PREFIX}*.json")):
         _minimal(page, MinimalSets.load(path))
     title = f"lesion report: {critical.model}"
-    doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-           f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{''.join(page.html)}</body></html>")
-    md = f"# {title}\n" + "\n".join(page.md)
+    doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html_text(title)}</title>"
+           f"<style>{CSS}</style></head><body><h1>{html_text(title)}</h1>{''.join(page.html)}</body></html>")
+    md = f"# {md_text(title)}\n" + "\n".join(page.md)
     return write_text(folder / REPORT_HTML, doc), write_text(folder / REPORT_MD, md)
 
 

@@ -162,7 +162,7 @@ def save_result(path: str | Path, result: Any, follow_link: bool = True) -> Path
 def result_files(path: str | Path, result: Any, follow_link: bool = True) -> dict[Path, str]:
     """What :func:`save_result` writes, file by file: {path: JSON} and, for a long text,
     {its file beside the result: the text}."""
-    path = check_output_path(path, follow_link=follow_link)
+    path = check_output_path(path, follow_link=follow_link, lock=False)  # locked, if at all, before the work
     data = result.to_dict() if hasattr(result, "to_dict") else dict(result)
     settings = data.get("settings")
     settings = settings if isinstance(settings, dict) else {}

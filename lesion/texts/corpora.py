@@ -7,7 +7,6 @@ through ``datasets`` when the hub or its local cache has them). Paths: a ``.txt`
 """
 from __future__ import annotations
 
-import json
 import random
 import re
 import socket
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LesionError, MissingPackage, ParameterError
+from ..runtime.files import bounded_json
 from ..runtime.temporary import temporarily
 
 HUB_CORPORA = {
@@ -24,6 +24,8 @@ HUB_CORPORA = {
     "c4": ("allenai/c4", "en", "validation"),
 }
 OFFLINE_HINT = "use the corpus enwiki-gensim (offline) or a local .txt/.jsonl file or folder"
+# A .jsonl line is one document: a book fits; a line past this is not a document but a mistake.
+MAX_JSONL_LINE_CHARS = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -189,12 +191,11 @@ def _local_corpus(path: Path) -> list[str]:
     docs = []
     for i, line in enumerate(content.splitlines(), 1):
         if line.strip():
-            try:
-                text = json.loads(line)["text"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                text = None
+            def refuse(problem: str, i: int = i) -> ParameterError:
+                return ParameterError("corpora", f"{str(path)!r} line {i} {problem}: fix the line or pass a .txt file")
+            entry = bounded_json(line, refuse, max_bytes=MAX_JSONL_LINE_CHARS, unique_keys=False)
+            text = entry.get("text") if isinstance(entry, dict) else None
             if not isinstance(text, str):
-                raise ParameterError("corpora", f"{str(path)!r} line {i} is not a JSON object with a 'text' string: "
-                                                "fix the line or pass a .txt file")
+                raise refuse("is not a JSON object with a 'text' string")
             docs.append(text)
     return docs
