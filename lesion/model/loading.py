@@ -134,15 +134,14 @@ def _hub_snapshot(spec: str, folder: str, gguf: str | None, revision: str | None
                   progress: bool) -> tuple[str, str | None]:
     """(the folder to load, its hub commit or None): a hub id's snapshot, downloaded if need be."""
     from ..errors import ParameterError
-    from .hub import check_no_code, snapshot
+    from .hub import check_no_code, check_revision, snapshot
     if gguf is not None or Path(folder).is_dir():
         if revision is not None:
             raise ParameterError("revision", f"pins a hub id's files; {spec!r} is a local model: drop `revision`")
         if gguf is None:
             check_no_code(Path(folder), spec)
         return folder, None
-    if revision is not None and (not isinstance(revision, str) or not revision.strip()):
-        raise ParameterError("revision", f"must be a branch, tag or commit (got {revision!r})")
+    check_revision(revision)  # before the hub client joins it into a path
     local, commit = snapshot(folder, revision, progress)
     check_no_code(local, spec)
     return str(local), commit
