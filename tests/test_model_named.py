@@ -90,3 +90,50 @@ def test_a_hub_answering_a_non_commit_sha_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", never)
     with pytest.raises(ModelError):
         hub.snapshot("tiny-org/tiny", None, progress=False)
+
+
+def _edit_weights(folder, edit):
+    from safetensors.torch import load_file, save_file
+    file = next(folder.glob("*.safetensors"))
+    weights = load_file(file)
+    save_file(edit(weights), file, metadata={"format": "pt"})
+
+
+def _missing(w):
+    w.pop(next(k for k in w if "down_proj" in k))
+    return w
+
+
+def _extra(w):
+    w["model.layers.0.mlp.extra.weight"] = next(iter(w.values())).clone()
+    return w
+
+
+def _prefixed(w):  # a PEFT-style checkpoint: every key under base_model.
+    return {f"base_model.{k}": v for k, v in w.items()}
+
+
+def _renamed(w):
+    k = next(k for k in w if "up_proj" in k)
+    w[k.replace("up_proj", "up_projection")] = w.pop(k)
+    return w
+
+
+@pytest.mark.parametrize("edit", [_missing, _extra, _prefixed, _renamed])
+def test_weights_not_matching_the_architecture_are_refused(tmp_path, edit):
+    from conftest import save_tiny
+
+    from lesion.model.loading import load_model
+    save_tiny(tmp_path / "m", seed=0)
+    _edit_weights(tmp_path / "m", edit)
+    with pytest.raises(ParameterError) as e:
+        load_model(str(tmp_path / "m"), progress=False)
+    assert e.value.parameter == "model"
+
+
+def test_a_whole_tiny_model_loads(tmp_path):
+    from conftest import save_tiny
+
+    from lesion.model.loading import load_model
+    save_tiny(tmp_path / "m", seed=0)
+    assert load_model(str(tmp_path / "m"), progress=False).model is not None

@@ -114,7 +114,12 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = 
             local = {"gguf_file": gguf} if gguf else {"local_files_only": True}
             tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False, **local)
             with _gguf_progress(progress):
-                model = AutoModelForCausalLM.from_pretrained(folder, **local, **kwargs)
+                if gguf:  # TODO(issue 34): the same check through transformers' GGUF conversion
+                    model = AutoModelForCausalLM.from_pretrained(folder, **local, **kwargs)
+                else:
+                    model, info = AutoModelForCausalLM.from_pretrained(folder, **local, **kwargs,
+                                                                       output_loading_info=True)
+                    check_all_weights_read(spec, info)
             if cached is not None and use_cache:
                 digest = _save_atomically(model, tokenizer, cached, dtype)
     except LOAD_ERRORS as e:
@@ -145,6 +150,22 @@ def _hub_snapshot(spec: str, folder: str, gguf: str | None, revision: str | None
     local, commit = snapshot(folder, revision, progress)
     check_no_code(local, spec)
     return str(local), commit
+
+
+def check_all_weights_read(spec: str, info: dict) -> None:
+    """Refuse a model any parameter of which transformers did not read from the weights (missing,
+    unexpected or renamed keys): it would be studied as random initialisation, differently each run.
+    Tied weights and non-persistent buffers are not reported by transformers, so they pass."""
+    for kind in ("missing", "unexpected", "mismatched"):
+        keys = sorted(str(k) for k in (info.get(f"{kind}_keys") or ()))
+        if keys:
+            shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+            raise ParameterError("model", f"{spec!r} cannot be loaded: {len(keys)} {kind} weight(s) for its "
+                                 f"architecture ({shown}), which would be random initialisation: pass a folder "
+                                 "whose weights and config.json belong together")
+    errors = [str(e).splitlines()[0] for e in info.get("error_msgs") or () if str(e).strip()]
+    if errors:
+        raise ParameterError("model", f"{spec!r} cannot be loaded: {errors[0][:200]}")
 
 
 def _safetensors_error() -> type[Exception]:
