@@ -13,6 +13,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -117,8 +118,9 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = 
                 if gguf:  # TODO(issue 34): the same check through transformers' GGUF conversion
                     model = AutoModelForCausalLM.from_pretrained(folder, **local, **kwargs)
                 else:
-                    model, info = AutoModelForCausalLM.from_pretrained(folder, **local, **kwargs,
-                                                                       output_loading_info=True)
+                    loaded_info: Any = AutoModelForCausalLM.from_pretrained(folder, **local, **kwargs,
+                                                                            output_loading_info=True)
+                    model, info = loaded_info
                     check_all_weights_read(spec, info)
             if cached is not None and use_cache:
                 digest = _save_atomically(model, tokenizer, cached, dtype)
