@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import json
+import re
 from pathlib import Path
 
 from ..errors import ModelError, ParameterError
@@ -25,11 +26,34 @@ WANTED = ("config.json", "generation_config.json", "*.safetensors", "*.safetenso
           "chat_template.jinja", "chat_template.json")
 PICKLED = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle")
 COMMIT_HEX = 40
+COMMIT = re.compile(r"[0-9a-f]{40}")
+# git's ref-name rules (git check-ref-format), the part that keeps a name a name: no "..", no
+# component starting with "." or ending with ".lock", no leading or trailing "/", no "//", no
+# backslash, space, control character or any of ~^:?*[ and no "@{". The hub client joins a
+# revision into cache paths (refs/<revision>), so anything else could name a file outside it.
+_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|^/|/$|^\.|/\.|\.lock$|\.lock/|\.$|^@$")
+
+
+def is_commit(text: object) -> bool:
+    """Whether ``text`` is a full commit hash (40 lower-case hex digits), the only form a hub's answer
+    or a result's recorded revision may take."""
+    return isinstance(text, str) and COMMIT.fullmatch(text) is not None
+
+
+def check_revision(revision: object) -> None:
+    """Refuse a revision that is neither a commit hash nor a git branch or tag name, before the hub
+    client sees it (it would join ``../x`` into a path and write the commit hash there)."""
+    if revision is None or is_commit(revision):
+        return
+    if not isinstance(revision, str) or not revision or len(revision) > 255 or _REF_FORBIDDEN.search(revision):
+        raise ParameterError("revision", f"must be a branch or tag name (git's ref-name rules: no '..', no leading "
+                             f"'/', no backslash, space or control character) or a 40-hex commit (got {revision!r})")
 
 
 def snapshot(repo_id: str, revision: str | None = None, progress: bool = True) -> tuple[Path, str]:
     """(the local folder holding ``repo_id``'s files at ``revision``, its commit hash), downloading
     what the cache lacks; with ``HF_HUB_OFFLINE`` set or the hub unreachable, what the cache holds."""
+    check_revision(revision)
     with _quiet_hub(progress):
         return _snapshot(repo_id, revision)
 
@@ -69,6 +93,9 @@ def _snapshot(repo_id: str, revision: str | None) -> tuple[Path, str]:
         if not info.sha or info.siblings is None:
             raise ModelError(f"{cannot}: the hub at {_endpoint()} did not say which commit and files it has: "
                              "check HF_ENDPOINT")
+        if not is_commit(info.sha):  # the hub client would make it a folder name in its cache
+            raise ModelError(f"{cannot}: the hub at {_endpoint()} answered {info.sha[:60]!r}, not a 40-hex "
+                             "commit: check HF_ENDPOINT")
         files = wanted_files(repo_id, info.sha, [s.rfilename for s in info.siblings])
         folder = Path(_download(repo_id, revision, files))
     except hub_errors.HFValidationError:
@@ -170,7 +197,7 @@ def _cached(repo_id: str, revision: str | None, cause: Exception) -> tuple[Path,
         partly = "only partly" if "incomplete" in f"{type(e).__name__} {str(e)[:200]}".lower() else "not"
         raise ModelError(f"cannot load model {repo_id!r}{at}: {why}, and it is {partly} in the hub cache "
                          f"({_hub_cache()}): {fix}") from None
-    if len(folder.name) != COMMIT_HEX:
+    if not is_commit(folder.name):
         raise ModelError(f"cannot load model {repo_id!r}{at}: the cached snapshot {folder} is not named by a "
                          "commit: download it again")
     return folder, folder.name

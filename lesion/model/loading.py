@@ -13,6 +13,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -114,7 +115,13 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = 
             local = {"gguf_file": gguf} if gguf else {"local_files_only": True}
             tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False, **local)
             with _gguf_progress(progress):
-                model = AutoModelForCausalLM.from_pretrained(folder, **local, **kwargs)
+                if gguf:  # TODO(issue 34): the same check through transformers' GGUF conversion
+                    model = AutoModelForCausalLM.from_pretrained(folder, **local, **kwargs)
+                else:
+                    loaded_info: Any = AutoModelForCausalLM.from_pretrained(folder, **local, **kwargs,
+                                                                            output_loading_info=True)
+                    model, info = loaded_info
+                    check_all_weights_read(spec, info)
             if cached is not None and use_cache:
                 digest = _save_atomically(model, tokenizer, cached, dtype)
     except LOAD_ERRORS as e:
@@ -134,18 +141,33 @@ def _hub_snapshot(spec: str, folder: str, gguf: str | None, revision: str | None
                   progress: bool) -> tuple[str, str | None]:
     """(the folder to load, its hub commit or None): a hub id's snapshot, downloaded if need be."""
     from ..errors import ParameterError
-    from .hub import check_no_code, snapshot
+    from .hub import check_no_code, check_revision, snapshot
     if gguf is not None or Path(folder).is_dir():
         if revision is not None:
             raise ParameterError("revision", f"pins a hub id's files; {spec!r} is a local model: drop `revision`")
         if gguf is None:
             check_no_code(Path(folder), spec)
         return folder, None
-    if revision is not None and (not isinstance(revision, str) or not revision.strip()):
-        raise ParameterError("revision", f"must be a branch, tag or commit (got {revision!r})")
+    check_revision(revision)  # before the hub client joins it into a path
     local, commit = snapshot(folder, revision, progress)
     check_no_code(local, spec)
     return str(local), commit
+
+
+def check_all_weights_read(spec: str, info: dict) -> None:
+    """Refuse a model any parameter of which transformers did not read from the weights (missing,
+    unexpected or renamed keys): it would be studied as random initialisation, differently each run.
+    Tied weights and non-persistent buffers are not reported by transformers, so they pass."""
+    for kind in ("missing", "unexpected", "mismatched"):
+        keys = sorted(str(k) for k in (info.get(f"{kind}_keys") or ()))
+        if keys:
+            shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+            raise ParameterError("model", f"{spec!r} cannot be loaded: {len(keys)} {kind} weight(s) for its "
+                                 f"architecture ({shown}), which would be random initialisation: pass a folder "
+                                 "whose weights and config.json belong together")
+    errors = [str(e).splitlines()[0] for e in info.get("error_msgs") or () if str(e).strip()]
+    if errors:
+        raise ParameterError("model", f"{spec!r} cannot be loaded: {errors[0][:200]}")
 
 
 def _safetensors_error() -> type[Exception]:
