@@ -10,6 +10,7 @@ from conftest import MOE_FAMILIES as TINY_MOE
 
 from lesion.cli import main
 from lesion.model.neurons import discover_sites
+from lesion.plan import estimate
 from lesion.plan.estimate import CALIBRATION, make_plan
 from lesion.plan.config import read_config
 from lesion.plan.shapes import shapes
@@ -221,3 +222,23 @@ def test_moe_neurons_counted_from_shapes_are_the_sites_scan_ranks(family, compon
         by_kind[site.kind] = by_kind.get(site.kind, 0) + site.width
     assert s.neurons == by_kind
     assert s.parameters == sum(p.numel() for p in real.parameters())
+
+
+@pytest.mark.parametrize("dtype, fits", [("float32", False), ("bfloat16", True)])
+def test_the_plan_says_whether_the_model_fits_this_machine(dtype, fits, monkeypatch, capsys):
+    # a 24 GB machine with 22 GiB available: Llama-3.1-8B's 29.9 GiB of float32 weights do not fit, 15 in bfloat16 do
+    monkeypatch.setattr(estimate, "host_memory_gib", lambda: (23.5, 22.0))
+    config = "tests/data/configs/llama-3.1-8b.json"
+    assert main(["plan", "--config", config, "--dtype", dtype, "--json"]) == 0
+    fit = json.loads(capsys.readouterr().out)["cpu_fit"]
+    assert fit["fits"] is fits and fit["available_gib"] == 22.0 and fit["dtype"] == dtype
+    assert fit["needs_gib"]["float32"] > 22.0 > fit["needs_gib"]["bfloat16"]
+    assert (fit["advice"] == "dtype bfloat16") is not fits
+    assert main(["plan", "--config", config, "--dtype", dtype]) == 0
+    assert ("does not fit" in capsys.readouterr().out) is not fits
+
+
+def test_a_model_no_dtype_fits_is_told_disk_offload_or_gpus(monkeypatch):
+    monkeypatch.setattr(estimate, "host_memory_gib", lambda: (23.5, 22.0))
+    fit = estimate.cpu_fit({"float32": 262.8, "bfloat16": 131.4, "float16": 131.4}, 1.0, "bfloat16")
+    assert not fit["fits"] and "device_map auto" in fit["advice"] and "2 GPU(s)" in fit["advice"]

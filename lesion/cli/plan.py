@@ -28,7 +28,8 @@ def register(sub) -> None:
     p.add_argument("--gpu-tflops", type=float, default=None,
                    help="assumed effective TFLOPS of one model copy on the GPUs (default 200; a 135M model "
                         "measured about 17 on one H100)")
-    p.add_argument("--dtype", default="bfloat16", help="weights' dtype on the GPUs (float32, bfloat16, float16)")
+    p.add_argument("--dtype", default="bfloat16", help="weights' dtype (float32, bfloat16, float16): on the GPUs, and "
+                                                        "whether this machine holds them")
     p.add_argument("--tokens", type=int, default=49, help="text length in tokens (49: Bookends on SmolLM2)")
     p.add_argument("--samples", default="100", help="Stage 1 noise samples K, or 'auto' (planned at its cap, 100)")
     p.add_argument("--stage2-rows", type=int, default=100, help="masked rows Stage 2 runs (about n*)")
@@ -88,6 +89,14 @@ def print_plan(plan: dict) -> None:
                   human_bytes(mem["masked_rows_stage2"]))
     table.add_row(f"masked rows, search batch of {rows['search']}", human_bytes(mem["masked_rows_search"]))
     console.print(table)
+    fit = plan["cpu_fit"]
+    if fit["fits"]:
+        console.print(f"this machine: {fit['dtype']} needs {fit['needs_gib'][fit['dtype']]:g} GiB of "
+                      f"{fit['available_gib']:g} GiB available: fits")
+    else:
+        console.print(f"this machine: [red]does not fit[/red]: {fit['dtype']} needs "
+                      f"{fit['needs_gib'][fit['dtype']]:g} GiB, {fit['available_gib']:g} of {fit['total_gib']:g} "
+                      f"GiB available; would fit: {fit['advice']}")
     if "device_map" in plan:
         dm = plan["device_map"]
         if dm.get("weights_gib") is None:

@@ -171,6 +171,7 @@ def make_plan(s: Shapes, *, tokens: int = 49, samples: int | str = 100, gpus: in
         if ranks is not None and ranks > copies:
             raise ParameterError("ranks", f"must be at most the copies the GPUs hold ({copies}; got {ranks}): "
                                           "give more `gpus` (or `gpu_memory`) or fewer ranks")
+    plan["cpu_fit"] = cpu_fit({d: s.parameters * b / GIB for d, b in BYTES.items()}, working, dtype)
     ranks = ranks or copies or 1
     cpu = CALIBRATION
     plan["time_s"] = {
@@ -187,6 +188,36 @@ def make_plan(s: Shapes, *, tokens: int = 49, samples: int | str = 100, gpus: in
                                             "model measured about 17 on one H100, docs/plan.md)")
     plan["time_s"]["rows"] = {"stage2": stage2_rows, "search": search_rows, "ranks": ranks}
     return plan
+
+
+def host_memory_gib() -> tuple[float, float]:
+    """This machine's (MemTotal, MemAvailable) in GiB, from /proc/meminfo; (0, 0) where unreadable."""
+    figures = {}
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                figures[key] = int(value.split()[0]) * 1024 / GIB
+    except (OSError, ValueError, IndexError):
+        return 0.0, 0.0
+    return figures.get("MemTotal", 0.0), figures.get("MemAvailable", 0.0)
+
+
+def cpu_fit(weights_gib: dict[str, float], working_gib: float, dtype: str) -> dict:
+    """Whether a study in ``dtype`` fits this machine's available memory (weights plus Stage 1's
+    state and a batch of masked rows), and where it does not, what would: a smaller dtype that
+    fits, else ``--device-map auto`` (weights offloaded to disk) or the 80 GiB GPUs it needs."""
+    total, available = host_memory_gib()
+    needs = {d: round(w + working_gib, 2) for d, w in weights_gib.items()}
+    fits = {d: need <= available for d, need in needs.items()}
+    advice = ""
+    if not fits[dtype]:
+        smaller = [d for d in ("bfloat16", "float16") if fits[d] and needs[d] < needs[dtype]]
+        gpus = math.ceil(needs["bfloat16"] / (DEFAULT_GPU_GIB * 0.9))
+        advice = (f"dtype {smaller[0]}" if smaller else f"device_map auto (weights offloaded to disk), "
+                                                         f"or {gpus} GPU(s) of {DEFAULT_GPU_GIB:g} GiB in bfloat16")
+    return {"dtype": dtype, "fits": fits[dtype], "needs_gib": needs, "total_gib": round(total, 2),
+            "available_gib": round(available, 2), "advice": advice}
 
 
 def device_map(s: Shapes, gpus: int, gpu_gib: float, dtype: str, reserve_gib: float) -> dict:
