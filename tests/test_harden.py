@@ -49,7 +49,7 @@ def logits(model, ids):
 def test_hardened_logits_equal_original(family, method, heads, ids):
     model = scrambled(family)
     hardened = copy.deepcopy(model)
-    harden_weights(hardened, method, seed=3, heads=heads)
+    harden_weights(hardened, method, seed=3, heads=heads, qk_angles="random")
     assert not torch.equal(hardened.model.embed_tokens.weight, model.model.embed_tokens.weight)
     torch.testing.assert_close(logits(hardened, ids), logits(model, ids), atol=LOGIT_TOLERANCE, rtol=0)
     norms = [p for n, p in hardened.named_parameters() if n.endswith("norm.weight") or "layernorm" in n]
@@ -59,7 +59,7 @@ def test_hardened_logits_equal_original(family, method, heads, ids):
 def test_heads_rotate_values_and_queries(ids):
     plain, rotated = scrambled("llama"), scrambled("llama")
     harden_weights(plain, "rotate", seed=1)
-    info = harden_weights(rotated, "rotate", seed=1, heads=True)
+    info = harden_weights(rotated, "rotate", seed=1, heads=True, qk_angles="random")
     attn_p, attn_r = plain.model.layers[0].self_attn, rotated.model.layers[0].self_attn
     for name in ("q_proj", "k_proj", "v_proj"):
         assert not torch.allclose(getattr(attn_p, name).weight, getattr(attn_r, name).weight)
@@ -67,10 +67,51 @@ def test_heads_rotate_values_and_queries(ids):
     torch.testing.assert_close(logits(rotated, ids), logits(plain, ids), atol=LOGIT_TOLERANCE, rtol=0)
 
 
+def calibration_texts() -> dict[str, torch.Tensor]:
+    """Token ids the fitted query/key angles are fitted on (a tiny model has no tokenizer)."""
+    g = torch.Generator().manual_seed(7)
+    return {f"t{i}": torch.randint(3, 64, (1, 12), generator=g) for i in range(2)}
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma3_text"])
+@pytest.mark.parametrize("qk_angles", ["fitted", "random"])
+def test_head_rotations_keep_the_function(family, qk_angles, ids):
+    """The per-head value/output rotations and the query/key plane rotations (shared by a key/value
+    group) keep the logits within float32 rounding: with q/k biases (qwen2), and with Gemma 3's
+    q_norm/k_norm, where only the planes its norms leave free turn and the stream is not rotated."""
+    model = scrambled(family)
+    if family == "gemma3_text":  # equal scales in each plane's two channels: the norm leaves the planes free
+        with torch.no_grad():
+            for layer in model.model.layers:
+                for norm in (layer.self_attn.q_norm, layer.self_attn.k_norm):
+                    half = norm.weight.shape[0] // 2
+                    norm.weight[half:] = norm.weight[:half]
+    hardened = copy.deepcopy(model)
+    info = harden_weights(hardened, "rotate", seed=2, heads=True, qk_angles=qk_angles,
+                          calibration=calibration_texts() if qk_angles == "fitted" else None)
+    assert info.heads.qk_planes > 0 and info.heads.queries_keys_layers == 2
+    assert info.residual is (family != "gemma3_text")
+    attn, before = hardened.model.layers[0].self_attn, model.model.layers[0].self_attn
+    for name in ("q_proj", "k_proj", "v_proj"):
+        assert not torch.allclose(getattr(attn, name).weight, getattr(before, name).weight)
+    torch.testing.assert_close(logits(hardened, ids), logits(model, ids), atol=LOGIT_TOLERANCE, rtol=0)
+
+
+def test_gemma3_text_needs_heads():
+    with pytest.raises(LesionError):
+        harden_weights(scrambled("gemma3_text"), "rotate", seed=0)
+
+
+def test_fitted_angles_need_calibration():
+    with pytest.raises(ParameterError) as e:
+        harden_weights(scrambled("llama"), "rotate", seed=0, heads=True, qk_angles="fitted")
+    assert e.value.parameter == "calibration"
+
+
 def test_qwen3_qk_norm_kept_exact(ids):
     model = scrambled("qwen3", hidden_size=32, intermediate_size=64, num_key_value_heads=2, head_dim=8)
     hardened = copy.deepcopy(model)
-    info = harden_weights(hardened, "hadamard", seed=0, heads=True)
+    info = harden_weights(hardened, "hadamard", seed=0, heads=True, qk_angles="random")
     assert info.heads.queries_keys_layers == 0  # its per-channel q/k norm forbids the plane rotations
     torch.testing.assert_close(logits(hardened, ids), logits(model, ids), atol=LOGIT_TOLERANCE, rtol=0)
 
@@ -208,6 +249,7 @@ def test_cli_writes_a_folder_plain_transformers_loads(tiny_dir, tmp_path, ids):
 def test_cli_refuses_in_one_line(tmp_path, capsys):
     from conftest import save_tiny
     gemma = save_tiny(tmp_path / "gemma", "gemma3_text")
+    capsys.readouterr()  # the save's own progress bar is not the refusal
     assert run_cli("--model", gemma, "--out", tmp_path / "out") == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "residual add" in err and not (tmp_path / "out").exists()
@@ -292,7 +334,7 @@ def test_cast_copy_equals_the_folder_loaded_in_bfloat16(family, ids, tmp_path):
     keeps them; deepcopy-then-cast would round them to bfloat16)."""
     from lesion.harden.proof import cast_copy
     model = scrambled(family)
-    harden_weights(model, "hadamard", seed=0, heads=True)
+    harden_weights(model, "hadamard", seed=0, heads=True, qk_angles="random")
     model.save_pretrained(tmp_path)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
     low = cast_copy(model, torch.bfloat16)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..runtime.options import HARDEN_METHODS as METHODS
+from ..runtime.options import HARDEN_METHODS as METHODS, HARDEN_QK_ANGLES
 from .common import add_common_flags, add_text_args, console, progress_enabled
 from .tables import shown
 
@@ -36,7 +36,11 @@ def register(sub) -> None:
     r.add_argument("--seed", type=int, default=0, help="seed of the rotation (default 0)")
     r.add_argument("--heads", action="store_true",
                    help="also rotate inside each head where exact: values/o_proj by any orthogonal matrix, "
-                        "queries/keys within RoPE's frequency planes")
+                        "queries/keys within RoPE's frequency planes (the only rotation Gemma 3 allows)")
+    r.add_argument("--qk-angles", default=None, choices=HARDEN_QK_ANGLES,
+                   help="--heads: the angle of each query/key plane; fitted (default): chosen on lesion's "
+                        "calibration texts so that neither new axis carries what the plane does (a random angle "
+                        "can make one query channel a heel); random; none (queries and keys left)")
     h = p.add_argument_group("heel before and after (on --text, default the Bookends sentence)")
     add_text_args(p)
     h.add_argument("--neuron", action="append", default=None,
@@ -63,7 +67,8 @@ def run(args) -> int:
     args.device_map = None
     check_device(args)
     record = harden_model(args.model, args.out, method=args.method, seed=args.seed, heads=args.heads,
-                          text=read_text(args.text, args.text_file), neurons=args.neuron, report=args.report,
+                          qk_angles=args.qk_angles, text=read_text(args.text, args.text_file), neurons=args.neuron,
+                          report=args.report,
                           max_rows=args.max_rows, max_neurons=args.max_neurons, samples=args.samples,
                           device=args.device, progress=progress_enabled(args), say=console.print)
     print_summary(record, args.out)

@@ -104,13 +104,16 @@ def scan_summary(lm, text: str, budget: Budget, progress: bool) -> SetSummary:
 
 
 def search_summary(lm, text: str, budget: Budget, progress: bool, components: str | None = None) -> SetSummary:
+    """``lesion search`` with its defaults (the portfolio of restricted sub-searches included) but
+    the budget's rows and no time budget, so that the same model gives the same set on any machine."""
     from ..heel import SearchPlan, search_heel
     heel = search_heel(lm, [text], SearchPlan(max_rows=budget.max_rows), progress=progress, components=components,
                        noise_options={"samples": budget.samples, "seed": budget.seed})
     if heel.stopped == Stopped.INTERRUPTED:  # the search keeps its best set and returns; hardening stops entirely
         raise KeyboardInterrupt
     return set_summary(heel, heel.rows, stopped=heel.stopped, epsilon=heel.settings.epsilon_or_default,
-                       all_neurons=tuple(str(n) for n in heel.neurons))
+                       all_neurons=tuple(str(n) for n in heel.neurons),
+                       found_by=heel.portfolio.found_by if heel.portfolio is not None else None)
 
 
 def same_sets_after(lm, ids: torch.Tensor, found: list[SetSummary]) -> list[SameSet]:

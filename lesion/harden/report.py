@@ -74,14 +74,37 @@ def _where(s: SetSummary | SameSet) -> str:
     return f"{modules}; layers {layers}"
 
 
+def rotation_lines(r) -> list[str]:
+    """What was rotated, in words: the stream (or why not), the heads, how the query/key planes turned."""
+    if r.residual is False:
+        text = (f"Residual stream of width {r.hidden_size} left as it is (a `{r.model_type}` model normalises each "
+                "branch's output with a per-channel scale before the residual add: no rotation of the stream is "
+                f"exact); inside the heads only: `{r.method}`, seed {r.seed}")
+    else:
+        text = f"Rotation: `{r.method}`, seed {r.seed}, residual width {r.hidden_size}"
+    h = r.heads
+    if h:
+        text += ", inside heads too (values/o_proj per head"
+        if h.qk_angles == "none":
+            text += "; queries/keys left as they are)"
+        else:
+            how = {"fitted": "angles fitted on lesion's texts " + ", ".join(h.calibration or ()),
+                   "random": "random angles"}.get(h.qk_angles or "random", h.qk_angles or "")
+            text += f"; queries/keys in {h.queries_keys_layers} layers' rotary planes"
+            if h.qk_planes is not None:
+                text += f", {h.qk_planes} plane rotations, {how}"
+                if h.qk_planes_pinned:
+                    text += f"; {h.qk_planes_pinned} planes pinned by the per-channel q/k norm"
+            text += ")"
+    return [text + "."]
+
+
 def markdown(record: HardenRecord) -> str:
     r = record.rotation
-    lines = [f"# Hardened {record.source_model}", "",
-             f"Rotation: `{r.method}`, seed {r.seed}, residual width {r.hidden_size}"
-             + (f", inside heads too (values/o_proj per head; queries/keys in {r.heads.queries_keys_layers} layers' "
-                "rotary planes)" if r.heads else "") + ".",
+    lines = [f"# Hardened {record.source_model}", ""] + rotation_lines(r) + [
              f"Source fingerprint `{record.source_fingerprint}`; hardened `{record.hardened_fingerprint}`. "
-             f"Embeddings untied: {_g(r.untied_embeddings)}. max |Q Q^T - I| = {_g(r.orthogonality_error)}.", ""]
+             f"Embeddings untied: {_g(r.untied_embeddings)}. Largest |M M^T - I| of the rotations: "
+             f"{_g(r.orthogonality_error)}.", ""]
     if r.spread:
         lines += [f"Channel {r.spread.channel} under Q: the largest share of its energy one new channel holds is "
                   f"{_g(r.spread.top_share)} (even spread: {_g(r.spread.uniform_share)}); max |Q_cj| sqrt(n) = "
@@ -103,10 +126,26 @@ def _budget(budget: Budget) -> str:
 
 def verdict(heel: HeelComparison) -> list[str]:
     """What the table means for the question a user asks: is a small heel left?"""
+    lines = searched(heel)
     fixed, before = heel.after.fixed_basis, heel.before.fixed_basis
     if fixed is None or not fixed.reached or before is None:
-        return []
+        return lines
     n = fixed.n
-    return [f"A heel of {n} MLP intermediate neuron{'s' if n != 1 else ''} (Delta {_g(fixed.delta)} after, "
-            f"{_g(before.delta)} before) survives hardening: no exact rotation moves those "
-            f"neurons, so this model's smallest heel has at most {_plural(n)} in any basis.", ""]
+    return lines + [f"A heel of {n} MLP intermediate neuron{'s' if n != 1 else ''} (Delta {_g(fixed.delta)} after, "
+                    f"{_g(before.delta)} before) survives hardening: no exact rotation moves those "
+                    f"neurons, so this model's smallest heel has at most {_plural(n)} in any basis.", ""]
+
+
+def searched(heel: HeelComparison) -> list[str]:
+    """The default search's heel on each model, side by side, in one sentence."""
+    before, after = heel.before.search, heel.after.search
+    if before is None or after is None:
+        return []
+
+    def found(s: SetSummary) -> str:
+        if not s.reached:
+            return f"no heel within the budget (best Delta {_g(s.delta)} with {_plural(s.n)})"
+        part = f", found by its `{s.found_by}` part" if s.found_by not in (None, "all") else ""
+        return f"a heel of {_plural(s.n)} (Delta {_g(s.delta)}{part}: {', '.join(s.all_neurons or s.neurons)})"
+    return [f"`lesion search` (its defaults, {after.rows} and {before.rows} masked rows) finds {found(after)} in the "
+            f"hardened model, and {found(before)} in the original.", ""]

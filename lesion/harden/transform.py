@@ -7,34 +7,46 @@ into the readers (W <- W diag(g)) the norm is h / rms(h), and rms(h Q) = rms(h) 
 so norm(h Q) = norm(h) Q. A reader of the rotated stream recovers its input with W Q, a writer
 puts its output into the rotated basis with Q^T W, and the stream stays rotated from the
 embeddings (E Q) to the LM head (W Q). Every product is formed in float64 and cast back once.
+
+Gemma 3 normalises each branch's output with a per-channel scale before the residual add: no
+rotation of its stream is exact, and only the rotations inside its heads are done there.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 
-from ..errors import ModelError
+from ..errors import ModelError, ParameterError
+from ..runtime.options import HARDEN_QK_ANGLES
 from ..results.harden import HeadRotation
-from .rotations import orthogonal, plane_angles
+from .planes import fitted_angles, pinned_planes, random_angles, sensitivity
+from .rotations import orthogonal
 
+_POST_NORMS = ("applies a scaled RMSNorm to each branch's output before the residual add, and a per-channel "
+               "scale does not commute with a rotation of the residual stream")
 # model_type -> why lesion cannot rotate it exactly (one line, for the refusal).
 REFUSED = {
     "gemma": "Gemma scales its embeddings and norms by (1 + weight); lesion does not fold that form yet",
-    "gemma2": "Gemma 2 applies a scaled RMSNorm to each branch's output before the residual add, and a "
-              "per-channel scale does not commute with a rotation of the residual stream",
-    "gemma3": "Gemma 3 applies a scaled RMSNorm to each branch's output before the residual add, and a "
-              "per-channel scale does not commute with a rotation of the residual stream",
-    "gemma3_text": "Gemma 3 applies a scaled RMSNorm to each branch's output before the residual add, and a "
-                   "per-channel scale does not commute with a rotation of the residual stream",
+    "gemma2": f"Gemma 2 {_POST_NORMS}",
+    "gemma3": f"Gemma 3 {_POST_NORMS} (lesion rotates inside the heads of the text model, gemma3_text, only)",
 }
+# model_type -> why its residual stream stays as it is: only the rotations inside its heads are exact.
+HEADS_ONLY = {"gemma3_text": f"Gemma 3 {_POST_NORMS}"}
 LAYERNORM = ("gpt2", "gpt_neox", "opt", "gptj", "falcon", "bloom", "gpt_bigcode", "phi")
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "phi3")
 
 
-def check_family(model: torch.nn.Module) -> str:
-    """The model type, or one LesionError line saying why it cannot be rotated exactly."""
+def check_family(model: torch.nn.Module, heads: bool = False) -> str:
+    """The model type, or one LesionError line saying why it cannot be rotated exactly (a family
+    whose residual stream cannot be rotated is taken with ``heads``, which rotates inside its heads only)."""
     model_type = getattr(model.config, "model_type", None)
+    if model_type in HEADS_ONLY:
+        if not heads:
+            raise ModelError(f"cannot rotate the residual stream of model type {model_type!r}: "
+                             f"{HEADS_ONLY[model_type]}; only the rotations inside its heads are exact: give `heads`")
+        return model_type
     if model_type in REFUSED:
         raise ModelError(f"cannot harden model type {model_type!r}: {REFUSED[model_type]}")
     if model_type in LAYERNORM:
@@ -43,7 +55,8 @@ def check_family(model: torch.nn.Module) -> str:
                          "lesion does not centre the stream first")
     if model_type not in SUPPORTED:
         raise ModelError(f"cannot harden model type {model_type!r}: exact rotation is implemented for "
-                         f"{', '.join(SUPPORTED)} (pre-norm RMSNorm families)")
+                         f"{', '.join(SUPPORTED)} (pre-norm RMSNorm families), and inside the heads of "
+                         f"{', '.join(HEADS_ONLY)}")
     return model_type
 
 
@@ -77,6 +90,7 @@ class Block:
 
     def __init__(self, layer: torch.nn.Module, heads: Heads):
         attn, mlp = layer.self_attn, layer.mlp
+        self.attn = attn
         self.input_norm, self.post_norm = layer.input_layernorm, layer.post_attention_layernorm
         self.o, self.down = attn.o_proj, mlp.down_proj
         if hasattr(attn, "qkv_proj"):  # Phi-3: q, k and v stacked in one layer
@@ -87,7 +101,6 @@ class Block:
             self.attn_readers = [attn.q_proj, attn.k_proj, attn.v_proj]
             self.q, self.k, self.v = ((m, slice(None)) for m in self.attn_readers)
         self.mlp_readers = [mlp.gate_up_proj] if hasattr(mlp, "gate_up_proj") else [mlp.gate_proj, mlp.up_proj]
-        self.qk_normed = hasattr(attn, "q_norm")  # Qwen3: a per-channel scale inside each head
 
 
 def blocks_of(model: torch.nn.Module) -> list[Block]:
@@ -161,30 +174,54 @@ def rotate_residual(model: torch.nn.Module, q: torch.Tensor) -> None:
                 _set(linear.bias, _on(q, linear.bias).T @ linear.bias.double())
 
 
-def rotate_heads(model: torch.nn.Module, generator: torch.Generator, method: str = "rotate") -> HeadRotation:
+def rotate_heads(model: torch.nn.Module, generator: torch.Generator, method: str = "rotate",
+                 qk_angles: str = "fitted", calibration: Mapping[str, torch.Tensor] | None = None) -> HeadRotation:
     """Inside each attention head, where exact: values (and o_proj's input) by an orthogonal matrix
     per key/value head (random, or a randomized Hadamard for ``method="hadamard"``); queries and
-    keys by a random angle in each rotary frequency plane, the same for a key/value head and its
-    query heads (rotations in one plane commute with RoPE).
-    Qwen3's per-channel q/k norm does not commute with the plane rotations: its q/k are left."""
+    keys by an angle in each rotary frequency plane, the same for a key/value head and its query
+    heads (rotations in one plane commute with RoPE), on the planes no per-channel q/k norm pins.
+    ``qk_angles``: "fitted" on ``calibration`` (name -> (1, T) token ids; :mod:`lesion.harden.planes`
+    says why), "random", or "none"."""
+    if qk_angles not in HARDEN_QK_ANGLES:
+        raise ParameterError("qk_angles", f"must be one of {', '.join(HARDEN_QK_ANGLES)} (got {qk_angles!r})")
+    if qk_angles == "fitted" and not calibration:
+        raise ParameterError("calibration", "is needed to fit the query/key plane angles: token ids of texts "
+                             "(harden_loaded encodes lesion's own), or `qk_angles` random or none")
     heads = Heads.of(model.config)
-    group = heads.n_heads // heads.n_kv
-    qk_rotated = 0
-    for block in blocks_of(model):
+    group, half = heads.n_heads // heads.n_kv, heads.rotary_dim // 2
+    blocks = blocks_of(model)
+    pinned = [pinned_planes(block.attn, half, heads.rotary_dim) for block in blocks]
+    fitted = (sensitivity(model, [(b.q, b.k) for b in blocks], heads, list(calibration.values()))
+              if qk_angles == "fitted" and half else None)
+    layers = planes = 0
+    error = 0.0
+    for i, block in enumerate(blocks):
         rotations = [orthogonal(heads.head_dim, method, generator) for _ in range(heads.n_kv)]
+        error = max([error] + [_orthogonality_error(r) for r in rotations])
         _rotate_rows(block.v, heads, rotations)
         o = block.o.weight.double().clone()
-        for i in range(heads.n_heads):
-            cols = slice(i * heads.head_dim, (i + 1) * heads.head_dim)
-            o[:, cols] = o[:, cols] @ _on(rotations[i // group], o)
+        for h in range(heads.n_heads):
+            cols = slice(h * heads.head_dim, (h + 1) * heads.head_dim)
+            o[:, cols] = o[:, cols] @ _on(rotations[h // group], o)
         _set(block.o.weight, o)
-        if not block.qk_normed and heads.rotary_dim >= 2:
-            planes = [_plane_rotation(heads, plane_angles(heads.rotary_dim // 2, generator))
-                      for _ in range(heads.n_kv)]
-            _rotate_rows(block.k, heads, planes)
-            _rotate_rows(block.q, heads, [planes[i // group] for i in range(heads.n_heads)])
-            qk_rotated += 1
-    return HeadRotation(values=True, queries_keys_layers=qk_rotated)
+        if qk_angles == "none" or not half:
+            continue
+        angles = (fitted_angles(*fitted[i], heads, pinned[i]) if fitted is not None
+                  else random_angles(heads, pinned[i], generator))
+        turned = int((angles != 0).sum())
+        if turned:
+            rotations = [_plane_rotation(heads, a) for a in angles]
+            _rotate_rows(block.k, heads, rotations)
+            _rotate_rows(block.q, heads, [rotations[h // group] for h in range(heads.n_heads)])
+            layers, planes = layers + 1, planes + turned
+    return HeadRotation(values=True, queries_keys_layers=layers, qk_angles=qk_angles, qk_planes=planes,
+                        qk_planes_pinned=heads.n_kv * int(sum(int(p.sum()) for p in pinned)),
+                        calibration=tuple(calibration) if fitted is not None else None,
+                        orthogonality_error=error)
+
+
+def _orthogonality_error(m: torch.Tensor) -> float:
+    return float((m @ m.T - torch.eye(m.shape[0], dtype=m.dtype)).abs().max())
 
 
 def _plane_rotation(heads: Heads, angles: torch.Tensor) -> torch.Tensor:

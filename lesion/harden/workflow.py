@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import LesionError, ParameterError
-from ..runtime.options import HARDEN_METHODS, MAX_SAMPLES, check_seed, check_whole_number
+from ..runtime.options import HARDEN_METHODS, HARDEN_QK_ANGLES, MAX_SAMPLES, check_seed, check_whole_number
 from ..results.harden import Budget
 
 if TYPE_CHECKING:
@@ -39,7 +39,8 @@ def check_budget(max_rows: int | None = None, max_neurons: int | None = None, sa
 
 
 def harden_model(model: str, out: str | Path, *, method: str = "hadamard", seed: int = 0,
-                 heads: bool = False, text: str | None = None, neurons: Sequence | None = None, report: bool = False,
+                 heads: bool = False, qk_angles: str | None = None, text: str | None = None,
+                 neurons: Sequence | None = None, report: bool = False,
                  max_rows: int | None = None, max_neurons: int | None = None, samples: int | None = None,
                  device: str = "cpu",
                  progress: bool = True, say: Callable[[str], object] | None = None) -> HardenRecord:
@@ -47,7 +48,9 @@ def harden_model(model: str, out: str | Path, *, method: str = "hadamard", seed:
     returns the :class:`~lesion.results.HardenRecord` written there as lesion-harden.json.
 
     The residual stream is rotated (``method`` "hadamard" or "rotate", ``seed``; ``heads``: inside
-    each head too), in float32. The record holds the proof that the function is kept (the original
+    each head too, the query/key planes by ``qk_angles``: "fitted" (default) on lesion's calibration
+    texts, "random" or "none"), in float32. A family whose stream no rotation keeps (Gemma 3) takes
+    ``heads`` alone: only its heads are rotated. The record holds the proof that the function is kept (the original
     and the hardened model traced on fixed texts, in float32 and in bfloat16) and the heel before
     and after on ``text`` (default: the Bookends sentence): the residual outliers and the Delta of
     ``neurons`` masked alone (default: the down_proj output writing the most massive channel).
@@ -70,16 +73,29 @@ def harden_model(model: str, out: str | Path, *, method: str = "hadamard", seed:
     if method not in HARDEN_METHODS:
         raise ParameterError("method", f"must be one of {', '.join(HARDEN_METHODS)} (got {method!r})")
     check_seed(seed)
+    qk_angles = check_qk_angles(qk_angles, heads)
     budget = check_budget(max_rows, max_neurons, samples, report)
     text = read_text(text)
     neurons = [n if isinstance(n, Neuron) else Neuron.parse(n) for n in neurons] if neurons else None
     check_out_folder(out)  # before any load: a path that cannot be written costs nothing
-    _check_family_before_loading(model)
-    return _harden_and_prove(model, out, method, seed, heads, text, neurons, budget if report else None,
+    _check_family_before_loading(model, heads)
+    return _harden_and_prove(model, out, method, seed, heads, qk_angles, text, neurons, budget if report else None,
                              device, progress, say)
 
 
-def _check_family_before_loading(spec: str) -> None:
+def check_qk_angles(qk_angles: str | None, heads: bool) -> str:
+    """How the query/key planes turn (None: "fitted"); refused when given without ``heads``."""
+    if qk_angles is None:
+        return "fitted"
+    if not heads:
+        raise ParameterError("qk_angles", "turns the query/key planes inside the heads, and no head rotation was "
+                                          "asked for: give `heads` too, or drop it")
+    if qk_angles not in HARDEN_QK_ANGLES:
+        raise ParameterError("qk_angles", f"must be one of {', '.join(HARDEN_QK_ANGLES)} (got {qk_angles!r})")
+    return qk_angles
+
+
+def _check_family_before_loading(spec: str, heads: bool) -> None:
     """A family hardening refuses (a mixture of experts, Gemma 3...) is refused from its config, before
     minutes of loading; a config the plan's reader cannot take is left to the check after the load."""
     import types
@@ -90,11 +106,11 @@ def _check_family_before_loading(spec: str) -> None:
         _, config = read_config(spec)
     except LesionError:
         return
-    check_family(types.SimpleNamespace(config=config))
+    check_family(types.SimpleNamespace(config=config), heads)
 
 
-def _harden_and_prove(spec: str, out, method: str, seed: int, heads: bool, text: str, neurons, budget, device: str,
-                      progress: bool, say) -> HardenRecord:
+def _harden_and_prove(spec: str, out, method: str, seed: int, heads: bool, qk_angles: str, text: str, neurons,
+                      budget, device: str, progress: bool, say) -> HardenRecord:
     from ..model.loading import load_model
     from ..model.neurons import Neuron
     from ..results.harden import HeelComparison
@@ -106,7 +122,7 @@ def _harden_and_prove(spec: str, out, method: str, seed: int, heads: bool, text:
     from .report import markdown
 
     texts = proof_texts()
-    low_reference, float32_bytes = _bfloat16_reference(spec, device, texts, text, neurons, progress, say)
+    low_reference, float32_bytes = _bfloat16_reference(spec, device, heads, texts, text, neurons, progress, say)
     check_out_folder(out, needs_bytes=float32_bytes)  # the weights' size is known now, before the real work
     lm = load_model(spec, dtype="float32", device=device, progress=progress)
     say("measuring the original (float32)")
@@ -114,7 +130,7 @@ def _harden_and_prove(spec: str, out, method: str, seed: int, heads: bool, text:
     before = heel_profile(lm, text, neurons, budget, progress)
     neurons = neurons or [Neuron.parse(before.masked[0].neuron)]
     hardened, record = harden_loaded(lm, method, seed, heads, inplace=True, watch=before.outliers.channel,
-                                     name=str(out))
+                                     name=str(out), qk_angles=qk_angles)
     say(f"hardened ({method}, seed {seed}); measuring it (float32)")
     proof = {"float32": compare(reference, trace(hardened.model, hardened.tokenizer, texts))}
     after = heel_profile(hardened, text, neurons, budget, progress, original=before)
@@ -128,7 +144,7 @@ def _harden_and_prove(spec: str, out, method: str, seed: int, heads: bool, text:
     return record
 
 
-def _bfloat16_reference(spec: str, device: str, texts, text, neurons, progress: bool, say):
+def _bfloat16_reference(spec: str, device: str, heads: bool, texts, text, neurons, progress: bool, say):
     """The original loaded in bfloat16, traced, and let go before the float32 model loads: the
     two at once, with the load's float32 staging, made the peak of a 1.5B run 20.9 GB. The
     family, the text and the neurons are checked on it, before any other work. Also returns
@@ -140,7 +156,7 @@ def _bfloat16_reference(spec: str, device: str, texts, text, neurons, progress: 
     from .proof import trace
     say("measuring the original (bfloat16)")
     original = load_model(spec, dtype="bfloat16", device=device, progress=progress)
-    check_family(original.model)
+    check_family(original.model, heads)
     encode(original.tokenizer, text, original.device)  # a text too short for the method: refused now
     if neurons:
         discover_sites(original.model, "all").check(neurons)

@@ -18,9 +18,16 @@ from .settings import Settings
 @dataclass(frozen=True)
 class HeadRotation(Record):
     """What rotating inside the heads did: values/o_proj per head, and in how many layers the
-    queries/keys' rotary planes."""
+    queries/keys' rotary planes; how their angles were chosen ("fitted" on the ``calibration``
+    texts, "random", "none"), how many (layer, key head, plane) rotations were made and how many a
+    per-channel q/k norm pinned; the largest |R R^T - I| of the value rotations."""
     values: bool
     queries_keys_layers: int
+    qk_angles: str | None = optional()  # None: a file written before the choice existed (random angles)
+    qk_planes: int | None = optional()
+    qk_planes_pinned: int | None = optional()
+    calibration: tuple[str, ...] | None = optional()
+    orthogonality_error: float | None = optional()
 
 
 @dataclass(frozen=True)
@@ -35,7 +42,9 @@ class ChannelSpread(Record):
 
 @dataclass(frozen=True)
 class Rotation(Record):
-    """The change of basis: method, seed, the residual width and the checks made on Q."""
+    """The change of basis: method, seed, the residual width and the checks made on Q (with
+    ``residual`` false, for a family whose stream no rotation keeps, only the heads were rotated:
+    the checks are the head rotations')."""
     method: str
     seed: int
     heads: HeadRotation | None  # None: the heads were not rotated
@@ -46,6 +55,7 @@ class Rotation(Record):
     orthogonality_error: float
     spread: ChannelSpread | None = optional()  # the watched channel's (the heel's), when one was given
     text_sha256: str | None = optional()  # the text the heel was measured on
+    residual: bool | None = optional()  # whether the stream was rotated; None: a file from before, when it always was
 
 
 @dataclass(frozen=True)
@@ -116,8 +126,8 @@ class Where(Record):
 @dataclass(frozen=True)
 class SetSummary(Record):
     """A set one search found: its size, Delta, first neurons and where they sit. A scan adds its
-    best Delta when the threshold was not reached; a heel search why it stopped, its epsilon and
-    every neuron of the set."""
+    best Delta when the threshold was not reached; a heel search why it stopped, its epsilon,
+    every neuron of the set and which part of its portfolio found it."""
     n: int
     reached: bool
     delta: float
@@ -128,6 +138,7 @@ class SetSummary(Record):
     stopped: Stopped | None = optional()  # the heel search's: reached, not reached, budget, interrupted
     epsilon: float | None = optional()
     all_neurons: tuple[str, ...] | None = optional()
+    found_by: str | None = optional()  # the heel search's portfolio part that found the set ("all", "q,k,v"...)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ OBJECTIVES = ("worst", "mean")
 STAGE2 = {"linear": "every n in order: the paper's first crossing, exactly",
           "gallop": "n = 1, 2, 4, ... to bracket the first crossing, then every n inside the bracket"}
 HARDEN_METHODS = ("rotate", "hadamard")  # lesion harden --method: a random orthogonal or a randomized Hadamard Q
+HARDEN_QK_ANGLES = ("fitted", "random", "none")  # lesion harden --heads: how the query/key planes turn
 
 
 def check_whole_number(name: str, value, least: int, most: int | None = None, hint: str = "") -> int:
