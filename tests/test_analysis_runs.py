@@ -110,3 +110,19 @@ def test_a_seed_only_sweep_gives_one_row_per_seed_and_a_one_panel_figure(tiny_di
     assert [(r.varied, r.seed, r.samples) for r in sweep.rows] == [("seed", 1, 4), ("seed", 2, 4)]
     assert sweep.reference.seed == 42
     assert len(sweep_plot(sweep).axes) == 2  # one panel and its twin axis
+
+
+@pytest.mark.slow
+def test_robustness_into_a_run_folder_takes_the_runs_model(tiny_dir, tmp_path):
+    """Without --model, robustness studies the run folder's model (not the default one), so the
+    result written next to the run is of the run's model."""
+    from conftest import scan_tiny
+    run = scan_tiny(tiny_dir, tmp_path / "run")
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": " ".join(f"Line {i} of doc {d} is plain prose here."
+                                                           for i in range(12)) * 2}) + "\n" for d in range(3)))
+    assert main(["analyze", "robustness", "--passages", "2", "--corpus", str(corpus), "--samples", "3",
+                 "--epsilon", "0.001", "--out-dir", str(run), "--quiet"]) == 0
+    ranking = json.loads((run / "ranking.json").read_text())
+    result = json.loads((run / "analysis-robustness.json").read_text())
+    assert result["settings"]["model"] == ranking["settings"]["model"]

@@ -7,6 +7,7 @@ from lesion.method.compare import compare_rankers, level_deltas
 from lesion.masking.metrics import delta, mean_nll
 from lesion.method.rankers import rank_by_random, ranking_from_scores
 from lesion.method.stage2 import masked_nll
+from lesion.results import Settings
 
 
 def test_many_levels_in_chunked_batches_equal_one_mask_per_forward(study):
@@ -26,7 +27,7 @@ def test_random_is_mean_and_spread_over_consecutive_seeds(study):
     per_seed = []
     for seed in (7, 8, 9):
         scores = rank_by_random(study.lm.model, study.input_ids, study.index, seed=seed)
-        neurons = ranking_from_scores(study.index, scores, "random", 30, "", {}).neurons
+        neurons = ranking_from_scores(study.index, scores, "random", 30, "", Settings()).neurons
         per_seed.append(level_deltas(study, neurons, [3, 30], clean))
     for i, row in enumerate(result.rows):
         values = [run[i] for run in per_seed]

@@ -343,3 +343,59 @@ def test_a_model_spec_that_names_nothing_loadable_is_refused_before_any_load(tmp
         _raises(lambda: resolve(spec), ParameterError, "model")  # noqa: B023
     _raises(lambda: check_output_path("", "out"), ParameterError, "out")
     _raises(lambda: check_output_folder("", "out"), ParameterError, "out")
+
+
+# Issue 34: numbers that cannot mean anything, and the library holding the CLI's checks.
+
+@pytest.mark.parametrize("alpha", [1e-30, 1e-300])
+def test_alpha_below_float32_resolution_is_refused(study, alpha):
+    _raises(lambda: study.rank("noise", alpha=alpha, samples=2, progress=False), ParameterError, "alpha")
+
+
+@pytest.mark.parametrize("alpha", [float("nan"), float("inf"), -1.0, True])
+def test_alpha_that_is_no_noise_scale_is_refused(study, alpha):
+    _raises(lambda: study.rank("noise", alpha=alpha, samples=2, progress=False), ParameterError, "alpha")
+
+
+def test_all_zero_noise_scores_are_refused_not_ranked_in_module_order():
+    import torch
+    from lesion.method.rankers import check_scores
+    _raises(lambda: check_scores(torch.zeros(7), "noise", "float32", 5.0), ParameterError, "alpha")
+
+
+def test_int_alpha_is_recorded_as_the_cli_float(study):
+    five = study.rank("noise", alpha=5, samples=2, keep=5, progress=False)
+    five_point_zero = study.rank("noise", alpha=5.0, samples=2, keep=5, progress=False)
+    assert five.settings.alpha == 5.0 and isinstance(five.settings.alpha, float)
+    assert five.settings == five_point_zero.settings and five.neurons == five_point_zero.neurons
+
+
+def test_identify_refuses_a_ranking_of_another_text_and_a_non_ranking(study):
+    from lesion.method.study import Study
+    ranking = study.rank("noise", samples=2, keep=5, progress=False)
+    other = Study.create(study.lm, study.text + " and a different ending")
+    _raises(lambda: other.identify(ranking, progress=False), ParameterError, "ranking")
+    _raises(lambda: study.identify(None, progress=False), ParameterError, "ranking")
+
+
+def test_api_misuse_is_refused_on_its_parameter(study):
+    from lesion.heel.search import search_heel, text_names
+    from lesion.method.study import Study
+    from lesion.model.loading import load_model
+    _raises(lambda: load_model(123), ParameterError, "model")
+    _raises(lambda: Study.create("name"), ParameterError, "lm")
+    _raises(lambda: search_heel("name", ["a text"], None), ParameterError, "lm")
+    _raises(lambda: search_heel(study.lm, ["a text"], {"max_rows": 50}), ParameterError, "plan")
+    _raises(lambda: text_names(["one text", "another"], ["same", "same"]), ParameterError, "names")
+    _raises(lambda: text_names(["one text", "another"], ["only one"]), ParameterError, "names")
+
+
+def test_load_model_takes_a_path(tiny_dir):
+    from lesion.model.loading import load_model
+    assert load_model(Path(tiny_dir)).name == load_model(tiny_dir).name
+
+
+def test_random_runs_that_cannot_fit_in_memory_are_refused(study):
+    from lesion.method.compare import compare_rankers
+    _raises(lambda: compare_rankers(study, ["random"], [1, 2], random_runs=10 ** 12, progress=False),
+            ParameterError, "random_runs")

@@ -8,6 +8,7 @@ from ..masking.metrics import delta, perplexity
 from ..model.neurons import Neuron
 from ..results.analysis import PhaseData
 from ..results.sets import NeuronDelta, Step
+from ..method.compare import check_rows_fit
 from ..method.study import Study
 
 
@@ -16,6 +17,7 @@ def phase_transition(study: Study, ranking: Sequence[Neuron], critical: Sequence
     n_star = len(critical)
     max_n = max_n or max(2 * n_star + 5, 20)
     levels = list(range(0, min(max_n, len(ranking)) + 1))
+    check_rows_fit("max_n", levels)  # the curve's rows list the top 0, 1, ..., max_n: quadratic in it
     clean = baseline_nll(study.lm.model, study.input_ids, study.lm.dtype)
     model, ids, index = study.lm.model, study.input_ids, study.index
     nlls = masked_nll(model, ids, index, [list(ranking[:n]) for n in levels])  # the curve also needs PPL

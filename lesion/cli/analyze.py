@@ -88,7 +88,15 @@ def _inputs(args, on: str, folder, text: str | None, rank_options: dict):
         return AnalysisInputs(study=Study.create(load(args), text or BOOKENDS), rank_options=rank_options)
     if on == "model":
         texts = _robustness_texts(args)
-        return AnalysisInputs(lm=load(args), texts=texts, rank_options=rank_options)
+        # A run folder's model, as other commands reading a run take it: never another model's
+        # result written into a folder (which report would then refuse).
+        from ..replay.runfolder import RANKING
+        recorded = folder.settings() if folder.file(RANKING).is_file() else None
+        lm = load(args, recorded=recorded)
+        if recorded is not None:
+            from ..method.study import check_same_model
+            check_same_model(recorded, lm, "run folder's ranking")
+        return AnalysisInputs(lm=lm, texts=texts, rank_options=rank_options)
     from .common import check_device, resolve_model_args
     resolve_model_args(args)
     check_device(args)

@@ -17,7 +17,7 @@ from ..runtime.options import first_repeat
 from ..results import Heel, NeuronProfile, Stopped, Transfer, TransferRow
 from ..method.scorers import SCORERS, SIGNALS
 from ..method.rankers import clean_activations
-from ..method.study import Study
+from ..method.study import Study, check_loaded
 from ..texts.text import text_hash
 from .plan import PortfolioPart, SearchPlan
 from .run import find_smallest_heel
@@ -61,7 +61,8 @@ def search_heel(lm, texts: Sequence[str] | Mapping[str, str], plan: SearchPlan, 
     Under torchrun (:func:`lesion.runtime.distributed.init`, or ``torchrun -m lesion search``) every rank
     runs this call: masked rows and Stage 1's noise samples are split across the ranks, every
     decision the time budget takes reads rank 0's clock, and rank 0 alone keeps the journal."""
-    plan.check()
+    check_loaded(lm)
+    plan = check_plan(plan)
     names, texts = text_names(texts, names)
     signals = check_signals(signals)
     if plan.strategy == "prefix" and "noise" not in signals:
@@ -73,7 +74,7 @@ def search_heel(lm, texts: Sequence[str] | Mapping[str, str], plan: SearchPlan, 
     deadline = None if plan.time_budget is None else began + plan.time_budget
     studies = [Study.create(lm, text, components) for text in texts]
     index = studies[0].index
-    noise_options = {"alpha": 5.0, "samples": 100, "seed": 42, **(noise_options or {})}
+    noise_options = {"alpha": 5.0, "samples": 100, "seed": 42, **check_noise(noise_options)}
     stage1_options = {**noise_options, "use_cache": use_cache and distributed.current().size == 1}
     score = SetScorer.for_model(lm.model, index, [s.input_ids for s in studies], ablation=plan.ablation,
                                 objective=plan.objective, max_rows=plan.max_rows, dtype=lm.dtype,
@@ -104,7 +105,7 @@ def search_heel(lm, texts: Sequence[str] | Mapping[str, str], plan: SearchPlan, 
         return list(ranking.neurons)
 
     info = [{"name": name, "sha256": text_hash(s.text), "tokens": int(s.input_ids.shape[1])}
-            for name, s in zip(list(names) + [f"text{i + 1}" for i in range(len(names), len(studies))], studies)]
+            for name, s in zip(names, studies)]
     settings = studies[0].settings(signals=list(signals), per_signal=per_signal, noise=noise_options,
                                    bare_row_seconds=round(bare_row_seconds, 4))
     if left_out:
@@ -133,8 +134,32 @@ def search_heel(lm, texts: Sequence[str] | Mapping[str, str], plan: SearchPlan, 
         return replace(heel, stopped=Stopped.INTERRUPTED)
 
 
+def check_plan(plan: SearchPlan) -> SearchPlan:
+    """``plan`` checked, with its numbers as the CLI's flags give them (``epsilon=1`` is recorded as 1.0)."""
+    if not isinstance(plan, SearchPlan):
+        raise ParameterError("plan", f"must be a SearchPlan, e.g. SearchPlan(max_rows=50) (got "
+                                     f"{type(plan).__name__})")
+    plan.check()
+    return replace(plan, epsilon=float(plan.epsilon),
+                   time_budget=None if plan.time_budget is None else float(plan.time_budget))
+
+
+def check_noise(noise_options: Mapping | None) -> dict:
+    """The noise signal's options (alpha, samples, seed and Stage 1's others), alpha as a float."""
+    if noise_options is None:
+        return {}
+    if not isinstance(noise_options, Mapping):
+        raise ParameterError("noise_options", f"must be a dict of Stage 1 options, e.g. {{'samples': 20}} (got "
+                                              f"{type(noise_options).__name__})")
+    options = dict(noise_options)
+    if isinstance(options.get("alpha"), int) and not isinstance(options["alpha"], bool):
+        options["alpha"] = float(options["alpha"])
+    return options
+
+
 def text_names(texts: Sequence[str] | Mapping[str, str], names: Sequence[str] = ()) -> tuple[list[str], list[str]]:
-    """(names, texts) of a list of texts (with ``names``) or of a ``{name: text}`` mapping."""
+    """(names, texts) of a list of texts (with ``names``: none, or one per text, each once) or of a
+    ``{name: text}`` mapping. Without names the texts are text1, text2, ..."""
     if isinstance(texts, str):
         raise ParameterError("texts", "is one string: pass a list of texts, e.g. [text]")
     if isinstance(texts, Mapping):
@@ -152,7 +177,19 @@ def text_names(texts: Sequence[str] | Mapping[str, str], names: Sequence[str] = 
     if twice is not None:
         raise ParameterError("texts", f"gives one text twice (text {texts.index(texts[twice]) + 1} and text "
                                       f"{twice + 1}): each text counts once in the objective; drop the repeat")
-    return names, texts
+    if isinstance(names, str):
+        raise ParameterError("names", "is one string: pass a list of names, one per text")
+    if names and len(names) != len(texts):
+        raise ParameterError("names", f"gives {len(names)} name(s) for {len(texts)} text(s): give one per text, "
+                                      "or none (text1, text2, ...)")
+    odd = [n for n in names if not isinstance(n, str) or not n.strip()]
+    if odd:
+        raise ParameterError("names", f"holds {odd[0]!r}: each name must be a non-empty string")
+    twice = first_repeat(names)
+    if twice is not None:
+        raise ParameterError("names", f"gives {names[twice]!r} to two texts: the result and the transfer table "
+                                      "are keyed by name, so one text's row would replace the other's")
+    return names or [f"text{i + 1}" for i in range(len(texts))], texts
 
 
 def _bare_row_seconds(lm, input_ids: torch.Tensor) -> float:
@@ -272,10 +309,10 @@ def search_with_transfer(lm, texts: Sequence[str] | Mapping[str, str], names: Se
     """The joint heel over all texts, plus each text's own heel, and the Delta of every heel on
     every text (does a heel found on one input collapse the model on the others?). ``texts`` as
     :func:`search_heel` takes them, at least two."""
+    check_loaded(lm)
     names, texts = text_names(texts, names)
     check_transfer(texts)
-    names = names + [f"text{i + 1}" for i in range(len(names), len(texts))]
-    plan = SearchPlan() if plan is None else plan
+    plan = check_plan(SearchPlan() if plan is None else plan)
     memo: dict = {}
     joint = search_heel(lm, texts, plan, memo=memo, names=names, **options)
     alone = {k: v for k, v in options.items() if k not in ("journal", "resume")}  # the journal is the joint search's

@@ -181,7 +181,10 @@ def rank_by_noise(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIn
     body, dtype = model.base_model, _dtype(model)
     with torch.inference_mode():
         clean_embeds = model.get_input_embeddings()(input_ids).float()  # (1, T, H)
-        scale = alpha * clean_embeds.pow(2).mean().sqrt().item() if alpha_relative else alpha
+        rms = clean_embeds.pow(2).mean().sqrt().item()
+        scale = alpha * rms if alpha_relative else alpha
+        check_resolution(alpha, alpha_relative, rms, dtype)
+        check_stage1_memory(index, clean_embeds, min(batch_size, SETTLE_CHECK_EVERY if adaptive else cap), adaptive)
         clean: dict[str, torch.Tensor] = {}
         with hooked(model, _store(index, clean)):
             body(inputs_embeds=clean_embeds.to(dtype))
@@ -231,6 +234,7 @@ def rank_by_noise(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIn
         for total in sums.values():
             total.div_(done)  # in place: a copy of every sum would cost more than the division
     scores = _collect(index, sums, reduce)  # outside inference mode: the scores are ordinary tensors
+    check_scores(scores.values, "noise", str(dtype).removeprefix("torch."), alpha)  # before any cache keeps them
     if not adaptive:
         return scores
     return Scores(scores.values, scores.positions,
@@ -238,6 +242,73 @@ def rank_by_noise(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIn
                    "settle_rule": "given" if settle_top else f"head: score >= top / {HEAD_RATIO:g}",
                    "settled_top": settled, "stopped": "settled" if settled >= wanted else "cap",
                    "check_every": SETTLE_CHECK_EVERY})
+
+
+def resolution(dtype: torch.dtype) -> float:
+    """The relative spacing of the numbers the noisy embeddings pass through: they are summed in
+    float32 and then cast to the model's dtype, so the coarser of the two."""
+    return max(torch.finfo(torch.float32).eps, torch.finfo(dtype).eps)
+
+
+def check_resolution(alpha: float, alpha_relative: bool, rms: float, dtype: torch.dtype) -> None:
+    """Refuse noise too small to change the embeddings: alpha * N(0, 1) added to values of typical
+    magnitude ``rms`` (the embeddings' RMS) is lost in rounding when its scale is below the spacing
+    of ``dtype``'s numbers at that magnitude, eps x RMS; the scores would then measure rounding, or
+    be all zero and leave the ranking in module order."""
+    eps = resolution(dtype)
+    scale, floor = alpha * rms if alpha_relative else alpha, eps * rms
+    if scale >= floor:
+        return
+    name = str(dtype).removeprefix("torch.")
+    least = _round_up(eps if alpha_relative else floor)
+    unit = " (relative: times the embeddings' RMS)" if alpha_relative else ""
+    raise ParameterError("alpha", f"{alpha:g}{unit} gives noise below {name}'s resolution at these embeddings "
+                                  f"(eps x RMS = {eps:.3g} x {rms:.3g} = {floor:.3g}): it would vanish in rounding; "
+                                  f"use alpha >= {least:g} (the paper uses 5)")
+
+
+def _round_up(x: float) -> float:
+    """``x`` to three significant digits, rounded up (a bound the user copies must hold)."""
+    shown = float(f"{x:.3g}")
+    return shown if shown >= x else float(f"{x * 1.005:.3g}")  # half a unit of the third digit at most
+
+
+def check_stage1_memory(index: SiteIndex, clean_embeds: torch.Tensor, rows: int, adaptive: bool) -> None:
+    """Refuse a batch of noise samples that cannot fit where the model runs, before Stage 1
+    allocates its state: per neuron and token, the clean activations, the running sums and a
+    batch's pending sums (and sums of squares with their pending batch for ``samples="auto"``),
+    and per batch row the noise, the noisy embeddings, one difference buffer per site width and
+    the widest output of a forward, float32 each (a floor: a forward holds more)."""
+    from ..runtime.options import check_fits
+    tokens, hidden = clean_embeds.shape[1], clean_embeds.shape[2]
+    widths = {s.width for s in index.sites}
+    fixed = (5 if adaptive else 3) * tokens * index.total * 4
+    per_row = 4 * tokens * (2 * hidden + sum(widths) + max(widths))
+    check_fits("batch_size", rows, per_row, fixed=fixed, device=clean_embeds.device,
+               what=f"Stage 1's state and {rows:,} noisy forward(s) of {tokens} tokens",
+               hint="a shorter text or fewer `components`")
+
+
+def check_scores(values: torch.Tensor, ranker: str, dtype: str | None = None, alpha: float | None = None) -> None:
+    """Scores a ranking can be made from: finite, and not all zero (a ranking of ties would list
+    the neurons in module order and call it an order of importance)."""
+    if not torch.isfinite(values).all():
+        if dtype not in (None, "float32"):
+            raise ParameterError("dtype", f"is too narrow for this model: the {ranker} ranker's scores overflow to "
+                                          "non-finite values; use float32")
+        if ranker == "noise":
+            given = "" if alpha is None else f"{alpha:g} "
+            raise ParameterError("alpha", f"{given}gives non-finite noise scores even in float32: lower it (the "
+                                          "paper uses 5)")
+        raise ParameterError("ranker", f"{ranker} gives non-finite scores even in float32 on this model: use "
+                                       "another ranker")
+    if values.numel() and not bool((values != 0).any()):
+        if ranker == "noise":
+            given = "" if alpha is None else f"{alpha:g} "
+            raise ParameterError("alpha", f"{given}gives all-zero noise scores: the noise changed no activation, so "
+                                          "the ranking would be module order; raise it (the paper uses 5)")
+        raise ParameterError("ranker", f"{ranker} gives all-zero scores on this model, so the ranking would be module "
+                                       "order: use another ranker")
 
 
 def _dtype(model) -> torch.dtype:
@@ -377,16 +448,7 @@ def rank(model: torch.nn.Module, input_ids: torch.Tensor, index: SiteIndex, rank
 def ranking_from_scores(index: SiteIndex, scores: Scores, ranker: str, keep: int, model_name: str,
                         settings: Settings) -> Ranking:
     values = scores.values.float().cpu()
-    if not torch.isfinite(values).all():
-        if settings.dtype not in (None, "float32"):
-            raise ParameterError("dtype", f"is too narrow for this model: the {ranker} ranker's scores overflow to "
-                                          "non-finite values; use float32")
-        if ranker == "noise":
-            given = "" if settings.alpha is None else f"{settings.alpha:g} "
-            raise ParameterError("alpha", f"{given}gives non-finite noise scores even in float32: lower it (the "
-                                          "paper uses 5)")
-        raise ParameterError("ranker", f"{ranker} gives non-finite scores even in float32 on this model: use "
-                                       "another ranker")
+    check_scores(values, ranker, settings.dtype, settings.alpha)
     order = torch.sort(values, descending=True, stable=True).indices[:keep]
     pos = None if scores.positions is None else tuple(scores.positions.cpu()[order].tolist())
     return Ranking(model=model_name, ranker=ranker, neurons=tuple(index.neurons(order.tolist())),

@@ -41,6 +41,7 @@ class Study:
 
     @classmethod
     def create(cls, lm: LoadedModel, text: str = BOOKENDS, components: str | None = None) -> "Study":
+        check_loaded(lm)
         ids = encode(lm.tokenizer, text, lm.device)
         check_context(lm.model, ids)
         index = discover_sites(lm.model, components)
@@ -78,6 +79,9 @@ class Study:
         spec = SCORERS[check_ranker(ranker)]
         max_samples = check_rank_options(samples=samples, alpha=alpha, seed=seed, batch_size=batch_size,
                                          max_samples=max_samples, settle_top=settle_top)
+        # A number is recorded as its option's type, so that alpha=5 and --alpha 5 (5.0) give one
+        # settings record, one cache key and the same bytes.
+        alpha = float(alpha)
         given = dict(alpha=alpha, samples=samples, alpha_relative=alpha_relative, reduce=reduce,
                      batch_size=batch_size)
         options = {name: given[name] for name in spec.options}
@@ -112,6 +116,7 @@ class Study:
         whether the answer used only the settled top of the ranking (else re-rank at full K)."""
         from .stage2 import check_options
         check_options(epsilon, step, max_neurons, stage2)
+        epsilon = float(epsilon)  # recorded as --epsilon records it
         self.check_ranking(ranking)
         tried = min(max_neurons, len(ranking.neurons))
         if step > tried:
@@ -164,7 +169,26 @@ class Study:
         self.timings[step] = self.timings.get(step, 0.0) + time.perf_counter() - start
 
     def check_ranking(self, ranking: Ranking) -> None:
+        """A ranking Stage 2 can read on this study: made on its model, its text and its components."""
+        if not isinstance(ranking, Ranking):
+            raise ParameterError("ranking", f"must be a Ranking (study.rank(...) or Ranking.load(path)), not "
+                                            f"{type(ranking).__name__}")
         check_same_model(ranking.settings, self.lm, "ranking")
+        theirs = ranking.settings.text_sha256
+        if theirs != text_hash(self.text):
+            made_on = f"another text (SHA-256 {str(theirs)[:16]}...)" if theirs else "a text it does not record"
+            raise ParameterError("ranking", f"was made on {made_on}, not this study's: create the Study on the "
+                                            "ranking's text (ranking.settings.text), or rank this one")
+        if ranking.settings.components not in (None, self.components):
+            raise ParameterError("ranking", f"was made on components {ranking.settings.components!r}, this study "
+                                            f"has {self.components!r}: create the Study with the ranking's")
+
+
+def check_loaded(lm) -> None:
+    """What a study runs on: a model lesion loaded, not its name."""
+    if not isinstance(lm, LoadedModel):
+        hint = f" (got {type(lm).__name__} {lm!r})" if isinstance(lm, (str, bytes)) else f" (got {type(lm).__name__})"
+        raise ParameterError("lm", f"must be a loaded model, lesion.load_model(spec){hint}: load it first")
 
 
 def _read_by_stage2(critical: CriticalSet) -> int:

@@ -86,6 +86,11 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: str = "float32", device: str = 
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    if isinstance(spec, os.PathLike):
+        spec = os.fspath(spec)  # a folder or .gguf file given as a Path names it as its string does
+    if not isinstance(spec, str):
+        raise ParameterError("model", f"must be an alias, a folder, a .gguf file or a hub id (got "
+                                      f"{type(spec).__name__} {spec!r})")
     if dtype not in DTYPES:
         raise ParameterError("dtype", f"must be one of {', '.join(DTYPES)} (got {dtype!r})")
     check_device(device, device_map)

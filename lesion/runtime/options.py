@@ -3,6 +3,7 @@ can offer them as argparse choices without importing the libraries that use them
 and signals are in :mod:`lesion.method.scorers`, torch-free too), and the checks every count and list
 option shares."""
 from collections.abc import Hashable, Iterable
+from pathlib import Path
 
 from ..errors import ParameterError
 
@@ -48,3 +49,57 @@ def check_seed(seed: int) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise ParameterError("seed", f"must be a whole number 0..{MAX_SEED} (got {seed!r})")
     return seed
+
+
+GIB = 2 ** 30
+
+
+def available_memory(device: object = None) -> int | None:
+    """Bytes that can still be allocated where ``device`` computes: a CUDA device's free memory,
+    else the host's (MemAvailable, within the cgroup's limit where one is set; psutil where there
+    is no /proc). None when this machine does not say."""
+    if device is not None and str(device).startswith("cuda"):
+        import torch
+        if torch.cuda.is_available():
+            return int(torch.cuda.mem_get_info(torch.device(str(device)))[0])
+        return None
+    found = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:  # a container's limit (cgroup v2) can be far below the host's free memory
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            found.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    if not found:
+        try:
+            import psutil
+            found.append(int(psutil.virtual_memory().available))
+        except ImportError:
+            return None
+    return max(0, min(found))
+
+
+def check_fits(parameter: str, value: int, bytes_each: int, *, fixed: int = 0, what: str = "",
+               least: int = 1, device: object = None, hint: str = "") -> None:
+    """Refuse ``value`` of parameter ``parameter`` when ``fixed + value * bytes_each`` bytes
+    (``what`` says what they hold) cannot fit the memory :func:`available_memory` finds, before
+    anything is allocated; the message gives the largest value that fits (``hint`` what else helps
+    when not even ``least`` does)."""
+    available = available_memory(device)
+    need = fixed + value * bytes_each
+    if available is None or need <= available:
+        return
+    largest = (available - fixed) // bytes_each if bytes_each > 0 else 0
+    where = f"free on {device}" if device is not None and str(device).startswith("cuda") else "available"
+    if largest >= least:
+        advice = f"use at most {largest:,}"
+    else:
+        advice = f"not even {least:,} fits{': ' + hint if hint else ''}"
+    raise ParameterError(parameter, f"{value:,} needs about {need / GIB:.3g} GiB{' for ' + what if what else ''}, "
+                                    f"but {available / GIB:.3g} GiB is {where}: {advice}")
