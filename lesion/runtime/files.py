@@ -369,7 +369,7 @@ def bounded_json(source: Path | str | bytes, refuse: Callable[[str], LesionError
     :class:`ParameterError`, ...).
 
     ``source``: a :class:`Path` is read (its size checked before a byte is read; an unreadable file
-    raises :class:`OSError` for the caller to word); a str or bytes is the JSON text itself. Refused:
+    raises ``OSError`` for the caller to word); a str or bytes is the JSON text itself. Refused:
     more than ``max_bytes``; not UTF-8; not JSON; nesting deeper than ``max_depth`` (a file nested a
     hundred thousand deep makes the parser itself recurse: that is this refusal too, never a
     RecursionError); a number written in more than ``max_number_chars`` characters (Python refuses
