@@ -292,23 +292,22 @@ def check_stage1_memory(index: SiteIndex, clean_embeds: torch.Tensor, rows: int,
 def check_scores(values: torch.Tensor, ranker: str, dtype: str | None = None, alpha: float | None = None) -> None:
     """Scores a ranking can be made from: finite, and not all zero (a ranking of ties would list
     the neurons in module order and call it an order of importance)."""
-    if not torch.isfinite(values).all():
-        if dtype not in (None, "float32"):
-            raise ParameterError("dtype", f"is too narrow for this model: the {ranker} ranker's scores overflow to "
-                                          "non-finite values; use float32")
-        if ranker == "noise":
-            given = "" if alpha is None else f"{alpha:g} "
-            raise ParameterError("alpha", f"{given}gives non-finite noise scores even in float32: lower it (the "
-                                          "paper uses 5)")
-        raise ParameterError("ranker", f"{ranker} gives non-finite scores even in float32 on this model: use "
-                                       "another ranker")
-    if values.numel() and not bool((values != 0).any()):
-        if ranker == "noise":
-            given = "" if alpha is None else f"{alpha:g} "
-            raise ParameterError("alpha", f"{given}gives all-zero noise scores: the noise changed no activation, so "
-                                          "the ranking would be module order; raise it (the paper uses 5)")
-        raise ParameterError("ranker", f"{ranker} gives all-zero scores on this model, so the ranking would be module "
-                                       "order: use another ranker")
+    finite = bool(torch.isfinite(values).all())
+    if finite and not (values.numel() and not bool((values != 0).any())):
+        return
+    if not finite and dtype not in (None, "float32"):
+        raise ParameterError("dtype", f"is too narrow for this model: the {ranker} ranker's scores overflow to "
+                                      "non-finite values; use float32")
+    if ranker == "noise":  # the noise's size is what the user can change
+        given = "" if alpha is None else f"{alpha:g} "
+        raise ParameterError("alpha", f"{given}gives non-finite noise scores even in float32: lower it (the paper "
+                                      "uses 5)" if not finite else
+                                      f"{given}gives all-zero noise scores: the noise changed no activation, so the "
+                                      "ranking would be module order; raise it (the paper uses 5)")
+    raise ParameterError("ranker", f"{ranker} gives non-finite scores even in float32 on this model: use another "
+                                   "ranker" if not finite else
+                                   f"{ranker} gives all-zero scores on this model, so the ranking would be module "
+                                   "order: use another ranker")
 
 
 def _dtype(model) -> torch.dtype:

@@ -8,13 +8,12 @@ written back exactly so. The keys lesion knows are typed fields (None while abse
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..model.hub import is_commit
 from .record import OpenRecord
 
-_COMMIT = re.compile(r"[0-9a-f]{40}")
 DEFAULT_EPSILON = 1.0  # what a result written before epsilon was recorded was made with
 
 
@@ -90,8 +89,7 @@ class Settings(OpenRecord):
     def __post_init__(self) -> None:
         # A recorded revision is the commit a hub snapshot was loaded at, and is passed back to the hub
         # client (which joins it into paths) when a later command loads the model the result names.
-        if self.model_revision is not None and not (isinstance(self.model_revision, str)
-                                                    and _COMMIT.fullmatch(self.model_revision)):
+        if self.model_revision is not None and not is_commit(self.model_revision):
             raise ValueError(f"settings.model_revision: {self.model_revision!r} is not a 40-hex commit")
 
     @property
